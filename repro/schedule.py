@@ -1,0 +1,247 @@
+"""Per-step schedules: which kind of UNet evaluation each sampler step gets.
+
+A schedule is the identity of an accelerated sampler everywhere (results, MLflow, CLI), so
+it is a frozen value with one canonical text. Tokens, one per sampler step (one per UNet
+call of the pipeline):
+
+- ``F``: full UNet; the features of the deep path are cached.
+- ``P<b>``: partial (DeepCache "retrieve"): only the path shallower than branch ``b`` runs,
+  the deep feature comes from the cache of the last ``F`` step.
+- ``N``: null: no UNet call, the last model output is reused by the scheduler.
+
+``|`` may separate segments and carries no meaning; the canonical text puts one before
+every ``F`` but the first.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+FULL = "F"
+NULL = "N"
+_PARTIAL = re.compile(r"P(\d+)")
+
+
+class ScheduleError(ValueError):
+    """A schedule text or generator argument that cannot describe a valid schedule."""
+
+
+def partial(branch: int) -> str:
+    """The token of a partial step at ``branch``."""
+    if branch < 0:
+        raise ScheduleError(f"partial step branch must be >= 0, got {branch}")
+    return f"P{branch}"
+
+
+def branch_of(token: str) -> int | None:
+    """The cache branch of a partial token; None for ``F`` and ``N``."""
+    return int(token[1:]) if token.startswith("P") else None
+
+
+def _check_token(token: str, position: int) -> str:
+    if token in (FULL, NULL):
+        return token
+    match = _PARTIAL.fullmatch(token)
+    if match is None:
+        hint = " (branches are non-negative integers)" if token.startswith("P-") else ""
+        raise ScheduleError(
+            f"bad schedule token {token!r} at step {position}: expected F, P<branch> or N{hint}"
+        )
+    return partial(int(match.group(1)))  # canonical: P007 -> P7
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """Relative cost of each step kind: F = 1, N = 0, P<b> = ``partial[b]``.
+
+    Defaults come from MAC ratios; ``repro bench --calibrate`` measures them on a device.
+    """
+
+    partial: Mapping[int, float]
+    source: str = "unspecified"
+
+    def step_cost(self, token: str) -> float:
+        if token == FULL:
+            return 1.0
+        if token == NULL:
+            return 0.0
+        branch = branch_of(token)
+        if branch not in self.partial:
+            raise ScheduleError(
+                f"cost table ({self.source}) has no entry for branch {branch}; "
+                f"known branches: {sorted(self.partial)}"
+            )
+        return float(self.partial[branch])
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "partial": {str(b): c for b, c in self.partial.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> CostTable:
+        return cls({int(b): float(c) for b, c in data["partial"].items()}, data.get("source", ""))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """An immutable sequence of step tokens; build with :meth:`parse` or the generators."""
+
+    steps: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ScheduleError("a schedule needs at least one step")
+        for position, token in enumerate(self.steps, start=1):
+            if _check_token(token, position) != token:
+                raise ScheduleError(f"non-canonical token {token!r} at step {position}")
+        if self.steps[0] != FULL:
+            raise ScheduleError(
+                f"bad schedule token {self.steps[0]!r} at step 1: the first step must be F "
+                "(partial and null steps need an earlier full step)"
+            )
+
+    # -- text ---------------------------------------------------------------------------
+    @classmethod
+    def parse(cls, text: str | Schedule, num_branches: int | None = None) -> Schedule:
+        """Parse schedule text; with ``num_branches``, also reject branches the model lacks."""
+        if isinstance(text, Schedule):
+            schedule = text
+        else:
+            tokens = [t for t in str(text).replace("|", " ").split()]
+            schedule = cls(tuple(_check_token(t, i) for i, t in enumerate(tokens, start=1)))
+        if num_branches is not None:
+            schedule.check_branches(num_branches)
+        return schedule
+
+    def __str__(self) -> str:
+        parts: list[str] = []
+        for i, token in enumerate(self.steps):
+            if token == FULL and i > 0:
+                parts.append("|")
+            parts.append(token)
+        return " ".join(parts)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def check_branches(self, num_branches: int) -> None:
+        for position, token in enumerate(self.steps, start=1):
+            branch = branch_of(token)
+            if branch is not None and branch >= num_branches:
+                raise ScheduleError(
+                    f"bad schedule token {token!r} at step {position}: the model has "
+                    f"branches 0..{num_branches - 1}"
+                )
+
+    # -- derived ------------------------------------------------------------------------
+    @property
+    def branches(self) -> frozenset[int]:
+        """Cache branches used by partial steps."""
+        return frozenset(b for b in map(branch_of, self.steps) if b is not None)
+
+    def count(self, kind: str) -> int:
+        """Number of steps of a kind: ``"F"``, ``"N"`` or ``"P"`` (any branch)."""
+        return sum(1 for t in self.steps if t[0] == kind)
+
+    def cost(self, table: CostTable) -> float:
+        """Predicted cost in units of one full UNet call."""
+        return sum(table.step_cost(t) for t in self.steps)
+
+    def speedup(self, table: CostTable) -> float:
+        """Predicted speedup over the all-F schedule of the same length."""
+        return len(self.steps) / self.cost(table)
+
+    # -- generators ---------------------------------------------------------------------
+    @classmethod
+    def full(cls, steps: int) -> Schedule:
+        _check_steps(steps)
+        return cls((FULL,) * steps)
+
+    @classmethod
+    def from_full_steps(cls, steps: int, full_at: Iterable[int], fill: str) -> Schedule:
+        """F at the given step indices, ``fill`` (a P token or N) everywhere else."""
+        _check_steps(steps)
+        full_set = set(full_at)
+        if not full_set or min(full_set) != 0 or max(full_set) >= steps:
+            raise ScheduleError(f"full-step indices must include 0 and lie below {steps}")
+        return cls(tuple(FULL if i in full_set else fill for i in range(steps)))
+
+    @classmethod
+    def deepcache(cls, steps: int, interval: int, branch: int = 0) -> Schedule:
+        """DeepCache uniform 1:N: F at every index ``i % interval == 0``, P<branch> elsewhere."""
+        if interval < 1:
+            raise ScheduleError(f"DeepCache interval must be >= 1, got {interval}")
+        return cls.from_full_steps(steps, range(0, steps, interval), partial(branch))
+
+    @classmethod
+    def deepcache_nonuniform(
+        cls, steps: int, interval: int, branch: int = 0, center: int | None = None,
+        power: float = 1.4,
+    ) -> Schedule:
+        """DeepCache non-uniform 1:N (paper Eq. 7): full steps denser around ``center``.
+
+        ``ceil(steps / interval)`` full steps sit at ``center + sign(x)|x|^power`` for x
+        evenly spaced in ``[-center^(1/p), (steps-center)^(1/p)]``; like DeepCache's own
+        sampler, the power is lowered in 0.02 steps until the indices are distinct.
+        """
+        _check_steps(steps)
+        if interval < 1:
+            raise ScheduleError(f"DeepCache interval must be >= 1, got {interval}")
+        center = steps // 2 if center is None else center
+        if not 0 <= center < steps:
+            raise ScheduleError(f"non-uniform center must lie in [0, {steps}), got {center}")
+        if power < 1:
+            raise ScheduleError(f"non-uniform power must be >= 1, got {power}")
+        return cls.from_full_steps(
+            steps, _center_dense_indices(steps, math.ceil(steps / interval), center, power),
+            partial(branch),
+        )
+
+    @classmethod
+    def fewer_steps(cls, steps: int, keep: int) -> Schedule:
+        """Keep ``keep`` evenly spaced full steps, null elsewhere.
+
+        For DDIM (eta=0) with ``timestep_spacing="trailing"`` and ``keep`` dividing
+        ``steps`` this is exactly DDIM run with ``keep`` steps.
+        """
+        _check_steps(steps)
+        if not 1 <= keep <= steps:
+            raise ScheduleError(f"keep must lie in [1, {steps}], got {keep}")
+        return cls.from_full_steps(steps, {round(i * steps / keep) for i in range(keep)}, NULL)
+
+    @classmethod
+    def from_segments(cls, seg_len: int, genes: Sequence[tuple[int, int]]) -> Schedule:
+        """Segment-wise genes: each ``(i, b)`` is F, ``i-1`` x P<b>, ``seg_len-i`` x N."""
+        if seg_len < 1:
+            raise ScheduleError(f"segment length must be >= 1, got {seg_len}")
+        tokens: list[str] = []
+        for k, (active, branch) in enumerate(genes):
+            if not 1 <= active <= seg_len:
+                raise ScheduleError(
+                    f"segment {k}: active steps must lie in [1, {seg_len}], got {active}"
+                )
+            tokens += [FULL] + [partial(branch)] * (active - 1) + [NULL] * (seg_len - active)
+        return cls(tuple(tokens))
+
+
+def _check_steps(steps: int) -> None:
+    if steps < 1:
+        raise ScheduleError(f"a schedule needs at least one step, got {steps}")
+
+
+def _center_dense_indices(steps: int, count: int, center: int, power: float) -> list[int]:
+    if count >= steps:
+        return list(range(steps))
+    while True:
+        lo, hi = -(center ** (1 / power)), (steps - center) ** (1 / power)
+        xs = [lo + (hi - lo) * k / count for k in range(count + 1)]
+        mapped = sorted({center + int(math.copysign(abs(x) ** power, x)) for x in xs})
+        indices = sorted({0, *(i for i in mapped[1:-1] if 0 < i < steps)})
+        if len(indices) == count or power <= 1:
+            return indices
+        power = max(1.0, power - 0.02)

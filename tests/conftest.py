@@ -1,0 +1,92 @@
+"""Tiny random diffusers models built from config: the tests never touch the network."""
+
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from diffusers import DDIMScheduler, UNet2DConditionModel, UNet2DModel  # noqa: E402
+
+torch.set_num_threads(1)  # tiny models: threads only add contention
+
+
+def tiny_unet2d(seed: int = 0) -> UNet2DModel:
+    """The google/ddpm-cifar10-32 block layout, shrunk."""
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=16, in_channels=3, out_channels=3, layers_per_block=2,
+        block_out_channels=(8, 16, 16, 16), norm_num_groups=4,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    ).eval()
+
+
+def tiny_unet_cond(seed: int = 0, num_class_embeds: int | None = None) -> UNet2DConditionModel:
+    """SD-like cross-attention layout, shrunk; optionally class-label conditioned."""
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(8, 16, 16), norm_num_groups=4, cross_attention_dim=8,
+        attention_head_dim=2, num_class_embeds=num_class_embeds,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    ).eval()
+
+
+def ddim(steps: int, **kwargs) -> DDIMScheduler:
+    scheduler = DDIMScheduler(num_train_timesteps=1000, clip_sample=False, **kwargs)
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+@pytest.fixture
+def unet2d():
+    return tiny_unet2d()
+
+
+@pytest.fixture
+def unet_cond():
+    return tiny_unet_cond()
+
+
+def offline_clip_tokenizer(directory, max_length: int = 16):
+    """A byte-level CLIP tokenizer with no merges, written to ``directory``: no download."""
+    import json
+
+    from transformers import CLIPTokenizer
+
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    chars = [chr(c) for c in printable] + [chr(256 + i) for i in range(len(others))]
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"),
+                         model_max_length=max_length)
+
+
+def tiny_sd_pipeline(directory, seed: int = 0):
+    """A StableDiffusionPipeline of the real classes, tiny and random, built offline."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = offline_clip_tokenizer(directory)
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=16, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )).eval()
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,),
+        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+        norm_num_groups=4, sample_size=16,
+    ).eval()
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=tiny_unet_cond(seed),
+        scheduler=DDIMScheduler(num_train_timesteps=1000, clip_sample=False),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
