@@ -123,7 +123,9 @@ def num_branches(unet: torch.nn.Module) -> int:
     return len(unet.down_blocks) * layers_per_branch_block(unet)
 
 
-def cache_points(unet: torch.nn.Module, branches: frozenset[int]) -> list[tuple[torch.nn.Module, int | float]]:
+def cache_points(
+    unet: torch.nn.Module, branches: frozenset[int]
+) -> list[tuple[torch.nn.Module, int | float]]:
     """(module, threshold) pairs to hook so that P<b> for every b in ``branches`` skips
     exactly the modules DeepCache skips and nothing deeper is ever called.
 
@@ -163,7 +165,9 @@ def cache_points(unet: torch.nn.Module, branches: frozenset[int]) -> list[tuple[
 
 
 @contextlib.contextmanager
-def scheduled(unet: torch.nn.Module, schedule: Schedule | str, scheduler: Any = None) -> Iterator[None]:
+def scheduled(
+    unet: torch.nn.Module, schedule: Schedule | str, scheduler: Any = None
+) -> Iterator[None]:
     """Attach the schedule's hooks to ``unet`` for the duration of the block.
 
     Every UNet call consumes one token, cycling, so a pipeline may be called repeatedly.
@@ -187,7 +191,9 @@ def scheduled(unet: torch.nn.Module, schedule: Schedule | str, scheduler: Any = 
         _detach(unet, [p[0] for p in points], created)
 
 
-def _detach(unet: torch.nn.Module, hooked: list[torch.nn.Module], created: list[torch.nn.Module]) -> None:
+def _detach(
+    unet: torch.nn.Module, hooked: list[torch.nn.Module], created: list[torch.nn.Module]
+) -> None:
     for module in [unet, *hooked]:
         registry = getattr(module, "_diffusers_hook", None)
         if registry is not None:

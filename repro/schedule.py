@@ -10,7 +10,7 @@ call of the pipeline):
 - ``N``: null: no UNet call, the last model output is reused by the scheduler.
 
 ``|`` may separate segments and carries no meaning; the canonical text puts one before
-every ``F`` but the first.
+every ``F`` that follows a partial or null step (``F P0 P0 | F P0``, ``F F F``).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class Schedule:
     def __str__(self) -> str:
         parts: list[str] = []
         for i, token in enumerate(self.steps):
-            if token == FULL and i > 0:
+            if token == FULL and i > 0 and self.steps[i - 1] != FULL:
                 parts.append("|")
             parts.append(token)
         return " ".join(parts)

@@ -213,7 +213,8 @@ def test_cfg_batches_run_under_a_schedule(unet_cond):
     plain = ddim(6)
     expected = x
     for t in plain.timesteps:
-        uncond, c = unet_cond(torch.cat([expected] * 2), t, encoder_hidden_states=cond).sample.chunk(2)
+        noise = unet_cond(torch.cat([expected] * 2), t, encoder_hidden_states=cond).sample
+        uncond, c = noise.chunk(2)
         expected = plain.step(uncond + 3.0 * (c - uncond), t, expected).prev_sample
     got = denoise(unet_cond, ddim(6), x, Schedule.full(6), guidance_scale=3.0,
                   encoder_hidden_states=cond)

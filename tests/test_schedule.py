@@ -20,6 +20,7 @@ def test_separators_carry_no_meaning_and_canonical_text_marks_segments():
     schedule = Schedule.parse("F P0 P0 F | P0 P0 |F")
     assert str(schedule) == "F P0 P0 | F P0 P0 | F"
     assert schedule == Schedule.deepcache(7, 3, 0)
+    assert str(Schedule.parse("F|F F N F")) == "F F F N | F"
 
 
 @pytest.mark.parametrize(

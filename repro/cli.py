@@ -1,0 +1,108 @@
+"""`repro` command line. Bad input exits 2 with one line naming the culprit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(Exception):
+    """Raised for user errors; reported as one line, exit code 2."""
+
+
+def _bad_input_types() -> tuple[type[BaseException], ...]:
+    from .models import MissingWeightsError, UnknownModelError
+    from .schedule import ScheduleError
+
+    return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from . import models
+
+    print("models:")
+    for model_id in models.model_ids():
+        spec = models.get(model_id)
+        print(f"  {model_id:<14} {spec.description} [{spec.source}]")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        deepcache = [f"{i}:{b}" for i, b in map(bench.parse_deepcache, args.deepcache)]
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    report = bench.bench_model(
+        args.model, weights=args.weights, device=args.device, dtype=args.dtype,
+        batch=args.batch, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
+        schedules=args.schedule, deepcache=deepcache, do_calibrate=args.calibrate,
+        oracle=args.oracle, plain=args.plain, seed=args.seed,
+    )
+    command = "repro " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    markdown = bench.report_markdown(report, command)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+        tmp.write_text(markdown)
+        tmp.replace(args.out)
+    print(json.dumps(report, indent=2) if args.json else markdown)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="repro", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("ls", help="list registered models")
+    ls.set_defaults(func=cmd_ls)
+
+    bench = sub.add_parser("bench", help="time a model's UNet loop under schedules")
+    bench.add_argument("--model", required=True, help="model id (see `repro ls`)")
+    bench.add_argument("--weights", default="random",
+                       help="random (default: architecture only), pretrained, or a local dir")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    bench.add_argument("--batch", type=int, default=1, help="UNet batch size")
+    bench.add_argument("--steps", type=int, default=50, help="sampler inference steps")
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--warmup", type=int, default=1)
+    bench.add_argument("--schedule", action="append", default=[], metavar="TEXT",
+                       help="schedule text to time (repeatable)")
+    bench.add_argument("--deepcache", action="append", default=[], metavar="N[:B]",
+                       help="DeepCache uniform interval N at branch B (repeatable)")
+    bench.add_argument("--calibrate", action="store_true",
+                       help="measure the P<b>/F cost table instead of using MAC ratios")
+    bench.add_argument("--oracle", action="store_true",
+                       help="also time DeepCache's own DeepCacheSDHelper (per call and loop)")
+    bench.add_argument("--plain", action="store_true",
+                       help="also time the unhooked diffusers loop")
+    bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--out", type=Path, help="also write the markdown report here")
+    bench.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _bad_input_types() as error:
+        print(f"repro: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from repro.cli import main
+from repro.schedule import CostTable, Schedule
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bench_times_schedules_against_all_full_and_the_helper(capsys, tmp_path):
+    out_file = tmp_path / "bench.md"
+    code, out, _ = run_cli(
+        capsys, "bench", "--model", "ddpm-cifar10", "--steps", "4", "--repeats", "1",
+        "--deepcache", "2:0", "--schedule", "F N P3 N", "--calibrate", "--oracle", "--plain",
+        "--threads", "1", "--json", "--out", str(out_file))
+    assert code == 0
+    report = json.loads(out)
+    rows = {row["name"]: row for row in report["loops"]}
+    assert set(rows) == {"all-F", "DeepCache N=2 b=0", "F N P3 N", "plain diffusers loop",
+                         "DeepCacheSDHelper N=2 b=0"}
+    assert rows["all-F"]["measured_speedup"] == 1.0
+    table = CostTable.from_dict(report["cost_table"])
+    assert sorted(table.partial) == list(range(12))
+    assert rows["F N P3 N"]["predicted_speedup"] == pytest.approx(
+        Schedule.parse("F N P3 N").speedup(table))
+    assert rows["DeepCache N=2 b=0"]["schedule"] == "F P0 | F P0"
+    assert set(report["helper_partial_median_s"]) == {"P0"}
+    assert set(report["engine_partial_median_s"]) == {"P0"}
+    assert report["environment"]["batch"] == 1 and report["unet_calls"] == 4
+    markdown = out_file.read_text()
+    assert "DeepCacheSDHelper N=2 b=0" in markdown and "torch threads" in markdown
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--schedule", "F X"], "'X' at step 2"),
+    (["--schedule", "F P12"], "'P12' at step 2: the model has branches 0..11"),
+    (["--deepcache", "five"], "--deepcache expects N or N:B"),
+    (["--schedule", "F N N"], "has 3 steps but ddpm-cifar10 runs 2 UNet calls"),
+    (["--model", "sd-15"], "unknown model 'sd-15'"),
+])
+def test_bench_bad_input_exits_2_with_one_line(capsys, argv, needle):
+    base = {"--model": "ddpm-cifar10"}
+    args = ["bench", "--steps", "2", "--repeats", "1"]
+    for flag, value in base.items():
+        if flag not in argv:
+            args += [flag, value]
+    code, _, err = run_cli(capsys, *args, *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and needle in err

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from repro import models
+from repro.bench import flop_cost_table
+from repro.cli import main
+
+
+def test_unknown_model_suggests_the_closest_id():
+    with pytest.raises(models.UnknownModelError, match="did you mean 'ddpm-cifar10'"):
+        models.get("ddpm-cifar")
+
+
+def test_missing_pretrained_weights_name_the_id(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(models.MissingWeightsError, match="google/ddpm-cifar10-32"):
+        models.build_unet(models.get("ddpm-cifar10"), "pretrained")
+    with pytest.raises(models.MissingWeightsError, match="does not exist"):
+        models.build_unet(models.get("sd15"), str(tmp_path / "nowhere"))
+
+
+def test_a_local_directory_loads(tmp_path):
+    spec = models.get("ddpm-cifar10")
+    models.build_unet(spec, "random", seed=3).save_pretrained(tmp_path / "ckpt")
+    loaded = models.build_unet(spec, str(tmp_path / "ckpt"))
+    reference = models.build_unet(spec, "random", seed=3)
+    assert all(torch.equal(a, b) for a, b in
+               zip(loaded.state_dict().values(), reference.state_dict().values(), strict=True))
+
+
+def test_embedded_ddpm_config_is_the_published_architecture():
+    """MAC ratios of every branch equal those measured on google/ddpm-cifar10-32 (PUBLISHED.md):
+    this pins both the embedded config and the branch numbering."""
+    spec = models.get("ddpm-cifar10")
+    unet = models.build_unet(spec, "random")
+    latents, kwargs = models.example_inputs(spec, unet, batch=1)
+    table = flop_cost_table(unet, latents, kwargs)
+    assert [round(table.partial[b], 3) for b in range(12)] == list(spec.mac_ratios)
+
+
+def test_cli_reports_missing_weights_in_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    code = main(["bench", "--model", "ddpm-cifar10", "--weights", "pretrained", "--steps", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "google/ddpm-cifar10-32" in err and "--weights random" in err
+
+
+def test_spec_branch_count_matches_the_built_unet():
+    from repro.engine import num_branches
+
+    for model_id in models.model_ids():
+        spec = models.get(model_id)
+        meta = torch.device("meta")
+        with meta:
+            unet = models._diffusers_class(spec.unet_class).from_config(dict(spec.unet_config))
+        assert spec.num_branches == num_branches(unet) == 12
