@@ -233,7 +233,7 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
                 dtype: str = "float32", batch: int = 1, steps: int = 50, repeats: int = 3,
                 warmup: int = 1, schedules: Sequence[str] = (), deepcache: Sequence[str] = (),
                 do_calibrate: bool = False, oracle: bool = False, plain: bool = False,
-                seed: int = 0) -> dict:
+                scheduler: str | None = None, seed: int = 0) -> dict:
     """Time a model's UNet loop under schedules; return a JSON-able report."""
     from . import models
 
@@ -244,9 +244,9 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
     latents, unet_kwargs = models.example_inputs(spec, unet, batch, seed=seed)
 
     def make_scheduler():
-        scheduler = models.build_scheduler(spec)
-        scheduler.set_timesteps(steps, device=latents.device)
-        return scheduler
+        instance = models.build_scheduler(spec, scheduler)
+        instance.set_timesteps(steps, device=latents.device)
+        return instance
 
     n_calls = len(make_scheduler().timesteps)
     named = {"all-F": Schedule.full(n_calls)}
@@ -259,6 +259,7 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
         named[text] = schedule
 
     report: dict = {"model": spec.id, "weights": weights, "steps": steps, "unet_calls": n_calls,
+                    "scheduler": type(make_scheduler()).__name__,
                     "repeats": repeats, "warmup": warmup,
                     "environment": environment(latents.device, dtype, batch)}
     table = spec.default_cost_table()
@@ -291,7 +292,7 @@ def report_markdown(report: dict, command: str | None = None) -> str:
         lines += [f"Command: `{command}`", ""]
     lines += [f"- device: {env['device']}; dtype {env['dtype']}; UNet batch {env['batch']}",
               f"- torch {env['torch']}, diffusers {env['diffusers']}, Python {env['python']}",
-              f"- {report['steps']} sampler steps ({report['unet_calls']} UNet calls); "
+              f"- {report['scheduler']}, {report['steps']} steps ({report['unet_calls']} UNet calls); "
               f"median of {report['repeats']} interleaved repeats after {report['warmup']} warm-up",
               f"- predicted speedups from the cost table: {report['cost_table']['source']}", ""]
     rows = pd.DataFrame([{

@@ -17,9 +17,10 @@ class BadInput(Exception):
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
     from .models import MissingWeightsError, UnknownModelError
+    from .samples import SamplesFileError
     from .schedule import ScheduleError
 
-    return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError)
+    return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError, SamplesFileError)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -29,6 +30,37 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for model_id in models.model_ids():
         spec = models.get(model_id)
         print(f"  {model_id:<14} {spec.description} [{spec.source}]")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from . import models, samples
+
+    try:
+        seeds = samples.parse_seeds(args.seeds)
+        labels = [int(x) for x in args.labels.split(",")] if args.labels else None
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    model = models.load_model(args.model, args.weights, device=args.device)
+    try:
+        result = samples.generate(model, args.steps, args.schedule, seeds, labels,
+                                  args.guidance, batch_size=args.batch_size)
+    except ValueError as error:  # labels that do not fit the model
+        raise BadInput(str(error)) from None
+    path = result.save(args.out)
+    if not args.quiet:
+        print(f"{len(result.images)} images of {result.model} under '{result.schedule}' "
+              f"-> {path}")
+    return 0
+
+
+def cmd_zoo_train(args: argparse.Namespace) -> int:
+    from .zoo import WEIGHTS_DIR, ZOO_NAMES
+    from .zoo.train import train
+
+    if args.name not in ZOO_NAMES:
+        raise BadInput(f"unknown zoo model {args.name!r}; known: {', '.join(ZOO_NAMES)}")
+    print(train(args.name, args.out or WEIGHTS_DIR, seed=args.seed, minutes=args.minutes))
     return 0
 
 
@@ -47,7 +79,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.model, weights=args.weights, device=args.device, dtype=args.dtype,
         batch=args.batch, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
         schedules=args.schedule, deepcache=deepcache, do_calibrate=args.calibrate,
-        oracle=args.oracle, plain=args.plain, seed=args.seed,
+        oracle=args.oracle, plain=args.plain, scheduler=args.scheduler, seed=args.seed,
     )
     command = "repro " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     markdown = bench.report_markdown(report, command)
@@ -67,6 +99,32 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list registered models")
     ls.set_defaults(func=cmd_ls)
 
+    sample = sub.add_parser("sample", help="generate images under a schedule into FILE.npz")
+    sample.add_argument("--model", required=True, help="model id (see `repro ls`)")
+    sample.add_argument("--steps", type=int, required=True, help="DDIM steps")
+    sample.add_argument("--schedule", help="schedule text (default: all F)")
+    sample.add_argument("--seeds", default="0:64", help="A:B (B excluded) or a comma list")
+    sample.add_argument("--labels", help="comma list of class labels, cycled over the seeds "
+                        "(default: seed mod classes)")
+    sample.add_argument("--guidance", type=float, help="classifier-free guidance scale "
+                        "(default: the model's)")
+    sample.add_argument("--weights", default="pretrained",
+                        help="pretrained (default), random, or a local dir")
+    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--batch-size", type=int, default=64)
+    sample.add_argument("--out", type=Path, required=True, help="samples file (.npz)")
+    sample.add_argument("--quiet", action="store_true")
+    sample.set_defaults(func=cmd_sample)
+
+    zoo = sub.add_parser("zoo", help="the embedded digits models")
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
+    train = zoo_sub.add_parser("train", help="train an embedded model (seeded, CPU)")
+    train.add_argument("name", help="digits-ddpm, digits-cond or digits-cnn")
+    train.add_argument("--out", type=Path, help="output dir (default: repro/zoo/weights)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--minutes", type=float, help="stop training after this wall time")
+    train.set_defaults(func=cmd_zoo_train)
+
     bench = sub.add_parser("bench", help="time a model's UNet loop under schedules")
     bench.add_argument("--model", required=True, help="model id (see `repro ls`)")
     bench.add_argument("--weights", default="random",
@@ -75,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     bench.add_argument("--batch", type=int, default=1, help="UNet batch size")
     bench.add_argument("--steps", type=int, default=50, help="sampler inference steps")
+    bench.add_argument("--scheduler", help="diffusers scheduler class (default: the model's)")
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--warmup", type=int, default=1)
     bench.add_argument("--schedule", action="append", default=[], metavar="TEXT",
@@ -96,12 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .samples import NonFiniteSamplesError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except _bad_input_types() as error:
         print(f"repro: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except NonFiniteSamplesError as error:
+        print(f"repro: failed: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -108,7 +108,26 @@ SD15 = ModelSpec(
     mac_source="MACs at 64x64 latents, torch FlopCounterMode (shared/PUBLISHED.md)",
 )
 
-_REGISTRY: dict[str, ModelSpec] = {spec.id: spec for spec in (DDPM_CIFAR10, SD15)}
+
+
+def _zoo_specs() -> tuple[ModelSpec, ...]:
+    from .zoo import architectures
+
+    common = {"scheduler_class": "DDIMScheduler", "scheduler_config": architectures.DDIM_CONFIG,
+              "source": "zoo (repro/zoo/weights, trained by `repro zoo train`)"}
+    return (
+        ModelSpec(id="digits-ddpm", unet_class="UNet2DModel",
+                  description="embedded: unconditional DDPM on 16x16 digits, "
+                              "google/ddpm-cifar10-32 layout",
+                  unet_config=architectures.UNET_CONFIGS["digits-ddpm"], **common),
+        ModelSpec(id="digits-cond", unet_class="UNet2DConditionModel",
+                  description="embedded: class-conditional (cross-attention, CFG) 16x16 digits",
+                  unet_config=architectures.UNET_CONFIGS["digits-cond"], conditioning="class",
+                  context_tokens=1, **common),
+    )
+
+
+_REGISTRY: dict[str, ModelSpec] = {s.id: s for s in (DDPM_CIFAR10, SD15, *_zoo_specs())}
 
 
 def model_ids() -> list[str]:
@@ -133,8 +152,14 @@ def _diffusers_class(name: str):
     return getattr(diffusers, name)
 
 
-def build_scheduler(spec: ModelSpec):
-    return _diffusers_class(spec.scheduler_class).from_config(dict(spec.scheduler_config))
+def build_scheduler(spec: ModelSpec, scheduler_class: str | None = None):
+    """The spec's sampler, or another diffusers scheduler class on the same noise schedule."""
+    name = scheduler_class or spec.scheduler_class
+    import diffusers
+
+    if not name.endswith("Scheduler") or not hasattr(diffusers, name):
+        raise UnknownModelError(f"unknown diffusers scheduler class {name!r}")
+    return getattr(diffusers, name).from_config(dict(spec.scheduler_config))
 
 
 def build_unet(spec: ModelSpec, weights: str = "pretrained", *, device: str = "cpu",
@@ -152,9 +177,17 @@ def build_unet(spec: ModelSpec, weights: str = "pretrained", *, device: str = "c
         unet = cls.from_config(dict(spec.unet_config))
     else:
         unet = _load_pretrained(spec, cls, weights)
+    return _placed(unet, device, dtype)
+
+
+def _placed(module, device: str, dtype: str):
+    """``module`` on ``device`` in eval mode; cast only when the dtype differs (diffusers warns
+    on every cast)."""
+    import torch
+
     torch_dtype = getattr(torch, dtype)
-    unet = unet.to(device)
-    return (unet if unet.dtype == torch_dtype else unet.to(torch_dtype)).eval()
+    module = module.to(device)
+    return (module if module.dtype == torch_dtype else module.to(torch_dtype)).eval()
 
 
 def _load_pretrained(spec: ModelSpec, cls, weights: str):
@@ -184,8 +217,76 @@ def example_inputs(spec: ModelSpec, unet, batch: int, *, seed: int = 0) -> tuple
     like = {"device": unet.device, "dtype": unet.dtype}
     latents = torch.randn((batch, *spec.sample_shape), generator=generator).to(**like)
     kwargs: dict[str, Any] = {}
-    if spec.conditioning == "text":
+    if spec.context_tokens:
         dim = unet.config.cross_attention_dim
         context = torch.randn((batch, spec.context_tokens, dim), generator=generator)
         kwargs["encoder_hidden_states"] = context.to(**like)
     return latents, kwargs
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What a sampler needs: UNet, sampler, and for class-conditional models the label
+    encoder (labels -> ``encoder_hidden_states``) with its null label for guidance."""
+
+    name: str
+    unet: Any
+    scheduler: Any
+    resolution: int
+    encoder: Any = None
+    num_classes: int | None = None
+    null_label: int | None = None
+    default_guidance: float | None = None
+
+    def condition(self, labels, guidance: bool) -> dict:
+        """UNet kwargs for ``labels``; with ``guidance``, the batch is [null, labels]."""
+        import torch
+
+        labels = torch.as_tensor(list(labels), dtype=torch.long, device=self.unet.device)
+        if guidance:
+            labels = torch.cat([torch.full_like(labels, self.null_label), labels])
+        return {"encoder_hidden_states": self.encoder(labels).to(self.unet.dtype)}
+
+
+def load_model(model_id: str, weights: str = "pretrained", *, device: str = "cpu",
+               dtype: str = "float32") -> LoadedModel:
+    """A sampler-ready model: embedded zoo weights, HF checkpoints, a local dir or random."""
+    spec = get(model_id)
+    if spec.id in ("digits-ddpm", "digits-cond"):
+        return _load_zoo(spec, weights, device, dtype)
+    if spec.context_tokens:
+        raise UnknownModelError(
+            f"model {spec.id!r} is text-conditioned: `repro sample` supports pixel-space "
+            "and embedded class-conditional models so far")
+    unet = build_unet(spec, weights, device=device, dtype=dtype)
+    return LoadedModel(name=spec.id, unet=unet, scheduler=build_scheduler(spec),
+                       resolution=spec.sample_shape[1])
+
+
+def _load_zoo(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedModel:
+    from . import zoo
+
+    if weights == "random":
+        unet = build_unet(spec, "random", device=device, dtype=dtype)
+        encoder = None
+        if spec.conditioning == "class":
+            from .zoo.architectures import ClassEncoder
+
+            encoder = ClassEncoder(unet.config.cross_attention_dim).to(device)
+        card: dict = {}
+    else:
+        try:
+            loaded = zoo.load(spec.id, None if weights == "pretrained" else Path(weights))
+        except zoo.ZooWeightsError as error:
+            raise MissingWeightsError(str(error)) from error
+        unet, encoder, card = loaded.unet, loaded.encoder, loaded.card
+        unet = _placed(unet, device, dtype)
+        encoder = encoder.to(device) if encoder is not None else None
+    conditional = spec.conditioning == "class"
+    return LoadedModel(
+        name=spec.id, unet=unet, scheduler=build_scheduler(spec),
+        resolution=spec.sample_shape[1], encoder=encoder,
+        num_classes=card.get("num_classes", 10) if conditional else None,
+        null_label=card.get("num_classes", 10) if conditional else None,
+        default_guidance=card.get("default_guidance") if conditional else None,
+    )
