@@ -60,7 +60,8 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
 
     if args.name not in ZOO_NAMES:
         raise BadInput(f"unknown zoo model {args.name!r}; known: {', '.join(ZOO_NAMES)}")
-    print(train(args.name, args.out or WEIGHTS_DIR, seed=args.seed, minutes=args.minutes))
+    print(train(args.name, args.out or WEIGHTS_DIR, seed=args.seed, minutes=args.minutes,
+                threads=args.threads))
     return 0
 
 
@@ -123,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="output dir (default: repro/zoo/weights)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--minutes", type=float, help="stop training after this wall time")
+    train.add_argument("--threads", type=int, default=1,
+                       help="torch CPU threads (the committed weights used 1)")
     train.set_defaults(func=cmd_zoo_train)
 
     bench = sub.add_parser("bench", help="time a model's UNet loop under schedules")
