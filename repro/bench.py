@@ -292,8 +292,9 @@ def report_markdown(report: dict, command: str | None = None) -> str:
         lines += [f"Command: `{command}`", ""]
     lines += [f"- device: {env['device']}; dtype {env['dtype']}; UNet batch {env['batch']}",
               f"- torch {env['torch']}, diffusers {env['diffusers']}, Python {env['python']}",
-              f"- {report['scheduler']}, {report['steps']} steps ({report['unet_calls']} UNet calls); "
-              f"median of {report['repeats']} interleaved repeats after {report['warmup']} warm-up",
+              f"- {report['scheduler']}, {report['steps']} steps "
+              f"({report['unet_calls']} UNet calls); median of {report['repeats']} "
+              f"interleaved repeats after {report['warmup']} warm-up",
               f"- predicted speedups from the cost table: {report['cost_table']['source']}", ""]
     rows = pd.DataFrame([{
         "row": loop["name"], "median s": f"{loop['median_s']:.3f}",

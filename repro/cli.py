@@ -67,6 +67,7 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
+    from .atomic import atomic_path
 
     if args.threads:
         import torch
@@ -85,10 +86,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     command = "repro " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     markdown = bench.report_markdown(report, command)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-        tmp.write_text(markdown)
-        tmp.replace(args.out)
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(markdown)
     print(json.dumps(report, indent=2) if args.json else markdown)
     return 0
 

@@ -7,13 +7,13 @@ seed gives the same starting point under every schedule and batch size: the prem
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_path
 
 FORMAT_VERSION = 1
 
@@ -47,8 +47,6 @@ class SampleSet:
 
     def save(self, path: Path | str) -> Path:
         """Write atomically: a crash leaves the old file or none, never half a file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         fields = {
             "images": self.images, "seeds": self.seeds, "model": np.array(self.model),
             "schedule": np.array(self.schedule), "steps": np.array(self.steps),
@@ -57,15 +55,9 @@ class SampleSet:
         }
         if self.labels is not None:
             fields["labels"] = self.labels
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **fields)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return path
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **fields)
+        return Path(path)
 
     @classmethod
     def load(cls, path: Path | str) -> SampleSet:

@@ -9,7 +9,6 @@ DDPM does. Each run writes `<name>.safetensors` and the model card `<name>.json`
 import copy
 import hashlib
 import json
-import os
 import platform
 import sys
 import time
@@ -25,6 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
+from repro.atomic import atomic_path
 from repro.zoo import CLASSIFIER_NAME, WEIGHTS_DIR, ZOO_NAMES, ZooModel, load_classifier
 from repro.zoo.architectures import (
     DDIM_CONFIG,
@@ -124,8 +124,10 @@ def train(
             card.update(_diffusion_quality(name, modules, card, seed, out_dir))
         card["evaluation_wall_time_s"] = round(time.perf_counter() - start, 1)
     weights_path = out_dir / f"{name}.safetensors"
-    _write_atomically(weights_path, lambda tmp: save_file(_state(modules), tmp))
-    _write_atomically(out_dir / f"{name}.json", lambda tmp: tmp.write_text(_dumps(card)))
+    with atomic_path(weights_path) as tmp:
+        save_file(_state(modules), tmp)
+    with atomic_path(out_dir / f"{name}.json") as tmp:
+        tmp.write_text(_dumps(card))
     return weights_path
 
 
@@ -336,13 +338,6 @@ def _card(name, modules, split, recipe, seed, log, wall_time) -> dict:
 
 def _state(modules: nn.ModuleDict) -> dict[str, torch.Tensor]:
     return {key: value.detach().contiguous() for key, value in modules.state_dict().items()}
-
-
-def _write_atomically(path: Path, write) -> None:
-    """Write through a temporary file, so a crash never leaves a half-written file at `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _dumps(card: dict) -> str:
