@@ -16,11 +16,15 @@ class BadInput(Exception):
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
+    from .metrics import MetricInputError
     from .models import MissingWeightsError, UnknownModelError
     from .samples import SamplesFileError
     from .schedule import ScheduleError
+    from .search import BudgetError
+    from .search_log import SearchLogError
 
-    return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError, SamplesFileError)
+    return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError, SamplesFileError,
+            BudgetError, SearchLogError, MetricInputError)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -65,6 +69,76 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise BadInput(f"{flag} expects a comma list of integers, got {text!r}") from None
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from . import bench, models, samples, search, search_log
+    from .fitness import RFIDFitness
+    from .schedule import CostTable
+
+    spec = models.get(args.model)
+    try:
+        seeds = samples.parse_seeds(args.seeds)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    branches = (_int_list(args.branches, "--branches") if args.branches
+                else list(range(spec.num_branches)))
+    lens = _int_list(args.seg_lens, "--seg-lens") if args.seg_lens else None
+    space = (search.SegmentSpace(args.steps, tuple(lens), tuple(branches)) if lens
+             else search.SegmentSpace.divisors(args.steps, branches, max_len=10))
+    model = models.load_model(args.model, args.weights)
+    if args.cost_table:
+        report = json.loads(args.cost_table.read_text())
+        table = CostTable.from_dict(report.get("cost_table", report))
+    else:
+        table = spec.default_cost_table()
+        if table is None:
+            latents, kwargs = models.example_inputs(spec, model.unet, batch=1)
+            table = bench.flop_cost_table(model.unet, latents, kwargs)
+    budgets = [search.Budget(b, table, args.tol) for b in args.budget]
+    for budget in budgets:
+        space.check_reachable(budget)
+    fitness = RFIDFitness(model, args.steps, seeds, guidance=args.guidance)
+    known = search_log.read_scores(args.log, fitness.context) if args.log else {}
+    on_record = search_log.appender(args.log, fitness.context) if args.log else None
+    common = {"fitness": fitness, "n_eval": args.n_eval, "seed": args.seed, "known": known,
+              "on_record": on_record}
+    if args.method == "stepwise":
+        run, kwargs = search.stepwise_evolution, {"steps": args.steps, **common,
+                                                  "population": args.population,
+                                                  "generations": args.generations}
+    elif args.method == "random":
+        run, kwargs = search.random_search, {"space": space, **common}
+    else:
+        run, kwargs = search.segment_evolution, {"space": space, **common,
+                                                 "population": args.population,
+                                                 "generations": args.generations}
+    results, front = search.multi_budget(run, budgets, **kwargs)
+    summary = {
+        "model": spec.id, "steps": args.steps, "method": results[0].method,
+        "cost_table": table.to_dict(), "fitness": fitness.context["protocol"],
+        "budgets": [{"budget": r.budget, "schedule": str(r.best), "fitness": r.fitness,
+                     "predicted_speedup": r.predicted_speedup, "evaluated": len(r.records),
+                     "reused_from_log": sum(rec.cached for rec in r.records)}
+                    for r in results],
+        "pareto": [{"schedule": r.schedule, "predicted_speedup": r.predicted_speedup,
+                    "fitness": r.fitness} for r in front],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for row in summary["budgets"]:
+            print(f"{row['budget']}x  {summary['fitness']} {row['fitness']:.3f}  predicted "
+                  f"{row['predicted_speedup']:.2f}x  ({row['evaluated']} scored, "
+                  f"{row['reused_from_log']} from the log)  {row['schedule']}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
     from .atomic import atomic_path
@@ -93,6 +167,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .metrics.cli import add_eval_parser
+
     parser = argparse.ArgumentParser(prog="repro", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -115,6 +191,30 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, required=True, help="samples file (.npz)")
     sample.add_argument("--quiet", action="store_true")
     sample.set_defaults(func=cmd_sample)
+
+    srch = sub.add_parser("search", help="search schedules under speed budgets, rFID fitness")
+    srch.add_argument("--model", required=True, help="model id (see `repro ls`)")
+    srch.add_argument("--steps", type=int, required=True, help="DDIM steps")
+    srch.add_argument("--budget", type=float, action="append", required=True,
+                      help="target predicted speedup (repeatable)")
+    srch.add_argument("--n-eval", type=int, default=40, help="schedules scored per budget")
+    srch.add_argument("--method", choices=["segment", "stepwise", "random"], default="segment")
+    srch.add_argument("--population", type=int, default=16)
+    srch.add_argument("--generations", type=int, help="stop after this many generations")
+    srch.add_argument("--seed", type=int, default=0)
+    srch.add_argument("--seeds", default="0:128", help="sample seeds of the rFID fitness")
+    srch.add_argument("--guidance", type=float, help="guidance (default: the model's)")
+    srch.add_argument("--branches", help="allowed cache branches, comma list (default: all)")
+    srch.add_argument("--seg-lens", help="allowed segment lengths (default: divisors <= 10)")
+    srch.add_argument("--tol", type=float, default=0.1, help="budget window above the target")
+    srch.add_argument("--cost-table", type=Path, help="JSON from `repro bench --json` "
+                      "(default: MAC ratios)")
+    srch.add_argument("--weights", default="pretrained")
+    srch.add_argument("--log", type=Path, help="JSONL log; a rerun reuses its scores")
+    srch.add_argument("--json", action="store_true")
+    srch.set_defaults(func=cmd_search)
+
+    add_eval_parser(sub)
 
     zoo = sub.add_parser("zoo", help="the embedded digits models")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
@@ -157,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .metrics import StatisticsError
     from .samples import NonFiniteSamplesError
 
     args = build_parser().parse_args(argv)
@@ -165,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     except _bad_input_types() as error:
         print(f"repro: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except NonFiniteSamplesError as error:
+    except (NonFiniteSamplesError, StatisticsError) as error:
         print(f"repro: failed: {error}", file=sys.stderr)
         return 1
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_save_npz
 
 FORMAT_VERSION = 1
 
@@ -55,9 +55,7 @@ class SampleSet:
         }
         if self.labels is not None:
             fields["labels"] = self.labels
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **fields)
-        return Path(path)
+        return atomic_save_npz(path, **fields)
 
     @classmethod
     def load(cls, path: Path | str) -> SampleSet:

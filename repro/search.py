@@ -62,6 +62,13 @@ class SegmentSpace:
         lens = tuple(n for n in range(1, (max_len or steps) + 1) if steps % n == 0)
         return cls(steps, lens, tuple(branches))
 
+    def check_reachable(self, budget: Budget) -> None:
+        """Fail before any sampling when even all-null segments (speedup ``max L``) fall short."""
+        if budget.target > max(self.seg_lens):
+            raise BudgetError(
+                f"budget {budget.target}x is out of reach: the segment space (T={self.steps}, "
+                f"L in {list(self.seg_lens)}) tops out at {max(self.seg_lens)}x")
+
     def random_genes(self, seg_len: int, rng: random.Random) -> tuple[tuple[int, int], ...]:
         return tuple((rng.randint(1, seg_len), rng.choice(self.branches))
                      for _ in range(self.steps // seg_len))
@@ -211,11 +218,11 @@ def segment_evolution(space: SegmentSpace, fitness: Fitness, budget: Budget, *, 
                       population: int = 16, parents: int = 6, crossover: float = 0.3,
                       seed: int = 0, known: Mapping[str, float] | None = None,
                       on_record: Callable[[Record], None] | None = None,
-                      max_stall: int = 50) -> SearchResult:
+                      generations: int | None = None, max_stall: int = 50) -> SearchResult:
     """Flexiffusion: evolutionary search over segment genomes under the budget.
 
-    Stops after ``n_eval`` distinct schedules are scored (or ``max_stall`` generations
-    bring nothing new)."""
+    Stops after ``n_eval`` distinct schedules are scored, after ``generations``, or when
+    ``max_stall`` generations bring nothing new."""
     rng = random.Random(seed)
     scorer = _Scorer(fitness, budget, "segment-evolution", known, on_record, n_eval)
     pool: dict[str, Genome] = {}
@@ -225,8 +232,9 @@ def segment_evolution(space: SegmentSpace, fitness: Fitness, budget: Budget, *, 
         genome = _random_feasible(space, budget, rng)
         pool.setdefault(str(genome.schedule()), genome)
         scorer(genome.schedule())
-    stall = 0
-    while not scorer.exhausted and stall < max_stall:
+    stall = generation = 0
+    while not scorer.exhausted and stall < max_stall and generation != generations:
+        generation += 1
         ranked = sorted(pool.values(), key=lambda g: (scorer(g.schedule()), str(g.schedule())))
         elite = ranked[:parents]
         before = len(scorer.scores)
@@ -262,7 +270,7 @@ def stepwise_evolution(steps: int, fitness: Fitness, budget: Budget, *, n_eval: 
                        population: int = 16, parents: int = 6, seed: int = 0,
                        known: Mapping[str, float] | None = None,
                        on_record: Callable[[Record], None] | None = None,
-                       max_stall: int = 50) -> SearchResult:
+                       generations: int | None = None, max_stall: int = 50) -> SearchResult:
     """AutoDiffusion-style baseline: which timesteps get a full step (F), the rest null (N).
 
     With F = 1 and N = 0 the speedup is ``steps / k``, so every candidate keeps ``k`` full
@@ -288,8 +296,9 @@ def stepwise_evolution(steps: int, fitness: Fitness, budget: Budget, *, n_eval: 
         if scorer.exhausted:
             break
         scorer(schedule(kept))
-    stall = 0
-    while not scorer.exhausted and stall < max_stall:
+    stall = generation = 0
+    while not scorer.exhausted and stall < max_stall and generation != generations:
+        generation += 1
         ranked = sorted(pool, key=lambda s: (scorer(schedule(s)), sorted(s)))[:parents]
         before = len(scorer.scores)
         for _ in range(population):

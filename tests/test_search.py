@@ -109,3 +109,37 @@ def test_impossible_budgets_are_reported():
         SegmentSpace(24, (5,), (0,))
     with pytest.raises(BudgetError, match="no number of full steps"):
         stepwise_evolution(10, hamming(OPTIMUM), Budget(20.0, TABLE, 0.05), n_eval=5)
+
+
+def test_generations_bound_the_search():
+    one = segment_evolution(SPACE, hamming(OPTIMUM), budget(3.0), n_eval=500, population=8,
+                            generations=1, seed=0)
+    assert 8 < len(one.records) <= 16
+
+
+def test_cli_search_logs_and_resumes_without_rescoring(tmp_path, capsys):
+    import json
+
+    from repro.cli import main
+
+    log = tmp_path / "search.jsonl"
+    argv = ["search", "--model", "digits-ddpm", "--steps", "4", "--budget", "2", "--n-eval", "3",
+            "--population", "3", "--seeds", "0:8", "--log", str(log), "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert len(log.read_text().splitlines()) == 3
+    assert main(argv) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["budgets"][0]["reused_from_log"] == 3
+    assert again["budgets"][0]["schedule"] == first["budgets"][0]["schedule"]
+    assert len(log.read_text().splitlines()) == 3
+    row = first["budgets"][0]
+    assert 2.0 <= row["predicted_speedup"] <= 2.2 and first["fitness"] == "rfid:digits-cnn"
+
+
+def test_cli_search_rejects_an_unreachable_budget_before_sampling(capsys):
+    from repro.cli import main
+
+    code = main(["search", "--model", "digits-ddpm", "--steps", "20", "--budget", "40"])
+    err = capsys.readouterr().err
+    assert code == 2 and "budget 40.0x is out of reach" in err and len(err.splitlines()) == 1

@@ -1,0 +1,38 @@
+"""rFID as the search's fitness: the teacher (all-F, same steps) is sampled once on the
+search seeds, every candidate schedule on the same seeds and conditions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .metrics.extractors import load_extractor
+from .metrics.fid import rfid
+from .samples import generate
+from .schedule import Schedule
+
+
+class RFIDFitness:
+    """Callable ``schedule -> rFID`` (lower is better) for one model and sampler setting."""
+
+    def __init__(self, model, steps: int, seeds: Sequence[int],
+                 labels: Sequence[int] | None = None, guidance: float | None = None,
+                 extractor: str = "digits-cnn", batch_size: int = 128):
+        self.model, self.steps, self.seeds = model, steps, list(seeds)
+        self.labels, self.guidance, self.batch_size = labels, guidance, batch_size
+        self.extractor = load_extractor(extractor)
+        self.teacher = self._generate(None)
+
+    @property
+    def context(self) -> dict:
+        """What a logged score depends on: scores are reused only under the same context."""
+        return {"model": self.model.name, "steps": self.steps, "seeds": self.seeds,
+                "labels": None if self.teacher.labels is None else self.teacher.labels.tolist(),
+                "guidance": self.teacher.guidance, "protocol": f"rfid:{self.extractor.name}",
+                "extractor_weights": self.extractor.weights_digest}
+
+    def _generate(self, schedule: Schedule | None):
+        return generate(self.model, self.steps, schedule, self.seeds, self.labels,
+                        self.guidance, batch_size=self.batch_size)
+
+    def __call__(self, schedule: Schedule) -> float:
+        return rfid(self._generate(schedule), self.teacher, self.extractor).value

@@ -1,0 +1,45 @@
+"""The user cache of derived metric data: identity keys and atomic writes.
+
+Everything cached is keyed by all inputs that change it, so a stale entry is never read; a
+write goes to a temporary file first and is renamed, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def cache_dir() -> Path:
+    """``$REPRO_CACHE``, else ``~/.cache/flexiffusion-repro``."""
+    return Path(os.environ.get("REPRO_CACHE") or Path.home() / ".cache" / "flexiffusion-repro")
+
+
+def key_digest(fields: Mapping) -> str:
+    """A short stable digest of JSON-able identity fields."""
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def array_digest(array: np.ndarray) -> str:
+    """Digest of an array's dtype, shape and bytes."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def state_dict_digest(module: torch.nn.Module) -> str:
+    """Digest of a network's weights: the identity of a feature extractor."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+

@@ -1,0 +1,81 @@
+"""``repro eval FILE.npz --metric M ...``: argparse wiring, to be hooked into ``repro.cli``.
+
+Bad input raises :class:`MetricInputError` (missing weights included), which the main CLI
+reports as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .errors import MetricInputError
+from .evaluate import METRICS, EvalOptions, evaluate
+from .extractors import INCEPTION_ENV
+from .references import REFERENCES
+from .result import MetricResult
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("eval", help="metrics of a samples file, with protocols")
+    parser.add_argument("file", type=Path, help="samples file (.npz) from `repro sample`")
+    parser.add_argument("--metric", action="append", required=True, metavar="M",
+                        help=f"repeatable; one of: {', '.join(METRICS)}")
+    parser.add_argument("--teacher", type=Path,
+                        help="teacher samples (.npz, all-F, same seeds) for rfid and speedup")
+    parser.add_argument("--reference", help=f"reference for fid: {', '.join(REFERENCES)}")
+    parser.add_argument("--prompts", type=Path, help="text file, one prompt per image (clip)")
+    parser.add_argument("--inception-weights", type=Path,
+                        help=f"InceptionV3 weights file (default: ${INCEPTION_ENV} or the "
+                             "torch hub cache)")
+    parser.add_argument("--clip-weights", type=Path,
+                        help="open_clip weights file (default: $REPRO_CLIP_WEIGHTS or the "
+                             "Hugging Face cache)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--weights", default="pretrained",
+                        help="diffusion model weights for latency: pretrained, random or a dir")
+    parser.add_argument("--latency-batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5, help="latency repeats")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run_eval)
+    return parser
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from repro.samples import SampleSet
+
+    samples = SampleSet.load(args.file)
+    options = EvalOptions(
+        teacher=SampleSet.load(args.teacher) if args.teacher else None,
+        reference=args.reference, prompts=_read_prompts(args.prompts),
+        inception_weights=args.inception_weights, clip_weights=args.clip_weights,
+        device=args.device, model_weights=args.weights, latency_batch=args.latency_batch,
+        latency_repeats=args.repeats)
+    results = evaluate(samples, args.metric, options)
+    if args.json:
+        print(json.dumps({"file": str(args.file), "model": samples.model,
+                          "schedule": samples.schedule, "steps": samples.steps,
+                          "metrics": [r.to_dict() for r in results]}))
+    else:
+        print(f"{args.file}: {samples.model}, {samples.steps} steps, '{samples.schedule}'")
+        for result in results:
+            print(format_result(result))
+    return 0
+
+
+def format_result(result: MetricResult) -> str:
+    context = {"unit": "{}", "reference": "vs reference {}", "teacher_schedule": "vs teacher '{}'",
+               "speedup": "speedup {:.2f}x", "device": "on {}"}
+    said = [template.format(result.details[key]) for key, template in context.items()
+            if key in result.details]
+    return "  ".join([f"{result.protocol:<34} {result.value:10.4f}", f"n={result.n}", *said])
+
+
+def _read_prompts(path: Path | None) -> list[str] | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().splitlines()
+    except OSError as error:
+        raise MetricInputError(f"cannot read prompts file {path}: {error.strerror}") from None

@@ -1,0 +1,124 @@
+"""Metric names -> results for one samples file: what ``repro eval`` runs.
+
+Every name is a protocol string (``rfid:digits-cnn``, ``latency``, ...). All names and
+their required inputs are checked before any network is loaded, so bad input fails fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from repro.samples import SampleSet
+
+from .clip import CLIP_PROTOCOL, clip_weights_path
+from .errors import MetricInputError
+from .extractors import (
+    DIGITS_CNN,
+    EXTRACTORS,
+    INCEPTION,
+    FeatureExtractor,
+    inception_weights_path,
+    load_extractor,
+)
+from .references import REFERENCES
+from .result import MetricResult
+
+METRICS = (*(f"fid:{e}" for e in EXTRACTORS), *(f"rfid:{e}" for e in EXTRACTORS),
+           CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "latency")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Inputs some metrics need: ``teacher`` (rfid, latency speedup), ``reference`` (fid),
+    ``prompts`` (clip, one per image), local weight files, and latency settings."""
+
+    teacher: SampleSet | None = None
+    reference: str | None = None
+    prompts: Sequence[str] | None = None
+    inception_weights: str | None = None
+    clip_weights: str | None = None
+    device: str = "cpu"
+    model_weights: str = "pretrained"
+    latency_batch: int = 64
+    latency_repeats: int = 5
+
+
+def check_request(metrics: Sequence[str], options: EvalOptions) -> None:
+    """Raise :class:`MetricInputError` for unknown metrics or missing inputs or weights."""
+    if not metrics:
+        raise MetricInputError(f"no metric given; known: {', '.join(METRICS)}")
+    for name in metrics:
+        if name not in METRICS:
+            raise MetricInputError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+        kind = name.partition(":")[0]
+        if kind == "rfid" and options.teacher is None:
+            raise MetricInputError(f"{name} needs --teacher TEACHER.npz (the all-F samples "
+                                   "from the same seeds)")
+        if kind == "fid" and options.reference is None:
+            raise MetricInputError(f"{name} needs --reference NAME (known: "
+                                   f"{', '.join(REFERENCES)})")
+        if kind == "clip" and options.prompts is None:
+            raise MetricInputError(f"{name} needs --prompts FILE (one prompt per image)")
+        if name.endswith(INCEPTION):
+            inception_weights_path(options.inception_weights)
+        if kind == "clip":
+            clip_weights_path(options.clip_weights)
+
+
+def evaluate(samples: SampleSet, metrics: Sequence[str],
+             options: EvalOptions = EvalOptions()) -> list[MetricResult]:
+    """One result per metric name, in the order given."""
+    check_request(metrics, options)
+    extractors: dict[str, FeatureExtractor] = {}
+
+    def extractor(name: str) -> FeatureExtractor:
+        if name not in extractors:
+            extractors[name] = load_extractor(name, inception_weights=options.inception_weights,
+                                              device=options.device)
+        return extractors[name]
+
+    results = []
+    for name in metrics:
+        kind, _, arg = name.partition(":")
+        if kind == "fid":
+            from .fid import fid
+
+            results.append(fid(samples, options.reference, extractor(arg)))
+        elif kind == "rfid":
+            from .fid import rfid
+
+            results.append(rfid(samples, options.teacher, extractor(arg)))
+        elif kind == "acc":
+            from .accuracy import class_accuracy
+
+            results.append(class_accuracy(samples, extractor(arg)))
+        elif kind == "clip":
+            from .clip import ClipScorer
+
+            scorer = ClipScorer.load(options.clip_weights, options.device)
+            results.append(scorer.score(samples.images, options.prompts))
+        else:
+            results.append(_latency(samples, options))
+    return results
+
+
+def _latency(samples: SampleSet, options: EvalOptions) -> MetricResult:
+    """The file's (model, steps, schedule) timed; with a teacher, the speedup over it."""
+    from repro.models import load_model
+
+    from .latency import sampler_latency
+
+    model = load_model(samples.model, options.model_weights, device=options.device)
+
+    def timed(run: SampleSet) -> MetricResult:
+        return sampler_latency(model, run.steps, run.schedule, options.latency_batch,
+                               guidance=run.guidance, repeats=options.latency_repeats)
+
+    result = timed(samples)
+    if options.teacher is None:
+        return result
+    teacher = timed(options.teacher)
+    return MetricResult(result.protocol, result.value, result.n, {
+        **result.details, "teacher_schedule": options.teacher.schedule,
+        "teacher_median_s": teacher.value, "speedup": teacher.value / result.value})

@@ -1,0 +1,122 @@
+"""Features -> statistics -> Frechet distance, in float64.
+
+The statistics object is the stage boundary: whatever produced the features (any extractor,
+any batch size), a metric only sees a validated mean and covariance tagged with the
+extractor's protocol, and refuses to compare statistics of different protocols.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import linalg
+
+from repro.atomic import atomic_save_npz
+
+from .errors import MetricInputError, StatisticsError
+
+# Imaginary parts of sqrtm's diagonal below this are rounding noise (pytorch-fid's tolerance).
+IMAGINARY_TOLERANCE = 1e-3
+# Diagonal offset tried once when sqrtm of a singular product is not finite.
+SINGULAR_OFFSET = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureStatistics:
+    """Mean and covariance (float64, read-only) of ``n`` feature vectors of ``protocol``."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+    n: int
+    protocol: str
+
+    def __post_init__(self) -> None:
+        mean, cov = (_real_float64(a, name) for a, name in ((self.mean, "mean"), (self.cov, "cov")))
+        if mean.ndim != 1 or cov.shape != (len(mean), len(mean)):
+            raise StatisticsError(f"{self.protocol}: mean {mean.shape} and covariance "
+                                  f"{cov.shape} do not describe one d-dimensional Gaussian")
+        if self.n < 2:
+            raise StatisticsError(f"{self.protocol}: statistics need at least 2 features, "
+                                  f"got {self.n}")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "cov", cov)
+
+    @classmethod
+    def of(cls, features: np.ndarray, protocol: str) -> FeatureStatistics:
+        """Statistics of an N x d feature matrix (unbiased covariance, as FID does)."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or len(features) < 2:
+            raise StatisticsError(f"{protocol}: need an N x d feature matrix with N >= 2, "
+                                  f"got shape {features.shape}")
+        return cls(features.mean(axis=0), np.cov(features, rowvar=False), len(features),
+                   protocol)
+
+    @property
+    def dim(self) -> int:
+        return len(self.mean)
+
+    def save(self, path: Path) -> Path:
+        return atomic_save_npz(Path(path), mean=self.mean, cov=self.cov, n=np.array(self.n),
+                               protocol=np.array(self.protocol))
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureStatistics:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(data["mean"], data["cov"], int(data["n"]), str(data["protocol"]))
+
+
+def _real_float64(array: np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(array)
+    if np.iscomplexobj(array):
+        raise StatisticsError(f"feature {name} is complex")
+    array = np.array(array, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise StatisticsError(f"feature {name} has NaN or infinite entries")
+    array.setflags(write=False)
+    return array
+
+
+def frechet_distance(a: FeatureStatistics, b: FeatureStatistics) -> float:
+    """``||mu_a - mu_b||^2 + tr(S_a + S_b - 2 sqrtm(S_a S_b))`` between two Gaussians."""
+    if a.protocol != b.protocol:
+        raise MetricInputError(f"cannot compare statistics of protocol {a.protocol!r} with "
+                               f"{b.protocol!r}")
+    if a.dim != b.dim:
+        raise MetricInputError(f"{a.protocol}: feature dimensions differ ({a.dim} vs {b.dim})")
+    diff = a.mean - b.mean
+    trace_sqrt = _trace_sqrtm_product(a.cov, b.cov, a.protocol)
+    distance = float(diff @ diff + np.trace(a.cov) + np.trace(b.cov) - 2 * trace_sqrt)
+    if not np.isfinite(distance):
+        raise StatisticsError(f"{a.protocol}: Frechet distance is not finite ({distance})")
+    return distance
+
+
+def _trace_sqrtm_product(cov_a: np.ndarray, cov_b: np.ndarray, protocol: str) -> float:
+    """tr(sqrtm(S_a S_b)): real part kept only when the imaginary part is rounding noise.
+
+    Singular covariances are normal (dead ReLU units, fewer images than dimensions), so
+    scipy's singularity warning is silenced; the result is checked here instead.
+    """
+    root = _sqrtm(cov_a @ cov_b)
+    if not np.isfinite(root).all():
+        offset = SINGULAR_OFFSET * np.eye(len(cov_a))
+        root = _sqrtm((cov_a + offset) @ (cov_b + offset))
+        if not np.isfinite(root).all():
+            raise StatisticsError(f"{protocol}: sqrtm of the covariance product is not finite")
+    if np.iscomplexobj(root):
+        imaginary = np.abs(np.diagonal(root).imag).max()
+        if imaginary > IMAGINARY_TOLERANCE:
+            raise StatisticsError(
+                f"{protocol}: sqrtm of the covariance product has a significant imaginary "
+                f"part ({imaginary:.3g}); use more images than feature dimensions")
+        root = root.real
+    return float(np.trace(root))
+
+
+def _sqrtm(matrix: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        return linalg.sqrtm(matrix)

@@ -1,0 +1,48 @@
+"""``latency``: median wall time of one sampler batch under a schedule.
+
+Timing follows ``repro.bench`` (warm-up, device synchronised, median of repeats) and only
+covers the denoising loop on prepared noise and conditioning, so that what differs between
+schedules is what is timed. Speedups are ratios measured in one process.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from repro.bench import environment, median_seconds
+from repro.engine import denoise
+from repro.models import LoadedModel
+from repro.schedule import Schedule
+
+from .result import MetricResult
+
+
+def sampler_latency(model: LoadedModel, steps: int, schedule: Schedule | str, batch: int,
+                    *, guidance: float | None = None, repeats: int = 5, warmup: int = 1,
+                    seed: int = 0) -> MetricResult:
+    """Seconds per batch of ``batch`` images (median of ``repeats`` after ``warmup``)."""
+    unet, scheduler = model.unet, model.scheduler
+    schedule = Schedule.parse(schedule)
+    shape = (batch, unet.config.in_channels, model.resolution, model.resolution)
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    latents = latents.to(unet.device, unet.dtype)
+    kwargs: dict = {}
+    if model.num_classes is not None:
+        guidance = model.default_guidance if guidance is None else guidance
+        cfg = guidance is not None and guidance != 1.0
+        kwargs = model.condition([i % model.num_classes for i in range(batch)], cfg)
+        kwargs["guidance_scale"] = guidance if cfg else None
+
+    def run():
+        scheduler.set_timesteps(steps, device=unet.device)
+        return denoise(unet, scheduler, latents, schedule, **kwargs)
+
+    with torch.inference_mode():
+        seconds = median_seconds(run, unet.device, repeats, warmup)
+    dtype = str(unet.dtype).removeprefix("torch.")
+    return MetricResult("latency", statistics.median(seconds), batch, {
+        "unit": "s per batch", "model": model.name, "schedule": str(schedule), "steps": steps,
+        "seconds": seconds, "repeats": repeats, "warmup": warmup,
+        **environment(unet.device, dtype, batch)})

@@ -1,0 +1,41 @@
+"""The search's JSONL log: one line per scored candidate with the context it was scored in,
+so that a restarted search reuses exactly the scores that still apply."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .search import Record
+
+
+class SearchLogError(ValueError):
+    """A log line that cannot be read back."""
+
+
+def read_scores(path: Path, context: dict) -> dict[str, float]:
+    """Schedule text -> fitness for every logged record scored under ``context``."""
+    if not path.is_file():
+        return {}
+    scores = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if entry["context"] == context:
+                scores[entry["schedule"]] = float(entry["fitness"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise SearchLogError(f"{path}:{number}: unreadable search log line ({error})") from None
+    return scores
+
+
+def appender(path: Path, context: dict):
+    """A callback appending each new record as one flushed line (a crash loses at most the
+    candidate being scored)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(record: Record) -> None:
+        with path.open("a") as f:
+            f.write(json.dumps({**record.to_dict(), "context": context}) + "\n")
+    return append
