@@ -118,7 +118,7 @@ def _zoo_specs() -> tuple[ModelSpec, ...]:
     return (
         ModelSpec(id="digits-ddpm", unet_class="UNet2DModel",
                   description="embedded: unconditional DDPM on 16x16 digits, "
-                              "down blocks of google/ddpm-cifar10-32",
+                              "google/ddpm-cifar10-32 block layout",
                   unet_config=architectures.UNET_CONFIGS["digits-ddpm"], **common),
         ModelSpec(id="digits-cond", unet_class="UNet2DConditionModel",
                   description="embedded: class-conditional (cross-attention, CFG) 16x16 digits",

@@ -35,7 +35,7 @@ UNET_CONFIGS = {
         "out_channels": 1,
         "block_out_channels": [32, 32, 64, 64],
         "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
-        "up_block_types": ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+        "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
         "layers_per_block": 2,
         "norm_num_groups": 16,
         "attention_head_dim": None,  # one head, as in google/ddpm-cifar10-32
