@@ -86,6 +86,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         seeds = samples.parse_seeds(args.seeds)
     except ValueError as error:
         raise BadInput(str(error)) from None
+    labels = _int_list(args.labels, "--labels") if args.labels else None
     branches = (_int_list(args.branches, "--branches") if args.branches
                 else list(range(spec.num_branches)))
     lens = _int_list(args.seg_lens, "--seg-lens") if args.seg_lens else None
@@ -103,7 +104,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     budgets = [search.Budget(b, table, args.tol) for b in args.budget]
     for budget in budgets:
         space.check_reachable(budget)
-    fitness = RFIDFitness(model, args.steps, seeds, guidance=args.guidance)
+    try:
+        fitness = RFIDFitness(model, args.steps, seeds, labels, guidance=args.guidance)
+    except ValueError as error:  # labels that do not fit the model
+        raise BadInput(str(error)) from None
     known = search_log.read_scores(args.log, fitness.context) if args.log else {}
     on_record = search_log.appender(args.log, fitness.context) if args.log else None
     common = {"fitness": fitness, "n_eval": args.n_eval, "seed": args.seed, "known": known,
@@ -203,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--generations", type=int, help="stop after this many generations")
     srch.add_argument("--seed", type=int, default=0)
     srch.add_argument("--seeds", default="0:128", help="sample seeds of the rFID fitness")
+    srch.add_argument("--labels", help="class labels, comma list cycled over the seeds "
+                      "(default: seed mod classes)")
     srch.add_argument("--guidance", type=float, help="guidance (default: the model's)")
     srch.add_argument("--branches", help="allowed cache branches, comma list (default: all)")
     srch.add_argument("--seg-lens", help="allowed segment lengths (default: divisors <= 10)")

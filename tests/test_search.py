@@ -143,3 +143,20 @@ def test_cli_search_rejects_an_unreachable_budget_before_sampling(capsys):
     code = main(["search", "--model", "digits-ddpm", "--steps", "20", "--budget", "40"])
     err = capsys.readouterr().err
     assert code == 2 and "budget 40.0x is out of reach" in err and len(err.splitlines()) == 1
+
+
+def test_cli_search_on_a_conditional_model_uses_the_given_labels(tmp_path, capsys):
+    import json
+
+    from repro.cli import main
+
+    log = tmp_path / "cond.jsonl"
+    assert main(["search", "--model", "digits-cond", "--steps", "4", "--budget", "2",
+                 "--n-eval", "2", "--population", "2", "--seeds", "0:6", "--labels", "3,8",
+                 "--log", str(log), "--json"]) == 0
+    capsys.readouterr()
+    context = json.loads(log.read_text().splitlines()[0])["context"]
+    assert context["labels"] == [3, 8, 3, 8, 3, 8] and context["guidance"] == 2.0
+    code = main(["search", "--model", "digits-cond", "--steps", "4", "--budget", "2",
+                 "--seeds", "0:4", "--labels", "11"])
+    assert code == 2 and "outside 0..9" in capsys.readouterr().err
