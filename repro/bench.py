@@ -83,6 +83,18 @@ def time_unet_call(unet, latents, unet_kwargs, token: str, repeats: int,
         return median_seconds(lambda: unet(latents, t, **unet_kwargs), latents.device, repeats)
 
 
+def model_cost_table(spec, unet) -> CostTable:
+    """A model's default cost table: its published MAC ratios, else FLOP ratios counted on
+    ``unet`` (one batch-1 call per branch)."""
+    from . import models
+
+    table = spec.default_cost_table()
+    if table is None:
+        latents, unet_kwargs = models.example_inputs(spec, unet, batch=1)
+        table = flop_cost_table(unet, latents, unet_kwargs)
+    return table
+
+
 def calibrate(unet, latents, unet_kwargs, repeats: int, branches: Sequence[int] | None = None,
               ) -> tuple[CostTable, dict[str, float]]:
     """Measured P<b>/F time ratios and the per-call medians (seconds) they come from."""
@@ -262,12 +274,11 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
                     "scheduler": type(make_scheduler()).__name__,
                     "repeats": repeats, "warmup": warmup,
                     "environment": environment(latents.device, dtype, batch)}
-    table = spec.default_cost_table()
     if do_calibrate:
         table, medians = calibrate(unet, latents, unet_kwargs, repeats)
         report["calibration_median_s"] = medians
-    if table is None:
-        table = flop_cost_table(unet, latents, unet_kwargs)
+    else:
+        table = model_cost_table(spec, unet)
     report["cost_table"] = table.to_dict()
     if oracle:
         engine, helper = compare_partial_calls(

@@ -97,10 +97,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         report = json.loads(args.cost_table.read_text())
         table = CostTable.from_dict(report.get("cost_table", report))
     else:
-        table = spec.default_cost_table()
-        if table is None:
-            latents, kwargs = models.example_inputs(spec, model.unet, batch=1)
-            table = bench.flop_cost_table(model.unet, latents, kwargs)
+        table = bench.model_cost_table(spec, model.unet)
     budgets = [search.Budget(b, table, args.tol) for b in args.budget]
     for budget in budgets:
         space.check_reachable(budget)

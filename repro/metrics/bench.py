@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repro.bench import environment, flop_cost_table
-from repro.models import example_inputs, get, load_model
+from repro.bench import environment, model_cost_table
+from repro.models import get, load_model
 from repro.samples import SampleSet, generate
 from repro.schedule import CostTable, Schedule
 
@@ -95,9 +95,7 @@ def run_benchmark(model_id: str = "digits-ddpm", weights: str = "pretrained", st
     if any(n % batch for n in sizes):
         raise ValueError(f"rFID sizes {sizes} must be multiples of the batch {batch}")
     model = load_model(model_id, weights)
-    latents, kwargs = example_inputs(get(model_id), model.unet, 1)
-    table: CostTable = get(model_id).default_cost_table() or flop_cost_table(
-        model.unet, latents, kwargs)
+    table: CostTable = model_cost_table(get(model_id), model.unet)
     extractor = load_extractor("digits-cnn")
     reference, reference_s = _timed(lambda: reference_statistics("digits", extractor))
     teacher, teacher_seconds = timed_generation(model, steps, None, batch)
