@@ -265,28 +265,25 @@ def load_model(model_id: str, weights: str = "pretrained", *, device: str = "cpu
 
 def _load_zoo(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedModel:
     from . import zoo
+    from .zoo.architectures import ClassEncoder
+    from .zoo.data import NUM_CLASSES
 
+    conditional = spec.conditioning == "class"
     if weights == "random":
         unet = build_unet(spec, "random", device=device, dtype=dtype)
-        encoder = None
-        if spec.conditioning == "class":
-            from .zoo.architectures import ClassEncoder
-
-            encoder = ClassEncoder(unet.config.cross_attention_dim).to(device)
-        card: dict = {}
+        encoder = ClassEncoder(unet.config.cross_attention_dim) if conditional else None
+        guidance = None
     else:
         try:
             loaded = zoo.load(spec.id, None if weights == "pretrained" else Path(weights))
         except zoo.ZooWeightsError as error:
             raise MissingWeightsError(str(error)) from error
-        unet, encoder, card = loaded.unet, loaded.encoder, loaded.card
-        unet = _placed(unet, device, dtype)
-        encoder = encoder.to(device) if encoder is not None else None
-    conditional = spec.conditioning == "class"
+        unet = _placed(loaded.unet, device, dtype)
+        encoder, guidance = loaded.encoder, loaded.default_guidance
     return LoadedModel(
         name=spec.id, unet=unet, scheduler=build_scheduler(spec),
-        resolution=spec.sample_shape[1], encoder=encoder,
-        num_classes=card.get("num_classes", 10) if conditional else None,
-        null_label=card.get("num_classes", 10) if conditional else None,
-        default_guidance=card.get("default_guidance") if conditional else None,
+        resolution=spec.sample_shape[1], encoder=None if encoder is None else encoder.to(device),
+        num_classes=NUM_CLASSES if conditional else None,
+        null_label=ClassEncoder.NULL_CLASS if conditional else None,
+        default_guidance=guidance,
     )
