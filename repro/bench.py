@@ -13,6 +13,7 @@ import time
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -93,6 +94,18 @@ def model_cost_table(spec, unet) -> CostTable:
         latents, unet_kwargs = models.example_inputs(spec, unet, batch=1)
         table = flop_cost_table(unet, latents, unet_kwargs)
     return table
+
+
+def cost_table_from_file(path: Path | str) -> CostTable:
+    """A cost table saved by ``repro bench --json`` (its ``cost_table``) or on its own."""
+    import json
+
+    try:
+        report = json.loads(Path(path).read_text())
+        return CostTable.from_dict(report.get("cost_table", report))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ScheduleError(f"{path}: not a cost table or `repro bench --json` report "
+                            f"({type(error).__name__}: {error})") from None
 
 
 def calibrate(unet, latents, unet_kwargs, repeats: int, branches: Sequence[int] | None = None,

@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -18,22 +19,73 @@ class BadInput(Exception):
 def _bad_input_types() -> tuple[type[BaseException], ...]:
     from .metrics import MetricInputError
     from .models import MissingWeightsError, UnknownModelError
+    from .report import ReportError
     from .samples import SamplesFileError
     from .schedule import ScheduleError
     from .search import BudgetError
     from .search_log import SearchLogError
+    from .suite import SuiteError
+    from .tracking import TrackingError
 
     return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError, SamplesFileError,
-            BudgetError, SearchLogError, MetricInputError)
+            BudgetError, SearchLogError, MetricInputError, ReportError, SuiteError,
+            TrackingError)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from . import models
+    from .metrics.evaluate import METRICS
 
+    print("suites:")
+    for path in sorted(Path(args.suites).glob("*.yaml")):
+        print(f"  {path}")
     print("models:")
     for model_id in models.model_ids():
         spec = models.get(model_id)
         print(f"  {model_id:<14} {spec.description} [{spec.source}]")
+    print("metrics:")
+    for name in METRICS:
+        print(f"  {name}")
+    return 0
+
+
+def _suite_path(text: str) -> Path:
+    """A suite file, or the name of one under ./suites/."""
+    path = Path(text)
+    if not path.exists() and Path("suites", f"{text}.yaml").is_file():
+        return Path("suites", f"{text}.yaml")
+    return path
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from . import suite
+
+    for text in args.suite:
+        loaded = suite.load(_suite_path(text))
+        plans = suite.check(loaded)
+        rows = sum(len(plan) for plan in plans.values())
+        print(f"{loaded.file}: ok (suite {loaded.name!r} v{loaded.version}, "
+              f"{len(plans)} experiments, {rows} rows, {loaded.digest})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import runner, suite
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    loaded = suite.load(_suite_path(args.suite))
+    if args.no_tracking:
+        loaded = replace(loaded, tracking=replace(loaded.tracking, enabled=False))
+    log = (lambda message: None) if args.quiet else runner.stderr_log
+    run_dir = runner.run_suite(loaded, results_root=args.results, run_id=args.run_id,
+                               new=args.new, tracking_uri=args.tracking_uri,
+                               device=args.device, log=log)
+    if not args.quiet:
+        print((run_dir / "table.md").read_text())
+        print(f"results: {run_dir}")
     return 0
 
 
@@ -79,7 +131,6 @@ def _int_list(text: str, flag: str) -> list[int]:
 def cmd_search(args: argparse.Namespace) -> int:
     from . import bench, models, samples, search, search_log
     from .fitness import RFIDFitness
-    from .schedule import CostTable
 
     spec = models.get(args.model)
     try:
@@ -94,8 +145,7 @@ def cmd_search(args: argparse.Namespace) -> int:
              else search.SegmentSpace.divisors(args.steps, branches, max_len=10))
     model = models.load_model(args.model, args.weights)
     if args.cost_table:
-        report = json.loads(args.cost_table.read_text())
-        table = CostTable.from_dict(report.get("cost_table", report))
+        table = bench.cost_table_from_file(args.cost_table)
     else:
         table = bench.model_cost_table(spec, model.unet)
     budgets = [search.Budget(b, table, args.tol) for b in args.budget]
@@ -167,14 +217,55 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+    from .atomic import atomic_path
+
+    if bool(args.runs) == bool(args.compare):
+        raise BadInput("report takes RUN_DIR... or --compare OLD NEW")
+    if args.compare:
+        old, new = (report.load_results(p) for p in args.compare)
+        text = report.render(report.compare(old, new), "md")
+    else:
+        text = report.render(report.table([report.load_results(p) for p in args.runs]),
+                             args.format)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .metrics.cli import add_eval_parser
 
     parser = argparse.ArgumentParser(prog="repro", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ls = sub.add_parser("ls", help="list registered models")
+    ls = sub.add_parser("ls", help="list suites, models and metrics")
+    ls.add_argument("--suites", default="suites", help="directory of suite files")
     ls.set_defaults(func=cmd_ls)
+
+    run = sub.add_parser("run", help="run a suite: teacher -> search -> evaluation -> results")
+    run.add_argument("suite", help="suite file (or the name of one in ./suites)")
+    run.add_argument("--results", type=Path, default=Path("results"),
+                     help="results root (default: results/)")
+    run.add_argument("--run-id", help="run directory name; an existing one is resumed "
+                     "(default: resume this suite's latest unfinished run, else a new id)")
+    run.add_argument("--new", action="store_true", help="start a new run even if one is "
+                     "unfinished")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: the suite's, "
+                     "MLFLOW_TRACKING_URI, or MLflow's default sqlite:///mlflow.db)")
+    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    run.add_argument("--quiet", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check suites without running them")
+    validate.add_argument("suite", nargs="+", help="suite files (or names in ./suites)")
+    validate.set_defaults(func=cmd_validate)
 
     sample = sub.add_parser("sample", help="generate images under a schedule into FILE.npz")
     sample.add_argument("--model", required=True, help="model id (see `repro ls`)")
@@ -256,6 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, help="also write the markdown report here")
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
     bench.set_defaults(func=cmd_bench)
+
+    rep = sub.add_parser("report", help="tables of run results, or a regression diff of two")
+    rep.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR",
+                     help="run directory or results.json (several: one table, a run column)")
+    rep.add_argument("--format", choices=["md", "csv", "tex"], default="md")
+    rep.add_argument("--out", type=Path, help="write here instead of printing")
+    rep.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
+                     help="regression table (md) of two runs")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 

@@ -7,20 +7,23 @@ from collections.abc import Sequence
 
 from .metrics.extractors import load_extractor
 from .metrics.fid import rfid
-from .samples import generate
+from .samples import SampleSet, generate
 from .schedule import Schedule
 
 
 class RFIDFitness:
-    """Callable ``schedule -> rFID`` (lower is better) for one model and sampler setting."""
+    """Callable ``schedule -> rFID`` (lower is better) for one model and sampler setting.
+
+    ``teacher``: the all-F samples of these seeds when already at hand (a resumed run)."""
 
     def __init__(self, model, steps: int, seeds: Sequence[int],
                  labels: Sequence[int] | None = None, guidance: float | None = None,
-                 extractor: str = "digits-cnn", batch_size: int = 128):
+                 extractor: str = "digits-cnn", batch_size: int = 128,
+                 teacher: SampleSet | None = None):
         self.model, self.steps, self.seeds = model, steps, list(seeds)
         self.labels, self.guidance, self.batch_size = labels, guidance, batch_size
         self.extractor = load_extractor(extractor)
-        self.teacher = self._generate(None)
+        self.teacher = self._generate(None) if teacher is None else teacher
 
     @property
     def context(self) -> dict:

@@ -162,6 +162,14 @@ def build_scheduler(spec: ModelSpec, scheduler_class: str | None = None):
     return getattr(diffusers, name).from_config(dict(spec.scheduler_config))
 
 
+def sampler_calls(spec: ModelSpec, steps: int, scheduler_class: str | None = None) -> int:
+    """UNet calls the sampler makes for ``steps`` (a schedule has one token per call; PNDM's
+    PLMS makes ``steps + 1``)."""
+    scheduler = build_scheduler(spec, scheduler_class)
+    scheduler.set_timesteps(steps)
+    return len(scheduler.timesteps)
+
+
 def build_unet(spec: ModelSpec, weights: str = "pretrained", *, device: str = "cpu",
                dtype: str = "float32", seed: int = 0):
     """The spec's UNet in eval mode.

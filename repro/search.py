@@ -275,12 +275,7 @@ def stepwise_evolution(steps: int, fitness: Fitness, budget: Budget, *, n_eval: 
 
     With F = 1 and N = 0 the speedup is ``steps / k``, so every candidate keeps ``k`` full
     steps, the step 0 always among them; mutation swaps one kept step for a dropped one."""
-    feasible = [k for k in range(1, steps + 1)
-                if budget.target <= steps / k <= budget.target * (1 + budget.tol)]
-    if not feasible:
-        raise BudgetError(f"no number of full steps out of {steps} gives {budget.target}x "
-                          f"within tolerance {budget.tol:.0%}")
-    k = max(feasible)
+    k = stepwise_feasible(steps, budget)
     rng = random.Random(seed)
     scorer = _Scorer(fitness, budget, "stepwise-evolution", known, on_record, n_eval)
 
@@ -313,6 +308,16 @@ def stepwise_evolution(steps: int, fitness: Fitness, budget: Budget, *, n_eval: 
             scorer(schedule(child))
         stall = stall + 1 if len(scorer.scores) == before else 0
     return scorer.result()
+
+
+def stepwise_feasible(steps: int, budget: Budget) -> int:
+    """The most full steps out of ``steps`` whose speedup ``steps / k`` meets the budget."""
+    feasible = [k for k in range(1, steps + 1)
+                if budget.target <= steps / k <= budget.target * (1 + budget.tol)]
+    if not feasible:
+        raise BudgetError(f"no number of full steps out of {steps} gives {budget.target}x "
+                          f"within tolerance {budget.tol:.0%}")
+    return max(feasible)
 
 
 def pareto_front(results: Iterable[SearchResult]) -> list[Record]:

@@ -19,12 +19,11 @@ from repro.schedule import Schedule
 from .result import MetricResult
 
 
-def sampler_latency(model: LoadedModel, steps: int, schedule: Schedule | str, batch: int,
-                    *, guidance: float | None = None, repeats: int = 5, warmup: int = 1,
-                    seed: int = 0) -> MetricResult:
-    """Seconds per batch of ``batch`` images (median of ``repeats`` after ``warmup``)."""
-    unet, scheduler = model.unet, model.scheduler
-    schedule = Schedule.parse(schedule)
+def latency_inputs(model: LoadedModel, batch: int, guidance: float | None = None,
+                   seed: int = 0) -> tuple[torch.Tensor, dict]:
+    """Noise for ``batch`` images and the ``denoise`` kwargs of the model's conditioning
+    (labels cycling over the classes; guidance doubles the UNet batch)."""
+    unet = model.unet
     shape = (batch, unet.config.in_channels, model.resolution, model.resolution)
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     latents = latents.to(unet.device, unet.dtype)
@@ -34,6 +33,16 @@ def sampler_latency(model: LoadedModel, steps: int, schedule: Schedule | str, ba
         cfg = guidance is not None and guidance != 1.0
         kwargs = model.condition([i % model.num_classes for i in range(batch)], cfg)
         kwargs["guidance_scale"] = guidance if cfg else None
+    return latents, kwargs
+
+
+def sampler_latency(model: LoadedModel, steps: int, schedule: Schedule | str, batch: int,
+                    *, guidance: float | None = None, repeats: int = 5, warmup: int = 1,
+                    seed: int = 0) -> MetricResult:
+    """Seconds per batch of ``batch`` images (median of ``repeats`` after ``warmup``)."""
+    unet, scheduler = model.unet, model.scheduler
+    schedule = Schedule.parse(schedule)
+    latents, kwargs = latency_inputs(model, batch, guidance, seed)
 
     def run():
         scheduler.set_timesteps(steps, device=unet.device)

@@ -1,0 +1,371 @@
+"""One suite end to end: teacher -> search per budget -> final evaluation of the winners and
+the baselines -> ``results/<suite>/<run-id>/`` -> MLflow.
+
+Everything expensive is kept under the run's ``work/`` as soon as it exists (teacher
+samples, one JSONL log of scored candidates per experiment, one JSON per finished row
+evaluation, the latency table), so a run started again on the same directory redoes
+nothing finished. Bad input (suite, model ids, missing weights, an unreachable tracking
+server) is reported before the run directory is created.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import baselines, models, search, search_log
+from .atomic import atomic_path
+from .samples import SampleSet, generate, parse_seeds
+from .schedule import Schedule
+from .suite import Experiment, RowPlan, Suite, SuiteError, check
+
+RESULTS_SCHEMA = "flexiffusion-repro/results@1"
+Log = Callable[[str], None]
+
+
+def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str | None = None,
+              new: bool = False, tracking_uri: str | None = None, device: str = "cpu",
+              log: Log = lambda message: None) -> Path:
+    """Run (or resume) ``suite``; returns the run directory holding ``results.json``."""
+    plans = check(suite)
+    uri = _tracking_uri(suite, tracking_uri)
+    loaded = {e.name: models.load_model(e.model, e.weights, device=device)
+              for e in suite.experiments}
+    run_dir = _run_dir(suite, results_root, run_id, new, log)
+    state = json.loads((run_dir / "work" / "state.json").read_text())
+    rows = []
+    for experiment in suite.experiments:
+        runner = _ExperimentRun(experiment, plans[experiment.name], loaded[experiment.name],
+                                run_dir, log)
+        rows += runner.run()
+    results = {
+        "schema": RESULTS_SCHEMA, "run_id": run_dir.name,
+        "suite": {"name": suite.name, "version": suite.version, "file": suite.file,
+                  "digest": suite.digest},
+        "started": state["started"], "finished": _now(),
+        "environment": _environment(device, loaded),
+        "rows": rows,
+    }
+    _write_outputs(results, run_dir)
+    if uri is not None:
+        from . import tracking
+
+        parent = tracking.log_run(results, run_dir, uri=uri, experiment=suite.tracking.experiment)
+        _write_json(run_dir / "work" / "mlflow.json", {"uri": uri, "parent_run_id": parent})
+        log(f"MLflow: run {parent} at {uri}")
+    return run_dir
+
+
+def _tracking_uri(suite: Suite, override: str | None) -> str | None:
+    if not suite.tracking.enabled:
+        return None
+    from . import tracking
+
+    uri = tracking.resolve_uri(override or suite.tracking.uri)
+    tracking.check_reachable(uri)
+    return uri
+
+
+# -- the run directory ------------------------------------------------------------------
+def _run_dir(suite: Suite, root: Path, run_id: str | None, new: bool, log: Log) -> Path:
+    """The named run, else the latest unfinished run of this very suite, else a new one."""
+    parent = root / suite.name
+    if run_id is None and not new:
+        unfinished = [d for d in sorted(parent.glob("*/work/state.json"))
+                      if _state_digest(d) == suite.digest and not _finished(d.parent.parent)]
+        if unfinished:
+            run_id = unfinished[-1].parent.parent.name
+            log(f"resuming {parent / run_id}")
+    run_dir = parent / (run_id or f"{suite.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+    state_path = run_dir / "work" / "state.json"
+    if state_path.is_file():
+        if _state_digest(state_path) != suite.digest:
+            raise SuiteError(f"{run_dir} holds a run of another version of suite "
+                             f"{suite.name!r} ({_state_digest(state_path)}, now {suite.digest}); "
+                             "use another --run-id")
+        return run_dir
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "suite.yaml") as tmp:
+        tmp.write_text(resolved_yaml(suite))
+    _write_json(state_path, {"digest": suite.digest, "started": _now(),
+                             "tracks": suite.tracking.enabled})
+    return run_dir
+
+
+def _state_digest(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("digest")
+    except (OSError, ValueError):
+        return None
+
+
+def _finished(run_dir: Path) -> bool:
+    """Results written, and logged to MLflow where the suite tracks."""
+    state = json.loads((run_dir / "work" / "state.json").read_text())
+    return (run_dir / "results.json").is_file() and (
+        not state["tracks"] or (run_dir / "work" / "mlflow.json").is_file())
+
+
+def resolved_yaml(suite: Suite) -> str:
+    """The suite with includes and experiment defaults applied (tuples as lists)."""
+    import yaml
+
+    data = json.loads(json.dumps(asdict(suite)))
+    data.pop("file"), data.pop("digest")
+    return f"# resolved from {suite.file} ({suite.digest})\n" + yaml.safe_dump(
+        data, sort_keys=False)
+
+
+# -- one experiment ---------------------------------------------------------------------
+class _ExperimentRun:
+    def __init__(self, experiment: Experiment, plan: list[RowPlan], model, run_dir: Path,
+                 log: Log):
+        from . import bench
+
+        self.e, self.plan, self.model, self.run_dir = experiment, plan, model, run_dir
+        self.log = lambda message: log(f"[{experiment.name}] {message}")
+        self.work = run_dir / "work" / _slug(experiment.name)
+        self.work.mkdir(parents=True, exist_ok=True)
+        spec = models.get(experiment.model)
+        self.calls = models.sampler_calls(spec, experiment.steps, experiment.scheduler)
+        if experiment.scheduler:
+            model.scheduler = models.build_scheduler(spec, experiment.scheduler)
+        self.table = (bench.model_cost_table(spec, model.unet)
+                      if experiment.cost_table == "default"
+                      else bench.cost_table_from_file(experiment.cost_table))
+        self.labels = list(experiment.labels) if experiment.labels else None
+
+    def run(self) -> list[dict]:
+        schedules = self._schedules()
+        evaluated = {row.name: self._evaluate(row, schedules[row.name][0]) for row in self.plan}
+        latency = self._latency({name: s for name, (s, _) in schedules.items()})
+        published = {p.row: {**p.values(), "source": p.source} for p in self.e.published}
+        rows = []
+        for row in self.plan:
+            schedule, search_info = schedules[row.name]
+            timing = latency.get(str(schedule), {})
+            rows.append({
+                "experiment": self.e.name, "model": self.e.model, "steps": self.e.steps,
+                "guidance": self._guidance(), "name": row.name, "kind": row.kind,
+                "method": row.method, "budget": row.budget, "schedule": str(schedule),
+                "predicted_speedup": schedule.speedup(self.table),
+                "measured_speedup": timing.get("measured_speedup"),
+                "latency": timing.get("latency"), "search": search_info,
+                **evaluated[row.name], "published": published.get(row.name),
+            })
+        return rows
+
+    def _guidance(self) -> float | None:
+        if self.model.num_classes is None:
+            return None
+        return self.model.default_guidance if self.e.guidance is None else self.e.guidance
+
+    # teacher and search ----------------------------------------------------------------
+    def _teacher(self, name: str, seeds: list[int]) -> SampleSet:
+        """All-F samples of ``seeds``, generated once per run."""
+        path = self.work / f"{name}.npz"
+        if path.is_file():
+            return SampleSet.load(path)
+        samples = generate(self.model, self.e.steps, None, seeds, self.labels,
+                           self.e.guidance, batch_size=self.e.evaluation.batch_size)
+        samples.save(path)
+        return samples
+
+    def _schedules(self) -> dict[str, tuple[Schedule, dict | None]]:
+        """Row name -> (schedule, search summary); searches replay their logged scores."""
+        out: dict[str, tuple[Schedule, dict | None]] = {}
+        fitness = None
+        for row in self.plan:
+            if row.kind == "teacher":
+                out[row.name] = (Schedule.full(self.calls), None)
+            elif row.kind == "searched":
+                fitness = fitness or self._fitness()
+                out[row.name] = self._search(row, fitness)
+            else:
+                out[row.name] = (self._baseline(row), None)
+        return out
+
+    def _fitness(self):
+        from .fitness import RFIDFitness
+
+        seeds = parse_seeds(self.e.search.seeds)
+        self.log(f"teacher on {len(seeds)} search seeds")
+        teacher = self._teacher("teacher-search", seeds)
+        return RFIDFitness(self.model, self.e.steps, seeds, self.labels, self.e.guidance,
+                           extractor=self.e.search.extractor,
+                           batch_size=self.e.evaluation.batch_size, teacher=teacher)
+
+    def _search(self, row: RowPlan, fitness) -> tuple[Schedule, dict]:
+        s = self.e.search
+        path = self.work / "search.jsonl"
+        known = search_log.read_scores(path, fitness.context)
+        append = search_log.appender(path, fitness.context)
+        budget = search.Budget(row.budget, self.table, s.tol)
+        branches = s.branches or tuple(range(models.get(self.e.model).num_branches))
+        space = (search.SegmentSpace(self.calls, s.seg_lens, branches) if s.seg_lens
+                 else search.SegmentSpace.divisors(self.calls, branches, max_len=10))
+        common = {"fitness": fitness, "budget": budget, "n_eval": s.n_eval, "seed": s.seed,
+                  "known": known, "on_record": append}
+        evolution = {"population": s.population, "generations": s.generations}
+        started = time.perf_counter()
+        if row.method == "stepwise-evolution":
+            result = search.stepwise_evolution(self.calls, **common, **evolution)
+        elif row.method == "segment-random":
+            result = search.random_search(space, **common)
+        else:
+            result = search.segment_evolution(space, **common, **evolution)
+        reused = sum(r.cached for r in result.records)
+        self.log(f"{row.name}: rFID {result.fitness:.2f} at {result.predicted_speedup:.2f}x "
+                 f"({len(result.records)} scored, {reused} from the log, "
+                 f"{time.perf_counter() - started:.0f} s)")
+        return result.best, {"protocol": fitness.context["protocol"], "fitness": result.fitness,
+                             "n": len(fitness.seeds), "scored": len(result.records),
+                             "reused": reused}
+
+    def _baseline(self, row: RowPlan) -> Schedule:
+        b = row.baseline
+        if row.method == "schedule":
+            return Schedule.parse(b.schedule)
+        if row.knob is not None:
+            if row.method == "fewer-steps":
+                return Schedule.fewer_steps(self.calls, row.knob)
+            if row.method == "deepcache-nonuniform":
+                return Schedule.deepcache_nonuniform(self.calls, row.knob, b.branch)
+            return Schedule.deepcache(self.calls, row.knob, b.branch)
+        budget = search.Budget(row.budget, self.table, self.e.search.tol)
+        make = baselines.BASELINES[row.method]
+        args = (self.calls, budget) if row.method == "fewer-steps" else (self.calls, budget,
+                                                                          b.branch)
+        return make(*args)[1]
+
+    # evaluation ------------------------------------------------------------------------
+    def _evaluate(self, row: RowPlan, schedule: Schedule) -> dict:
+        """Quality metrics of one row on the evaluation seeds and its sample grid (cached)."""
+        from .metrics.evaluate import EvalOptions, evaluate
+
+        path = self.work / "rows" / f"{_slug(row.name)}.json"
+        if path.is_file():
+            done = json.loads(path.read_text())
+            if done["schedule"] == str(schedule):
+                return done["evaluated"]
+        ev = self.e.evaluation
+        seeds = parse_seeds(ev.seeds)
+        teacher = self._teacher("teacher-eval", seeds)
+        started = time.perf_counter()
+        samples = teacher if row.kind == "teacher" else generate(
+            self.model, self.e.steps, schedule, seeds, self.labels, self.e.guidance,
+            batch_size=ev.batch_size)
+        results = evaluate(samples, ev.metrics, EvalOptions(
+            teacher=teacher, reference=ev.reference, device=str(self.model.unet.device)))
+        grid = None
+        if ev.grid:
+            from .report import sample_grid
+
+            grid = Path("grids") / _slug(self.e.name) / f"{_slug(row.name)}.png"
+            sample_grid(samples.images[:ev.grid], self.run_dir / grid)
+        evaluated = {"metrics": {r.protocol: r.value for r in results},
+                     "metric_n": {r.protocol: r.n for r in results},
+                     "grid": None if grid is None else str(grid)}
+        _write_json(path, {"schedule": str(schedule), "evaluated": evaluated})
+        self.log(f"{row.name}: " + ", ".join(f"{r.protocol} {r.value:.3f}" for r in results)
+                 + f" ({time.perf_counter() - started:.0f} s)")
+        return evaluated
+
+    def _latency(self, schedules: dict[str, Schedule]) -> dict[str, dict]:
+        """Schedule text -> measured speedup and latency, all rows timed interleaved in one
+        process (cached as one table: speedups are only comparable within one timing)."""
+        from . import bench
+        from .metrics.latency import latency_inputs
+
+        ev = self.e.evaluation
+        if not ev.latency:
+            return {}
+        unique = {str(s): s for s in schedules.values()}
+        path = self.work / "latency.json"
+        if path.is_file():
+            done = json.loads(path.read_text())
+            if set(done) == set(unique):
+                return done
+        import torch
+
+        unet = self.model.unet
+        latents, kwargs = latency_inputs(self.model, ev.latency_batch, self.e.guidance)
+        make_scheduler = self._scheduler_factory()
+        self.log(f"latency: {len(unique)} schedules x {ev.latency_repeats} repeats, "
+                 f"batch {ev.latency_batch}")
+        with torch.inference_mode():
+            timings = bench.time_loops(unet, make_scheduler, latents, kwargs, unique,
+                                       ev.latency_repeats, 1, self.table)
+        dtype = str(unet.dtype).removeprefix("torch.")
+        env = bench.environment(unet.device, dtype, ev.latency_batch)
+        import statistics
+
+        done = {t.name: {"measured_speedup": t.measured_speedup, "latency": {
+            "median_s": statistics.median(t.seconds), "seconds": t.seconds,
+            "batch": ev.latency_batch, "device": env["device"], "dtype": dtype}}
+            for t in timings}
+        _write_json(path, done)
+        return done
+
+    def _scheduler_factory(self):
+        spec = models.get(self.e.model)
+
+        def make():
+            scheduler = models.build_scheduler(spec, self.e.scheduler)
+            scheduler.set_timesteps(self.e.steps, device=self.model.unet.device)
+            return scheduler
+        return make
+
+
+# -- outputs ----------------------------------------------------------------------------
+def _write_outputs(results: dict, run_dir: Path) -> None:
+    from . import report
+
+    report.write_tables(results, run_dir)
+    report.pareto_plot(results, run_dir / "pareto.png")
+    _write_json(run_dir / "results.json", results)
+
+
+def _environment(device: str, loaded: dict) -> dict:
+    import torch
+
+    from .bench import environment
+
+    unet = next(iter(loaded.values())).unet
+    env = environment(unet.device, str(unet.dtype).removeprefix("torch."), 0)
+    env.pop("batch"), env.pop("dtype")
+    return {**env, "threads": torch.get_num_threads(), "git_commit": _git_commit()}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,367 @@
+"""Suites: declarative YAML experiments loaded into frozen dataclasses.
+
+YAML keys are the dataclass fields (pydantic checks types and refuses unknown keys; errors
+name the field with a did-you-mean). ``include: other.yaml`` makes another suite the
+defaults, the including file's keys winning (mappings merge, lists replace). A suite with
+``experiments:`` runs each entry merged over its own top-level experiment keys; without it,
+the top level is the one experiment. Loading is pure data; :func:`check` then resolves what
+needs the registry (model ids, schedule lengths, reachable budgets) before any heavy work.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+_STRICT = ConfigDict(extra="forbid")
+
+SEARCH_METHODS = {"segment": "segment-evolution", "stepwise": "stepwise-evolution",
+                  "random": "segment-random"}
+TECHNIQUES = ("deepcache", "deepcache-nonuniform", "fewer-steps", "schedule")
+PUBLISHED_KEYS = ("speedup", "fid", "rfid", "clip", "acc")
+
+
+class SuiteError(ValueError):
+    """A suite that cannot run; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Search:
+    """Search settings; fitness is rFID on ``seeds`` (smaller than the evaluation's)."""
+
+    __pydantic_config__ = _STRICT
+    methods: tuple[str, ...] = ("segment", "stepwise", "random")
+    budgets: tuple[float, ...] = ()
+    n_eval: int = 40
+    population: int = 16
+    generations: int | None = None
+    seed: int = 0
+    seeds: str = "0:128"
+    branches: tuple[int, ...] | None = None  # default: every branch of the model
+    seg_lens: tuple[int, ...] | None = None  # default: divisors of the steps up to 10
+    tol: float = 0.1
+    extractor: str = "digits-cnn"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A closed-form technique: at each search budget (no ``intervals``/``keep``), at fixed
+    knobs (DeepCache ``intervals``, fewer-steps ``keep``), or a given ``schedule`` text."""
+
+    __pydantic_config__ = _STRICT
+    technique: str
+    branch: int = 0
+    intervals: tuple[int, ...] = ()
+    keep: tuple[int, ...] = ()
+    schedule: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The final protocol: metrics on ``seeds``, latency on ``latency_batch``."""
+
+    __pydantic_config__ = _STRICT
+    seeds: str = "10000:10512"
+    metrics: tuple[str, ...] = ("rfid:digits-cnn",)
+    reference: str | None = None
+    batch_size: int = 64
+    latency: bool = True
+    latency_batch: int = 64
+    latency_repeats: int = 3
+    grid: int = 64
+
+
+@dataclass(frozen=True)
+class Published:
+    """Numbers a paper reports for one row of this suite, shown beside the measured ones."""
+
+    __pydantic_config__ = _STRICT
+    row: str
+    source: str
+    speedup: float | None = None
+    fid: float | None = None
+    rfid: float | None = None
+    clip: float | None = None
+    acc: float | None = None
+
+    def values(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in PUBLISHED_KEYS if getattr(self, k) is not None}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One model and sampler setting: its teacher, searches, baselines and evaluation."""
+
+    __pydantic_config__ = _STRICT
+    name: str
+    model: str
+    steps: int
+    weights: str = "pretrained"
+    scheduler: str | None = None  # diffusers class name; default: the model's
+    guidance: float | None = None
+    labels: tuple[int, ...] | None = None
+    cost_table: str = "default"  # default (MAC/FLOP ratios) or a `repro bench --json` file
+    search: Search = field(default_factory=Search)
+    baselines: tuple[Baseline, ...] = ()
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    published: tuple[Published, ...] = ()
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """MLflow: ``uri`` None means ``MLFLOW_TRACKING_URI`` or MLflow's own default."""
+
+    __pydantic_config__ = _STRICT
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class Suite:
+    __pydantic_config__ = _STRICT
+    name: str
+    version: int
+    experiments: tuple[Experiment, ...]
+    description: str = ""
+    tracking: Tracking = field(default_factory=Tracking)
+    file: str = ""
+    digest: str = ""
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """A schedule the runner evaluates, known before running (names are unique per
+    experiment; ``published`` entries refer to them)."""
+
+    name: str
+    kind: str  # teacher | searched | baseline
+    method: str
+    budget: float | None = None
+    baseline: Baseline | None = None
+    knob: int | None = None  # the fixed DeepCache interval or fewer-steps count
+
+
+# -- loading (pure data) ---------------------------------------------------------------
+_SUITE_KEYS = {"name", "version", "description", "tracking", "include", "experiments"}
+
+
+def load(path: str | Path) -> Suite:
+    """Read, include, merge and type-check a suite file."""
+    path = Path(path)
+    raw = _read_with_includes(path, ())
+    experiment_keys = {k: v for k, v in raw.items() if k not in _SUITE_KEYS}
+    entries = raw.get("experiments")
+    if entries is None:
+        entries = [{"name": experiment_keys.get("model", raw.get("name"))}]
+    if not isinstance(entries, list) or not entries:
+        raise SuiteError(f"{path}: 'experiments' must be a non-empty list of mappings")
+    experiments = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise SuiteError(f"{path}: experiments[{index}] must be a mapping")
+        experiments.append(_merge(experiment_keys, entry))
+    data = {k: raw[k] for k in ("name", "version", "description", "tracking") if k in raw}
+    data.update(experiments=experiments, file=str(path), digest=_digest(data, experiments))
+    try:
+        return TypeAdapter(Suite).validate_python(data)
+    except ValidationError as error:
+        raise SuiteError(f"{path}: {_describe(error, Suite, entries is not None)}") from None
+
+
+def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> dict:
+    resolved = path.resolve()
+    if resolved in seen:
+        raise SuiteError(f"{path}: include cycle through {' -> '.join(map(str, seen))}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SuiteError(f"{path}: suite file not found") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SuiteError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{path}: a suite is a YAML mapping of fields")
+    include = raw.pop("include", None)
+    if include is None:
+        return raw
+    if not isinstance(include, str):
+        raise SuiteError(f"{path}: 'include' must be a file path")
+    base = _read_with_includes(path.parent / include, (*seen, resolved))
+    return _merge(base, raw)
+
+
+def _merge(base: Mapping, override: Mapping) -> dict:
+    """Deep merge: mappings merge key by key, anything else is replaced by ``override``."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _digest(*parts: Any) -> str:
+    text = yaml.safe_dump(list(parts), sort_keys=True)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _describe(error: ValidationError, root: type, listed: bool) -> str:
+    """The first pydantic error as one line: dotted field path, problem, did-you-mean."""
+    first = error.errors()[0]
+    loc = list(first["loc"])
+    if loc[:1] == ["experiments"] and not listed:
+        loc = loc[2:]  # a single-experiment suite: its fields sit at the top level
+    where = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in loc)
+    where = where.replace(".[", "[")
+    if first["type"] == "unexpected_keyword_argument":
+        known = _field_names_at(root, list(first["loc"][:-1]))
+        if len(loc) == 1:  # a top-level key of a single-experiment suite
+            known += [k for k in _SUITE_KEYS if k not in known]
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known)}"
+        return f"unknown field '{where}'{hint}"
+    if first["type"] == "missing":
+        return f"missing field '{where}'"
+    return f"field '{where}': {first['msg']} (got {first.get('input')!r})"
+
+
+def _field_names_at(cls: type, loc: list) -> list[str]:
+    """Field names of the dataclass reached by following ``loc`` from ``cls``."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        hint = get_type_hints(cls)[part]
+        cls = next((a for a in (hint, *get_args(hint)) if is_dataclass(a)), cls)
+    return [f.name for f in fields(cls) if f.name not in ("file", "digest")]
+
+
+# -- checks against the registry (before any heavy work) --------------------------------
+def check(suite: Suite) -> dict[str, list[RowPlan]]:
+    """Resolve and check what loading cannot: model ids, methods, techniques, metric names,
+    schedule texts and lengths, reachable budgets, duplicate rows, published rows. Returns
+    the row plan per experiment."""
+    names = [e.name for e in suite.experiments]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise SuiteError(f"{suite.file}: two experiments are named {duplicate!r}")
+    return {e.name: _check_experiment(suite, e) for e in suite.experiments}
+
+
+def _fail(suite: Suite, experiment: Experiment, where: str, message: str) -> SuiteError:
+    return SuiteError(f"{suite.file}: experiment {experiment.name!r}: field '{where}': {message}")
+
+
+def _choice(value: str, known, suite, experiment, where) -> None:
+    if value not in known:
+        close = difflib.get_close_matches(value, list(known), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+        raise _fail(suite, experiment, where, f"unknown value {value!r}; {hint}")
+
+
+def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
+    from . import models
+    from .metrics.evaluate import METRICS
+    from .metrics.extractors import EXTRACTORS
+    from .metrics.references import REFERENCES
+    from .samples import parse_seeds
+    from .schedule import Schedule, ScheduleError
+    from .search import Budget, BudgetError, SegmentSpace, stepwise_feasible
+
+    _choice(e.model, models.model_ids(), suite, e, "model")
+    spec = models.get(e.model)
+    for where, text in (("search.seeds", e.search.seeds), ("evaluation.seeds", e.evaluation.seeds)):
+        try:
+            parse_seeds(text)
+        except ValueError as error:
+            raise _fail(suite, e, where, str(error)) from None
+    for method in e.search.methods:
+        _choice(method, SEARCH_METHODS, suite, e, "search.methods")
+    _choice(e.search.extractor, EXTRACTORS, suite, e, "search.extractor")
+    for metric in e.evaluation.metrics:
+        _choice(metric, [m for m in METRICS if m != "latency"], suite, e, "evaluation.metrics")
+    if any(m.startswith("fid:") for m in e.evaluation.metrics):
+        if e.evaluation.reference is None:
+            raise _fail(suite, e, "evaluation.reference", "fid metrics need a reference "
+                        f"(known: {', '.join(REFERENCES)})")
+        _choice(e.evaluation.reference, REFERENCES, suite, e, "evaluation.reference")
+    try:
+        calls = models.sampler_calls(spec, e.steps, e.scheduler)
+    except (ValueError, AttributeError) as error:
+        raise _fail(suite, e, "scheduler", str(error)) from None
+    branches = e.search.branches or tuple(range(spec.num_branches))
+    bad = [b for b in (*branches, *(x.branch for x in e.baselines)) if not
+           0 <= b < spec.num_branches]
+    if bad:
+        raise _fail(suite, e, "branch", f"branch {bad[0]} outside 0..{spec.num_branches - 1} "
+                    f"for {e.model!r}")
+    try:
+        space = (SegmentSpace(calls, e.search.seg_lens, branches) if e.search.seg_lens
+                 else SegmentSpace.divisors(calls, branches, max_len=10))
+        for target in e.search.budgets:
+            budget = Budget(target, _unit_table(), e.search.tol)
+            if "segment" in e.search.methods or "random" in e.search.methods:
+                space.check_reachable(budget)
+            if "stepwise" in e.search.methods:
+                stepwise_feasible(calls, budget)
+    except BudgetError as error:
+        raise _fail(suite, e, "search.budgets", str(error)) from None
+    plan = [RowPlan("teacher", "teacher", "teacher")]
+    plan += [RowPlan(f"{m} @{b:g}x", "searched", SEARCH_METHODS[m], b)
+             for b in e.search.budgets for m in e.search.methods]
+    for index, baseline in enumerate(e.baselines):
+        where = f"baselines[{index}]"
+        _choice(baseline.technique, TECHNIQUES, suite, e, f"{where}.technique")
+        if baseline.technique == "schedule":
+            if not baseline.schedule or not baseline.name:
+                raise _fail(suite, e, where, "technique 'schedule' needs 'schedule' and 'name'")
+            try:
+                schedule = Schedule.parse(baseline.schedule)
+            except ScheduleError as error:
+                raise _fail(suite, e, f"{where}.schedule", str(error)) from None
+            if len(schedule) != calls:
+                raise _fail(suite, e, f"{where}.schedule", f"{len(schedule)} steps, but the "
+                            f"sampler makes {calls} UNet calls")
+            plan.append(RowPlan(baseline.name, "baseline", "schedule", None, baseline))
+            continue
+        knobs = baseline.keep if baseline.technique == "fewer-steps" else baseline.intervals
+        out_of_range = [k for k in knobs if not 1 <= k <= calls]
+        if out_of_range:
+            raise _fail(suite, e, where, f"{out_of_range[0]} outside 1..{calls}")
+        for knob in knobs:
+            plan.append(RowPlan(baseline.name or _knob_name(baseline, knob), "baseline",
+                                baseline.technique, None, baseline, knob))
+        if not knobs:
+            plan += [RowPlan(f"{baseline.name or baseline.technique} @{b:g}x", "baseline",
+                             baseline.technique, b, baseline) for b in e.search.budgets]
+    row_names = [row.name for row in plan]
+    duplicate = next((n for n in row_names if row_names.count(n) > 1), None)
+    if duplicate:
+        raise _fail(suite, e, "baselines", f"two rows are named {duplicate!r}; give one a "
+                    "'name'")
+    for index, published in enumerate(e.published):
+        _choice(published.row, row_names, suite, e, f"published[{index}].row")
+    return plan
+
+
+def _knob_name(baseline: Baseline, knob: int) -> str:
+    if baseline.technique == "fewer-steps":
+        return f"fewer-steps {knob}"
+    return f"{baseline.technique} N={knob} b={baseline.branch}"
+
+
+def _unit_table():
+    """Reachability only needs the cost-independent bounds (null steps cost 0)."""
+    from .schedule import CostTable
+
+    return CostTable({}, source="bounds")

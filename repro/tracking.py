@@ -1,0 +1,297 @@
+"""A finished suite run logged to MLflow, and read back for ``repro report --experiment``.
+
+One parent run per suite run carries its files (results.json, suite.yaml, tables, pareto.png,
+grids/); one nested child run per results row carries that schedule's params and metrics,
+so runs and schedules can be compared in the MLflow UI. MLflow is imported inside the
+functions: importing this module stays cheap for commands that never track.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+RUN_TAG = "repro.run_id"
+PARENT_TAG = "mlflow.parentRunId"
+PARENT_FILES = ("results.json", "suite.yaml", "table.md", "table.csv", "table.tex", "pareto.png")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message is one line naming its URI."""
+
+
+def resolve_uri(uri: str | None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else MLflow's own default (``sqlite:///mlflow.db``
+    in the working directory, or ``./mlruns`` where an old file store already exists)."""
+    if uri:
+        return uri
+    if env := os.environ.get("MLFLOW_TRACKING_URI"):
+        return env
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, before any sampling, where logging at the end would fail: an http(s)
+    server must answer ``/health``; a sqlite or file store must be creatable in a writable
+    directory. Other schemes (databricks, postgresql, ...) are left to MLflow."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        _check_server(uri, timeout)
+    elif parts.scheme == "sqlite" and parts.path[1:] not in ("", ":memory:"):
+        _check_writable(Path(unquote(parts.path[1:])), uri)  # sqlite:///rel, sqlite:////abs
+    elif parts.scheme == "file":
+        _check_writable(Path(unquote(parts.path)), uri)
+    elif not parts.scheme:
+        _check_writable(Path(uri), uri)
+
+
+def _check_server(uri: str, timeout: float) -> None:
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):  # there; MLflow's client brings the credentials
+            return
+        reason = f"HTTP {error.code} from /health"
+    except (OSError, ValueError) as error:
+        reason = str(getattr(error, "reason", error))
+    raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); "
+                        "start it or pass --tracking-uri")
+
+
+def _check_writable(path: Path, uri: str) -> None:
+    """The store's file or directory must be writable where it exists, else (MLflow creates
+    missing directories) its nearest existing ancestor must be a writable directory."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != path and not existing.is_dir():
+        raise TrackingError(f"MLflow store {uri}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK):
+        raise TrackingError(f"MLflow store {uri}: {existing} is not writable")
+
+
+def log_run(results: dict, run_dir: Path, *, uri: str | None = None,
+            experiment: str | None = None) -> str:
+    """Log ``results`` (a results.json dict) and the files of ``run_dir`` to the experiment
+    (default ``repro/<suite name>``); returns the parent run's id.
+
+    The parent run is named after the run id and carries the ``repro.*`` tags of
+    :func:`_parent_tags`, ``suite.name|version|file|digest`` params and, as artifacts,
+    whichever of :data:`PARENT_FILES` and ``grids/`` exist; each row becomes a nested child
+    run named ``<row experiment>/<row name>`` holding :func:`row_data`.
+
+    Runs already logged under the same ``run_id`` (an earlier or interrupted logging) are
+    deleted first, so a rerun or resumed run leaves exactly one parent and its children.
+    """
+    from mlflow.exceptions import MlflowException
+
+    uri = resolve_uri(uri)
+    check_reachable(uri)
+    client = _client(uri)
+    experiment = experiment or f"repro/{results['suite']['name']}"
+    try:
+        experiment_id = _experiment_id(client, experiment, create=True)
+        earlier = f"tags.`{RUN_TAG}` = {_quoted(results['run_id'])}"
+        for run in _search(client, experiment_id, earlier):  # parents and their children
+            client.delete_run(run.info.run_id)
+        return _log_parent(client, experiment_id, results, Path(run_dir))
+    except MlflowException as error:
+        raise TrackingError(f"MLflow at {uri}: {_first_line(error.message)}") from None
+
+
+def load_results(experiment: str, *, uri: str | None = None) -> list[dict]:
+    """The results.json of each finished parent run of ``experiment``, newest first."""
+    from mlflow.exceptions import MlflowException
+
+    uri = resolve_uri(uri)
+    check_reachable(uri)
+    client = _client(uri)
+    try:
+        experiment_id = _experiment_id(client, experiment, create=False)
+        if experiment_id is None:
+            raise TrackingError(f"MLflow experiment {experiment!r} does not exist at {uri}")
+        runs = [run for run in _search(client, experiment_id, "attributes.status = 'FINISHED'",
+                                       order_by=["attributes.start_time DESC"])
+                if RUN_TAG in run.data.tags and PARENT_TAG not in run.data.tags]
+        if not runs:
+            raise TrackingError(f"MLflow experiment {experiment!r} at {uri} has no finished runs")
+        return [_download_results(client, run.info.run_id) for run in runs]
+    except MlflowException as error:
+        raise TrackingError(f"MLflow at {uri}: {_first_line(error.message)}") from None
+
+
+def _download_results(client, run_id: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(client.download_artifacts(run_id, "results.json", tmp)).read_text())
+
+
+def _client(uri: str):
+    """A client bound to ``uri``: nothing is set in MLflow's process-wide state."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client, name: str, *, create: bool) -> str | None:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name) if create else None
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(f"MLflow experiment {name!r} is deleted at {client.tracking_uri}; "
+                            "restore it or pass another --experiment")
+    return experiment.experiment_id
+
+
+def _search(client, experiment_id: str, filter_string: str,
+            order_by: list[str] | None = None) -> Iterator:
+    """Every active run matching ``filter_string``, page by page."""
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, order_by=order_by,
+                                  page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _log_parent(client, experiment_id: str, results: dict, run_dir: Path) -> str:
+    """The parent run, its files and one child per row; FAILED if logging stops midway, so
+    an incomplete run is never read back by :func:`load_results`."""
+    run_id = client.create_run(experiment_id, run_name=results["run_id"],
+                               start_time=_millis(results.get("started")),
+                               tags=_parent_tags(results)).info.run_id
+    try:
+        client.log_batch(run_id, params=_params(_suite_params(results["suite"])))
+        for name in PARENT_FILES:
+            if (run_dir / name).is_file():
+                client.log_artifact(run_id, str(run_dir / name))
+        if (run_dir / "grids").is_dir():
+            client.log_artifacts(run_id, str(run_dir / "grids"), "grids")
+        for row in results["rows"]:
+            _log_row(client, experiment_id, run_id, row, results["run_id"])
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, end_time=_millis(results.get("finished")))
+    return run_id
+
+
+def _log_row(client, experiment_id: str, parent_id: str, row: dict, repro_run_id: str) -> None:
+    from mlflow.entities import Metric
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    child = client.create_run(experiment_id, run_name=f"{row['experiment']}/{row['name']}",
+                              tags={PARENT_TAG: parent_id, RUN_TAG: repro_run_id,
+                                    "repro.row": row["name"]}).info.run_id
+    params, metrics = row_data(row)
+    schedule = params.get("schedule", "")
+    if len(schedule) > MAX_PARAM_VAL_LENGTH:
+        params["schedule"] = schedule[:MAX_PARAM_VAL_LENGTH - 3] + "..."
+        client.log_text(child, schedule, "schedule.txt")
+    now = _millis(None)
+    client.log_batch(child, params=_params(params),
+                     metrics=[Metric(key, value, now, 0) for key, value in metrics.items()])
+    client.set_terminated(child)
+
+
+def _parent_tags(results: dict) -> dict[str, str]:
+    """``repro.run_id``, ``repro.suite``, ``repro.suite_version`` and ``repro.<key>`` for each
+    environment entry (``repro.git_commit``, ``repro.device``, ``repro.torch``, ...)."""
+    environment = results.get("environment") or {}
+    tags = {RUN_TAG: results["run_id"], "repro.suite": results["suite"]["name"],
+            "repro.suite_version": results["suite"].get("version"),
+            "repro.schema": results.get("schema"),
+            "mlflow.source.git.commit": environment.get("git_commit"),
+            **{f"repro.{key}": value for key, value in environment.items()}}
+    return {key: str(value) for key, value in tags.items() if value is not None}
+
+
+def _suite_params(suite: dict) -> dict:
+    return {f"suite.{key}": suite[key] for key in ("name", "version", "file", "digest")
+            if suite.get(key) is not None}
+
+
+def row_data(row: dict) -> tuple[dict, dict[str, float]]:
+    """A results row -> (params, metrics) of its child run; null values are left out.
+
+    Params: experiment, model, steps, guidance, name, kind, method, budget, schedule, grid,
+    ``latency.device|dtype|batch``, ``search.protocol|n``, ``protocol.<short>`` (the row's
+    metric protocols by short name, comma-joined: ``protocol.fid = fid:digits-cnn``),
+    ``metric_n.<key>`` and ``published.source``.
+
+    Metrics: predicted_speedup, measured_speedup, latency_median_s, search_fitness, one per
+    metric protocol under :func:`metric_key` (``fid:digits-cnn`` -> ``fid_digits-cnn``) and
+    ``published_<key>`` for each published number (``published_speedup``, ``published_fid``).
+    """
+    latency, search = row.get("latency") or {}, row.get("search") or {}
+    measured, published = row.get("metrics") or {}, row.get("published") or {}
+    protocols: dict[str, list[str]] = {}
+    for protocol in sorted(measured):
+        protocols.setdefault(protocol.split(":")[0], []).append(protocol)
+    params = {
+        **{key: row.get(key) for key in ("experiment", "model", "steps", "guidance", "name",
+                                         "kind", "method", "budget", "schedule", "grid")},
+        **{f"latency.{key}": latency.get(key) for key in ("device", "dtype", "batch")},
+        **{f"search.{key}": search.get(key) for key in ("protocol", "n")},
+        **{f"protocol.{short}": ",".join(names) for short, names in protocols.items()},
+        **{f"metric_n.{metric_key(key)}": n for key, n in (row.get("metric_n") or {}).items()},
+        "published.source": published.get("source"),
+    }
+    metrics = {
+        "predicted_speedup": row.get("predicted_speedup"),
+        "measured_speedup": row.get("measured_speedup"),
+        "latency_median_s": latency.get("median_s"),
+        "search_fitness": search.get("fitness"),
+        **{metric_key(protocol): value for protocol, value in measured.items()},
+        **{f"published_{key}": value for key, value in published.items() if key != "source"},
+    }
+    return ({key: value for key, value in params.items() if value is not None},
+            {key: float(value) for key, value in metrics.items() if _number(value)})
+
+
+def metric_key(protocol: str) -> str:
+    """A protocol string as an MLflow key: characters MLflow rejects on some platform
+    (``:`` on Windows, anything but alphanumerics and ``_ - . / space``) become ``_``, so a
+    run logged anywhere has the same keys: ``clip:ViT-g-14/laion2b_s34b_b88k`` ->
+    ``clip_ViT-g-14/laion2b_s34b_b88k``."""
+    return re.sub(r"[^\w./ -]", "_", protocol)
+
+
+def _number(value) -> bool:
+    """A finite number: nulls and NaN are never logged."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _params(values: dict) -> list:
+    from mlflow.entities import Param
+
+    return [Param(key, str(value)) for key, value in values.items()]
+
+
+def _millis(timestamp: str | None) -> int:
+    """An ISO timestamp (now when missing) as MLflow's epoch milliseconds."""
+    moment = datetime.fromisoformat(timestamp) if timestamp else datetime.now().astimezone()
+    return int(moment.timestamp() * 1000)
+
+
+def _quoted(value: str) -> str:
+    """A search-filter string literal (MLflow's filters have no escapes, only two quotes)."""
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
+def _first_line(message: str) -> str:
+    return (message.strip().splitlines() or ["(no message)"])[0]
