@@ -18,7 +18,11 @@ def read_scores(path: Path, context: dict) -> dict[str, float]:
     if not path.is_file():
         return {}
     scores = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    text = path.read_text()
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines.pop()  # a line cut short by a killed run: that candidate is scored again
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

@@ -1,0 +1,227 @@
+"""`repro run` end to end on the embedded digits models: results directory, tables, plot,
+MLflow runs, resume after a kill, and bad input that leaves nothing behind."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from repro import cli, runner
+from repro import fitness as fitness_module
+from repro.suite import check, load
+
+TINY = """
+name: tiny
+version: 1
+steps: 10
+search: {methods: [segment, stepwise], budgets: [2], n_eval: 3, population: 3, seeds: "0:16"}
+baselines:
+  - {technique: deepcache}
+  - {technique: fewer-steps}
+  - {technique: deepcache, intervals: [5], branch: 1}
+evaluation:
+  seeds: "100:124"
+  metrics: ["rfid:digits-cnn", "fid:digits-cnn"]
+  reference: digits
+  batch_size: 16
+  latency_batch: 4
+  latency_repeats: 1
+  grid: 8
+tracking: {experiment: tiny-test}
+experiments:
+  - name: ddpm
+    model: digits-ddpm
+    published: [{row: "deepcache N=5 b=1", source: "made up for the test", speedup: 1.5}]
+  - name: cond
+    model: digits-cond
+    guidance: 2.0
+    evaluation: {metrics: ["rfid:digits-cnn", "acc:digits-cnn"]}
+"""
+
+
+def _write_suite(directory: Path, text: str = TINY) -> Path:
+    path = directory / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One full run of the tiny suite, logged to a sqlite MLflow store."""
+    tmp = tmp_path_factory.mktemp("run")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    suite_path = _write_suite(tmp)
+    old = Path.cwd()
+    os.chdir(tmp)  # MLflow's sqlite store keeps artifacts under ./mlruns
+    try:
+        code = cli.main(["run", str(suite_path), "--results", str(tmp / "results"),
+                         "--tracking-uri", uri, "--quiet"])
+    finally:
+        os.chdir(old)
+    assert code == 0
+    (run_dir,) = (tmp / "results" / "tiny").iterdir()
+    return run_dir, uri, load(suite_path)
+
+
+def test_run_writes_one_row_per_planned_schedule(finished_run):
+    run_dir, _, suite = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["schema"] == runner.RESULTS_SCHEMA and results["run_id"] == run_dir.name
+    plans = check(suite)
+    for name, plan in plans.items():
+        rows = [r for r in results["rows"] if r["experiment"] == name]
+        assert [r["name"] for r in rows] == [p.name for p in plan]
+    by_name = {(r["experiment"], r["name"]): r for r in results["rows"]}
+    teacher = by_name["ddpm", "teacher"]
+    assert teacher["schedule"] == " ".join(["F"] * 10) and teacher["measured_speedup"] == 1.0
+    assert abs(teacher["metrics"]["rfid:digits-cnn"]) < 1e-3  # the teacher against itself
+    for row in results["rows"]:
+        assert row["measured_speedup"] > 0 and row["latency"]["batch"] == 4
+        assert row["metric_n"]["rfid:digits-cnn"] == 24
+        assert (run_dir / row["grid"]).is_file()
+    for method in ("segment-evolution", "stepwise-evolution"):
+        row = next(r for r in results["rows"] if r["method"] == method)
+        assert 2.0 <= row["predicted_speedup"] <= 2.2  # inside the budget window
+        assert row["search"]["scored"] == 3 and row["search"]["n"] == 16
+    fixed = by_name["ddpm", "deepcache N=5 b=1"]
+    assert fixed["schedule"] == "F P1 P1 P1 P1 | F P1 P1 P1 P1"
+    assert fixed["published"] == {"speedup": 1.5, "source": "made up for the test"}
+    cond = by_name["cond", "teacher"]
+    assert cond["guidance"] == 2.0 and 0.0 <= cond["metrics"]["acc:digits-cnn"] <= 1.0
+    assert "fid:digits-cnn" not in cond["metrics"]
+
+
+def test_run_writes_tables_plot_and_resolved_suite(finished_run):
+    run_dir, _, suite = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    csv = pd.read_csv(run_dir / "table.csv")
+    assert len(csv) == len(results["rows"])
+    assert list(csv["schedule"]) == [r["schedule"] for r in results["rows"]]
+    md_rows = [line for line in (run_dir / "table.md").read_text().splitlines()
+               if line.startswith("| ")]
+    assert len(md_rows) == len(results["rows"]) + 1  # header + rows
+    assert "\\begin{tabular}" in (run_dir / "table.tex").read_text()
+    assert (run_dir / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    resolved = load(run_dir / "suite.yaml")
+    assert resolved.experiments == suite.experiments
+
+
+def test_run_is_in_mlflow_parent_and_one_nested_run_per_row(finished_run):
+    run_dir, uri, _ = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    mlflow.set_tracking_uri(uri)
+    try:
+        runs = mlflow.search_runs(experiment_names=["tiny-test"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert len(parents) == 1 and parents.iloc[0]["tags.repro.run_id"] == run_dir.name
+    assert len(children) == len(results["rows"])
+    segment = children[(children["params.method"] == "segment-evolution")
+                       & (children["params.experiment"] == "cond")].iloc[0]
+    row = next(r for r in results["rows"]
+               if r["method"] == "segment-evolution" and r["experiment"] == "cond")
+    assert segment["params.schedule"] == row["schedule"]
+    assert segment["metrics.measured_speedup"] == pytest.approx(row["measured_speedup"])
+
+
+def test_a_finished_run_is_not_resumed_but_reported(finished_run, capsys):
+    run_dir, _, _ = finished_run
+    assert cli.main(["report", str(run_dir)]) == 0
+    assert "deepcache N=5 b=1" in capsys.readouterr().out
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_killed_run_resumes_without_redoing_finished_work(tmp_path, monkeypatch):
+    suite_path = _write_suite(tmp_path)
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "repro.cli", "run", str(suite_path), "--results",
+               str(results), "--no-tracking", "--quiet", "--threads", "1"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE)
+    rows_dir = None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        done = list(results.glob("tiny/*/work/ddpm/rows/*.json"))
+        if len(done) >= 2:
+            rows_dir = done[0].parent
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert rows_dir is not None, process.stderr.read().decode()[-2000:]
+    (run_dir,) = (results / "tiny").iterdir()
+    assert not (run_dir / "results.json").exists()
+    evaluated_before = {p.stem for p in rows_dir.glob("*.json")}
+    log = run_dir / "work" / "ddpm" / "search.jsonl"
+    logged_before = [json.loads(line)["schedule"] for line in log.read_text().splitlines()]
+
+    calls = {"rows": [], "fitness": []}
+    real_generate, real_score = runner.generate, fitness_module.RFIDFitness.__call__
+
+    def counting_generate(model, steps, schedule=None, *args, **kwargs):
+        calls["rows"].append((model.name, str(schedule)))
+        return real_generate(model, steps, schedule, *args, **kwargs)
+
+    def counting_score(self, schedule):
+        calls["fitness"].append((self.model.name, str(schedule)))
+        return real_score(self, schedule)
+
+    monkeypatch.setattr(runner, "generate", counting_generate)
+    monkeypatch.setattr(fitness_module.RFIDFitness, "__call__", counting_score)
+    assert cli.main(["run", str(suite_path), "--results", str(results), "--no-tracking",
+                     "--quiet"]) == 0
+    assert [p.name for p in (results / "tiny").iterdir()] == [run_dir.name]  # resumed
+    final = json.loads((run_dir / "results.json").read_text())
+    ddpm_rows = [r for r in final["rows"] if r["experiment"] == "ddpm"]
+    teacher_files = {"teacher-search", "teacher-eval"}
+    assert teacher_files <= {p.stem for p in (run_dir / "work" / "ddpm").glob("*.npz")}
+    regenerated = [s for model, s in calls["rows"] if model == "digits-ddpm"]
+    expected = [r["schedule"] for r in ddpm_rows if r["kind"] != "teacher"
+                and runner._slug(r["name"]) not in evaluated_before]
+    assert sorted(regenerated) == sorted(expected)  # no teacher, no finished row again
+    rescored = {s for model, s in calls["fitness"] if model == "digits-ddpm"}
+    assert not rescored & set(logged_before)  # logged candidates are never scored again
+
+
+def test_unreachable_tracking_server_fails_before_any_work(tmp_path, capsys):
+    suite_path = _write_suite(tmp_path)
+    start = time.monotonic()
+    code = cli.main(["run", str(suite_path), "--results", str(tmp_path / "results"),
+                     "--tracking-uri", f"http://127.0.0.1:{_free_port()}"])
+    assert code == 2 and time.monotonic() - start < 10
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unreachable" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_weights_fail_before_the_results_directory(tmp_path, capsys):
+    text = TINY.replace("    model: digits-ddpm\n",
+                        f"    model: digits-ddpm\n    weights: {tmp_path / 'nowhere'}\n")
+    code = cli.main(["run", str(_write_suite(tmp_path, text)), "--results",
+                     str(tmp_path / "results"), "--no-tracking"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "digits-ddpm" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_malformed_suite_leaves_nothing(tmp_path, capsys):
+    code = cli.main(["run", str(_write_suite(tmp_path, TINY.replace("n_eval", "n_evals"))),
+                     "--results", str(tmp_path / "results"),
+                     "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "search.n_evals" in err and "n_eval" in err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
