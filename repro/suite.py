@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 import yaml
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, NonNegativeInt, PositiveInt, TypeAdapter, ValidationError
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -39,8 +39,8 @@ class Search:
     __pydantic_config__ = _STRICT
     methods: tuple[str, ...] = ("segment", "stepwise", "random")
     budgets: tuple[float, ...] = ()
-    n_eval: int = 40
-    population: int = 16
+    n_eval: PositiveInt = 40
+    population: PositiveInt = 16
     generations: int | None = None
     seed: int = 0
     seeds: str = "0:128"
@@ -72,11 +72,11 @@ class Evaluation:
     seeds: str = "10000:10512"
     metrics: tuple[str, ...] = ("rfid:digits-cnn",)
     reference: str | None = None
-    batch_size: int = 64
+    batch_size: PositiveInt = 64
     latency: bool = True
-    latency_batch: int = 64
-    latency_repeats: int = 3
-    grid: int = 64
+    latency_batch: PositiveInt = 64
+    latency_repeats: PositiveInt = 3
+    grid: NonNegativeInt = 64
 
 
 @dataclass(frozen=True)
@@ -159,9 +159,11 @@ def load(path: str | Path) -> Suite:
     path = Path(path)
     raw = _read_with_includes(path, ())
     experiment_keys = {k: v for k, v in raw.items() if k not in _SUITE_KEYS}
+    listed = "experiments" in raw
     entries = raw.get("experiments")
-    if entries is None:
-        entries = [{"name": experiment_keys.get("model", raw.get("name"))}]
+    if not listed:
+        model = experiment_keys.get("model")
+        entries = [{"name": model if isinstance(model, str) else raw.get("name")}]
     if not isinstance(entries, list) or not entries:
         raise SuiteError(f"{path}: 'experiments' must be a non-empty list of mappings")
     experiments = []
@@ -174,13 +176,15 @@ def load(path: str | Path) -> Suite:
     try:
         return TypeAdapter(Suite).validate_python(data)
     except ValidationError as error:
-        raise SuiteError(f"{path}: {_describe(error, Suite, entries is not None)}") from None
+        raise SuiteError(f"{path}: {_describe(error, Suite, entries if listed else None)}"
+                         ) from None
 
 
 def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> dict:
     resolved = path.resolve()
     if resolved in seen:
-        raise SuiteError(f"{path}: include cycle through {' -> '.join(map(str, seen))}")
+        cycle = " -> ".join(map(str, (*seen, resolved)))
+        raise SuiteError(f"{path}: include cycle: {cycle}")
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -196,6 +200,8 @@ def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> dict:
         return raw
     if not isinstance(include, str):
         raise SuiteError(f"{path}: 'include' must be a file path")
+    if not (path.parent / include).is_file():
+        raise SuiteError(f"{path}: field 'include': {path.parent / include} not found")
     base = _read_with_includes(path.parent / include, (*seen, resolved))
     return _merge(base, raw)
 
@@ -216,19 +222,27 @@ def _digest(*parts: Any) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _describe(error: ValidationError, root: type, listed: bool) -> str:
-    """The first pydantic error as one line: dotted field path, problem, did-you-mean."""
-    first = error.errors()[0]
+def _describe(error: ValidationError, root: type, entries: list | None) -> str:
+    """One pydantic error as one line: dotted field path, problem, did-you-mean. An unknown
+    key comes first (a typo also makes the intended field missing). ``entries``: a listed
+    suite's own experiment entries; a key written at the top level (a single experiment, or
+    the shared defaults of a listed suite) is named without ``experiments[i].``."""
+    rank = {"unexpected_keyword_argument": 0, "missing": 1}
+    first = min(error.errors(), key=lambda e: rank.get(e["type"], 2))
     loc = list(first["loc"])
-    if loc[:1] == ["experiments"] and not listed:
-        loc = loc[2:]  # a single-experiment suite: its fields sit at the top level
+    if loc[:1] == ["experiments"] and len(loc) > 2 and (entries is None or (
+            first["type"] != "missing" and not _written_in(entries[loc[1]], loc[2:]))):
+        loc = loc[2:]
     where = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in loc)
     where = where.replace(".[", "[")
     if first["type"] == "unexpected_keyword_argument":
         known = _field_names_at(root, list(first["loc"][:-1]))
-        if len(loc) == 1:  # a top-level key of a single-experiment suite
+        if len(loc) == 1:  # a top-level key
             known += [k for k in _SUITE_KEYS if k not in known]
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        if not close:  # a key of a nested section written a level too high (budgets:)
+            nested = _nested_names(root, list(first["loc"][:-1]))
+            close = [nested[c] for c in difflib.get_close_matches(str(loc[-1]), nested, n=1)]
         hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known)}"
         return f"unknown field '{where}'{hint}"
     if first["type"] == "missing":
@@ -236,14 +250,40 @@ def _describe(error: ValidationError, root: type, listed: bool) -> str:
     return f"field '{where}': {first['msg']} (got {first.get('input')!r})"
 
 
-def _field_names_at(cls: type, loc: list) -> list[str]:
-    """Field names of the dataclass reached by following ``loc`` from ``cls``."""
+def _written_in(data: Any, loc: list) -> bool:
+    """Whether the path ``loc`` exists in the raw YAML data ``data``."""
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return True
+
+
+def _dataclass_at(cls: type, loc: list) -> type:
+    """The dataclass reached by following ``loc`` from ``cls``."""
     for part in loc:
         if isinstance(part, int):
             continue
         hint = get_type_hints(cls)[part]
         cls = next((a for a in (hint, *get_args(hint)) if is_dataclass(a)), cls)
-    return [f.name for f in fields(cls) if f.name not in ("file", "digest")]
+    return cls
+
+
+def _field_names_at(cls: type, loc: list) -> list[str]:
+    """Field names of the dataclass reached by following ``loc`` from ``cls``."""
+    return [f.name for f in fields(_dataclass_at(cls, loc)) if f.name not in ("file", "digest")]
+
+
+def _nested_names(cls: type, loc: list) -> dict[str, str]:
+    """Fields of the sections (dataclass fields) one level below ``loc``: name -> dotted."""
+    cls = _dataclass_at(cls, loc)
+    names: dict[str, str] = {}
+    for section, hint in get_type_hints(cls).items():
+        if is_dataclass(hint):
+            for f in fields(hint):
+                names.setdefault(f.name, f"{section}.{f.name}")
+    return names
 
 
 # -- checks against the registry (before any heavy work) --------------------------------
@@ -296,18 +336,28 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
                         f"(known: {', '.join(REFERENCES)})")
         _choice(e.evaluation.reference, REFERENCES, suite, e, "evaluation.reference")
     try:
-        calls = models.sampler_calls(spec, e.steps, e.scheduler)
+        models.build_scheduler(spec, e.scheduler)
     except (ValueError, AttributeError) as error:
         raise _fail(suite, e, "scheduler", str(error)) from None
+    if e.steps < 1:
+        raise _fail(suite, e, "steps", f"must be at least 1, got {e.steps}")
+    try:
+        calls = models.sampler_calls(spec, e.steps, e.scheduler)
+    except ValueError as error:  # e.g. more steps than the training timesteps
+        raise _fail(suite, e, "steps", str(error)) from None
     branches = e.search.branches or tuple(range(spec.num_branches))
-    bad = [b for b in (*branches, *(x.branch for x in e.baselines)) if not
-           0 <= b < spec.num_branches]
-    if bad:
-        raise _fail(suite, e, "branch", f"branch {bad[0]} outside 0..{spec.num_branches - 1} "
-                    f"for {e.model!r}")
+    for where, branch in (*(("search.branches", b) for b in branches),
+                          *((f"baselines[{i}].branch", x.branch)
+                            for i, x in enumerate(e.baselines))):
+        if not 0 <= branch < spec.num_branches:
+            raise _fail(suite, e, where, f"branch {branch} outside "
+                        f"0..{spec.num_branches - 1} for {e.model!r}")
     try:
         space = (SegmentSpace(calls, e.search.seg_lens, branches) if e.search.seg_lens
                  else SegmentSpace.divisors(calls, branches, max_len=10))
+    except BudgetError as error:
+        raise _fail(suite, e, "search.seg_lens", str(error)) from None
+    try:
         for target in e.search.budgets:
             budget = Budget(target, _unit_table(), e.search.tol)
             if "segment" in e.search.methods or "random" in e.search.methods:
@@ -326,7 +376,7 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
             if not baseline.schedule or not baseline.name:
                 raise _fail(suite, e, where, "technique 'schedule' needs 'schedule' and 'name'")
             try:
-                schedule = Schedule.parse(baseline.schedule)
+                schedule = Schedule.parse(baseline.schedule, spec.num_branches)
             except ScheduleError as error:
                 raise _fail(suite, e, f"{where}.schedule", str(error)) from None
             if len(schedule) != calls:
@@ -334,10 +384,11 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
                             f"sampler makes {calls} UNet calls")
             plan.append(RowPlan(baseline.name, "baseline", "schedule", None, baseline))
             continue
-        knobs = baseline.keep if baseline.technique == "fewer-steps" else baseline.intervals
+        knob_field = "keep" if baseline.technique == "fewer-steps" else "intervals"
+        knobs = getattr(baseline, knob_field)
         out_of_range = [k for k in knobs if not 1 <= k <= calls]
         if out_of_range:
-            raise _fail(suite, e, where, f"{out_of_range[0]} outside 1..{calls}")
+            raise _fail(suite, e, f"{where}.{knob_field}", f"{out_of_range[0]} outside 1..{calls}")
         for knob in knobs:
             plan.append(RowPlan(baseline.name or _knob_name(baseline, knob), "baseline",
                                 baseline.technique, None, baseline, knob))

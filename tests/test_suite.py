@@ -1,0 +1,439 @@
+"""Suites: YAML -> frozen dataclasses, includes, registry checks, one-line errors, CLI.
+
+Pure data and the model registry only: nothing is sampled and no weights are loaded.
+"""
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from repro import cli, models, suite
+from repro.metrics.evaluate import METRICS
+from repro.suite import SuiteError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "suites" / "smoke.yaml"
+HEAD = "name: t\nversion: 1\n"
+
+
+def write(directory: Path, text: str, name: str = "suite.yaml") -> Path:
+    path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def validate(capsys, *paths) -> tuple[int, str, str]:
+    code = cli.main(["validate", *map(str, paths)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def load_error(path: Path) -> str:
+    """The SuiteError message of loading and checking ``path``."""
+    with pytest.raises(SuiteError) as info:
+        suite.check(suite.load(path))
+    return str(info.value)
+
+
+# -- the smoke suite ------------------------------------------------------------------
+def test_smoke_suite_loads_and_plans_rows():
+    loaded = suite.load(SMOKE)
+    assert (loaded.name, loaded.version, loaded.file) == ("smoke", 1, str(SMOKE))
+    assert loaded.digest.startswith("sha256:")
+    assert [e.name for e in loaded.experiments] == ["digits-ddpm", "digits-cond"]
+    assert [e.model for e in loaded.experiments] == ["digits-ddpm", "digits-cond"]
+    for experiment in loaded.experiments:  # shared top-level keys reach every experiment
+        assert experiment.steps == 20
+        assert experiment.search.budgets == (2.0, 3.0)
+        assert experiment.search.methods == ("segment", "stepwise", "random")
+        assert (experiment.search.n_eval, experiment.search.population) == (10, 6)
+        assert experiment.search.generations is None  # dataclass default
+        assert [b.technique for b in experiment.baselines] == [
+            "deepcache", "deepcache-nonuniform", "fewer-steps"]
+
+    plans = suite.check(loaded)
+    assert list(plans) == ["digits-ddpm", "digits-cond"]
+    expected = ["teacher",
+                "segment @2x", "stepwise @2x", "random @2x",
+                "segment @3x", "stepwise @3x", "random @3x",
+                "deepcache @2x", "deepcache @3x",
+                "deepcache-nonuniform @2x", "deepcache-nonuniform @3x",
+                "fewer-steps @2x", "fewer-steps @3x"]
+    for plan in plans.values():
+        assert [row.name for row in plan] == expected
+        assert [row.kind for row in plan] == ["teacher"] + ["searched"] * 6 + ["baseline"] * 6
+        searched = plan[1:7]
+        assert [row.method for row in searched[:3]] == [
+            "segment-evolution", "stepwise-evolution", "segment-random"]
+        assert [row.budget for row in searched] == [2.0] * 3 + [3.0] * 3
+        assert plan[0].budget is None
+        assert [(row.method, row.budget, row.knob) for row in plan[7:9]] == [
+            ("deepcache", 2.0, None), ("deepcache", 3.0, None)]
+        assert plan[7].baseline == suite.Baseline("deepcache")
+
+
+def test_smoke_experiment_override_deep_merges_evaluation():
+    ddpm, cond = suite.load(SMOKE).experiments
+    assert ddpm.evaluation.metrics == ("fid:digits-cnn", "rfid:digits-cnn")
+    # digits-cond replaces the metrics list; the other evaluation keys stay the shared ones
+    assert cond.evaluation.metrics == ("fid:digits-cnn", "rfid:digits-cnn", "acc:digits-cnn")
+    for evaluation in (ddpm.evaluation, cond.evaluation):
+        assert evaluation.reference == "digits"
+        assert evaluation.seeds == "10000:10256"
+        assert (evaluation.latency_batch, evaluation.latency_repeats, evaluation.grid) == (
+            64, 3, 32)
+        assert evaluation.batch_size == 64  # dataclass default, set nowhere
+    assert cond.search == ddpm.search
+
+
+def test_suite_dataclasses_are_frozen():
+    loaded = suite.load(SMOKE)
+    experiment = loaded.experiments[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.name = "other"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        experiment.steps = 10
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        experiment.search.budgets = (4.0,)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        experiment.evaluation.metrics = ()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        experiment.baselines[0].branch = 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        suite.check(loaded)["digits-ddpm"][0].name = "x"
+    assert isinstance(loaded.experiments, tuple)
+    assert isinstance(experiment.baselines, tuple)
+    assert isinstance(experiment.search.budgets, tuple)
+
+
+# -- a single experiment --------------------------------------------------------------
+def test_single_experiment_suite_is_named_after_its_model(tmp_path):
+    path = write(tmp_path, """\
+        name: solo
+        version: 3
+        model: digits-ddpm
+        steps: 10
+        search:
+          methods: [segment]
+          budgets: [2]
+        baselines:
+          - {technique: fewer-steps, keep: [5, 4]}
+          - {technique: deepcache, intervals: [2], branch: 1}
+          - {technique: schedule, name: mine, schedule: "F P0 | F N N N N N N N"}
+        tracking: {enabled: false}
+    """)
+    loaded = suite.load(path)
+    assert (loaded.name, loaded.version) == ("solo", 3)
+    assert loaded.tracking == suite.Tracking(enabled=False)
+    (experiment,) = loaded.experiments
+    assert experiment.name == "digits-ddpm"
+    assert (experiment.model, experiment.steps) == ("digits-ddpm", 10)
+    assert experiment.evaluation == suite.Evaluation()  # every default
+    plan = suite.check(loaded)["digits-ddpm"]
+    assert [row.name for row in plan] == [
+        "teacher", "segment @2x", "fewer-steps 5", "fewer-steps 4", "deepcache N=2 b=1", "mine"]
+    assert [row.knob for row in plan] == [None, None, 5, 4, 2, None]
+    assert plan[-1].method == "schedule"
+
+
+# -- include ------------------------------------------------------------------------
+def test_include_merges_template_under_including_file(tmp_path, monkeypatch):
+    write(tmp_path, """\
+        name: template
+        version: 1
+        description: from the template
+        steps: 20
+        search:
+          methods: [segment, stepwise]
+          budgets: [2, 3]
+          n_eval: 7
+        evaluation:
+          metrics: ["rfid:digits-cnn"]
+          grid: 16
+        baselines:
+          - technique: deepcache
+          - technique: fewer-steps
+        experiments:
+          - {name: a, model: digits-ddpm}
+    """, "templates/base.yaml")
+    path = write(tmp_path, """\
+        include: ../templates/base.yaml   # relative to this file, not to the cwd
+        name: child
+        search:
+          budgets: [2]
+        evaluation:
+          grid: 8
+        baselines:
+          - technique: deepcache-nonuniform
+    """, "suites/child.yaml")
+    monkeypatch.chdir(tmp_path / "templates")  # somewhere the relative path would miss
+    loaded = suite.load(path)
+    assert (loaded.name, loaded.version, loaded.description) == ("child", 1, "from the template")
+    (experiment,) = loaded.experiments
+    assert experiment.name == "a" and experiment.steps == 20
+    assert experiment.search.budgets == (2.0,)  # lists replace
+    assert experiment.search.methods == ("segment", "stepwise")  # nested mappings merge
+    assert experiment.search.n_eval == 7
+    assert experiment.evaluation.grid == 8
+    assert experiment.evaluation.metrics == ("rfid:digits-cnn",)
+    assert [b.technique for b in experiment.baselines] == ["deepcache-nonuniform"]
+    assert [row.name for row in suite.check(loaded)["a"]] == [
+        "teacher", "segment @2x", "stepwise @2x", "deepcache-nonuniform @2x"]
+
+
+def test_chained_includes(tmp_path):
+    write(tmp_path, HEAD + "model: digits-ddpm\nsteps: 20\nsearch: {n_eval: 5, seed: 1}\n",
+          "base.yaml")
+    write(tmp_path, "include: base.yaml\nname: middle\nsearch: {seed: 2, population: 4}\n",
+          "middle.yaml")
+    path = write(tmp_path, "include: middle.yaml\nsteps: 10\nsearch: {population: 3}\n",
+                 "top.yaml")
+    loaded = suite.load(path)
+    assert loaded.name == "middle"
+    (experiment,) = loaded.experiments
+    assert experiment.steps == 10
+    search = experiment.search
+    assert (search.n_eval, search.seed, search.population) == (5, 2, 3)
+
+
+def test_include_cycle_is_named(tmp_path, capsys):
+    write(tmp_path, HEAD + "include: b.yaml\n", "a.yaml")
+    write(tmp_path, "include: a.yaml\nmodel: digits-ddpm\nsteps: 20\n", "b.yaml")
+    a, b = (str((tmp_path / n).resolve()) for n in ("a.yaml", "b.yaml"))
+    message = load_error(tmp_path / "a.yaml")
+    assert message.startswith(f"{tmp_path / 'a.yaml'}: include cycle: ")
+    assert message.endswith(f"{a} -> {b} -> {a}")
+
+    write(tmp_path, "include: self.yaml\n", "self.yaml")
+    assert load_error(tmp_path / "self.yaml").endswith("include cycle: "
+                                                       f"{tmp_path.resolve() / 'self.yaml'} -> "
+                                                       f"{tmp_path.resolve() / 'self.yaml'}")
+    code, _, err = validate(capsys, tmp_path / "a.yaml")
+    assert code == 2 and "include cycle" in err and err.count("\n") == 1
+
+
+def test_missing_include_names_the_file(tmp_path, capsys):
+    path = write(tmp_path, HEAD + "include: templates/nowhere.yaml\n", "sub/suite.yaml")
+    message = load_error(path)
+    assert message == (f"{path}: field 'include': "
+                       f"{tmp_path / 'sub' / 'templates' / 'nowhere.yaml'} not found")
+    code, out, err = validate(capsys, path)
+    assert (code, out) == (2, "")
+    assert err == f"repro: error: {message}\n"
+
+    bad = write(tmp_path, HEAD + "include: [a.yaml]\n", "list.yaml")
+    assert load_error(bad) == f"{bad}: 'include' must be a file path"
+
+
+# -- malformed suites: exit code 2, one stderr line naming the field ---------------------
+SINGLE = HEAD + "model: digits-ddpm\nsteps: 20\n"
+LISTED = HEAD + "steps: 20\nexperiments:\n  - {name: a, model: digits-ddpm}\n"
+
+BAD = {
+    # loading (pydantic): unknown keys with did-you-mean, types, missing fields
+    "top-level typo": (SINGLE + "serch: {budgets: [2]}\n",
+                       ["unknown field 'serch'; did you mean 'search'?"]),
+    "nested key at the top level": (SINGLE + "budgts: [2]\n",
+                                    ["unknown field 'budgts'; did you mean 'search.budgets'?"]),
+    "typo in shared defaults": (LISTED + "serch: {n_eval: 3}\n",
+                                ["unknown field 'serch'; did you mean 'search'?"]),
+    "top-level suite key typo": (SINGLE + "descripton: x\n",
+                                 ["unknown field 'descripton'; did you mean 'description'?"]),
+    "typo in an entry": (LISTED + "  - {name: b, model: digits-cond, sterps: 3}\n",
+                         ["unknown field 'experiments[1].sterps'; did you mean 'steps'?"]),
+    "nested typo": (SINGLE + "search: {n_evals: 5}\n",
+                    ["unknown field 'search.n_evals'; did you mean 'n_eval'?"]),
+    "nested typo in a list": (SINGLE + "baselines: [{technique: deepcache, intervalz: [2]}]\n",
+                              ["unknown field 'baselines[0].intervalz'; "
+                               "did you mean 'intervals'?"]),
+    "tracking typo": (SINGLE + "tracking: {enabeld: false}\n",
+                      ["unknown field 'tracking.enabeld'; did you mean 'enabled'?"]),
+    "steps: ten": (SINGLE.replace("steps: 20", "steps: ten"),
+                   ["field 'steps': Input should be a valid integer", "(got 'ten')"]),
+    "budgets: [two]": (SINGLE + "search: {budgets: [two]}\n",
+                       ["field 'search.budgets[0]': Input should be a valid number",
+                        "(got 'two')"]),
+    "search not a mapping": (SINGLE + "search: 3\n", ["field 'search': ", "(got 3)"]),
+    "model not a string": (SINGLE.replace("model: digits-ddpm", "model: 3"),
+                           ["field 'model': Input should be a valid string (got 3)"]),
+    "missing model": (HEAD + "steps: 20\n", ["missing field 'model'"]),
+    "missing model in an entry": (LISTED + "  - {name: b}\n",
+                                  ["missing field 'experiments[1].model'"]),
+    "missing version": ("name: t\nmodel: digits-ddpm\nsteps: 20\n", ["missing field 'version'"]),
+    "invalid YAML": (SINGLE + "search:\n  budgets: [2]\n    n_eval: 3\n",
+                     ["not valid YAML at line 7"]),
+    "unclosed flow": (SINGLE + "search: {budgets: [2\n", ["not valid YAML at line"]),
+    "not a mapping": ("- model: digits-ddpm\n", ["a suite is a YAML mapping of fields"]),
+    "empty experiments": (SINGLE + "experiments: []\n",
+                          ["'experiments' must be a non-empty list of mappings"]),
+    "experiment not a mapping": (LISTED + "  - just-a-name\n",
+                                 ["experiments[1] must be a mapping"]),
+    # checking against the registry
+    "unknown model": (SINGLE.replace("digits-ddpm", "digits-ddp"),
+                      ["experiment 'digits-ddp': field 'model': unknown value 'digits-ddp'; "
+                       "did you mean 'digits-ddpm'?"]),
+    "unknown method": (SINGLE + "search: {methods: [segment, stepwse]}\n",
+                       ["field 'search.methods': unknown value 'stepwse'; "
+                        "did you mean 'stepwise'?"]),
+    "unknown metric": (SINGLE + "evaluation: {metrics: ['rfid:digits-cn']}\n",
+                       ["field 'evaluation.metrics': unknown value 'rfid:digits-cn'; "
+                        "did you mean 'rfid:digits-cnn'?"]),
+    "latency is not a metric here": (SINGLE + "evaluation: {metrics: [latency]}\n",
+                                     ["field 'evaluation.metrics': unknown value 'latency'"]),
+    "fid without reference": (SINGLE + "evaluation: {metrics: ['fid:digits-cnn']}\n",
+                              ["field 'evaluation.reference': fid metrics need a reference",
+                               "digits"]),
+    "unknown reference": (SINGLE + "evaluation: {metrics: ['fid:digits-cnn'], reference: dig}\n",
+                          ["field 'evaluation.reference': unknown value 'dig'"]),
+    "unknown extractor": (SINGLE + "search: {extractor: digits}\n",
+                          ["field 'search.extractor': unknown value 'digits'"]),
+    "bad seeds": (SINGLE + "evaluation: {seeds: '5:x'}\n",
+                  ["field 'evaluation.seeds': ", "'5:x'"]),
+    "unknown scheduler": (SINGLE + "scheduler: FooScheduler\n",
+                          ["field 'scheduler': unknown diffusers scheduler class "
+                           "'FooScheduler'"]),
+    "zero steps": (SINGLE.replace("steps: 20", "steps: 0"),
+                   ["field 'steps': must be at least 1, got 0"]),
+    "too many steps": (SINGLE.replace("steps: 20", "steps: 5000"),
+                       ["field 'steps': ", "5000"]),
+    "impossible budget": (SINGLE + "search: {budgets: [2, 50]}\n",
+                          ["field 'search.budgets': budget 50.0x is out of reach"]),
+    "impossible stepwise budget": (SINGLE + "search: {methods: [stepwise], budgets: [0.5]}\n",
+                                   ["field 'search.budgets': ", "0.5x"]),
+    "segment length not a divisor": (SINGLE + "search: {seg_lens: [3]}\n",
+                                     ["field 'search.seg_lens': segment lengths must divide "
+                                      "20; got [3]"]),
+    "schedule bad token": (SINGLE.replace("steps: 20", "steps: 4") + (
+        "baselines: [{technique: schedule, name: s, schedule: 'F P0 X N'}]\n"),
+        ["field 'baselines[0].schedule': bad schedule token 'X' at step 3"]),
+    "schedule branch beyond the model": (SINGLE.replace("steps: 20", "steps: 4") + (
+        "baselines: [{technique: schedule, name: s, schedule: 'F P12 N N'}]\n"),
+        ["field 'baselines[0].schedule': bad schedule token 'P12' at step 2", "0..11"]),
+    "schedule wrong length": (SINGLE.replace("steps: 20", "steps: 4") + (
+        "baselines: [{technique: schedule, name: s, schedule: 'F P0 N'}]\n"),
+        ["field 'baselines[0].schedule': 3 steps, but the sampler makes 4 UNet calls"]),
+    "schedule without name": (SINGLE + "baselines: [{technique: schedule, schedule: F}]\n",
+                              ["field 'baselines[0]': technique 'schedule' needs"]),
+    "unknown technique": (SINGLE + "baselines: [{technique: deepcach}]\n",
+                          ["field 'baselines[0].technique': unknown value 'deepcach'; "
+                           "did you mean 'deepcache'?"]),
+    "baseline branch out of range": (SINGLE + (
+        "baselines: [{technique: fewer-steps}, {technique: deepcache, branch: 12}]\n"),
+        ["field 'baselines[1].branch': branch 12 outside 0..11 for 'digits-ddpm'"]),
+    "search branch out of range": (SINGLE + "search: {branches: [0, -1]}\n",
+                                   ["field 'search.branches': branch -1 outside 0..11"]),
+    "knob out of range": (SINGLE + "baselines: [{technique: fewer-steps, keep: [10, 21]}]\n",
+                          ["field 'baselines[0].keep': 21 outside 1..20"]),
+    "duplicate rows": (SINGLE + "search: {budgets: [2]}\n"
+                       "baselines: [{technique: deepcache}, {technique: deepcache}]\n",
+                       ["field 'baselines': two rows are named 'deepcache @2x'"]),
+    "published unknown row": (SINGLE + "search: {budgets: [2]}\n"
+                              "published: [{row: segmnt @2x, source: paper, speedup: 2}]\n",
+                              ["field 'published[0].row': unknown value 'segmnt @2x'; "
+                               "did you mean 'segment @2x'?"]),
+    "duplicate experiments": (LISTED + "  - {name: a, model: digits-cond}\n",
+                              ["two experiments are named 'a'"]),
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), list(BAD.values()), ids=list(BAD))
+def test_bad_suite_is_one_line_naming_the_field(tmp_path, capsys, text, expected):
+    path = write(tmp_path, text)
+    message = load_error(path)
+    assert message.startswith(f"{path}: ")
+    for part in expected:
+        assert part in message
+    assert "\n" not in message
+
+    code, out, err = validate(capsys, path)
+    assert (code, out) == (2, "")
+    assert err == f"repro: error: {message}\n"  # one line, the same message
+
+
+def test_first_reported_error_is_the_typo_not_the_missing_field(tmp_path):
+    # `sterps` also leaves `steps` missing: the typo explains both, so it is the one named
+    path = write(tmp_path, HEAD + "model: digits-ddpm\nsterps: 20\n")
+    assert load_error(path).endswith("unknown field 'sterps'; did you mean 'steps'?")
+
+
+def test_unknown_key_without_close_match_lists_the_known_fields(tmp_path):
+    path = write(tmp_path, HEAD + "search: {zzz: 1}\nmodel: digits-ddpm\nsteps: 20\n")
+    message = load_error(path)
+    assert "unknown field 'search.zzz'; known: methods, budgets, n_eval," in message
+
+
+# -- the CLI on good suites, and ls ----------------------------------------------------
+def test_validate_good_suites(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    loaded = suite.load("suites/smoke.yaml")
+    code, out, err = validate(capsys, "suites/smoke.yaml")
+    assert (code, err) == (0, "")
+    assert out == (f"suites/smoke.yaml: ok (suite 'smoke' v1, 2 experiments, 26 rows, "
+                   f"{loaded.digest})\n")
+
+    code, out, _ = validate(capsys, "smoke")  # a name under ./suites/
+    assert code == 0 and out.startswith("suites/smoke.yaml: ok")
+
+    good = write(tmp_path, SINGLE + "search: {budgets: [2]}\n", "good.yaml")
+    bad = write(tmp_path, SINGLE + "search: {budgts: [2]}\n", "bad.yaml")
+    code, out, err = validate(capsys, "smoke", good, bad)
+    assert code == 2
+    assert out.splitlines()[1].startswith(f"{good}: ok (suite 't' v1, 1 experiments, 4 rows, ")
+    assert err == (f"repro: error: {bad}: unknown field 'search.budgts'; "
+                   "did you mean 'budgets'?\n")
+
+    code, out, err = validate(capsys, tmp_path / "absent.yaml")
+    assert (code, out) == (2, "")
+    assert err == f"repro: error: {tmp_path / 'absent.yaml'}: suite file not found\n"
+
+
+def test_ls_lists_suites_models_and_metrics(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["ls"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "suites:"
+    assert "  suites/smoke.yaml" in lines
+    models_at, metrics_at = lines.index("models:"), lines.index("metrics:")
+    listed_models = [line.split()[0] for line in lines[models_at + 1:metrics_at]]
+    assert listed_models == list(models.model_ids())
+    assert {"digits-ddpm", "digits-cond", "ddpm-cifar10", "sd15"} <= set(listed_models)
+    assert [line.strip() for line in lines[metrics_at + 1:]] == list(METRICS)
+
+
+# -- digest ---------------------------------------------------------------------------
+def test_digest_tracks_values_not_formatting(tmp_path):
+    block = write(tmp_path, """\
+        name: d
+        version: 1
+        model: digits-ddpm
+        steps: 20
+        search:
+          budgets: [2, 3]
+          n_eval: 10
+    """, "block.yaml")
+    flow = write(tmp_path, """\
+        # the same suite, written differently
+        search: {n_eval: 10,   budgets: [2, 3]}   # flow style, reordered
+        steps: 20
+        version: 1
+
+        model: "digits-ddpm"
+        name: 'd'
+    """, "flow.yaml")
+    write(tmp_path, "name: d\nversion: 1\nsteps: 20\nsearch: {budgets: [2, 3]}\n", "base.yaml")
+    included = write(tmp_path, "include: base.yaml\nmodel: digits-ddpm\nsearch: {n_eval: 10}\n",
+                     "included.yaml")
+    changed = write(tmp_path, block.read_text().replace("n_eval: 10", "n_eval: 11"),
+                    "changed.yaml")
+    renamed = write(tmp_path, block.read_text().replace("name: d", "name: e"), "renamed.yaml")
+
+    digest = suite.load(block).digest
+    assert digest.startswith("sha256:") and len(digest) == len("sha256:") + 16
+    assert suite.load(flow).digest == digest
+    assert suite.load(included).digest == digest  # the merged data, not the files
+    assert suite.load(changed).digest != digest
+    assert suite.load(renamed).digest != digest
+    assert len({suite.load(p).digest for p in (block, changed, renamed)}) == 3
