@@ -19,6 +19,7 @@ class BadInput(Exception):
 def _bad_input_types() -> tuple[type[BaseException], ...]:
     from .metrics import MetricInputError
     from .models import MissingWeightsError, UnknownModelError
+    from .prompts import PromptsError
     from .report import ReportError
     from .samples import SamplesFileError
     from .schedule import ScheduleError
@@ -29,7 +30,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 
     return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError, SamplesFileError,
             BudgetError, SearchLogError, MetricInputError, ReportError, SuiteError,
-            TrackingError)
+            TrackingError, PromptsError)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -82,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = (lambda message: None) if args.quiet else runner.stderr_log
     run_dir = runner.run_suite(loaded, results_root=args.results, run_id=args.run_id,
                                new=args.new, tracking_uri=args.tracking_uri,
-                               device=args.device, log=log)
+                               device=args.device, dtype=args.dtype, log=log)
     if not args.quiet:
         print((run_dir / "table.md").read_text())
         print(f"results: {run_dir}")
@@ -91,16 +92,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from . import models, samples
+    from .prompts import read_prompts
 
     try:
         seeds = samples.parse_seeds(args.seeds)
         labels = [int(x) for x in args.labels.split(",")] if args.labels else None
     except ValueError as error:
         raise BadInput(str(error)) from None
-    model = models.load_model(args.model, args.weights, device=args.device)
+    prompts = read_prompts(args.prompts, limit=args.prompts_limit) if args.prompts else None
+    model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
     try:
         result = samples.generate(model, args.steps, args.schedule, seeds, labels,
-                                  args.guidance, batch_size=args.batch_size)
+                                  args.guidance, batch_size=args.batch_size, prompts=prompts)
     except ValueError as error:  # labels that do not fit the model
         raise BadInput(str(error)) from None
     path = result.save(args.out)
@@ -194,22 +197,49 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
     from .atomic import atomic_path
 
+    if bool(args.model) == bool(args.suite):
+        raise BadInput("bench takes --model MODEL or --suite SUITE (exactly one)")
+    for flag in ("batch", "steps", "repeats"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise BadInput(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.suite:
+        model_only = [flag for flag, given in (("--deepcache", args.deepcache),
+                                               ("--oracle", args.oracle),
+                                               ("--plain", args.plain),
+                                               ("--scheduler", args.scheduler)) if given]
+        if model_only:
+            raise BadInput(f"{model_only[0]} is a --model option; --suite times the suite's "
+                           "sampler, its baselines and DeepCache N=2..10")
+    elif args.budget:
+        raise BadInput("--budget needs --suite (segment schedules at a budget)")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        deepcache = [f"{i}:{b}" for i, b in map(bench.parse_deepcache, args.deepcache)]
-    except ValueError as error:
-        raise BadInput(str(error)) from None
-    report = bench.bench_model(
-        args.model, weights=args.weights, device=args.device, dtype=args.dtype,
-        batch=args.batch, steps=args.steps, repeats=args.repeats, warmup=args.warmup,
-        schedules=args.schedule, deepcache=deepcache, do_calibrate=args.calibrate,
-        oracle=args.oracle, plain=args.plain, scheduler=args.scheduler, seed=args.seed,
-    )
+    if args.suite:
+        from .runner import stderr_log
+
+        report = bench.bench_suite(
+            _suite_path(args.suite), weights=args.weights, device=args.device,
+            dtype=args.dtype, batch=args.batch, steps=args.steps, repeats=args.repeats,
+            warmup=args.warmup, schedules=args.schedule, budgets=args.budget or (),
+            seed=args.seed, log=stderr_log if sys.stderr.isatty() else lambda message: None)
+        render = bench.suite_markdown
+    else:
+        try:
+            deepcache = [f"{i}:{b}" for i, b in map(bench.parse_deepcache, args.deepcache)]
+        except ValueError as error:
+            raise BadInput(str(error)) from None
+        report = bench.bench_model(
+            args.model, weights=args.weights, device=args.device, dtype=args.dtype,
+            batch=args.batch or 1, steps=args.steps or 50, repeats=args.repeats or 3,
+            warmup=args.warmup, schedules=args.schedule, deepcache=deepcache,
+            do_calibrate=args.calibrate, oracle=args.oracle, plain=args.plain,
+            scheduler=args.scheduler, seed=args.seed,
+        )
+        render = bench.report_markdown
     command = "repro " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    markdown = bench.report_markdown(report, command)
+    markdown = render(report, command)
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text(markdown)
@@ -221,9 +251,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     from . import report
     from .atomic import atomic_path
 
-    if bool(args.runs) == bool(args.compare):
-        raise BadInput("report takes RUN_DIR... or --compare OLD NEW")
-    if args.compare:
+    if sum(map(bool, (args.runs, args.compare, args.experiment))) != 1:
+        raise BadInput("report takes RUN_DIR..., --compare OLD NEW or --experiment NAME")
+    if args.experiment:
+        from .tracking import load_results, resolve_uri
+
+        runs = load_results(args.experiment, uri=resolve_uri(args.tracking_uri))
+        if args.regression and len(runs) < 2:
+            raise BadInput(f"MLflow experiment {args.experiment!r} has {len(runs)} finished "
+                           "run(s); --regression needs two")
+        text = (report.render(report.compare(runs[1], runs[0]), "md") if args.regression
+                else report.render(report.table(runs[0]), args.format))
+    elif args.compare:
         old, new = (report.load_results(p) for p in args.compare)
         text = report.render(report.compare(old, new), "md")
     else:
@@ -259,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "MLFLOW_TRACKING_URI, or MLflow's default sqlite:///mlflow.db)")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     run.add_argument("--device", default="cpu")
+    run.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                     help="model weights and sampling dtype (default float32)")
     run.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     run.add_argument("--quiet", action="store_true")
     run.set_defaults(func=cmd_run)
@@ -276,9 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: seed mod classes)")
     sample.add_argument("--guidance", type=float, help="classifier-free guidance scale "
                         "(default: the model's)")
+    sample.add_argument("--prompts", type=Path, help="text-conditioned models: COCO captions "
+                        "JSON, PartiPrompts TSV or one prompt per line, cycled over the seeds")
+    sample.add_argument("--prompts-limit", type=int, help="use the first N prompts")
     sample.add_argument("--weights", default="pretrained",
                         help="pretrained (default), random, or a local dir")
     sample.add_argument("--device", default="cpu")
+    sample.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     sample.add_argument("--batch-size", type=int, default=64)
     sample.add_argument("--out", type=Path, required=True, help="samples file (.npz)")
     sample.add_argument("--quiet", action="store_true")
@@ -321,23 +366,35 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch CPU threads (the committed weights used 1)")
     train.set_defaults(func=cmd_zoo_train)
 
-    bench = sub.add_parser("bench", help="time a model's UNet loop under schedules")
-    bench.add_argument("--model", required=True, help="model id (see `repro ls`)")
+    bench = sub.add_parser("bench", help="time a model's UNet loop under schedules, or a "
+                           "suite's schedules on its architecture")
+    bench.add_argument("--model", help="model id (see `repro ls`)")
+    bench.add_argument("--suite", help="suite file (or name in ./suites): time its teacher, "
+                       "baselines, DeepCache N=2..10 and uniform segment schedules per budget "
+                       "against a calibrated cost table (instead of --model)")
     bench.add_argument("--weights", default="random",
                        help="random (default: architecture only), pretrained, or a local dir")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    bench.add_argument("--batch", type=int, default=1, help="UNet batch size")
-    bench.add_argument("--steps", type=int, default=50, help="sampler inference steps")
+    bench.add_argument("--batch", type=int, help="UNet batch size (default 1); with --suite "
+                       "images per batch (default: the suite's evaluation.latency_batch; "
+                       "guidance doubles the UNet batch)")
+    bench.add_argument("--steps", type=int, help="sampler inference steps (default 50; with "
+                       "--suite the suite's)")
     bench.add_argument("--scheduler", help="diffusers scheduler class (default: the model's)")
-    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--repeats", type=int, help="interleaved repeats (default 3; with "
+                       "--suite the suite's evaluation.latency_repeats)")
+    bench.add_argument("--budget", type=float, action="append", metavar="X",
+                       help="with --suite: also a uniform segment schedule at this predicted "
+                       "speedup (repeatable)")
     bench.add_argument("--warmup", type=int, default=1)
     bench.add_argument("--schedule", action="append", default=[], metavar="TEXT",
                        help="schedule text to time (repeatable)")
     bench.add_argument("--deepcache", action="append", default=[], metavar="N[:B]",
                        help="DeepCache uniform interval N at branch B (repeatable)")
     bench.add_argument("--calibrate", action="store_true",
-                       help="measure the P<b>/F cost table instead of using MAC ratios")
+                       help="measure the P<b>/F cost table instead of using MAC ratios "
+                       "(--suite always does)")
     bench.add_argument("--oracle", action="store_true",
                        help="also time DeepCache's own DeepCacheSDHelper (per call and loop)")
     bench.add_argument("--plain", action="store_true",
@@ -355,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, help="write here instead of printing")
     rep.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
                      help="regression table (md) of two runs")
+    rep.add_argument("--experiment", help="read runs from this MLflow experiment instead "
+                     "(the newest run's table)")
+    rep.add_argument("--regression", action="store_true",
+                     help="with --experiment: regression table of its two newest runs")
+    rep.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
+                     "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     rep.set_defaults(func=cmd_report)
     return parser
 

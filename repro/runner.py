@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,18 +32,21 @@ Log = Callable[[str], None]
 
 def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str | None = None,
               new: bool = False, tracking_uri: str | None = None, device: str = "cpu",
-              log: Log = lambda message: None) -> Path:
+              dtype: str = "float32", log: Log = lambda message: None) -> Path:
     """Run (or resume) ``suite``; returns the run directory holding ``results.json``."""
     plans = check(suite)
+    for experiment in suite.experiments:
+        _preflight(experiment)
+    prompts = {e.name: _read_prompts(suite, e) for e in suite.experiments}
     uri = _tracking_uri(suite, tracking_uri)
-    loaded = {e.name: models.load_model(e.model, e.weights, device=device)
+    loaded = {e.name: models.load_model(e.model, e.weights, device=device, dtype=dtype)
               for e in suite.experiments}
     run_dir = _run_dir(suite, results_root, run_id, new, log)
     state = json.loads((run_dir / "work" / "state.json").read_text())
     rows = []
     for experiment in suite.experiments:
         runner = _ExperimentRun(experiment, plans[experiment.name], loaded[experiment.name],
-                                run_dir, log)
+                                run_dir, log, prompts[experiment.name])
         rows += runner.run()
     results = {
         "schema": RESULTS_SCHEMA, "run_id": run_dir.name,
@@ -61,6 +64,29 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
         _write_json(run_dir / "work" / "mlflow.json", {"uri": uri, "parent_run_id": parent})
         log(f"MLflow: run {parent} at {uri}")
     return run_dir
+
+
+def _preflight(experiment: Experiment) -> None:
+    """Metric weights and reference data, checked before any model is loaded."""
+    from .metrics.evaluate import check_resources
+
+    ev = experiment.evaluation
+    check_resources([*ev.metrics, f"rfid:{experiment.search.extractor}"], ev.reference)
+
+
+def _read_prompts(suite: Suite, experiment: Experiment) -> list[str] | None:
+    """The experiment's prompts, read once before anything is written (``check`` stays pure:
+    a suite validates where its data is absent, a run stops here naming the file)."""
+    if experiment.prompts is None:
+        return None
+    from .prompts import PromptsError, read_prompts
+
+    p = experiment.prompts
+    try:
+        return read_prompts(p.file, p.format, p.limit)
+    except PromptsError as error:
+        raise SuiteError(f"{suite.file}: experiment {experiment.name!r}: field 'prompts.file': "
+                         f"{error}") from None
 
 
 def _tracking_uri(suite: Suite, override: str | None) -> str | None:
@@ -126,7 +152,7 @@ def resolved_yaml(suite: Suite) -> str:
 # -- one experiment ---------------------------------------------------------------------
 class _ExperimentRun:
     def __init__(self, experiment: Experiment, plan: list[RowPlan], model, run_dir: Path,
-                 log: Log):
+                 log: Log, prompts: list[str] | None = None):
         from . import bench
 
         self.e, self.plan, self.model, self.run_dir = experiment, plan, model, run_dir
@@ -135,12 +161,14 @@ class _ExperimentRun:
         self.work.mkdir(parents=True, exist_ok=True)
         spec = models.get(experiment.model)
         self.calls = models.sampler_calls(spec, experiment.steps, experiment.scheduler)
-        if experiment.scheduler:
-            model.scheduler = models.build_scheduler(spec, experiment.scheduler)
+        if experiment.scheduler:  # LoadedModel is frozen: a copy with the suite's sampler
+            self.model = model = replace(
+                model, scheduler=models.build_scheduler(spec, experiment.scheduler))
         self.table = (bench.model_cost_table(spec, model.unet)
                       if experiment.cost_table == "default"
                       else bench.cost_table_from_file(experiment.cost_table))
         self.labels = list(experiment.labels) if experiment.labels else None
+        self.prompts = prompts
 
     def run(self) -> list[dict]:
         schedules = self._schedules()
@@ -163,7 +191,7 @@ class _ExperimentRun:
         return rows
 
     def _guidance(self) -> float | None:
-        if self.model.num_classes is None:
+        if self.model.num_classes is None and self.model.pipeline is None:
             return None
         return self.model.default_guidance if self.e.guidance is None else self.e.guidance
 
@@ -174,7 +202,8 @@ class _ExperimentRun:
         if path.is_file():
             return SampleSet.load(path)
         samples = generate(self.model, self.e.steps, None, seeds, self.labels,
-                           self.e.guidance, batch_size=self.e.evaluation.batch_size)
+                           self.e.guidance, batch_size=self.e.evaluation.batch_size,
+                           prompts=self.prompts)
         samples.save(path)
         return samples
 
@@ -200,7 +229,8 @@ class _ExperimentRun:
         teacher = self._teacher("teacher-search", seeds)
         return RFIDFitness(self.model, self.e.steps, seeds, self.labels, self.e.guidance,
                            extractor=self.e.search.extractor,
-                           batch_size=self.e.evaluation.batch_size, teacher=teacher)
+                           batch_size=self.e.evaluation.batch_size, teacher=teacher,
+                           prompts=self.prompts)
 
     def _search(self, row: RowPlan, fitness) -> tuple[Schedule, dict]:
         s = self.e.search
@@ -230,20 +260,7 @@ class _ExperimentRun:
                              "reused": reused}
 
     def _baseline(self, row: RowPlan) -> Schedule:
-        b = row.baseline
-        if row.method == "schedule":
-            return Schedule.parse(b.schedule)
-        if row.knob is not None:
-            if row.method == "fewer-steps":
-                return Schedule.fewer_steps(self.calls, row.knob)
-            if row.method == "deepcache-nonuniform":
-                return Schedule.deepcache_nonuniform(self.calls, row.knob, b.branch)
-            return Schedule.deepcache(self.calls, row.knob, b.branch)
-        budget = search.Budget(row.budget, self.table, self.e.search.tol)
-        make = baselines.BASELINES[row.method]
-        args = (self.calls, budget) if row.method == "fewer-steps" else (self.calls, budget,
-                                                                          b.branch)
-        return make(*args)[1]
+        return baselines.plan_schedule(row, self.calls, self.table, self.e.search.tol)[1]
 
     # evaluation ------------------------------------------------------------------------
     def _evaluate(self, row: RowPlan, schedule: Schedule) -> dict:
@@ -261,9 +278,10 @@ class _ExperimentRun:
         started = time.perf_counter()
         samples = teacher if row.kind == "teacher" else generate(
             self.model, self.e.steps, schedule, seeds, self.labels, self.e.guidance,
-            batch_size=ev.batch_size)
+            batch_size=ev.batch_size, prompts=self.prompts)
         results = evaluate(samples, ev.metrics, EvalOptions(
-            teacher=teacher, reference=ev.reference, device=str(self.model.unet.device)))
+            teacher=teacher, reference=ev.reference, prompts=samples.prompts,
+            device=str(self.model.unet.device)))
         grid = None
         if ev.grid:
             from .report import sample_grid
@@ -296,7 +314,8 @@ class _ExperimentRun:
         import torch
 
         unet = self.model.unet
-        latents, kwargs = latency_inputs(self.model, ev.latency_batch, self.e.guidance)
+        latents, kwargs = latency_inputs(self.model, ev.latency_batch, self.e.guidance,
+                                         prompts=self.prompts)
         make_scheduler = self._scheduler_factory()
         self.log(f"latency: {len(unique)} schedules x {ev.latency_repeats} repeats, "
                  f"batch {ev.latency_batch}")

@@ -3,6 +3,7 @@ MLflow runs, resume after a kill, and bad input that leaves nothing behind."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -225,3 +226,27 @@ def test_malformed_suite_leaves_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "search.n_evals" in err and "n_eval" in err
     assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_report_reads_runs_back_from_mlflow_and_diffs_the_two_newest(finished_run, tmp_path,
+                                                                   capsys):
+    from repro import tracking
+
+    run_dir, uri, _ = finished_run
+    assert cli.main(["report", "--experiment", "tiny-test", "--tracking-uri", uri]) == 0
+    table = capsys.readouterr().out
+    assert "deepcache N=5 b=1" in table and "segment @2x" in table
+    results = json.loads((run_dir / "results.json").read_text())
+    newer = {**results, "run_id": results["run_id"] + "-b", "started": "2099-01-01T00:00:00+00:00",
+             "finished": "2099-01-01T00:01:00+00:00",
+             "rows": [{**row, "metrics": {**row["metrics"], "rfid:digits-cnn":
+                                          row["metrics"]["rfid:digits-cnn"] + 1.0}}
+                      for row in results["rows"]]}
+    newer_dir = tmp_path / newer["run_id"]
+    shutil.copytree(run_dir, newer_dir, ignore=shutil.ignore_patterns("work"))
+    (newer_dir / "results.json").write_text(json.dumps(newer))
+    tracking.log_run(newer, newer_dir, uri=uri, experiment="tiny-test")
+    assert cli.main(["report", "--experiment", "tiny-test", "--tracking-uri", uri,
+                     "--regression"]) == 0
+    diff = capsys.readouterr().out
+    assert diff.count("+1 ↑ worse") == len(results["rows"])

@@ -7,7 +7,7 @@ their required inputs are checked before any network is loaded, so bad input fai
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from repro.samples import SampleSet
 
@@ -60,15 +60,31 @@ def check_request(metrics: Sequence[str], options: EvalOptions) -> None:
                                    f"{', '.join(REFERENCES)})")
         if kind == "clip" and options.prompts is None:
             raise MetricInputError(f"{name} needs --prompts FILE (one prompt per image)")
+    check_resources(metrics, options.reference, options.inception_weights, options.clip_weights)
+
+
+def check_resources(metrics: Sequence[str], reference: str | None = None,
+                    inception_weights: str | None = None, clip_weights: str | None = None,
+                    ) -> None:
+    """Raise before any sampling when a weights file or reference data set the metrics need
+    is not on this machine (the message names it)."""
+    for name in metrics:
         if name.endswith(INCEPTION):
-            inception_weights_path(options.inception_weights)
-        if kind == "clip":
-            clip_weights_path(options.clip_weights)
+            inception_weights_path(inception_weights)
+        if name.startswith("clip:"):
+            clip_weights_path(clip_weights)
+        if name.startswith("fid:") and reference in REFERENCES and REFERENCES[reference].needs:
+            ref = REFERENCES[reference]
+            raise MetricInputError(f"{name}: reference {ref.name!r} ({ref.description}) needs "
+                                   f"{ref.needs}, which this harness cannot compute offline yet")
 
 
 def evaluate(samples: SampleSet, metrics: Sequence[str],
              options: EvalOptions = EvalOptions()) -> list[MetricResult]:
-    """One result per metric name, in the order given."""
+    """One result per metric name, in the order given. Prompts default to the samples'
+    own (text-to-image samples files carry them)."""
+    if options.prompts is None and samples.prompts is not None:
+        options = replace(options, prompts=samples.prompts)
     check_request(metrics, options)
     extractors: dict[str, FeatureExtractor] = {}
 
@@ -113,7 +129,8 @@ def _latency(samples: SampleSet, options: EvalOptions) -> MetricResult:
 
     def timed(run: SampleSet) -> MetricResult:
         return sampler_latency(model, run.steps, run.schedule, options.latency_batch,
-                               guidance=run.guidance, repeats=options.latency_repeats)
+                               guidance=run.guidance, repeats=options.latency_repeats,
+                               prompts=run.prompts)
 
     result = timed(samples)
     if options.teacher is None:
