@@ -3,6 +3,7 @@ search seeds, every candidate schedule on the same seeds and conditions."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from .metrics.extractors import load_extractor
@@ -14,28 +15,35 @@ from .schedule import Schedule
 class RFIDFitness:
     """Callable ``schedule -> rFID`` (lower is better) for one model and sampler setting.
 
-    ``teacher``: the all-F samples of these seeds when already at hand (a resumed run)."""
+    ``teacher``: the all-F samples of these seeds when already at hand (a resumed run);
+    ``prompts``: text-conditioned models, cycled over the seeds."""
 
     def __init__(self, model, steps: int, seeds: Sequence[int],
                  labels: Sequence[int] | None = None, guidance: float | None = None,
                  extractor: str = "digits-cnn", batch_size: int = 128,
-                 teacher: SampleSet | None = None):
+                 teacher: SampleSet | None = None, prompts: Sequence[str] | None = None):
         self.model, self.steps, self.seeds = model, steps, list(seeds)
         self.labels, self.guidance, self.batch_size = labels, guidance, batch_size
+        self.prompts = list(prompts) if prompts else None
         self.extractor = load_extractor(extractor)
         self.teacher = self._generate(None) if teacher is None else teacher
 
     @property
     def context(self) -> dict:
         """What a logged score depends on: scores are reused only under the same context."""
-        return {"model": self.model.name, "steps": self.steps, "seeds": self.seeds,
-                "labels": None if self.teacher.labels is None else self.teacher.labels.tolist(),
-                "guidance": self.teacher.guidance, "protocol": f"rfid:{self.extractor.name}",
-                "extractor_weights": self.extractor.weights_digest}
+        context = {
+            "model": self.model.name, "steps": self.steps, "seeds": self.seeds,
+            "labels": None if self.teacher.labels is None else self.teacher.labels.tolist(),
+            "guidance": self.teacher.guidance, "protocol": f"rfid:{self.extractor.name}",
+            "extractor_weights": self.extractor.weights_digest}
+        if self.teacher.prompts is not None:  # absent for other models: their logs still match
+            digest = hashlib.sha256("\n".join(self.teacher.prompts).encode()).hexdigest()
+            context["prompts"] = f"sha256:{digest[:16]}"
+        return context
 
     def _generate(self, schedule: Schedule | None):
         return generate(self.model, self.steps, schedule, self.seeds, self.labels,
-                        self.guidance, batch_size=self.batch_size)
+                        self.guidance, batch_size=self.batch_size, prompts=self.prompts)
 
     def __call__(self, schedule: Schedule) -> float:
         return rfid(self._generate(schedule), self.teacher, self.extractor).value

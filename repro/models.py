@@ -2,7 +2,9 @@
 
 Real checkpoints load from the Hugging Face cache or a local directory; with
 ``weights="random"`` the same architecture is built from its embedded config, which is all
-a latency benchmark needs (latency does not depend on weight values).
+a latency benchmark needs (latency does not depend on weight values). Text-conditioned
+models sample through their whole diffusers pipeline (text encoder, UNet, VAE), so they
+need real weights: the pretrained id or a local pipeline directory.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class ModelSpec:
     context_tokens: int = 0  # cross-attention sequence length for random conditioning
     mac_ratios: tuple[float, ...] = field(default=())  # P<b>/F MACs, b = 0, 1, ...
     mac_source: str = ""
+    pipeline_class: str | None = None  # diffusers pipeline that samples text-conditioned models
+    default_guidance: float | None = None
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -106,6 +110,8 @@ SD15 = ModelSpec(
     context_tokens=77,
     mac_ratios=(.061, .169, .289, .392, .495, .615, .718, .821, .930, .953, .968, .982),
     mac_source="MACs at 64x64 latents, torch FlopCounterMode (shared/PUBLISHED.md)",
+    pipeline_class="StableDiffusionPipeline",
+    default_guidance=7.5,  # the pipeline's default and the DeepCache/BK-SDM protocol
 )
 
 
@@ -184,7 +190,7 @@ def build_unet(spec: ModelSpec, weights: str = "pretrained", *, device: str = "c
         torch.manual_seed(seed)
         unet = cls.from_config(dict(spec.unet_config))
     else:
-        unet = _load_pretrained(spec, cls, weights)
+        unet = _load_pretrained(spec, cls, weights, subfolder=spec.subfolder)
     return _placed(unet, device, dtype)
 
 
@@ -198,22 +204,24 @@ def _placed(module, device: str, dtype: str):
     return (module if module.dtype == torch_dtype else module.to(torch_dtype)).eval()
 
 
-def _load_pretrained(spec: ModelSpec, cls, weights: str):
+def _load_pretrained(spec: ModelSpec, cls, weights: str, *,
+                     alternative: str = "or use --weights random for latency only", **kwargs):
+    """``cls.from_pretrained`` from the HF cache (``weights="pretrained"``) or a directory;
+    anything missing is one :class:`MissingWeightsError` naming the id and how to get it."""
     local = weights != "pretrained"
     location = weights if local else spec.source
     if local and not Path(weights).is_dir():
         raise MissingWeightsError(f"model {spec.id!r}: weights directory {weights} does not exist")
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
-        return cls.from_pretrained(location, subfolder=spec.subfolder,
-                                   local_files_only=local or offline)
+        return cls.from_pretrained(location, local_files_only=local or offline, **kwargs)
     except (OSError, ValueError) as error:
         where = (f"directory {weights}" if local
                  else f"Hugging Face id {spec.source} (not in the HF cache)")
         raise MissingWeightsError(
-            f"model {spec.id!r}: no {spec.unet_class} weights in {where}; on a networked "
+            f"model {spec.id!r}: no {cls.__name__} weights in {where}; on a networked "
             f"machine run `hf download {spec.source}` (or pass a local copy with --weights DIR),"
-            f" or use --weights random for latency only [{type(error).__name__}]"
+            f" {alternative} [{type(error).__name__}]"
         ) from error
 
 
@@ -245,6 +253,7 @@ class LoadedModel:
     num_classes: int | None = None
     null_label: int | None = None
     default_guidance: float | None = None
+    pipeline: Any = None  # text-conditioned models: the diffusers pipeline that samples them
 
     def condition(self, labels, guidance: bool) -> dict:
         """UNet kwargs for ``labels``; with ``guidance``, the batch is [null, labels]."""
@@ -255,20 +264,57 @@ class LoadedModel:
             labels = torch.cat([torch.full_like(labels, self.null_label), labels])
         return {"encoder_hidden_states": self.encoder(labels).to(self.unet.dtype)}
 
+    def encode_prompts(self, prompts, guidance: bool) -> dict:
+        """UNet kwargs for ``prompts`` (the pipeline's text encoder); with ``guidance``, the
+        batch is [empty prompt, prompts], as the pipeline runs classifier-free guidance."""
+        import torch
+
+        cond, uncond = self.pipeline.encode_prompt(list(prompts), self.unet.device, 1, guidance)
+        embeds = torch.cat([uncond, cond]) if guidance else cond
+        return {"encoder_hidden_states": embeds.to(self.unet.dtype)}
+
 
 def load_model(model_id: str, weights: str = "pretrained", *, device: str = "cpu",
                dtype: str = "float32") -> LoadedModel:
-    """A sampler-ready model: embedded zoo weights, HF checkpoints, a local dir or random."""
+    """A sampler-ready model: embedded zoo weights, HF checkpoints, a local dir or random
+    (text-conditioned models: the pretrained pipeline or a local pipeline directory)."""
     spec = get(model_id)
     if spec.id in ("digits-ddpm", "digits-cond"):
         return _load_zoo(spec, weights, device, dtype)
+    if spec.pipeline_class:
+        return _load_pipeline(spec, weights, device, dtype)
     if spec.context_tokens:
         raise UnknownModelError(
-            f"model {spec.id!r} is text-conditioned: `repro sample` supports pixel-space "
-            "and embedded class-conditional models so far")
+            f"model {spec.id!r} is conditioned on {spec.conditioning} but has no sampling "
+            "pipeline in the registry")
     unet = build_unet(spec, weights, device=device, dtype=dtype)
     return LoadedModel(name=spec.id, unet=unet, scheduler=build_scheduler(spec),
                        resolution=spec.sample_shape[1])
+
+
+def _load_pipeline(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedModel:
+    """The whole diffusers pipeline (safety checker off: it would blank images and distort
+    CLIP and rFID, as in DeepCache's evaluation), sampled with the spec's scheduler."""
+    import torch
+
+    if weights == "random":
+        raise MissingWeightsError(
+            f"model {spec.id!r}: sampling needs the whole pretrained {spec.pipeline_class} "
+            "(text encoder, tokenizer, VAE), and --weights random builds only the UNet "
+            f"(`repro bench --weights random` times it); use --weights pretrained "
+            f"({spec.source} from the Hugging Face cache) or a local pipeline directory")
+    pipe = _load_pretrained(
+        spec, _diffusers_class(spec.pipeline_class), weights,
+        alternative="or time the UNet alone with `repro bench --weights random`",
+        dtype=getattr(torch, dtype), safety_checker=None, requires_safety_checker=False)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.unet.eval()
+    scheduler = build_scheduler(spec)  # the registry's sampler: its call count sizes schedules
+    pipe.scheduler = scheduler
+    return LoadedModel(name=spec.id, unet=pipe.unet, scheduler=scheduler,
+                       resolution=pipe.unet.config.sample_size, pipeline=pipe,
+                       default_guidance=spec.default_guidance)
 
 
 def _load_zoo(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedModel:

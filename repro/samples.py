@@ -1,8 +1,9 @@
 """Generation meets evaluation at a file: ``samples.npz``.
 
-The file holds uint8 NHWC images with the seeds, labels, schedule text, model id, steps and
-guidance that produced them. Each image's initial noise comes from its own seed, so the same
-seed gives the same starting point under every schedule and batch size: the premise of rFID.
+The file holds uint8 NHWC images with the seeds, labels (class-conditional models) or
+prompts (text-conditional models), schedule text, model id, steps and guidance that produced
+them. Each image's initial noise comes from its own seed, so the same seed gives the same
+starting point under every schedule and batch size: the premise of rFID.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class SampleSet:
     schedule: str
     steps: int
     guidance: float | None
+    prompts: tuple[str, ...] | None = None  # text-conditioned models: one per image
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -44,6 +46,11 @@ class SampleSet:
             raise SamplesFileError(f"{len(self.seeds)} seeds for {len(self.images)} images")
         if self.labels is not None and len(self.labels) != len(self.images):
             raise SamplesFileError(f"{len(self.labels)} labels for {len(self.images)} images")
+        if self.prompts is not None:
+            object.__setattr__(self, "prompts", tuple(str(p) for p in self.prompts))
+            if len(self.prompts) != len(self.images):
+                raise SamplesFileError(f"{len(self.prompts)} prompts for {len(self.images)} "
+                                       "images")
 
     def save(self, path: Path | str) -> Path:
         """Write atomically: a crash leaves the old file or none, never half a file."""
@@ -55,6 +62,8 @@ class SampleSet:
         }
         if self.labels is not None:
             fields["labels"] = self.labels
+        if self.prompts is not None:
+            fields["prompts"] = np.array(self.prompts, dtype=np.str_)
         return atomic_save_npz(path, **fields)
 
     @classmethod
@@ -74,6 +83,7 @@ class SampleSet:
             labels=fields["labels"].astype(np.int64) if "labels" in fields else None,
             model=str(fields["model"]), schedule=str(fields["schedule"]),
             steps=int(fields["steps"]), guidance=None if np.isnan(guidance) else guidance,
+            prompts=tuple(fields["prompts"].tolist()) if "prompts" in fields else None,
         )
 
 
@@ -100,10 +110,16 @@ def to_uint8(images) -> np.ndarray:
 
 def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
              labels: Sequence[int] | None = None, guidance: float | None = None,
-             batch_size: int = 64) -> SampleSet:
+             batch_size: int = 64, prompts: Sequence[str] | None = None) -> SampleSet:
     """Sample ``model`` (a :class:`repro.models.LoadedModel`) under ``schedule`` (all-F when
-    None) with DDIM ``steps``; conditional models use ``labels`` (default: seed mod classes)
-    and ``guidance`` (default: the model's)."""
+    None) with the model's sampler at ``steps``; class-conditional models use ``labels``
+    (default: seed mod classes), text-conditioned ones ``prompts`` (the i-th seed takes
+    prompt i mod len(prompts)), both with ``guidance`` (default: the model's)."""
+    if getattr(model, "pipeline", None) is not None:
+        return _generate_text(model, steps, schedule, seeds, labels, guidance, batch_size,
+                              prompts)
+    if prompts:
+        raise ValueError(f"model {model.name!r} is not text-conditioned: prompts do not apply")
     import torch
 
     from .engine import denoise
@@ -140,6 +156,54 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
         images=np.concatenate(chunks), seeds=np.asarray(seeds, dtype=np.int64),
         labels=None if labels is None else np.asarray(labels, dtype=np.int64),
         model=model.name, schedule=str(schedule), steps=steps, guidance=guidance,
+    )
+
+
+def _generate_text(model, steps: int, schedule, seeds: Sequence[int],
+                   labels: Sequence[int] | None, guidance: float | None, batch_size: int,
+                   prompts: Sequence[str] | None) -> SampleSet:
+    """Text-to-image through the model's own diffusers pipeline under ``apply_schedule``:
+    per-seed initial latents, ``num_inference_steps=steps``, images as ``output_type="np"``
+    rounded to uint8."""
+    import torch
+
+    from .engine import apply_schedule
+    from .schedule import Schedule
+
+    if labels:
+        raise ValueError(f"model {model.name!r} is text-conditioned: labels do not apply "
+                         "(give prompts)")
+    if not prompts:
+        raise ValueError(f"model {model.name!r} is text-conditioned: it needs prompts")
+    pipe, scheduler = model.pipeline, model.scheduler
+    pipe.scheduler = scheduler  # the model's sampler (a suite may have replaced it)
+    scheduler.set_timesteps(steps)
+    schedule = Schedule.full(len(scheduler.timesteps)) if schedule is None else \
+        Schedule.parse(schedule)
+    guidance = model.default_guidance if guidance is None else guidance
+    per_seed = [str(prompts[i % len(prompts)]) for i in range(len(seeds))]
+    unet = model.unet
+    shape = (unet.config.in_channels, model.resolution, model.resolution)
+    kwargs = {} if guidance is None else {"guidance_scale": guidance}
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(seeds), batch_size):
+            batch_seeds = seeds[start:start + batch_size]
+            latents = torch.stack([
+                torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)))
+                for seed in batch_seeds]).to(unet.device, unet.dtype)
+            with apply_schedule(pipe, schedule):
+                images = pipe(prompt=per_seed[start:start + batch_size], latents=latents,
+                              num_inference_steps=steps, output_type="np", **kwargs).images
+            if not np.isfinite(images).all():
+                raise NonFiniteSamplesError(
+                    f"model {model.name!r} produced NaN/inf samples under schedule "
+                    f"'{schedule}' (seeds {batch_seeds[0]}..{batch_seeds[-1]})")
+            chunks.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+    return SampleSet(
+        images=np.concatenate(chunks), seeds=np.asarray(seeds, dtype=np.int64), labels=None,
+        model=model.name, schedule=str(schedule), steps=steps, guidance=guidance,
+        prompts=tuple(per_seed),
     )
 
 

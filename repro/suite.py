@@ -97,6 +97,23 @@ class Published:
 
 
 @dataclass(frozen=True)
+class Prompts:
+    """The prompts of a text-conditioned experiment: ``file`` is an MS-COCO captions JSON
+    (first caption per image, ascending image id), PartiPrompts' TSV (``Prompt`` column) or
+    one prompt per line; ``format`` auto|coco|parti|lines; the first ``limit`` prompts.
+
+    A relative ``file`` is relative to the working directory of ``repro run``. Prompts cycle
+    over a seed list like labels: the i-th seed takes prompt i mod n. ``check`` does not read
+    the file (a suite validates without its data); ``repro run`` reads it before anything is
+    written and stops with the file named when it is missing or unreadable."""
+
+    __pydantic_config__ = _STRICT
+    file: str
+    format: str = "auto"
+    limit: PositiveInt | None = None
+
+
+@dataclass(frozen=True)
 class Experiment:
     """One model and sampler setting: its teacher, searches, baselines and evaluation."""
 
@@ -108,6 +125,7 @@ class Experiment:
     scheduler: str | None = None  # diffusers class name; default: the model's
     guidance: float | None = None
     labels: tuple[int, ...] | None = None
+    prompts: Prompts | None = None  # text-conditioned models (required for them)
     cost_table: str = "default"  # default (MAC/FLOP ratios) or a `repro bench --json` file
     search: Search = field(default_factory=Search)
     baselines: tuple[Baseline, ...] = ()
@@ -320,6 +338,7 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
 
     _choice(e.model, models.model_ids(), suite, e, "model")
     spec = models.get(e.model)
+    _check_prompts(suite, e, spec)
     for where, text in (("search.seeds", e.search.seeds), ("evaluation.seeds", e.evaluation.seeds)):
         try:
             parse_seeds(text)
@@ -403,6 +422,26 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     for index, published in enumerate(e.published):
         _choice(published.row, row_names, suite, e, f"published[{index}].row")
     return plan
+
+
+def _check_prompts(suite: Suite, e: Experiment, spec) -> None:
+    """Text-conditioned models need prompts, others must not have them; clip needs them.
+    Pure: the prompts file itself is read when a run starts."""
+    from .prompts import FORMATS
+
+    text = spec.conditioning == "text"
+    if text and e.prompts is None:
+        raise _fail(suite, e, "prompts", f"model {e.model!r} is text-conditioned: give "
+                    "prompts: {file: PATH, format: auto|coco|parti|lines, limit: N}")
+    if not text and e.prompts is not None:
+        raise _fail(suite, e, "prompts", f"model {e.model!r} is not text-conditioned "
+                    f"(conditioning: {spec.conditioning}); prompts do not apply")
+    if e.prompts is not None:
+        _choice(e.prompts.format, FORMATS, suite, e, "prompts.format")
+    for metric in e.evaluation.metrics:
+        if metric.startswith("clip:") and e.prompts is None:
+            raise _fail(suite, e, "evaluation.metrics", f"{metric} scores images against "
+                        "their prompts; it needs a text-conditioned model with 'prompts'")
 
 
 def _knob_name(baseline: Baseline, knob: int) -> str:

@@ -49,7 +49,7 @@ def test_smoke_suite_loads_and_plans_rows():
         assert experiment.steps == 20
         assert experiment.search.budgets == (2.0, 3.0)
         assert experiment.search.methods == ("segment", "stepwise", "random")
-        assert (experiment.search.n_eval, experiment.search.population) == (10, 6)
+        assert (experiment.search.n_eval, experiment.search.population) == (8, 6)
         assert experiment.search.generations is None  # dataclass default
         assert [b.technique for b in experiment.baselines] == [
             "deepcache", "deepcache-nonuniform", "fewer-steps"]

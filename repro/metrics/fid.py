@@ -71,7 +71,8 @@ TEACHER_FEATURES = TeacherFeatureCache()
 
 
 def paired_rows(candidate: SampleSet, teacher: SampleSet) -> np.ndarray:
-    """Indices of the teacher images generated from each candidate image's seed and label.
+    """Indices of the teacher images generated from each candidate image's seed and label
+    (or prompt).
 
     The candidate may use a subset of the teacher's seeds; every one must be there, with
     the same label, model and guidance, or rFID would compare different conditions.
@@ -99,6 +100,16 @@ def paired_rows(candidate: SampleSet, teacher: SampleSet) -> np.ndarray:
             raise MetricInputError(
                 f"rfid: labels differ from the teacher's for {len(differ)} seeds (seed {seed}: "
                 f"{int(candidate.labels[differ[0]])} vs {int(teacher.labels[rows[differ[0]]])})")
+    if (candidate.prompts is None) != (teacher.prompts is None):
+        raise MetricInputError("rfid: one of candidate and teacher has prompts, the other not")
+    if candidate.prompts is not None:
+        differ = [i for i, row in enumerate(rows)
+                  if candidate.prompts[i] != teacher.prompts[row]]
+        if differ:
+            raise MetricInputError(
+                f"rfid: prompts differ from the teacher's for {len(differ)} seeds (seed "
+                f"{int(candidate.seeds[differ[0]])}: {candidate.prompts[differ[0]]!r} vs "
+                f"{teacher.prompts[rows[differ[0]]]!r})")
     return rows
 
 

@@ -8,6 +8,7 @@ schedules is what is timed. Speedups are ratios measured in one process.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 
 import torch
 
@@ -20,9 +21,12 @@ from .result import MetricResult
 
 
 def latency_inputs(model: LoadedModel, batch: int, guidance: float | None = None,
-                   seed: int = 0) -> tuple[torch.Tensor, dict]:
+                   seed: int = 0, prompts: Sequence[str] | None = None,
+                   ) -> tuple[torch.Tensor, dict]:
     """Noise for ``batch`` images and the ``denoise`` kwargs of the model's conditioning
-    (labels cycling over the classes; guidance doubles the UNet batch)."""
+    (labels cycling over the classes; text models: ``prompts`` cycling, default the empty
+    prompt, encoded by the pipeline's text encoder; guidance doubles the UNet batch with
+    the null label or the empty prompt). Encoding happens here, outside the timed loop."""
     unet = model.unet
     shape = (batch, unet.config.in_channels, model.resolution, model.resolution)
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
@@ -33,16 +37,23 @@ def latency_inputs(model: LoadedModel, batch: int, guidance: float | None = None
         cfg = guidance is not None and guidance != 1.0
         kwargs = model.condition([i % model.num_classes for i in range(batch)], cfg)
         kwargs["guidance_scale"] = guidance if cfg else None
+    elif model.pipeline is not None:
+        guidance = model.default_guidance if guidance is None else guidance
+        cfg = guidance is not None and guidance != 1.0
+        texts = list(prompts) if prompts else [""]
+        with torch.inference_mode():
+            kwargs = model.encode_prompts([texts[i % len(texts)] for i in range(batch)], cfg)
+        kwargs["guidance_scale"] = guidance if cfg else None
     return latents, kwargs
 
 
 def sampler_latency(model: LoadedModel, steps: int, schedule: Schedule | str, batch: int,
                     *, guidance: float | None = None, repeats: int = 5, warmup: int = 1,
-                    seed: int = 0) -> MetricResult:
+                    seed: int = 0, prompts: Sequence[str] | None = None) -> MetricResult:
     """Seconds per batch of ``batch`` images (median of ``repeats`` after ``warmup``)."""
     unet, scheduler = model.unet, model.scheduler
     schedule = Schedule.parse(schedule)
-    latents, kwargs = latency_inputs(model, batch, guidance, seed)
+    latents, kwargs = latency_inputs(model, batch, guidance, seed, prompts)
 
     def run():
         scheduler.set_timesteps(steps, device=unet.device)
