@@ -133,24 +133,18 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
     if model.num_classes is not None and guidance is None:
         guidance = model.default_guidance
     cfg = labels is not None and guidance is not None and guidance != 1.0
-    shape = (model.unet.config.in_channels, model.resolution, model.resolution)
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(seeds), batch_size):
             batch_seeds = seeds[start:start + batch_size]
-            latents = torch.stack([
-                torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)))
-                for seed in batch_seeds]).to(model.unet.device, model.unet.dtype)
+            latents = _seed_noise(model, batch_seeds)
             kwargs = {}
             if labels is not None:
                 kwargs = model.condition(labels[start:start + batch_size], cfg)
             scheduler.set_timesteps(steps)
             images = denoise(model.unet, scheduler, latents, schedule,
                              guidance_scale=guidance if cfg else None, **kwargs)
-            if not torch.isfinite(images).all():
-                raise NonFiniteSamplesError(
-                    f"model {model.name!r} produced NaN/inf samples under schedule "
-                    f"'{schedule}' (seeds {batch_seeds[0]}..{batch_seeds[-1]})")
+            _check_finite(bool(torch.isfinite(images).all()), model, schedule, batch_seeds)
             chunks.append(to_uint8(images))
     return SampleSet(
         images=np.concatenate(chunks), seeds=np.asarray(seeds, dtype=np.int64),
@@ -182,29 +176,39 @@ def _generate_text(model, steps: int, schedule, seeds: Sequence[int],
         Schedule.parse(schedule)
     guidance = model.default_guidance if guidance is None else guidance
     per_seed = [str(prompts[i % len(prompts)]) for i in range(len(seeds))]
-    unet = model.unet
-    shape = (unet.config.in_channels, model.resolution, model.resolution)
     kwargs = {} if guidance is None else {"guidance_scale": guidance}
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(seeds), batch_size):
             batch_seeds = seeds[start:start + batch_size]
-            latents = torch.stack([
-                torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)))
-                for seed in batch_seeds]).to(unet.device, unet.dtype)
+            latents = _seed_noise(model, batch_seeds)
             with apply_schedule(pipe, schedule):
                 images = pipe(prompt=per_seed[start:start + batch_size], latents=latents,
                               num_inference_steps=steps, output_type="np", **kwargs).images
-            if not np.isfinite(images).all():
-                raise NonFiniteSamplesError(
-                    f"model {model.name!r} produced NaN/inf samples under schedule "
-                    f"'{schedule}' (seeds {batch_seeds[0]}..{batch_seeds[-1]})")
+            _check_finite(bool(np.isfinite(images).all()), model, schedule, batch_seeds)
             chunks.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
     return SampleSet(
         images=np.concatenate(chunks), seeds=np.asarray(seeds, dtype=np.int64), labels=None,
         model=model.name, schedule=str(schedule), steps=steps, guidance=guidance,
         prompts=tuple(per_seed),
     )
+
+
+def _seed_noise(model, seeds: Sequence[int]):
+    """Each image's initial noise from its own seed: independent of batch composition."""
+    import torch
+
+    unet = model.unet
+    shape = (unet.config.in_channels, model.resolution, model.resolution)
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)))
+                        for seed in seeds]).to(unet.device, unet.dtype)
+
+
+def _check_finite(finite: bool, model, schedule, seeds: Sequence[int]) -> None:
+    if not finite:
+        raise NonFiniteSamplesError(
+            f"model {model.name!r} produced NaN/inf samples under schedule '{schedule}' "
+            f"(seeds {seeds[0]}..{seeds[-1]})")
 
 
 def _labels_for(model, seeds: Sequence[int], labels: Sequence[int] | None) -> list[int] | None:
