@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .schedule import Schedule
+from .schedule import CostTable, Schedule
 from .search import Budget, BudgetError
 
 
@@ -46,3 +46,22 @@ BASELINES: dict[str, Callable[..., tuple[str, Schedule]]] = {
     "deepcache-nonuniform": deepcache_nonuniform,
     "fewer-steps": fewer_steps,
 }
+
+
+def plan_schedule(row, calls: int, table: CostTable, tol: float) -> tuple[str, Schedule]:
+    """A suite's baseline row (``repro.suite.RowPlan``) as (what it resolved to, schedule):
+    its given text, its fixed knob, or the knob that reaches its budget under ``table``."""
+    b = row.baseline
+    if row.method == "schedule":
+        return b.name, Schedule.parse(b.schedule)
+    if row.knob is not None:
+        if row.method == "fewer-steps":
+            return f"ddim {row.knob} steps", Schedule.fewer_steps(calls, row.knob)
+        if row.method == "deepcache-nonuniform":
+            return (f"deepcache-nonuniform N={row.knob} b={b.branch}",
+                    Schedule.deepcache_nonuniform(calls, row.knob, b.branch))
+        return f"deepcache N={row.knob} b={b.branch}", Schedule.deepcache(calls, row.knob,
+                                                                          b.branch)
+    budget = Budget(row.budget, table, tol)
+    make = BASELINES[row.method]
+    return make(calls, budget) if row.method == "fewer-steps" else make(calls, budget, b.branch)

@@ -254,6 +254,40 @@ def parse_deepcache(text: str) -> tuple[int, int]:
         raise ValueError(f"--deepcache expects N or N:B (interval:branch), got {text!r}") from None
 
 
+def given_schedules(texts: Sequence[str], spec, n_calls: int, steps: int,
+                    ) -> dict[str, Schedule]:
+    """``--schedule`` texts by name (the text itself), checked against the model's branches
+    and the sampler's UNet calls."""
+    named = {}
+    for text in texts:
+        schedule = Schedule.parse(text, num_branches=spec.num_branches)
+        if len(schedule) != n_calls:
+            raise ScheduleError(f"schedule {text!r} has {len(schedule)} steps but {spec.id} runs "
+                                f"{n_calls} UNet calls at --steps {steps}")
+        named[text] = schedule
+    return named
+
+
+def _loop_setup(spec, weights: str, device: str, dtype: str, steps: int,
+                scheduler: str | None, seed: int):
+    """The UNet and a factory of fresh samplers set to ``steps`` on its device."""
+    from . import models
+
+    unet = models.build_unet(spec, weights, device=device, dtype=dtype, seed=seed)
+
+    def make_scheduler():
+        instance = models.build_scheduler(spec, scheduler)
+        instance.set_timesteps(steps, device=unet.device)
+        return instance
+    return unet, make_scheduler
+
+
+def _header(spec, weights: str, steps: int, n_calls: int, make_scheduler, repeats: int,
+            warmup: int) -> dict:
+    return {"model": spec.id, "weights": weights, "steps": steps, "unet_calls": n_calls,
+            "scheduler": type(make_scheduler()).__name__, "repeats": repeats, "warmup": warmup}
+
+
 def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
                 dtype: str = "float32", batch: int = 1, steps: int = 50, repeats: int = 3,
                 warmup: int = 1, schedules: Sequence[str] = (), deepcache: Sequence[str] = (),
@@ -264,28 +298,17 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
 
     spec = models.get(model)
     deepcache_params = [parse_deepcache(d) for d in deepcache]
-    given = [Schedule.parse(text, num_branches=spec.num_branches) for text in schedules]
-    unet = models.build_unet(spec, weights, device=device, dtype=dtype, seed=seed)
+    n_calls = models.sampler_calls(spec, steps, scheduler)
+    given = given_schedules(schedules, spec, n_calls, steps)
+    unet, make_scheduler = _loop_setup(spec, weights, device, dtype, steps, scheduler, seed)
     latents, unet_kwargs = models.example_inputs(spec, unet, batch, seed=seed)
 
-    def make_scheduler():
-        instance = models.build_scheduler(spec, scheduler)
-        instance.set_timesteps(steps, device=latents.device)
-        return instance
-
-    n_calls = len(make_scheduler().timesteps)
     named = {"all-F": Schedule.full(n_calls)}
     for interval, branch in deepcache_params:
         named[f"DeepCache N={interval} b={branch}"] = Schedule.deepcache(n_calls, interval, branch)
-    for text, schedule in zip(schedules, given, strict=True):
-        if len(schedule) != n_calls:
-            raise ScheduleError(f"schedule {text!r} has {len(schedule)} steps but {spec.id} runs "
-                                f"{n_calls} UNet calls at --steps {steps}")
-        named[text] = schedule
+    named.update(given)
 
-    report: dict = {"model": spec.id, "weights": weights, "steps": steps, "unet_calls": n_calls,
-                    "scheduler": type(make_scheduler()).__name__,
-                    "repeats": repeats, "warmup": warmup,
+    report: dict = {**_header(spec, weights, steps, n_calls, make_scheduler, repeats, warmup),
                     "environment": environment(latents.device, dtype, batch)}
     if do_calibrate:
         table, medians = calibrate(unet, latents, unet_kwargs, repeats)
@@ -306,6 +329,27 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
     return report
 
 
+def _environment_lines(env: dict, batch: str) -> list[str]:
+    return [f"- device: {env['device']}; dtype {env['dtype']}; {batch}",
+            f"- torch {env['torch']}, diffusers {env['diffusers']}, Python {env['python']}"]
+
+
+def _short(schedule: str, width: int = 60) -> str:
+    return schedule if len(schedule) <= width else schedule[:width - 3] + "..."
+
+
+def _ms(medians: dict[str, float]) -> dict[str, str]:
+    """Per-call medians (seconds, keyed ``F`` / ``P<b>``) as milliseconds keyed ``b=<b>``."""
+    return {(f"b={k[1:]}" if k.startswith("P") else k): f"{v * 1e3:.1f}"
+            for k, v in medians.items()}
+
+
+def _cost_markdown(cost_rows: dict[str, dict[str, str]]) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(cost_rows).T.fillna("").to_markdown()
+
+
 def report_markdown(report: dict, command: str | None = None) -> str:
     """The report as markdown: environment, loop table, cost table."""
     import pandas as pd
@@ -314,8 +358,7 @@ def report_markdown(report: dict, command: str | None = None) -> str:
     lines = [f"# repro bench: {report['model']} ({report['weights']} weights)", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
-    lines += [f"- device: {env['device']}; dtype {env['dtype']}; UNet batch {env['batch']}",
-              f"- torch {env['torch']}, diffusers {env['diffusers']}, Python {env['python']}",
+    lines += [*_environment_lines(env, f"UNet batch {env['batch']}"),
               f"- {report['scheduler']}, {report['steps']} steps "
               f"({report['unet_calls']} UNet calls); median of {report['repeats']} "
               f"interleaved repeats after {report['warmup']} warm-up",
@@ -325,8 +368,7 @@ def report_markdown(report: dict, command: str | None = None) -> str:
         "measured speedup": f"{loop['measured_speedup']:.2f}x",
         "predicted speedup": ("" if loop["predicted_speedup"] is None
                               else f"{loop['predicted_speedup']:.2f}x"),
-        "schedule": loop["schedule"] if len(loop["schedule"]) <= 60
-        else loop["schedule"][:57] + "...",
+        "schedule": _short(loop["schedule"]),
     } for loop in report["loops"]])
     lines += [rows.to_markdown(index=False), ""]
     costs = report["cost_table"]["partial"]
@@ -335,8 +377,244 @@ def report_markdown(report: dict, command: str | None = None) -> str:
                        ("engine_partial_median_s", "engine P<b> call ms"),
                        ("helper_partial_median_s", "DeepCacheSDHelper P<b> call ms")):
         if key in report:
-            cost_rows[label] = {(f"b={k[1:]}" if k.startswith("P") else k): f"{v * 1e3:.1f}"
-                                for k, v in report[key].items()}
-    lines += ["Per-call costs:", "",
-              pd.DataFrame(cost_rows).T.fillna("").to_markdown(), ""]
+            cost_rows[label] = _ms(report[key])
+    lines += ["Per-call costs:", "", _cost_markdown(cost_rows), ""]
+    return "\n".join(lines)
+
+
+# -- `repro bench --suite`: a suite's rows timed on its architecture -----------------------
+SD_GUIDANCE = 7.5  # StableDiffusionPipeline's default; DeepCache's and Flexiffusion's SD runs
+DEEPCACHE_SWEEP = range(2, 11)
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One schedule ``repro bench --suite`` times, and where it comes from."""
+
+    name: str
+    kind: str  # teacher | baseline | deepcache-sweep | segment-uniform | given
+    method: str
+    schedule: Schedule
+    budget: float | None = None
+    resolved: str | None = None  # the knob a budget or fixed-knob row resolved to
+
+
+def default_guidance(spec) -> float | None:
+    """The guidance a conditioned model samples with where a suite sets none: 7.5 for SD,
+    the model card's for the embedded class-conditional model; None if unconditioned."""
+    if spec.conditioning == "text":
+        return SD_GUIDANCE
+    if spec.conditioning == "class":
+        from .zoo import ZooWeightsError, read_card
+
+        try:
+            return read_card(spec.id).get("default_guidance")
+        except ZooWeightsError:
+            return None
+    return None
+
+
+def _untimeable(row, calls: int) -> str | None:
+    """Why a baseline row of the suite's plan does not fit ``calls`` UNet calls, if so."""
+    if row.method == "schedule":
+        length = len(Schedule.parse(row.baseline.schedule))
+        return None if length == calls else f"{length} steps, but the sampler makes {calls} calls"
+    if row.knob is not None and row.knob > calls:
+        knob = "keep" if row.method == "fewer-steps" else "N"
+        return f"{knob}={row.knob} > {calls} UNet calls"
+    return None
+
+
+def segment_space(experiment, calls: int):
+    """The experiment's segment search space at ``calls`` UNet calls (as the runner's)."""
+    from . import models, search
+
+    s = experiment.search
+    branches = s.branches or tuple(range(models.get(experiment.model).num_branches))
+    return (search.SegmentSpace(calls, s.seg_lens, branches) if s.seg_lens
+            else search.SegmentSpace.divisors(calls, branches, max_len=10))
+
+
+def suite_rows(experiment, plan, calls: int, table: CostTable, budgets: Sequence[float] = (),
+               given: dict[str, Schedule] | None = None,
+               ) -> tuple[list[BenchRow], list[dict[str, str]]]:
+    """What ``repro bench --suite`` times for one experiment at ``calls`` UNet calls, with
+    budgets resolved under ``table``: the teacher, every baseline row of the suite's plan,
+    DeepCache N=2..10 at the suite's DeepCache branch (where no fixed row of the plan is
+    already that schedule), a uniform segment schedule per search budget and per extra
+    ``budgets`` (rule: ``repro.search.segment_schedule_at``; not searched) and the ``given``
+    schedules. Also the plan rows it cannot time, with the reason (searched rows need a
+    fitness)."""
+    from . import baselines, search
+
+    rows: list[BenchRow] = []
+    skipped: list[dict[str, str]] = []
+    for row in plan:
+        if row.kind == "teacher":
+            rows.append(BenchRow(row.name, "teacher", row.method, Schedule.full(calls)))
+            continue
+        if row.kind == "searched":
+            skipped.append({"name": row.name, "reason": "a search needs a fitness (trained "
+                            "weights); see the segment (uniform genes) rows"})
+            continue
+        reason = _untimeable(row, calls)
+        try:
+            resolved, schedule = (None, None) if reason else baselines.plan_schedule(
+                row, calls, table, experiment.search.tol)
+        except search.BudgetError as error:
+            reason = str(error)
+        if reason:
+            skipped.append({"name": row.name, "reason": reason})
+            continue
+        rows.append(BenchRow(row.name, "baseline", row.method, schedule, row.budget, resolved))
+
+    branch = next((b.branch for b in experiment.baselines if b.technique == "deepcache"), 0)
+    fixed = {str(r.schedule) for r in rows if r.budget is None}  # not table-dependent
+    for interval in (n for n in DEEPCACHE_SWEEP if n <= calls):
+        schedule = Schedule.deepcache(calls, interval, branch)
+        if str(schedule) not in fixed:
+            rows.append(BenchRow(f"deepcache N={interval} b={branch}", "deepcache-sweep",
+                                 "deepcache", schedule))
+
+    for target in dict.fromkeys([*experiment.search.budgets, *budgets]):
+        name = f"segment (uniform genes) @{target:g}x, not searched"
+        try:
+            genome = search.segment_schedule_at(
+                segment_space(experiment, calls),
+                search.Budget(target, table, experiment.search.tol))
+        except search.BudgetError as error:
+            skipped.append({"name": name, "reason": str(error)})
+            continue
+        active, gene_branch = genome.genes[0]
+        rows.append(BenchRow(name, "segment-uniform", "segment-uniform", genome.schedule(),
+                             target, f"L={genome.seg_len} i={active} b={gene_branch}"))
+    rows += [BenchRow(text, "given", "schedule", schedule)
+             for text, schedule in (given or {}).items()]
+    return rows, skipped
+
+
+def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu",
+                dtype: str = "float32", batch: int | None = None, steps: int | None = None,
+                repeats: int | None = None, warmup: int = 1, schedules: Sequence[str] = (),
+                budgets: Sequence[float] = (), seed: int = 0,
+                log: Callable[[str], None] = lambda message: None) -> dict:
+    """Time every experiment of a suite on its model's architecture: the calibrated cost
+    table, then the all-F loop against :func:`suite_rows`, interleaved in one process.
+    ``batch`` (images), ``steps`` and ``repeats`` override the suite's latency batch, steps
+    and latency repeats. Everything checkable is checked before any timing."""
+    from . import models, search
+    from . import suite as suites
+
+    loaded = suites.load(path)
+    plans = suites.check(loaded)
+    prepared = []
+    for e in loaded.experiments:
+        spec = models.get(e.model)
+        e_steps = steps or e.steps
+        calls = models.sampler_calls(spec, e_steps, e.scheduler)
+        prepared.append((e, spec, e_steps, calls, given_schedules(schedules, spec, calls,
+                                                                  e_steps)))
+        for target in budgets:  # a budget of the command line: out of reach is bad input
+            segment_space(e, calls).check_reachable(
+                search.Budget(target, CostTable({}, "bounds")))
+    env = environment(device, dtype, 0)
+    env.pop("batch")
+    report: dict = {
+        "suite": {"name": loaded.name, "version": loaded.version, "file": loaded.file,
+                  "digest": loaded.digest},
+        "weights": weights, "environment": env, "experiments": [],
+    }
+    for e, spec, e_steps, calls, given in prepared:
+        images = batch or e.evaluation.latency_batch
+        e_repeats = repeats or e.evaluation.latency_repeats
+        guidance = e.guidance if e.guidance is not None else default_guidance(spec)
+        cfg = spec.conditioning != "none" and guidance is not None and guidance != 1.0
+        unet, make_scheduler = _loop_setup(spec, weights, device, dtype, e_steps, e.scheduler,
+                                           seed)
+        latents, kwargs = models.example_inputs(spec, unet, 2 * images if cfg else images,
+                                                seed=seed)
+        # the calls see the UNet batch; the loop takes the images' noise and guides
+        loop_latents, loop_kwargs = ((latents[:images], {**kwargs, "guidance_scale": guidance})
+                                     if cfg else (latents, kwargs))
+        log(f"[{e.name}] calibrating F and P0..P{spec.num_branches - 1} "
+            f"(UNet batch {len(latents)}, {e_repeats} repeats)")
+        table, medians = calibrate(unet, latents, kwargs, e_repeats)
+        macs = model_cost_table(spec, unet)
+        rows, skipped = suite_rows(e, plans[e.name], calls, table, budgets, given)
+        unique = {str(r.schedule): r.schedule for r in rows}
+        log(f"[{e.name}] timing {len(unique)} loops x {e_repeats} repeats, {calls} UNet calls")
+        timings = {t.name: t for t in time_loops(unet, make_scheduler, loop_latents,
+                                                  loop_kwargs, unique, e_repeats, warmup, table)}
+        report["experiments"].append({
+            "experiment": e.name,
+            **_header(spec, weights, e_steps, calls, make_scheduler, e_repeats, warmup),
+            "images": images, "unet_batch": len(latents), "guidance": guidance,
+            "cost_table": table.to_dict(), "calibration_median_s": medians,
+            "mac_cost_table": macs.to_dict(),
+            "rows": [_suite_row(r, timings[str(r.schedule)], table, macs) for r in rows],
+            "skipped": skipped,
+        })
+    return report
+
+
+def _suite_row(row: BenchRow, timing: LoopTiming, table: CostTable, macs: CostTable) -> dict:
+    predicted = row.schedule.speedup(table)
+    return {"name": row.name, "kind": row.kind, "method": row.method, "budget": row.budget,
+            "resolved": row.resolved, "schedule": str(row.schedule), "median_s": timing.median,
+            "seconds": timing.seconds, "measured_speedup": timing.measured_speedup,
+            "predicted_speedup": predicted, "predicted_speedup_macs": row.schedule.speedup(macs),
+            "error_pct": 100 * (timing.measured_speedup / predicted - 1)}
+
+
+def suite_markdown(report: dict, command: str | None = None) -> str:
+    """``repro bench --suite``'s report as markdown: environment, then per experiment the
+    cost table and one row per schedule (measured vs predicted speedup)."""
+    import pandas as pd
+
+    suite, env = report["suite"], report["environment"]
+    lines = [f"# repro bench --suite {suite['name']} ({report['weights']} weights)", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [f"- suite: {suite['file']} (version {suite['version']}, {suite['digest']})",
+              *_environment_lines(env, "batch per experiment below"),
+              "- measured speedup: median all-F loop / median loop of the row (UNet calls and "
+              "scheduler steps), rows interleaved per repeat in one process",
+              "- predicted (calibrated): from the per-call medians below, measured in the same "
+              "run; predicted (MACs): from the model's MAC (or counted FLOP) ratios; "
+              "error: measured / predicted (calibrated) - 1",
+              "- segment (uniform genes) rows are **not search results**: random weights give "
+              "no fitness, so `repro.search.segment_schedule_at` picks the uniform genome (one "
+              "(i, b) for every segment) whose predicted speedup is the smallest meeting the "
+              "budget", ""]
+    for exp in report["experiments"]:
+        guided = (f", guidance {exp['guidance']:g} (the UNet batch holds the unconditional "
+                  "half)" if exp["unet_batch"] != exp["images"] else "")
+        lines += [f"## {exp['experiment']} ({exp['model']})", "",
+                  f"- {exp['scheduler']}, {exp['steps']} steps ({exp['unet_calls']} UNet "
+                  f"calls); {exp['images']} images per batch, UNet batch {exp['unet_batch']}"
+                  f"{guided}",
+                  f"- median of {exp['repeats']} interleaved repeats after {exp['warmup']} "
+                  f"warm-up; calibration: median of {exp['repeats']} calls per step kind", ""]
+        rows = pd.DataFrame([{
+            "row": row["name"] + (f" ({row['resolved']})" if row["budget"] is not None
+                                  else ""),
+            "kind": row["kind"], "median s": f"{row['median_s']:.3f}",
+            "measured": f"{row['measured_speedup']:.2f}x",
+            "predicted (calibrated)": f"{row['predicted_speedup']:.2f}x",
+            "predicted (MACs)": f"{row['predicted_speedup_macs']:.2f}x",
+            "error": f"{row['error_pct']:+.1f}%", "schedule": _short(row["schedule"]),
+        } for row in exp["rows"]])
+        lines += [rows.to_markdown(index=False), ""]
+        calibrated = exp["cost_table"]["partial"]
+        macs = exp["mac_cost_table"]["partial"]
+        cost_rows = {
+            "P<b>/F calibrated": {f"b={b}": f"{c:.3f}" for b, c in calibrated.items()},
+            "P<b>/F MACs": {f"b={b}": f"{c:.3f}" for b, c in macs.items()},
+            "call ms (median)": _ms(exp["calibration_median_s"]),
+        }
+        lines += [f"Per-call costs (MACs: {exp['mac_cost_table']['source']}):", "",
+                  _cost_markdown(cost_rows), ""]
+        if exp["skipped"]:
+            lines += ["Not timed:", ""] + [f"- {s['name']}: {s['reason']}"
+                                           for s in exp["skipped"]] + [""]
     return "\n".join(lines)

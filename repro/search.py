@@ -320,6 +320,34 @@ def stepwise_feasible(steps: int, budget: Budget) -> int:
     return max(feasible)
 
 
+def segment_schedule_at(space: SegmentSpace, budget: Budget) -> Genome:
+    """A segment schedule at ``budget`` chosen by rule, not searched: the stand-in for a
+    search where no fitness exists (latency runs with random weights).
+
+    Candidates are the uniform genomes, the same gene ``(i, b)`` in every segment, for every
+    allowed ``L``: the cheapest segment schedules to describe. The one chosen has the
+    smallest predicted speedup that still meets the target (so it keeps the most compute),
+    ties broken by smaller ``L``, then ``i``, then ``b``; it meets the target but may lie
+    above the search's window ``target * (1 + tol)`` when no uniform genome falls inside."""
+    best: tuple[float, int, int, int] | None = None
+    branches = sorted(space.branches)
+    for seg_len in space.seg_lens:
+        for active in range(1, seg_len + 1):
+            for branch in branches if active > 1 else branches[:1]:  # i=1: no P step
+                genome = Genome(seg_len, ((active, branch),) * (space.steps // seg_len))
+                speedup = budget.speedup(genome.schedule())
+                key = (speedup, seg_len, active, branch)
+                if speedup >= budget.target and (best is None or key < best):
+                    best = key
+    if best is None:
+        raise BudgetError(
+            f"no uniform segment schedule (T={space.steps}, L in {list(space.seg_lens)}, "
+            f"branches {list(space.branches)}) reaches {budget.target}x under cost table "
+            f"'{budget.table.source}'")
+    _, seg_len, active, branch = best
+    return Genome(seg_len, ((active, branch),) * (space.steps // seg_len))
+
+
 def pareto_front(results: Iterable[SearchResult]) -> list[Record]:
     """Scored records not dominated in (higher predicted speedup, lower fitness)."""
     records = {r.schedule: r for result in results for r in result.records}.values()
