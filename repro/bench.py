@@ -40,18 +40,35 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# Wall time is the protocol. Process CPU time is for a CPU shared with other jobs: it does
+# not count the time other processes hold the cores (meaningless on a GPU: kernels are async).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+Clock = Callable[[], float]
+
+
+def clock_for(name: str, device: torch.device | str) -> Clock:
+    """The timer of a ``--clock`` name; ``cpu`` only on a CPU device."""
+    if name not in CLOCKS:
+        raise ValueError(f"unknown clock {name!r}; known: {', '.join(CLOCKS)}")
+    if name == "cpu" and torch.device(device).type != "cpu":
+        raise ValueError("--clock cpu (process CPU time) only measures a CPU device; "
+                         f"use wall time on {device}")
+    return CLOCKS[name]
+
+
 def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int,
-                   warmup: int = 1) -> list[float]:
-    """Wall times of ``repeats`` calls after ``warmup`` calls, each bracketed by syncs."""
+                   warmup: int = 1, clock: Clock = time.perf_counter) -> list[float]:
+    """Times (``clock``, wall by default) of ``repeats`` calls after ``warmup`` calls, each
+    bracketed by syncs."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
         _sync(device)
-        start = time.perf_counter()
+        start = clock()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return times
 
 
@@ -76,12 +93,13 @@ def flop_cost_table(unet, latents, unet_kwargs, t=None) -> CostTable:
 
 @torch.no_grad()
 def time_unet_call(unet, latents, unet_kwargs, token: str, repeats: int,
-                   t=None) -> list[float]:
+                   t=None, clock: Clock = time.perf_counter) -> list[float]:
     """Per-call wall times of one step kind (``F`` or ``P<b>``) under the engine."""
     t = torch.tensor(500, device=latents.device) if t is None else t
     with scheduled(unet, "F " + " ".join([token] * (repeats + 1))):
         unet(latents, t, **unet_kwargs)  # F: fills the cache
-        return median_seconds(lambda: unet(latents, t, **unet_kwargs), latents.device, repeats)
+        return median_seconds(lambda: unet(latents, t, **unet_kwargs), latents.device, repeats,
+                              clock=clock)
 
 
 def model_cost_table(spec, unet) -> CostTable:
@@ -109,15 +127,24 @@ def cost_table_from_file(path: Path | str) -> CostTable:
 
 
 def calibrate(unet, latents, unet_kwargs, repeats: int, branches: Sequence[int] | None = None,
+              clock: Clock = time.perf_counter, rounds: int = 1,
               ) -> tuple[CostTable, dict[str, float]]:
-    """Measured P<b>/F time ratios and the per-call medians (seconds) they come from."""
+    """Measured P<b>/F time ratios and the per-call medians (seconds) they come from.
+
+    Each round times ``repeats`` calls of every step kind in turn; with several ``rounds``
+    drift in machine speed hits every kind alike, and the medians are over all rounds."""
     branches = range(num_branches(unet)) if branches is None else branches
-    medians = {"F": statistics.median(time_unet_call(unet, latents, unet_kwargs, "F", repeats))}
-    for b in branches:
-        medians[f"P{b}"] = statistics.median(
-            time_unet_call(unet, latents, unet_kwargs, f"P{b}", repeats))
+    tokens = ["F", *(f"P{b}" for b in branches)]
+    calls: dict[str, list[float]] = {token: [] for token in tokens}
+    for _ in range(rounds):
+        for token in tokens:
+            calls[token] += time_unet_call(unet, latents, unet_kwargs, token, repeats,
+                                           clock=clock)
+    medians = {token: statistics.median(seconds) for token, seconds in calls.items()}
     ratios = {b: medians[f"P{b}"] / medians["F"] for b in branches}
-    return CostTable(ratios, source=f"measured on {device_name(latents.device)}"), medians
+    cpu_time = ", process CPU time" if clock is CLOCKS["cpu"] else ""
+    return CostTable(ratios, source=f"measured on {device_name(latents.device)}{cpu_time}"
+                     ), medians
 
 
 # -- DeepCache's own helper, the "as published" oracle ------------------------------------
@@ -135,7 +162,7 @@ def _deepcache_helper(unet, scheduler, interval: int, branch: int):
 
 @torch.no_grad()
 def time_helper_partial_call(unet, scheduler, latents, unet_kwargs, branch: int,
-                             repeats: int) -> list[float]:
+                             repeats: int, clock: Clock = time.perf_counter) -> list[float]:
     """Per-call wall times of DeepCacheSDHelper's partial step at ``branch``."""
     scheduler.set_timesteps(repeats + 2)
     timesteps = list(scheduler.timesteps)
@@ -145,13 +172,14 @@ def time_helper_partial_call(unet, scheduler, latents, unet_kwargs, branch: int,
         unet(latents, timesteps[0], **unet_kwargs)  # index 0: full step
         calls = iter(timesteps[1:])
         return median_seconds(lambda: unet(latents, next(calls), **unet_kwargs),
-                              latents.device, repeats)
+                              latents.device, repeats, clock=clock)
     finally:
         helper.disable()
 
 
 def compare_partial_calls(unet, scheduler, latents, unet_kwargs, branches: Sequence[int],
                           rounds: int, calls_per_round: int = 5,
+                          clock: Clock = time.perf_counter,
                           ) -> tuple[dict[str, float], dict[str, float]]:
     """Median per-call time of P<b> under the engine and under DeepCache's helper, measured
     in alternating rounds so that drift in machine speed hits both alike."""
@@ -160,9 +188,9 @@ def compare_partial_calls(unet, scheduler, latents, unet_kwargs, branches: Seque
     for _ in range(rounds):
         for b in branches:
             engine[f"P{b}"] += time_unet_call(unet, latents, unet_kwargs, f"P{b}",
-                                              calls_per_round)
+                                              calls_per_round, clock=clock)
             helper[f"P{b}"] += time_helper_partial_call(unet, scheduler, latents, unet_kwargs,
-                                                        b, calls_per_round)
+                                                        b, calls_per_round, clock)
     return ({k: statistics.median(v) for k, v in engine.items()},
             {k: statistics.median(v) for k, v in helper.items()})
 
@@ -191,7 +219,7 @@ def _plain_loop(unet, scheduler, latents, unet_kwargs):
 def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Schedule],
                repeats: int, warmup: int, table: CostTable | None,
                plain: bool = False, oracle: dict[str, tuple[int, int]] | None = None,
-               ) -> list[LoopTiming]:
+               clock: Clock = time.perf_counter) -> list[LoopTiming]:
     """Time each schedule's whole loop (UNet + scheduler steps), interleaved per repeat so
     that drift in machine speed hits every row alike; speedups are against the all-F row."""
     runs: dict[str, tuple[str, Callable[[], object]]] = {}
@@ -218,7 +246,7 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, (_, fn) in runs.items():
-            seconds[name] += median_seconds(fn, device, repeats=1, warmup=0)
+            seconds[name] += median_seconds(fn, device, repeats=1, warmup=0, clock=clock)
     full_name = next(n for n, s in schedules.items() if s.count("F") == len(s))
     base = statistics.median(seconds[full_name])
     timings = []
@@ -292,10 +320,11 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
                 dtype: str = "float32", batch: int = 1, steps: int = 50, repeats: int = 3,
                 warmup: int = 1, schedules: Sequence[str] = (), deepcache: Sequence[str] = (),
                 do_calibrate: bool = False, oracle: bool = False, plain: bool = False,
-                scheduler: str | None = None, seed: int = 0) -> dict:
+                scheduler: str | None = None, seed: int = 0, clock: str = "wall") -> dict:
     """Time a model's UNet loop under schedules; return a JSON-able report."""
     from . import models
 
+    tick = clock_for(clock, device)
     spec = models.get(model)
     deepcache_params = [parse_deepcache(d) for d in deepcache]
     n_calls = models.sampler_calls(spec, steps, scheduler)
@@ -309,9 +338,9 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
     named.update(given)
 
     report: dict = {**_header(spec, weights, steps, n_calls, make_scheduler, repeats, warmup),
-                    "environment": environment(latents.device, dtype, batch)}
+                    "clock": clock, "environment": environment(latents.device, dtype, batch)}
     if do_calibrate:
-        table, medians = calibrate(unet, latents, unet_kwargs, repeats)
+        table, medians = calibrate(unet, latents, unet_kwargs, repeats, clock=tick)
         report["calibration_median_s"] = medians
     else:
         table = model_cost_table(spec, unet)
@@ -319,12 +348,13 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
     if oracle:
         engine, helper = compare_partial_calls(
             unet, make_scheduler(), latents, unet_kwargs,
-            sorted({b for _, b in deepcache_params}), rounds=repeats)
+            sorted({b for _, b in deepcache_params}), rounds=repeats, clock=tick)
         report["engine_partial_median_s"] = engine
         report["helper_partial_median_s"] = helper
     helper_rows = {f"DeepCacheSDHelper N={i} b={b}": (i, b) for i, b in deepcache_params}
     timings = time_loops(unet, make_scheduler, latents, unet_kwargs, named, repeats, warmup,
-                         table, plain=plain, oracle=helper_rows if oracle else None)
+                         table, plain=plain, oracle=helper_rows if oracle else None,
+                         clock=tick)
     report["loops"] = [as_dict(t) for t in timings]
     return report
 
@@ -332,6 +362,12 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
 def _environment_lines(env: dict, batch: str) -> list[str]:
     return [f"- device: {env['device']}; dtype {env['dtype']}; {batch}",
             f"- torch {env['torch']}, diffusers {env['diffusers']}, Python {env['python']}"]
+
+
+def _clock_note(clock: str) -> str:
+    return "" if clock == "wall" else (
+        "; times are process CPU time (--clock cpu: other processes' load on the cores does "
+        "not count; the latency protocol is wall time)")
 
 
 def _short(schedule: str, width: int = 60) -> str:
@@ -361,7 +397,8 @@ def report_markdown(report: dict, command: str | None = None) -> str:
     lines += [*_environment_lines(env, f"UNet batch {env['batch']}"),
               f"- {report['scheduler']}, {report['steps']} steps "
               f"({report['unet_calls']} UNet calls); median of {report['repeats']} "
-              f"interleaved repeats after {report['warmup']} warm-up",
+              f"interleaved repeats after {report['warmup']} warm-up"
+              + _clock_note(report.get("clock", "wall")),
               f"- predicted speedups from the cost table: {report['cost_table']['source']}", ""]
     rows = pd.DataFrame([{
         "row": loop["name"], "median s": f"{loop['median_s']:.3f}",
@@ -383,7 +420,6 @@ def report_markdown(report: dict, command: str | None = None) -> str:
 
 
 # -- `repro bench --suite`: a suite's rows timed on its architecture -----------------------
-SD_GUIDANCE = 7.5  # StableDiffusionPipeline's default; DeepCache's and Flexiffusion's SD runs
 DEEPCACHE_SWEEP = range(2, 11)
 
 
@@ -400,18 +436,27 @@ class BenchRow:
 
 
 def default_guidance(spec) -> float | None:
-    """The guidance a conditioned model samples with where a suite sets none: 7.5 for SD,
-    the model card's for the embedded class-conditional model; None if unconditioned."""
-    if spec.conditioning == "text":
-        return SD_GUIDANCE
-    if spec.conditioning == "class":
-        from .zoo import ZooWeightsError, read_card
+    """The guidance a conditioned model samples with where a suite sets none: the spec's
+    (7.5 for SD v1.5), else for the embedded class-conditional model its model card's."""
+    if spec.default_guidance is not None or spec.conditioning != "class":
+        return spec.default_guidance
+    from .zoo import ZooWeightsError, read_card
 
-        try:
-            return read_card(spec.id).get("default_guidance")
-        except ZooWeightsError:
-            return None
-    return None
+    try:
+        return read_card(spec.id).get("default_guidance")
+    except ZooWeightsError:
+        return None
+
+
+def cfg_scale(spec, guidance: float | None) -> float | None:
+    """The classifier-free guidance scale ``spec``'s sampling loop runs with: the suite's
+    ``guidance``, else the model's default; None for no guidance (an unconditioned model,
+    or guidance 1). With guidance the UNet batch is twice the images (SD v1.5 at one image
+    runs the UNet at batch 2)."""
+    if spec.conditioning == "none":
+        return None
+    scale = default_guidance(spec) if guidance is None else guidance
+    return None if scale is None or scale == 1.0 else scale
 
 
 def _untimeable(row, calls: int) -> str | None:
@@ -496,7 +541,7 @@ def suite_rows(experiment, plan, calls: int, table: CostTable, budgets: Sequence
 def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu",
                 dtype: str = "float32", batch: int | None = None, steps: int | None = None,
                 repeats: int | None = None, warmup: int = 1, schedules: Sequence[str] = (),
-                budgets: Sequence[float] = (), seed: int = 0,
+                budgets: Sequence[float] = (), seed: int = 0, clock: str = "wall",
                 log: Callable[[str], None] = lambda message: None) -> dict:
     """Time every experiment of a suite on its model's architecture: the calibrated cost
     table, then the all-F loop against :func:`suite_rows`, interleaved in one process.
@@ -505,6 +550,7 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
     from . import models, search
     from . import suite as suites
 
+    tick = clock_for(clock, device)
     loaded = suites.load(path)
     plans = suites.check(loaded)
     prepared = []
@@ -522,29 +568,30 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
     report: dict = {
         "suite": {"name": loaded.name, "version": loaded.version, "file": loaded.file,
                   "digest": loaded.digest},
-        "weights": weights, "environment": env, "experiments": [],
+        "weights": weights, "clock": clock, "environment": env, "experiments": [],
     }
     for e, spec, e_steps, calls, given in prepared:
         images = batch or e.evaluation.latency_batch
         e_repeats = repeats or e.evaluation.latency_repeats
-        guidance = e.guidance if e.guidance is not None else default_guidance(spec)
-        cfg = spec.conditioning != "none" and guidance is not None and guidance != 1.0
+        guidance = cfg_scale(spec, e.guidance)
         unet, make_scheduler = _loop_setup(spec, weights, device, dtype, e_steps, e.scheduler,
                                            seed)
-        latents, kwargs = models.example_inputs(spec, unet, 2 * images if cfg else images,
+        latents, kwargs = models.example_inputs(spec, unet, 2 * images if guidance else images,
                                                 seed=seed)
         # the calls see the UNet batch; the loop takes the images' noise and guides
         loop_latents, loop_kwargs = ((latents[:images], {**kwargs, "guidance_scale": guidance})
-                                     if cfg else (latents, kwargs))
+                                     if guidance else (latents, kwargs))
         log(f"[{e.name}] calibrating F and P0..P{spec.num_branches - 1} "
             f"(UNet batch {len(latents)}, {e_repeats} repeats)")
-        table, medians = calibrate(unet, latents, kwargs, e_repeats)
+        table, medians = calibrate(unet, latents, kwargs, e_repeats, clock=tick,
+                                   rounds=e_repeats)
         macs = model_cost_table(spec, unet)
         rows, skipped = suite_rows(e, plans[e.name], calls, table, budgets, given)
         unique = {str(r.schedule): r.schedule for r in rows}
         log(f"[{e.name}] timing {len(unique)} loops x {e_repeats} repeats, {calls} UNet calls")
         timings = {t.name: t for t in time_loops(unet, make_scheduler, loop_latents,
-                                                  loop_kwargs, unique, e_repeats, warmup, table)}
+                                                  loop_kwargs, unique, e_repeats, warmup, table,
+                                                  clock=tick)}
         report["experiments"].append({
             "experiment": e.name,
             **_header(spec, weights, e_steps, calls, make_scheduler, e_repeats, warmup),
@@ -578,7 +625,8 @@ def suite_markdown(report: dict, command: str | None = None) -> str:
     lines += [f"- suite: {suite['file']} (version {suite['version']}, {suite['digest']})",
               *_environment_lines(env, "batch per experiment below"),
               "- measured speedup: median all-F loop / median loop of the row (UNet calls and "
-              "scheduler steps), rows interleaved per repeat in one process",
+              "scheduler steps), rows interleaved per repeat in one process"
+              + _clock_note(report["clock"]),
               "- predicted (calibrated): from the per-call medians below, measured in the same "
               "run; predicted (MACs): from the model's MAC (or counted FLOP) ratios; "
               "error: measured / predicted (calibrated) - 1",
@@ -594,7 +642,8 @@ def suite_markdown(report: dict, command: str | None = None) -> str:
                   f"calls); {exp['images']} images per batch, UNet batch {exp['unet_batch']}"
                   f"{guided}",
                   f"- median of {exp['repeats']} interleaved repeats after {exp['warmup']} "
-                  f"warm-up; calibration: median of {exp['repeats']} calls per step kind", ""]
+                  f"warm-up; calibration: median of {exp['repeats'] ** 2} calls per step kind "
+                  f"({exp['repeats']} interleaved rounds of {exp['repeats']})", ""]
         rows = pd.DataFrame([{
             "row": row["name"] + (f" ({row['resolved']})" if row["budget"] is not None
                                   else ""),
@@ -612,7 +661,8 @@ def suite_markdown(report: dict, command: str | None = None) -> str:
             "P<b>/F MACs": {f"b={b}": f"{c:.3f}" for b, c in macs.items()},
             "call ms (median)": _ms(exp["calibration_median_s"]),
         }
-        lines += [f"Per-call costs (MACs: {exp['mac_cost_table']['source']}):", "",
+        lines += [f"Per-call costs (calibrated: {exp['cost_table']['source']}; MACs: "
+                  f"{exp['mac_cost_table']['source']}):", "",
                   _cost_markdown(cost_rows), ""]
         if exp["skipped"]:
             lines += ["Not timed:", ""] + [f"- {s['name']}: {s['reason']}"

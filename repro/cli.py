@@ -212,6 +212,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            "sampler, its baselines and DeepCache N=2..10")
     elif args.budget:
         raise BadInput("--budget needs --suite (segment schedules at a budget)")
+    try:
+        bench.clock_for(args.clock, args.device)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
     if args.threads:
         import torch
 
@@ -223,7 +227,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             _suite_path(args.suite), weights=args.weights, device=args.device,
             dtype=args.dtype, batch=args.batch, steps=args.steps, repeats=args.repeats,
             warmup=args.warmup, schedules=args.schedule, budgets=args.budget or (),
-            seed=args.seed, log=stderr_log if sys.stderr.isatty() else lambda message: None)
+            seed=args.seed, clock=args.clock,
+            log=stderr_log if sys.stderr.isatty() else lambda message: None)
         render = bench.suite_markdown
     else:
         try:
@@ -235,7 +240,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             batch=args.batch or 1, steps=args.steps or 50, repeats=args.repeats or 3,
             warmup=args.warmup, schedules=args.schedule, deepcache=deepcache,
             do_calibrate=args.calibrate, oracle=args.oracle, plain=args.plain,
-            scheduler=args.scheduler, seed=args.seed,
+            scheduler=args.scheduler, seed=args.seed, clock=args.clock,
         )
         render = bench.report_markdown
     command = "repro " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -400,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plain", action="store_true",
                        help="also time the unhooked diffusers loop")
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    bench.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                       help="wall time (default, the latency protocol) or process CPU time "
+                       "(--device cpu only: for a CPU shared with other jobs)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--out", type=Path, help="also write the markdown report here")
     bench.add_argument("--json", action="store_true", help="print the report as JSON")

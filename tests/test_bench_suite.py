@@ -1,0 +1,231 @@
+"""`repro bench --suite`: a suite's rows timed on its architecture with random weights.
+
+Structure only: which rows, tables and outputs exist and how they relate. Timings are
+measured by the benchmark, never asserted here."""
+
+import json
+
+import pytest
+
+from repro import models
+from repro import suite as suites
+from repro.bench import cfg_scale, suite_rows
+from repro.cli import main
+from repro.schedule import CostTable, Schedule
+from repro.search import Budget, BudgetError, SegmentSpace, segment_schedule_at
+
+TABLE = CostTable({0: 0.1, 1: 0.25, 2: 0.4}, source="synthetic")
+
+SUITE = """\
+name: tiny-bench
+version: 1
+model: digits-ddpm
+steps: 10
+search:
+  methods: [segment]
+  budgets: [2, 3]
+baselines:
+  - {technique: deepcache, intervals: [3, 5], branch: 1}
+  - {technique: deepcache, branch: 1}
+  - {technique: fewer-steps}
+  - {technique: fewer-steps, keep: [5, 10]}
+  - {technique: schedule, name: mine, schedule: "F P0 N N N | F P0 N N N"}
+evaluation:
+  latency_batch: 64
+  latency_repeats: 5
+"""
+BUDGET_ROWS = ["deepcache @2x", "deepcache @3x", "fewer-steps @2x", "fewer-steps @3x"]
+FIXED_ROWS = ["deepcache N=3 b=1", "deepcache N=5 b=1", "fewer-steps 5", "fewer-steps 10",
+              "mine"]
+GIVEN = "F N N N N N N N N N"
+
+
+def segment_name(budget: float) -> str:
+    return f"segment (uniform genes) @{budget:g}x, not searched"
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def suite_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SUITE)
+    return path
+
+
+# -- the segment rule -----------------------------------------------------------------
+def uniform_candidates(space: SegmentSpace):
+    for seg_len in space.seg_lens:
+        for active in range(1, seg_len + 1):
+            for branch in space.branches:
+                yield Schedule.from_segments(seg_len, [(active, branch)] * (space.steps // seg_len))
+
+
+@pytest.mark.parametrize("target", [1.0, 1.5, 2.0, 3.0, 5.1, 6.0])
+def test_segment_rule_keeps_the_most_compute_that_meets_the_budget(target):
+    space = SegmentSpace(24, (3, 4, 6), (0, 1, 2))
+    budget = Budget(target, TABLE)
+    genome = segment_schedule_at(space, budget)
+    assert len({gene for gene in genome.genes}) == 1  # uniform genes
+    assert len(genome.schedule()) == 24 and genome.seg_len in space.seg_lens
+    chosen = budget.speedup(genome.schedule())
+    assert chosen >= target
+    assert chosen == min(s for s in map(budget.speedup, uniform_candidates(space)) if s >= target)
+    assert segment_schedule_at(space, budget) == genome  # deterministic
+
+
+def test_segment_rule_prefers_shorter_segments_on_ties_and_fails_out_of_reach():
+    space = SegmentSpace(12, (2, 4, 6), (0, 1))
+    assert segment_schedule_at(space, Budget(2.0, TABLE)).seg_len == 2  # F N (2x) beats L=4,6
+    with pytest.raises(BudgetError, match="no uniform segment schedule .* reaches 7.0x"):
+        segment_schedule_at(space, Budget(7.0, TABLE))
+
+
+# -- the rows (pure: a synthetic cost table) --------------------------------------------
+def test_suite_rows_cover_the_plan_the_deepcache_sweep_and_the_budgets(suite_file):
+    loaded = suites.load(suite_file)
+    experiment, = loaded.experiments
+    plan = suites.check(loaded)[experiment.name]
+    table = CostTable({b: 0.1 + 0.07 * b for b in range(12)}, source="synthetic")
+    given = {GIVEN: Schedule.parse(GIVEN)}
+    rows, skipped = suite_rows(experiment, plan, 10, table, budgets=[5.1], given=given)
+    by_name = {row.name: row for row in rows}
+    sweep = [f"deepcache N={n} b=1" for n in (2, 4, 6, 7, 8, 9, 10)]  # 3 and 5 are fixed rows
+    assert list(by_name) == ["teacher", *FIXED_ROWS[:2], *BUDGET_ROWS, *FIXED_ROWS[2:],
+                             *sweep, segment_name(2), segment_name(3), segment_name(5.1), GIVEN]
+    assert skipped == [{"name": "segment @2x", "reason": "a search needs a fitness (trained "
+                        "weights); see the segment (uniform genes) rows"},
+                       {"name": "segment @3x", "reason": "a search needs a fitness (trained "
+                        "weights); see the segment (uniform genes) rows"}]
+    assert str(by_name["deepcache N=5 b=1"].schedule) == str(Schedule.deepcache(10, 5, 1))
+    # N=3: 10 / (4 + 6 * .17) = 1.99x falls short; N=4: 10 / (3 + 7 * .17) = 2.39x
+    assert by_name["deepcache @2x"].resolved == "deepcache N=4 b=1"
+    for name in (*BUDGET_ROWS, segment_name(2), segment_name(3), segment_name(5.1)):
+        row = by_name[name]
+        assert row.budget is not None and row.schedule.speedup(table) >= row.budget
+    for budget in (2, 3, 5.1):
+        row = by_name[segment_name(budget)]
+        space = SegmentSpace.divisors(10, range(12), max_len=10)
+        assert row.schedule == segment_schedule_at(space, Budget(budget, table)).schedule()
+        assert row.kind == "segment-uniform" and row.resolved.startswith("L=")
+
+
+def test_suite_rows_skip_what_does_not_fit_fewer_steps_or_a_dear_table(suite_file):
+    loaded = suites.load(suite_file)
+    experiment, = loaded.experiments
+    plan = suites.check(loaded)[experiment.name]
+    dear = CostTable({b: 0.9 for b in range(12)}, source="dear")  # DeepCache tops out < 2x
+    rows, skipped = suite_rows(experiment, plan, 4, dear)
+    names = [row.name for row in rows]
+    reasons = {s["name"]: s["reason"] for s in skipped}
+    assert reasons["deepcache N=5 b=1"] == "N=5 > 4 UNet calls"
+    assert reasons["fewer-steps 10"] == "keep=10 > 4 UNet calls"
+    assert reasons["mine"] == "10 steps, but the sampler makes 4 calls"
+    assert "deepcache cannot reach 2.0x" in reasons["deepcache @2x"]
+    assert names[:1] == ["teacher"] and "deepcache N=3 b=1" in names
+    assert [n for n in names if n.startswith("deepcache N=")] == [
+        "deepcache N=3 b=1", "deepcache N=2 b=1", "deepcache N=4 b=1"]  # sweep capped at 4
+
+
+def test_guidance_doubles_the_unet_batch_of_conditioned_models_only():
+    assert cfg_scale(models.get("sd15"), None) == 7.5  # 1 image: UNet batch 2
+    assert cfg_scale(models.get("sd15"), 3.0) == 3.0
+    assert cfg_scale(models.get("sd15"), 1.0) is None
+    assert cfg_scale(models.get("digits-cond"), None) == 2.0  # its model card's
+    assert cfg_scale(models.get("ddpm-cifar10"), 7.5) is None
+
+
+# -- the command ------------------------------------------------------------------------
+def test_bench_suite_times_every_row_and_writes_markdown_and_json(capsys, suite_file,
+                                                                   tmp_path):
+    out_file = tmp_path / "bench.md"
+    code, out, _ = run_cli(
+        capsys, "bench", "--suite", str(suite_file), "--weights", "random", "--batch", "2",
+        "--repeats", "1", "--threads", "1", "--budget", "5.1", "--schedule", GIVEN,
+        "--json", "--out", str(out_file))
+    assert code == 0
+    report = json.loads(out)
+    assert report["suite"]["name"] == "tiny-bench" and report["weights"] == "random"
+    exp, = report["experiments"]
+    assert (exp["model"], exp["steps"], exp["unet_calls"]) == ("digits-ddpm", 10, 10)
+    assert (exp["images"], exp["unet_batch"], exp["repeats"]) == (2, 2, 1)
+    assert exp["scheduler"] == "DDIMScheduler"
+
+    table = CostTable.from_dict(exp["cost_table"])
+    assert sorted(table.partial) == list(range(12))
+    assert set(exp["calibration_median_s"]) == {"F", *(f"P{b}" for b in range(12))}
+    macs = CostTable.from_dict(exp["mac_cost_table"])
+    assert sorted(macs.partial) == list(range(12))
+
+    rows = {row["name"]: row for row in exp["rows"]}
+    sweep = {f"deepcache N={n} b=1" for n in (2, 4, 6, 7, 8, 9, 10)}
+    segments = {segment_name(b) for b in (2, 3, 5.1)}
+    skipped = {s["name"] for s in exp["skipped"]}
+    assert skipped >= {"segment @2x", "segment @3x"}
+    for name in BUDGET_ROWS:  # reached under the calibrated table, else skipped with why
+        assert (name in rows) != (name in skipped)
+    assert set(rows) == ({"teacher", *FIXED_ROWS, GIVEN} | sweep | segments
+                         | (set(BUDGET_ROWS) - skipped))
+    assert rows["teacher"]["measured_speedup"] == 1.0
+    for row in rows.values():
+        schedule = Schedule.parse(row["schedule"])
+        assert len(schedule) == 10 and row["median_s"] > 0 and len(row["seconds"]) == 1
+        assert row["predicted_speedup"] == pytest.approx(schedule.speedup(table))
+        assert row["predicted_speedup_macs"] == pytest.approx(schedule.speedup(macs))
+        assert row["error_pct"] == pytest.approx(
+            100 * (row["measured_speedup"] / row["predicted_speedup"] - 1))
+        if row["budget"] is not None:
+            assert row["predicted_speedup"] >= row["budget"]
+    for budget in (2, 3, 5.1):
+        row = rows[segment_name(budget)]
+        space = SegmentSpace.divisors(10, range(12), max_len=10)
+        assert row["schedule"] == str(segment_schedule_at(space, Budget(budget, table))
+                                      .schedule())
+
+    markdown = out_file.read_text()
+    assert "# repro bench --suite tiny-bench (random weights)" in markdown
+    assert "not search results" in markdown and "P<b>/F calibrated" in markdown
+    assert "P<b>/F MACs" in markdown and "predicted (MACs)" in markdown
+    assert "2 images per batch, UNet batch 2" in markdown
+    for name in rows:
+        assert name in markdown
+
+
+def test_bench_suite_doubles_the_unet_batch_under_guidance(capsys, tmp_path):
+    path = tmp_path / "cond.yaml"
+    path.write_text("name: cond\nversion: 1\nmodel: digits-cond\nsteps: 3\n"
+                    "evaluation: {latency_batch: 2, latency_repeats: 1}\n"
+                    "experiments:\n  - {name: guided}\n  - {name: unguided, guidance: 1.0}\n")
+    code, out, _ = run_cli(capsys, "bench", "--suite", str(path), "--threads", "1",
+                           "--clock", "cpu")
+    assert code == 0
+    assert "times are process CPU time" in out and "process CPU time; MACs:" in out
+    assert "## guided (digits-cond)" in out and "## unguided (digits-cond)" in out
+    assert "2 images per batch, UNet batch 4, guidance 2" in out
+    assert "2 images per batch, UNet batch 2\n" in out
+    assert "deepcache N=3 b=0" in out and "deepcache N=4" not in out  # sweep capped at 3
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    ([], "bench takes --model MODEL or --suite SUITE (exactly one)"),
+    (["--model", "digits-ddpm", "--suite", "SUITE"], "exactly one"),
+    (["--suite", "SUITE", "--deepcache", "5:2"], "--deepcache is a --model option"),
+    (["--suite", "SUITE", "--oracle"], "--oracle is a --model option"),
+    (["--suite", "SUITE", "--scheduler", "PNDMScheduler"], "--scheduler is a --model option"),
+    (["--model", "digits-ddpm", "--budget", "2"], "--budget needs --suite"),
+    (["--suite", "SUITE", "--batch", "0"], "--batch must be at least 1"),
+    (["--suite", "SUITE", "--schedule", "F N N"], "has 3 steps but digits-ddpm runs 10"),
+    (["--suite", "SUITE", "--budget", "11"], "budget 11.0x is out of reach"),
+    (["--suite", "no-such-suite.yaml"], "suite file not found"),
+    (["--suite", "SUITE", "--clock", "cpu", "--device", "cuda"],
+     "--clock cpu (process CPU time) only measures a CPU device"),
+])
+def test_bench_suite_bad_input_exits_2_with_one_line(capsys, suite_file, argv, needle):
+    argv = [str(suite_file) if a == "SUITE" else a for a in argv]
+    code, out, err = run_cli(capsys, "bench", "--repeats", "1", *argv)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and needle in err
