@@ -90,3 +90,17 @@ def tiny_sd_pipeline(directory, seed: int = 0):
         scheduler=DDIMScheduler(num_train_timesteps=1000, clip_sample=False),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
+
+
+def tiny_open_clip():
+    """A tiny random open_clip CLIP with its eval transform and tokenizer: no download."""
+    import open_clip
+
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=16, vision_cfg={"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
+                                  "head_width": 16},
+        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                  "layers": 1})
+    return (model, open_clip.image_transform(32, is_train=False),
+            open_clip.SimpleTokenizer(context_length=16))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_open_clip
 
 from repro.metrics import (
     EvalOptions,
@@ -300,16 +301,7 @@ def test_clip_score_is_100_cosine_clamped_at_zero():
 
 
 def test_clip_scorer_matches_the_open_clip_model_it_wraps():
-    import open_clip
-
-    torch.manual_seed(0)
-    model = open_clip.CLIP(
-        embed_dim=16, vision_cfg={"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
-                                  "head_width": 16},
-        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
-                  "layers": 1})
-    tokenizer = open_clip.SimpleTokenizer(context_length=16)
-    preprocess = open_clip.image_transform(32, is_train=False)
+    model, preprocess, tokenizer = tiny_open_clip()
     scorer = ClipScorer(model, preprocess, tokenizer, protocol="clip:tiny-random")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5, 24, 24, 3), dtype=np.uint8)

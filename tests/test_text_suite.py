@@ -12,7 +12,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_sd_pipeline
+from conftest import tiny_open_clip, tiny_sd_pipeline
 from test_prompts import COCO, COCO_ORDER, PARTI
 
 from repro import cli, models
@@ -82,16 +82,7 @@ class TinyExtractor(FeatureExtractor):
 
 
 def tiny_clip_scorer() -> ClipScorer:
-    import open_clip
-
-    torch.manual_seed(0)
-    model = open_clip.CLIP(
-        embed_dim=16, vision_cfg={"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
-                                  "head_width": 16},
-        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
-                  "layers": 1})
-    return ClipScorer(model, open_clip.image_transform(32, is_train=False),
-                      open_clip.SimpleTokenizer(context_length=16))
+    return ClipScorer(*tiny_open_clip())
 
 
 @pytest.fixture(scope="module")
