@@ -169,6 +169,8 @@ class _ExperimentRun:
                       else bench.cost_table_from_file(experiment.cost_table))
         self.labels = list(experiment.labels) if experiment.labels else None
         self.prompts = prompts
+        self.teachers: dict[str, SampleSet] = {}
+        self.networks: dict = {}  # metric networks, loaded once for all rows
 
     def run(self) -> list[dict]:
         schedules = self._schedules()
@@ -197,14 +199,18 @@ class _ExperimentRun:
 
     # teacher and search ----------------------------------------------------------------
     def _teacher(self, name: str, seeds: list[int]) -> SampleSet:
-        """All-F samples of ``seeds``, generated once per run."""
+        """All-F samples of ``seeds``, generated once per run and read once per process."""
+        if name in self.teachers:
+            return self.teachers[name]
         path = self.work / f"{name}.npz"
         if path.is_file():
-            return SampleSet.load(path)
-        samples = generate(self.model, self.e.steps, None, seeds, self.labels,
-                           self.e.guidance, batch_size=self.e.evaluation.batch_size,
-                           prompts=self.prompts)
-        samples.save(path)
+            samples = SampleSet.load(path)
+        else:
+            samples = generate(self.model, self.e.steps, None, seeds, self.labels,
+                               self.e.guidance, batch_size=self.e.evaluation.batch_size,
+                               prompts=self.prompts)
+            samples.save(path)
+        self.teachers[name] = samples
         return samples
 
     def _schedules(self) -> dict[str, tuple[Schedule, dict | None]]:
@@ -280,8 +286,8 @@ class _ExperimentRun:
             self.model, self.e.steps, schedule, seeds, self.labels, self.e.guidance,
             batch_size=ev.batch_size, prompts=self.prompts)
         results = evaluate(samples, ev.metrics, EvalOptions(
-            teacher=teacher, reference=ev.reference, prompts=samples.prompts,
-            device=str(self.model.unet.device)))
+            teacher=teacher, reference=ev.reference, device=str(self.model.unet.device)),
+            self.networks)
         grid = None
         if ev.grid:
             from .report import sample_grid

@@ -80,19 +80,22 @@ def check_resources(metrics: Sequence[str], reference: str | None = None,
 
 
 def evaluate(samples: SampleSet, metrics: Sequence[str],
-             options: EvalOptions = EvalOptions()) -> list[MetricResult]:
+             options: EvalOptions = EvalOptions(), networks: dict | None = None,
+             ) -> list[MetricResult]:
     """One result per metric name, in the order given. Prompts default to the samples'
-    own (text-to-image samples files carry them)."""
+    own (text-to-image samples files carry them). ``networks`` keeps the loaded feature
+    extractors and CLIP model: a caller evaluating many samples files passes one dict so
+    that each network (Inception, ViT-g-14) is loaded once."""
     if options.prompts is None and samples.prompts is not None:
         options = replace(options, prompts=samples.prompts)
     check_request(metrics, options)
-    extractors: dict[str, FeatureExtractor] = {}
+    networks = {} if networks is None else networks
 
     def extractor(name: str) -> FeatureExtractor:
-        if name not in extractors:
-            extractors[name] = load_extractor(name, inception_weights=options.inception_weights,
-                                              device=options.device)
-        return extractors[name]
+        if name not in networks:
+            networks[name] = load_extractor(name, inception_weights=options.inception_weights,
+                                            device=options.device)
+        return networks[name]
 
     results = []
     for name in metrics:
@@ -112,8 +115,9 @@ def evaluate(samples: SampleSet, metrics: Sequence[str],
         elif kind == "clip":
             from .clip import ClipScorer
 
-            scorer = ClipScorer.load(options.clip_weights, options.device)
-            results.append(scorer.score(samples.images, options.prompts))
+            if name not in networks:
+                networks[name] = ClipScorer.load(options.clip_weights, options.device)
+            results.append(networks[name].score(samples.images, options.prompts))
         else:
             results.append(_latency(samples, options))
     return results
