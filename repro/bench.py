@@ -470,16 +470,6 @@ def _untimeable(row, calls: int) -> str | None:
     return None
 
 
-def segment_space(experiment, calls: int):
-    """The experiment's segment search space at ``calls`` UNet calls (as the runner's)."""
-    from . import models, search
-
-    s = experiment.search
-    branches = s.branches or tuple(range(models.get(experiment.model).num_branches))
-    return (search.SegmentSpace(calls, s.seg_lens, branches) if s.seg_lens
-            else search.SegmentSpace.divisors(calls, branches, max_len=10))
-
-
 def suite_rows(experiment, plan, calls: int, table: CostTable, budgets: Sequence[float] = (),
                given: dict[str, Schedule] | None = None,
                ) -> tuple[list[BenchRow], list[dict[str, str]]]:
@@ -491,6 +481,7 @@ def suite_rows(experiment, plan, calls: int, table: CostTable, budgets: Sequence
     schedules. Also the plan rows it cannot time, with the reason (searched rows need a
     fitness)."""
     from . import baselines, search
+    from . import suite as suites
 
     rows: list[BenchRow] = []
     skipped: list[dict[str, str]] = []
@@ -525,7 +516,7 @@ def suite_rows(experiment, plan, calls: int, table: CostTable, budgets: Sequence
         name = f"segment (uniform genes) @{target:g}x, not searched"
         try:
             genome = search.segment_schedule_at(
-                segment_space(experiment, calls),
+                suites.segment_space(experiment, calls),
                 search.Budget(target, table, experiment.search.tol))
         except search.BudgetError as error:
             skipped.append({"name": name, "reason": str(error)})
@@ -561,7 +552,7 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
         prepared.append((e, spec, e_steps, calls, given_schedules(schedules, spec, calls,
                                                                   e_steps)))
         for target in budgets:  # a budget of the command line: out of reach is bad input
-            segment_space(e, calls).check_reachable(
+            suites.segment_space(e, calls).check_reachable(
                 search.Budget(target, CostTable({}, "bounds")))
     env = environment(device, dtype, 0)
     env.pop("batch")

@@ -144,8 +144,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     branches = (_int_list(args.branches, "--branches") if args.branches
                 else list(range(spec.num_branches)))
     lens = _int_list(args.seg_lens, "--seg-lens") if args.seg_lens else None
-    space = (search.SegmentSpace(args.steps, tuple(lens), tuple(branches)) if lens
-             else search.SegmentSpace.divisors(args.steps, branches, max_len=10))
+    space = search.SegmentSpace.of(args.steps, branches, lens)
     model = models.load_model(args.model, args.weights)
     if args.cost_table:
         table = bench.cost_table_from_file(args.cost_table)

@@ -24,7 +24,7 @@ from . import baselines, models, search, search_log
 from .atomic import atomic_path
 from .samples import SampleSet, generate, parse_seeds
 from .schedule import Schedule
-from .suite import Experiment, RowPlan, Suite, SuiteError, check
+from .suite import Experiment, RowPlan, Suite, SuiteError, check, segment_space
 
 RESULTS_SCHEMA = "flexiffusion-repro/results@1"
 Log = Callable[[str], None]
@@ -244,9 +244,7 @@ class _ExperimentRun:
         known = search_log.read_scores(path, fitness.context)
         append = search_log.appender(path, fitness.context)
         budget = search.Budget(row.budget, self.table, s.tol)
-        branches = s.branches or tuple(range(models.get(self.e.model).num_branches))
-        space = (search.SegmentSpace(self.calls, s.seg_lens, branches) if s.seg_lens
-                 else search.SegmentSpace.divisors(self.calls, branches, max_len=10))
+        space = segment_space(self.e, self.calls)
         common = {"fitness": fitness, "budget": budget, "n_eval": s.n_eval, "seed": s.seed,
                   "known": known, "on_record": append}
         evolution = {"population": s.population, "generations": s.generations}

@@ -62,6 +62,15 @@ class SegmentSpace:
         lens = tuple(n for n in range(1, (max_len or steps) + 1) if steps % n == 0)
         return cls(steps, lens, tuple(branches))
 
+    @classmethod
+    def of(cls, steps: int, branches: Sequence[int], seg_lens: Sequence[int] | None = None,
+           ) -> SegmentSpace:
+        """``seg_lens`` when given, else every divisor of ``steps`` up to 10 (the default of
+        ``repro search`` and suites)."""
+        if seg_lens:
+            return cls(steps, tuple(seg_lens), tuple(branches))
+        return cls.divisors(steps, branches, max_len=10)
+
     def check_reachable(self, budget: Budget) -> None:
         """Fail before any sampling when even all-null segments (speedup ``max L``) fall short."""
         if budget.target > max(self.seg_lens):

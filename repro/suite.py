@@ -334,7 +334,7 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     from .metrics.references import REFERENCES
     from .samples import parse_seeds
     from .schedule import Schedule, ScheduleError
-    from .search import Budget, BudgetError, SegmentSpace, stepwise_feasible
+    from .search import Budget, BudgetError, stepwise_feasible
 
     _choice(e.model, models.model_ids(), suite, e, "model")
     spec = models.get(e.model)
@@ -372,8 +372,7 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
             raise _fail(suite, e, where, f"branch {branch} outside "
                         f"0..{spec.num_branches - 1} for {e.model!r}")
     try:
-        space = (SegmentSpace(calls, e.search.seg_lens, branches) if e.search.seg_lens
-                 else SegmentSpace.divisors(calls, branches, max_len=10))
+        space = segment_space(e, calls)
     except BudgetError as error:
         raise _fail(suite, e, "search.seg_lens", str(error)) from None
     try:
@@ -442,6 +441,17 @@ def _check_prompts(suite: Suite, e: Experiment, spec) -> None:
         if metric.startswith("clip:") and e.prompts is None:
             raise _fail(suite, e, "evaluation.metrics", f"{metric} scores images against "
                         "their prompts; it needs a text-conditioned model with 'prompts'")
+
+
+def segment_space(experiment: Experiment, calls: int):
+    """The experiment's segment search space at ``calls`` UNet calls (default: every branch
+    of its model, segment lengths dividing ``calls`` up to 10)."""
+    from . import models
+    from .search import SegmentSpace
+
+    branches = (experiment.search.branches
+                or tuple(range(models.get(experiment.model).num_branches)))
+    return SegmentSpace.of(calls, branches, experiment.search.seg_lens)
 
 
 def _knob_name(baseline: Baseline, knob: int) -> str:
