@@ -53,7 +53,7 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
         "suite": {"name": suite.name, "version": suite.version, "file": suite.file,
                   "digest": suite.digest},
         "started": state["started"], "finished": _now(),
-        "environment": _environment(device, loaded),
+        "environment": _environment(loaded),
         "rows": rows,
     }
     _write_outputs(results, run_dir)
@@ -326,14 +326,12 @@ class _ExperimentRun:
         with torch.inference_mode():
             timings = bench.time_loops(unet, make_scheduler, latents, kwargs, unique,
                                        ev.latency_repeats, 1, self.table)
-        dtype = str(unet.dtype).removeprefix("torch.")
-        env = bench.environment(unet.device, dtype, ev.latency_batch)
         import statistics
 
         done = {t.name: {"measured_speedup": t.measured_speedup, "latency": {
             "median_s": statistics.median(t.seconds), "seconds": t.seconds,
-            "batch": ev.latency_batch, "device": env["device"], "dtype": dtype}}
-            for t in timings}
+            "batch": ev.latency_batch, "device": bench.device_name(unet.device),
+            "dtype": str(unet.dtype).removeprefix("torch.")}} for t in timings}
         _write_json(path, done)
         return done
 
@@ -356,7 +354,7 @@ def _write_outputs(results: dict, run_dir: Path) -> None:
     _write_json(run_dir / "results.json", results)
 
 
-def _environment(device: str, loaded: dict) -> dict:
+def _environment(loaded: dict) -> dict:
     import torch
 
     from .bench import environment
