@@ -8,7 +8,6 @@ functions: importing this module stays cheap for commands that never track.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -133,8 +132,11 @@ def load_results(experiment: str, *, uri: str | None = None) -> list[dict]:
 
 
 def _download_results(client, run_id: str) -> dict:
+    """The run's results.json, read (and its schema checked) as ``repro report`` reads one."""
+    from .report import load_results as read_results
+
     with tempfile.TemporaryDirectory() as tmp:
-        return json.loads(Path(client.download_artifacts(run_id, "results.json", tmp)).read_text())
+        return read_results(client.download_artifacts(run_id, "results.json", tmp))
 
 
 def _client(uri: str):
