@@ -31,20 +31,17 @@ def latency_inputs(model: LoadedModel, batch: int, guidance: float | None = None
     shape = (batch, unet.config.in_channels, model.resolution, model.resolution)
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     latents = latents.to(unet.device, unet.dtype)
-    kwargs: dict = {}
-    if model.num_classes is not None:
-        guidance = model.default_guidance if guidance is None else guidance
-        cfg = guidance is not None and guidance != 1.0
-        kwargs = model.condition([i % model.num_classes for i in range(batch)], cfg)
-        kwargs["guidance_scale"] = guidance if cfg else None
-    elif model.pipeline is not None:
-        guidance = model.default_guidance if guidance is None else guidance
-        cfg = guidance is not None and guidance != 1.0
+    if model.num_classes is None and model.pipeline is None:
+        return latents, {}
+    guidance = model.default_guidance if guidance is None else guidance
+    cfg = guidance is not None and guidance != 1.0
+    if model.pipeline is not None:
         texts = list(prompts) if prompts else [""]
         with torch.inference_mode():
             kwargs = model.encode_prompts([texts[i % len(texts)] for i in range(batch)], cfg)
-        kwargs["guidance_scale"] = guidance if cfg else None
-    return latents, kwargs
+    else:
+        kwargs = model.condition([i % model.num_classes for i in range(batch)], cfg)
+    return latents, {**kwargs, "guidance_scale": guidance if cfg else None}
 
 
 def sampler_latency(model: LoadedModel, steps: int, schedule: Schedule | str, batch: int,
