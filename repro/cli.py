@@ -159,19 +159,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise BadInput(str(error)) from None
     known = search_log.read_scores(args.log, fitness.context) if args.log else {}
     on_record = search_log.appender(args.log, fitness.context) if args.log else None
-    common = {"fitness": fitness, "n_eval": args.n_eval, "seed": args.seed, "known": known,
-              "on_record": on_record}
-    if args.method == "stepwise":
-        run, kwargs = search.stepwise_evolution, {"steps": args.steps, **common,
-                                                  "population": args.population,
-                                                  "generations": args.generations}
-    elif args.method == "random":
-        run, kwargs = search.random_search, {"space": space, **common}
-    else:
-        run, kwargs = search.segment_evolution, {"space": space, **common,
-                                                 "population": args.population,
-                                                 "generations": args.generations}
-    results, front = search.multi_budget(run, budgets, **kwargs)
+    results, front = search.multi_budget(
+        search.run_method, budgets, method=search.SEARCH_METHODS[args.method], space=space,
+        population=args.population, generations=args.generations, fitness=fitness,
+        n_eval=args.n_eval, seed=args.seed, known=known, on_record=on_record)
     summary = {
         "model": spec.id, "steps": args.steps, "method": results[0].method,
         "cost_table": table.to_dict(), "fitness": fitness.context["protocol"],
@@ -282,6 +273,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .metrics.cli import add_eval_parser
+    from .search import SEARCH_METHODS
 
     parser = argparse.ArgumentParser(prog="repro", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -339,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--budget", type=float, action="append", required=True,
                       help="target predicted speedup (repeatable)")
     srch.add_argument("--n-eval", type=int, default=40, help="schedules scored per budget")
-    srch.add_argument("--method", choices=["segment", "stepwise", "random"], default="segment")
+    srch.add_argument("--method", choices=list(SEARCH_METHODS), default="segment")
     srch.add_argument("--population", type=int, default=16)
     srch.add_argument("--generations", type=int, help="stop after this many generations")
     srch.add_argument("--seed", type=int, default=0)

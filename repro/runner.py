@@ -245,16 +245,10 @@ class _ExperimentRun:
         append = search_log.appender(path, fitness.context)
         budget = search.Budget(row.budget, self.table, s.tol)
         space = segment_space(self.e, self.calls)
-        common = {"fitness": fitness, "budget": budget, "n_eval": s.n_eval, "seed": s.seed,
-                  "known": known, "on_record": append}
-        evolution = {"population": s.population, "generations": s.generations}
         started = time.perf_counter()
-        if row.method == "stepwise-evolution":
-            result = search.stepwise_evolution(self.calls, **common, **evolution)
-        elif row.method == "segment-random":
-            result = search.random_search(space, **common)
-        else:
-            result = search.segment_evolution(space, **common, **evolution)
+        result = search.run_method(row.method, space, population=s.population,
+                                   generations=s.generations, fitness=fitness, budget=budget,
+                                   n_eval=s.n_eval, seed=s.seed, known=known, on_record=append)
         reused = sum(r.cached for r in result.records)
         self.log(f"{row.name}: rFID {result.fitness:.2f} at {result.predicted_speedup:.2f}x "
                  f"({len(result.records)} scored, {reused} from the log, "

@@ -319,6 +319,23 @@ def stepwise_evolution(steps: int, fitness: Fitness, budget: Budget, *, n_eval: 
     return scorer.result()
 
 
+SEARCH_METHODS = {"segment": "segment-evolution", "stepwise": "stepwise-evolution",
+                  "random": "segment-random"}  # suite/CLI name -> method name in results
+
+
+def run_method(method: str, space: SegmentSpace, *, population: int = 16,
+               generations: int | None = None, **common) -> SearchResult:
+    """One named search (a value of ``SEARCH_METHODS``) on equal terms with the others:
+    ``common`` is fitness, budget, n_eval, seed, known and on_record; the step-wise search
+    uses the space's step count, random search has no population."""
+    if method == "stepwise-evolution":
+        return stepwise_evolution(space.steps, population=population, generations=generations,
+                                  **common)
+    if method == "segment-random":
+        return random_search(space, **common)
+    return segment_evolution(space, population=population, generations=generations, **common)
+
+
 def stepwise_feasible(steps: int, budget: Budget) -> int:
     """The most full steps out of ``steps`` whose speedup ``steps / k`` meets the budget."""
     feasible = [k for k in range(1, steps + 1)

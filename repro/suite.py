@@ -20,10 +20,10 @@ from typing import Any, get_args, get_type_hints
 import yaml
 from pydantic import ConfigDict, NonNegativeInt, PositiveInt, TypeAdapter, ValidationError
 
+from .search import SEARCH_METHODS
+
 _STRICT = ConfigDict(extra="forbid")
 
-SEARCH_METHODS = {"segment": "segment-evolution", "stepwise": "stepwise-evolution",
-                  "random": "segment-random"}
 TECHNIQUES = ("deepcache", "deepcache-nonuniform", "fewer-steps", "schedule")
 PUBLISHED_KEYS = ("speedup", "fid", "rfid", "clip", "acc")
 
