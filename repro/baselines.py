@@ -1,9 +1,11 @@
 """Closed-form baselines at a speed budget: the smallest step of each technique's own knob
-that reaches the target predicted speedup (DeepCache interval, DDIM step count)."""
+that reaches the target predicted speedup (DeepCache interval, DDIM step count, the
+sampler's own step count)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from .schedule import CostTable, Schedule
 from .search import Budget, BudgetError
@@ -41,6 +43,19 @@ def fewer_steps(steps: int, budget: Budget) -> tuple[str, Schedule]:
         (f"ddim {keep} steps", Schedule.fewer_steps(steps, keep)) for keep in range(steps, 0, -1)])
 
 
+def sampler_steps(steps: int, budget: Budget, calls_at: Callable[[int], int],
+                  ) -> tuple[str, Schedule, int]:
+    """The sampler itself run at fewer steps (PLMS 25 instead of 50: its own timestep spacing
+    and multistep history, unlike null steps on the 50-step grid), the most steps ``k``
+    whose predicted speedup ``calls_at(steps) / calls_at(k)`` reaches the target."""
+    calls = calls_at(steps)
+    for k in range(steps, 0, -1):
+        if calls / calls_at(k) >= budget.target:
+            return f"sampler {k} steps", Schedule.full(calls_at(k)), k
+    raise BudgetError(f"sampler-steps cannot reach {budget.target}x: one step makes "
+                      f"{calls_at(1)} of {calls} UNet calls")
+
+
 BASELINES: dict[str, Callable[..., tuple[str, Schedule]]] = {
     "deepcache": deepcache_uniform,
     "deepcache-nonuniform": deepcache_nonuniform,
@@ -48,20 +63,38 @@ BASELINES: dict[str, Callable[..., tuple[str, Schedule]]] = {
 }
 
 
-def plan_schedule(row, calls: int, table: CostTable, tol: float) -> tuple[str, Schedule]:
-    """A suite's baseline row (``repro.suite.RowPlan``) as (what it resolved to, schedule):
-    its given text, its fixed knob, or the knob that reaches its budget under ``table``."""
+class Planned(NamedTuple):
+    """A baseline row resolved: what its knob became, its schedule, and the sampler steps it
+    runs (None: the experiment's; a sampler-steps row runs its own)."""
+
+    resolved: str
+    schedule: Schedule
+    steps: int | None = None
+
+
+def plan_schedule(row, steps: int, calls_at: Callable[[int], int], table: CostTable,
+                  tol: float) -> Planned:
+    """A suite's baseline row (``repro.suite.RowPlan``) of an experiment sampling ``steps``
+    steps (``calls_at(k)``: the UNet calls of k steps): its given text, its fixed knob, or
+    the knob that reaches its budget under ``table``."""
     b = row.baseline
+    calls = calls_at(steps)
     if row.method == "schedule":
-        return b.name, Schedule.parse(b.schedule)
+        return Planned(b.name, Schedule.parse(b.schedule))
+    if row.method == "sampler-steps":
+        if row.knob is not None:
+            return Planned(f"sampler {row.knob} steps", Schedule.full(calls_at(row.knob)),
+                           row.knob)
+        return Planned(*sampler_steps(steps, Budget(row.budget, table, tol), calls_at))
     if row.knob is not None:
         if row.method == "fewer-steps":
-            return f"ddim {row.knob} steps", Schedule.fewer_steps(calls, row.knob)
+            return Planned(f"ddim {row.knob} steps", Schedule.fewer_steps(calls, row.knob))
         if row.method == "deepcache-nonuniform":
-            return (f"deepcache-nonuniform N={row.knob} b={b.branch}",
-                    Schedule.deepcache_nonuniform(calls, row.knob, b.branch))
-        return f"deepcache N={row.knob} b={b.branch}", Schedule.deepcache(calls, row.knob,
-                                                                          b.branch)
+            return Planned(f"deepcache-nonuniform N={row.knob} b={b.branch}",
+                           Schedule.deepcache_nonuniform(calls, row.knob, b.branch))
+        return Planned(f"deepcache N={row.knob} b={b.branch}",
+                       Schedule.deepcache(calls, row.knob, b.branch))
     budget = Budget(row.budget, table, tol)
     make = BASELINES[row.method]
-    return make(calls, budget) if row.method == "fewer-steps" else make(calls, budget, b.branch)
+    return Planned(*(make(calls, budget) if row.method == "fewer-steps"
+                     else make(calls, budget, b.branch)))

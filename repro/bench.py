@@ -219,13 +219,17 @@ def _plain_loop(unet, scheduler, latents, unet_kwargs):
 def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Schedule],
                repeats: int, warmup: int, table: CostTable | None,
                plain: bool = False, oracle: dict[str, tuple[int, int]] | None = None,
-               clock: Clock = time.perf_counter) -> list[LoopTiming]:
+               clock: Clock = time.perf_counter,
+               schedulers: dict[str, Callable[[], object]] | None = None) -> list[LoopTiming]:
     """Time each schedule's whole loop (UNet + scheduler steps), interleaved per repeat so
-    that drift in machine speed hits every row alike; speedups are against the all-F row."""
+    that drift in machine speed hits every row alike; speedups are against the longest
+    all-F row. ``schedulers``: per-name sampler factories for rows that run the sampler at
+    other steps than ``make_scheduler``'s (sampler-steps baselines)."""
     runs: dict[str, tuple[str, Callable[[], object]]] = {}
     for name, schedule in schedules.items():
-        runs[name] = (str(schedule), lambda s=schedule: denoise(
-            unet, make_scheduler(), latents, s, **unet_kwargs))
+        make = (schedulers or {}).get(name, make_scheduler)
+        runs[name] = (str(schedule), lambda s=schedule, make=make: denoise(
+            unet, make(), latents, s, **unet_kwargs))
     if plain:
         runs["plain diffusers loop"] = ("(no hooks)", lambda: _plain_loop(
             unet, make_scheduler(), latents, unet_kwargs))
@@ -247,14 +251,16 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
     for _ in range(repeats):
         for name, (_, fn) in runs.items():
             seconds[name] += median_seconds(fn, device, repeats=1, warmup=0, clock=clock)
-    full_name = next(n for n, s in schedules.items() if s.count("F") == len(s))
+    full_name = max((n for n, s in schedules.items() if s.count("F") == len(s)),
+                    key=lambda n: len(schedules[n]))
     base = statistics.median(seconds[full_name])
+    calls = len(schedules[full_name])
     timings = []
     for name, (text, _) in runs.items():
         schedule = schedules.get(name)
         timings.append(LoopTiming(
             name=name, schedule=text, seconds=seconds[name],
-            predicted_speedup=schedule.speedup(table) if schedule and table else None,
+            predicted_speedup=schedule.speedup(table, calls) if schedule and table else None,
             measured_speedup=base / statistics.median(seconds[name]),
         ))
     return timings
@@ -302,12 +308,7 @@ def _loop_setup(spec, weights: str, device: str, dtype: str, steps: int,
     from . import models
 
     unet = models.build_unet(spec, weights, device=device, dtype=dtype, seed=seed)
-
-    def make_scheduler():
-        instance = models.build_scheduler(spec, scheduler)
-        instance.set_timesteps(steps, device=unet.device)
-        return instance
-    return unet, make_scheduler
+    return unet, models.scheduler_factory(spec, scheduler, steps, unet.device)
 
 
 def _header(spec, weights: str, steps: int, n_calls: int, make_scheduler, repeats: int,
@@ -433,6 +434,7 @@ class BenchRow:
     schedule: Schedule
     budget: float | None = None
     resolved: str | None = None  # the knob a budget or fixed-knob row resolved to
+    steps: int | None = None  # sampler steps, where not the experiment's (sampler-steps)
 
 
 def default_guidance(spec) -> float | None:
@@ -459,30 +461,35 @@ def cfg_scale(spec, guidance: float | None) -> float | None:
     return None if scale is None or scale == 1.0 else scale
 
 
-def _untimeable(row, calls: int) -> str | None:
-    """Why a baseline row of the suite's plan does not fit ``calls`` UNet calls, if so."""
+def _untimeable(row, steps: int, calls: int) -> str | None:
+    """Why a baseline row of the suite's plan does not fit ``steps`` sampler steps making
+    ``calls`` UNet calls (``repro bench --steps`` may be fewer than the suite's), if so."""
     if row.method == "schedule":
         length = len(Schedule.parse(row.baseline.schedule))
         return None if length == calls else f"{length} steps, but the sampler makes {calls} calls"
-    if row.knob is not None and row.knob > calls:
+    if row.method == "sampler-steps" and row.knob is not None and row.knob > steps:
+        return f"steps={row.knob} > {steps} sampler steps"
+    if row.method != "sampler-steps" and row.knob is not None and row.knob > calls:
         knob = "keep" if row.method == "fewer-steps" else "N"
         return f"{knob}={row.knob} > {calls} UNet calls"
     return None
 
 
-def suite_rows(experiment, plan, calls: int, table: CostTable, budgets: Sequence[float] = (),
-               given: dict[str, Schedule] | None = None,
+def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], table: CostTable,
+               budgets: Sequence[float] = (), given: dict[str, Schedule] | None = None,
                ) -> tuple[list[BenchRow], list[dict[str, str]]]:
-    """What ``repro bench --suite`` times for one experiment at ``calls`` UNet calls, with
-    budgets resolved under ``table``: the teacher, every baseline row of the suite's plan,
-    DeepCache N=2..10 at the suite's DeepCache branch (where no fixed row of the plan is
-    already that schedule), a uniform segment schedule per search budget and per extra
+    """What ``repro bench --suite`` times for one experiment at ``steps`` sampler steps
+    (``calls_at(k)``: UNet calls of k steps), with budgets resolved under ``table``: the
+    teacher, every baseline row of the suite's plan, DeepCache N=2..10 at the suite's
+    DeepCache branch (where no fixed row of the plan is already that schedule), a uniform
+    segment schedule per search budget and per extra
     ``budgets`` (rule: ``repro.search.segment_schedule_at``; not searched) and the ``given``
     schedules. Also the plan rows it cannot time, with the reason (searched rows need a
     fitness)."""
     from . import baselines, search
     from . import suite as suites
 
+    calls = calls_at(steps)
     rows: list[BenchRow] = []
     skipped: list[dict[str, str]] = []
     for row in plan:
@@ -493,16 +500,17 @@ def suite_rows(experiment, plan, calls: int, table: CostTable, budgets: Sequence
             skipped.append({"name": row.name, "reason": "a search needs a fitness (trained "
                             "weights); see the segment (uniform genes) rows"})
             continue
-        reason = _untimeable(row, calls)
+        reason = _untimeable(row, steps, calls)
         try:
-            resolved, schedule = (None, None) if reason else baselines.plan_schedule(
-                row, calls, table, experiment.search.tol)
+            planned = None if reason else baselines.plan_schedule(
+                row, steps, calls_at, table, experiment.search.tol)
         except search.BudgetError as error:
             reason = str(error)
         if reason:
             skipped.append({"name": row.name, "reason": reason})
             continue
-        rows.append(BenchRow(row.name, "baseline", row.method, schedule, row.budget, resolved))
+        rows.append(BenchRow(row.name, "baseline", row.method, planned.schedule, row.budget,
+                             planned.resolved, planned.steps))
 
     branch = next((b.branch for b in experiment.baselines if b.technique == "deepcache"), 0)
     fixed = {str(r.schedule) for r in rows if r.budget is None}  # not table-dependent
@@ -538,6 +546,8 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
     table, then the all-F loop against :func:`suite_rows`, interleaved in one process.
     ``batch`` (images), ``steps`` and ``repeats`` override the suite's latency batch, steps
     and latency repeats. Everything checkable is checked before any timing."""
+    from functools import partial
+
     from . import models, search
     from . import suite as suites
 
@@ -548,9 +558,10 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
     for e in loaded.experiments:
         spec = models.get(e.model)
         e_steps = steps or e.steps
-        calls = models.sampler_calls(spec, e_steps, e.scheduler)
-        prepared.append((e, spec, e_steps, calls, given_schedules(schedules, spec, calls,
-                                                                  e_steps)))
+        calls_at = partial(models.sampler_calls, spec, scheduler_class=e.scheduler)
+        calls = calls_at(e_steps)
+        prepared.append((e, spec, e_steps, calls_at, given_schedules(schedules, spec, calls,
+                                                                     e_steps)))
         for target in budgets:  # a budget of the command line: out of reach is bad input
             suites.segment_space(e, calls).check_reachable(
                 search.Budget(target, CostTable({}, "bounds")))
@@ -561,7 +572,8 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
                   "digest": loaded.digest},
         "weights": weights, "clock": clock, "environment": env, "experiments": [],
     }
-    for e, spec, e_steps, calls, given in prepared:
+    for e, spec, e_steps, calls_at, given in prepared:
+        calls = calls_at(e_steps)
         images = batch or e.evaluation.latency_batch
         e_repeats = repeats or e.evaluation.latency_repeats
         guidance = cfg_scale(spec, e.guidance)
@@ -577,30 +589,38 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
         table, medians = calibrate(unet, latents, kwargs, e_repeats, clock=tick,
                                    rounds=e_repeats)
         macs = model_cost_table(spec, unet)
-        rows, skipped = suite_rows(e, plans[e.name], calls, table, budgets, given)
+        rows, skipped = suite_rows(e, plans[e.name], e_steps, calls_at, table, budgets, given)
         unique = {str(r.schedule): r.schedule for r in rows}
+        own_steps = {str(r.schedule): models.scheduler_factory(spec, e.scheduler, r.steps,
+                                                               unet.device)
+                     for r in rows if r.steps is not None}
         log(f"[{e.name}] timing {len(unique)} loops x {e_repeats} repeats, {calls} UNet calls")
         timings = {t.name: t for t in time_loops(unet, make_scheduler, loop_latents,
                                                   loop_kwargs, unique, e_repeats, warmup, table,
-                                                  clock=tick)}
+                                                  clock=tick, schedulers=own_steps)}
         report["experiments"].append({
             "experiment": e.name,
             **_header(spec, weights, e_steps, calls, make_scheduler, e_repeats, warmup),
             "images": images, "unet_batch": len(latents), "guidance": guidance,
             "cost_table": table.to_dict(), "calibration_median_s": medians,
             "mac_cost_table": macs.to_dict(),
-            "rows": [_suite_row(r, timings[str(r.schedule)], table, macs) for r in rows],
+            "rows": [_suite_row(r, timings[str(r.schedule)], table, macs, e_steps, calls)
+                     for r in rows],
             "skipped": skipped,
         })
     return report
 
 
-def _suite_row(row: BenchRow, timing: LoopTiming, table: CostTable, macs: CostTable) -> dict:
-    predicted = row.schedule.speedup(table)
+def _suite_row(row: BenchRow, timing: LoopTiming, table: CostTable, macs: CostTable,
+               steps: int, calls: int) -> dict:
+    """One timed row; predicted speedups are over the all-F loop of the experiment's
+    ``calls`` UNet calls (a sampler-steps row makes fewer)."""
+    predicted = row.schedule.speedup(table, calls)
     return {"name": row.name, "kind": row.kind, "method": row.method, "budget": row.budget,
-            "resolved": row.resolved, "schedule": str(row.schedule), "median_s": timing.median,
-            "seconds": timing.seconds, "measured_speedup": timing.measured_speedup,
-            "predicted_speedup": predicted, "predicted_speedup_macs": row.schedule.speedup(macs),
+            "resolved": row.resolved, "steps": row.steps or steps, "schedule": str(row.schedule),
+            "median_s": timing.median, "seconds": timing.seconds,
+            "measured_speedup": timing.measured_speedup, "predicted_speedup": predicted,
+            "predicted_speedup_macs": row.schedule.speedup(macs, calls),
             "error_pct": 100 * (timing.measured_speedup / predicted - 1)}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +174,17 @@ def sampler_calls(spec: ModelSpec, steps: int, scheduler_class: str | None = Non
     scheduler = build_scheduler(spec, scheduler_class)
     scheduler.set_timesteps(steps)
     return len(scheduler.timesteps)
+
+
+def scheduler_factory(spec: ModelSpec, scheduler_class: str | None, steps: int,
+                      device=None) -> Callable[[], Any]:
+    """Fresh samplers set to ``steps`` (on ``device``): a denoising loop consumes its
+    sampler's state (PLMS keeps past outputs), so every loop takes a new one."""
+    def make():
+        scheduler = build_scheduler(spec, scheduler_class)
+        scheduler.set_timesteps(steps, device=device)
+        return scheduler
+    return make
 
 
 def build_unet(spec: ModelSpec, weights: str = "pretrained", *, device: str = "cpu",

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from . import baselines, models, search, search_log
@@ -159,8 +160,9 @@ class _ExperimentRun:
         self.log = lambda message: log(f"[{experiment.name}] {message}")
         self.work = run_dir / "work" / _slug(experiment.name)
         self.work.mkdir(parents=True, exist_ok=True)
-        spec = models.get(experiment.model)
-        self.calls = models.sampler_calls(spec, experiment.steps, experiment.scheduler)
+        self.spec = spec = models.get(experiment.model)
+        self.calls_at = partial(models.sampler_calls, spec, scheduler_class=experiment.scheduler)
+        self.calls = self.calls_at(experiment.steps)
         if experiment.scheduler:  # LoadedModel is frozen: a copy with the suite's sampler
             self.model = model = replace(
                 model, scheduler=models.build_scheduler(spec, experiment.scheduler))
@@ -174,18 +176,19 @@ class _ExperimentRun:
 
     def run(self) -> list[dict]:
         schedules = self._schedules()
-        evaluated = {row.name: self._evaluate(row, schedules[row.name][0]) for row in self.plan}
-        latency = self._latency({name: s for name, (s, _) in schedules.items()})
+        evaluated = {row.name: self._evaluate(row, *schedules[row.name][:2])
+                     for row in self.plan}
+        latency = self._latency([(s, steps) for s, steps, _ in schedules.values()])
         published = {p.row: {**p.values(), "source": p.source} for p in self.e.published}
         rows = []
         for row in self.plan:
-            schedule, search_info = schedules[row.name]
+            schedule, steps, search_info = schedules[row.name]
             timing = latency.get(str(schedule), {})
             rows.append({
-                "experiment": self.e.name, "model": self.e.model, "steps": self.e.steps,
+                "experiment": self.e.name, "model": self.e.model, "steps": steps,
                 "guidance": self._guidance(), "name": row.name, "kind": row.kind,
                 "method": row.method, "budget": row.budget, "schedule": str(schedule),
-                "predicted_speedup": schedule.speedup(self.table),
+                "predicted_speedup": schedule.speedup(self.table, self.calls),
                 "measured_speedup": timing.get("measured_speedup"),
                 "latency": timing.get("latency"), "search": search_info,
                 **evaluated[row.name], "published": published.get(row.name),
@@ -213,18 +216,22 @@ class _ExperimentRun:
         self.teachers[name] = samples
         return samples
 
-    def _schedules(self) -> dict[str, tuple[Schedule, dict | None]]:
-        """Row name -> (schedule, search summary); searches replay their logged scores."""
-        out: dict[str, tuple[Schedule, dict | None]] = {}
+    def _schedules(self) -> dict[str, tuple[Schedule, int, dict | None]]:
+        """Row name -> (schedule, sampler steps, search summary); searches replay their
+        logged scores."""
+        out: dict[str, tuple[Schedule, int, dict | None]] = {}
         fitness = None
         for row in self.plan:
             if row.kind == "teacher":
-                out[row.name] = (Schedule.full(self.calls), None)
+                out[row.name] = (Schedule.full(self.calls), self.e.steps, None)
             elif row.kind == "searched":
                 fitness = fitness or self._fitness()
-                out[row.name] = self._search(row, fitness)
+                best, summary = self._search(row, fitness)
+                out[row.name] = (best, self.e.steps, summary)
             else:
-                out[row.name] = (self._baseline(row), None)
+                planned = baselines.plan_schedule(row, self.e.steps, self.calls_at, self.table,
+                                                  self.e.search.tol)
+                out[row.name] = (planned.schedule, planned.steps or self.e.steps, None)
         return out
 
     def _fitness(self):
@@ -257,12 +264,10 @@ class _ExperimentRun:
                              "n": len(fitness.seeds), "scored": len(result.records),
                              "reused": reused}
 
-    def _baseline(self, row: RowPlan) -> Schedule:
-        return baselines.plan_schedule(row, self.calls, self.table, self.e.search.tol)[1]
-
     # evaluation ------------------------------------------------------------------------
-    def _evaluate(self, row: RowPlan, schedule: Schedule) -> dict:
-        """Quality metrics of one row on the evaluation seeds and its sample grid (cached)."""
+    def _evaluate(self, row: RowPlan, schedule: Schedule, steps: int) -> dict:
+        """Quality metrics of one row, sampled at ``steps``, on the evaluation seeds and its
+        sample grid (cached by schedule text: its length fixes the steps)."""
         from .metrics.evaluate import EvalOptions, evaluate
 
         path = self.work / "rows" / f"{_slug(row.name)}.json"
@@ -275,7 +280,7 @@ class _ExperimentRun:
         teacher = self._teacher("teacher-eval", seeds)
         started = time.perf_counter()
         samples = teacher if row.kind == "teacher" else generate(
-            self.model, self.e.steps, schedule, seeds, self.labels, self.e.guidance,
+            self.model, steps, schedule, seeds, self.labels, self.e.guidance,
             batch_size=ev.batch_size, prompts=self.prompts)
         results = evaluate(samples, ev.metrics, EvalOptions(
             teacher=teacher, reference=ev.reference, device=str(self.model.unet.device)),
@@ -294,16 +299,17 @@ class _ExperimentRun:
                  + f" ({time.perf_counter() - started:.0f} s)")
         return evaluated
 
-    def _latency(self, schedules: dict[str, Schedule]) -> dict[str, dict]:
-        """Schedule text -> measured speedup and latency, all rows timed interleaved in one
-        process (cached as one table: speedups are only comparable within one timing)."""
+    def _latency(self, schedules: list[tuple[Schedule, int]]) -> dict[str, dict]:
+        """Schedule text -> measured speedup and latency of (schedule, sampler steps) rows,
+        all timed interleaved in one process (cached as one table: speedups are only
+        comparable within one timing)."""
         from . import bench
         from .metrics.latency import latency_inputs
 
         ev = self.e.evaluation
         if not ev.latency:
             return {}
-        unique = {str(s): s for s in schedules.values()}
+        unique = {str(s): s for s, _ in schedules}
         path = self.work / "latency.json"
         if path.is_file():
             done = json.loads(path.read_text())
@@ -314,12 +320,16 @@ class _ExperimentRun:
         unet = self.model.unet
         latents, kwargs = latency_inputs(self.model, ev.latency_batch, self.e.guidance,
                                          prompts=self.prompts)
-        make_scheduler = self._scheduler_factory()
+        device = unet.device
+        make_scheduler = models.scheduler_factory(self.spec, self.e.scheduler, self.e.steps,
+                                                  device)
+        own_steps = {str(s): models.scheduler_factory(self.spec, self.e.scheduler, steps, device)
+                     for s, steps in schedules if steps != self.e.steps}
         self.log(f"latency: {len(unique)} schedules x {ev.latency_repeats} repeats, "
                  f"batch {ev.latency_batch}")
         with torch.inference_mode():
             timings = bench.time_loops(unet, make_scheduler, latents, kwargs, unique,
-                                       ev.latency_repeats, 1, self.table)
+                                       ev.latency_repeats, 1, self.table, schedulers=own_steps)
         import statistics
 
         done = {t.name: {"measured_speedup": t.measured_speedup, "latency": {
@@ -328,15 +338,6 @@ class _ExperimentRun:
             "dtype": str(unet.dtype).removeprefix("torch.")}} for t in timings}
         _write_json(path, done)
         return done
-
-    def _scheduler_factory(self):
-        spec = models.get(self.e.model)
-
-        def make():
-            scheduler = models.build_scheduler(spec, self.e.scheduler)
-            scheduler.set_timesteps(self.e.steps, device=self.model.unet.device)
-            return scheduler
-        return make
 
 
 # -- outputs ----------------------------------------------------------------------------

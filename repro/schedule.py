@@ -152,9 +152,10 @@ class Schedule:
         """Predicted cost in units of one full UNet call."""
         return sum(table.step_cost(t) for t in self.steps)
 
-    def speedup(self, table: CostTable) -> float:
-        """Predicted speedup over the all-F schedule of the same length."""
-        return len(self.steps) / self.cost(table)
+    def speedup(self, table: CostTable, reference_calls: int | None = None) -> float:
+        """Predicted speedup over the all-F schedule of ``reference_calls`` UNet calls
+        (default: the same length; a sampler run at fewer steps is shorter than its teacher)."""
+        return (reference_calls or len(self.steps)) / self.cost(table)
 
     # -- generators ---------------------------------------------------------------------
     @classmethod

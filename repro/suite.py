@@ -24,7 +24,10 @@ from .search import SEARCH_METHODS
 
 _STRICT = ConfigDict(extra="forbid")
 
-TECHNIQUES = ("deepcache", "deepcache-nonuniform", "fewer-steps", "schedule")
+TECHNIQUES = ("deepcache", "deepcache-nonuniform", "fewer-steps", "sampler-steps", "schedule")
+# each technique's fixed-knob field (a technique without one runs at each search budget)
+KNOB_FIELDS = {"deepcache": "intervals", "deepcache-nonuniform": "intervals",
+               "fewer-steps": "keep", "sampler-steps": "steps"}
 PUBLISHED_KEYS = ("speedup", "fid", "rfid", "clip", "acc")
 
 
@@ -52,14 +55,17 @@ class Search:
 
 @dataclass(frozen=True)
 class Baseline:
-    """A closed-form technique: at each search budget (no ``intervals``/``keep``), at fixed
-    knobs (DeepCache ``intervals``, fewer-steps ``keep``), or a given ``schedule`` text."""
+    """A closed-form technique: at each search budget (no knob given), at fixed knobs
+    (DeepCache ``intervals``, fewer-steps ``keep``: full steps kept on the sampler's grid,
+    the rest null; sampler-steps ``steps``: the sampler itself run at that many steps), or a
+    given ``schedule`` text."""
 
     __pydantic_config__ = _STRICT
     technique: str
     branch: int = 0
     intervals: tuple[int, ...] = ()
     keep: tuple[int, ...] = ()
+    steps: tuple[int, ...] = ()
     schedule: str | None = None
     name: str | None = None
 
@@ -165,7 +171,7 @@ class RowPlan:
     method: str
     budget: float | None = None
     baseline: Baseline | None = None
-    knob: int | None = None  # the fixed DeepCache interval or fewer-steps count
+    knob: int | None = None  # the fixed DeepCache interval, kept steps or sampler steps
 
 
 # -- loading (pure data) ---------------------------------------------------------------
@@ -402,11 +408,14 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
                             f"sampler makes {calls} UNet calls")
             plan.append(RowPlan(baseline.name, "baseline", "schedule", None, baseline))
             continue
-        knob_field = "keep" if baseline.technique == "fewer-steps" else "intervals"
+        knob_field = KNOB_FIELDS[baseline.technique]
         knobs = getattr(baseline, knob_field)
-        out_of_range = [k for k in knobs if not 1 <= k <= calls]
+        top = e.steps if baseline.technique == "sampler-steps" else calls
+        out_of_range = [k for k in knobs if not 1 <= k <= top]
         if out_of_range:
-            raise _fail(suite, e, f"{where}.{knob_field}", f"{out_of_range[0]} outside 1..{calls}")
+            raise _fail(suite, e, f"{where}.{knob_field}", f"{out_of_range[0]} outside 1..{top}")
+        if baseline.technique == "sampler-steps" and not knobs:
+            _check_sampler_budgets(suite, e, spec, calls, where)
         for knob in knobs:
             plan.append(RowPlan(baseline.name or _knob_name(baseline, knob), "baseline",
                                 baseline.technique, None, baseline, knob))
@@ -454,9 +463,20 @@ def segment_space(experiment: Experiment, calls: int):
     return SegmentSpace.of(calls, branches, experiment.search.seg_lens)
 
 
+def _check_sampler_budgets(suite: Suite, e: Experiment, spec, calls: int, where: str) -> None:
+    """Fewer sampler steps reach at most ``calls / calls(1 step)``, whatever the costs."""
+    from . import models
+
+    fastest = calls / models.sampler_calls(spec, 1, e.scheduler)
+    for target in e.search.budgets:
+        if target > fastest:
+            raise _fail(suite, e, where, f"sampler-steps reaches at most {fastest:g}x (one "
+                        f"step) but search.budgets asks {target:g}x")
+
+
 def _knob_name(baseline: Baseline, knob: int) -> str:
-    if baseline.technique == "fewer-steps":
-        return f"fewer-steps {knob}"
+    if baseline.technique in ("fewer-steps", "sampler-steps"):
+        return f"{baseline.technique} {knob}"
     return f"{baseline.technique} N={knob} b={baseline.branch}"
 
 

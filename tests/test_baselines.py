@@ -1,6 +1,7 @@
 import pytest
 
-from repro.baselines import deepcache_nonuniform, deepcache_uniform, fewer_steps
+from repro import models
+from repro.baselines import deepcache_nonuniform, deepcache_uniform, fewer_steps, sampler_steps
 from repro.schedule import CostTable, Schedule
 from repro.search import Budget, BudgetError
 
@@ -25,3 +26,25 @@ def test_nonuniform_and_fewer_steps_reach_the_target():
 def test_unreachable_budget_is_reported():
     with pytest.raises(BudgetError, match="deepcache cannot reach 20.0x"):
         deepcache_uniform(10, Budget(20.0, TABLE), branch=2)
+
+
+def plms_calls(steps: int) -> int:
+    """SD v1.5's PNDMScheduler (PLMS, skip_prk_steps): k steps make k + 1 UNet calls (one
+    step makes one)."""
+    return models.sampler_calls(models.get("sd15"), steps)
+
+
+@pytest.mark.parametrize(("target", "steps"), [(1.0, 50), (2.0, 24), (5.1, 9), (25.5, 1)])
+def test_sampler_steps_keeps_the_most_steps_of_the_sampler_reaching_the_target(target, steps):
+    name, schedule, k = sampler_steps(50, Budget(target, TABLE), plms_calls)
+    assert (name, k) == (f"sampler {steps} steps", steps)
+    assert schedule == Schedule.full(plms_calls(steps))  # the sampler's all-F loop at k steps
+    assert schedule.speedup(TABLE, 51) >= target
+    if steps < 50:  # one step more falls short
+        assert Schedule.full(plms_calls(steps + 1)).speedup(TABLE, 51) < target
+
+
+def test_sampler_steps_reports_an_unreachable_budget():
+    with pytest.raises(BudgetError, match="sampler-steps cannot reach 52.0x: one step makes "
+                                          "1 of 51 UNet calls"):
+        sampler_steps(50, Budget(52.0, TABLE), plms_calls)

@@ -29,14 +29,21 @@ baselines:
   - {technique: deepcache, branch: 1}
   - {technique: fewer-steps}
   - {technique: fewer-steps, keep: [5, 10]}
+  - {technique: sampler-steps}
+  - {technique: sampler-steps, steps: [5]}
   - {technique: schedule, name: mine, schedule: "F P0 N N N | F P0 N N N"}
 evaluation:
   latency_batch: 64
   latency_repeats: 5
 """
 BUDGET_ROWS = ["deepcache @2x", "deepcache @3x", "fewer-steps @2x", "fewer-steps @3x"]
+SAMPLER_ROWS = ["sampler-steps @2x", "sampler-steps @3x", "sampler-steps 5"]
 FIXED_ROWS = ["deepcache N=3 b=1", "deepcache N=5 b=1", "fewer-steps 5", "fewer-steps 10",
               "mine"]
+
+
+def ddim_calls(steps: int) -> int:  # digits-ddpm's DDIM: one UNet call per step
+    return steps
 GIVEN = "F N N N N N N N N N"
 
 
@@ -92,11 +99,13 @@ def test_suite_rows_cover_the_plan_the_deepcache_sweep_and_the_budgets(suite_fil
     plan = suites.check(loaded)[experiment.name]
     table = CostTable({b: 0.1 + 0.07 * b for b in range(12)}, source="synthetic")
     given = {GIVEN: Schedule.parse(GIVEN)}
-    rows, skipped = suite_rows(experiment, plan, 10, table, budgets=[5.1], given=given)
+    rows, skipped = suite_rows(experiment, plan, 10, ddim_calls, table, budgets=[5.1],
+                               given=given)
     by_name = {row.name: row for row in rows}
     sweep = [f"deepcache N={n} b=1" for n in (2, 4, 6, 7, 8, 9, 10)]  # 3 and 5 are fixed rows
-    assert list(by_name) == ["teacher", *FIXED_ROWS[:2], *BUDGET_ROWS, *FIXED_ROWS[2:],
-                             *sweep, segment_name(2), segment_name(3), segment_name(5.1), GIVEN]
+    assert list(by_name) == ["teacher", *FIXED_ROWS[:2], *BUDGET_ROWS, *FIXED_ROWS[2:4],
+                             *SAMPLER_ROWS, FIXED_ROWS[4], *sweep, segment_name(2),
+                             segment_name(3), segment_name(5.1), GIVEN]
     assert skipped == [{"name": "segment @2x", "reason": "a search needs a fitness (trained "
                         "weights); see the segment (uniform genes) rows"},
                        {"name": "segment @3x", "reason": "a search needs a fitness (trained "
@@ -107,6 +116,12 @@ def test_suite_rows_cover_the_plan_the_deepcache_sweep_and_the_budgets(suite_fil
     for name in (*BUDGET_ROWS, segment_name(2), segment_name(3), segment_name(5.1)):
         row = by_name[name]
         assert row.budget is not None and row.schedule.speedup(table) >= row.budget
+        assert row.steps is None  # the experiment's sampler steps
+    # the sampler at fewer steps: its own (shorter) all-F loop, the most steps reaching 10 / k
+    assert [(by_name[n].resolved, by_name[n].steps, str(by_name[n].schedule))
+            for n in SAMPLER_ROWS] == [("sampler 5 steps", 5, "F F F F F"),
+                                       ("sampler 3 steps", 3, "F F F"),
+                                       ("sampler 5 steps", 5, "F F F F F")]
     for budget in (2, 3, 5.1):
         row = by_name[segment_name(budget)]
         space = SegmentSpace.divisors(10, range(12), max_len=10)
@@ -119,11 +134,12 @@ def test_suite_rows_skip_what_does_not_fit_fewer_steps_or_a_dear_table(suite_fil
     experiment, = loaded.experiments
     plan = suites.check(loaded)[experiment.name]
     dear = CostTable({b: 0.9 for b in range(12)}, source="dear")  # DeepCache tops out < 2x
-    rows, skipped = suite_rows(experiment, plan, 4, dear)
+    rows, skipped = suite_rows(experiment, plan, 4, ddim_calls, dear)
     names = [row.name for row in rows]
     reasons = {s["name"]: s["reason"] for s in skipped}
     assert reasons["deepcache N=5 b=1"] == "N=5 > 4 UNet calls"
     assert reasons["fewer-steps 10"] == "keep=10 > 4 UNet calls"
+    assert reasons["sampler-steps 5"] == "steps=5 > 4 sampler steps"
     assert reasons["mine"] == "10 steps, but the sampler makes 4 calls"
     assert "deepcache cannot reach 2.0x" in reasons["deepcache @2x"]
     assert names[:1] == ["teacher"] and "deepcache N=3 b=1" in names
@@ -168,18 +184,21 @@ def test_bench_suite_times_every_row_and_writes_markdown_and_json(capsys, suite_
     assert skipped >= {"segment @2x", "segment @3x"}
     for name in BUDGET_ROWS:  # reached under the calibrated table, else skipped with why
         assert (name in rows) != (name in skipped)
-    assert set(rows) == ({"teacher", *FIXED_ROWS, GIVEN} | sweep | segments
+    assert set(rows) == ({"teacher", *FIXED_ROWS, *SAMPLER_ROWS, GIVEN} | sweep | segments
                          | (set(BUDGET_ROWS) - skipped))
     assert rows["teacher"]["measured_speedup"] == 1.0
     for row in rows.values():
         schedule = Schedule.parse(row["schedule"])
-        assert len(schedule) == 10 and row["median_s"] > 0 and len(row["seconds"]) == 1
-        assert row["predicted_speedup"] == pytest.approx(schedule.speedup(table))
-        assert row["predicted_speedup_macs"] == pytest.approx(schedule.speedup(macs))
+        assert len(schedule) == row["steps"] and row["median_s"] > 0 and len(row["seconds"]) == 1
+        assert row["predicted_speedup"] == pytest.approx(schedule.speedup(table, 10))
+        assert row["predicted_speedup_macs"] == pytest.approx(schedule.speedup(macs, 10))
         assert row["error_pct"] == pytest.approx(
             100 * (row["measured_speedup"] / row["predicted_speedup"] - 1))
         if row["budget"] is not None:
             assert row["predicted_speedup"] >= row["budget"]
+    assert [rows[n]["steps"] for n in SAMPLER_ROWS] == [5, 3, 5]  # timed at their own steps
+    assert rows["sampler-steps 5"]["predicted_speedup"] == pytest.approx(2.0)
+    assert {rows[n]["steps"] for n in rows if n not in SAMPLER_ROWS} == {10}
     for budget in (2, 3, 5.1):
         row = rows[segment_name(budget)]
         space = SegmentSpace.divisors(10, range(12), max_len=10)

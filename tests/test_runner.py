@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -28,6 +29,7 @@ baselines:
   - {technique: deepcache}
   - {technique: fewer-steps}
   - {technique: deepcache, intervals: [5], branch: 1}
+  - {technique: sampler-steps, steps: [5]}
 evaluation:
   seeds: "100:124"
   metrics: ["rfid:digits-cnn", "fid:digits-cnn"]
@@ -98,6 +100,32 @@ def test_run_writes_one_row_per_planned_schedule(finished_run):
     cond = by_name["cond", "teacher"]
     assert cond["guidance"] == 2.0 and 0.0 <= cond["metrics"]["acc:digits-cnn"] <= 1.0
     assert "fid:digits-cnn" not in cond["metrics"]
+
+
+def test_a_sampler_steps_row_runs_the_sampler_at_its_own_steps(finished_run, tmp_path):
+    from PIL import Image
+
+    from repro import models
+    from repro.report import sample_grid
+    from repro.samples import generate, parse_seeds
+
+    run_dir, _, _ = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    by_name = {(r["experiment"], r["name"]): r for r in results["rows"]}
+    row = by_name["ddpm", "sampler-steps 5"]
+    assert (row["steps"], row["schedule"], row["method"]) == (5, "F F F F F", "sampler-steps")
+    assert row["predicted_speedup"] == 2.0  # 10 UNet calls over 5
+    assert row["measured_speedup"] > 0 and row["latency"]["batch"] == 4  # timed with the rest
+    assert by_name["ddpm", "teacher"]["steps"] == 10
+    # its samples are the model's own DDIM run at 5 steps (not null steps on the 10-step grid)
+    samples = generate(models.load_model("digits-ddpm"), 5, None, parse_seeds("100:124"),
+                       batch_size=16)
+    sample_grid(samples.images[:8], tmp_path / "ddim5.png")
+    teacher_grid = run_dir / by_name["ddpm", "teacher"]["grid"]
+    pixels = [np.asarray(Image.open(path))
+              for path in (tmp_path / "ddim5.png", run_dir / row["grid"], teacher_grid)]
+    assert np.array_equal(pixels[0], pixels[1]) and not np.array_equal(pixels[0], pixels[2])
+    assert row["metrics"]["rfid:digits-cnn"] > 0.01  # not the teacher
 
 
 def test_run_writes_tables_plot_and_resolved_suite(finished_run):

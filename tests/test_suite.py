@@ -123,6 +123,8 @@ def test_single_experiment_suite_is_named_after_its_model(tmp_path):
           - {technique: fewer-steps, keep: [5, 4]}
           - {technique: deepcache, intervals: [2], branch: 1}
           - {technique: schedule, name: mine, schedule: "F P0 | F N N N N N N N"}
+          - {technique: sampler-steps, steps: [5]}
+          - {technique: sampler-steps}
         tracking: {enabled: false}
     """)
     loaded = suite.load(path)
@@ -134,9 +136,11 @@ def test_single_experiment_suite_is_named_after_its_model(tmp_path):
     assert experiment.evaluation == suite.Evaluation()  # every default
     plan = suite.check(loaded)["digits-ddpm"]
     assert [row.name for row in plan] == [
-        "teacher", "segment @2x", "fewer-steps 5", "fewer-steps 4", "deepcache N=2 b=1", "mine"]
-    assert [row.knob for row in plan] == [None, None, 5, 4, 2, None]
-    assert plan[-1].method == "schedule"
+        "teacher", "segment @2x", "fewer-steps 5", "fewer-steps 4", "deepcache N=2 b=1", "mine",
+        "sampler-steps 5", "sampler-steps @2x"]
+    assert [row.knob for row in plan] == [None, None, 5, 4, 2, None, 5, None]
+    assert plan[5].method == "schedule"
+    assert [row.method for row in plan[6:]] == ["sampler-steps"] * 2
 
 
 # -- include ------------------------------------------------------------------------
@@ -327,6 +331,14 @@ BAD = {
                                    ["field 'search.branches': branch -1 outside 0..11"]),
     "knob out of range": (SINGLE + "baselines: [{technique: fewer-steps, keep: [10, 21]}]\n",
                           ["field 'baselines[0].keep': 21 outside 1..20"]),
+    "sampler steps beyond the experiment's": (
+        SINGLE + "baselines: [{technique: sampler-steps, steps: [10, 21]}]\n",
+        ["field 'baselines[0].steps': 21 outside 1..20"]),
+    "sampler steps cannot reach a budget": (
+        SINGLE + "search: {methods: [], budgets: [2, 25]}\n"
+        "baselines: [{technique: sampler-steps}]\n",
+        ["field 'baselines[0]': sampler-steps reaches at most 20x (one step) but "
+         "search.budgets asks 25x"]),
     "duplicate rows": (SINGLE + "search: {budgets: [2]}\n"
                        "baselines: [{technique: deepcache}, {technique: deepcache}]\n",
                        ["field 'baselines': two rows are named 'deepcache @2x'"]),

@@ -35,6 +35,7 @@ search: {{methods: [segment], budgets: [2], n_eval: 2, population: 2, seeds: "0:
           branches: [0, 1, 2], extractor: {inception}}}
 baselines:
   - {{technique: deepcache, intervals: [2], branch: 0}}
+  - {{technique: sampler-steps, steps: [3]}}   # PLMS 3: 4 UNet calls
 evaluation:
   seeds: "100:106"
   metrics: ["{clip}", "{rfid}"]
@@ -208,8 +209,8 @@ def test_published_sd15_suites_validate_without_their_data(capsys):
                                                                    "data/PartiPrompts.tsv")
     assert c.baselines == p.baselines and c.search == p.search
     rows = {r.name for r in check(coco)["sd15"]}
-    assert {"teacher", "segment @5.1x", "deepcache N=8 b=0",
-            "deepcache-nonuniform N=2 b=0"} <= rows
+    assert {"teacher", "segment @5.1x", "deepcache N=8 b=0", "deepcache-nonuniform N=2 b=0",
+            "sampler-steps 25", "sampler-steps @2x", "sampler-steps @5.1x"} <= rows
 
 
 @pytest.mark.parametrize(("edit", "needle"), [
@@ -269,18 +270,38 @@ def text_run(tmp_path_factory, sd_dir, data, stand_ins):
 def test_text_suite_rows_carry_clip_rfid_guidance_and_speedups(text_run):
     _, _, results = text_run
     rows = {row["name"]: row for row in results["rows"]}
-    assert list(rows) == ["teacher", "segment @2x", "deepcache N=2 b=0"]
+    assert list(rows) == ["teacher", "segment @2x", "deepcache N=2 b=0", "sampler-steps 3"]
+    assert [row["steps"] for row in rows.values()] == [5, 5, 5, 3]
     for row in rows.values():
-        assert row["model"] == "sd15" and row["guidance"] == 7.5 and row["steps"] == 5
+        assert row["model"] == "sd15" and row["guidance"] == 7.5
         assert set(row["metrics"]) == {CLIP_PROTOCOL, RFID}
         assert row["metric_n"][CLIP_PROTOCOL] == 6 and 0 <= row["metrics"][CLIP_PROTOCOL] <= 100
         assert row["measured_speedup"] > 0 and row["latency"]["batch"] == 2
     assert rows["teacher"]["schedule"] == "F F F F F F"
     assert abs(rows["teacher"]["metrics"][RFID]) < 1e-6
     assert rows["deepcache N=2 b=0"]["schedule"] == "F P0 | F P0 | F P0"
+    fewer = rows["sampler-steps 3"]  # the pipeline run at 3 PLMS steps: 4 of 6 UNet calls
+    assert fewer["schedule"] == "F F F F" and fewer["predicted_speedup"] == pytest.approx(1.5)
     searched = rows["segment @2x"]
     assert searched["search"]["protocol"] == RFID and searched["search"]["n"] == 6
     assert 2.0 <= searched["predicted_speedup"] <= 2.2
+
+
+def test_a_sampler_steps_row_is_the_pipeline_at_its_own_steps(text_run, sd_model, tmp_path):
+    from PIL import Image
+
+    from repro.report import sample_grid
+
+    run_dir, _, results = text_run
+    rows = {row["name"]: row for row in results["rows"]}
+    teacher = SampleSet.load(run_dir / "work" / "sd15" / "teacher-eval.npz")
+    plms3 = generate(sd_model, 3, None, list(teacher.seeds), prompts=teacher.prompts,
+                     batch_size=4)
+    sample_grid(plms3.images[:4], tmp_path / "plms3.png")
+    pixels = [np.asarray(Image.open(path)) for path in (
+        tmp_path / "plms3.png", run_dir / rows["sampler-steps 3"]["grid"],
+        run_dir / rows["teacher"]["grid"])]
+    assert np.array_equal(pixels[0], pixels[1]) and not np.array_equal(pixels[0], pixels[2])
 
 
 def test_prompts_reach_the_samples_and_clip_scores_them(text_run, stand_ins):
