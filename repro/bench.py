@@ -467,12 +467,12 @@ def _untimeable(row, steps: int, calls: int) -> str | None:
     if row.method == "schedule":
         length = len(Schedule.parse(row.baseline.schedule))
         return None if length == calls else f"{length} steps, but the sampler makes {calls} calls"
-    if row.method == "sampler-steps" and row.knob is not None and row.knob > steps:
-        return f"steps={row.knob} > {steps} sampler steps"
-    if row.method != "sampler-steps" and row.knob is not None and row.knob > calls:
-        knob = "keep" if row.method == "fewer-steps" else "N"
-        return f"{knob}={row.knob} > {calls} UNet calls"
-    return None
+    if row.knob is None:
+        return None
+    if row.method == "sampler-steps":
+        return None if row.knob <= steps else f"steps={row.knob} > {steps} sampler steps"
+    knob = "keep" if row.method == "fewer-steps" else "N"
+    return None if row.knob <= calls else f"{knob}={row.knob} > {calls} UNet calls"
 
 
 def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], table: CostTable,
@@ -482,10 +482,9 @@ def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], tab
     (``calls_at(k)``: UNet calls of k steps), with budgets resolved under ``table``: the
     teacher, every baseline row of the suite's plan, DeepCache N=2..10 at the suite's
     DeepCache branch (where no fixed row of the plan is already that schedule), a uniform
-    segment schedule per search budget and per extra
-    ``budgets`` (rule: ``repro.search.segment_schedule_at``; not searched) and the ``given``
-    schedules. Also the plan rows it cannot time, with the reason (searched rows need a
-    fitness)."""
+    segment schedule per search budget and per extra ``budgets`` (rule:
+    ``repro.search.segment_schedule_at``; not searched) and the ``given`` schedules. Also
+    the plan rows it cannot time, with the reason (searched rows need a fitness)."""
     from . import baselines, search
     from . import suite as suites
 
