@@ -47,13 +47,20 @@ def sampler_steps(steps: int, budget: Budget, calls_at: Callable[[int], int],
                   ) -> tuple[str, Schedule, int]:
     """The sampler itself run at fewer steps (PLMS 25 instead of 50: its own timestep spacing
     and multistep history, unlike null steps on the 50-step grid), the most steps ``k``
-    whose predicted speedup ``calls_at(steps) / calls_at(k)`` reaches the target."""
-    calls = calls_at(steps)
+    whose predicted speedup ``calls_at(steps) / calls_at(k)`` reaches the target.
+    ``calls_at`` raises ValueError below the fewest steps the sampler runs."""
+    calls = fewest_calls = calls_at(steps)
+    fewest = steps
     for k in range(steps, 0, -1):
-        if calls / calls_at(k) >= budget.target:
-            return f"sampler {k} steps", Schedule.full(calls_at(k)), k
-    raise BudgetError(f"sampler-steps cannot reach {budget.target}x: one step makes "
-                      f"{calls_at(1)} of {calls} UNet calls")
+        try:
+            k_calls = calls_at(k)
+        except ValueError:  # e.g. PNDM's Runge-Kutta warm-up needs 4 steps
+            break
+        if calls / k_calls >= budget.target:
+            return f"sampler {k} steps", Schedule.full(k_calls), k
+        fewest, fewest_calls = k, k_calls
+    raise BudgetError(f"sampler-steps cannot reach {budget.target}x: at {fewest} steps, the "
+                      f"fewest, the sampler makes {fewest_calls} of {calls} UNet calls")
 
 
 BASELINES: dict[str, Callable[..., tuple[str, Schedule]]] = {

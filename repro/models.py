@@ -172,7 +172,11 @@ def sampler_calls(spec: ModelSpec, steps: int, scheduler_class: str | None = Non
     """UNet calls the sampler makes for ``steps`` (a schedule has one token per call; PNDM's
     PLMS makes ``steps + 1``)."""
     scheduler = build_scheduler(spec, scheduler_class)
-    scheduler.set_timesteps(steps)
+    try:
+        scheduler.set_timesteps(steps)
+    except ValueError as error:  # diffusers' own message may be a numpy broadcast error
+        raise ValueError(f"{type(scheduler).__name__} cannot run {steps} steps: {error}"
+                         ) from None
     return len(scheduler.timesteps)
 
 

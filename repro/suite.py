@@ -414,8 +414,8 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
         out_of_range = [k for k in knobs if not 1 <= k <= top]
         if out_of_range:
             raise _fail(suite, e, f"{where}.{knob_field}", f"{out_of_range[0]} outside 1..{top}")
-        if baseline.technique == "sampler-steps" and not knobs:
-            _check_sampler_budgets(suite, e, spec, calls, where)
+        if baseline.technique == "sampler-steps":
+            _check_sampler_steps(suite, e, spec, knobs, where)
         for knob in knobs:
             plan.append(RowPlan(baseline.name or _knob_name(baseline, knob), "baseline",
                                 baseline.technique, None, baseline, knob))
@@ -463,15 +463,27 @@ def segment_space(experiment: Experiment, calls: int):
     return SegmentSpace.of(calls, branches, experiment.search.seg_lens)
 
 
-def _check_sampler_budgets(suite: Suite, e: Experiment, spec, calls: int, where: str) -> None:
-    """Fewer sampler steps reach at most ``calls / calls(1 step)``, whatever the costs."""
-    from . import models
+def _check_sampler_steps(suite: Suite, e: Experiment, spec, knobs: tuple[int, ...],
+                         where: str) -> None:
+    """Each fixed step count runs on the sampler (PNDM's warm-up needs 4); without knobs
+    each search budget is reachable by fewer steps, whatever the costs."""
+    from functools import partial
 
-    fastest = calls / models.sampler_calls(spec, 1, e.scheduler)
-    for target in e.search.budgets:
-        if target > fastest:
-            raise _fail(suite, e, where, f"sampler-steps reaches at most {fastest:g}x (one "
-                        f"step) but search.budgets asks {target:g}x")
+    from . import models
+    from .baselines import sampler_steps
+    from .search import Budget, BudgetError
+
+    calls_at = partial(models.sampler_calls, spec, scheduler_class=e.scheduler)
+    try:
+        for knob in knobs:
+            calls_at(knob)
+    except ValueError as error:
+        raise _fail(suite, e, f"{where}.steps", str(error)) from None
+    try:
+        for target in () if knobs else e.search.budgets:
+            sampler_steps(e.steps, Budget(target, _unit_table()), calls_at)
+    except BudgetError as error:
+        raise _fail(suite, e, where, str(error)) from None
 
 
 def _knob_name(baseline: Baseline, knob: int) -> str:

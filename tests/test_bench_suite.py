@@ -229,6 +229,24 @@ def test_bench_suite_doubles_the_unet_batch_under_guidance(capsys, tmp_path):
     assert "deepcache N=3 b=0" in out and "deepcache N=4" not in out  # sweep capped at 3
 
 
+def test_bench_suite_times_pndm_at_its_own_steps(capsys, tmp_path):
+    path = tmp_path / "pndm.yaml"
+    path.write_text("name: pndm\nversion: 1\nmodel: digits-ddpm\nsteps: 6\n"
+                    "scheduler: PNDMScheduler\n"  # with its Runge-Kutta warm-up: k + 9 calls
+                    "baselines: [{technique: sampler-steps, steps: [4]}]\n"
+                    "evaluation: {latency_batch: 2, latency_repeats: 1}\n")
+    code, out, _ = run_cli(capsys, "bench", "--suite", str(path), "--threads", "1", "--json")
+    assert code == 0
+    exp, = json.loads(out)["experiments"]
+    assert (exp["scheduler"], exp["steps"], exp["unet_calls"]) == ("PNDMScheduler", 6, 15)
+    rows = {row["name"]: row for row in exp["rows"]}
+    pndm4 = rows["sampler-steps 4"]
+    assert (pndm4["steps"], pndm4["resolved"]) == (4, "sampler 4 steps")
+    assert pndm4["schedule"] == " ".join(["F"] * 13)
+    assert pndm4["predicted_speedup"] == pytest.approx(15 / 13)
+    assert pndm4["measured_speedup"] > 0 and rows["teacher"]["schedule"].count("F") == 15
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     ([], "bench takes --model MODEL or --suite SUITE (exactly one)"),
     (["--model", "digits-ddpm", "--suite", "SUITE"], "exactly one"),

@@ -337,8 +337,17 @@ BAD = {
     "sampler steps cannot reach a budget": (
         SINGLE + "search: {methods: [], budgets: [2, 25]}\n"
         "baselines: [{technique: sampler-steps}]\n",
-        ["field 'baselines[0]': sampler-steps reaches at most 20x (one step) but "
-         "search.budgets asks 25x"]),
+        ["field 'baselines[0]': sampler-steps cannot reach 25.0x: at 1 steps, the fewest, "
+         "the sampler makes 1 of 20 UNet calls"]),
+    "sampler steps the sampler cannot run": (
+        SINGLE + "scheduler: PNDMScheduler\n"  # its Runge-Kutta warm-up needs 4 steps
+        "baselines: [{technique: sampler-steps, steps: [10, 2]}]\n",
+        ["field 'baselines[0].steps': PNDMScheduler cannot run 2 steps: "]),
+    "a budget below the sampler's fewest steps": (
+        SINGLE + "scheduler: PNDMScheduler\nsearch: {methods: [], budgets: [2.5]}\n"
+        "baselines: [{technique: sampler-steps}]\n",  # 20 steps: 29 calls, 4 steps: 13
+        ["sampler-steps cannot reach 2.5x: at 4 steps, the fewest, the sampler makes 13 of "
+         "29 UNet calls"]),
     "duplicate rows": (SINGLE + "search: {budgets: [2]}\n"
                        "baselines: [{technique: deepcache}, {technique: deepcache}]\n",
                        ["field 'baselines': two rows are named 'deepcache @2x'"]),
