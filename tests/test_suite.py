@@ -41,7 +41,7 @@ def load_error(path: Path) -> str:
 # -- the smoke suite ------------------------------------------------------------------
 def test_smoke_suite_loads_and_plans_rows():
     loaded = suite.load(SMOKE)
-    assert (loaded.name, loaded.version, loaded.file) == ("smoke", 1, str(SMOKE))
+    assert (loaded.name, loaded.version, loaded.file) == ("smoke", 2, str(SMOKE))
     assert loaded.digest.startswith("sha256:")
     assert [e.name for e in loaded.experiments] == ["digits-ddpm", "digits-cond"]
     assert [e.model for e in loaded.experiments] == ["digits-ddpm", "digits-cond"]
@@ -52,7 +52,7 @@ def test_smoke_suite_loads_and_plans_rows():
         assert (experiment.search.n_eval, experiment.search.population) == (8, 6)
         assert experiment.search.generations is None  # dataclass default
         assert [b.technique for b in experiment.baselines] == [
-            "deepcache", "deepcache-nonuniform", "fewer-steps"]
+            "deepcache", "deepcache-nonuniform", "fewer-steps", "sampler-steps"]
 
     plans = suite.check(loaded)
     assert list(plans) == ["digits-ddpm", "digits-cond"]
@@ -61,10 +61,10 @@ def test_smoke_suite_loads_and_plans_rows():
                 "segment @3x", "stepwise @3x", "random @3x",
                 "deepcache @2x", "deepcache @3x",
                 "deepcache-nonuniform @2x", "deepcache-nonuniform @3x",
-                "fewer-steps @2x", "fewer-steps @3x"]
+                "fewer-steps @2x", "fewer-steps @3x", "sampler-steps @2x", "sampler-steps @3x"]
     for plan in plans.values():
         assert [row.name for row in plan] == expected
-        assert [row.kind for row in plan] == ["teacher"] + ["searched"] * 6 + ["baseline"] * 6
+        assert [row.kind for row in plan] == ["teacher"] + ["searched"] * 6 + ["baseline"] * 8
         searched = plan[1:7]
         assert [row.method for row in searched[:3]] == [
             "segment-evolution", "stepwise-evolution", "segment-random"]
@@ -392,7 +392,7 @@ def test_validate_good_suites(capsys, monkeypatch, tmp_path):
     loaded = suite.load("suites/smoke.yaml")
     code, out, err = validate(capsys, "suites/smoke.yaml")
     assert (code, err) == (0, "")
-    assert out == (f"suites/smoke.yaml: ok (suite 'smoke' v1, 2 experiments, 26 rows, "
+    assert out == (f"suites/smoke.yaml: ok (suite 'smoke' v2, 2 experiments, 30 rows, "
                    f"{loaded.digest})\n")
 
     code, out, _ = validate(capsys, "smoke")  # a name under ./suites/
