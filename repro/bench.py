@@ -559,8 +559,8 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
         e_steps = steps or e.steps
         calls_at = partial(models.sampler_calls, spec, scheduler_class=e.scheduler)
         calls = calls_at(e_steps)
-        prepared.append((e, spec, e_steps, calls_at, given_schedules(schedules, spec, calls,
-                                                                     e_steps)))
+        prepared.append((e, spec, e_steps, calls_at, calls,
+                         given_schedules(schedules, spec, calls, e_steps)))
         for target in budgets:  # a budget of the command line: out of reach is bad input
             suites.segment_space(e, calls).check_reachable(
                 search.Budget(target, CostTable({}, "bounds")))
@@ -571,8 +571,7 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
                   "digest": loaded.digest},
         "weights": weights, "clock": clock, "environment": env, "experiments": [],
     }
-    for e, spec, e_steps, calls_at, given in prepared:
-        calls = calls_at(e_steps)
+    for e, spec, e_steps, calls_at, calls, given in prepared:
         images = batch or e.evaluation.latency_batch
         e_repeats = repeats or e.evaluation.latency_repeats
         guidance = cfg_scale(spec, e.guidance)
