@@ -104,3 +104,15 @@ def tiny_open_clip():
                   "layers": 1})
     return (model, open_clip.image_transform(32, is_train=False),
             open_clip.SimpleTokenizer(context_length=16))
+
+
+def logged_runs(uri: str, experiment: str):
+    """``mlflow.search_runs`` of ``experiment`` in the store at ``uri`` (a DataFrame), with
+    MLflow's global tracking URI unset again afterwards."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow.search_runs(experiment_names=[experiment])
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import logged_runs
 
 from repro import cli, runner
 from repro import fitness as fitness_module
@@ -146,11 +146,7 @@ def test_run_writes_tables_plot_and_resolved_suite(finished_run):
 def test_run_is_in_mlflow_parent_and_one_nested_run_per_row(finished_run):
     run_dir, uri, _ = finished_run
     results = json.loads((run_dir / "results.json").read_text())
-    mlflow.set_tracking_uri(uri)
-    try:
-        runs = mlflow.search_runs(experiment_names=["tiny-test"])
-    finally:
-        mlflow.set_tracking_uri(None)
+    runs = logged_runs(uri, "tiny-test")
     parents = runs[runs["tags.mlflow.parentRunId"].isna()]
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert len(parents) == 1 and parents.iloc[0]["tags.repro.run_id"] == run_dir.name

@@ -8,11 +8,10 @@ import importlib
 import json
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_open_clip, tiny_sd_pipeline
+from conftest import logged_runs, tiny_open_clip, tiny_sd_pipeline
 from test_prompts import COCO, COCO_ORDER, PARTI
 
 from repro import cli, models
@@ -323,11 +322,7 @@ def test_prompts_reach_the_samples_and_clip_scores_them(text_run, stand_ins):
 
 def test_text_suite_is_in_mlflow(text_run):
     _, uri, results = text_run
-    mlflow.set_tracking_uri(uri)
-    try:
-        runs = mlflow.search_runs(experiment_names=["tiny-sd-test"])
-    finally:
-        mlflow.set_tracking_uri(None)
+    runs = logged_runs(uri, "tiny-sd-test")
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert len(runs) - len(children) == 1 and len(children) == len(results["rows"])
     assert set(children["params.guidance"]) == {"7.5"}
