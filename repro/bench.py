@@ -1,8 +1,8 @@
 """Honest timing of UNet loops under schedules (warm-up, device sync, median).
 
 Speedups are ratios of medians measured in one process on one device. The cost tables the
-search uses come from here too: MAC ratios (``flop_cost_table``) or measured per-call
-times (``calibrate``).
+search uses come from here too: MAC ratios (``flop_cost_table``), or kind costs and
+overheads fitted to measured loops and per-call times (``fit_cost_table``).
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ import platform
 import statistics
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .engine import denoise, num_branches, scheduled
-from .schedule import CostTable, Schedule, ScheduleError
+from .schedule import FULL, NULL, CostTable, Schedule, ScheduleError, branch_of
 
 
 def device_name(device: torch.device | str) -> str:
@@ -126,6 +127,18 @@ def cost_table_from_file(path: Path | str) -> CostTable:
                             f"({type(error).__name__}: {error})") from None
 
 
+def cost_table(unet, sample: torch.Tensor, timestep: int = 500, *, calibrated: bool = False,
+               repeats: int = 5, **unet_kwargs) -> CostTable:
+    """The public way to a cost table of ``unet`` for inputs like ``sample`` (and its
+    conditioning ``unet_kwargs``): P<b>/F FLOP ratios of every branch, or with
+    ``calibrated=True`` per-call time ratios measured on ``sample``'s device (``repeats``
+    calls of each kind)."""
+    t = torch.tensor(timestep, device=sample.device)
+    if calibrated:
+        return calibrate(unet, sample, unet_kwargs, repeats)[0]
+    return flop_cost_table(unet, sample, unet_kwargs, t)
+
+
 def calibrate(unet, latents, unet_kwargs, repeats: int, branches: Sequence[int] | None = None,
               clock: Clock = time.perf_counter, rounds: int = 1,
               ) -> tuple[CostTable, dict[str, float]]:
@@ -142,9 +155,109 @@ def calibrate(unet, latents, unet_kwargs, repeats: int, branches: Sequence[int] 
                                            clock=clock)
     medians = {token: statistics.median(seconds) for token, seconds in calls.items()}
     ratios = {b: medians[f"P{b}"] / medians["F"] for b in branches}
+    return CostTable(ratios, source=calibrated_source(latents.device, clock)), medians
+
+
+def calibrated_source(device: torch.device, clock: Clock) -> str:
     cpu_time = ", process CPU time" if clock is CLOCKS["cpu"] else ""
-    return CostTable(ratios, source=f"measured on {device_name(latents.device)}{cpu_time}"
-                     ), medians
+    return f"measured on {device_name(device)}{cpu_time}"
+
+
+# -- cost model: kind costs and overheads fitted to measured loops ------------------------
+def fit_cost_table(loops: Sequence[tuple[Schedule, float]], call_seconds: Mapping[str, float],
+                   source: str) -> CostTable:
+    """A cost table that predicts the measured ``loops`` (schedule, seconds).
+
+    Timing alone cannot split a constant per UNet call from the kind costs (every call is
+    of some kind), so the fit has two stages:
+
+    1. Least squares on the loops: seconds = sum over kinds of calls x seconds per call of
+       that kind in the loop, plus steps x seconds per step; relative residuals, through
+       the (longest) all-F loop exactly, as speedups are ratios to it. The per-step term is
+       what null steps cost; it is only separable when some loop has null steps (else it
+       stays 0 and is part of each call).
+    2. The in-loop seconds per call of each kind against the kind's isolated per-call time
+       (``call_seconds``, from :func:`calibrate`): ``loop = scale x isolated + per_call``.
+       ``per_call`` is what a call costs more inside the loop than alone (hook and cache
+       work, the scheduler handing over latents; negative where a GPU overlaps the next
+       launch with the last call); ``scale`` carries the isolated times of kinds no loop
+       ran onto the loop's clock. Under two shared kinds there is nothing to fit: no
+       per-call term, and the F times give the scale.
+
+    Kind costs are the in-loop seconds less ``per_call``, in units of F's.
+    """
+    in_loop, step_s = _loop_seconds_per_kind(loops)
+    scale, call_s = _loop_against_isolated(in_loop, call_seconds)
+    compute = {kind: scale * seconds for kind, seconds in call_seconds.items()}
+    compute.update({kind: seconds - call_s for kind, seconds in in_loop.items()})
+    unit = compute[FULL]
+    partial = {branch_of(k): s / unit for k, s in compute.items() if k != FULL}
+    return CostTable(dict(sorted(partial.items())), source, per_call=call_s / unit,
+                     per_step=step_s / unit)
+
+
+def _loop_seconds_per_kind(loops: Sequence[tuple[Schedule, float]],
+                           ) -> tuple[dict[str, float], float]:
+    """Stage 1 of :func:`fit_cost_table`: seconds per call of each kind, seconds per step."""
+    kinds = sorted({t for schedule, _ in loops for t in schedule if t != NULL},
+                   key=lambda t: (t != FULL, t))
+    design = np.array([[schedule.steps.count(k) for k in kinds] + [len(schedule)]
+                       for schedule, _ in loops], dtype=float)
+    seconds = np.array([s for _, s in loops], dtype=float)
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        design = design[:, :-1]  # no null steps to tell a step's cost from a call's
+    if np.linalg.matrix_rank(design) < len(kinds):
+        raise ValueError(f"the loops do not separate the costs of {', '.join(kinds)}: "
+                         "time more schedules that mix them differently")
+    solution = _relative_least_squares(design, seconds, _reference_row(loops))
+    per_kind = {kind: float(x) for kind, x in zip(kinds, solution, strict=False)}
+    return per_kind, float(solution[-1]) if len(solution) > len(kinds) else 0.0
+
+
+def _reference_row(loops: Sequence[tuple[Schedule, float]]) -> int:
+    """Index of the longest all-F loop, the one speedups are measured against."""
+    full = [i for i, (schedule, _) in enumerate(loops) if schedule.count(FULL) == len(schedule)]
+    if not full:
+        raise ValueError("the loops need an all-F one: speedups are ratios to it")
+    return max(full, key=lambda i: len(loops[i][0]))
+
+
+def _relative_least_squares(design: np.ndarray, seconds: np.ndarray, exact: int) -> np.ndarray:
+    """x minimising sum((design @ x / seconds - 1)^2) with row ``exact`` met exactly
+    (Lagrange: the KKT system of the constrained problem)."""
+    weighted = design / seconds[:, None]
+    n = design.shape[1]
+    kkt = np.zeros((n + 1, n + 1))
+    kkt[:n, :n] = 2 * weighted.T @ weighted
+    kkt[:n, n] = kkt[n, :n] = design[exact]
+    rhs = np.append(2 * weighted.sum(axis=0), seconds[exact])
+    return np.linalg.solve(kkt, rhs)[:n]
+
+
+def _loop_against_isolated(in_loop: Mapping[str, float], call_seconds: Mapping[str, float],
+                           ) -> tuple[float, float]:
+    """Stage 2 of :func:`fit_cost_table`: (scale, per-call seconds) of
+    ``in_loop = scale x isolated + per_call`` over the kinds both hold (relative residuals)."""
+    shared = [k for k in in_loop if k in call_seconds]
+    if len(shared) < 2:
+        return (in_loop[FULL] / call_seconds[FULL] if FULL in call_seconds else 1.0), 0.0
+    loop = np.array([in_loop[k] for k in shared])
+    design = np.array([[call_seconds[k], 1.0] for k in shared]) / loop[:, None]
+    scale, call_s = np.linalg.lstsq(design, np.ones_like(loop), rcond=None)[0]
+    return float(scale), float(call_s)
+
+
+def calibration_schedules(calls: int, branches: Sequence[int]) -> dict[str, Schedule]:
+    """The loops :func:`fit_cost_table` is fitted on: all-F, F then nulls and fewer-steps
+    at half (null steps against calls: the per-step cost), DeepCache N=2 and N=10 per
+    branch (each partial kind against F, at both ends of the usual intervals)."""
+    named = {"all-F": Schedule.full(calls),
+             "F then N": Schedule.fewer_steps(calls, 1),
+             f"fewer-steps keep={max(1, calls // 2)}": Schedule.fewer_steps(
+                 calls, max(1, calls // 2))}
+    named.update({f"DeepCache N={n} b={b}": Schedule.deepcache(calls, n, b)
+                  for b in branches for n in (2, 10)})
+    return named
 
 
 # -- DeepCache's own helper, the "as published" oracle ------------------------------------
@@ -274,8 +387,16 @@ def environment(device: torch.device | str, dtype: str, batch: int) -> dict:
             "python": platform.python_version()}
 
 
-def as_dict(timing: LoopTiming) -> dict:
-    return {**asdict(timing), "median_s": timing.median}
+def as_dict(timing: LoopTiming, schedule: Schedule | None, table: CostTable, calls: int,
+            fitted: bool) -> dict:
+    """A timed loop with its predicted speedups: from ``table`` and, where it has overheads
+    (``fitted``), from its kind costs alone; none for loops outside the engine."""
+    row = {**asdict(timing), "median_s": timing.median}
+    if schedule is not None:
+        row["predicted_speedup"] = schedule.speedup(table, calls)
+        if fitted:
+            row["predicted_speedup_kinds"] = schedule.speedup(table.without_overheads(), calls)
+    return row
 
 
 # -- the `repro bench` command ------------------------------------------------------------
@@ -337,15 +458,14 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
     for interval, branch in deepcache_params:
         named[f"DeepCache N={interval} b={branch}"] = Schedule.deepcache(n_calls, interval, branch)
     named.update(given)
+    branches = sorted(set().union(*(s.branches for s in named.values()))) or [0]
+    fit_rows = calibration_schedules(n_calls, branches) if do_calibrate else {}
 
     report: dict = {**_header(spec, weights, steps, n_calls, make_scheduler, repeats, warmup),
                     "clock": clock, "environment": environment(latents.device, dtype, batch)}
     if do_calibrate:
-        table, medians = calibrate(unet, latents, unet_kwargs, repeats, clock=tick)
+        _, medians = calibrate(unet, latents, unet_kwargs, repeats, clock=tick, rounds=repeats)
         report["calibration_median_s"] = medians
-    else:
-        table = model_cost_table(spec, unet)
-    report["cost_table"] = table.to_dict()
     if oracle:
         engine, helper = compare_partial_calls(
             unet, make_scheduler(), latents, unet_kwargs,
@@ -353,10 +473,20 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
         report["engine_partial_median_s"] = engine
         report["helper_partial_median_s"] = helper
     helper_rows = {f"DeepCacheSDHelper N={i} b={b}": (i, b) for i, b in deepcache_params}
-    timings = time_loops(unet, make_scheduler, latents, unet_kwargs, named, repeats, warmup,
-                         table, plain=plain, oracle=helper_rows if oracle else None,
+    schedules = {**fit_rows, **named}
+    timings = time_loops(unet, make_scheduler, latents, unet_kwargs, schedules, repeats,
+                         warmup, None, plain=plain, oracle=helper_rows if oracle else None,
                          clock=tick)
-    report["loops"] = [as_dict(t) for t in timings]
+    if do_calibrate:
+        by_name = {t.name: t for t in timings}
+        table = fit_cost_table([(s, by_name[n].median) for n, s in fit_rows.items()], medians,
+                               calibrated_source(latents.device, tick))
+        report["calibration_loops"] = list(fit_rows)
+    else:
+        table = model_cost_table(spec, unet)
+    report["cost_table"] = table.to_dict()
+    report["loops"] = [as_dict(t, schedules.get(t.name), table, n_calls, do_calibrate)
+                       for t in timings]
     return report
 
 
@@ -387,6 +517,22 @@ def _cost_markdown(cost_rows: dict[str, dict[str, str]]) -> str:
     return pd.DataFrame(cost_rows).T.fillna("").to_markdown()
 
 
+def _speedup(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def _fit_lines(report: dict) -> list[str]:
+    """How the calibrated table was fitted, and its overheads; none for MAC tables."""
+    if "calibration_loops" not in report:
+        return []
+    table = report["cost_table"]
+    return [f"- overheads (units of one F call's kind cost): {table['per_call']:.4f} per UNet "
+            f"call, {table['per_step']:.4f} per sampler step; fitted "
+            "(`repro.bench.fit_cost_table`) to the loops marked (fit) and the per-call "
+            "medians below; the other rows are predicted out of sample; error: measured / "
+            "predicted - 1"]
+
+
 def report_markdown(report: dict, command: str | None = None) -> str:
     """The report as markdown: environment, loop table, cost table."""
     import pandas as pd
@@ -400,12 +546,18 @@ def report_markdown(report: dict, command: str | None = None) -> str:
               f"({report['unet_calls']} UNet calls); median of {report['repeats']} "
               f"interleaved repeats after {report['warmup']} warm-up"
               + _clock_note(report.get("clock", "wall")),
-              f"- predicted speedups from the cost table: {report['cost_table']['source']}", ""]
+              f"- predicted speedups from the cost table: {report['cost_table']['source']}",
+              *_fit_lines(report), ""]
+    fitted = set(report.get("calibration_loops", ()))
     rows = pd.DataFrame([{
-        "row": loop["name"], "median s": f"{loop['median_s']:.3f}",
+        "row": loop["name"] + (" (fit)" if loop["name"] in fitted else ""),
+        "median s": f"{loop['median_s']:.3f}",
         "measured speedup": f"{loop['measured_speedup']:.2f}x",
-        "predicted speedup": ("" if loop["predicted_speedup"] is None
-                              else f"{loop['predicted_speedup']:.2f}x"),
+        "predicted speedup": _speedup(loop["predicted_speedup"]),
+        **({"predicted (no overheads)": _speedup(loop.get("predicted_speedup_kinds"))}
+           if fitted else {}),
+        "error": ("" if loop["predicted_speedup"] is None else
+                  f"{100 * (loop['measured_speedup'] / loop['predicted_speedup'] - 1):+.1f}%"),
         "schedule": _short(loop["schedule"]),
     } for loop in report["loops"]])
     lines += [rows.to_markdown(index=False), ""]
@@ -513,8 +665,8 @@ def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], tab
 
     branch = next((b.branch for b in experiment.baselines if b.technique == "deepcache"), 0)
     fixed = {str(r.schedule) for r in rows if r.budget is None}  # not table-dependent
-    for interval in (n for n in DEEPCACHE_SWEEP if n <= calls):
-        schedule = Schedule.deepcache(calls, interval, branch)
+    for interval in (n for n in DEEPCACHE_SWEEP if n <= steps):
+        schedule = Schedule.deepcache(steps, interval, branch, calls=calls)
         if str(schedule) not in fixed:
             rows.append(BenchRow(f"deepcache N={interval} b={branch}", "deepcache-sweep",
                                  "deepcache", schedule))

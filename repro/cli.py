@@ -389,8 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--deepcache", action="append", default=[], metavar="N[:B]",
                        help="DeepCache uniform interval N at branch B (repeatable)")
     bench.add_argument("--calibrate", action="store_true",
-                       help="measure the P<b>/F cost table instead of using MAC ratios "
-                       "(--suite always does)")
+                       help="fit the cost table (P<b>/F kind costs, per-call and per-step "
+                       "overheads) to per-call times and calibration loops (all-F, F then N, "
+                       "fewer-steps, DeepCache N=2 and 10) instead of MAC ratios; --json carries "
+                       "it as cost_table for --cost-table and suites (--suite always does)")
     bench.add_argument("--oracle", action="store_true",
                        help="also time DeepCache's own DeepCacheSDHelper (per call and loop)")
     bench.add_argument("--plain", action="store_true",

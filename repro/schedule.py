@@ -55,15 +55,21 @@ def _check_token(token: str, position: int) -> str:
 
 @dataclass(frozen=True)
 class CostTable:
-    """Relative cost of each step kind: F = 1, N = 0, P<b> = ``partial[b]``.
+    """Predicted cost of each step in units of one full UNet call (the F kind cost).
 
-    Defaults come from MAC ratios; ``repro bench --calibrate`` measures them on a device.
+    Kind costs: F = 1, N = 0, P<b> = ``partial[b]``. Two overheads make cheap steps dearer
+    than their kind cost: ``per_call`` is added to every step that calls the UNet (F, P<b>)
+    and ``per_step`` to every step, N included (``scheduler.step`` and the loop's own work).
+    Defaults: MAC ratios and no overheads; ``repro bench --calibrate`` fits all of them to
+    a device's measured loops (:func:`repro.bench.fit_cost_table`).
     """
 
     partial: Mapping[int, float]
     source: str = "unspecified"
+    per_call: float = 0.0
+    per_step: float = 0.0
 
-    def step_cost(self, token: str) -> float:
+    def kind_cost(self, token: str) -> float:
         if token == FULL:
             return 1.0
         if token == NULL:
@@ -76,12 +82,24 @@ class CostTable:
             )
         return float(self.partial[branch])
 
+    def step_cost(self, token: str) -> float:
+        """Kind cost plus the overheads the step pays."""
+        call = 0.0 if token == NULL else self.per_call
+        return self.kind_cost(token) + call + self.per_step
+
+    def without_overheads(self) -> CostTable:
+        """The kind costs alone (the model before overheads, for comparisons)."""
+        return CostTable(self.partial, self.source)
+
     def to_dict(self) -> dict:
-        return {"source": self.source, "partial": {str(b): c for b, c in self.partial.items()}}
+        return {"source": self.source, "partial": {str(b): c for b, c in self.partial.items()},
+                "per_call": self.per_call, "per_step": self.per_step}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> CostTable:
-        return cls({int(b): float(c) for b, c in data["partial"].items()}, data.get("source", ""))
+        """Also reads tables written before the overhead fields (no overheads)."""
+        return cls({int(b): float(c) for b, c in data["partial"].items()}, data.get("source", ""),
+                   float(data.get("per_call", 0.0)), float(data.get("per_step", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -149,13 +167,15 @@ class Schedule:
         return sum(1 for t in self.steps if t[0] == kind)
 
     def cost(self, table: CostTable) -> float:
-        """Predicted cost in units of one full UNet call."""
+        """Predicted cost in units of one full UNet call, the table's overheads included."""
         return sum(table.step_cost(t) for t in self.steps)
 
     def speedup(self, table: CostTable, reference_calls: int | None = None) -> float:
         """Predicted speedup over the all-F schedule of ``reference_calls`` UNet calls
-        (default: the same length; a sampler run at fewer steps is shorter than its teacher)."""
-        return (reference_calls or len(self.steps)) / self.cost(table)
+        (default: the same length; a sampler run at fewer steps is shorter than its teacher),
+        both costed with the table's overheads."""
+        reference = Schedule.full(reference_calls or len(self.steps))
+        return reference.cost(table) / self.cost(table)
 
     # -- generators ---------------------------------------------------------------------
     @classmethod

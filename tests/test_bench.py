@@ -21,19 +21,25 @@ def test_bench_times_schedules_against_all_full_and_the_helper(capsys, tmp_path)
     assert code == 0
     report = json.loads(out)
     rows = {row["name"]: row for row in report["loops"]}
-    assert set(rows) == {"all-F", "DeepCache N=2 b=0", "F N P3 N", "plain diffusers loop",
+    fit = ["all-F", "F then N", "fewer-steps keep=2", "DeepCache N=3 b=0", "DeepCache N=3 b=3"]
+    assert report["calibration_loops"] == fit
+    assert set(rows) == {*fit, "DeepCache N=2 b=0", "F N P3 N", "plain diffusers loop",
                          "DeepCacheSDHelper N=2 b=0"}
     assert rows["all-F"]["measured_speedup"] == 1.0
     table = CostTable.from_dict(report["cost_table"])
     assert sorted(table.partial) == list(range(12))
     assert rows["F N P3 N"]["predicted_speedup"] == pytest.approx(
         Schedule.parse("F N P3 N").speedup(table))
+    assert rows["F N P3 N"]["predicted_speedup_kinds"] == pytest.approx(
+        Schedule.parse("F N P3 N").speedup(table.without_overheads()))
+    assert "predicted_speedup_kinds" not in rows["plain diffusers loop"]
     assert rows["DeepCache N=2 b=0"]["schedule"] == "F P0 | F P0"
     assert set(report["helper_partial_median_s"]) == {"P0"}
     assert set(report["engine_partial_median_s"]) == {"P0"}
     assert report["environment"]["batch"] == 1 and report["unet_calls"] == 4
     markdown = out_file.read_text()
     assert "DeepCacheSDHelper N=2 b=0" in markdown and "torch threads" in markdown
+    assert "F then N (fit)" in markdown and "per sampler step" in markdown
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

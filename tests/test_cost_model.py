@@ -1,0 +1,111 @@
+"""The cost model: kind costs plus a per-call and a per-step overhead, fitted to loops."""
+
+import json
+
+import pytest
+
+from repro.bench import (
+    _loop_seconds_per_kind,
+    calibration_schedules,
+    cost_table_from_file,
+    fit_cost_table,
+)
+from repro.schedule import CostTable, Schedule
+from repro.search import Budget
+
+KINDS = {0: 0.06, 1: 0.15, 2: 0.3}
+
+
+def synthetic(table: CostTable, seconds_per_unit: float, isolated_clock: float, calls: int):
+    """Loops timed as ``table`` predicts them and isolated per-call times on another clock
+    (a per-call time carries no in-loop overhead)."""
+    loops = [(s, seconds_per_unit * s.cost(table))
+             for s in calibration_schedules(calls, [0, 2]).values()]
+    call_seconds = {"F": isolated_clock, **{f"P{b}": isolated_clock * c
+                                            for b, c in table.partial.items()}}
+    return loops, call_seconds
+
+
+@pytest.mark.parametrize(("per_call", "per_step"), [(0.0, 0.0), (0.08, 0.05), (-0.02, 0.3)])
+def test_fit_recovers_known_kind_costs_and_overheads_from_synthetic_timings(per_call,
+                                                                            per_step):
+    truth = CostTable(KINDS, "truth", per_call, per_step)
+    loops, call_seconds = synthetic(truth, 0.031, 0.047, calls=20)
+    fitted = fit_cost_table(loops, call_seconds, "fit")
+    assert fitted.per_call == pytest.approx(per_call, abs=1e-9)
+    assert fitted.per_step == pytest.approx(per_step, abs=1e-9)
+    # P1 ran in no loop: its cost comes from its isolated time on the loop's clock
+    assert fitted.partial == pytest.approx(KINDS)
+
+
+def test_fit_without_null_steps_books_the_overhead_per_call_and_still_predicts():
+    truth = CostTable(KINDS, "truth", per_call=0.05, per_step=0.04)
+    loops = [(s, 0.02 * s.cost(truth)) for s in
+             [Schedule.full(30), *(Schedule.deepcache(30, n, b) for n in (2, 5) for b in (0, 2))]]
+    fitted = fit_cost_table(loops, {"F": 0.02, "P0": 0.02 * 0.06, "P2": 0.02 * 0.3}, "fit")
+    assert fitted.per_step == 0.0 and fitted.per_call > 0.05
+    for schedule, _ in loops:
+        assert schedule.speedup(fitted) == pytest.approx(schedule.speedup(truth))
+
+
+def test_fit_goes_through_the_all_full_loop_and_refuses_loops_without_one():
+    loops = [(Schedule.full(10), 1.0), (Schedule.deepcache(10, 2), 0.62),
+             (Schedule.deepcache(10, 5), 0.35), (Schedule.deepcache(10, 10), 0.30)]
+    in_loop, _ = _loop_seconds_per_kind(loops)  # the DeepCache rows disagree on F and P0
+    assert 10 * in_loop["F"] == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="all-F"):
+        fit_cost_table(loops[1:], {"F": 0.1, "P0": 0.01}, "fit")
+
+
+def test_fit_refuses_loops_that_do_not_separate_the_kinds():
+    mixed = Schedule.parse("F P0 P2 F P0 P2")
+    with pytest.raises(ValueError, match="do not separate the costs of F, P0, P2"):
+        fit_cost_table([(Schedule.full(6), 0.6), (mixed, 0.3)], {"F": 0.1}, "fit")
+
+
+def test_per_step_overhead_predicts_null_heavy_schedules_slower():
+    kinds = CostTable(KINDS, "kinds")
+    overheads = CostTable(KINDS, "overheads", per_step=0.05)
+    few = Schedule.fewer_steps(100, 10)  # 90 null steps
+    cached = Schedule.deepcache(100, 10, 0)  # same F steps, no null step
+    assert few.speedup(kinds) == pytest.approx(10.0)
+    assert few.speedup(overheads) < few.speedup(kinds)
+    # with per-step cost the 90 null steps cost as much as 90 x 0.05 = 4.5 F calls
+    assert few.speedup(overheads) == pytest.approx(100 * 1.05 / (10 * 1.05 + 90 * 0.05))
+    # the loss is larger for the null-heavy schedule than for DeepCache at the same F count
+    assert (few.speedup(overheads) / few.speedup(kinds)
+            < cached.speedup(overheads) / cached.speedup(kinds))
+
+
+def test_per_call_overhead_counts_calls_not_null_steps():
+    table = CostTable(KINDS, "calls", per_call=0.1)
+    assert Schedule.parse("F N N N").cost(table) == pytest.approx(1.1)
+    assert Schedule.parse("F P0 N").cost(table) == pytest.approx(1.1 + 0.06 + 0.1)
+    assert Schedule.parse("F N").speedup(table, reference_calls=4) == pytest.approx(4.4 / 1.1)
+
+
+def test_cost_table_json_without_overhead_fields_still_loads(tmp_path):
+    old = {"source": "measured before overheads", "partial": {"0": 0.1, "2": 0.4}}
+    table = CostTable.from_dict(old)
+    assert (table.per_call, table.per_step) == (0.0, 0.0)
+    assert Schedule.parse("F P0 N P2").speedup(table) == pytest.approx(4 / 1.5)
+    report = tmp_path / "bench.json"
+    report.write_text(json.dumps({"model": "x", "cost_table": old}))
+    assert cost_table_from_file(report) == table
+
+
+def test_cost_table_round_trips_its_overheads_through_json():
+    table = CostTable({0: 0.05, 11: 0.9}, "fit", per_call=0.06, per_step=0.012)
+    assert CostTable.from_dict(json.loads(json.dumps(table.to_dict()))) == table
+    assert table.without_overheads() == CostTable(table.partial, "fit")
+
+
+def test_budget_enforcement_uses_the_overhead_model():
+    kinds = CostTable(KINDS, "kinds")
+    calibrated = CostTable(KINDS, "calibrated", per_call=0.05, per_step=0.02)
+    schedule = Schedule.fewer_steps(20, 5)  # 4x on kind costs alone
+    assert Budget(4.0, kinds, tol=0.05).admits(schedule)
+    assert Budget(4.0, calibrated).speedup(schedule) == pytest.approx(
+        schedule.speedup(calibrated))
+    assert not Budget(4.0, calibrated, tol=0.05).admits(schedule)
+    assert Budget(schedule.speedup(calibrated), calibrated, tol=0.05).admits(schedule)
