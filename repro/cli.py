@@ -144,7 +144,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     branches = (_int_list(args.branches, "--branches") if args.branches
                 else list(range(spec.num_branches)))
     lens = _int_list(args.seg_lens, "--seg-lens") if args.seg_lens else None
-    space = search.SegmentSpace.of(args.steps, branches, lens)
+    space = search.SegmentSpace.of(args.steps, branches, lens, args.max_seg_len)
     model = models.load_model(args.model, args.weights)
     if args.cost_table:
         table = bench.cost_table_from_file(args.cost_table)
@@ -161,8 +161,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     on_record = search_log.appender(args.log, fitness.context) if args.log else None
     results, front = search.multi_budget(
         search.run_method, budgets, method=search.SEARCH_METHODS[args.method], space=space,
-        population=args.population, generations=args.generations, fitness=fitness,
-        n_eval=args.n_eval, seed=args.seed, known=known, on_record=on_record)
+        evolution=search.Evolution(args.population, args.parents, args.mutations,
+                                   args.crossovers),
+        generations=args.generations, fitness=fitness, n_eval=args.n_eval,
+        seed_uniform=args.seed_uniform, seed=args.seed, known=known, on_record=on_record)
     summary = {
         "model": spec.id, "steps": args.steps, "method": results[0].method,
         "cost_table": table.to_dict(), "fitness": fitness.context["protocol"],
@@ -332,15 +334,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="target predicted speedup (repeatable)")
     srch.add_argument("--n-eval", type=int, default=40, help="schedules scored per budget")
     srch.add_argument("--method", choices=list(SEARCH_METHODS), default="segment")
-    srch.add_argument("--population", type=int, default=16)
+    srch.add_argument("--population", type=int, default=50, help="first generation's size")
+    srch.add_argument("--parents", type=int, default=10, help="best candidates bred from")
+    srch.add_argument("--mutations", type=int, default=25, help="mutated children a generation")
+    srch.add_argument("--crossovers", type=int, default=15,
+                      help="crossed children a generation")
     srch.add_argument("--generations", type=int, help="stop after this many generations")
+    srch.add_argument("--no-seed-uniform", dest="seed_uniform", action="store_false",
+                      help="start from random candidates, not the uniform schedules")
     srch.add_argument("--seed", type=int, default=0)
     srch.add_argument("--seeds", default="0:128", help="sample seeds of the rFID fitness")
     srch.add_argument("--labels", help="class labels, comma list cycled over the seeds "
                       "(default: seed mod classes)")
     srch.add_argument("--guidance", type=float, help="guidance (default: the model's)")
     srch.add_argument("--branches", help="allowed cache branches, comma list (default: all)")
-    srch.add_argument("--seg-lens", help="allowed segment lengths (default: divisors <= 10)")
+    srch.add_argument("--seg-lens", help="allowed segment lengths (default: 1..--max-seg-len)")
+    srch.add_argument("--max-seg-len", type=int, default=10, help="longest segment length")
     srch.add_argument("--tol", type=float, default=0.1, help="budget window above the target")
     srch.add_argument("--cost-table", type=Path, help="JSON from `repro bench --json` "
                       "(default: MAC ratios)")

@@ -253,9 +253,10 @@ class _ExperimentRun:
         budget = search.Budget(row.budget, self.table, s.tol)
         space = segment_space(self.e, self.calls)
         started = time.perf_counter()
-        result = search.run_method(row.method, space, population=s.population,
+        result = search.run_method(row.method, space, evolution=s.evolution,
                                    generations=s.generations, fitness=fitness, budget=budget,
-                                   n_eval=s.n_eval, seed=s.seed, known=known, on_record=append)
+                                   n_eval=s.n_eval, seed_uniform=s.seed_uniform, seed=s.seed,
+                                   known=known, on_record=append)
         reused = sum(r.cached for r in result.records)
         self.log(f"{row.name}: rFID {result.fitness:.2f} at {result.predicted_speedup:.2f}x "
                  f"({len(result.records)} scored, {reused} from the log, "

@@ -193,35 +193,82 @@ class Schedule:
         return cls(tuple(FULL if i in full_set else fill for i in range(steps)))
 
     @classmethod
-    def deepcache(cls, steps: int, interval: int, branch: int = 0) -> Schedule:
-        """DeepCache uniform 1:N: F at every index ``i % interval == 0``, P<branch> elsewhere."""
+    def deepcache(
+        cls, steps: int, interval: int, branch: int = 0, *, calls: int | None = None
+    ) -> Schedule:
+        """DeepCache uniform 1:N as DeepCache's own pipelines number steps: F at every call
+        index ``i < steps`` with ``i % interval == 0``, P<branch> elsewhere.
+
+        ``calls`` (default ``steps``) is the UNet calls the sampler makes for ``steps``
+        steps. PLMS makes one more; DeepCache's SD pipeline (``for i, t in
+        enumerate(timesteps): if i in interval_seq`` with ``interval_seq = range(0,
+        num_inference_steps, N)``), which made its published SD numbers, gives that extra
+        last call a partial step. ``DeepCacheSDHelper`` numbers PLMS differently: see
+        :meth:`deepcache_helper`.
+        """
+        calls = steps if calls is None else calls
+        _check_calls(steps, calls)
         if interval < 1:
             raise ScheduleError(f"DeepCache interval must be >= 1, got {interval}")
-        return cls.from_full_steps(steps, range(0, steps, interval), partial(branch))
+        return cls.from_full_steps(calls, range(0, steps, interval), partial(branch))
+
+    @classmethod
+    def deepcache_helper(
+        cls, timesteps: Sequence[float], interval: int, branch: int = 0, *,
+        calls: int | None = None,
+    ) -> Schedule:
+        """DeepCache uniform 1:N as ``DeepCacheSDHelper`` runs it on a sampler whose
+        ``scheduler.timesteps`` are ``timesteps``: the helper numbers each call by the first
+        position of its timestep in that list, relative to the first call's. PLMS repeats
+        its second timestep, so from the third call on the helper's count runs one ahead
+        of the call index; on samplers without repeats this is :meth:`deepcache`.
+
+        ``calls`` (default all): a pipeline that runs only the last ``calls`` timesteps
+        (img2img with strength < 1).
+        """
+        timesteps = [float(t) for t in timesteps]
+        calls = len(timesteps) if calls is None else calls
+        _check_calls(calls, len(timesteps))
+        if interval < 1:
+            raise ScheduleError(f"DeepCache interval must be >= 1, got {interval}")
+        numbers = [timesteps.index(t) for t in timesteps[len(timesteps) - calls:]]
+        return cls(tuple(FULL if (n - numbers[0]) % interval == 0 else partial(branch)
+                         for n in numbers))
 
     @classmethod
     def deepcache_nonuniform(
-        cls, steps: int, interval: int, branch: int = 0, center: int | None = None,
-        power: float = 1.4,
+        cls, steps: int, interval: int, branch: int = 0, *, center: int, power: float,
+        calls: int | None = None,
     ) -> Schedule:
-        """DeepCache non-uniform 1:N (paper Eq. 7): full steps denser around ``center``.
-
-        ``ceil(steps / interval)`` full steps sit at ``center + sign(x)|x|^power`` for x
-        evenly spaced in ``[-center^(1/p), (steps-center)^(1/p)]``; like DeepCache's own
-        sampler, the power is lowered in 0.02 steps until the indices are distinct.
+        """DeepCache non-uniform 1:N (paper Eq. 7) exactly as DeepCache's code computes it
+        (``sample_from_quad_center`` in its SD, SDXL and DDPM samplers): ``ceil(steps / N)``
+        full steps meant to be denser around ``center``; the code's complex grid (see
+        :func:`_quad_center_indices`) spreads them nearly evenly. There is no default
+        centre: DeepCache sets it per model. ``calls`` as in :meth:`deepcache`.
         """
-        _check_steps(steps)
-        if interval < 1:
-            raise ScheduleError(f"DeepCache interval must be >= 1, got {interval}")
-        center = steps // 2 if center is None else center
+        calls = steps if calls is None else calls
+        _check_calls(steps, calls)
+        _check_nonuniform(steps, interval, power)
         if not 0 <= center < steps:
             raise ScheduleError(f"non-uniform center must lie in [0, {steps}), got {center}")
-        if power < 1:
-            raise ScheduleError(f"non-uniform power must be >= 1, got {power}")
-        return cls.from_full_steps(
-            steps, _center_dense_indices(steps, math.ceil(steps / interval), center, power),
-            partial(branch),
-        )
+        full = (set(range(steps)) if interval == 1  # DeepCache's samplers: N=1 is all-F
+                else _quad_center_indices(steps, math.ceil(steps / interval), center, power))
+        return cls(tuple(FULL if i in full else partial(branch) for i in range(calls)))
+
+    @classmethod
+    def deepcache_quad(
+        cls, steps: int, interval: int, branch: int = 0, *, power: float,
+        calls: int | None = None,
+    ) -> Schedule:
+        """DeepCache's plain (not centred) non-uniform 1:N, ``sample_from_quad`` of its
+        LDM sampler: ``steps // N`` full steps at ``int(x^power)`` for x evenly spaced in
+        ``[0, steps^(1/power)]``, denser at the start."""
+        calls = steps if calls is None else calls
+        _check_calls(steps, calls)
+        _check_nonuniform(steps, interval, power)
+        full = (set(range(steps)) if interval == 1
+                else _quad_indices(steps, max(1, steps // interval), power))
+        return cls(tuple(FULL if i in full else partial(branch) for i in range(calls)))
 
     @classmethod
     def fewer_steps(cls, steps: int, keep: int) -> Schedule:
@@ -255,14 +302,47 @@ def _check_steps(steps: int) -> None:
         raise ScheduleError(f"a schedule needs at least one step, got {steps}")
 
 
-def _center_dense_indices(steps: int, count: int, center: int, power: float) -> list[int]:
-    if count >= steps:
-        return list(range(steps))
-    while True:
-        lo, hi = -(center ** (1 / power)), (steps - center) ** (1 / power)
-        xs = [lo + (hi - lo) * k / count for k in range(count + 1)]
-        mapped = sorted({center + int(math.copysign(abs(x) ** power, x)) for x in xs})
-        indices = sorted({0, *(i for i in mapped[1:-1] if 0 < i < steps)})
-        if len(indices) == count or power <= 1:
-            return indices
-        power = max(1.0, power - 0.02)
+def _check_calls(steps: int, calls: int) -> None:
+    _check_steps(steps)
+    if calls < steps:
+        raise ScheduleError(f"a sampler of {steps} steps makes at least {steps} calls, "
+                            f"got {calls}")
+
+
+def _check_nonuniform(steps: int, interval: int, power: float) -> None:
+    if interval < 1:
+        raise ScheduleError(f"DeepCache interval must be >= 1, got {interval}")
+    if power <= 1:
+        raise ScheduleError(f"non-uniform power must be > 1, got {power}")
+
+
+def _quad_center_indices(steps: int, count: int, center: int, power: float) -> set[int]:
+    """DeepCache's ``sample_from_quad_center``, faithfully: ``(-center) ** (1/p)`` is a
+    complex number in Python, so the grid is complex, and ``np.int32`` keeps the real
+    part of its ``p``-th power. The power drops by 0.02 until ``count`` indices come out;
+    where DeepCache gives up (power down to 1) so does this."""
+    import numpy as np
+
+    while power > 1:
+        grid = np.linspace((-center) ** (1 / power), (steps - center) ** (1 / power), count + 1)
+        offsets = np.unique(np.real(grid ** power).astype(np.int32))[1:-1]
+        indices = [0, *(int(x) + center for x in offsets)]
+        if len(indices) == count:
+            return set(indices)
+        power -= 0.02
+    raise ScheduleError(f"DeepCache non-uniform: no power > 1 places {count} full steps "
+                        f"among {steps} around center {center}")
+
+
+def _quad_indices(steps: int, count: int, power: float) -> set[int]:
+    """DeepCache's ``sample_from_quad`` (its LDM sampler), faithfully."""
+    import numpy as np
+
+    while power > 1:
+        grid = np.linspace(0, steps ** (1 / power), count + 1)
+        indices = np.unique((grid ** power).astype(np.int32))[:-1]
+        if len(indices) == count:
+            return {int(i) for i in indices}
+        power -= 0.02
+    raise ScheduleError(f"DeepCache non-uniform: no power > 1 places {count} full steps "
+                        f"among {steps}")

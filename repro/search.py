@@ -1,5 +1,7 @@
 """Schedule search under a speed budget: Flexiffusion's segment-wise evolutionary NAS and the
-baselines it claims to beat, on equal terms (same budget, evaluation count and fitness).
+baselines it claims to beat, on equal terms: the same budget window, evaluation count,
+evolution settings, fitness and prior (each method is seeded with its uniform schedules
+inside the window unless a suite turns seeding off for all of them).
 
 Fitness is injected (lower is better, e.g. rFID) and this module does no I/O: earlier scores
 come in as ``known`` and every scored candidate goes out through ``on_record``, so a caller
@@ -10,14 +12,20 @@ nothing twice.
 
 from __future__ import annotations
 
+import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from .schedule import CostTable, Schedule
+from .schedule import FULL, NULL, CostTable, Schedule, branch_of, partial
 
 Fitness = Callable[[Schedule], float]
+FULL_FILL = None  # the gene fill that makes a segment's active steps full (F), not P<b>
+Gene = tuple[int, int | None]  # (active steps i, fill: a cache branch b or FULL_FILL)
+LENGTH_MUTATION = 0.15  # share of segment mutations that change L instead of one gene
 
 
 class BudgetError(ValueError):
@@ -38,21 +46,74 @@ class Budget:
     def admits(self, schedule: Schedule) -> bool:
         return self.target <= self.speedup(schedule) <= self.target * (1 + self.tol)
 
+    def cost_window(self, steps: int) -> tuple[float, float]:
+        """The predicted costs a schedule of ``steps`` steps may have inside the window."""
+        reference = Schedule.full(steps).cost(self.table)
+        return reference / (self.target * (1 + self.tol)), reference / self.target
+
+
+@dataclass(frozen=True)
+class Evolution:
+    """Settings of every evolutionary method, AutoDiffusion's by default: each generation the
+    ``parents`` best scored candidates give ``mutations`` mutated and ``crossovers`` crossed
+    children; random immigrants take the place of children that fail or repeat and fill any
+    room left in the ``population`` (also the size of the first generation)."""
+
+    population: int = 50
+    parents: int = 10
+    mutations: int = 25
+    crossovers: int = 15
+
+    @property
+    def room(self) -> int:
+        return max(0, self.population - self.parents - self.mutations - self.crossovers)
+
+
+# -- the segment space ------------------------------------------------------------------
+def _segment_lengths(steps: int, seg_len: int) -> list[int]:
+    return [min(seg_len, steps - start) for start in range(0, steps, seg_len)]
+
+
+def _segment_tokens(length: int, gene: Gene) -> tuple[str, ...]:
+    active, fill = gene
+    kind = FULL if fill is FULL_FILL else partial(fill)
+    return (FULL,) + (kind,) * (active - 1) + (NULL,) * (length - active)
+
+
+@dataclass(frozen=True)
+class Genome:
+    """Segments of ``seg_len`` steps (the last one shorter where ``seg_len`` does not divide
+    ``steps``), one gene each; build with :meth:`SegmentSpace.genome`."""
+
+    steps: int
+    seg_len: int
+    genes: tuple[Gene, ...]
+
+    @property
+    def lengths(self) -> list[int]:
+        return _segment_lengths(self.steps, self.seg_len)
+
+    def schedule(self) -> Schedule:
+        return Schedule(tuple(token for length, gene in zip(self.lengths, self.genes, strict=True)
+                              for token in _segment_tokens(length, gene)))
+
 
 @dataclass(frozen=True)
 class SegmentSpace:
-    """Flexiffusion's space: a segment length ``L`` dividing ``steps``; per segment a gene
-    ``(i, b)``: F, ``i-1`` partial steps at branch ``b``, ``L-i`` null steps."""
+    """Flexiffusion's space: a segment length ``L`` and per segment a gene ``(i, b)``: F,
+    ``i-1`` active steps, ``L-i`` null steps; the last segment may be shorter (its ``i``
+    clipped). Active steps are P<b> for a branch ``b``, or F for ``b = FULL_FILL``, so the
+    F/N schedules the step-wise search sees are in the space at every density."""
 
     steps: int
     seg_lens: tuple[int, ...]
     branches: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        bad = [n for n in self.seg_lens if n < 1 or self.steps % n]
+        bad = [n for n in self.seg_lens if not 1 <= n <= self.steps]
         if bad or not self.seg_lens:
             raise BudgetError(
-                f"segment lengths must divide {self.steps}; got {list(self.seg_lens)}")
+                f"segment lengths must lie in 1..{self.steps}; got {list(self.seg_lens)}")
         if not self.branches:
             raise BudgetError("the segment space needs at least one branch")
 
@@ -64,34 +125,245 @@ class SegmentSpace:
 
     @classmethod
     def of(cls, steps: int, branches: Sequence[int], seg_lens: Sequence[int] | None = None,
-           ) -> SegmentSpace:
-        """``seg_lens`` when given, else every divisor of ``steps`` up to 10 (the default of
-        ``repro search`` and suites)."""
-        if seg_lens:
-            return cls(steps, tuple(seg_lens), tuple(branches))
-        return cls.divisors(steps, branches, max_len=10)
+           max_len: int = 10) -> SegmentSpace:
+        """``seg_lens`` when given, else every length from 1 to ``max_len`` (the suites' and
+        ``repro search``'s ``max_seg_len``)."""
+        lens = tuple(seg_lens) if seg_lens else tuple(range(1, min(max_len, steps) + 1))
+        return cls(steps, lens, tuple(branches))
+
+    @property
+    def fills(self) -> tuple[int | None, ...]:
+        return (*self.branches, FULL_FILL)
+
+    def genome(self, seg_len: int, genes: Iterable[Gene]) -> Genome:
+        """The genome of these genes, each active count clipped to its segment's length."""
+        return Genome(self.steps, seg_len, tuple(
+            (min(active, length), fill) for length, (active, fill)
+            in zip(_segment_lengths(self.steps, seg_len), genes, strict=True)))
+
+    def uniform_genomes(self, fills: Sequence[int | None]) -> Iterator[Genome]:
+        """One gene for all segments, for every L, i and fill (at i = 1 only the first fill:
+        the others give the same schedule)."""
+        for seg_len in self.seg_lens:
+            count = math.ceil(self.steps / seg_len)
+            for active in range(1, seg_len + 1):
+                for fill in fills if active > 1 else fills[:1]:
+                    yield self.genome(seg_len, [(active, fill)] * count)
+
+    def fastest(self, seg_len: int) -> Genome:
+        """The genome of all-null segments at ``seg_len``: the top speedup at that L."""
+        return self.genome(seg_len, [(1, self.branches[0])] * math.ceil(self.steps / seg_len))
+
+    def reaching(self, budget: Budget) -> tuple[int, ...]:
+        """The segment lengths at which some genome meets the target."""
+        return tuple(n for n in self.seg_lens
+                     if budget.speedup(self.fastest(n).schedule()) >= budget.target)
 
     def check_reachable(self, budget: Budget) -> None:
-        """Fail before any sampling when even all-null segments (speedup ``max L``) fall short."""
-        if budget.target > max(self.seg_lens):
+        """Fail before any sampling when even all-null segments fall short."""
+        if not self.reaching(budget):
+            top = max(budget.speedup(self.fastest(n).schedule()) for n in self.seg_lens)
             raise BudgetError(
                 f"budget {budget.target}x is out of reach: the segment space (T={self.steps}, "
-                f"L in {list(self.seg_lens)}) tops out at {max(self.seg_lens)}x")
+                f"L in {list(self.seg_lens)}) tops out at {top:.3g}x")
 
-    def random_genes(self, seg_len: int, rng: random.Random) -> tuple[tuple[int, int], ...]:
-        return tuple((rng.randint(1, seg_len), rng.choice(self.branches))
-                     for _ in range(self.steps // seg_len))
-
-
-@dataclass(frozen=True)
-class Genome:
-    seg_len: int
-    genes: tuple[tuple[int, int], ...]
-
-    def schedule(self) -> Schedule:
-        return Schedule.from_segments(self.seg_len, self.genes)
+    def random_genome(self, seg_len: int, rng: random.Random) -> Genome:
+        return self.genome(seg_len, [(rng.randint(1, seg_len), rng.choice(self.fills))
+                                     for _ in range(math.ceil(self.steps / seg_len))])
 
 
+# -- segment operators: repair, re-expression at another L -----------------------------
+class _GeneCosts:
+    """Predicted cost of one segment from its length and gene."""
+
+    def __init__(self, table: CostTable, fills: Sequence[int | None]):
+        self.full, self.null = table.step_cost(FULL), table.step_cost(NULL)
+        self.fill = {f: self.full if f is FULL_FILL else table.step_cost(partial(f))
+                     for f in fills}
+
+    def __call__(self, length: int, gene: Gene) -> float:
+        active, fill = gene
+        return self.full + (active - 1) * self.fill[fill] + (length - active) * self.null
+
+
+def repair(genome: Genome, space: SegmentSpace, budget: Budget) -> Genome:
+    """Walk deterministically into the budget window. Each move re-draws the one gene whose
+    new value brings the predicted cost closest to the window, the smallest cost change on
+    ties (e.g. one P to N, or one N to F), so few genes change; the distance to the window
+    shrinks at every move, so the walk ends. BudgetError when the window is out of reach at
+    this L or no single gene brings the schedule closer."""
+    costs = _GeneCosts(budget.table, space.fills)
+    lo, hi = budget.cost_window(space.steps)
+    lengths = genome.lengths
+    if (sum(costs(n, (1, FULL_FILL)) for n in lengths) > hi
+            or sum(costs(n, (n, FULL_FILL)) for n in lengths) < lo):
+        raise BudgetError(f"no genome at L={genome.seg_len} (T={space.steps}) reaches "
+                          f"{budget.target}x within tolerance {budget.tol:.0%}")
+    options = {n: [(active, fill) for active in range(1, n + 1) for fill in space.fills]
+               for n in set(lengths)}
+    genes = list(genome.genes)
+    while True:
+        current = Genome(genome.steps, genome.seg_len, tuple(genes))
+        schedule = current.schedule()
+        if budget.admits(schedule):
+            return current
+        cost = schedule.cost(budget.table)
+        distance = _distance_to(lo, hi)
+        moved_to, _, _, k, i = min(
+            (distance(cost + costs(n, option) - costs(n, gene)),
+             abs(costs(n, option) - costs(n, gene)), option[1] != gene[1], k, i)
+            for k, (n, gene) in _distinct_segments(lengths, genes)
+            for i, option in enumerate(options[n]) if option != gene)
+        if moved_to >= (distance(cost) or math.ulp(cost)):  # or outside by a rounding hair
+            raise BudgetError(f"repair stalled at L={genome.seg_len}: no single gene brings "
+                              f"{schedule} closer to {budget.target}x")
+        genes[k] = options[lengths[k]][i]
+
+
+def _distance_to(lo: float, hi: float) -> Callable[[float], float]:
+    return lambda cost: max(lo - cost, cost - hi, 0.0)
+
+
+def _distinct_segments(lengths: Sequence[int], genes: Sequence[Gene],
+                       ) -> Iterator[tuple[int, tuple[int, Gene]]]:
+    """Index and (length, gene) of each segment unlike every earlier one: later copies have
+    the same moves and lose ties to the first."""
+    seen: set[tuple[int, Gene]] = set()
+    for k, segment in enumerate(zip(lengths, genes, strict=True)):
+        if segment not in seen:
+            seen.add(segment)
+            yield k, segment
+
+
+def reexpress(genome: Genome, seg_len: int, space: SegmentSpace) -> Genome:
+    """The genome's schedule cut into segments of ``seg_len``: each new gene keeps its
+    span's count of active (F, P) steps, one of them becoming the leading F (an all-null
+    span gains one), and the span's most common fill, so a change of L keeps the parent's
+    density of F, P and N."""
+    tokens = genome.schedule().steps
+    genes = []
+    for start in range(0, space.steps, seg_len):
+        active = [t for t in tokens[start:start + seg_len] if t != NULL]
+        if active:
+            active.remove(FULL if FULL in active else active[0])
+        fills = [FULL_FILL if t == FULL else branch_of(t) for t in active]
+        parent_fill = genome.genes[start // genome.seg_len][1]
+        fill = Counter(fills).most_common(1)[0][0] if fills else parent_fill
+        genes.append((1 + len(active), fill))
+    return space.genome(seg_len, genes)
+
+
+class SegmentOps:
+    """Flexiffusion's operators on segment genomes; every child is repaired into the window
+    (None where repair cannot)."""
+
+    def __init__(self, space: SegmentSpace, budget: Budget):
+        self.space, self.budget = space, budget
+        self.lens = space.reaching(budget)
+        if not self.lens:
+            raise BudgetError(
+                f"no schedule of the segment space (T={space.steps}, L in "
+                f"{list(space.seg_lens)}, branches {list(space.branches)}) reaches "
+                f"{budget.target}x within tolerance {budget.tol:.0%} under cost table "
+                f"'{budget.table.source}'")
+
+    @staticmethod
+    def schedule(genome: Genome) -> Schedule:
+        return genome.schedule()
+
+    def seeds(self) -> list[Genome]:
+        """Every uniform genome inside the window."""
+        return [g for g in self.space.uniform_genomes(self.space.fills)
+                if self.budget.admits(g.schedule())]
+
+    def immigrant(self, rng: random.Random) -> Genome | None:
+        return self._repaired(self.space.random_genome(rng.choice(self.lens), rng))
+
+    def mutate(self, genome: Genome, rng: random.Random) -> Genome | None:
+        """Re-express at another L (keeping the densities), or redraw one gene's active count
+        or fill."""
+        if rng.random() < LENGTH_MUTATION and len(self.lens) > 1:
+            seg_len = rng.choice([n for n in self.lens if n != genome.seg_len])
+            return self._repaired(reexpress(genome, seg_len, self.space))
+        genes = list(genome.genes)
+        k = rng.randrange(len(genes))
+        active, fill = genes[k]
+        if rng.random() < 0.5:
+            active = rng.randint(1, genome.lengths[k])
+        else:
+            fill = rng.choice(self.space.fills)
+        genes[k] = (active, fill)
+        return self._repaired(Genome(genome.steps, genome.seg_len, tuple(genes)))
+
+    def crossover(self, a: Genome, b: Genome, rng: random.Random) -> Genome | None:
+        """Uniform crossover of genes, the second parent re-expressed at the first's L."""
+        if b.seg_len != a.seg_len:
+            b = reexpress(b, a.seg_len, self.space)
+        genes = tuple(x if rng.random() < 0.5 else y for x, y in zip(a.genes, b.genes, strict=True))
+        return self._repaired(Genome(a.steps, a.seg_len, genes))
+
+    def _repaired(self, genome: Genome) -> Genome | None:
+        try:
+            return repair(genome, self.space, self.budget)
+        except BudgetError:
+            return None
+
+
+# -- step-wise operators (AutoDiffusion on the teacher's grid) -------------------------
+def stepwise_sizes(steps: int, budget: Budget) -> list[int]:
+    """The numbers of full steps (the rest null) whose schedules lie in the window."""
+    sizes = [k for k in range(1, steps + 1) if budget.admits(Schedule.fewer_steps(steps, k))]
+    if not sizes:
+        raise BudgetError(f"no number of full steps out of {steps} gives {budget.target}x "
+                          f"within tolerance {budget.tol:.0%}")
+    return sizes
+
+
+def stepwise_feasible(steps: int, budget: Budget) -> int:
+    """The most full steps out of ``steps`` whose F/N schedules meet the budget."""
+    return max(stepwise_sizes(steps, budget))
+
+
+class StepOps:
+    """AutoDiffusion's operators on the set of full steps (step 0 always among them, the rest
+    null), each set's size one that lies in the window."""
+
+    def __init__(self, steps: int, budget: Budget, mutation_prob: float = 0.1):
+        self.steps, self.mutation_prob = steps, mutation_prob
+        self.sizes = stepwise_sizes(steps, budget)
+
+    def schedule(self, kept: frozenset[int]) -> Schedule:
+        return Schedule.from_full_steps(self.steps, kept, NULL)
+
+    def seeds(self) -> list[frozenset[int]]:
+        """The evenly spaced kept steps (fewer sampler steps) at every size."""
+        return [frozenset(i for i, t in enumerate(Schedule.fewer_steps(self.steps, k))
+                          if t == FULL) for k in self.sizes]
+
+    def immigrant(self, rng: random.Random) -> frozenset[int]:
+        k = rng.choice(self.sizes)
+        return frozenset([0, *rng.sample(range(1, self.steps), k - 1)])
+
+    def mutate(self, kept: frozenset[int], rng: random.Random) -> frozenset[int] | None:
+        """Each kept step but 0 moves to a dropped step with probability ``mutation_prob``
+        (at least one moves)."""
+        movable = sorted(kept - {0})
+        free = sorted(set(range(1, self.steps)) - kept)
+        if not movable or not free:
+            return None
+        moved = [i for i in movable if rng.random() < self.mutation_prob]
+        moved = (moved or [rng.choice(movable)])[:len(free)]
+        return frozenset(kept - set(moved) | set(rng.sample(free, len(moved))))
+
+    @staticmethod
+    def crossover(a: frozenset[int], b: frozenset[int], rng: random.Random) -> frozenset[int]:
+        """Uniform crossover at the first parent's size: steps both parents keep stay, the
+        rest are drawn from those only one keeps."""
+        both = a & b
+        return frozenset(both | set(rng.sample(sorted(a ^ b), len(a) - len(both))))
+
+
+# -- scoring and the shared search loop ------------------------------------------------
 @dataclass
 class Record:
     """One scored candidate, as logged."""
@@ -161,217 +433,139 @@ class _Scorer:
                             self.budget.speedup(best), self.records)
 
 
-# -- repair: move a genome into the budget ---------------------------------------------
-def _repair(genome: Genome, space: SegmentSpace, budget: Budget, rng: random.Random,
-            max_moves: int = 200) -> Genome | None:
-    """Nudge one segment at a time (fewer/more active steps, shallower/deeper branch) until
-    the predicted speedup lands in the budget window; None when it does not."""
-    genes = list(genome.genes)
-    branches = sorted(space.branches)
-    for _ in range(max_moves):
-        schedule = Schedule.from_segments(genome.seg_len, genes)
-        speedup = budget.speedup(schedule)
-        if budget.admits(schedule):
-            return Genome(genome.seg_len, tuple(genes))
-        k = rng.randrange(len(genes))
-        active, branch = genes[k]
-        too_slow = speedup < budget.target
-        b_index = branches.index(branch) if branch in branches else 0
-        if rng.random() < 0.5:
-            active = max(1, active - 1) if too_slow else min(genome.seg_len, active + 1)
-        else:
-            b_index = max(0, b_index - 1) if too_slow else min(len(branches) - 1, b_index + 1)
-        genes[k] = (active, branches[b_index])
-    return None
+class _Pool:
+    """The candidates a search has scored, by schedule text."""
+
+    def __init__(self, scorer: _Scorer, ops: Any):
+        self.scorer, self.ops = scorer, ops
+        self.members: dict[str, Any] = {}
+
+    def add(self, candidate: Any) -> bool:
+        """Score a new candidate; False for None, a repeat, or once the evaluations are spent."""
+        if candidate is None or self.scorer.exhausted:
+            return False
+        schedule = self.ops.schedule(candidate)
+        text = str(schedule)
+        if text in self.members:
+            return False
+        self.members[text] = candidate
+        self.scorer(schedule)
+        return True
+
+    def immigrate(self, count: int, rng: random.Random, draws: int = 20) -> int:
+        """Add up to ``count`` random candidates in at most ``draws`` tries each (a small
+        space runs out of new ones)."""
+        added = 0
+        for _ in range(max(0, count) * draws):
+            if added >= count or self.scorer.exhausted:
+                break
+            added += self.add(self.ops.immigrant(rng))
+        return added
+
+    def best(self, count: int) -> list[Any]:
+        ranked = sorted(self.members, key=lambda t: (self.scorer.scores[t], t))
+        return [self.members[t] for t in ranked[:count]]
 
 
-def _random_feasible(space: SegmentSpace, budget: Budget, rng: random.Random,
-                     tries: int = 200) -> Genome:
-    for _ in range(tries):
-        seg_len = rng.choice(space.seg_lens)
-        genome = _repair(Genome(seg_len, space.random_genes(seg_len, rng)), space, budget, rng)
-        if genome is not None:
-            return genome
-    raise BudgetError(
-        f"no schedule of the segment space (T={space.steps}, L in {list(space.seg_lens)}, "
-        f"branches {list(space.branches)}) reaches {budget.target}x within tolerance "
-        f"{budget.tol:.0%} under cost table '{budget.table.source}'")
-
-
-def _mutate(genome: Genome, space: SegmentSpace, rng: random.Random) -> Genome:
-    """Change one segment's active count or branch, or re-draw the segment length."""
-    roll = rng.random()
-    if roll < 0.15 and len(space.seg_lens) > 1:
-        seg_len = rng.choice([n for n in space.seg_lens if n != genome.seg_len])
-        return Genome(seg_len, space.random_genes(seg_len, rng))
-    genes = list(genome.genes)
-    k = rng.randrange(len(genes))
-    active, branch = genes[k]
-    if roll < 0.6:
-        active = rng.randint(1, genome.seg_len)
-    else:
-        branch = rng.choice(space.branches)
-    genes[k] = (active, branch)
-    return Genome(genome.seg_len, tuple(genes))
-
-
-def _crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:
-    """Uniform crossover of segments; parents of different L give the first parent back."""
-    if a.seg_len != b.seg_len:
-        return a
-    return Genome(a.seg_len, tuple(x if rng.random() < 0.5 else y
-                                   for x, y in zip(a.genes, b.genes, strict=True)))
+def _search(method: str, ops: Any, fitness: Fitness, budget: Budget, *, n_eval: int,
+            evolution: Evolution | None, seed_uniform: bool, seed: int,
+            known: Mapping[str, float] | None, on_record: Callable[[Record], None] | None,
+            generations: int | None, max_stall: int) -> SearchResult:
+    """Seeds, then random immigrants up to the population (random search: up to ``n_eval``),
+    then generations of mutation, crossover and immigrants until ``n_eval`` distinct
+    schedules are scored, ``generations`` have run or ``max_stall`` bring nothing new."""
+    rng = random.Random(seed)
+    scorer = _Scorer(fitness, budget, method, known, on_record, n_eval)
+    pool = _Pool(scorer, ops)
+    for candidate in ops.seeds() if seed_uniform else ():
+        pool.add(candidate)
+    pool.immigrate((evolution.population if evolution else n_eval) - len(pool.members), rng)
+    stall = generation = 0
+    while (evolution and not scorer.exhausted and stall < max_stall
+           and generation != generations):
+        generation += 1
+        parents = pool.best(evolution.parents)
+        children = [ops.mutate(rng.choice(parents), rng) for _ in range(evolution.mutations)]
+        children += [ops.crossover(rng.choice(parents), rng.choice(parents), rng)
+                     for _ in range(evolution.crossovers)]
+        added = sum(pool.add(child) for child in children)
+        added += pool.immigrate(len(children) - added + evolution.room, rng)
+        stall = 0 if added else stall + 1
+    return scorer.result()
 
 
 def segment_evolution(space: SegmentSpace, fitness: Fitness, budget: Budget, *, n_eval: int,
-                      population: int = 16, parents: int = 6, crossover: float = 0.3,
+                      evolution: Evolution = Evolution(), seed_uniform: bool = True,
                       seed: int = 0, known: Mapping[str, float] | None = None,
                       on_record: Callable[[Record], None] | None = None,
-                      generations: int | None = None, max_stall: int = 50) -> SearchResult:
-    """Flexiffusion: evolutionary search over segment genomes under the budget.
-
-    Stops after ``n_eval`` distinct schedules are scored, after ``generations``, or when
-    ``max_stall`` generations bring nothing new."""
-    rng = random.Random(seed)
-    scorer = _Scorer(fitness, budget, "segment-evolution", known, on_record, n_eval)
-    pool: dict[str, Genome] = {}
-    for _ in range(population * 4):
-        if len(pool) >= population or scorer.exhausted:
-            break
-        genome = _random_feasible(space, budget, rng)
-        pool.setdefault(str(genome.schedule()), genome)
-        scorer(genome.schedule())
-    stall = generation = 0
-    while not scorer.exhausted and stall < max_stall and generation != generations:
-        generation += 1
-        ranked = sorted(pool.values(), key=lambda g: (scorer(g.schedule()), str(g.schedule())))
-        elite = ranked[:parents]
-        before = len(scorer.scores)
-        for _ in range(population):
-            if scorer.exhausted:
-                break
-            child = rng.choice(elite)
-            if rng.random() < crossover:
-                child = _crossover(child, rng.choice(elite), rng)
-            child = _repair(_mutate(child, space, rng), space, budget, rng)
-            if child is None:
-                continue
-            pool.setdefault(str(child.schedule()), child)
-            scorer(child.schedule())
-        stall = stall + 1 if len(scorer.scores) == before else 0
-    return scorer.result()
+                      generations: int | None = None, max_stall: int = 10) -> SearchResult:
+    """Flexiffusion: evolutionary search over segment genomes under the budget."""
+    return _search("segment-evolution", SegmentOps(space, budget), fitness, budget,
+                   n_eval=n_eval, evolution=evolution, seed_uniform=seed_uniform, seed=seed,
+                   known=known, on_record=on_record, generations=generations,
+                   max_stall=max_stall)
 
 
 def random_search(space: SegmentSpace, fitness: Fitness, budget: Budget, *, n_eval: int,
-                  seed: int = 0, known: Mapping[str, float] | None = None,
+                  seed_uniform: bool = True, seed: int = 0,
+                  known: Mapping[str, float] | None = None,
                   on_record: Callable[[Record], None] | None = None) -> SearchResult:
-    """Random feasible segment genomes: the control for the evolutionary search."""
-    rng = random.Random(seed)
-    scorer = _Scorer(fitness, budget, "segment-random", known, on_record, n_eval)
-    for _ in range(n_eval * 20):
-        if scorer.exhausted:
-            break
-        scorer(_random_feasible(space, budget, rng).schedule())
-    return scorer.result()
+    """The seeds, then random feasible segment genomes: the control for the evolution."""
+    return _search("segment-random", SegmentOps(space, budget), fitness, budget,
+                   n_eval=n_eval, evolution=None, seed_uniform=seed_uniform, seed=seed,
+                   known=known, on_record=on_record, generations=None, max_stall=0)
 
 
 def stepwise_evolution(steps: int, fitness: Fitness, budget: Budget, *, n_eval: int,
-                       population: int = 16, parents: int = 6, seed: int = 0,
-                       known: Mapping[str, float] | None = None,
+                       evolution: Evolution = Evolution(), seed_uniform: bool = True,
+                       seed: int = 0, known: Mapping[str, float] | None = None,
                        on_record: Callable[[Record], None] | None = None,
-                       generations: int | None = None, max_stall: int = 50) -> SearchResult:
-    """AutoDiffusion-style baseline: which timesteps get a full step (F), the rest null (N).
-
-    With F = 1 and N = 0 the speedup is ``steps / k``, so every candidate keeps ``k`` full
-    steps, the step 0 always among them; mutation swaps one kept step for a dropped one."""
-    k = stepwise_feasible(steps, budget)
-    rng = random.Random(seed)
-    scorer = _Scorer(fitness, budget, "stepwise-evolution", known, on_record, n_eval)
-
-    def schedule(kept: Iterable[int]) -> Schedule:
-        return Schedule.from_full_steps(steps, kept, "N")
-
-    def random_kept() -> frozenset[int]:
-        return frozenset([0, *rng.sample(range(1, steps), k - 1)])
-
-    pool = {random_kept() for _ in range(population)}
-    pool.add(frozenset(i for i, t in enumerate(Schedule.fewer_steps(steps, k)) if t == "F"))
-    for kept in sorted(pool, key=sorted):
-        if scorer.exhausted:
-            break
-        scorer(schedule(kept))
-    stall = generation = 0
-    while not scorer.exhausted and stall < max_stall and generation != generations:
-        generation += 1
-        ranked = sorted(pool, key=lambda s: (scorer(schedule(s)), sorted(s)))[:parents]
-        before = len(scorer.scores)
-        for _ in range(population):
-            if scorer.exhausted:
-                break
-            kept = set(rng.choice(ranked))
-            if k > 1:
-                kept.remove(rng.choice(sorted(kept - {0})))
-                kept.add(rng.choice(sorted(set(range(1, steps)) - kept)))
-            child = frozenset(kept)
-            pool.add(child)
-            scorer(schedule(child))
-        stall = stall + 1 if len(scorer.scores) == before else 0
-    return scorer.result()
+                       generations: int | None = None, max_stall: int = 10,
+                       mutation_prob: float = 0.1) -> SearchResult:
+    """AutoDiffusion's search on the teacher's grid: which steps are full (F), the rest null;
+    per-step mutation with probability ``mutation_prob``, crossover and immigrants."""
+    return _search("stepwise-evolution", StepOps(steps, budget, mutation_prob), fitness,
+                   budget, n_eval=n_eval, evolution=evolution, seed_uniform=seed_uniform,
+                   seed=seed, known=known, on_record=on_record, generations=generations,
+                   max_stall=max_stall)
 
 
 SEARCH_METHODS = {"segment": "segment-evolution", "stepwise": "stepwise-evolution",
                   "random": "segment-random"}  # suite/CLI name -> method name in results
 
 
-def run_method(method: str, space: SegmentSpace, *, population: int = 16,
+def run_method(method: str, space: SegmentSpace, *, evolution: Evolution = Evolution(),
                generations: int | None = None, **common) -> SearchResult:
     """One named search (a value of ``SEARCH_METHODS``) on equal terms with the others:
-    ``common`` is fitness, budget, n_eval, seed, known and on_record; the step-wise search
-    uses the space's step count, random search has no population."""
+    ``common`` is fitness, budget, n_eval, seed_uniform, seed, known and on_record; the
+    step-wise search uses the space's step count, random search has no generations."""
     if method == "stepwise-evolution":
-        return stepwise_evolution(space.steps, population=population, generations=generations,
+        return stepwise_evolution(space.steps, evolution=evolution, generations=generations,
                                   **common)
     if method == "segment-random":
         return random_search(space, **common)
-    return segment_evolution(space, population=population, generations=generations, **common)
-
-
-def stepwise_feasible(steps: int, budget: Budget) -> int:
-    """The most full steps out of ``steps`` whose speedup ``steps / k`` meets the budget."""
-    feasible = [k for k in range(1, steps + 1)
-                if budget.target <= steps / k <= budget.target * (1 + budget.tol)]
-    if not feasible:
-        raise BudgetError(f"no number of full steps out of {steps} gives {budget.target}x "
-                          f"within tolerance {budget.tol:.0%}")
-    return max(feasible)
+    return segment_evolution(space, evolution=evolution, generations=generations, **common)
 
 
 def segment_schedule_at(space: SegmentSpace, budget: Budget) -> Genome:
     """A segment schedule at ``budget`` chosen by rule, not searched: the stand-in for a
     search where no fitness exists (latency runs with random weights).
 
-    Candidates are the uniform genomes, the same gene ``(i, b)`` in every segment, for every
-    allowed ``L``: the cheapest segment schedules to describe. The one chosen has the
-    smallest predicted speedup that still meets the target (so it keeps the most compute),
-    ties broken by smaller ``L``, then ``i``, then ``b``; it meets the target but may lie
-    above the search's window ``target * (1 + tol)`` when no uniform genome falls inside."""
-    best: tuple[float, int, int, int] | None = None
-    branches = sorted(space.branches)
-    for seg_len in space.seg_lens:
-        for active in range(1, seg_len + 1):
-            for branch in branches if active > 1 else branches[:1]:  # i=1: no P step
-                genome = Genome(seg_len, ((active, branch),) * (space.steps // seg_len))
-                speedup = budget.speedup(genome.schedule())
-                key = (speedup, seg_len, active, branch)
-                if speedup >= budget.target and (best is None or key < best):
-                    best = key
-    if best is None:
+    Candidates are the uniform genomes with partial fills, the same gene ``(i, b)`` in every
+    segment, for every allowed ``L``: the cheapest segment schedules to describe. The one
+    chosen has the smallest predicted speedup that still meets the target (so it keeps the
+    most compute), ties broken by smaller ``L``, then ``i``, then ``b``; it meets the target
+    but may lie above the search's window ``target * (1 + tol)`` when no uniform genome
+    falls inside."""
+    meeting = [((speedup, g.seg_len, *g.genes[0]), g)
+               for g in space.uniform_genomes(sorted(space.branches))
+               if (speedup := budget.speedup(g.schedule())) >= budget.target]
+    if not meeting:
         raise BudgetError(
             f"no uniform segment schedule (T={space.steps}, L in {list(space.seg_lens)}, "
             f"branches {list(space.branches)}) reaches {budget.target}x under cost table "
             f"'{budget.table.source}'")
-    _, seg_len, active, branch = best
-    return Genome(seg_len, ((active, branch),) * (space.steps // seg_len))
+    return min(meeting, key=lambda m: m[0])[1]
 
 
 def pareto_front(results: Iterable[SearchResult]) -> list[Record]:

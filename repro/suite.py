@@ -20,7 +20,7 @@ from typing import Any, get_args, get_type_hints
 import yaml
 from pydantic import ConfigDict, NonNegativeInt, PositiveInt, TypeAdapter, ValidationError
 
-from .search import SEARCH_METHODS
+from .search import SEARCH_METHODS, Evolution
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -37,20 +37,30 @@ class SuiteError(ValueError):
 
 @dataclass(frozen=True)
 class Search:
-    """Search settings; fitness is rFID on ``seeds`` (smaller than the evaluation's)."""
+    """Search settings, the same for every method of the experiment; fitness is rFID on
+    ``seeds`` (smaller than the evaluation's). Evolution: AutoDiffusion's defaults."""
 
     __pydantic_config__ = _STRICT
     methods: tuple[str, ...] = ("segment", "stepwise", "random")
     budgets: tuple[float, ...] = ()
     n_eval: PositiveInt = 40
-    population: PositiveInt = 16
+    population: PositiveInt = 50
+    parents: PositiveInt = 10
+    mutations: NonNegativeInt = 25
+    crossovers: NonNegativeInt = 15
     generations: int | None = None
     seed: int = 0
     seeds: str = "0:128"
+    seed_uniform: bool = True  # start every method from its uniform schedules in the window
     branches: tuple[int, ...] | None = None  # default: every branch of the model
-    seg_lens: tuple[int, ...] | None = None  # default: divisors of the steps up to 10
+    seg_lens: tuple[int, ...] | None = None  # default: every length up to max_seg_len
+    max_seg_len: PositiveInt = 10
     tol: float = 0.1
     extractor: str = "digits-cnn"
+
+    @property
+    def evolution(self) -> Evolution:
+        return Evolution(self.population, self.parents, self.mutations, self.crossovers)
 
 
 @dataclass(frozen=True)
@@ -454,13 +464,13 @@ def _check_prompts(suite: Suite, e: Experiment, spec) -> None:
 
 def segment_space(experiment: Experiment, calls: int):
     """The experiment's segment search space at ``calls`` UNet calls (default: every branch
-    of its model, segment lengths dividing ``calls`` up to 10)."""
+    of its model, every segment length up to ``max_seg_len``)."""
     from . import models
     from .search import SegmentSpace
 
-    branches = (experiment.search.branches
-                or tuple(range(models.get(experiment.model).num_branches)))
-    return SegmentSpace.of(calls, branches, experiment.search.seg_lens)
+    s = experiment.search
+    branches = s.branches or tuple(range(models.get(experiment.model).num_branches))
+    return SegmentSpace.of(calls, branches, s.seg_lens, s.max_seg_len)
 
 
 def _check_sampler_steps(suite: Suite, e: Experiment, spec, knobs: tuple[int, ...],

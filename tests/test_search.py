@@ -1,20 +1,35 @@
+import math
+import random
+from collections import Counter
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from repro.schedule import CostTable, Schedule
 from repro.search import (
+    SEARCH_METHODS,
     Budget,
     BudgetError,
+    Evolution,
+    SegmentOps,
     SegmentSpace,
+    StepOps,
     multi_budget,
     random_search,
+    reexpress,
+    repair,
+    run_method,
     segment_evolution,
     stepwise_evolution,
 )
 
-TABLE = CostTable({0: 0.1, 1: 0.25, 2: 0.4}, source="synthetic")
+TABLE = CostTable({0: 0.1, 1: 0.25, 2: 0.4}, source="synthetic")  # MAC-ratio style: P < 1
 SPACE = SegmentSpace(steps=24, seg_lens=(3, 4, 6), branches=(0, 1, 2))
 # A known optimum inside the 3x budget (predicted 3.27x): L=4, segments (2, 1) and (3, 0).
 OPTIMUM = Schedule.from_segments(4, [(2, 1), (3, 0)] * 3)
+BUDGETS = [1.5 + 0.5 * i for i in range(18)]  # 1.5x .. 10x
+SMALL = Evolution(population=8, parents=4, mutations=5, crossovers=3)
 
 
 def hamming(target: Schedule):
@@ -27,8 +42,163 @@ def budget(target: float) -> Budget:
     return Budget(target, TABLE, tol=0.15)
 
 
-def test_the_synthetic_optimum_is_feasible():
-    assert budget(3.0).admits(OPTIMUM)
+def space_of(steps: int) -> SegmentSpace:
+    return SegmentSpace.of(steps, (0, 1, 2))
+
+
+# -- the space ----------------------------------------------------------------------------
+def test_segment_lengths_not_dividing_T_end_in_a_shorter_clipped_segment():
+    space = space_of(100)
+    assert space.seg_lens == tuple(range(1, 11))
+    genome = space.genome(3, [(3, 1)] * 34)
+    assert genome.lengths == [3] * 33 + [1] and genome.genes[-1] == (1, 1)
+    assert str(genome.schedule()).endswith("F P1 P1 | F")
+    assert len(genome.schedule()) == 100
+    assert str(space.genome(4, [(3, None)] * 25).schedule()).startswith("F F F N | F F F N")
+    with pytest.raises(BudgetError, match="must lie in 1..24"):
+        SegmentSpace(24, (25,), (0,))
+
+
+@pytest.mark.parametrize("steps", [20, 50, 100])
+def test_the_space_holds_an_FN_schedule_in_the_window_wherever_one_exists(steps):
+    """Wherever some F/N schedule of ``steps`` steps lies in the window (k full steps), the
+    segment space holds one; where none does (T=20 at 3x: 20/7 < 3 < 3.3 < 20/6), it still
+    holds a schedule in the window (with partial steps)."""
+    space = space_of(steps)
+    for target in BUDGETS:
+        window = Budget(target, TABLE, 0.1)
+        sizes = [k for k in range(1, steps + 1) if window.admits(Schedule.fewer_steps(steps, k))]
+        if not sizes:
+            assert any(window.admits(g.schedule())
+                       for g in space.uniform_genomes(space.fills)), target
+            continue
+        found = [g for n in space.seg_lens if math.ceil(steps / n) <= sizes[0]
+                 for g in [full_steps_genome(space, n, sizes[0])]]
+        assert found, target
+        for genome in found:
+            schedule = genome.schedule()
+            assert window.admits(schedule) and schedule.count("P") == 0, (target, str(schedule))
+
+
+def full_steps_genome(space: SegmentSpace, seg_len: int, full: int):
+    """``full`` F steps in segments of ``seg_len``: each segment's leading F, the rest as
+    full fills from the first segment on."""
+    extra, genes = full - math.ceil(space.steps / seg_len), []
+    for length in space.genome(seg_len, [(1, 0)] * math.ceil(space.steps / seg_len)).lengths:
+        genes.append((1 + min(extra, length - 1), None))
+        extra -= genes[-1][0] - 1
+    return space.genome(seg_len, genes)
+
+
+# -- repair and the length mutation -------------------------------------------------------
+@st.composite
+def genome_and_budget(draw):
+    space = space_of(draw(st.sampled_from([20, 50, 100])))
+    seg_len = draw(st.integers(1, 10))
+    genes = [(draw(st.integers(1, seg_len)), draw(st.sampled_from(space.fills)))
+             for _ in range(math.ceil(space.steps / seg_len))]
+    target = draw(st.sampled_from(BUDGETS) | st.floats(1.0, 10.0))
+    return space, space.genome(seg_len, genes), Budget(target, TABLE, 0.1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(genome_and_budget())
+def test_repair_reaches_the_window_from_any_genome_unless_out_of_reach_at_its_L(case):
+    space, genome, window = case
+    top = space.steps / math.ceil(space.steps / genome.seg_len)  # all-null segments
+    if top < window.target:
+        with pytest.raises(BudgetError, match=f"no genome at L={genome.seg_len}"):
+            repair(genome, space, window)
+        return
+    repaired = repair(genome, space, window)
+    assert window.admits(repaired.schedule()) and repaired.seg_len == genome.seg_len
+    assert repair(genome, space, window) == repaired  # deterministic
+    assert repair(repaired, space, window) == repaired  # feasible genomes stay as they are
+
+
+def test_repair_changes_the_fewest_genes_it_can():
+    """From all-F (1x) to 2x at L=2: every segment must give up a step, one gene each move;
+    from 'F N' x 50 plus one 'F F' (1.98x) one P0 instead of the second F is enough."""
+    space, window = space_of(100), Budget(2.0, TABLE, 0.1)
+    assert repair(space.genome(2, [(2, None)] * 50), space, window).schedule() == \
+        Schedule.fewer_steps(100, 50)
+    near = space.genome(2, [(2, None)] + [(1, 0)] * 49)
+    repaired = repair(near, space, window)
+    assert sum(a != b for a, b in zip(repaired.genes, near.genes, strict=True)) == 1
+
+
+@pytest.mark.parametrize("seg_len", [1, 3, 4, 7, 10])
+def test_length_mutation_keeps_each_spans_active_steps_and_fill(seg_len):
+    space, rng = space_of(100), random.Random(seg_len)
+    for _ in range(20):
+        parent = space.random_genome(rng.randint(1, 10), rng)
+        child = reexpress(parent, seg_len, space)
+        tokens, new = parent.schedule().steps, child.schedule().steps
+        for start in range(0, 100, seg_len):
+            old_span, new_span = tokens[start:start + seg_len], new[start:start + seg_len]
+            active = [t for t in old_span if t != "N"]
+            assert sum(t != "N" for t in new_span) == max(1, len(active))
+            fills = Counter(active)  # the fill: the commonest kind once one F (or P) leads
+            fills -= Counter(["F" if "F" in active else active[0]] if active else [])
+            if len(new_span) > 1 and new_span[1] != "N":
+                assert fills[new_span[1]] == max(fills.values())
+
+
+# -- equal terms: seeds, evaluation counts ------------------------------------------------
+def test_every_method_is_seeded_with_its_uniform_schedules_unless_turned_off():
+    space, window = space_of(100), Budget(3.0, TABLE, 0.1)
+    segment_seeds = [str(g.schedule()) for g in SegmentOps(space, window).seeds()]
+    assert segment_seeds and len(set(segment_seeds)) == len(segment_seeds)
+    assert all(window.admits(Schedule.parse(t)) for t in segment_seeds)
+    uniform = {str(g.schedule()) for g in space.uniform_genomes(space.fills)}
+    assert {t for t in uniform if window.admits(Schedule.parse(t))} == set(segment_seeds)
+    step_seeds = [str(StepOps(100, window).schedule(s)) for s in StepOps(100, window).seeds()]
+    assert step_seeds == [str(Schedule.fewer_steps(100, k)) for k in (31, 32, 33)]
+    fitness = hamming(Schedule.full(100))
+    for method, seeds in (("segment-evolution", segment_seeds), ("segment-random", segment_seeds),
+                          ("stepwise-evolution", step_seeds)):
+        common = dict(fitness=fitness, budget=window, n_eval=60, seed=0)
+        first = [r.schedule for r in run_method(method, space, **common).records]
+        assert first[:len(seeds)] == seeds, method
+        unseeded = run_method(method, space, seed_uniform=False, **common).records
+        assert [r.schedule for r in unseeded][:len(seeds)] != seeds, method
+
+
+@pytest.mark.parametrize("method", SEARCH_METHODS.values())
+def test_every_method_scores_exactly_n_eval_distinct_schedules_unless_its_space_is_smaller(
+        method):
+    calls = []
+
+    def fitness(schedule):
+        calls.append(str(schedule))
+        return hamming(Schedule.fewer_steps(100, 25))(schedule)
+
+    result = run_method(method, space_of(100), fitness=fitness, budget=Budget(4.0, TABLE, 0.1),
+                        n_eval=150, seed=0)
+    assert len(result.records) == len(set(calls)) == len(calls) == 150
+    tiny = run_method(method, SegmentSpace.of(6, (0,)), fitness=hamming(Schedule.full(6)),
+                      budget=Budget(2.0, TABLE, 0.1), n_eval=40, seed=0)
+    distinct = {r.schedule for r in tiny.records}
+    assert len(tiny.records) == len(distinct) < 40  # the whole space, each once
+
+
+# -- the searches -----------------------------------------------------------------------
+@pytest.mark.parametrize("seed_uniform", [True, False])
+@pytest.mark.parametrize("target, speedup", [
+    ("F N", 2.0),  # digits-ddpm's best 2x schedule: 'F N' x 50
+    ("F N N", 2.94),  # L=3 does not divide 100: 'F N N' x 33, then 'F' (2.94x)
+])
+def test_segment_search_reaches_a_hidden_optimum_at_T100_for_5_of_5_seeds(
+        target, speedup, seed_uniform):
+    seg_len = len(target.split())
+    space, window = space_of(100), Budget(speedup, TABLE, 0.1)
+    optimum = space.genome(seg_len, [(1, 0)] * math.ceil(100 / seg_len)).schedule()
+    assert window.admits(optimum) and str(optimum).startswith(target)
+    for seed in range(5):
+        result = segment_evolution(space, hamming(optimum), window, n_eval=200, seed=seed,
+                                   seed_uniform=seed_uniform)
+        assert result.best == optimum and result.fitness == 0, seed
+        assert all(window.admits(Schedule.parse(r.schedule)) for r in result.records)
 
 
 def test_segment_evolution_finds_the_known_optimum_within_budget():
@@ -78,6 +248,25 @@ def test_resume_from_logged_scores_rescoring_nothing():
     assert [r.schedule for r in resumed.records] == [r.schedule for r in logged]
 
 
+# -- the step-wise baseline (AutoDiffusion on the teacher's grid) --------------------------
+def test_stepwise_operators_give_feasible_children():
+    window = Budget(3.0, TABLE, 0.1)
+    ops, rng = StepOps(100, window, mutation_prob=0.1), random.Random(0)
+    parents = [ops.immigrant(rng) for _ in range(50)]
+    assert {len(p) for p in parents} <= {31, 32, 33} and all(0 in p for p in parents)
+    moved = []
+    for a, b in zip(parents, parents[1:] + parents[:1], strict=True):
+        for child in (ops.mutate(a, rng), ops.crossover(a, b, rng)):
+            assert window.admits(ops.schedule(child)) and 0 in child
+        mutated, crossed = ops.mutate(a, rng), ops.crossover(a, b, rng)
+        assert len(mutated) == len(crossed) == len(a) and mutated != a
+        assert a & b <= crossed <= a | b
+        moved.append(len(a - mutated))
+    assert 1 <= min(moved) and 2 < sum(moved) / len(moved) < 5  # ~10% of ~31 movable steps
+    everything = StepOps(100, window, mutation_prob=1.0).mutate(parents[0], rng)
+    assert everything & parents[0] == {0}  # every movable step moved
+
+
 def test_stepwise_search_keeps_the_budget_and_finds_a_known_subset():
     steps, target = 24, 4.0
     best_subset = Schedule.from_full_steps(steps, [0, 2, 9, 13, 17, 21], "N")
@@ -105,16 +294,16 @@ def test_multi_budget_gives_winners_per_budget_and_a_pareto_front():
 def test_impossible_budgets_are_reported():
     with pytest.raises(BudgetError, match="reaches 50.0x"):
         segment_evolution(SPACE, hamming(OPTIMUM), budget(50.0), n_eval=5)
-    with pytest.raises(BudgetError, match="must divide 24"):
-        SegmentSpace(24, (5,), (0,))
+    with pytest.raises(BudgetError, match="tops out at 8x"):
+        space_of(24).check_reachable(budget(8.5))  # L=8 and 10: 3 segments
     with pytest.raises(BudgetError, match="no number of full steps"):
         stepwise_evolution(10, hamming(OPTIMUM), Budget(20.0, TABLE, 0.05), n_eval=5)
 
 
 def test_generations_bound_the_search():
-    one = segment_evolution(SPACE, hamming(OPTIMUM), budget(3.0), n_eval=500, population=8,
+    one = segment_evolution(SPACE, hamming(OPTIMUM), budget(3.0), n_eval=500, evolution=SMALL,
                             generations=1, seed=0)
-    assert 8 < len(one.records) <= 16
+    assert len(one.records) == 8 + 5 + 3  # the seeds, then one generation's children
 
 
 def test_cli_search_logs_and_resumes_without_rescoring(tmp_path, capsys):

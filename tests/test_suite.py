@@ -143,6 +143,21 @@ def test_single_experiment_suite_is_named_after_its_model(tmp_path):
     assert [row.method for row in plan[6:]] == ["sampler-steps"] * 2
 
 
+
+def test_search_settings_default_to_autodiffusions_and_every_segment_length(tmp_path):
+    path = write(tmp_path, HEAD + "model: digits-ddpm\nsteps: 100\n")
+    (experiment,) = suite.load(path).experiments
+    s = experiment.search
+    assert (s.population, s.parents, s.mutations, s.crossovers) == (50, 10, 25, 15)
+    assert s.evolution == suite.Evolution(50, 10, 25, 15) and s.seed_uniform
+    space = suite.segment_space(experiment, 100)
+    assert space.seg_lens == tuple(range(1, 11))  # 3, 6, 7, 8, 9 do not divide 100
+    path = write(tmp_path, HEAD + "model: digits-ddpm\nsteps: 100\n"
+                 "search: {max_seg_len: 4, branches: [1], seed_uniform: false}\n")
+    (experiment,) = suite.load(path).experiments
+    assert suite.segment_space(experiment, 100).seg_lens == (1, 2, 3, 4)
+    assert not experiment.search.seed_uniform
+
 # -- include ------------------------------------------------------------------------
 def test_include_merges_template_under_including_file(tmp_path, monkeypatch):
     write(tmp_path, """\
@@ -307,9 +322,9 @@ BAD = {
                           ["field 'search.budgets': budget 50.0x is out of reach"]),
     "impossible stepwise budget": (SINGLE + "search: {methods: [stepwise], budgets: [0.5]}\n",
                                    ["field 'search.budgets': ", "0.5x"]),
-    "segment length not a divisor": (SINGLE + "search: {seg_lens: [3]}\n",
-                                     ["field 'search.seg_lens': segment lengths must divide "
-                                      "20; got [3]"]),
+    "segment length beyond the steps": (SINGLE + "search: {seg_lens: [3, 21]}\n",
+                                        ["field 'search.seg_lens': segment lengths must lie "
+                                         "in 1..20; got [3, 21]"]),
     "schedule bad token": (SINGLE.replace("steps: 20", "steps: 4") + (
         "baselines: [{technique: schedule, name: s, schedule: 'F P0 X N'}]\n"),
         ["field 'baselines[0].schedule': bad schedule token 'X' at step 3"]),
