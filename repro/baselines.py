@@ -4,14 +4,14 @@ sampler's own step count)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
-from .schedule import CostTable, Schedule
+from .schedule import CostTable, Schedule, ScheduleError
 from .search import Budget, BudgetError
 
 
-def _first_reaching(technique: str, budget: Budget, candidates: list[tuple[str, Schedule]],
+def _first_reaching(technique: str, budget: Budget, candidates: Iterable[tuple[str, Schedule]],
                     ) -> tuple[str, Schedule]:
     for name, schedule in candidates:
         if budget.speedup(schedule) >= budget.target:
@@ -20,21 +20,35 @@ def _first_reaching(technique: str, budget: Budget, candidates: list[tuple[str, 
                       f"under cost table '{budget.table.source}'")
 
 
-def deepcache_uniform(steps: int, budget: Budget, branch: int) -> tuple[str, Schedule]:
-    """DeepCache 1:N at the smallest interval N whose predicted speedup reaches the target."""
-    return _first_reaching("deepcache", budget, [(f"deepcache N={n} b={branch}",
-                                     Schedule.deepcache(steps, n, branch))
-                                    for n in range(1, steps + 1)])
+def deepcache_at_budget(steps: int, calls: int, budget: Budget, baseline) -> tuple[str, Schedule]:
+    """A DeepCache row (any variant) at the smallest interval N whose predicted speedup
+    reaches the target."""
+    return _first_reaching(baseline.technique, budget,
+                           _producible(baseline, steps, calls, range(1, steps + 1)))
 
 
-def deepcache_nonuniform(steps: int, budget: Budget, branch: int, center: int | None = None,
-                         power: float = 1.4) -> tuple[str, Schedule]:
-    """DeepCache non-uniform 1:N (full steps denser around ``center``), smallest N reaching
-    the target."""
-    return _first_reaching("deepcache-nonuniform", budget, [
-        (f"deepcache-nonuniform N={n} b={branch}",
-         Schedule.deepcache_nonuniform(steps, n, branch, center, power))
-        for n in range(1, steps + 1)])
+def _producible(baseline, steps: int, calls: int, intervals) -> Iterator[tuple[str, Schedule]]:
+    """The rows of the intervals DeepCache's own code can produce (its non-uniform samplers
+    find no power for some)."""
+    for n in intervals:
+        try:
+            yield deepcache_row(baseline, n, steps, calls)
+        except ScheduleError:
+            continue
+
+
+def deepcache_row(baseline, interval: int, steps: int, calls: int) -> tuple[str, Schedule]:
+    """A DeepCache row at interval N, numbered as DeepCache's own samplers number it, of a
+    sampler making ``calls`` UNet calls for ``steps`` steps. ``baseline``: a suite's
+    ``Baseline`` (technique, branch, and the non-uniform ``center`` and ``power``)."""
+    b = baseline.branch
+    if baseline.technique == "deepcache-nonuniform":
+        return (f"deepcache-nonuniform N={interval} b={b}", Schedule.deepcache_nonuniform(
+            steps, interval, b, center=baseline.center, power=baseline.power, calls=calls))
+    if baseline.technique == "deepcache-quad":
+        return (f"deepcache-quad N={interval} b={b}", Schedule.deepcache_quad(
+            steps, interval, b, power=baseline.power, calls=calls))
+    return f"deepcache N={interval} b={b}", Schedule.deepcache(steps, interval, b, calls=calls)
 
 
 def fewer_steps(steps: int, budget: Budget) -> tuple[str, Schedule]:
@@ -63,13 +77,6 @@ def sampler_steps(steps: int, budget: Budget, calls_at: Callable[[int], int],
                       f"fewest, the sampler makes {fewest_calls} of {calls} UNet calls")
 
 
-BASELINES: dict[str, Callable[..., tuple[str, Schedule]]] = {
-    "deepcache": deepcache_uniform,
-    "deepcache-nonuniform": deepcache_nonuniform,
-    "fewer-steps": fewer_steps,
-}
-
-
 class Planned(NamedTuple):
     """A baseline row resolved: what its knob became, its schedule, and the sampler steps it
     runs (None: the experiment's; a sampler-steps row runs its own)."""
@@ -93,15 +100,11 @@ def plan_schedule(row, steps: int, calls_at: Callable[[int], int], table: CostTa
             return Planned(f"sampler {row.knob} steps", Schedule.full(calls_at(row.knob)),
                            row.knob)
         return Planned(*sampler_steps(steps, Budget(row.budget, table, tol), calls_at))
-    if row.knob is not None:
-        if row.method == "fewer-steps":
-            return Planned(f"ddim {row.knob} steps", Schedule.fewer_steps(calls, row.knob))
-        if row.method == "deepcache-nonuniform":
-            return Planned(f"deepcache-nonuniform N={row.knob} b={b.branch}",
-                           Schedule.deepcache_nonuniform(calls, row.knob, b.branch))
-        return Planned(f"deepcache N={row.knob} b={b.branch}",
-                       Schedule.deepcache(calls, row.knob, b.branch))
     budget = Budget(row.budget, table, tol)
-    make = BASELINES[row.method]
-    return Planned(*(make(calls, budget) if row.method == "fewer-steps"
-                     else make(calls, budget, b.branch)))
+    if row.method == "fewer-steps":
+        if row.knob is not None:
+            return Planned(f"ddim {row.knob} steps", Schedule.fewer_steps(calls, row.knob))
+        return Planned(*fewer_steps(calls, budget))
+    if row.knob is not None:
+        return Planned(*deepcache_row(b, row.knob, steps, calls))
+    return Planned(*deepcache_at_budget(steps, calls, budget, b))

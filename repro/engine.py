@@ -18,8 +18,9 @@ The step path does no host synchronisation: state is Python integers and the sch
 
 from __future__ import annotations
 
+import bisect
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,17 +35,28 @@ CACHE_HOOK = "repro_deepcache"
 
 @dataclass
 class _StepState:
-    """Shared by all hooks of one attachment: where the sampler is in the schedule."""
+    """Shared by all hooks of one attachment: where the current sampling call is in the
+    schedule. ``scheduler_of`` returns the scheduler driving the UNet now (a pipeline's
+    current ``pipe.scheduler``, so a scheduler swapped inside the block is seen), or None
+    when calls are counted without one."""
 
     schedule: Schedule
-    scheduler: Any = None
+    scheduler_of: Callable[[], Any] = lambda: None
+    timesteps: Any = None  # the scheduler's timesteps object of the current call
+    start: int = 0  # position in those timesteps of the call's first UNet call
     index: int = 0
     branch: int | None = None  # None on full steps
     last_output: Any = None
 
 
 class ScheduleHook(ModelHook):
-    """On the UNet: picks the step kind of each call; null steps reuse the last output."""
+    """On the UNet: picks the step kind of each call; null steps reuse the last output.
+
+    A sampling call starts at the first token whatever happened before: a new call is
+    recognised when the scheduler's ``timesteps`` object changes (``set_timesteps``, which
+    every diffusers pipeline call makes, or a swapped scheduler) or when a loop over the
+    same timesteps starts again from its first position.
+    """
 
     _is_stateful = True
 
@@ -54,10 +66,10 @@ class ScheduleHook(ModelHook):
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         state = self.state
-        if state.index == 0:
-            _check_length(state)
+        if state.index == 0 or state.index == len(state.schedule) or _new_timesteps(state):
+            _begin_call(state, args[1] if len(args) > 1 else kwargs.get("timestep"))
         token = state.schedule.steps[state.index]
-        state.index = (state.index + 1) % len(state.schedule)
+        state.index += 1
         if token == NULL:
             return state.last_output
         state.branch = None if token == FULL else branch_of(token)
@@ -66,7 +78,55 @@ class ScheduleHook(ModelHook):
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.state.index, self.state.branch, self.state.last_output = 0, None, None
+        self.state.timesteps = None
         return module
+
+
+def _new_timesteps(state: _StepState) -> bool:
+    scheduler = state.scheduler_of()
+    return scheduler is not None and getattr(scheduler, "timesteps", None) is not state.timesteps
+
+
+def _begin_call(state: _StepState, t: Any) -> None:
+    """First UNet call of a sampling call (or one past the last token): locate it on the
+    scheduler's timesteps, check the schedule covers exactly the calls left, restart."""
+    scheduler = state.scheduler_of()
+    timesteps = getattr(scheduler, "timesteps", None)
+    if timesteps is None:  # no scheduler to check against: the tokens cycle
+        state.index = 0
+        return
+    position = _position(t, timesteps)
+    if state.index == len(state.schedule) and timesteps is state.timesteps \
+            and position != state.start:
+        raise ScheduleError(
+            f"the UNet was called more often than the schedule's {len(state.schedule)} tokens "
+            f"within one sampling call (at timestep position {position}); does the pipeline "
+            "call the UNet twice per step?")
+    calls = len(timesteps) - position
+    if calls != len(state.schedule):
+        begun = (f" (it starts at position {position} of the scheduler's {len(timesteps)} "
+                 "timesteps, as img2img with strength < 1 does: give one token per call made, "
+                 "for the last timesteps of the grid)") if position else ""
+        raise ScheduleError(
+            f"schedule has {len(state.schedule)} steps but the scheduler runs {calls} UNet "
+            f"calls{begun}; give one token per UNet call")
+    state.timesteps, state.start, state.index = timesteps, position, 0
+    state.branch, state.last_output = None, None
+
+
+def _position(t: Any, timesteps: Any) -> int:
+    """Index in ``timesteps`` of the timestep a UNet call got. Pipelines iterate the
+    scheduler's tensor, so ``t`` is usually a view into it: its storage offset locates it
+    without a host sync, and exactly where PLMS repeats a value. Otherwise: the first
+    position of its value, or 0 when the value is not on the grid."""
+    if isinstance(t, torch.Tensor) and isinstance(timesteps, torch.Tensor):
+        if t.dim() == 0 and timesteps.dim() == 1 and t.untyped_storage().data_ptr() == \
+                timesteps.untyped_storage().data_ptr():
+            return (t.storage_offset() - timesteps.storage_offset()) // timesteps.stride(0)
+        t = t.flatten()[0].item() if t.numel() else None
+    values = [float(v) for v in (timesteps.tolist() if hasattr(timesteps, "tolist")
+                                 else timesteps)]
+    return values.index(float(t)) if t is not None and float(t) in values else 0
 
 
 class DeepCacheHook(ModelHook):
@@ -97,30 +157,51 @@ class DeepCacheHook(ModelHook):
         return module
 
 
-def _check_length(state: _StepState) -> None:
-    timesteps = getattr(state.scheduler, "timesteps", None)
-    if timesteps is not None and len(timesteps) != len(state.schedule):
+@dataclass(frozen=True)
+class Branch:
+    """Where ``P<index>`` cuts a UNet: down block ``block`` (0 = shallowest) runs its layers
+    below ``layer`` and its mirror up block resumes from the cached feature."""
+
+    index: int
+    block: int
+    layer: int
+    skips_from: str  # the first module the partial step does not run
+    resumes_at: str  # the up-path module that receives the cached deep feature
+
+
+def _block_offsets(unet: torch.nn.Module) -> list[int]:
+    """First branch of each down block, and the branch count last: each block offers one
+    branch per layer plus one for its downsampler (DeepCache: ``block * 3 + layer`` for
+    ``layers_per_block=2``; blocks of different depth simply get their own counts)."""
+    if len(unet.up_blocks) != len(unet.down_blocks):
         raise ScheduleError(
-            f"schedule has {len(state.schedule)} steps but the scheduler runs "
-            f"{len(timesteps)} UNet calls; give one token per scheduler timestep"
-        )
-
-
-def layers_per_branch_block(unet: torch.nn.Module) -> int:
-    """Branches per block: ``layers_per_block + 1`` (the down layers plus the downsampler)."""
-    layers = unet.config.layers_per_block
-    if isinstance(layers, list | tuple):
-        if len(set(layers)) != 1:
-            raise ScheduleError(
-                f"branch numbering needs the same layers_per_block in every block, got {layers}"
-            )
-        layers = layers[0]
-    return int(layers) + 1
+            f"branch numbering needs mirrored down and up blocks, got "
+            f"{len(unet.down_blocks)} down and {len(unet.up_blocks)} up")
+    offsets = [0]
+    for block in unet.down_blocks:
+        offsets.append(offsets[-1] + len(block.resnets) + 1)
+    return offsets
 
 
 def num_branches(unet: torch.nn.Module) -> int:
     """How many cache branches the UNet offers (12 for the DDPM CIFAR-10 and SD v1.5 UNets)."""
-    return len(unet.down_blocks) * layers_per_branch_block(unet)
+    return _block_offsets(unet)[-1]
+
+
+def branches(unet: torch.nn.Module) -> list[Branch]:
+    """Every cache branch of ``unet``, shallowest first, with the modules it cuts at."""
+    offsets = _block_offsets(unet)
+    found = []
+    for k, block in enumerate(unet.down_blocks):
+        n_layers = len(block.resnets)
+        up = len(unet.up_blocks) - 1 - k
+        for layer in range(n_layers + 1):
+            skips = (f"down_blocks.{k}.resnets.{layer}" if layer < n_layers
+                     else f"down_blocks.{k}.downsamplers.0" if block.downsamplers
+                     else "mid_block")
+            found.append(Branch(offsets[k] + layer, k, layer, skips,
+                                f"up_blocks.{up}.resnets.{n_layers - layer}"))
+    return found
 
 
 def cache_points(
@@ -133,8 +214,8 @@ def cache_points(
     """
     if not branches:
         return []
-    span = layers_per_branch_block(unet)
-    cut_blocks = {b // span for b in branches}
+    offsets = _block_offsets(unet)
+    cut_blocks = {bisect.bisect_right(offsets, b) - 1 for b in branches}
     points: list[tuple[torch.nn.Module, int | float]] = []
 
     def add(module: torch.nn.Module | None, threshold: int | float) -> None:
@@ -142,25 +223,25 @@ def cache_points(
             points.append((module, threshold))
 
     for k, block in enumerate(unet.down_blocks):
-        add(block, k * span + 1)
+        add(block, offsets[k] + 1)
         if k in cut_blocks:
             for layer, resnet in enumerate(block.resnets):
-                add(resnet, k * span + layer + 1)
+                add(resnet, offsets[k] + layer + 1)
             for layer, attention in enumerate(getattr(block, "attentions", None) or []):
-                add(attention, k * span + layer + 1)
+                add(attention, offsets[k] + layer + 1)
             for downsampler in block.downsamplers or []:
-                add(downsampler, (k + 1) * span)
+                add(downsampler, offsets[k + 1])
     add(unet.mid_block, float("inf"))
     n_up = len(unet.up_blocks)
     for i, block in enumerate(unet.up_blocks):
         k = n_up - 1 - i  # counted from the output side, like the down blocks
-        add(block, k * span)
+        add(block, offsets[k])
         if k in cut_blocks:
             n_layers = len(block.resnets)
             for j, resnet in enumerate(block.resnets):
-                add(resnet, k * span + (n_layers - 1 - j))
+                add(resnet, offsets[k] + (n_layers - 1 - j))
             for j, attention in enumerate(getattr(block, "attentions", None) or []):
-                add(attention, k * span + (n_layers - 1 - j))
+                add(attention, offsets[k] + (n_layers - 1 - j))
     return points
 
 
@@ -170,12 +251,24 @@ def scheduled(
 ) -> Iterator[None]:
     """Attach the schedule's hooks to ``unet`` for the duration of the block.
 
-    Every UNet call consumes one token, cycling, so a pipeline may be called repeatedly.
-    With a ``scheduler``, its timestep count must equal the schedule length. Hooks are
-    removed on exit, also on exceptions.
+    With a ``scheduler``, each sampling loop over its timesteps starts at the first token
+    and must make exactly one UNet call per token; without one, calls consume tokens
+    cyclically (timing and FLOP counting). Hooks are removed on exit, also on exceptions.
     """
+    with _attached(unet, schedule, lambda: scheduler):
+        yield
+
+
+@contextlib.contextmanager
+def _attached(
+    unet: torch.nn.Module, schedule: Schedule | str, scheduler_of: Callable[[], Any]
+) -> Iterator[None]:
+    if is_scheduled(unet):  # before touching anything: the outer block keeps its hooks
+        raise ScheduleError(
+            "this UNet already runs under a schedule (nested apply_schedule/scheduled); "
+            "leave the outer block before scheduling it again")
     schedule = Schedule.parse(schedule, num_branches=num_branches(unet))
-    state = _StepState(schedule=schedule, scheduler=scheduler)
+    state = _StepState(schedule=schedule, scheduler_of=scheduler_of)
     points = cache_points(unet, schedule.branches)
     created = [m for m in [unet, *(p[0] for p in points)] if not hasattr(m, "_diffusers_hook")]
     try:
@@ -225,6 +318,7 @@ def denoise(
     *,
     guidance_scale: float | None = None,
     step_kwargs: dict | None = None,
+    inference: bool = True,
     **unet_kwargs,
 ) -> torch.Tensor:
     """Run ``scheduler.timesteps`` (set by the caller) under ``schedule``; return latents.
@@ -232,10 +326,13 @@ def denoise(
     With ``guidance_scale`` the UNet sees ``[uncond, cond]`` (the caller passes the
     doubled conditioning in ``unet_kwargs``) and the prediction is
     ``uncond + g * (cond - uncond)``. ``step_kwargs`` go to ``scheduler.step``.
-    With an all-F schedule this is the plain diffusers loop, bit for bit.
+    With an all-F schedule this is the plain diffusers loop, bit for bit. Runs under
+    ``torch.inference_mode()`` (no autograd state kept on a large UNet) unless
+    ``inference=False``.
     """
     step_kwargs = step_kwargs or {}
-    with scheduled(unet, schedule, scheduler):
+    mode = torch.inference_mode() if inference else contextlib.nullcontext()
+    with mode, scheduled(unet, schedule, scheduler):
         for t in scheduler.timesteps:
             model_input = torch.cat([latents] * 2) if guidance_scale is not None else latents
             model_input = scheduler.scale_model_input(model_input, t)
@@ -251,8 +348,18 @@ def denoise(
 def apply_schedule(pipe: Any, schedule: Schedule | str) -> Iterator[Any]:
     """Make a user's own diffusers pipeline run under ``schedule`` when called normally.
 
-    One token per UNet call; set ``num_inference_steps`` so the scheduler's timestep count
-    equals the schedule length (PLMS/PNDM runs one extra call: 51 tokens for 50 steps).
+    One token per UNet call of a pipeline call, and every call starts at the first token
+    (an interrupted or failed call before it changes nothing). The length must equal the
+    calls that call makes, checked at its first UNet call against ``pipe.scheduler`` as it
+    is then (a scheduler swapped inside the block included): ``num_inference_steps``
+    calls for DDIM/DDPM/Euler, one more for PLMS (51 tokens for 50 steps); img2img at
+    ``strength`` s runs only the last ``int(steps * s)`` timesteps of the grid, and the
+    schedule gives one token per call made (a full-grid schedule is refused, so no call
+    starts mid-way through a schedule). Nesting is refused and leaves the outer block's
+    hooks in place.
+
+        >>> with apply_schedule(pipe, Schedule.deepcache(50, 5, branch=0)):
+        ...     image = pipe(prompt, num_inference_steps=50).images[0]
     """
-    with scheduled(pipe.unet, schedule, pipe.scheduler):
+    with _attached(pipe.unet, schedule, lambda: pipe.scheduler):
         yield pipe

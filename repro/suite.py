@@ -24,9 +24,11 @@ from .search import SEARCH_METHODS, Evolution
 
 _STRICT = ConfigDict(extra="forbid")
 
-TECHNIQUES = ("deepcache", "deepcache-nonuniform", "fewer-steps", "sampler-steps", "schedule")
+TECHNIQUES = ("deepcache", "deepcache-nonuniform", "deepcache-quad", "fewer-steps",
+              "sampler-steps", "schedule")
 # each technique's fixed-knob field (a technique without one runs at each search budget)
 KNOB_FIELDS = {"deepcache": "intervals", "deepcache-nonuniform": "intervals",
+               "deepcache-quad": "intervals",
                "fewer-steps": "keep", "sampler-steps": "steps"}
 PUBLISHED_KEYS = ("speedup", "fid", "rfid", "clip", "acc")
 
@@ -68,11 +70,14 @@ class Baseline:
     """A closed-form technique: at each search budget (no knob given), at fixed knobs
     (DeepCache ``intervals``, fewer-steps ``keep``: full steps kept on the sampler's grid,
     the rest null; sampler-steps ``steps``: the sampler itself run at that many steps), or a
-    given ``schedule`` text."""
+    given ``schedule`` text. DeepCache's non-uniform variants take the ``center`` (a step
+    index; centred variant only) and ``power`` its code was run with: no defaults."""
 
     __pydantic_config__ = _STRICT
     technique: str
     branch: int = 0
+    center: int | None = None
+    power: float | None = None
     intervals: tuple[int, ...] = ()
     keep: tuple[int, ...] = ()
     steps: tuple[int, ...] = ()
@@ -345,6 +350,7 @@ def _choice(value: str, known, suite, experiment, where) -> None:
 
 def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     from . import models
+    from .baselines import deepcache_row
     from .metrics.evaluate import METRICS
     from .metrics.extractors import EXTRACTORS
     from .metrics.references import REFERENCES
@@ -420,12 +426,19 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
             continue
         knob_field = KNOB_FIELDS[baseline.technique]
         knobs = getattr(baseline, knob_field)
+        _check_nonuniform_fields(suite, e, baseline, where)
         top = e.steps if baseline.technique == "sampler-steps" else calls
         out_of_range = [k for k in knobs if not 1 <= k <= top]
         if out_of_range:
             raise _fail(suite, e, f"{where}.{knob_field}", f"{out_of_range[0]} outside 1..{top}")
         if baseline.technique == "sampler-steps":
             _check_sampler_steps(suite, e, spec, knobs, where)
+        elif baseline.technique.startswith("deepcache"):
+            for knob in knobs:
+                try:
+                    deepcache_row(baseline, knob, e.steps, calls)
+                except ScheduleError as error:
+                    raise _fail(suite, e, f"{where}.{knob_field}", str(error)) from None
         for knob in knobs:
             plan.append(RowPlan(baseline.name or _knob_name(baseline, knob), "baseline",
                                 baseline.technique, None, baseline, knob))
@@ -494,6 +507,25 @@ def _check_sampler_steps(suite: Suite, e: Experiment, spec, knobs: tuple[int, ..
             sampler_steps(e.steps, Budget(target, _unit_table()), calls_at)
     except BudgetError as error:
         raise _fail(suite, e, where, str(error)) from None
+
+
+NONUNIFORM_FIELDS = {"deepcache-nonuniform": ("center", "power"), "deepcache-quad": ("power",)}
+
+
+def _check_nonuniform_fields(suite: Suite, e: Experiment, baseline: Baseline, where: str,
+                             ) -> None:
+    """DeepCache's non-uniform samplers have no default centre or power; other techniques
+    take neither."""
+    needed = NONUNIFORM_FIELDS.get(baseline.technique, ())
+    for name in ("center", "power"):
+        given = getattr(baseline, name) is not None
+        if name in needed and not given:
+            raise _fail(suite, e, f"{where}.{name}", f"{baseline.technique} needs '{name}': "
+                        "DeepCache sets it per model, state the value used")
+        if given and name not in needed:
+            users = [t for t, fields in NONUNIFORM_FIELDS.items() if name in fields]
+            raise _fail(suite, e, f"{where}.{name}", f"'{name}' applies to {' and '.join(users)} "
+                        f"only, not {baseline.technique}")
 
 
 def _knob_name(baseline: Baseline, knob: int) -> str:

@@ -1,31 +1,41 @@
 import pytest
 
 from repro import models
-from repro.baselines import deepcache_nonuniform, deepcache_uniform, fewer_steps, sampler_steps
+from repro.baselines import deepcache_at_budget, fewer_steps, sampler_steps
 from repro.schedule import CostTable, Schedule
 from repro.search import Budget, BudgetError
+from repro.suite import Baseline
 
 TABLE = CostTable({0: 0.1, 2: 0.3}, source="synthetic")
 
 
 def test_deepcache_takes_the_smallest_interval_reaching_the_target():
     budget = Budget(2.0, TABLE)
-    name, schedule = deepcache_uniform(100, budget, branch=2)
+    name, schedule = deepcache_at_budget(100, 100, budget, Baseline("deepcache", branch=2))
     assert name == "deepcache N=4 b=2" and schedule == Schedule.deepcache(100, 4, 2)
     assert budget.speedup(Schedule.deepcache(100, 3, 2)) < 2.0 <= budget.speedup(schedule)
 
 
 def test_nonuniform_and_fewer_steps_reach_the_target():
     budget = Budget(3.0, TABLE)
-    name, schedule = deepcache_nonuniform(50, budget, branch=0, center=20)
-    assert name.startswith("deepcache-nonuniform") and budget.speedup(schedule) >= 3.0
+    baseline = Baseline("deepcache-nonuniform", center=20, power=1.4)
+    name, schedule = deepcache_at_budget(50, 50, budget, baseline)
+    n = int(name.split("N=")[1].split()[0])
+    assert schedule == Schedule.deepcache_nonuniform(50, n, 0, center=20, power=1.4)
+    assert budget.speedup(schedule) >= 3.0
     name, schedule = fewer_steps(100, budget)
     assert name == "ddim 33 steps" and schedule.count("F") == 33
 
 
 def test_unreachable_budget_is_reported():
     with pytest.raises(BudgetError, match="deepcache cannot reach 20.0x"):
-        deepcache_uniform(10, Budget(20.0, TABLE), branch=2)
+        deepcache_at_budget(10, 10, Budget(20.0, TABLE), Baseline("deepcache", branch=2))
+
+
+def test_deepcache_at_budget_numbers_plms_as_deepcaches_pipeline():
+    name, schedule = deepcache_at_budget(50, 51, Budget(2.0, TABLE), Baseline("deepcache"))
+    n = int(name.split("N=")[1].split()[0])
+    assert schedule == Schedule.deepcache(50, n, 0, calls=51) and len(schedule) == 51
 
 
 def plms_calls(steps: int) -> int:

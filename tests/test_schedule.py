@@ -58,23 +58,6 @@ def test_deepcache_uniform_puts_full_steps_on_the_interval():
     assert set(schedule) == {"F", "P2"}
 
 
-def test_deepcache_nonuniform_is_denser_around_the_center():
-    steps, interval = 100, 5
-    schedule = Schedule.deepcache_nonuniform(steps, interval, branch=0, center=40, power=1.4)
-    full = [i for i, t in enumerate(schedule) if t == "F"]
-    assert len(full) == steps // interval and full[0] == 0
-    gaps = [b - a for a, b in zip(full, full[1:], strict=False)]
-    near = [g for a, g in zip(full, gaps, strict=False) if 30 <= a <= 50]
-    far = [g for a, g in zip(full, gaps, strict=False) if a >= 70 or a <= 10]
-    assert max(near) < min(far)
-
-
-def test_deepcache_nonuniform_with_unit_power_is_close_to_uniform():
-    full = [i for i, t in enumerate(Schedule.deepcache_nonuniform(50, 5, center=25, power=1.0))
-            if t == "F"]
-    assert full == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45]
-
-
 @pytest.mark.parametrize(("steps", "keep"), [(100, 20), (10, 3), (7, 7), (9, 1)])
 def test_fewer_steps_keeps_evenly_spaced_full_steps(steps, keep):
     schedule = Schedule.fewer_steps(steps, keep)

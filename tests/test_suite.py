@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from repro import cli, models, suite
 from repro.metrics.evaluate import METRICS
@@ -41,7 +42,7 @@ def load_error(path: Path) -> str:
 # -- the smoke suite ------------------------------------------------------------------
 def test_smoke_suite_loads_and_plans_rows():
     loaded = suite.load(SMOKE)
-    assert (loaded.name, loaded.version, loaded.file) == ("smoke", 2, str(SMOKE))
+    assert (loaded.name, loaded.version, loaded.file) == ("smoke", 3, str(SMOKE))
     assert loaded.digest.startswith("sha256:")
     assert [e.name for e in loaded.experiments] == ["digits-ddpm", "digits-cond"]
     assert [e.model for e in loaded.experiments] == ["digits-ddpm", "digits-cond"]
@@ -186,7 +187,7 @@ def test_include_merges_template_under_including_file(tmp_path, monkeypatch):
         evaluation:
           grid: 8
         baselines:
-          - technique: deepcache-nonuniform
+          - {technique: deepcache-nonuniform, center: 10, power: 1.4}
     """, "suites/child.yaml")
     monkeypatch.chdir(tmp_path / "templates")  # somewhere the relative path would miss
     loaded = suite.load(path)
@@ -473,3 +474,20 @@ def test_digest_tracks_values_not_formatting(tmp_path):
     assert suite.load(changed).digest != digest
     assert suite.load(renamed).digest != digest
     assert len({suite.load(p).digest for p in (block, changed, renamed)}) == 3
+
+
+@pytest.mark.parametrize(("baseline", "field", "message"), [
+    ({"technique": "deepcache-nonuniform", "power": 1.4}, "center", "needs 'center'"),
+    ({"technique": "deepcache-nonuniform", "center": 10}, "power", "needs 'power'"),
+    ({"technique": "deepcache-quad"}, "power", "needs 'power'"),
+    ({"technique": "deepcache", "center": 10}, "center", "applies to deepcache-nonuniform only"),
+    ({"technique": "deepcache-nonuniform", "center": 25, "power": 1.4, "intervals": [2]},
+     "intervals", "no power > 1 places 25 full steps among 50 around center 25"),
+])
+def test_deepcache_nonuniform_fields_have_no_silent_default(tmp_path, baseline, field, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "s", "version": 1, "steps": 50, "search": {"methods": [], "budgets": [2]},
+        "baselines": [baseline], "experiments": [{"name": "e", "model": "digits-ddpm"}]}))
+    with pytest.raises(suite.SuiteError, match=rf"baselines\[0\]\.{field}.*{message}"):
+        suite.check(suite.load(path))

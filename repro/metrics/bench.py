@@ -43,7 +43,8 @@ def candidate_schedules(steps: int = 20) -> dict[str, Schedule]:
     out."""
     named = {f"DeepCache N={n} b=0": Schedule.deepcache(steps, n, 0) for n in (2, 3, 5, 10)}
     named |= {f"DeepCache N=10 b={b}": Schedule.deepcache(steps, 10, b) for b in (1, 2)}
-    named |= {f"DeepCache non-uniform N={n} b=0": Schedule.deepcache_nonuniform(steps, n, 0)
+    named |= {f"DeepCache non-uniform N={n} b=0":
+              Schedule.deepcache_nonuniform(steps, n, 0, center=steps // 2, power=1.4)
               for n in (4, 6)}
     named |= {f"DDIM {k} of {steps} steps": Schedule.fewer_steps(steps, k) for k in (10, 7, 5, 4)}
     segments = {4: [[(2, 3)] * 5, [(4, 2), (2, 0), (1, 0), (1, 0), (1, 0)]],
