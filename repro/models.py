@@ -289,6 +289,19 @@ class LoadedModel:
         return {"encoder_hidden_states": embeds.to(self.unet.dtype)}
 
 
+def weights_digest(model: LoadedModel) -> str:
+    """Digest of every network sampling ``model`` (UNet, label encoder, a pipeline's text
+    encoder and VAE): work files made with other weights are not reused."""
+    import torch
+
+    from .metrics.cache import state_dict_digest
+
+    parts = [model.unet, model.encoder,
+             *(model.pipeline.components.values() if model.pipeline is not None else ())]
+    networks = {id(p): p for p in parts if isinstance(p, torch.nn.Module)}
+    return state_dict_digest(*networks.values())
+
+
 def load_model(model_id: str, weights: str = "pretrained", *, device: str = "cpu",
                dtype: str = "float32") -> LoadedModel:
     """A sampler-ready model: embedded zoo weights, HF checkpoints, a local dir or random

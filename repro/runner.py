@@ -11,7 +11,6 @@ server) is reported before the run directory is created.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -25,9 +24,19 @@ from . import baselines, models, search, search_log
 from .atomic import atomic_path
 from .samples import SampleSet, generate, parse_seeds
 from .schedule import Schedule
-from .suite import Experiment, RowPlan, Suite, SuiteError, check, segment_space
+from .suite import (
+    Experiment,
+    RowPlan,
+    Suite,
+    SuiteError,
+    check,
+    plain_name_problem,
+    segment_space,
+    slug,
+)
 
 RESULTS_SCHEMA = "flexiffusion-repro/results@1"
+RUN_ID_MAX = 128
 Log = Callable[[str], None]
 
 
@@ -36,6 +45,9 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
               dtype: str = "float32", log: Log = lambda message: None) -> Path:
     """Run (or resume) ``suite``; returns the run directory holding ``results.json``."""
     plans = check(suite)
+    problem = run_id is not None and plain_name_problem(run_id, RUN_ID_MAX)
+    if problem:
+        raise SuiteError(f"--run-id: {problem}")
     for experiment in suite.experiments:
         _preflight(experiment)
     prompts = {e.name: _read_prompts(suite, e) for e in suite.experiments}
@@ -158,7 +170,7 @@ class _ExperimentRun:
 
         self.e, self.plan, self.model, self.run_dir = experiment, plan, model, run_dir
         self.log = lambda message: log(f"[{experiment.name}] {message}")
-        self.work = run_dir / "work" / _slug(experiment.name)
+        self.work = run_dir / "work" / slug(experiment.name)
         self.work.mkdir(parents=True, exist_ok=True)
         self.spec = spec = models.get(experiment.model)
         self.calls_at = partial(models.sampler_calls, spec, scheduler_class=experiment.scheduler)
@@ -171,8 +183,24 @@ class _ExperimentRun:
                       else bench.cost_table_from_file(experiment.cost_table))
         self.labels = list(experiment.labels) if experiment.labels else None
         self.prompts = prompts
+        self.identity = self._identity()
         self.teachers: dict[str, SampleSet] = {}
         self.networks: dict = {}  # metric networks, loaded once for all rows
+
+    def _identity(self) -> dict:
+        """What every work file of this experiment depends on besides its own inputs."""
+        from .metrics.cache import key_digest
+
+        return {"model": self.e.model, "weights": self.e.weights,
+                "weights_digest": models.weights_digest(self.model),
+                "scheduler": type(self.model.scheduler).__name__, "guidance": self._guidance(),
+                "labels": self.labels,
+                "prompts": None if self.prompts is None else key_digest(self.prompts)}
+
+    def _key(self, **inputs) -> dict:
+        """A work file's key: the experiment's identity and the file's own inputs, as they
+        read back from JSON (so a stored key compares equal)."""
+        return json.loads(json.dumps({"identity": self.identity, **inputs}))
 
     def run(self) -> list[dict]:
         schedules = self._schedules()
@@ -206,13 +234,14 @@ class _ExperimentRun:
         if name in self.teachers:
             return self.teachers[name]
         path = self.work / f"{name}.npz"
-        if path.is_file():
+        key = self._key(steps=self.e.steps, seeds=seeds)
+        if SampleSet.stored_key(path) == key:
             samples = SampleSet.load(path)
         else:
             samples = generate(self.model, self.e.steps, None, seeds, self.labels,
                                self.e.guidance, batch_size=self.e.evaluation.batch_size,
                                prompts=self.prompts)
-            samples.save(path)
+            samples.save(path, key)
         self.teachers[name] = samples
         return samples
 
@@ -248,8 +277,9 @@ class _ExperimentRun:
     def _search(self, row: RowPlan, fitness) -> tuple[Schedule, dict]:
         s = self.e.search
         path = self.work / "search.jsonl"
-        known = search_log.read_scores(path, fitness.context)
-        append = search_log.appender(path, fitness.context)
+        context = self._key(**fitness.context)
+        known = search_log.read_scores(path, context)
+        append = search_log.appender(path, context)
         budget = search.Budget(row.budget, self.table, s.tol)
         space = segment_space(self.e, self.calls)
         started = time.perf_counter()
@@ -268,16 +298,17 @@ class _ExperimentRun:
     # evaluation ------------------------------------------------------------------------
     def _evaluate(self, row: RowPlan, schedule: Schedule, steps: int) -> dict:
         """Quality metrics of one row, sampled at ``steps``, on the evaluation seeds and its
-        sample grid (cached by schedule text: its length fixes the steps)."""
+        sample grid (kept with everything that produced it)."""
         from .metrics.evaluate import EvalOptions, evaluate
 
-        path = self.work / "rows" / f"{_slug(row.name)}.json"
-        if path.is_file():
-            done = json.loads(path.read_text())
-            if done["schedule"] == str(schedule):
-                return done["evaluated"]
         ev = self.e.evaluation
         seeds = parse_seeds(ev.seeds)
+        path = self.work / "rows" / f"{slug(row.name)}.json"
+        key = self._key(steps=steps, schedule=str(schedule), seeds=seeds, metrics=ev.metrics,
+                        reference=ev.reference, grid=ev.grid)
+        done = _read_keyed(path, key)
+        if done is not None:
+            return done
         teacher = self._teacher("teacher-eval", seeds)
         started = time.perf_counter()
         samples = teacher if row.kind == "teacher" else generate(
@@ -290,12 +321,12 @@ class _ExperimentRun:
         if ev.grid:
             from .report import sample_grid
 
-            grid = Path("grids") / _slug(self.e.name) / f"{_slug(row.name)}.png"
+            grid = Path("grids") / slug(self.e.name) / f"{slug(row.name)}.png"
             sample_grid(samples.images[:ev.grid], self.run_dir / grid)
         evaluated = {"metrics": {r.protocol: r.value for r in results},
                      "metric_n": {r.protocol: r.n for r in results},
                      "grid": None if grid is None else str(grid)}
-        _write_json(path, {"schedule": str(schedule), "evaluated": evaluated})
+        _write_keyed(path, key, evaluated)
         self.log(f"{row.name}: " + ", ".join(f"{r.protocol} {r.value:.3f}" for r in results)
                  + f" ({time.perf_counter() - started:.0f} s)")
         return evaluated
@@ -311,14 +342,16 @@ class _ExperimentRun:
         if not ev.latency:
             return {}
         unique = {str(s): s for s, _ in schedules}
+        unet = self.model.unet
         path = self.work / "latency.json"
-        if path.is_file():
-            done = json.loads(path.read_text())
-            if set(done) == set(unique):
-                return done
+        key = self._key(rows=sorted({(str(s), steps) for s, steps in schedules}),
+                        batch=ev.latency_batch, repeats=ev.latency_repeats,
+                        device=bench.device_name(unet.device), dtype=str(unet.dtype))
+        done = _read_keyed(path, key)
+        if done is not None:
+            return done
         import torch
 
-        unet = self.model.unet
         latents, kwargs = latency_inputs(self.model, ev.latency_batch, self.e.guidance,
                                          prompts=self.prompts)
         device = unet.device
@@ -337,7 +370,7 @@ class _ExperimentRun:
             "median_s": statistics.median(t.seconds), "seconds": t.seconds,
             "batch": ev.latency_batch, "device": bench.device_name(unet.device),
             "dtype": str(unet.dtype).removeprefix("torch.")}} for t in timings}
-        _write_json(path, done)
+        _write_keyed(path, key, done)
         return done
 
 
@@ -370,14 +403,24 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _read_keyed(path: Path, key: dict):
+    """The value kept at ``path`` under ``key``; None when absent, unreadable or made under
+    another key (it is made again)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return stored.get("value") if isinstance(stored, dict) and stored.get("key") == key else None
+
+
+def _write_keyed(path: Path, key: dict, value) -> None:
+    _write_json(path, {"key": key, "value": value})
+
+
 def _write_json(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1) + "\n")
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def _now() -> str:

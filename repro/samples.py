@@ -8,6 +8,8 @@ starting point under every schedule and batch size: the premise of rFID.
 
 from __future__ import annotations
 
+import json
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +54,9 @@ class SampleSet:
                 raise SamplesFileError(f"{len(self.prompts)} prompts for {len(self.images)} "
                                        "images")
 
-    def save(self, path: Path | str) -> Path:
-        """Write atomically: a crash leaves the old file or none, never half a file."""
+    def save(self, path: Path | str, key: dict | None = None) -> Path:
+        """Write atomically: a crash leaves the old file or none, never half a file.
+        ``key``: what produced the samples (JSON), kept in the file for :meth:`stored_key`."""
         fields = {
             "images": self.images, "seeds": self.seeds, "model": np.array(self.model),
             "schedule": np.array(self.schedule), "steps": np.array(self.steps),
@@ -64,7 +67,19 @@ class SampleSet:
             fields["labels"] = self.labels
         if self.prompts is not None:
             fields["prompts"] = np.array(self.prompts, dtype=np.str_)
+        if key is not None:
+            fields["key"] = np.array(json.dumps(key, sort_keys=True))
         return atomic_save_npz(path, **fields)
+
+    @staticmethod
+    def stored_key(path: Path | str) -> dict | None:
+        """The key saved with the samples at ``path``; None when there is none or the file
+        is unreadable (either way the samples are made again)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return json.loads(str(data["key"])) if "key" in data.files else None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return None
 
     @classmethod
     def load(cls, path: Path | str) -> SampleSet:

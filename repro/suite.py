@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -286,7 +287,7 @@ def _describe(error: ValidationError, root: type, entries: list | None) -> str:
         return f"unknown field '{where}'{hint}"
     if first["type"] == "missing":
         return f"missing field '{where}'"
-    return f"field '{where}': {first['msg']} (got {first.get('input')!r})"
+    return f"field '{where}': {first['msg']} (got {short(first.get('input'))})"
 
 
 def _written_in(data: Any, loc: list) -> bool:
@@ -328,13 +329,57 @@ def _nested_names(cls: type, loc: list) -> dict[str, str]:
 # -- checks against the registry (before any heavy work) --------------------------------
 def check(suite: Suite) -> dict[str, list[RowPlan]]:
     """Resolve and check what loading cannot: model ids, methods, techniques, metric names,
-    schedule texts and lengths, reachable budgets, duplicate rows, published rows. Returns
-    the row plan per experiment."""
-    names = [e.name for e in suite.experiments]
-    duplicate = next((n for n in names if names.count(n) > 1), None)
-    if duplicate:
-        raise SuiteError(f"{suite.file}: two experiments are named {duplicate!r}")
+    schedule texts and lengths, reachable budgets, duplicate rows, published rows, folder
+    names. Returns the row plan per experiment."""
+    problem = plain_name_problem(suite.name, SUITE_NAME_MAX)
+    if problem:
+        raise SuiteError(f"{suite.file}: field 'name': {problem}")
+    clash = folder_clash([e.name for e in suite.experiments], "experiments")
+    if clash:
+        raise SuiteError(f"{suite.file}: {clash}")
     return {e.name: _check_experiment(suite, e) for e in suite.experiments}
+
+
+SUITE_NAME_MAX = 64  # a suite's results folder; its run ids add a time stamp and a suffix
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def plain_name_problem(name: str, limit: int) -> str | None:
+    """Why ``name`` cannot be one folder inside its parent (a suite name, a run id), or None:
+    a path, an empty or dot name would write outside ``results/<suite>/``."""
+    if len(name) > limit:
+        return f"{short(name)} is longer than {limit} characters"
+    if not _PLAIN_NAME.fullmatch(name):
+        return (f"{short(name)} is not a plain folder name (letters, digits, '.', '_', '-'; "
+                "starting with a letter or digit)")
+    return None
+
+
+def slug(name: str) -> str:
+    """The folder name of an experiment or a row under a run's ``work/`` and ``grids/``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def folder_clash(names: list[str], what: str) -> str | None:
+    """Why ``names`` cannot each have their own folder (two names with one :func:`slug`, or a
+    name without one), or None: a shared folder would reuse one's work for the other."""
+    seen: dict[str, str] = {}
+    for name in names:
+        folder = slug(name)
+        if not folder:
+            return f"{what}: {short(name)} has no letter or digit to name its folder"
+        if folder in seen:
+            first = seen[folder]
+            return (f"two {what} are named {short(name)}" if first == name else
+                    f"{what} {short(first)} and {short(name)} share the folder name {folder!r}")
+        seen[folder] = name
+    return None
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: errors quote a prefix, not a huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _fail(suite: Suite, experiment: Experiment, where: str, message: str) -> SuiteError:
@@ -345,7 +390,7 @@ def _choice(value: str, known, suite, experiment, where) -> None:
     if value not in known:
         close = difflib.get_close_matches(value, list(known), n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-        raise _fail(suite, experiment, where, f"unknown value {value!r}; {hint}")
+        raise _fail(suite, experiment, where, f"unknown value {short(value)}; {hint}")
 
 
 def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
@@ -446,10 +491,9 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
             plan += [RowPlan(f"{baseline.name or baseline.technique} @{b:g}x", "baseline",
                              baseline.technique, b, baseline) for b in e.search.budgets]
     row_names = [row.name for row in plan]
-    duplicate = next((n for n in row_names if row_names.count(n) > 1), None)
-    if duplicate:
-        raise _fail(suite, e, "baselines", f"two rows are named {duplicate!r}; give one a "
-                    "'name'")
+    clash = folder_clash(row_names, "rows")
+    if clash:
+        raise _fail(suite, e, "baselines", f"{clash}; give one a 'name'")
     for index, published in enumerate(e.published):
         _choice(published.row, row_names, suite, e, f"published[{index}].row")
     return plan

@@ -18,7 +18,7 @@ from conftest import logged_runs
 
 from repro import cli, runner
 from repro import fitness as fitness_module
-from repro.suite import check, load
+from repro.suite import check, load, slug
 
 TINY = """
 name: tiny
@@ -216,7 +216,7 @@ def test_killed_run_resumes_without_redoing_finished_work(tmp_path, monkeypatch)
     assert teacher_files <= {p.stem for p in (run_dir / "work" / "ddpm").glob("*.npz")}
     regenerated = [s for model, s in calls["rows"] if model == "digits-ddpm"]
     expected = [r["schedule"] for r in ddpm_rows if r["kind"] != "teacher"
-                and runner._slug(r["name"]) not in evaluated_before]
+                and slug(r["name"]) not in evaluated_before]
     assert sorted(regenerated) == sorted(expected)  # no teacher, no finished row again
     rescored = {s for model, s in calls["fitness"] if model == "digits-ddpm"}
     assert not rescored & set(logged_before)  # logged candidates are never scored again

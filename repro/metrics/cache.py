@@ -35,11 +35,14 @@ def array_digest(array: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def state_dict_digest(module: torch.nn.Module) -> str:
-    """Digest of a network's weights: the identity of a feature extractor."""
+def state_dict_digest(*modules: torch.nn.Module) -> str:
+    """Digest of networks' weights (any dtype): the identity of a feature extractor or of
+    the networks a model samples with."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+                          .numpy().tobytes())
     return digest.hexdigest()[:16]
 

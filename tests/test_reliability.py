@@ -1,0 +1,92 @@
+"""Reliability (issue 17): no silent wrong results, no writes outside the results root, one
+process per run directory, and hostile or broken input answered by one line and exit 2."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from repro import bench, cli, runner
+from repro.suite import load
+
+SMALL = """
+name: rel
+version: 1
+steps: 4
+search: {methods: [], budgets: []}
+baselines: [{technique: fewer-steps, keep: [2]}]
+evaluation: {seeds: "0:16", metrics: ["rfid:digits-cnn"], batch_size: 16, latency_batch: 2,
+             latency_repeats: 1, grid: 0}
+tracking: {enabled: false}
+experiments:
+  - {name: a, model: digits-ddpm}
+"""
+
+
+def write(directory: Path, text: str = SMALL, name: str = "suite.yaml") -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def one_line_error(capsys, argv: list[str], code: int = 2) -> str:
+    """Run the CLI, expecting exit ``code`` with one line on stderr and no traceback."""
+    assert cli.main(argv) == code
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+# -- 1. silent wrong results ------------------------------------------------------------
+def test_experiments_sharing_a_folder_name_are_refused_naming_both(tmp_path, capsys):
+    text = SMALL.replace("  - {name: a, model: digits-ddpm}\n",
+                         "  - {name: digits ddpm, model: digits-ddpm}\n"
+                         "  - {name: digits-ddpm, model: digits-cond}\n")
+    err = one_line_error(capsys, ["validate", str(write(tmp_path, text))])
+    assert "'digits ddpm'" in err and "'digits-ddpm'" in err and "folder" in err
+
+
+def test_rows_sharing_a_folder_name_are_refused(tmp_path, capsys):
+    text = SMALL.replace("keep: [2]}]", "keep: [2]}, {technique: fewer-steps, keep: [3], "
+                                        "name: fewer steps 2}]")
+    err = one_line_error(capsys, ["validate", str(write(tmp_path, text))])
+    assert "'fewer-steps 2'" in err and "'fewer steps 2'" in err
+
+
+def test_work_files_of_another_model_are_not_reused(tmp_path, monkeypatch):
+    """The work folder of a digits-ddpm experiment placed under a digits-cond experiment of
+    the same folder name: teacher, rows and latency are all made again."""
+    first = runner.run_suite(load(write(tmp_path)), results_root=tmp_path / "r1", run_id="x")
+    cond = SMALL.replace("model: digits-ddpm", "model: digits-cond")
+    second_dir = tmp_path / "r2" / "rel" / "x"
+    shutil.copytree(first / "work" / "a", second_dir / "work" / "a")
+    generated, timed = [], []
+    real_generate, real_time = runner.generate, bench.time_loops
+    monkeypatch.setattr(runner, "generate", lambda model, *a, **k: generated.append(
+        model.name) or real_generate(model, *a, **k))
+    monkeypatch.setattr(bench, "time_loops", lambda *a, **k: timed.append(1) or real_time(*a, **k))
+    runner.run_suite(load(write(tmp_path, cond, "cond.yaml")), results_root=tmp_path / "r2",
+                     run_id="x")
+    assert generated == ["digits-cond", "digits-cond"] and timed == [1]  # teacher, row, timing
+    rows = json.loads((second_dir / "results.json").read_text())["rows"]
+    assert {r["model"] for r in rows} == {"digits-cond"}
+
+
+# -- 2. names confined to their parent ------------------------------------------------------
+@pytest.mark.parametrize("name", ["../../escaped", "ABS", '""', "."])
+def test_suite_names_that_are_not_one_folder_are_refused(tmp_path, capsys, name):
+    name = str(tmp_path / "escaped") if name == "ABS" else name
+    path = write(tmp_path, SMALL.replace("name: rel", f"name: {name}"))
+    err = one_line_error(capsys, ["run", str(path), "--results", str(tmp_path / "results")])
+    assert "field 'name'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.yaml"]
+
+
+@pytest.mark.parametrize("run_id", ["../../escaped", "", "a/b", ".."])
+def test_run_ids_that_are_not_one_folder_are_refused(tmp_path, capsys, run_id):
+    path = write(tmp_path)
+    err = one_line_error(capsys, ["run", str(path), "--results", str(tmp_path / "results"),
+                                  "--run-id", run_id])
+    assert "--run-id" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.yaml"]
