@@ -408,7 +408,7 @@ def test_validate_good_suites(capsys, monkeypatch, tmp_path):
     loaded = suite.load("suites/smoke.yaml")
     code, out, err = validate(capsys, "suites/smoke.yaml")
     assert (code, err) == (0, "")
-    assert out == (f"suites/smoke.yaml: ok (suite 'smoke' v2, 2 experiments, 30 rows, "
+    assert out == (f"suites/smoke.yaml: ok (suite 'smoke' v3, 2 experiments, 30 rows, "
                    f"{loaded.digest})\n")
 
     code, out, _ = validate(capsys, "smoke")  # a name under ./suites/
