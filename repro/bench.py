@@ -247,6 +247,15 @@ def _loop_against_isolated(in_loop: Mapping[str, float], call_seconds: Mapping[s
     return float(scale), float(call_s)
 
 
+def fitted_table(fit_rows: Mapping[str, Schedule], timings: Sequence[LoopTiming],
+                 call_seconds: Mapping[str, float], device: torch.device, clock: Clock,
+                 ) -> CostTable:
+    """:func:`fit_cost_table` on the timed ``fit_rows`` (by name among ``timings``)."""
+    medians = {t.name: t.median for t in timings}
+    return fit_cost_table([(s, medians[name]) for name, s in fit_rows.items()], call_seconds,
+                          calibrated_source(device, clock))
+
+
 def calibration_schedules(calls: int, branches: Sequence[int]) -> dict[str, Schedule]:
     """The loops :func:`fit_cost_table` is fitted on: all-F, F then nulls and fewer-steps
     at half (null steps against calls: the per-step cost), DeepCache N=2 and N=10 per
@@ -478,9 +487,7 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
                          warmup, None, plain=plain, oracle=helper_rows if oracle else None,
                          clock=tick)
     if do_calibrate:
-        by_name = {t.name: t for t in timings}
-        table = fit_cost_table([(s, by_name[n].median) for n, s in fit_rows.items()], medians,
-                               calibrated_source(latents.device, tick))
+        table = fitted_table(fit_rows, timings, medians, latents.device, tick)
         report["calibration_loops"] = list(fit_rows)
     else:
         table = model_cost_table(spec, unet)
@@ -627,6 +634,11 @@ def _untimeable(row, steps: int, calls: int) -> str | None:
     return None if row.knob <= calls else f"{knob}={row.knob} > {calls} UNet calls"
 
 
+def deepcache_branch(experiment) -> int:
+    """The branch of the suite's DeepCache baseline (0 without one): its sweep's branch."""
+    return next((b.branch for b in experiment.baselines if b.technique == "deepcache"), 0)
+
+
 def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], table: CostTable,
                budgets: Sequence[float] = (), given: dict[str, Schedule] | None = None,
                ) -> tuple[list[BenchRow], list[dict[str, str]]]:
@@ -663,7 +675,7 @@ def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], tab
         rows.append(BenchRow(row.name, "baseline", row.method, planned.schedule, row.budget,
                              planned.resolved, planned.steps))
 
-    branch = next((b.branch for b in experiment.baselines if b.technique == "deepcache"), 0)
+    branch = deepcache_branch(experiment)
     fixed = {str(r.schedule) for r in rows if r.budget is None}  # not table-dependent
     for interval in (n for n in DEEPCACHE_SWEEP if n <= steps):
         schedule = Schedule.deepcache(steps, interval, branch, calls=calls)
@@ -736,8 +748,12 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
                                      if guidance else (latents, kwargs))
         log(f"[{e.name}] calibrating F and P0..P{spec.num_branches - 1} "
             f"(UNet batch {len(latents)}, {e_repeats} repeats)")
-        table, medians = calibrate(unet, latents, kwargs, e_repeats, clock=tick,
-                                   rounds=e_repeats)
+        _, medians = calibrate(unet, latents, kwargs, e_repeats, clock=tick, rounds=e_repeats)
+        fit_rows = calibration_schedules(calls, [deepcache_branch(e)])
+        log(f"[{e.name}] fitting the overheads to {len(fit_rows)} loops x {e_repeats} repeats")
+        fit_timings = time_loops(unet, make_scheduler, loop_latents, loop_kwargs, fit_rows,
+                                 e_repeats, warmup, None, clock=tick)
+        table = fitted_table(fit_rows, fit_timings, medians, latents.device, tick)
         macs = model_cost_table(spec, unet)
         rows, skipped = suite_rows(e, plans[e.name], e_steps, calls_at, table, budgets, given)
         unique = {str(r.schedule): r.schedule for r in rows}
@@ -753,6 +769,7 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
             **_header(spec, weights, e_steps, calls, make_scheduler, e_repeats, warmup),
             "images": images, "unet_batch": len(latents), "guidance": guidance,
             "cost_table": table.to_dict(), "calibration_median_s": medians,
+            "calibration_loops": [{**asdict(t), "median_s": t.median} for t in fit_timings],
             "mac_cost_table": macs.to_dict(),
             "rows": [_suite_row(r, timings[str(r.schedule)], table, macs, e_steps, calls)
                      for r in rows],
@@ -770,6 +787,7 @@ def _suite_row(row: BenchRow, timing: LoopTiming, table: CostTable, macs: CostTa
             "resolved": row.resolved, "steps": row.steps or steps, "schedule": str(row.schedule),
             "median_s": timing.median, "seconds": timing.seconds,
             "measured_speedup": timing.measured_speedup, "predicted_speedup": predicted,
+            "predicted_speedup_kinds": row.schedule.speedup(table.without_overheads(), calls),
             "predicted_speedup_macs": row.schedule.speedup(macs, calls),
             "error_pct": 100 * (timing.measured_speedup / predicted - 1)}
 
@@ -788,9 +806,11 @@ def suite_markdown(report: dict, command: str | None = None) -> str:
               "- measured speedup: median all-F loop / median loop of the row (UNet calls and "
               "scheduler steps), rows interleaved per repeat in one process"
               + _clock_note(report["clock"]),
-              "- predicted (calibrated): from the per-call medians below, measured in the same "
-              "run; predicted (MACs): from the model's MAC (or counted FLOP) ratios; "
-              "error: measured / predicted (calibrated) - 1",
+              "- predicted (calibrated): from the cost table fitted in the same run "
+              "(`repro.bench.fit_cost_table`: the per-call medians and the calibration loops "
+              "below; kind costs plus per-call and per-step overheads); predicted (no "
+              "overheads): its kind costs alone; predicted (MACs): from the model's MAC (or "
+              "counted FLOP) ratios; error: measured / predicted (calibrated) - 1",
               "- segment (uniform genes) rows are **not search results**: random weights give "
               "no fitness, so `repro.search.segment_schedule_at` picks the uniform genome (one "
               "(i, b) for every segment) whose predicted speedup is the smallest meeting the "
@@ -811,6 +831,7 @@ def suite_markdown(report: dict, command: str | None = None) -> str:
             "kind": row["kind"], "median s": f"{row['median_s']:.3f}",
             "measured": f"{row['measured_speedup']:.2f}x",
             "predicted (calibrated)": f"{row['predicted_speedup']:.2f}x",
+            "predicted (no overheads)": f"{row['predicted_speedup_kinds']:.2f}x",
             "predicted (MACs)": f"{row['predicted_speedup_macs']:.2f}x",
             "error": f"{row['error_pct']:+.1f}%", "schedule": _short(row["schedule"]),
         } for row in exp["rows"]])
@@ -822,9 +843,14 @@ def suite_markdown(report: dict, command: str | None = None) -> str:
             "P<b>/F MACs": {f"b={b}": f"{c:.3f}" for b, c in macs.items()},
             "call ms (median)": _ms(exp["calibration_median_s"]),
         }
-        lines += [f"Per-call costs (calibrated: {exp['cost_table']['source']}; MACs: "
+        table = exp["cost_table"]
+        lines += [f"Per-call costs (calibrated: {table['source']}; MACs: "
                   f"{exp['mac_cost_table']['source']}):", "",
-                  _cost_markdown(cost_rows), ""]
+                  _cost_markdown(cost_rows), "",
+                  f"Overheads (units of one F call's kind cost): {table['per_call']:.4f} per UNet "
+                  f"call, {table['per_step']:.4f} per sampler step; fitted to the loops "
+                  + ", ".join(f"{t['name']} {t['median_s']:.3f} s"
+                              for t in exp["calibration_loops"]), ""]
         if exp["skipped"]:
             lines += ["Not timed:", ""] + [f"- {s['name']}: {s['reason']}"
                                            for s in exp["skipped"]] + [""]

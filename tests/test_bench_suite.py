@@ -9,7 +9,7 @@ import pytest
 
 from repro import models
 from repro import suite as suites
-from repro.bench import cfg_scale, suite_rows
+from repro.bench import calibration_schedules, cfg_scale, suite_rows
 from repro.cli import main
 from repro.schedule import CostTable, Schedule
 from repro.search import Budget, BudgetError, SegmentSpace, segment_schedule_at
@@ -176,6 +176,9 @@ def test_bench_suite_times_every_row_and_writes_markdown_and_json(capsys, suite_
     assert set(exp["calibration_median_s"]) == {"F", *(f"P{b}" for b in range(12))}
     macs = CostTable.from_dict(exp["mac_cost_table"])
     assert sorted(macs.partial) == list(range(12))
+    fitted_on = calibration_schedules(10, [1])  # the suite's DeepCache branch
+    assert [(t["name"], t["schedule"]) for t in exp["calibration_loops"]] == [
+        (name, str(schedule)) for name, schedule in fitted_on.items()]
 
     rows = {row["name"]: row for row in exp["rows"]}
     sweep = {f"deepcache N={n} b=1" for n in (2, 4, 6, 7, 8, 9, 10)}
@@ -192,6 +195,8 @@ def test_bench_suite_times_every_row_and_writes_markdown_and_json(capsys, suite_
         assert len(schedule) == row["steps"] and row["median_s"] > 0 and len(row["seconds"]) == 1
         assert row["predicted_speedup"] == pytest.approx(schedule.speedup(table, 10))
         assert row["predicted_speedup_macs"] == pytest.approx(schedule.speedup(macs, 10))
+        assert row["predicted_speedup_kinds"] == pytest.approx(
+            schedule.speedup(table.without_overheads(), 10))
         assert row["error_pct"] == pytest.approx(
             100 * (row["measured_speedup"] / row["predicted_speedup"] - 1))
         if row["budget"] is not None:
@@ -201,7 +206,7 @@ def test_bench_suite_times_every_row_and_writes_markdown_and_json(capsys, suite_
     assert {rows[n]["steps"] for n in rows if n not in SAMPLER_ROWS} == {10}
     for budget in (2, 3, 5.1):
         row = rows[segment_name(budget)]
-        space = SegmentSpace.divisors(10, range(12), max_len=10)
+        space = suites.segment_space(suites.load(suite_file).experiments[0], 10)
         assert row["schedule"] == str(segment_schedule_at(space, Budget(budget, table))
                                       .schedule())
 
@@ -209,6 +214,7 @@ def test_bench_suite_times_every_row_and_writes_markdown_and_json(capsys, suite_
     assert "# repro bench --suite tiny-bench (random weights)" in markdown
     assert "not search results" in markdown and "P<b>/F calibrated" in markdown
     assert "P<b>/F MACs" in markdown and "predicted (MACs)" in markdown
+    assert "predicted (no overheads)" in markdown and "per sampler step" in markdown
     assert "2 images per batch, UNet batch 2" in markdown
     for name in rows:
         assert name in markdown
