@@ -358,7 +358,7 @@ def apply_schedule(pipe: Any, schedule: Schedule | str) -> Iterator[Any]:
     starts mid-way through a schedule). Nesting is refused and leaves the outer block's
     hooks in place.
 
-        >>> with apply_schedule(pipe, Schedule.deepcache(50, 5, branch=0)):
+        >>> with apply_schedule(pipe, Schedule.deepcache(50, 5, calls=51)):  # SD's PLMS
         ...     image = pipe(prompt, num_inference_steps=50).images[0]
     """
     with _attached(pipe.unet, schedule, lambda: pipe.scheduler):

@@ -111,6 +111,16 @@ def test_a_hand_written_loop_run_twice_restarts_at_the_first_token(unet2d):
             assert torch.equal(latents, expected)
 
 
+@torch.no_grad()
+def test_two_unet_calls_per_step_are_refused_not_cycled(unet2d):
+    scheduler = ddim(3)
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ScheduleError, match="called more often than the schedule's 3 tokens"):
+        with repro.engine.scheduled(unet2d, "F N F", scheduler):
+            for t in scheduler.timesteps:  # e.g. unbatched guidance: uncond, then cond
+                unet2d(x, t), unet2d(x, t)
+
+
 # -- 2. img2img: tokens for the calls a call makes ---------------------------------------
 def image_to_image(pipe, strength, steps=10):
     image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
