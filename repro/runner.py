@@ -10,7 +10,10 @@ server) is reported before the run directory is created.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import secrets
 import subprocess
 import sys
 import time
@@ -19,6 +22,7 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 from . import baselines, models, search, search_log
 from .atomic import atomic_path
@@ -54,28 +58,30 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
     uri = _tracking_uri(suite, tracking_uri)
     loaded = {e.name: models.load_model(e.model, e.weights, device=device, dtype=dtype)
               for e in suite.experiments}
-    run_dir = _run_dir(suite, results_root, run_id, new, log)
-    state = json.loads((run_dir / "work" / "state.json").read_text())
-    rows = []
-    for experiment in suite.experiments:
-        runner = _ExperimentRun(experiment, plans[experiment.name], loaded[experiment.name],
-                                run_dir, log, prompts[experiment.name])
-        rows += runner.run()
-    results = {
-        "schema": RESULTS_SCHEMA, "run_id": run_dir.name,
-        "suite": {"name": suite.name, "version": suite.version, "file": suite.file,
-                  "digest": suite.digest},
-        "started": state["started"], "finished": _now(),
-        "environment": _environment(loaded),
-        "rows": rows,
-    }
-    _write_outputs(results, run_dir)
-    if uri is not None:
-        from . import tracking
+    run_dir, lock = _run_dir(suite, results_root, run_id, new, log)
+    with lock:
+        state = json.loads((run_dir / "work" / "state.json").read_text())
+        rows = []
+        for experiment in suite.experiments:
+            runner = _ExperimentRun(experiment, plans[experiment.name], loaded[experiment.name],
+                                    run_dir, log, prompts[experiment.name])
+            rows += runner.run()
+        results = {
+            "schema": RESULTS_SCHEMA, "run_id": run_dir.name,
+            "suite": {"name": suite.name, "version": suite.version, "file": suite.file,
+                      "digest": suite.digest},
+            "started": state["started"], "finished": _now(),
+            "environment": _environment(loaded),
+            "rows": rows,
+        }
+        _write_outputs(results, run_dir)
+        if uri is not None:
+            from . import tracking
 
-        parent = tracking.log_run(results, run_dir, uri=uri, experiment=suite.tracking.experiment)
-        _write_json(run_dir / "work" / "mlflow.json", {"uri": uri, "parent_run_id": parent})
-        log(f"MLflow: run {parent} at {uri}")
+            parent = tracking.log_run(results, run_dir, uri=uri,
+                                      experiment=suite.tracking.experiment)
+            _write_json(run_dir / "work" / "mlflow.json", {"uri": uri, "parent_run_id": parent})
+            log(f"MLflow: run {parent} at {uri}")
     return run_dir
 
 
@@ -113,29 +119,75 @@ def _tracking_uri(suite: Suite, override: str | None) -> str | None:
 
 
 # -- the run directory ------------------------------------------------------------------
-def _run_dir(suite: Suite, root: Path, run_id: str | None, new: bool, log: Log) -> Path:
-    """The named run, else the latest unfinished run of this very suite, else a new one."""
+def _run_dir(suite: Suite, root: Path, run_id: str | None, new: bool,
+             log: Log) -> tuple[Path, IO]:
+    """The named run, else the latest unfinished run of this very suite that no live process
+    holds, else a new one; with its lock (:func:`_lock`), held until the file is closed."""
     parent = root / suite.name
     if run_id is None and not new:
-        unfinished = [d for d in sorted(parent.glob("*/work/state.json"))
-                      if _state_digest(d) == suite.digest and not _finished(d.parent.parent)]
-        if unfinished:
-            run_id = unfinished[-1].parent.parent.name
-            log(f"resuming {parent / run_id}")
-    run_dir = parent / (run_id or f"{suite.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+        for state_path in sorted(parent.glob("*/work/state.json"), reverse=True):
+            run_dir = state_path.parent.parent
+            if _state_digest(state_path) != suite.digest or _finished(run_dir):
+                continue
+            lock = _lock(run_dir)
+            if lock is not None:
+                log(f"resuming {run_dir}")
+                return run_dir, lock
+    run_dir = parent / (run_id or _new_run_id(suite))
+    lock = _lock(run_dir)
+    if lock is None:
+        raise SuiteError(f"{run_dir} is in use by another process ({_lock_holder(run_dir)}); "
+                         "wait for it or use another --run-id")
+    try:
+        _start_state(suite, run_dir)
+    except BaseException:
+        lock.close()
+        raise
+    return run_dir, lock
+
+
+def _new_run_id(suite: Suite) -> str:
+    """Time stamp and a random suffix: runs started in the same second get their own ids."""
+    return f"{suite.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _lock(run_dir: Path) -> IO | None:
+    """The open, exclusively flock-ed ``work/lock`` of ``run_dir`` (holding our pid), or None
+    when a live process holds it; the kernel releases it when its holder exits or dies."""
+    path = run_dir / "work" / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _lock_holder(run_dir: Path) -> str:
+    try:
+        return (run_dir / "work" / "lock").read_text().strip() or "pid unknown"
+    except OSError:
+        return "pid unknown"
+
+
+def _start_state(suite: Suite, run_dir: Path) -> None:
+    """Check the run directory belongs to this suite version; write its state when new."""
     state_path = run_dir / "work" / "state.json"
     if state_path.is_file():
         if _state_digest(state_path) != suite.digest:
             raise SuiteError(f"{run_dir} holds a run of another version of suite "
                              f"{suite.name!r} ({_state_digest(state_path)}, now {suite.digest}); "
                              "use another --run-id")
-        return run_dir
-    state_path.parent.mkdir(parents=True, exist_ok=True)
+        return
     with atomic_path(run_dir / "suite.yaml") as tmp:
         tmp.write_text(resolved_yaml(suite))
     _write_json(state_path, {"digest": suite.digest, "started": _now(),
                              "tracks": suite.tracking.enabled})
-    return run_dir
 
 
 def _state_digest(path: Path) -> str | None:

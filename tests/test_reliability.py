@@ -1,6 +1,7 @@
 """Reliability (issue 17): no silent wrong results, no writes outside the results root, one
 process per run directory, and hostile or broken input answered by one line and exit 2."""
 
+import fcntl
 import json
 import shutil
 from pathlib import Path
@@ -90,3 +91,37 @@ def test_run_ids_that_are_not_one_folder_are_refused(tmp_path, capsys, run_id):
                                   "--run-id", run_id])
     assert "--run-id" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.yaml"]
+
+
+# -- 3. one process per run directory ---------------------------------------------------------
+def _hold_lock(run_dir: Path):
+    """An unfinished run of ``SMALL`` whose lock a live process (this one) holds."""
+    (run_dir / "work").mkdir(parents=True)
+    (run_dir / "work" / "state.json").write_text(json.dumps(
+        {"digest": load(write(run_dir.parents[2])).digest, "started": "", "tracks": False}))
+    handle = (run_dir / "work" / "lock").open("a")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def test_new_run_ids_do_not_collide_within_a_second(tmp_path):
+    suite = load(write(tmp_path))
+    assert len({runner._new_run_id(suite) for _ in range(100)}) == 100
+
+
+def test_resuming_skips_a_run_a_live_process_holds(tmp_path):
+    held = tmp_path / "results" / "rel" / "rel-20990101T000000"
+    with _hold_lock(held):
+        run_dir, lock = runner._run_dir(load(write(tmp_path)), tmp_path / "results", None,
+                                        False, print)
+        with lock:
+            assert run_dir != held and run_dir.parent == held.parent
+
+
+def test_a_second_process_on_a_held_run_id_refuses(tmp_path, capsys):
+    held = tmp_path / "results" / "rel" / "busy"
+    with _hold_lock(held):
+        err = one_line_error(capsys, ["run", str(write(tmp_path)), "--results",
+                                      str(tmp_path / "results"), "--run-id", "busy"])
+    assert "in use by another process" in err
+    assert sorted(p.name for p in (held / "work").iterdir()) == ["lock", "state.json"]
