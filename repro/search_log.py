@@ -38,8 +38,20 @@ def appender(path: Path, context: dict):
     """A callback appending each new record as one flushed line (a crash loses at most the
     candidate being scored)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _drop_torn_tail(path)
 
     def append(record: Record) -> None:
         with path.open("a") as f:
             f.write(json.dumps({**record.to_dict(), "context": context}) + "\n")
     return append
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a line a killed run left unfinished, so the next line does not extend it."""
+    if not path.is_file():
+        return
+    with path.open("rb+") as f:
+        data = f.read()
+        whole = data.rfind(b"\n") + 1
+        if whole < len(data):
+            f.truncate(whole)

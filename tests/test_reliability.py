@@ -125,3 +125,15 @@ def test_a_second_process_on_a_held_run_id_refuses(tmp_path, capsys):
                                       str(tmp_path / "results"), "--run-id", "busy"])
     assert "in use by another process" in err
     assert sorted(p.name for p in (held / "work").iterdir()) == ["lock", "state.json"]
+
+
+# -- 5. the search log ------------------------------------------------------------------
+def test_a_torn_last_search_log_line_is_cut_before_appending(tmp_path):
+    from repro import search_log
+    from repro.search import Record
+
+    path, context = tmp_path / "search.jsonl", {"model": "m"}
+    search_log.appender(path, context)(Record("F F", "segment", 2.0, 1.0, 1.0, 0.1))
+    path.write_text(path.read_text() + '{"schedule": "F N", "fitn')  # killed mid-line
+    search_log.appender(path, context)(Record("N F", "segment", 2.0, 1.0, 2.0, 0.1))
+    assert search_log.read_scores(path, context) == {"F F": 1.0, "N F": 2.0}
