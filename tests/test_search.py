@@ -1,3 +1,4 @@
+import itertools
 import math
 import random
 from collections import Counter
@@ -116,15 +117,20 @@ def test_repair_reaches_the_window_from_any_genome_unless_out_of_reach_at_its_L(
     assert repair(repaired, space, window) == repaired  # feasible genomes stay as they are
 
 
-def test_repair_changes_the_fewest_genes_it_can():
-    """From all-F (1x) to 2x at L=2: every segment must give up a step, one gene each move;
-    from 'F N' x 50 plus one 'F F' (1.98x) one P0 instead of the second F is enough."""
-    space, window = space_of(100), Budget(2.0, TABLE, 0.1)
-    assert repair(space.genome(2, [(2, None)] * 50), space, window).schedule() == \
-        Schedule.fewer_steps(100, 50)
-    near = space.genome(2, [(2, None)] + [(1, 0)] * 49)
+def test_repair_changes_one_gene_by_the_least_cost_that_lands_in_the_window():
+    """Cost 33.4 against the 3x window [30.3, 33.3]: many single changes land inside (a
+    'F F N N' segment to 'F N N N', 'F P2 N N' to 'F P1 N N'...); the least is 'F P2 N N'
+    to 'F P0 P0 P0' (-0.1)."""
+    space, window = space_of(100), Budget(3.0, TABLE, 0.1)
+    near = space.genome(4, [(2, None)] * 8 + [(2, 2)] + [(1, 0)] * 16)
     repaired = repair(near, space, window)
-    assert sum(a != b for a, b in zip(repaired.genes, near.genes, strict=True)) == 1
+    assert [k for k, (a, b) in enumerate(zip(near.genes, repaired.genes, strict=True))
+            if a != b] == [8]
+    assert repaired.genes[8] == (4, 0)
+    assert window.speedup(repaired.schedule()) == pytest.approx(100 / 33.3)
+    # from all-F (1x) to 2x at L=2 every segment must give up its second step
+    assert repair(space.genome(2, [(2, None)] * 50), space, Budget(2.0, TABLE, 0.1)
+                  ).schedule() == Schedule.fewer_steps(100, 50)
 
 
 @pytest.mark.parametrize("seg_len", [1, 3, 4, 7, 10])
@@ -176,10 +182,20 @@ def test_every_method_scores_exactly_n_eval_distinct_schedules_unless_its_space_
     result = run_method(method, space_of(100), fitness=fitness, budget=Budget(4.0, TABLE, 0.1),
                         n_eval=150, seed=0)
     assert len(result.records) == len(set(calls)) == len(calls) == 150
-    tiny = run_method(method, SegmentSpace.of(6, (0,)), fitness=hamming(Schedule.full(6)),
-                      budget=Budget(2.0, TABLE, 0.1), n_eval=40, seed=0)
-    distinct = {r.schedule for r in tiny.records}
-    assert len(tiny.records) == len(distinct) < 40  # the whole space, each once
+    tiny, window = SegmentSpace.of(6, (0,)), Budget(2.0, TABLE, 0.1)
+    result = run_method(method, tiny, fitness=hamming(Schedule.full(6)), budget=window,
+                        n_eval=40, seed=0)
+    scored = [r.schedule for r in result.records]
+    if method == "stepwise-evolution":  # F at step 0 and 2 of the other 5
+        whole = {str(Schedule.from_full_steps(6, {0, *more}, "N"))
+                 for more in itertools.combinations(range(1, 6), 2)}
+    else:
+        whole = {str(g.schedule()) for n in tiny.seg_lens
+                 for genes in itertools.product(
+                     [(i, f) for i in range(1, n + 1) for f in tiny.fills],
+                     repeat=math.ceil(6 / n))
+                 for g in [tiny.genome(n, genes)] if window.admits(g.schedule())}
+    assert len(scored) == len(whole) < 40 and set(scored) == whole  # all of it, each once
 
 
 # -- the searches -----------------------------------------------------------------------
