@@ -194,6 +194,7 @@ def repair(genome: Genome, space: SegmentSpace, budget: Budget) -> Genome:
     this L or no single gene brings the schedule closer."""
     costs = _GeneCosts(budget.table, space.fills)
     lo, hi = budget.cost_window(space.steps)
+    distance = _distance_to(lo, hi)
     lengths = genome.lengths
     if (sum(costs(n, (1, FULL_FILL)) for n in lengths) > hi
             or sum(costs(n, (n, FULL_FILL)) for n in lengths) < lo):
@@ -208,7 +209,6 @@ def repair(genome: Genome, space: SegmentSpace, budget: Budget) -> Genome:
         if budget.admits(schedule):
             return current
         cost = schedule.cost(budget.table)
-        distance = _distance_to(lo, hi)
         moved_to, _, _, k, i = min(
             (distance(cost + costs(n, option) - costs(n, gene)),
              abs(costs(n, option) - costs(n, gene)), option[1] != gene[1], k, i)
