@@ -256,16 +256,20 @@ def fitted_table(fit_rows: Mapping[str, Schedule], timings: Sequence[LoopTiming]
                           calibrated_source(device, clock))
 
 
+CALIBRATION_INTERVALS = (2, 3, 5, 10)
+
+
 def calibration_schedules(calls: int, branches: Sequence[int]) -> dict[str, Schedule]:
     """The loops :func:`fit_cost_table` is fitted on: all-F, F then nulls and fewer-steps
-    at half (null steps against calls: the per-step cost), DeepCache N=2 and N=10 per
-    branch (each partial kind against F, at both ends of the usual intervals)."""
+    at half (null steps against calls: the per-step cost), DeepCache N=2, 3, 5 and 10 per
+    branch (each partial kind against F across the usual intervals: a least-squares fit
+    over several averages out the timing noise of any one)."""
     named = {"all-F": Schedule.full(calls),
              "F then N": Schedule.fewer_steps(calls, 1),
              f"fewer-steps keep={max(1, calls // 2)}": Schedule.fewer_steps(
                  calls, max(1, calls // 2))}
     named.update({f"DeepCache N={n} b={b}": Schedule.deepcache(calls, n, b)
-                  for b in branches for n in (2, 10)})
+                  for b in branches for n in CALIBRATION_INTERVALS})
     return named
 
 

@@ -21,9 +21,10 @@ def test_bench_times_schedules_against_all_full_and_the_helper(capsys, tmp_path)
     assert code == 0
     report = json.loads(out)
     rows = {row["name"]: row for row in report["loops"]}
-    fit = ["all-F", "F then N", "fewer-steps keep=2", "DeepCache N=3 b=0", "DeepCache N=3 b=3"]
+    fit = ["all-F", "F then N", "fewer-steps keep=2",
+           *(f"DeepCache N={n} b={b}" for b in (0, 3) for n in (2, 3, 5, 10))]
     assert report["calibration_loops"] == fit
-    assert set(rows) == {*fit, "DeepCache N=2 b=0", "F N P3 N", "plain diffusers loop",
+    assert set(rows) == {*fit, "F N P3 N", "plain diffusers loop",
                          "DeepCacheSDHelper N=2 b=0"}
     assert rows["all-F"]["measured_speedup"] == 1.0
     table = CostTable.from_dict(report["cost_table"])
