@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,19 @@ class _StepState:
     index: int = 0
     branch: int | None = None  # None on full steps
     last_output: Any = None
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """A sampling loop after its first ``step`` steps: what continuing it bit for bit needs
+    on a sampler that keeps no state of its own between steps (DDIM with eta=0): the
+    latents, the last UNet output (reused by N steps) and the deep features cached at the
+    last F step, by module. Holds references, not copies: nothing here is written in place."""
+
+    step: int
+    latents: torch.Tensor
+    last_output: Any
+    caches: Mapping[torch.nn.Module, Any]
 
 
 class ScheduleHook(ModelHook):
@@ -261,25 +274,28 @@ def scheduled(
 
 @contextlib.contextmanager
 def _attached(
-    unet: torch.nn.Module, schedule: Schedule | str, scheduler_of: Callable[[], Any]
-) -> Iterator[None]:
+    unet: torch.nn.Module, schedule: Schedule | str, scheduler_of: Callable[[], Any],
+    cache_all: bool = False,
+) -> Iterator[tuple[_StepState, dict[torch.nn.Module, DeepCacheHook]]]:
+    """The hooks of ``schedule`` on ``unet``; with ``cache_all``, the cache points of every
+    branch, so that a loop state taken on F steps serves schedules of any branch."""
     if is_scheduled(unet):  # before touching anything: the outer block keeps its hooks
         raise ScheduleError(
             "this UNet already runs under a schedule (nested apply_schedule/scheduled); "
             "leave the outer block before scheduling it again")
     schedule = Schedule.parse(schedule, num_branches=num_branches(unet))
     state = _StepState(schedule=schedule, scheduler_of=scheduler_of)
-    points = cache_points(unet, schedule.branches)
+    branches = frozenset(range(num_branches(unet))) if cache_all else schedule.branches
+    points = cache_points(unet, branches)
     created = [m for m in [unet, *(p[0] for p in points)] if not hasattr(m, "_diffusers_hook")]
+    hooks = {module: DeepCacheHook(state, threshold) for module, threshold in points}
     try:
-        for module, threshold in points:
-            HookRegistry.check_if_exists_or_initialize(module).register_hook(
-                DeepCacheHook(state, threshold), CACHE_HOOK
-            )
+        for module, hook in hooks.items():
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, CACHE_HOOK)
         HookRegistry.check_if_exists_or_initialize(unet).register_hook(
             ScheduleHook(state), SCHEDULE_HOOK
         )
-        yield
+        yield state, hooks
     finally:
         _detach(unet, [p[0] for p in points], created)
 
@@ -319,6 +335,8 @@ def denoise(
     guidance_scale: float | None = None,
     step_kwargs: dict | None = None,
     inference: bool = True,
+    resume: LoopState | None = None,
+    on_step: Callable[[LoopState], None] | None = None,
     **unet_kwargs,
 ) -> torch.Tensor:
     """Run ``scheduler.timesteps`` (set by the caller) under ``schedule``; return latents.
@@ -329,11 +347,30 @@ def denoise(
     With an all-F schedule this is the plain diffusers loop, bit for bit. Runs under
     ``torch.inference_mode()`` (no autograd state kept on a large UNet) unless
     ``inference=False``.
+
+    ``on_step`` receives the :class:`LoopState` after every step, and ``resume`` continues
+    from one (``latents`` is then ignored): a schedule that shares its first ``k`` tokens
+    with one already run gives the same latents, bit for bit, from that run's state at
+    ``k``, on samplers without state of their own (DDIM, eta=0). Both cache at every
+    branch's cache points on F steps.
     """
     step_kwargs = step_kwargs or {}
+    schedule = Schedule.parse(schedule)
+    if resume is not None and not 0 < resume.step <= len(schedule):
+        raise ScheduleError(f"cannot resume at step {resume.step} of a {len(schedule)}-step "
+                            "schedule")
     mode = torch.inference_mode() if inference else contextlib.nullcontext()
-    with mode, scheduled(unet, schedule, scheduler):
-        for t in scheduler.timesteps:
+    keep_state = resume is not None or on_step is not None
+    with mode, _attached(unet, schedule, lambda: scheduler, cache_all=keep_state) as (
+            state, hooks):
+        first = 0
+        if resume is not None:
+            first, latents = resume.step, resume.latents
+            state.index, state.timesteps, state.start = first, scheduler.timesteps, 0
+            state.last_output = resume.last_output
+            for module, hook in hooks.items():
+                hook.cached = resume.caches.get(module)
+        for step, t in enumerate(scheduler.timesteps[first:], start=first + 1):
             model_input = torch.cat([latents] * 2) if guidance_scale is not None else latents
             model_input = scheduler.scale_model_input(model_input, t)
             noise = unet(model_input, t, **unet_kwargs).sample
@@ -341,6 +378,9 @@ def denoise(
                 uncond, cond = noise.chunk(2)
                 noise = uncond + guidance_scale * (cond - uncond)
             latents = scheduler.step(noise, t, latents, **step_kwargs).prev_sample
+            if on_step is not None:
+                on_step(LoopState(step, latents, state.last_output,
+                                  {module: hook.cached for module, hook in hooks.items()}))
     return latents
 
 

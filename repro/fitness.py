@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from .metrics.extractors import load_extractor
 from .metrics.fid import rfid
+from .prefix import PrefixStore
 from .samples import SampleSet, generate
 from .schedule import Schedule
 
@@ -16,15 +17,19 @@ class RFIDFitness:
     """Callable ``schedule -> rFID`` (lower is better) for one model and sampler setting.
 
     ``teacher``: the all-F samples of these seeds when already at hand (a resumed run);
-    ``prompts``: text-conditioned models, cycled over the seeds."""
+    ``prompts``: text-conditioned models, cycled over the seeds. ``reuse_prefixes``: each
+    candidate starts where the longest prefix it shares with a schedule sampled before
+    ends (:mod:`repro.prefix`; same scores bit for bit, fewer UNet calls)."""
 
     def __init__(self, model, steps: int, seeds: Sequence[int],
                  labels: Sequence[int] | None = None, guidance: float | None = None,
                  extractor: str = "digits-cnn", batch_size: int = 128,
-                 teacher: SampleSet | None = None, prompts: Sequence[str] | None = None):
+                 teacher: SampleSet | None = None, prompts: Sequence[str] | None = None,
+                 reuse_prefixes: bool = True):
         self.model, self.steps, self.seeds = model, steps, list(seeds)
         self.labels, self.guidance, self.batch_size = labels, guidance, batch_size
         self.prompts = list(prompts) if prompts else None
+        self.prefixes = PrefixStore() if reuse_prefixes else None
         self.extractor = load_extractor(extractor)
         self.teacher = self._generate(None) if teacher is None else teacher
 
@@ -43,7 +48,8 @@ class RFIDFitness:
 
     def _generate(self, schedule: Schedule | None):
         return generate(self.model, self.steps, schedule, self.seeds, self.labels,
-                        self.guidance, batch_size=self.batch_size, prompts=self.prompts)
+                        self.guidance, batch_size=self.batch_size, prompts=self.prompts,
+                        prefixes=self.prefixes)
 
     def __call__(self, schedule: Schedule) -> float:
         return rfid(self._generate(schedule), self.teacher, self.extractor).value
