@@ -469,7 +469,8 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
 
     named = {"all-F": Schedule.full(n_calls)}
     for interval, branch in deepcache_params:
-        named[f"DeepCache N={interval} b={branch}"] = Schedule.deepcache(n_calls, interval, branch)
+        named[f"DeepCache N={interval} b={branch}"] = Schedule.deepcache(
+            steps, interval, branch, calls=n_calls)
     named.update(given)
     branches = sorted(set().union(*(s.branches for s in named.values()))) or [0]
     fit_rows = calibration_schedules(n_calls, branches) if do_calibrate else {}
