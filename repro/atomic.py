@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+# what reading a missing, truncated or corrupted .npz raises (numpy, zipfile, a lacking key)
+NPZ_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 
 
 @contextlib.contextmanager
@@ -25,6 +29,23 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def writable_problem(directory: Path) -> str | None:
+    """Why files cannot be created under ``directory`` (made when missing), or None; probed
+    with a temporary file in its nearest existing ancestor, so a run stops before its work
+    rather than after, and nothing is left behind."""
+    existing = Path(directory).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return f"{existing} is not writable ({error.strerror})"
+    return None
 
 
 def atomic_save_npz(path: Path | str, **arrays: np.ndarray) -> Path:

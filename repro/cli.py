@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 
 
 class BadInput(Exception):
@@ -90,10 +91,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(args: argparse.Namespace, *flags: str) -> None:
+    """Counts given on the command line are positive (``--steps 0`` samples nothing and
+    ``--steps -1`` pure noise)."""
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise BadInput(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from . import models, samples
     from .prompts import read_prompts
 
+    _at_least_one(args, "steps", "batch_size", "prompts_limit")
     try:
         seeds = samples.parse_seeds(args.seeds)
         labels = [int(x) for x in args.labels.split(",")] if args.labels else None
@@ -135,6 +146,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from . import bench, models, samples, search, search_log
     from .fitness import RFIDFitness
 
+    _at_least_one(args, "steps", "n_eval", "population", "generations")
     spec = models.get(args.model)
     try:
         seeds = samples.parse_seeds(args.seeds)
@@ -191,9 +203,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if bool(args.model) == bool(args.suite):
         raise BadInput("bench takes --model MODEL or --suite SUITE (exactly one)")
-    for flag in ("batch", "steps", "repeats"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise BadInput(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    _at_least_one(args, "batch", "steps", "repeats")
     if args.suite:
         model_only = [flag for flag, given in (("--deepcache", args.deepcache),
                                                ("--oracle", args.oracle),
@@ -400,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--calibrate", action="store_true",
                        help="fit the cost table (P<b>/F kind costs, per-call and per-step "
                        "overheads) to per-call times and calibration loops (all-F, F then N, "
-                       "fewer-steps, DeepCache N=2/3/5/10) instead of MAC ratios; --json carries "
+                       "fewer-steps, DeepCache N=2 and 10) instead of MAC ratios; --json carries "
                        "it as cost_table for --cost-table and suites (--suite always does)")
     bench.add_argument("--oracle", action="store_true",
                        help="also time DeepCache's own DeepCacheSDHelper (per call and loop)")
@@ -445,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     except (NonFiniteSamplesError, StatisticsError) as error:
         print(f"repro: failed: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("repro: interrupted; finished work is kept (the same command resumes it)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ class ModelSpec:
     source: str  # Hugging Face repo id
     subfolder: str | None = None
     conditioning: str = "none"  # none | text | class
+    num_classes: int | None = None  # class-conditional models: labels are 0..num_classes-1
     context_tokens: int = 0  # cross-attention sequence length for random conditioning
     mac_ratios: tuple[float, ...] = field(default=())  # P<b>/F MACs, b = 0, 1, ...
     mac_source: str = ""
@@ -118,6 +119,7 @@ SD15 = ModelSpec(
 
 def _zoo_specs() -> tuple[ModelSpec, ...]:
     from .zoo import architectures
+    from .zoo.data import NUM_CLASSES
 
     common = {"scheduler_class": "DDIMScheduler", "scheduler_config": architectures.DDIM_CONFIG,
               "source": "zoo (repro/zoo/weights, trained by `repro zoo train`)"}
@@ -129,7 +131,7 @@ def _zoo_specs() -> tuple[ModelSpec, ...]:
         ModelSpec(id="digits-cond", unet_class="UNet2DConditionModel",
                   description="embedded: class-conditional (cross-attention, CFG) 16x16 digits",
                   unet_config=architectures.UNET_CONFIGS["digits-cond"], conditioning="class",
-                  context_tokens=1, **common),
+                  num_classes=NUM_CLASSES, context_tokens=1, **common),
     )
 
 
@@ -348,7 +350,6 @@ def _load_pipeline(spec: ModelSpec, weights: str, device: str, dtype: str) -> Lo
 def _load_zoo(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedModel:
     from . import zoo
     from .zoo.architectures import ClassEncoder
-    from .zoo.data import NUM_CLASSES
 
     conditional = spec.conditioning == "class"
     if weights == "random":
@@ -365,7 +366,7 @@ def _load_zoo(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedM
     return LoadedModel(
         name=spec.id, unet=unet, scheduler=build_scheduler(spec),
         resolution=spec.sample_shape[1], encoder=None if encoder is None else encoder.to(device),
-        num_classes=NUM_CLASSES if conditional else None,
+        num_classes=spec.num_classes,
         null_label=ClassEncoder.NULL_CLASS if conditional else None,
         default_guidance=guidance,
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from . import baselines, models, search, search_log
-from .atomic import atomic_path
+from .atomic import atomic_path, writable_problem
 from .samples import SampleSet, generate, parse_seeds
 from .schedule import Schedule
 from .suite import (
@@ -52,6 +52,7 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
     problem = run_id is not None and plain_name_problem(run_id, RUN_ID_MAX)
     if problem:
         raise SuiteError(f"--run-id: {problem}")
+    _check_writable(results_root)
     for experiment in suite.experiments:
         _preflight(experiment)
     prompts = {e.name: _read_prompts(suite, e) for e in suite.experiments}
@@ -91,6 +92,16 @@ def _preflight(experiment: Experiment) -> None:
 
     ev = experiment.evaluation
     check_resources([*ev.metrics, f"rfid:{experiment.search.extractor}"], ev.reference)
+
+
+def _check_writable(results_root: Path) -> None:
+    """The results root and the metric cache, before any work that writes to them."""
+    from .metrics.cache import cache_dir
+
+    for where, directory in (("--results", results_root), ("REPRO_CACHE", cache_dir())):
+        problem = writable_problem(directory)
+        if problem:
+            raise SuiteError(f"{where}: {problem}")
 
 
 def _read_prompts(suite: Suite, experiment: Experiment) -> list[str] | None:

@@ -9,14 +9,13 @@ starting point under every schedule and batch size: the premise of rFID.
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_save_npz
+from .atomic import NPZ_READ_ERRORS, atomic_save_npz
 
 FORMAT_VERSION = 1
 
@@ -78,7 +77,7 @@ class SampleSet:
         try:
             with np.load(path, allow_pickle=False) as data:
                 return json.loads(str(data["key"])) if "key" in data.files else None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        except NPZ_READ_ERRORS:
             return None
 
     @classmethod
@@ -87,17 +86,23 @@ class SampleSet:
         try:
             with np.load(path, allow_pickle=False) as data:
                 fields = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as error:
-            raise SamplesFileError(f"cannot read samples file {path}: {error}") from error
+        except NPZ_READ_ERRORS as error:
+            raise SamplesFileError(f"cannot read samples file {path}: "
+                                   f"{error or type(error).__name__}") from None
         missing = {"images", "seeds", "model", "schedule", "steps", "guidance"} - set(fields)
         if missing:
             raise SamplesFileError(f"samples file {path} lacks {', '.join(sorted(missing))}")
-        guidance = float(fields["guidance"])
+        try:
+            guidance, steps = float(fields["guidance"]), int(fields["steps"])
+            seeds = fields["seeds"].astype(np.int64)
+            labels = fields["labels"].astype(np.int64) if "labels" in fields else None
+        except (TypeError, ValueError) as error:
+            raise SamplesFileError(f"samples file {path}: steps, guidance, seeds or labels "
+                                   f"is not numeric ({type(error).__name__})") from None
         return cls(
-            images=fields["images"], seeds=fields["seeds"].astype(np.int64),
-            labels=fields["labels"].astype(np.int64) if "labels" in fields else None,
+            images=fields["images"], seeds=seeds, labels=labels,
             model=str(fields["model"]), schedule=str(fields["schedule"]),
-            steps=int(fields["steps"]), guidance=None if np.isnan(guidance) else guidance,
+            steps=steps, guidance=None if np.isnan(guidance) else guidance,
             prompts=tuple(fields["prompts"].tolist()) if "prompts" in fields else None,
         )
 
@@ -125,16 +130,11 @@ def to_uint8(images) -> np.ndarray:
 
 def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
              labels: Sequence[int] | None = None, guidance: float | None = None,
-             batch_size: int = 64, prompts: Sequence[str] | None = None,
-             prefixes=None) -> SampleSet:
+             batch_size: int = 64, prompts: Sequence[str] | None = None) -> SampleSet:
     """Sample ``model`` (a :class:`repro.models.LoadedModel`) under ``schedule`` (all-F when
     None) with the model's sampler at ``steps``; class-conditional models use ``labels``
     (default: seed mod classes), text-conditioned ones ``prompts`` (the i-th seed takes
-    prompt i mod len(prompts)), both with ``guidance`` (default: the model's).
-
-    ``prefixes`` (a :class:`repro.prefix.PrefixStore`): each batch starts from the longest
-    prefix of ``schedule`` already sampled on it and records its own steps; the images are
-    the same bit for bit. Ignored where the sampler keeps state between steps."""
+    prompt i mod len(prompts)), both with ``guidance`` (default: the model's)."""
     if getattr(model, "pipeline", None) is not None:
         return _generate_text(model, steps, schedule, seeds, labels, guidance, batch_size,
                               prompts)
@@ -143,11 +143,9 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
     import torch
 
     from .engine import denoise
-    from .prefix import reusable
     from .schedule import Schedule
 
     scheduler = model.scheduler
-    prefixes = prefixes if reusable(scheduler) else None
     scheduler.set_timesteps(steps)
     schedule = Schedule.full(len(scheduler.timesteps)) if schedule is None else \
         Schedule.parse(schedule)
@@ -164,12 +162,8 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
             if labels is not None:
                 kwargs = model.condition(labels[start:start + batch_size], cfg)
             scheduler.set_timesteps(steps)
-            batch = (steps, guidance, tuple(batch_seeds),
-                     None if labels is None else tuple(labels[start:start + batch_size]))
             images = denoise(model.unet, scheduler, latents, schedule,
-                             guidance_scale=guidance if cfg else None,
-                             resume=prefixes and prefixes.longest(batch, schedule),
-                             on_step=prefixes and prefixes.recorder(batch, schedule), **kwargs)
+                             guidance_scale=guidance if cfg else None, **kwargs)
             _check_finite(bool(torch.isfinite(images).all()), model, schedule, batch_seeds)
             chunks.append(to_uint8(images))
     return SampleSet(

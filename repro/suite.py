@@ -192,6 +192,7 @@ class RowPlan:
 
 # -- loading (pure data) ---------------------------------------------------------------
 _SUITE_KEYS = {"name", "version", "description", "tracking", "include", "experiments"}
+SUITE_MAX_BYTES = 1 << 20  # a suite is a small text file (this also refuses /dev/zero)
 
 
 def load(path: str | Path) -> Suite:
@@ -226,9 +227,7 @@ def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> dict:
         cycle = " -> ".join(map(str, (*seen, resolved)))
         raise SuiteError(f"{path}: include cycle: {cycle}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SuiteError(f"{path}: suite file not found") from None
+        raw = yaml.safe_load(_read_text(path))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -244,6 +243,26 @@ def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> dict:
         raise SuiteError(f"{path}: field 'include': {path.parent / include} not found")
     base = _read_with_includes(path.parent / include, (*seen, resolved))
     return _merge(base, raw)
+
+
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of a suite file of at most :data:`SUITE_MAX_BYTES`."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(SUITE_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise SuiteError(f"{path}: suite file not found") from None
+    except IsADirectoryError:
+        raise SuiteError(f"{path}: is a directory, not a suite file") from None
+    except OSError as error:
+        raise SuiteError(f"{path}: cannot read the suite file ({error.strerror})") from None
+    if len(data) > SUITE_MAX_BYTES:
+        raise SuiteError(f"{path}: larger than {SUITE_MAX_BYTES} bytes; a suite is a small "
+                         "YAML file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {error.start})") from None
 
 
 def _merge(base: Mapping, override: Mapping) -> dict:
@@ -406,6 +425,7 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     _choice(e.model, models.model_ids(), suite, e, "model")
     spec = models.get(e.model)
     _check_prompts(suite, e, spec)
+    _check_labels(suite, e, spec)
     for where, text in (("search.seeds", e.search.seeds), ("evaluation.seeds", e.evaluation.seeds)):
         try:
             parse_seeds(text)
@@ -517,6 +537,19 @@ def _check_prompts(suite: Suite, e: Experiment, spec) -> None:
         if metric.startswith("clip:") and e.prompts is None:
             raise _fail(suite, e, "evaluation.metrics", f"{metric} scores images against "
                         "their prompts; it needs a text-conditioned model with 'prompts'")
+
+
+def _check_labels(suite: Suite, e: Experiment, spec) -> None:
+    """Labels pick classes of a class-conditional model (checked here, not mid-run)."""
+    if e.labels is None:
+        return
+    if spec.num_classes is None:
+        raise _fail(suite, e, "labels", f"model {e.model!r} is not class-conditional "
+                    f"(conditioning: {spec.conditioning}); labels do not apply")
+    bad = [label for label in e.labels if not 0 <= label < spec.num_classes]
+    if bad:
+        raise _fail(suite, e, "labels", f"{bad[0]} outside 0..{spec.num_classes - 1} for "
+                    f"{e.model!r}")
 
 
 def segment_space(experiment: Experiment, calls: int):

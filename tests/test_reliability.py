@@ -3,7 +3,12 @@ process per run directory, and hostile or broken input answered by one line and 
 
 import fcntl
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +142,113 @@ def test_a_torn_last_search_log_line_is_cut_before_appending(tmp_path):
     path.write_text(path.read_text() + '{"schedule": "F N", "fitn')  # killed mid-line
     search_log.appender(path, context)(Record("N F", "segment", 2.0, 1.0, 2.0, 0.1))
     assert search_log.read_scores(path, context) == {"F F": 1.0, "N F": 2.0}
+
+
+# -- 6. one line and exit 2, not a traceback ------------------------------------------------
+@pytest.mark.parametrize("case", ["not utf-8", "a directory", "/dev/zero"])
+def test_unreadable_suite_paths_are_one_line(tmp_path, capsys, case):
+    path = {"not utf-8": tmp_path / "latin1.yaml", "a directory": tmp_path,
+            "/dev/zero": Path("/dev/zero")}[case]
+    if case == "not utf-8":
+        path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    err = one_line_error(capsys, ["validate", str(path)])
+    assert {"not utf-8": "UTF-8", "a directory": "directory",
+            "/dev/zero": "larger than"}[case] in err
+
+
+def _samples(tmp_path: Path, **fields) -> Path:
+    import numpy as np
+
+    path = tmp_path / "samples.npz"
+    arrays = {"images": np.zeros((2, 16, 16, 1), np.uint8), "seeds": np.arange(2),
+              "model": np.array("digits-ddpm"), "schedule": np.array("F F"),
+              "steps": np.array(2), "guidance": np.array(np.nan), **fields}
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "steps 'x'", "guidance 'y'"])
+def test_broken_samples_files_are_one_line(tmp_path, capsys, case):
+    import numpy as np
+
+    path = _samples(tmp_path, **{"steps 'x'": {"steps": np.array("x")},
+                                 "guidance 'y'": {"guidance": np.array("y")}}.get(case, {}))
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "truncated":
+        path.write_bytes(path.read_bytes()[:300])
+    err = one_line_error(capsys, ["eval", str(path), "--metric", "rfid:digits-cnn",
+                                  "--teacher", str(path)])
+    assert str(path) in err
+
+
+@pytest.mark.parametrize("steps", ["0", "-1"])
+def test_sample_refuses_steps_below_one(tmp_path, capsys, steps):
+    err = one_line_error(capsys, ["sample", "--model", "digits-ddpm", "--steps", steps,
+                                  "--out", str(tmp_path / "s.npz")])
+    assert "--steps must be at least 1" in err and not (tmp_path / "s.npz").exists()
+
+
+def test_ctrl_c_is_one_line_exit_130_and_keeps_finished_work(tmp_path):
+    text = SMALL.replace('seeds: "0:16"', 'seeds: "0:256"').replace("keep: [2]", "keep: [1, 2, 3]")
+    command = [sys.executable, "-m", "repro.cli", "run", str(write(tmp_path, text)), "--results",
+               str(tmp_path / "results"), "--run-id", "x", "--quiet", "--threads", "1"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    teacher = tmp_path / "results" / "rel" / "x" / "work" / "a" / "rows" / "teacher.json"
+    deadline = time.monotonic() + 120
+    while not teacher.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    err = process.communicate(timeout=60)[1]
+    assert process.returncode == 130 and err.strip().splitlines() == [
+        "repro: interrupted; finished work is kept (the same command resumes it)"]
+    assert teacher.exists() and (teacher.parent.parent / "teacher-eval.npz").exists()
+
+
+def _read_only(directory: Path, argv: list[str], env: dict) -> subprocess.CompletedProcess:
+    """``repro ARGV`` in a private mount namespace where ``directory`` is mounted read-only
+    (as root, file modes do not bind); skipped where namespaces are not allowed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mount = f"mount --bind {directory} {directory} && mount -o remount,bind,ro {directory}"
+    if subprocess.run(["unshare", "-rm", "sh", "-c", mount], capture_output=True).returncode:
+        pytest.skip("no private mount namespace here (unshare -rm) for a read-only mount")
+    return subprocess.run(["unshare", "-rm", "sh", "-c", f'{mount} && exec "$@"', "sh",
+                           sys.executable, "-m", "repro.cli", *argv], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=300)
+
+
+@pytest.mark.parametrize("where", ["--results", "REPRO_CACHE"])
+def test_read_only_results_or_cache_stop_before_any_work(tmp_path, where):
+    read_only = tmp_path / "ro"
+    results = read_only if where == "--results" else tmp_path / "results"
+    done = _read_only(read_only, ["run", str(write(tmp_path)), "--results", str(results)],
+                      {"REPRO_CACHE": str(read_only if where == "REPRO_CACHE" else
+                                          tmp_path / "cache")})
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"{where}: {read_only} is not writable" in done.stderr
+    assert not any(read_only.iterdir()) and not (tmp_path / "results").exists()
+
+
+def test_a_corrupted_cache_file_is_named(tmp_path):
+    from repro.metrics import MetricInputError
+    from repro.metrics.extractors import load_extractor
+    from repro.metrics.fid import TeacherFeatureCache
+    from repro.samples import SampleSet
+
+    teacher = SampleSet.load(_samples(tmp_path))
+    extractor = load_extractor("digits-cnn")
+    TeacherFeatureCache(tmp_path / "cache").features(teacher, extractor)
+    (cached,) = (tmp_path / "cache").glob("*.npz")
+    cached.write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(MetricInputError, match=f"corrupted cache file {cached}"):
+        TeacherFeatureCache(tmp_path / "cache").features(teacher, extractor)
+
+
+@pytest.mark.parametrize(("model", "labels", "message"), [
+    ("digits-cond", "[3, 10]", "10 outside 0..9"),
+    ("digits-ddpm", "[1]", "not class-conditional")])
+def test_labels_are_checked_before_the_run(tmp_path, capsys, model, labels, message):
+    text = SMALL.replace("  - {name: a, model: digits-ddpm}",
+                         f"  - {{name: a, model: {model}, labels: {labels}}}")
+    err = one_line_error(capsys, ["validate", str(write(tmp_path, text))])
+    assert "field 'labels'" in err and message in err

@@ -9,16 +9,32 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
+
+from repro.atomic import NPZ_READ_ERRORS
+
+from .errors import MetricInputError
+
+T = TypeVar("T")
 
 
 def cache_dir() -> Path:
     """``$REPRO_CACHE``, else ``~/.cache/flexiffusion-repro``."""
     return Path(os.environ.get("REPRO_CACHE") or Path.home() / ".cache" / "flexiffusion-repro")
+
+
+def read_cached(path: Path, read: Callable[[Path], T]) -> T:
+    """``read(path)`` of a cache file; a corrupted one is named (it would fail every run)."""
+    try:
+        return read(path)
+    except NPZ_READ_ERRORS as error:
+        raise MetricInputError(f"corrupted cache file {path} ({type(error).__name__}); delete "
+                               "it to compute it again") from None
 
 
 def key_digest(fields: Mapping) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 from repro.atomic import atomic_save_npz
 from repro.samples import SampleSet
 
-from .cache import array_digest, cache_dir, key_digest
+from .cache import array_digest, cache_dir, key_digest, read_cached
 from .errors import MetricInputError
 from .extractors import FeatureExtractor
 from .frechet import FeatureStatistics, frechet_distance
@@ -47,13 +47,17 @@ class TeacherFeatureCache:
             return self._memory[key]
         path = (self.directory or cache_dir() / "teacher-features") / f"{key}.npz"
         if path.is_file():
-            with np.load(path, allow_pickle=False) as data:
-                features = data["features"]
+            features = read_cached(path, _features)
         else:
             features = extractor.features(teacher.images)
             atomic_save_npz(path, features=features)
         self._memory[key] = features
         return features
+
+
+def _features(path: Path) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as data:
+        return data["features"]
 
 
 def teacher_key(teacher: SampleSet, extractor: FeatureExtractor) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .cache import cache_dir, key_digest
+from .cache import cache_dir, key_digest, read_cached
 from .errors import MetricInputError
 from .extractors import FeatureExtractor
 from .frechet import FeatureStatistics
@@ -58,7 +58,7 @@ def _digits_statistics(extractor: FeatureExtractor) -> FeatureStatistics:
     path = cache_dir() / "references" / (
         f"digits-all-{extractor.name}-n{len(images)}-{key_digest(identity)}.npz")
     if path.is_file():
-        return FeatureStatistics.load(path)
+        return read_cached(path, FeatureStatistics.load)
     # Through uint8 like every samples file, so both sides of FID see the same rounding.
     statistics = FeatureStatistics.of(extractor.features(to_uint8(images)), extractor.name)
     statistics.save(path)
