@@ -1,6 +1,9 @@
 """The cost model: kind costs plus a per-call and a per-step overhead, fitted to loops."""
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from repro.bench import (
 from repro.schedule import CostTable, Schedule
 from repro.search import Budget
 
+ROOT = Path(__file__).resolve().parents[1]
 KINDS = {0: 0.06, 1: 0.15, 2: 0.3}
 
 
@@ -109,3 +113,25 @@ def test_budget_enforcement_uses_the_overhead_model():
         schedule.speedup(calibrated))
     assert not Budget(4.0, calibrated, tol=0.05).admits(schedule)
     assert Budget(schedule.speedup(calibrated), calibrated, tol=0.05).admits(schedule)
+
+
+def load_cost_model_script(monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        "cost_model", ROOT / "benchmarks" / "cost_model.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "cost_model", module)  # its dataclasses look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_reports_are_predicted_within_ten_percent_after_the_overheads(
+        monkeypatch):
+    monkeypatch.chdir(ROOT)
+    script = load_cost_model_script(monkeypatch)
+    sources = script.sources()
+    assert {s.title for s in sources} >= {f"H200: {p.name}" for p in script.GPU_TABLES}
+    for source in sources:
+        errors = script.errors(source, script.fitted_table(source))
+        assert any(n.startswith("DeepCache N=10") for n in errors), source.title
+        assert max(map(abs, errors.values())) <= script.WITHIN, (source.title, errors)
+    assert script.OUT.read_text() == script.render()  # results/cost-model.md is current
