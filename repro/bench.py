@@ -181,8 +181,8 @@ def fit_cost_table(loops: Sequence[tuple[Schedule, float]], call_seconds: Mappin
        ``per_call`` is what a call costs more inside the loop than alone (hook and cache
        work, the scheduler handing over latents; negative where a GPU overlaps the next
        launch with the last call); ``scale`` carries the isolated times of kinds no loop
-       ran onto the loop's clock. Under two shared kinds there is nothing to fit: no
-       per-call term, and the F times give the scale.
+       ran onto the loop's clock. With fewer than two kinds timed both ways there is
+       nothing to fit: no per-call term, and the F times give the scale.
 
     Kind costs are the in-loop seconds less ``per_call``, in units of F's.
     """
@@ -205,7 +205,7 @@ def _loop_seconds_per_kind(loops: Sequence[tuple[Schedule, float]],
                        for schedule, _ in loops], dtype=float)
     seconds = np.array([s for _, s in loops], dtype=float)
     if np.linalg.matrix_rank(design) < design.shape[1]:
-        design = design[:, :-1]  # no null steps to tell a step's cost from a call's
+        design = design[:, :-1]  # null steps do not vary apart from the calls
     if np.linalg.matrix_rank(design) < len(kinds):
         raise ValueError(f"the loops do not separate the costs of {', '.join(kinds)}: "
                          "time more schedules that mix them differently")
