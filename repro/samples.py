@@ -107,19 +107,40 @@ class SampleSet:
         )
 
 
+MAX_SEEDS = 1_000_000  # far above FID-50k; a range is counted before it is built
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``A:B`` (B excluded) or a comma-separated list."""
+    """``A:B`` (B excluded) or a comma-separated list of distinct seeds (a repeated seed
+    would count one image twice in every metric)."""
+    from .suite import short
+
     try:
         if ":" in text:
             start, stop = (int(part) for part in text.split(":"))
-            seeds = list(range(start, stop))
+            parts = range(start, stop)
         else:
-            seeds = [int(part) for part in text.split(",")]
+            parts = [int(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(f"--seeds expects A:B or a comma list of integers, got {text!r}") from None
-    if not seeds:
-        raise ValueError(f"--seeds {text!r} selects no seed")
-    return seeds
+        raise ValueError(f"--seeds expects A:B or a comma list of integers, got "
+                         f"{short(text)}") from None
+    if not parts:
+        raise ValueError(f"--seeds {short(text)} selects no seed")
+    if len(parts) > MAX_SEEDS:
+        raise ValueError(f"--seeds {short(text)} selects {len(parts)} seeds; at most {MAX_SEEDS}")
+    repeated = _first_repeat(parts)
+    if repeated is not None:
+        raise ValueError(f"--seeds {short(text)} repeats seed {repeated}")
+    return list(parts)
+
+
+def _first_repeat(values: Sequence[int]) -> int | None:
+    seen: set[int] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 def to_uint8(images) -> np.ndarray:

@@ -16,14 +16,22 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
-from pydantic import ConfigDict, NonNegativeInt, PositiveInt, TypeAdapter, ValidationError
+from pydantic import (
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    TypeAdapter,
+    ValidationError,
+)
 
 from .search import SEARCH_METHODS, Evolution
 
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN guidance: refused
 
 TECHNIQUES = ("deepcache", "deepcache-nonuniform", "deepcache-quad", "fewer-steps",
               "sampler-steps", "schedule")
@@ -92,7 +100,7 @@ class Evaluation:
 
     __pydantic_config__ = _STRICT
     seeds: str = "10000:10512"
-    metrics: tuple[str, ...] = ("rfid:digits-cnn",)
+    metrics: Annotated[tuple[str, ...], Field(min_length=1)] = ("rfid:digits-cnn",)
     reference: str | None = None
     batch_size: PositiveInt = 64
     latency: bool = True
@@ -193,6 +201,8 @@ class RowPlan:
 # -- loading (pure data) ---------------------------------------------------------------
 _SUITE_KEYS = {"name", "version", "description", "tracking", "include", "experiments"}
 SUITE_MAX_BYTES = 1 << 20  # a suite is a small text file (this also refuses /dev/zero)
+SUITE_MAX_NODES = 100_000  # values with every YAML alias expanded (refuses alias bombs)
+SUITE_MAX_LIST = 1_000  # entries of any one list (budgets, baselines, experiments, ...)
 
 
 def load(path: str | Path) -> Suite:
@@ -214,7 +224,12 @@ def load(path: str | Path) -> Suite:
         experiments.append(_merge(experiment_keys, entry))
     data = {k: raw[k] for k in ("name", "version", "description", "tracking") if k in raw}
     data.update(experiments=experiments, file=str(path), digest=_digest(data, experiments))
+    misused = _misused_bool(data, Suite, [])
+    if misused:
+        where = _dotted(_as_written(misused, entries if listed else None))
+        raise SuiteError(f"{path}: field '{where}': true/false where a number is expected")
     try:
+
         return TypeAdapter(Suite).validate_python(data)
     except ValidationError as error:
         raise SuiteError(f"{path}: {_describe(error, Suite, entries if listed else None)}"
@@ -227,11 +242,17 @@ def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> dict:
         cycle = " -> ".join(map(str, (*seen, resolved)))
         raise SuiteError(f"{path}: include cycle: {cycle}")
     try:
-        raw = yaml.safe_load(_read_text(path))
+        raw = yaml.load(_read_text(path), _SuiteLoader)
+        _check_size(raw)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise SuiteError(f"{path}: not valid YAML{where}") from None
+        problem = f": {error.problem}" if isinstance(error, _SuiteYAMLError) else ""
+        raise SuiteError(f"{path}: not valid YAML{where}{problem}") from None
+    except _TooLarge as error:
+        raise SuiteError(f"{path}: {error}") from None
+    except RecursionError:
+        raise SuiteError(f"{path}: nested too deeply") from None
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}: a suite is a YAML mapping of fields")
     include = raw.pop("include", None)
@@ -265,6 +286,60 @@ def _read_text(path: Path) -> str:
         raise SuiteError(f"{path}: not UTF-8 text (byte {error.start})") from None
 
 
+class _SuiteYAMLError(yaml.MarkedYAMLError):
+    """YAML that parses but is refused for a suite (a key given twice)."""
+
+
+class _SuiteLoader(yaml.SafeLoader):
+    """Safe YAML refusing a duplicate key (YAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                continue  # refused by validation, naming the field
+            if key in seen:
+                raise _SuiteYAMLError(problem=f"key {short(key)} given twice",
+                                      problem_mark=key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+class _TooLarge(ValueError):
+    """Suite data over a size limit."""
+
+
+def _check_size(raw: Any) -> None:
+    """Refuse data whose expanded size (aliases repeated, long strings weighed by length) is
+    over :data:`SUITE_MAX_NODES` or with a list over :data:`SUITE_MAX_LIST`, before merging,
+    validation or an error message expands it."""
+    sizes: dict[int, int] = {}
+
+    def size(value: Any, where: str) -> int:
+        if isinstance(value, str):
+            return 1 + len(value) // 100
+        if not isinstance(value, (list, dict)):
+            return 1
+        if id(value) not in sizes:
+            if isinstance(value, list) and len(value) > SUITE_MAX_LIST:
+                raise _TooLarge(f"'{where}' has {len(value)} entries; at most "
+                                f"{SUITE_MAX_LIST}")
+            sizes[id(value)] = -1  # in progress: meeting it again is a cycle
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            sizes[id(value)] = 1 + sum(size(v, f"{where}.{k}".lstrip(".")) for k, v in items)
+        if sizes[id(value)] < 0:
+            raise _TooLarge("a YAML alias refers to itself")
+        return sizes[id(value)]
+
+    total = size(raw, "")
+    if total > SUITE_MAX_NODES:
+        raise _TooLarge(f"{total} values with YAML aliases expanded; at most "
+                        f"{SUITE_MAX_NODES}")
+
+
 def _merge(base: Mapping, override: Mapping) -> dict:
     """Deep merge: mappings merge key by key, anything else is replaced by ``override``."""
     merged = dict(base)
@@ -288,12 +363,8 @@ def _describe(error: ValidationError, root: type, entries: list | None) -> str:
     the shared defaults of a listed suite) is named without ``experiments[i].``."""
     rank = {"unexpected_keyword_argument": 0, "missing": 1}
     first = min(error.errors(), key=lambda e: rank.get(e["type"], 2))
-    loc = list(first["loc"])
-    if loc[:1] == ["experiments"] and len(loc) > 2 and (entries is None or (
-            first["type"] != "missing" and not _written_in(entries[loc[1]], loc[2:]))):
-        loc = loc[2:]
-    where = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in loc)
-    where = where.replace(".[", "[")
+    loc = _as_written(list(first["loc"]), entries, first["type"] == "missing")
+    where = _dotted(loc)
     if first["type"] == "unexpected_keyword_argument":
         known = _field_names_at(root, list(first["loc"][:-1]))
         if len(loc) == 1:  # a top-level key
@@ -307,6 +378,41 @@ def _describe(error: ValidationError, root: type, entries: list | None) -> str:
     if first["type"] == "missing":
         return f"missing field '{where}'"
     return f"field '{where}': {first['msg']} (got {short(first.get('input'))})"
+
+
+def _as_written(loc: list, entries: list | None, missing: bool = False) -> list:
+    """``loc`` without ``experiments[i]`` where the key was written at the top level (a
+    single experiment, or the shared defaults of a listed suite)."""
+    if loc[:1] == ["experiments"] and len(loc) > 2 and (entries is None or (
+            not missing and not _written_in(entries[loc[1]], loc[2:]))):
+        return loc[2:]
+    return loc
+
+
+def _dotted(loc: list) -> str:
+    """``["baselines", 0, "steps"]`` -> ``baselines[0].steps``."""
+    where = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in loc)
+    return where.replace(".[", "[")
+
+
+def _misused_bool(value: Any, hint: Any, loc: list) -> list | None:
+    """The location of the first true/false given where the type takes no bool (pydantic
+    would read it as 1 or 0, so ``steps: true`` ran one step), or None."""
+    options = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    if isinstance(value, bool):
+        return None if bool in options or Any in options else loc
+    cls = next((o for o in options if is_dataclass(o)), None)
+    if cls is not None and isinstance(value, dict):
+        hints = get_type_hints(cls, include_extras=False)
+        items = [(key, hints[key]) for key in value if key in hints]
+        return next((found for key, sub in items
+                     if (found := _misused_bool(value[key], sub, [*loc, key]))), None)
+    sequence = next((o for o in options if get_origin(o) is tuple), None)
+    if sequence is not None and isinstance(value, list):
+        item = get_args(sequence)[0]
+        return next((found for index, entry in enumerate(value)
+                     if (found := _misused_bool(entry, item, [*loc, index]))), None)
+    return None
 
 
 def _written_in(data: Any, loc: list) -> bool:
@@ -458,6 +564,11 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
         if not 0 <= branch < spec.num_branches:
             raise _fail(suite, e, where, f"branch {branch} outside "
                         f"0..{spec.num_branches - 1} for {e.model!r}")
+    if e.search.tol < 0:
+        raise _fail(suite, e, "search.tol", f"must be at least 0, got {e.search.tol}")
+    if e.search.generations is not None and e.search.generations < 1:
+        raise _fail(suite, e, "search.generations", "must be at least 1 (or absent: "
+                    f"until n_eval schedules are scored), got {e.search.generations}")
     try:
         space = segment_space(e, calls)
     except BudgetError as error:

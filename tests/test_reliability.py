@@ -252,3 +252,54 @@ def test_labels_are_checked_before_the_run(tmp_path, capsys, model, labels, mess
                          f"  - {{name: a, model: {model}, labels: {labels}}}")
     err = one_line_error(capsys, ["validate", str(write(tmp_path, text))])
     assert "field 'labels'" in err and message in err
+
+
+# -- 7. size and count limits ---------------------------------------------------------------
+BOMB = "description:\n  - &a [" + ", ".join(["lol"] * 9) + "]\n" + "".join(
+    f"  - &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(5))
+# 9**6 = 531441 strings from a few hundred bytes
+
+NO_SEARCH = "search: {methods: [], budgets: []}"
+BIG = {
+    "an alias bomb": (BOMB + SMALL, "YAML aliases expanded; at most"),
+    "a seed range of millions": (
+        SMALL.replace(NO_SEARCH, 'search: {methods: [], seeds: "0:5000000"}'),
+        "at most 1000000"),
+    "a list of 2000 budgets": (
+        SMALL.replace("budgets: []", "budgets: [" + ", ".join(["2"] * 2000) + "]"),
+        "has 2000 entries; at most 1000"),
+    "a long wrong value": (SMALL.replace("steps: 4", f"steps: {'x' * 10000}"),
+                           "... (10002 characters)"),
+    "deep nesting": ("description: " + "[" * 5000 + "]" * 5000 + SMALL, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize(("text", "message"), list(BIG.values()), ids=list(BIG))
+def test_oversized_input_is_refused_quickly_in_one_short_line(tmp_path, capsys, text, message):
+    started = time.monotonic()
+    err = one_line_error(capsys, ["validate", str(write(tmp_path, text))])
+    assert message in err and len(err) < 400 and time.monotonic() - started < 10
+
+
+# -- 8. validate catches what run would fail on, blaming the right field --------------------
+LATE = {
+    "duplicate seeds": (('seeds: "0:16"', 'seeds: "1,2,1"'), "field 'evaluation.seeds'",
+                        "repeats seed 1"),
+    "a duplicate YAML key": (("steps: 4\n", "steps: 4\nsteps: 8\n"), "line 5",
+                             "key 'steps' given twice"),
+    "guidance NaN": (("model: digits-ddpm}", "model: digits-cond, guidance: .nan}"),
+                     "field 'experiments[0].guidance'", "finite number"),
+    "no metrics": (('metrics: ["rfid:digits-cnn"]', "metrics: []"),
+                   "field 'evaluation.metrics'", "at least 1 item"),
+    "a negative tol": ((NO_SEARCH, "search: {methods: [segment], budgets: [2], tol: -1}"),
+                       "field 'search.tol'", "at least 0"),
+    "steps: true": (("steps: 4", "steps: true"), "field 'steps'", "true/false"),
+    "negative generations": ((NO_SEARCH, "search: {methods: [], generations: -3}"),
+                             "field 'search.generations'", "at least 1"),
+}
+
+
+@pytest.mark.parametrize(("change", "field", "message"), list(LATE.values()), ids=list(LATE))
+def test_validate_refuses_what_run_would_fail_on(tmp_path, capsys, change, field, message):
+    err = one_line_error(capsys, ["validate", str(write(tmp_path, SMALL.replace(*change)))])
+    assert field in err and message in err
