@@ -14,7 +14,7 @@ from repro.bench import (
     fit_cost_table,
 )
 from repro.schedule import CostTable, Schedule
-from repro.search import Budget
+from repro.search import Budget, SegmentSpace, repair
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {0: 0.06, 1: 0.15, 2: 0.3}
@@ -135,3 +135,14 @@ def test_committed_reports_are_predicted_within_ten_percent_after_the_overheads(
         assert any(n.startswith("DeepCache N=10") for n in errors), source.title
         assert max(map(abs, errors.values())) <= script.WITHIN, (source.title, errors)
     assert script.OUT.read_text() == script.render()  # results/cost-model.md is current
+
+
+def test_search_repair_lands_in_the_window_of_the_calibrated_model():
+    calibrated = CostTable(KINDS, "calibrated", per_call=0.05, per_step=0.04)
+    space = SegmentSpace.of(20, [0, 2])
+    for target in (2.0, 3.0, 4.0):
+        budget = Budget(target, calibrated, tol=0.1)
+        genome = repair(space.fastest(5), space, budget)
+        assert budget.admits(genome.schedule())
+        # on kind costs alone the same schedule looks faster than the window allows
+        assert genome.schedule().speedup(calibrated.without_overheads()) > target
