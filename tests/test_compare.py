@@ -1,0 +1,165 @@
+"""Fronts, interpolation at equal speed and bootstrap verdicts on synthetic data whose true
+differences are known."""
+
+import numpy as np
+import pytest
+
+from repro import compare
+from repro.compare import BETTER, OUT_OF_RANGE, TIE, WORSE, Point
+from repro.metrics.frechet import FeatureStatistics, frechet_distance
+
+
+def fixed(label: str, speed: float, quality: float) -> Point:
+    """A point whose quality does not depend on the seeds drawn."""
+    return Point(label, speed, compare.per_seed_mean([quality, quality]), 2)
+
+
+def per_seed(label: str, speed: float, values: np.ndarray) -> Point:
+    return Point(label, speed, compare.per_seed_mean(values), len(values))
+
+
+def test_front_keeps_undominated_points_by_increasing_speed():
+    points = [fixed("slow-good", 1.0, 3.0), fixed("dominated", 1.5, 6.0),
+              fixed("mid", 2.0, 5.0), fixed("fast-bad", 3.0, 9.0), fixed("copy", 2.0, 5.0)]
+    assert [p.label for p in compare.front(points)] == ["slow-good", "mid", "fast-bad"]
+    assert [p.label for p in compare.front(points, lower_is_better=False)] == ["fast-bad"]
+    assert compare.front([]) == []
+
+
+def test_interpolation_is_piecewise_linear_monotone_and_never_extrapolates():
+    curve = [fixed("a", 1.0, 2.0), fixed("b", 2.0, 4.0), fixed("c", 4.0, 5.0)]
+    assert compare.quality_at(curve, 1.5) == pytest.approx(3.0)
+    assert compare.quality_at(curve, 3.0) == pytest.approx(4.5)
+    assert compare.quality_at(curve, 1.0) == pytest.approx(2.0)
+    assert compare.quality_at(curve, 4.0) == pytest.approx(5.0)
+    grid = np.linspace(1.0, 4.0, 61)
+    assert np.all(np.diff([compare.quality_at(curve, s) for s in grid]) > 0)
+    assert compare.quality_at(curve, 0.999) is None
+    assert compare.quality_at(curve, 4.001) is None
+    assert compare.quality_at(curve[:1], 1.0) == pytest.approx(2.0)
+    assert compare.quality_at(curve[:1], 1.1) is None
+
+
+def test_a_searched_speed_outside_the_front_is_out_of_range():
+    family = [fixed("a", 1.0, 2.0), fixed("b", 2.0, 4.0)]
+    inside, beyond = fixed("s1", 1.5, 2.5), fixed("s2", 2.5, 2.5)
+    verdict = compare.compare([inside, beyond], family, "deepcache")
+    assert verdict.outcome == OUT_OF_RANGE and verdict.difference is None
+    assert compare.compare([inside], family, "deepcache").outcome == BETTER
+
+
+def sweep(rng, n: int, shift: float, seed_effect: np.ndarray | None = None,
+          noise: float = 0.3) -> tuple[list[Point], Point]:
+    """A family (accuracy 0.9 at speed 1, 0.7 at speed 3; 0.8 at speed 2 on its front) and a
+    searched point at speed 2 whose true accuracy is 0.8 + shift."""
+    shared = np.zeros(n) if seed_effect is None else seed_effect
+
+    def draw(label, speed, mean):
+        return per_seed(label, speed, mean + shared + rng.normal(0, noise, n))
+    return [draw("slow", 1.0, 0.9), draw("fast", 3.0, 0.7)], draw("searched", 2.0, 0.8 + shift)
+
+
+def test_a_real_difference_is_found_and_its_sign_read_by_orientation():
+    rng = np.random.default_rng(1)
+    family, searched = sweep(rng, 400, shift=0.1)
+    verdict = compare.compare([searched], family, "ddim", lower_is_better=False, rng=2)
+    assert verdict.outcome == BETTER
+    assert verdict.low < 0.1 < verdict.high
+    family, searched = ([error_rate(p) for p in family], error_rate(searched))
+    as_error = compare.compare([searched], family, "ddim", lower_is_better=True, rng=2)
+    assert as_error.outcome == BETTER
+    assert as_error.low < -0.1 < as_error.high
+
+
+def error_rate(point: Point) -> Point:
+    return Point(point.label, point.speed, lambda idx: 1.0 - point.quality(idx), point.n)
+
+
+def test_a_zero_difference_is_a_tie_at_the_stated_rate():
+    rng = np.random.default_rng(3)
+    repetitions = 200
+    outcomes = [compare.compare([searched], family, "ddim", lower_is_better=False,
+                                n_resamples=999, rng=rng).outcome
+                for family, searched in (sweep(rng, 100, shift=0.0) for _ in range(repetitions))]
+    tie_rate = outcomes.count(TIE) / repetitions
+    # 95% intervals: ties at 0.95, binomial sd 0.015 over 200 repetitions
+    assert 0.90 <= tie_rate <= 0.99, tie_rate
+
+
+def width(verdict) -> float:
+    return verdict.high - verdict.low
+
+
+def test_pairing_by_seed_narrows_the_interval_only_when_seeds_share_noise():
+    rng = np.random.default_rng(4)
+    family, searched = sweep(rng, 200, shift=0.1, seed_effect=rng.normal(0, 1.0, 200))
+    paired = compare.compare([searched], family, "ddim", False, paired=True, rng=5)
+    unpaired = compare.compare([searched], family, "ddim", False, paired=False, rng=5)
+    assert paired.difference == pytest.approx(unpaired.difference)
+    assert width(paired) < 0.5 * width(unpaired)
+    assert paired.outcome == BETTER and unpaired.outcome == TIE
+
+    family, searched = sweep(rng, 200, shift=0.05)
+    paired = compare.compare([searched], family, "ddim", False, paired=True, rng=5)
+    unpaired = compare.compare([searched], family, "ddim", False, paired=False, rng=5)
+    assert 0.8 < width(paired) / width(unpaired) < 1.25
+
+
+def test_pairing_needs_the_same_seeds_everywhere():
+    family = [fixed("a", 1.0, 2.0), fixed("b", 2.0, 4.0)]
+    searched = per_seed("s", 1.5, np.zeros(3))
+    with pytest.raises(ValueError, match="same evaluation seeds"):
+        compare.compare([searched], family, "deepcache")
+    assert compare.compare([searched], family, "deepcache", paired=False).outcome == BETTER
+
+
+def test_spread_over_search_seeds_widens_the_interval():
+    rng = np.random.default_rng(6)
+    n = 200
+    family, _ = sweep(rng, n, shift=0.0)
+    noise = rng.normal(0, 0.3, n)
+    alike = [per_seed(f"seed{k}", 2.0, 0.85 + noise) for k in range(3)]
+    spread = [per_seed(f"seed{k}", 2.0, 0.85 + offset + noise)
+              for k, offset in enumerate((-0.1, 0.0, 0.1))]
+    narrow = compare.compare(alike, family, "ddim", False, rng=7)
+    wide = compare.compare(spread, family, "ddim", False, rng=7)
+    assert narrow.difference == pytest.approx(wide.difference)
+    assert width(wide) > 2 * width(narrow)
+
+
+def test_rfid_resamples_candidate_and_teacher_seeds_jointly():
+    rng = np.random.default_rng(8)
+    teacher = rng.normal(size=(60, 3))
+    same = compare.rfid_quality(teacher.copy(), teacher, "test")
+    draws = rng.integers(0, 60, size=(4, 60))
+    assert np.allclose(same(draws), 0.0, atol=1e-6)  # pairs kept: identical sets each time
+
+    candidate = teacher + rng.normal(0, 0.5, size=teacher.shape)
+    rfid = compare.rfid_quality(candidate, teacher, "test")
+    expected = frechet_distance(FeatureStatistics.of(candidate, "test"),
+                                FeatureStatistics.of(teacher, "test"))
+    assert float(rfid(np.arange(60))) == pytest.approx(expected)
+    assert rfid(draws).shape == (4,)
+
+
+def test_an_rfid_difference_is_found_with_set_statistics():
+    rng = np.random.default_rng(9)
+    teacher = rng.normal(size=(120, 2))
+
+    def point(label, speed, noise):
+        candidate = teacher + rng.normal(0, noise, size=teacher.shape)
+        return Point(label, speed, compare.rfid_quality(candidate, teacher, "test"), 120)
+    family = [point("slow", 1.0, 0.3), point("fast", 3.0, 1.5)]
+    assert compare.compare([point("searched", 2.0, 0.2)], family, "deepcache",
+                           n_resamples=199, rng=10).outcome == BETTER
+    assert compare.compare([point("searched", 2.0, 1.6)], family, "deepcache",
+                           n_resamples=199, rng=10).outcome == WORSE
+
+
+def test_outcome_reads_the_interval_by_orientation():
+    assert compare.outcome(-2.0, -1.0, lower_is_better=True) == BETTER
+    assert compare.outcome(-2.0, -1.0, lower_is_better=False) == WORSE
+    assert compare.outcome(1.0, 2.0, lower_is_better=False) == BETTER
+    assert compare.outcome(1.0, 2.0, lower_is_better=True) == WORSE
+    assert compare.outcome(-1.0, 1.0) == TIE
+    assert compare.outcome(0.0, 1.0) == TIE
