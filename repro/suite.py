@@ -523,7 +523,7 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     from .baselines import deepcache_row
     from .metrics.evaluate import METRICS
     from .metrics.extractors import EXTRACTORS
-    from .metrics.references import REFERENCES
+    from .metrics.references import REFERENCES, is_path
     from .samples import parse_seeds
     from .schedule import Schedule, ScheduleError
     from .search import Budget, BudgetError, stepwise_feasible
@@ -546,7 +546,8 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
         if e.evaluation.reference is None:
             raise _fail(suite, e, "evaluation.reference", "fid metrics need a reference "
                         f"(known: {', '.join(REFERENCES)})")
-        _choice(e.evaluation.reference, REFERENCES, suite, e, "evaluation.reference")
+        if not is_path(e.evaluation.reference):  # a path is checked before a run
+            _choice(e.evaluation.reference, REFERENCES, suite, e, "evaluation.reference")
     try:
         models.build_scheduler(spec, e.scheduler)
     except (ValueError, AttributeError) as error:

@@ -154,15 +154,6 @@ def test_reference_cache_key_changes_with_the_extractor_weights(cnn, user_cache)
     assert len(list((user_cache / "references").iterdir())) == 2
 
 
-@pytest.mark.parametrize(("name", "needle"), [
-    ("cifar10-train", "cifar-10-python.tar.gz"), ("imagenet-256", "VIRTUAL_imagenet256"),
-    ("coco-30k", "val2014"), ("mnist", "known: digits"),
-])
-def test_other_references_say_what_they_need(cnn, name, needle):
-    with pytest.raises(MetricInputError, match=needle):
-        reference_statistics(name, cnn)
-
-
 def random_inception_weights(path, monkeypatch):
     """A randomly initialised torch-fidelity InceptionV3 state dict saved to ``path``."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3

@@ -24,7 +24,9 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                         help=f"repeatable; one of: {', '.join(METRICS)}")
     parser.add_argument("--teacher", type=Path,
                         help="teacher samples (.npz, all-F, same seeds) for rfid and speedup")
-    parser.add_argument("--reference", help=f"reference for fid: {', '.join(REFERENCES)}")
+    parser.add_argument("--reference", help=f"reference for fid: {', '.join(REFERENCES)}, a folder "
+                        "of images, an .npz (uint8 arr_0 or ADM mu/sigma) or a "
+                        "cifar-10-batches-py folder")
     parser.add_argument("--prompts", type=Path, help="text file, one prompt per image (clip)")
     parser.add_argument("--inception-weights", type=Path,
                         help=f"InceptionV3 weights file (default: ${INCEPTION_ENV} or the "

@@ -21,7 +21,7 @@ from .extractors import (
     inception_weights_path,
     load_extractor,
 )
-from .references import REFERENCES
+from .references import REFERENCES, locate
 from .result import MetricResult
 
 METRICS = (*(f"fid:{e}" for e in EXTRACTORS), *(f"rfid:{e}" for e in EXTRACTORS),
@@ -56,7 +56,7 @@ def check_request(metrics: Sequence[str], options: EvalOptions) -> None:
             raise MetricInputError(f"{name} needs --teacher TEACHER.npz (the all-F samples "
                                    "from the same seeds)")
         if kind == "fid" and options.reference is None:
-            raise MetricInputError(f"{name} needs --reference NAME (known: "
+            raise MetricInputError(f"{name} needs --reference NAME or PATH (known: "
                                    f"{', '.join(REFERENCES)})")
         if kind == "clip" and options.prompts is None:
             raise MetricInputError(f"{name} needs --prompts FILE (one prompt per image)")
@@ -67,16 +67,14 @@ def check_resources(metrics: Sequence[str], reference: str | None = None,
                     inception_weights: str | None = None, clip_weights: str | None = None,
                     ) -> None:
     """Raise before any sampling when a weights file or reference data set the metrics need
-    is not on this machine (the message names it)."""
+    is not on this machine (the message names it and where it was looked for)."""
     for name in metrics:
         if name.endswith(INCEPTION):
             inception_weights_path(inception_weights)
         if name.startswith("clip:"):
             clip_weights_path(clip_weights)
-        if name.startswith("fid:") and reference in REFERENCES and REFERENCES[reference].needs:
-            ref = REFERENCES[reference]
-            raise MetricInputError(f"{name}: reference {ref.name!r} ({ref.description}) needs "
-                                   f"{ref.needs}, which this harness cannot compute offline yet")
+        if name.startswith("fid:") and reference is not None:
+            locate(reference)
 
 
 def evaluate(samples: SampleSet, metrics: Sequence[str],

@@ -1,50 +1,265 @@
-"""Named reference statistics: the ground-truth side of ``fid:<extractor>``.
+"""Reference statistics: the ground-truth side of ``fid:<extractor>``.
 
-Only the embedded digits can be computed offline; they are cached under the user cache dir,
-keyed by everything that changes them. The other entries are there so that asking for them
-fails with the dataset that would be needed, not with a confusing lookup error.
+A reference is a registered name, looked for in the usual data folders, or a path to data in
+a format users have: a folder of images or an ``.npz`` of uint8 images (``arr_0``, as ADM's
+evaluator reads batches), CIFAR-10's ``cifar-10-batches-py`` folder, or one of ADM's reference
+batches, whose precomputed ``mu``/``sigma`` are used as its evaluator uses them. Statistics of
+images are cached under the user cache dir, keyed by the bytes of the files they came from,
+the protocol and the extractor's weights, so a changed file is never read from a stale entry.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import socket
+import urllib.parse
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from .cache import cache_dir, key_digest, read_cached
 from .errors import MetricInputError
-from .extractors import FeatureExtractor
+from .extractors import INCEPTION, FeatureExtractor
 from .frechet import FeatureStatistics
+
+DATA_ENV = "REPRO_DATA"
+CIFAR10_FOLDER = "cifar-10-batches-py"
+IMAGE_SUFFIXES = "png,jpg,jpeg"  # torch-fidelity's default for folders of samples
+# Width of the Inception pool_3 features ADM's evaluator stores as mu / sigma.
+ADM_FEATURE_DIM = 2048
+NETWORK_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
 class Reference:
     name: str
     description: str
-    needs: str = ""  # what would have to be on this machine; empty when it is built in
+    file: str = ""  # looked for in the data folders; empty when built in
 
 
 REFERENCES = {ref.name: ref for ref in (
     Reference("digits", "all 1797 embedded digits (sklearn load_digits, 16x16)"),
-    Reference("cifar10-train", "CIFAR-10 training set, 50,000 images at 32x32",
-              "the CIFAR-10 python archive (cifar-10-python.tar.gz, 50,000 training images)"),
-    Reference("imagenet-256", "ImageNet-1k at 256x256 (ADM / LDM-4-G protocol)",
-              "ADM's reference batch VIRTUAL_imagenet256_labeled.npz (guided-diffusion "
-              "evaluations), or the ImageNet-1k training images"),
-    Reference("coco-30k", "MS-COCO 2014 validation, 30,000 images resized to 512x512",
-              "the MS-COCO 2014 validation images (val2014) and their captions"),
+    Reference("cifar10-train", "CIFAR-10 training set, 50,000 images at 32x32", CIFAR10_FOLDER),
+    Reference("imagenet-256", "ADM's ImageNet 256x256 reference batch (LDM-4-G protocol)",
+              "VIRTUAL_imagenet256_labeled.npz"),
+    Reference("imagenet-64", "ADM's ImageNet 64x64 reference batch",
+              "VIRTUAL_imagenet64_labeled.npz"),
 )}
 
 
-def reference_statistics(name: str, extractor: FeatureExtractor) -> FeatureStatistics:
-    """Statistics of reference ``name`` under ``extractor``, computed once and cached."""
+@dataclass(frozen=True)
+class Source:
+    """Where a reference's data is, and its format: ``digits``, ``cifar10``, ``images-npz``,
+    ``images-folder`` or ``adm-statistics``."""
+
+    format: str
+    path: Path | None = None
+
+
+def is_path(reference: str) -> bool:
+    """A reference given as data on disk rather than by name."""
+    return os.sep in reference or reference.endswith(".npz")
+
+
+def data_folders() -> list[Path]:
+    """Where named references are looked for: ``$REPRO_DATA``, ``./data`` (torchvision's
+    usual root) and torch-fidelity's dataset root."""
+    folders = [Path(os.environ[DATA_ENV])] if os.environ.get(DATA_ENV) else []
+    return [*folders, Path.cwd() / "data", fidelity_root()]
+
+
+def fidelity_root() -> Path:
+    """torch-fidelity's default ``datasets_root``, where its registered inputs download."""
+    import torch
+
+    return Path(torch.hub._get_torch_home()) / "fidelity_datasets"
+
+
+def locate(reference: str) -> Source:
+    """The data of ``reference`` on this machine; CIFAR-10 is fetched through torch-fidelity's
+    ``cifar10-train`` input when missing and the network is reachable."""
+    if is_path(reference):
+        return source_at(Path(reference))
     try:
-        reference = REFERENCES[name]
+        ref = REFERENCES[reference]
     except KeyError:
-        raise MetricInputError(f"unknown reference {name!r}; known: "
-                               f"{', '.join(REFERENCES)}") from None
-    if reference.needs:
-        raise MetricInputError(f"reference {name!r} ({reference.description}) needs "
-                               f"{reference.needs}, which this harness cannot compute offline yet")
-    return _digits_statistics(extractor)
+        raise MetricInputError(f"unknown reference {reference!r}; known: "
+                               f"{', '.join(REFERENCES)}, or a path to data") from None
+    if not ref.file:
+        return Source(ref.name)
+    folders = data_folders()
+    for folder in folders:
+        if (folder / ref.file).exists():
+            return source_at(folder / ref.file)
+    fetch = ""
+    if ref.name == "cifar10-train":
+        if _fetch_cifar10():
+            return source_at(fidelity_root() / CIFAR10_FOLDER)
+        fetch = ", and the network to fetch it with torch-fidelity's cifar10-train is unreachable"
+    raise MetricInputError(
+        f"reference {ref.name!r} ({ref.description}) needs {ref.file}, not found in "
+        f"{', '.join(str(f) for f in folders)} (set {DATA_ENV} to its folder){fetch}")
+
+
+def source_at(path: Path) -> Source:
+    """The format of the reference data at ``path``."""
+    if path.is_dir():
+        if path.name == CIFAR10_FOLDER:
+            return Source("cifar10", path)
+        if (path / CIFAR10_FOLDER).is_dir():
+            return Source("cifar10", path / CIFAR10_FOLDER)
+        return Source("images-folder", path)
+    if path.suffix == ".npz" and path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+        if {"mu", "sigma"} <= keys:
+            return Source("adm-statistics", path)
+        if "arr_0" in keys:
+            return Source("images-npz", path)
+        raise MetricInputError(f"reference {path} has neither uint8 images (arr_0) nor ADM "
+                               f"statistics (mu, sigma); its arrays: {', '.join(sorted(keys))}")
+    raise MetricInputError(f"reference {path} is not a folder of images or an .npz file"
+                           if path.exists() else f"reference {path} does not exist")
+
+
+def _fetch_cifar10() -> bool:
+    """Download CIFAR-10 into torch-fidelity's root with its registered input, if online."""
+    from torch_fidelity.registry import DATASETS_REGISTRY
+    from torchvision.datasets import CIFAR10
+
+    if not _online(CIFAR10.url):
+        return False
+    DATASETS_REGISTRY["cifar10-train"](str(fidelity_root()), True)
+    return True
+
+
+def _online(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname
+    try:
+        socket.create_connection((host, 443), timeout=NETWORK_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+def reference_statistics(name: str, extractor: FeatureExtractor) -> FeatureStatistics:
+    """Statistics of reference ``name`` (a registered name or a path) under ``extractor``."""
+    source = locate(name)
+    if source.format == "digits":
+        return _digits_statistics(extractor)
+    if source.format == "adm-statistics":
+        return adm_statistics(source.path, extractor)
+    return _image_statistics(source, extractor)
+
+
+def adm_statistics(path: Path, extractor: FeatureExtractor) -> FeatureStatistics:
+    """``mu``/``sigma`` of an ADM reference batch, read as guided-diffusion's evaluator reads
+    them; they are pool_3 features of the 2015-12-05 Inception graph, so only that protocol
+    may use them."""
+    if extractor.name != INCEPTION:
+        raise MetricInputError(f"reference {path} holds ADM's Inception pool_3 statistics; "
+                               f"fid:{extractor.name} cannot use them (use fid:{INCEPTION})")
+    with np.load(path, allow_pickle=False) as data:
+        mu, sigma = data["mu"], data["sigma"]
+    dim = ADM_FEATURE_DIM
+    if mu.shape != (dim,) or sigma.shape != (dim, dim):
+        raise MetricInputError(f"reference {path}: mu {mu.shape} and sigma {sigma.shape} are "
+                               f"not the {dim}-d features of fid:{INCEPTION}")
+    return FeatureStatistics(mu, sigma, _npz_rows(path, "arr_0"), extractor.name)
+
+
+def _npz_rows(path: Path, key: str) -> int:
+    """Rows of one array of an ``.npz``, from its header (the images are not read)."""
+    with zipfile.ZipFile(path) as archive:
+        if f"{key}.npy" not in archive.namelist():
+            raise MetricInputError(f"reference {path} has no {key} (the reference images)")
+        with archive.open(f"{key}.npy") as file:
+            version = np.lib.format.read_magic(file)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, _ = read_header(file)
+    return shape[0]
+
+
+def _image_statistics(source: Source, extractor: FeatureExtractor) -> FeatureStatistics:
+    files = _files(source)
+    identity = {"format": source.format, "files": _files_digest(files, source.path),
+                "protocol": extractor.name, "weights": extractor.weights_digest}
+    return _cached(f"{source.path.name}-{extractor.name}-{key_digest(identity)}.npz",
+                   lambda: extractor.features(_images(source, files)), extractor)
+
+
+def _cached(name: str, features, extractor: FeatureExtractor) -> FeatureStatistics:
+    """Statistics of ``features()`` stored under the references cache as ``name``."""
+    path = cache_dir() / "references" / name
+    if path.is_file():
+        return read_cached(path, FeatureStatistics.load)
+    statistics = FeatureStatistics.of(features(), extractor.name)
+    statistics.save(path)
+    return statistics
+
+
+def _files(source: Source) -> list[Path]:
+    """The files whose bytes make up the reference."""
+    if source.format == "cifar10":
+        from torchvision.datasets import CIFAR10
+
+        return [source.path / name for name, _ in (*CIFAR10.train_list,
+                                                   (CIFAR10.meta["filename"], None))]
+    if source.format == "images-folder":
+        from torch_fidelity.utils import glob_samples_paths
+
+        files = glob_samples_paths(str(source.path), False, IMAGE_SUFFIXES, verbose=False)
+        if not files:
+            raise MetricInputError(f"reference {source.path} holds no images "
+                                   f"({IMAGE_SUFFIXES})")
+        return [Path(f) for f in files]
+    return [source.path]
+
+
+def _files_digest(files: list[Path], root: Path) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(os.path.relpath(file, root).encode())
+        with open(file, "rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()[:16]
+
+
+def _images(source: Source, files: list[Path]) -> np.ndarray:
+    """The reference's images as one uint8 NHWC array."""
+    if source.format == "cifar10":
+        from torch_fidelity.datasets import Cifar10_RGB
+
+        try:
+            return Cifar10_RGB(str(source.path.parent), train=True, download=False).data
+        except RuntimeError:
+            raise MetricInputError(
+                f"reference {source.path} is missing or corrupted: torchvision checks the md5 "
+                "of each of its files (data_batch_1..5, test_batch, batches.meta)") from None
+    if source.format == "images-npz":
+        with np.load(source.path, allow_pickle=False) as data:
+            images = data["arr_0"]
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise MetricInputError(f"reference {source.path}: arr_0 must be uint8 NHWC "
+                                   f"images, got {images.dtype} {images.shape}")
+        return images
+    return _folder_images(files, source.path)
+
+
+def _folder_images(files: list[Path], folder: Path) -> np.ndarray:
+    from torch_fidelity.datasets import ImagesPathDataset
+
+    dataset = ImagesPathDataset([str(f) for f in files])
+    images = [dataset[i].permute(1, 2, 0).numpy() for i in range(len(dataset))]
+    sizes = {image.shape for image in images}
+    if len(sizes) > 1:
+        raise MetricInputError(f"reference {folder}: images differ in size "
+                               f"({', '.join(str(s[:2]) for s in sorted(sizes))})")
+    return np.stack(images)
 
 
 def _digits_statistics(extractor: FeatureExtractor) -> FeatureStatistics:
@@ -55,11 +270,6 @@ def _digits_statistics(extractor: FeatureExtractor) -> FeatureStatistics:
     identity = {"dataset": "digits", "split": "all", "n": len(images),
                 "protocol": extractor.name, "weights": extractor.weights_digest,
                 "preprocessing": PREPROCESSING, "quantised": "uint8 like samples files"}
-    path = cache_dir() / "references" / (
-        f"digits-all-{extractor.name}-n{len(images)}-{key_digest(identity)}.npz")
-    if path.is_file():
-        return read_cached(path, FeatureStatistics.load)
     # Through uint8 like every samples file, so both sides of FID see the same rounding.
-    statistics = FeatureStatistics.of(extractor.features(to_uint8(images)), extractor.name)
-    statistics.save(path)
-    return statistics
+    return _cached(f"digits-all-{extractor.name}-n{len(images)}-{key_digest(identity)}.npz",
+                   lambda: extractor.features(to_uint8(images)), extractor)
