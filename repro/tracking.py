@@ -8,6 +8,7 @@ functions: importing this module stays cheap for commands that never track.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -22,6 +23,11 @@ from urllib.parse import unquote, urlsplit
 RUN_TAG = "repro.run_id"
 PARENT_TAG = "mlflow.parentRunId"
 PARENT_FILES = ("results.json", "suite.yaml", "table.md", "table.csv", "table.tex", "pareto.png")
+# MLflow's defaults retry a dead server for minutes (7 retries, backoff factor 2, 120 s
+# timeout); a user's own settings of these variables win
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 class TrackingError(RuntimeError):
@@ -92,32 +98,30 @@ def log_run(results: dict, run_dir: Path, *, uri: str | None = None,
     run named ``<row experiment>/<row name>`` holding :func:`row_data`.
 
     Runs already logged under the same ``run_id`` (an earlier or interrupted logging) are
-    deleted first, so a rerun or resumed run leaves exactly one parent and its children.
+    deleted once the new parent and all its children and files are logged, so a rerun or
+    resumed run leaves exactly one parent and its children, and a logging that fails midway
+    leaves the earlier one in place.
     """
-    from mlflow.exceptions import MlflowException
-
     uri = resolve_uri(uri)
     check_reachable(uri)
     client = _client(uri)
     experiment = experiment or f"repro/{results['suite']['name']}"
-    try:
+    with _talking_to(uri):
         experiment_id = _experiment_id(client, experiment, create=True)
-        earlier = f"tags.`{RUN_TAG}` = {_quoted(results['run_id'])}"
-        for run in _search(client, experiment_id, earlier):  # parents and their children
-            client.delete_run(run.info.run_id)
-        return _log_parent(client, experiment_id, results, Path(run_dir))
-    except MlflowException as error:
-        raise TrackingError(f"MLflow at {uri}: {_first_line(error.message)}") from None
+        same_run = f"tags.`{RUN_TAG}` = {_quoted(results['run_id'])}"
+        earlier = [run.info.run_id for run in _search(client, experiment_id, same_run)]
+        parent = _log_parent(client, experiment_id, results, Path(run_dir))
+        for run_id in earlier:  # parents and their children
+            client.delete_run(run_id)
+        return parent
 
 
 def load_results(experiment: str, *, uri: str | None = None) -> list[dict]:
     """The results.json of each finished parent run of ``experiment``, newest first."""
-    from mlflow.exceptions import MlflowException
-
     uri = resolve_uri(uri)
     check_reachable(uri)
     client = _client(uri)
-    try:
+    with _talking_to(uri):
         experiment_id = _experiment_id(client, experiment, create=False)
         if experiment_id is None:
             raise TrackingError(f"MLflow experiment {experiment!r} does not exist at {uri}")
@@ -127,8 +131,23 @@ def load_results(experiment: str, *, uri: str | None = None) -> list[dict]:
         if not runs:
             raise TrackingError(f"MLflow experiment {experiment!r} at {uri} has no finished runs")
         return [_download_results(client, run.info.run_id) for run in runs]
-    except MlflowException as error:
-        raise TrackingError(f"MLflow at {uri}: {_first_line(error.message)}") from None
+
+
+@contextlib.contextmanager
+def _talking_to(uri: str) -> Iterator[None]:
+    """MLflow calls to ``uri`` under :data:`HTTP_LIMITS`, their errors one TrackingError."""
+    from mlflow.exceptions import MlflowException
+
+    unset = [name for name in HTTP_LIMITS if name not in os.environ]
+    os.environ.update({name: HTTP_LIMITS[name] for name in unset})
+    try:
+        yield
+    except (MlflowException, OSError) as error:
+        message = error.message if isinstance(error, MlflowException) else str(error)
+        raise TrackingError(f"MLflow at {uri}: {_first_line(message)}") from None
+    finally:
+        for name in unset:
+            os.environ.pop(name, None)
 
 
 def _download_results(client, run_id: str) -> dict:
@@ -184,11 +203,23 @@ def _log_parent(client, experiment_id: str, results: dict, run_dir: Path) -> str
             client.log_artifacts(run_id, str(run_dir / "grids"), "grids")
         for row in results["rows"]:
             _log_row(client, experiment_id, run_id, row, results["run_id"])
+        _check_artifacts(client, run_id, run_dir)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, end_time=_millis(results.get("finished")))
     return run_id
+
+
+def _check_artifacts(client, run_id: str, run_dir: Path) -> None:
+    """Every parent file is listed back by the store: one lost on the way fails the logging
+    (and the run is not marked logged) instead of passing unseen."""
+    expected = {name for name in PARENT_FILES if (run_dir / name).is_file()}
+    expected |= {"grids"} if (run_dir / "grids").is_dir() else set()
+    missing = expected - {artifact.path for artifact in client.list_artifacts(run_id)}
+    if missing:
+        raise TrackingError(f"MLflow run {run_id} lacks {', '.join(sorted(missing))} after "
+                            "logging; the store lost the upload")
 
 
 def _log_row(client, experiment_id: str, parent_id: str, row: dict, repro_run_id: str) -> None:

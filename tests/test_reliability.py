@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from test_tracking import make_results
+from test_tracking import run_dir as tracking_run_dir  # noqa: F401 - the run_dir fixture
 
 from repro import bench, cli, runner
 from repro.suite import load
@@ -303,3 +305,73 @@ LATE = {
 def test_validate_refuses_what_run_would_fail_on(tmp_path, capsys, change, field, message):
     err = one_line_error(capsys, ["validate", str(write(tmp_path, SMALL.replace(*change)))])
     assert field in err and message in err
+
+
+# -- 4. MLflow: bounded waits, nothing good retired early, nothing lost unseen ----------------
+@pytest.fixture
+def logged_dir(request, tmp_path, monkeypatch):
+    """The tracking tests' finished run directory, its results and a sqlite store, with the
+    working directory at ``tmp_path`` (the store keeps artifacts under ./mlruns)."""
+    monkeypatch.chdir(tmp_path)
+    run_dir = request.getfixturevalue("tracking_run_dir")
+    return run_dir, make_results(), f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def test_a_failing_server_is_given_up_on_in_seconds(logged_dir):
+    import http.server
+    import threading
+
+    from repro.tracking import TrackingError, log_run
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            self.send_response(200 if self.path == "/health" else 503)
+            self.end_headers()
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    run_dir, results, _ = logged_dir
+    started = time.monotonic()
+    try:
+        with pytest.raises(TrackingError, match="MLflow at http://127.0.0.1"):
+            log_run(results, run_dir, uri=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    assert time.monotonic() - started < 60
+
+
+def test_a_failed_relog_keeps_the_earlier_logged_run(logged_dir, monkeypatch):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from repro import tracking
+
+    run_dir, results, uri = logged_dir
+    first = tracking.log_run(results, run_dir, uri=uri)
+
+    def dying(*args, **kwargs):
+        raise MlflowException("server gone")
+
+    monkeypatch.setattr(tracking, "_log_row", dying)
+    with pytest.raises(tracking.TrackingError, match="server gone"):
+        tracking.log_run(results, run_dir, uri=uri)
+    kept = MlflowClient(tracking_uri=uri).get_run(first)
+    assert kept.info.lifecycle_stage == "active" and kept.info.status == "FINISHED"
+
+
+def test_an_artifact_the_store_lost_fails_the_logging(logged_dir, monkeypatch):
+    from mlflow import MlflowClient
+
+    from repro import tracking
+
+    run_dir, results, uri = logged_dir
+    real = MlflowClient.log_artifact
+    monkeypatch.setattr(MlflowClient, "log_artifact", lambda self, run_id, path, *a, **k: (
+        None if path.endswith("pareto.png") else real(self, run_id, path, *a, **k)))
+    with pytest.raises(tracking.TrackingError, match="lacks pareto.png"):
+        tracking.log_run(results, run_dir, uri=uri)
