@@ -16,8 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from repro.metrics.frechet import FeatureStatistics, frechet_distance
-
 # Quality of a method on resampled evaluation seeds: an integer index array of shape
 # (..., n) into its n evaluation seeds -> the metric, of shape (...).
 Quality = Callable[[np.ndarray], np.ndarray]
@@ -43,7 +41,10 @@ def set_statistic(statistic: Callable[[np.ndarray], float]) -> Quality:
 
 def rfid_quality(candidate: np.ndarray, teacher: np.ndarray, protocol: str) -> Quality:
     """rFID on resampled seeds: candidate and teacher feature rows of the same seed (row i
-    of both) are drawn together, so the two sets stay paired."""
+    of both) are drawn together, so the two sets stay paired. Imported here: reports use
+    this module and never import torch, which repro.metrics does."""
+    from repro.metrics.frechet import FeatureStatistics, frechet_distance
+
     def statistic(rows: np.ndarray) -> float:
         return frechet_distance(FeatureStatistics.of(candidate[rows], protocol),
                                 FeatureStatistics.of(teacher[rows], protocol))

@@ -1,6 +1,9 @@
 """Fronts, interpolation at equal speed and bootstrap verdicts on synthetic data whose true
 differences are known."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -163,3 +166,8 @@ def test_outcome_reads_the_interval_by_orientation():
     assert compare.outcome(1.0, 2.0, lower_is_better=True) == WORSE
     assert compare.outcome(-1.0, 1.0) == TIE
     assert compare.outcome(0.0, 1.0) == TIE
+
+
+def test_reports_can_import_the_comparison_without_torch():
+    code = "import sys, repro.compare; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
