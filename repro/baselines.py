@@ -58,19 +58,21 @@ def fewer_steps(steps: int, budget: Budget) -> tuple[str, Schedule]:
 
 
 def sampler_steps(steps: int, budget: Budget, calls_at: Callable[[int], int],
-                  ) -> tuple[str, Schedule, int]:
+                  reference_calls: int | None = None) -> tuple[str, Schedule, int]:
     """The sampler itself run at fewer steps (PLMS 25 instead of 50: its own timestep spacing
     and multistep history, unlike null steps on the 50-step grid), the most steps ``k``
-    whose predicted speedup ``calls_at(steps) / calls_at(k)`` reaches the target.
-    ``calls_at`` raises ValueError below the fewest steps the sampler runs."""
-    calls = fewest_calls = calls_at(steps)
+    whose predicted speedup ``reference_calls / calls_at(k)`` reaches the target (default
+    reference: ``calls_at(steps)``; another solver is measured against the teacher's
+    calls). ``calls_at`` raises ValueError below the fewest steps the sampler runs."""
+    calls = reference_calls or calls_at(steps)
+    fewest_calls = calls
     fewest = steps
     for k in range(steps, 0, -1):
         try:
             k_calls = calls_at(k)
         except ValueError:  # e.g. PNDM's Runge-Kutta warm-up needs 4 steps
             break
-        if calls / k_calls >= budget.target:
+        if Schedule.full(k_calls).speedup(budget.table, calls) >= budget.target:
             return f"sampler {k} steps", Schedule.full(k_calls), k
         fewest, fewest_calls = k, k_calls
     raise BudgetError(f"sampler-steps cannot reach {budget.target}x: at {fewest} steps, the "
@@ -87,19 +89,20 @@ class Planned(NamedTuple):
 
 
 def plan_schedule(row, steps: int, calls_at: Callable[[int], int], table: CostTable,
-                  tol: float) -> Planned:
+                  tol: float, own_calls_at: Callable[[int], int] | None = None) -> Planned:
     """A suite's baseline row (``repro.suite.RowPlan``) of an experiment sampling ``steps``
     steps (``calls_at(k)``: the UNet calls of k steps): its given text, its fixed knob, or
-    the knob that reaches its budget under ``table``."""
+    the knob that reaches its budget under ``table``. ``own_calls_at``: the calls of a
+    sampler-steps row's own solver (``repro.suite.row_sampler``)."""
     b = row.baseline
     calls = calls_at(steps)
     if row.method == "schedule":
         return Planned(b.name, Schedule.parse(b.schedule))
     if row.method == "sampler-steps":
+        own = own_calls_at or calls_at
         if row.knob is not None:
-            return Planned(f"sampler {row.knob} steps", Schedule.full(calls_at(row.knob)),
-                           row.knob)
-        return Planned(*sampler_steps(steps, Budget(row.budget, table, tol), calls_at))
+            return Planned(f"sampler {row.knob} steps", Schedule.full(own(row.knob)), row.knob)
+        return Planned(*sampler_steps(steps, Budget(row.budget, table, tol), own, calls))
     budget = Budget(row.budget, table, tol)
     if row.method == "fewer-steps":
         if row.knob is not None:

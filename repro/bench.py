@@ -436,13 +436,12 @@ def given_schedules(texts: Sequence[str], spec, n_calls: int, steps: int,
     return named
 
 
-def _loop_setup(spec, weights: str, device: str, dtype: str, steps: int,
-                scheduler: str | None, seed: int):
+def _loop_setup(spec, weights: str, device: str, dtype: str, steps: int, sampler, seed: int):
     """The UNet and a factory of fresh samplers set to ``steps`` on its device."""
     from . import models
 
     unet = models.build_unet(spec, weights, device=device, dtype=dtype, seed=seed)
-    return unet, models.scheduler_factory(spec, scheduler, steps, unet.device)
+    return unet, models.scheduler_factory(spec, sampler, steps, unet.device)
 
 
 def _header(spec, weights: str, steps: int, n_calls: int, make_scheduler, repeats: int,
@@ -462,9 +461,10 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
     tick = clock_for(clock, device)
     spec = models.get(model)
     deepcache_params = [parse_deepcache(d) for d in deepcache]
-    n_calls = models.sampler_calls(spec, steps, scheduler)
+    sampler = models.Sampler(scheduler)
+    n_calls = models.sampler_calls(spec, steps, sampler)
     given = given_schedules(schedules, spec, n_calls, steps)
-    unet, make_scheduler = _loop_setup(spec, weights, device, dtype, steps, scheduler, seed)
+    unet, make_scheduler = _loop_setup(spec, weights, device, dtype, steps, sampler, seed)
     latents, unet_kwargs = models.example_inputs(spec, unet, batch, seed=seed)
 
     named = {"all-F": Schedule.full(n_calls)}
@@ -599,6 +599,13 @@ class BenchRow:
     budget: float | None = None
     resolved: str | None = None  # the knob a budget or fixed-knob row resolved to
     steps: int | None = None  # sampler steps, where not the experiment's (sampler-steps)
+    sampler: object = None  # a sampler-steps row's own solver (repro.models.Sampler)
+
+    @property
+    def key(self) -> str:
+        """The timed loop: rows with equal keys share one timing."""
+        solver = f"{self.sampler.scheduler} " if self.sampler else ""
+        return f"{solver}{self.steps or ''}: {self.schedule}"
 
 
 def default_guidance(spec) -> float | None:
@@ -654,7 +661,9 @@ def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], tab
     segment schedule per search budget and per extra ``budgets`` (rule:
     ``repro.search.segment_schedule_at``; not searched) and the ``given`` schedules. Also
     the plan rows it cannot time, with the reason (searched rows need a fitness)."""
-    from . import baselines, search
+    from functools import partial
+
+    from . import baselines, models, search
     from . import suite as suites
 
     calls = calls_at(steps)
@@ -669,16 +678,19 @@ def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], tab
                             "weights); see the segment (uniform genes) rows"})
             continue
         reason = _untimeable(row, steps, calls)
+        sampler = suites.row_sampler(experiment, row.baseline)
         try:
             planned = None if reason else baselines.plan_schedule(
-                row, steps, calls_at, table, experiment.search.tol)
+                row, steps, calls_at, table, experiment.search.tol,
+                own_calls_at=sampler and partial(models.sampler_calls, models.get(
+                    experiment.model), sampler=sampler))
         except search.BudgetError as error:
             reason = str(error)
         if reason:
             skipped.append({"name": row.name, "reason": reason})
             continue
         rows.append(BenchRow(row.name, "baseline", row.method, planned.schedule, row.budget,
-                             planned.resolved, planned.steps))
+                             planned.resolved, planned.steps, sampler))
 
     branch = deepcache_branch(experiment)
     fixed = {str(r.schedule) for r in rows if r.budget is None}  # not table-dependent
@@ -726,7 +738,7 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
     for e in loaded.experiments:
         spec = models.get(e.model)
         e_steps = steps or e.steps
-        calls_at = partial(models.sampler_calls, spec, scheduler_class=e.scheduler)
+        calls_at = partial(models.sampler_calls, spec, sampler=e.sampler)
         calls = calls_at(e_steps)
         prepared.append((e, spec, e_steps, calls_at, calls,
                          given_schedules(schedules, spec, calls, e_steps)))
@@ -744,7 +756,7 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
         images = batch or e.evaluation.latency_batch
         e_repeats = repeats or e.evaluation.latency_repeats
         guidance = cfg_scale(spec, e.guidance)
-        unet, make_scheduler = _loop_setup(spec, weights, device, dtype, e_steps, e.scheduler,
+        unet, make_scheduler = _loop_setup(spec, weights, device, dtype, e_steps, e.sampler,
                                            seed)
         latents, kwargs = models.example_inputs(spec, unet, 2 * images if guidance else images,
                                                 seed=seed)
@@ -761,9 +773,9 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
         table = fitted_table(fit_rows, fit_timings, medians, latents.device, tick)
         macs = model_cost_table(spec, unet)
         rows, skipped = suite_rows(e, plans[e.name], e_steps, calls_at, table, budgets, given)
-        unique = {str(r.schedule): r.schedule for r in rows}
-        own_steps = {str(r.schedule): models.scheduler_factory(spec, e.scheduler, r.steps,
-                                                               unet.device)
+        unique = {r.key: r.schedule for r in rows}
+        own_steps = {r.key: models.scheduler_factory(spec, r.sampler or e.sampler, r.steps,
+                                                     unet.device)
                      for r in rows if r.steps is not None}
         log(f"[{e.name}] timing {len(unique)} loops x {e_repeats} repeats, {calls} UNet calls")
         timings = {t.name: t for t in time_loops(unet, make_scheduler, loop_latents,
@@ -776,7 +788,7 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
             "cost_table": table.to_dict(), "calibration_median_s": medians,
             "calibration_loops": [{**asdict(t), "median_s": t.median} for t in fit_timings],
             "mac_cost_table": macs.to_dict(),
-            "rows": [_suite_row(r, timings[str(r.schedule)], table, macs, e_steps, calls)
+            "rows": [_suite_row(r, timings[r.key], table, macs, e_steps, calls)
                      for r in rows],
             "skipped": skipped,
         })

@@ -36,8 +36,11 @@ class RFIDFitness:
     @property
     def context(self) -> dict:
         """What a logged score depends on: scores are reused only under the same context."""
+        scheduler = self.model.scheduler
         context = {
             "model": self.model.name, "steps": self.steps, "seeds": self.seeds,
+            "sampler": {"scheduler": type(scheduler).__name__,
+                        "spacing": scheduler.config.get("timestep_spacing")},
             "labels": None if self.teacher.labels is None else self.teacher.labels.tolist(),
             "guidance": self.teacher.guidance, "protocol": f"rfid:{self.extractor.name}",
             "extractor_weights": self.extractor.weights_digest}

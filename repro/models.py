@@ -23,6 +23,20 @@ class UnknownModelError(ValueError):
     """A model id that is not in the registry."""
 
 
+SPACINGS = ("leading", "trailing", "linspace")
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """How a model is sampled: a diffusers scheduler class (None: the model's own) and its
+    timestep spacing (None: the model's config). The spacing decides the grid: null steps
+    on a ``trailing`` DDIM grid equal DDIM at fewer steps, on ``leading`` they do not (the
+    grid never reaches t=0 while DDIM at fewer steps does)."""
+
+    scheduler: str | None = None
+    spacing: str | None = None
+
+
 class MissingWeightsError(RuntimeError):
     """Weights that are not on this machine; the message says which and how to get them."""
 
@@ -160,20 +174,28 @@ def _diffusers_class(name: str):
     return getattr(diffusers, name)
 
 
-def build_scheduler(spec: ModelSpec, scheduler_class: str | None = None):
-    """The spec's sampler, or another diffusers scheduler class on the same noise schedule."""
-    name = scheduler_class or spec.scheduler_class
+def build_scheduler(spec: ModelSpec, sampler: Sampler | None = None):
+    """The spec's sampler, or another diffusers scheduler class on the same noise schedule,
+    at the sampler's timestep spacing."""
+    sampler = sampler or Sampler()
+    name = sampler.scheduler or spec.scheduler_class
     import diffusers
 
     if not name.endswith("Scheduler") or not hasattr(diffusers, name):
         raise UnknownModelError(f"unknown diffusers scheduler class {name!r}")
-    return getattr(diffusers, name).from_config(dict(spec.scheduler_config))
+    if sampler.spacing is not None and sampler.spacing not in SPACINGS:
+        raise UnknownModelError(f"unknown timestep spacing {sampler.spacing!r}; known: "
+                                f"{', '.join(SPACINGS)}")
+    config = dict(spec.scheduler_config)
+    if sampler.spacing is not None:
+        config["timestep_spacing"] = sampler.spacing
+    return getattr(diffusers, name).from_config(config)
 
 
-def sampler_calls(spec: ModelSpec, steps: int, scheduler_class: str | None = None) -> int:
+def sampler_calls(spec: ModelSpec, steps: int, sampler: Sampler | None = None) -> int:
     """UNet calls the sampler makes for ``steps`` (a schedule has one token per call; PNDM's
     PLMS makes ``steps + 1``)."""
-    scheduler = build_scheduler(spec, scheduler_class)
+    scheduler = build_scheduler(spec, sampler)
     try:
         scheduler.set_timesteps(steps)
     except ValueError as error:  # diffusers' own message may be a numpy broadcast error
@@ -182,12 +204,12 @@ def sampler_calls(spec: ModelSpec, steps: int, scheduler_class: str | None = Non
     return len(scheduler.timesteps)
 
 
-def scheduler_factory(spec: ModelSpec, scheduler_class: str | None, steps: int,
+def scheduler_factory(spec: ModelSpec, sampler: Sampler | None, steps: int,
                       device=None) -> Callable[[], Any]:
     """Fresh samplers set to ``steps`` (on ``device``): a denoising loop consumes its
     sampler's state (PLMS keeps past outputs), so every loop takes a new one."""
     def make():
-        scheduler = build_scheduler(spec, scheduler_class)
+        scheduler = build_scheduler(spec, sampler)
         scheduler.set_timesteps(steps, device=device)
         return scheduler
     return make

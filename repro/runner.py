@@ -22,7 +22,7 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from . import baselines, models, search, search_log
 from .atomic import atomic_path, writable_problem
@@ -35,6 +35,7 @@ from .suite import (
     SuiteError,
     check,
     plain_name_problem,
+    row_sampler,
     segment_space,
     slug,
 )
@@ -226,6 +227,22 @@ def resolved_yaml(suite: Suite) -> str:
 
 
 # -- one experiment ---------------------------------------------------------------------
+class _Planned(NamedTuple):
+    """What a row samples: its schedule at its sampler's step count, on its own sampler
+    (None: the experiment's), and its search summary."""
+
+    schedule: Schedule
+    steps: int
+    sampler: models.Sampler | None = None
+    search: dict | None = None
+
+    @property
+    def key(self) -> str:
+        """One sampled loop: two rows with this key share their samples and timing."""
+        solver = f"{self.sampler.scheduler} " if self.sampler else ""
+        return f"{solver}{self.steps} steps: {self.schedule}"
+
+
 class _ExperimentRun:
     def __init__(self, experiment: Experiment, plan: list[RowPlan], model, run_dir: Path,
                  log: Log, prompts: list[str] | None = None):
@@ -236,11 +253,10 @@ class _ExperimentRun:
         self.work = run_dir / "work" / slug(experiment.name)
         self.work.mkdir(parents=True, exist_ok=True)
         self.spec = spec = models.get(experiment.model)
-        self.calls_at = partial(models.sampler_calls, spec, scheduler_class=experiment.scheduler)
+        self.calls_at = partial(models.sampler_calls, spec, sampler=experiment.sampler)
         self.calls = self.calls_at(experiment.steps)
-        if experiment.scheduler:  # LoadedModel is frozen: a copy with the suite's sampler
-            self.model = model = replace(
-                model, scheduler=models.build_scheduler(spec, experiment.scheduler))
+        if experiment.sampler != models.Sampler():  # LoadedModel is frozen: a copy
+            self.model = model = self._on(experiment.sampler)
         self.table = (bench.model_cost_table(spec, model.unet)
                       if experiment.cost_table == "default"
                       else bench.cost_table_from_file(experiment.cost_table))
@@ -256,7 +272,9 @@ class _ExperimentRun:
 
         return {"model": self.e.model, "weights": self.e.weights,
                 "weights_digest": models.weights_digest(self.model),
-                "scheduler": type(self.model.scheduler).__name__, "guidance": self._guidance(),
+                "scheduler": type(self.model.scheduler).__name__,
+                "spacing": self.model.scheduler.config.get("timestep_spacing"),
+                "guidance": self._guidance(),
                 "labels": self.labels,
                 "prompts": None if self.prompts is None else key_digest(self.prompts)}
 
@@ -267,24 +285,33 @@ class _ExperimentRun:
 
     def run(self) -> list[dict]:
         schedules = self._schedules()
-        evaluated = {row.name: self._evaluate(row, *schedules[row.name][:2])
-                     for row in self.plan}
-        latency = self._latency([(s, steps) for s, steps, _ in schedules.values()])
+        evaluated = {row.name: self._evaluate(row, schedules[row.name]) for row in self.plan}
+        latency = self._latency(list(schedules.values()))
         published = {p.row: {**p.values(), "source": p.source} for p in self.e.published}
         rows = []
         for row in self.plan:
-            schedule, steps, search_info = schedules[row.name]
-            timing = latency.get(str(schedule), {})
+            planned = schedules[row.name]
+            schedule, steps = planned.schedule, planned.steps
+            timing = latency.get(planned.key, {})
+            sampler = self._on(planned.sampler).scheduler
             rows.append({
                 "experiment": self.e.name, "model": self.e.model, "steps": steps,
+                "sampler": {"scheduler": type(sampler).__name__,
+                            "spacing": sampler.config.get("timestep_spacing")},
                 "guidance": self._guidance(), "name": row.name, "kind": row.kind,
                 "method": row.method, "budget": row.budget, "schedule": str(schedule),
                 "predicted_speedup": schedule.speedup(self.table, self.calls),
                 "measured_speedup": timing.get("measured_speedup"),
-                "latency": timing.get("latency"), "search": search_info,
+                "latency": timing.get("latency"), "search": planned.search,
                 **evaluated[row.name], "published": published.get(row.name),
             })
         return rows
+
+    def _on(self, sampler: models.Sampler | None):
+        """The model on ``sampler`` (None: the experiment's sampler)."""
+        if sampler is None:
+            return self.model
+        return replace(self.model, scheduler=models.build_scheduler(self.spec, sampler))
 
     def _guidance(self) -> float | None:
         if self.model.num_classes is None and self.model.pipeline is None:
@@ -308,22 +335,24 @@ class _ExperimentRun:
         self.teachers[name] = samples
         return samples
 
-    def _schedules(self) -> dict[str, tuple[Schedule, int, dict | None]]:
-        """Row name -> (schedule, sampler steps, search summary); searches replay their
-        logged scores."""
-        out: dict[str, tuple[Schedule, int, dict | None]] = {}
+    def _schedules(self) -> dict[str, _Planned]:
+        """Row name -> what it samples; searches replay their logged scores."""
+        out: dict[str, _Planned] = {}
         fitness = None
         for row in self.plan:
             if row.kind == "teacher":
-                out[row.name] = (Schedule.full(self.calls), self.e.steps, None)
+                out[row.name] = _Planned(Schedule.full(self.calls), self.e.steps)
             elif row.kind == "searched":
                 fitness = fitness or self._fitness()
                 best, summary = self._search(row, fitness)
-                out[row.name] = (best, self.e.steps, summary)
+                out[row.name] = _Planned(best, self.e.steps, search=summary)
             else:
+                sampler = row_sampler(self.e, row.baseline)
+                own = sampler and partial(models.sampler_calls, self.spec, sampler=sampler)
                 planned = baselines.plan_schedule(row, self.e.steps, self.calls_at, self.table,
-                                                  self.e.search.tol)
-                out[row.name] = (planned.schedule, planned.steps or self.e.steps, None)
+                                                  self.e.search.tol, own_calls_at=own)
+                out[row.name] = _Planned(planned.schedule, planned.steps or self.e.steps,
+                                         sampler)
         return out
 
     def _fitness(self):
@@ -359,15 +388,16 @@ class _ExperimentRun:
                              "reused": reused}
 
     # evaluation ------------------------------------------------------------------------
-    def _evaluate(self, row: RowPlan, schedule: Schedule, steps: int) -> dict:
+    def _evaluate(self, row: RowPlan, planned: _Planned) -> dict:
         """Quality metrics of one row, sampled at ``steps``, on the evaluation seeds and its
         sample grid (kept with everything that produced it)."""
         from .metrics.evaluate import EvalOptions, evaluate
 
         ev = self.e.evaluation
+        schedule, steps = planned.schedule, planned.steps
         seeds = parse_seeds(ev.seeds)
         path = self.work / "rows" / f"{slug(row.name)}.json"
-        key = self._key(steps=steps, schedule=str(schedule), seeds=seeds, metrics=ev.metrics,
+        key = self._key(run=planned.key, seeds=seeds, metrics=ev.metrics,
                         reference=ev.reference, grid=ev.grid)
         done = _read_keyed(path, key)
         if done is not None:
@@ -375,7 +405,7 @@ class _ExperimentRun:
         teacher = self._teacher("teacher-eval", seeds)
         started = time.perf_counter()
         samples = teacher if row.kind == "teacher" else generate(
-            self.model, steps, schedule, seeds, self.labels, self.e.guidance,
+            self._on(planned.sampler), steps, schedule, seeds, self.labels, self.e.guidance,
             batch_size=ev.batch_size, prompts=self.prompts)
         results = evaluate(samples, ev.metrics, EvalOptions(
             teacher=teacher, reference=ev.reference, device=str(self.model.unet.device)),
@@ -394,20 +424,20 @@ class _ExperimentRun:
                  + f" ({time.perf_counter() - started:.0f} s)")
         return evaluated
 
-    def _latency(self, schedules: list[tuple[Schedule, int]]) -> dict[str, dict]:
-        """Schedule text -> measured speedup and latency of (schedule, sampler steps) rows,
-        all timed interleaved in one process (cached as one table: speedups are only
-        comparable within one timing)."""
+    def _latency(self, rows: list[_Planned]) -> dict[str, dict]:
+        """Sampled loop (``_Planned.key``) -> measured speedup and latency, all rows timed
+        interleaved in one process (cached as one table: speedups are only comparable
+        within one timing)."""
         from . import bench
         from .metrics.latency import latency_inputs
 
         ev = self.e.evaluation
         if not ev.latency:
             return {}
-        unique = {str(s): s for s, _ in schedules}
+        unique = {row.key: row.schedule for row in rows}
         unet = self.model.unet
         path = self.work / "latency.json"
-        key = self._key(rows=sorted({(str(s), steps) for s, steps in schedules}),
+        key = self._key(rows=sorted(unique),
                         batch=ev.latency_batch, repeats=ev.latency_repeats,
                         device=bench.device_name(unet.device), dtype=str(unet.dtype))
         done = _read_keyed(path, key)
@@ -418,10 +448,11 @@ class _ExperimentRun:
         latents, kwargs = latency_inputs(self.model, ev.latency_batch, self.e.guidance,
                                          prompts=self.prompts)
         device = unet.device
-        make_scheduler = models.scheduler_factory(self.spec, self.e.scheduler, self.e.steps,
+        make_scheduler = models.scheduler_factory(self.spec, self.e.sampler, self.e.steps,
                                                   device)
-        own_steps = {str(s): models.scheduler_factory(self.spec, self.e.scheduler, steps, device)
-                     for s, steps in schedules if steps != self.e.steps}
+        own_steps = {row.key: models.scheduler_factory(
+            self.spec, row.sampler or self.e.sampler, row.steps, device)
+            for row in rows if row.steps != self.e.steps or row.sampler}
         self.log(f"latency: {len(unique)} schedules x {ev.latency_repeats} repeats, "
                  f"batch {ev.latency_batch}")
         with torch.inference_mode():

@@ -80,13 +80,16 @@ class Baseline:
     (DeepCache ``intervals``, fewer-steps ``keep``: full steps kept on the sampler's grid,
     the rest null; sampler-steps ``steps``: the sampler itself run at that many steps), or a
     given ``schedule`` text. DeepCache's non-uniform variants take the ``center`` (a step
-    index; centred variant only) and ``power`` its code was run with: no defaults."""
+    index; centred variant only) and ``power`` its code was run with: no defaults.
+    sampler-steps may name another diffusers ``scheduler`` (a better solver at fewer steps,
+    e.g. ``DPMSolverMultistepScheduler``) on the experiment's noise schedule and spacing."""
 
     __pydantic_config__ = _STRICT
     technique: str
     branch: int = 0
     center: int | None = None
     power: float | None = None
+    scheduler: str | None = None
     intervals: tuple[int, ...] = ()
     keep: tuple[int, ...] = ()
     steps: tuple[int, ...] = ()
@@ -153,6 +156,7 @@ class Experiment:
     steps: int
     weights: str = "pretrained"
     scheduler: str | None = None  # diffusers class name; default: the model's
+    spacing: str | None = None  # timestep spacing (leading, trailing, linspace); the model's
     guidance: float | None = None
     labels: tuple[int, ...] | None = None
     prompts: Prompts | None = None  # text-conditioned models (required for them)
@@ -161,6 +165,13 @@ class Experiment:
     baselines: tuple[Baseline, ...] = ()
     evaluation: Evaluation = field(default_factory=Evaluation)
     published: tuple[Published, ...] = ()
+
+    @property
+    def sampler(self):
+        """The experiment's :class:`repro.models.Sampler`."""
+        from .models import Sampler
+
+        return Sampler(self.scheduler, self.spacing)
 
 
 @dataclass(frozen=True)
@@ -549,13 +560,14 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
         if not is_path(e.evaluation.reference):  # a path is checked before a run
             _choice(e.evaluation.reference, REFERENCES, suite, e, "evaluation.reference")
     try:
-        models.build_scheduler(spec, e.scheduler)
+        models.build_scheduler(spec, e.sampler)
     except (ValueError, AttributeError) as error:
-        raise _fail(suite, e, "scheduler", str(error)) from None
+        field_name = "spacing" if "spacing" in str(error) else "scheduler"
+        raise _fail(suite, e, field_name, str(error)) from None
     if e.steps < 1:
         raise _fail(suite, e, "steps", f"must be at least 1, got {e.steps}")
     try:
-        calls = models.sampler_calls(spec, e.steps, e.scheduler)
+        calls = models.sampler_calls(spec, e.steps, e.sampler)
     except ValueError as error:  # e.g. more steps than the training timesteps
         raise _fail(suite, e, "steps", str(error)) from None
     branches = e.search.branches or tuple(range(spec.num_branches))
@@ -603,13 +615,13 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
             continue
         knob_field = KNOB_FIELDS[baseline.technique]
         knobs = getattr(baseline, knob_field)
-        _check_nonuniform_fields(suite, e, baseline, where)
+        _check_technique_fields(suite, e, baseline, where)
         top = e.steps if baseline.technique == "sampler-steps" else calls
         out_of_range = [k for k in knobs if not 1 <= k <= top]
         if out_of_range:
             raise _fail(suite, e, f"{where}.{knob_field}", f"{out_of_range[0]} outside 1..{top}")
         if baseline.technique == "sampler-steps":
-            _check_sampler_steps(suite, e, spec, knobs, where)
+            _check_sampler_steps(suite, e, spec, baseline, where)
         elif baseline.technique.startswith("deepcache"):
             for knob in knobs:
                 try:
@@ -620,7 +632,7 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
             plan.append(RowPlan(baseline.name or _knob_name(baseline, knob), "baseline",
                                 baseline.technique, None, baseline, knob))
         if not knobs:
-            plan += [RowPlan(f"{baseline.name or baseline.technique} @{b:g}x", "baseline",
+            plan += [RowPlan(f"{baseline.name or technique_label(baseline)} @{b:g}x", "baseline",
                              baseline.technique, b, baseline) for b in e.search.budgets]
     row_names = [row.name for row in plan]
     clash = folder_clash(row_names, "rows")
@@ -675,8 +687,8 @@ def segment_space(experiment: Experiment, calls: int):
     return SegmentSpace.of(calls, branches, s.seg_lens, s.max_seg_len)
 
 
-def _check_sampler_steps(suite: Suite, e: Experiment, spec, knobs: tuple[int, ...],
-                         where: str) -> None:
+def _check_sampler_steps(suite: Suite, e: Experiment, spec, baseline: Baseline, where: str,
+                         ) -> None:
     """Each fixed step count runs on the sampler (PNDM's warm-up needs 4); without knobs
     each search budget is reachable by fewer steps, whatever the costs."""
     from functools import partial
@@ -685,7 +697,13 @@ def _check_sampler_steps(suite: Suite, e: Experiment, spec, knobs: tuple[int, ..
     from .baselines import sampler_steps
     from .search import Budget, BudgetError
 
-    calls_at = partial(models.sampler_calls, spec, scheduler_class=e.scheduler)
+    knobs = baseline.steps
+    sampler = row_sampler(e, baseline) or e.sampler
+    try:
+        models.build_scheduler(spec, sampler)
+    except (ValueError, AttributeError) as error:
+        raise _fail(suite, e, f"{where}.scheduler", str(error)) from None
+    calls_at = partial(models.sampler_calls, spec, sampler=sampler)
     try:
         for knob in knobs:
             calls_at(knob)
@@ -693,33 +711,52 @@ def _check_sampler_steps(suite: Suite, e: Experiment, spec, knobs: tuple[int, ..
         raise _fail(suite, e, f"{where}.steps", str(error)) from None
     try:
         for target in () if knobs else e.search.budgets:
-            sampler_steps(e.steps, Budget(target, _unit_table()), calls_at)
+            sampler_steps(e.steps, Budget(target, _unit_table()), calls_at,
+                          reference_calls=models.sampler_calls(spec, e.steps, e.sampler))
     except BudgetError as error:
         raise _fail(suite, e, where, str(error)) from None
 
 
-NONUNIFORM_FIELDS = {"deepcache-nonuniform": ("center", "power"), "deepcache-quad": ("power",)}
+def row_sampler(e: Experiment, baseline: Baseline | None):
+    """The sampler of a sampler-steps row that names its own scheduler (on the experiment's
+    spacing); None for rows that run on the experiment's sampler."""
+    if baseline is None or baseline.technique != "sampler-steps" or not baseline.scheduler:
+        return None
+    from .models import Sampler
+
+    return Sampler(baseline.scheduler, e.spacing)
 
 
-def _check_nonuniform_fields(suite: Suite, e: Experiment, baseline: Baseline, where: str,
-                             ) -> None:
-    """DeepCache's non-uniform samplers have no default centre or power; other techniques
-    take neither."""
-    needed = NONUNIFORM_FIELDS.get(baseline.technique, ())
-    for name in ("center", "power"):
+def technique_label(baseline: Baseline) -> str:
+    """A baseline's technique as row names show it: sampler-steps rows name their solver."""
+    if baseline.scheduler:
+        return f"{baseline.technique} {baseline.scheduler.removesuffix('Scheduler')}"
+    return baseline.technique
+
+
+# baseline fields that only some techniques take; DeepCache's non-uniform samplers need
+# theirs (its code has no default centre or power)
+FIELD_TECHNIQUES = {"center": ("deepcache-nonuniform",),
+                    "power": ("deepcache-nonuniform", "deepcache-quad"),
+                    "scheduler": ("sampler-steps",)}
+REQUIRED_FIELDS = {"deepcache-nonuniform": ("center", "power"), "deepcache-quad": ("power",)}
+
+
+def _check_technique_fields(suite: Suite, e: Experiment, baseline: Baseline, where: str,
+                            ) -> None:
+    for name, users in FIELD_TECHNIQUES.items():
         given = getattr(baseline, name) is not None
-        if name in needed and not given:
+        if name in REQUIRED_FIELDS.get(baseline.technique, ()) and not given:
             raise _fail(suite, e, f"{where}.{name}", f"{baseline.technique} needs '{name}': "
                         "DeepCache sets it per model, state the value used")
-        if given and name not in needed:
-            users = [t for t, fields in NONUNIFORM_FIELDS.items() if name in fields]
+        if given and baseline.technique not in users:
             raise _fail(suite, e, f"{where}.{name}", f"'{name}' applies to {' and '.join(users)} "
                         f"only, not {baseline.technique}")
 
 
 def _knob_name(baseline: Baseline, knob: int) -> str:
     if baseline.technique in ("fewer-steps", "sampler-steps"):
-        return f"{baseline.technique} {knob}"
+        return f"{technique_label(baseline)} {knob}"
     return f"{baseline.technique} N={knob} b={baseline.branch}"
 
 

@@ -30,6 +30,7 @@ baselines:
   - {technique: fewer-steps}
   - {technique: deepcache, intervals: [5], branch: 1}
   - {technique: sampler-steps, steps: [5]}
+  - {technique: sampler-steps, scheduler: DPMSolverMultistepScheduler, steps: [5]}
 evaluation:
   seeds: "100:124"
   metrics: ["rfid:digits-cnn", "fid:digits-cnn"]
@@ -126,6 +127,36 @@ def test_a_sampler_steps_row_runs_the_sampler_at_its_own_steps(finished_run, tmp
               for path in (tmp_path / "ddim5.png", run_dir / row["grid"], teacher_grid)]
     assert np.array_equal(pixels[0], pixels[1]) and not np.array_equal(pixels[0], pixels[2])
     assert row["metrics"]["rfid:digits-cnn"] > 0.01  # not the teacher
+
+
+def test_a_sampler_steps_row_with_its_own_solver_samples_and_times_on_it(finished_run,
+                                                                        tmp_path):
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from repro import models
+    from repro.report import sample_grid
+    from repro.samples import generate, parse_seeds
+
+    run_dir, _, _ = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    by_name = {(r["experiment"], r["name"]): r for r in results["rows"]}
+    dpm, ddim = by_name["ddpm", "sampler-steps DPMSolverMultistep 5"], by_name[
+        "ddpm", "sampler-steps 5"]
+    assert dpm["schedule"] == ddim["schedule"] == "F F F F F"  # same text, other solver
+    assert (dpm["sampler"]["scheduler"], ddim["sampler"]["scheduler"]) == (
+        "DPMSolverMultistepScheduler", "DDIMScheduler")
+    assert dpm["latency"]["seconds"] != ddim["latency"]["seconds"]  # timed apart
+    spec = models.get("digits-ddpm")
+    model = models.load_model("digits-ddpm")
+    model = replace(model, scheduler=models.build_scheduler(
+        spec, models.Sampler("DPMSolverMultistepScheduler")))
+    samples = generate(model, 5, None, parse_seeds("100:124"), batch_size=16)
+    sample_grid(samples.images[:8], tmp_path / "dpm5.png")
+    pixels = [np.asarray(Image.open(path)) for path in (
+        tmp_path / "dpm5.png", run_dir / dpm["grid"], run_dir / ddim["grid"])]
+    assert np.array_equal(pixels[0], pixels[1]) and not np.array_equal(pixels[0], pixels[2])
 
 
 def test_run_writes_tables_plot_and_resolved_suite(finished_run):

@@ -53,7 +53,8 @@ def test_smoke_suite_loads_and_plans_rows():
         assert (experiment.search.n_eval, experiment.search.population) == (8, 6)
         assert experiment.search.generations is None  # dataclass default
         assert [b.technique for b in experiment.baselines] == [
-            "deepcache", "deepcache-nonuniform", "fewer-steps", "sampler-steps"]
+            "deepcache", "deepcache-nonuniform", "fewer-steps", "sampler-steps", "sampler-steps"]
+        assert experiment.sampler == models.Sampler(None, "trailing")
 
     plans = suite.check(loaded)
     assert list(plans) == ["digits-ddpm", "digits-cond"]
@@ -62,10 +63,11 @@ def test_smoke_suite_loads_and_plans_rows():
                 "segment @3x", "stepwise @3x", "random @3x",
                 "deepcache @2x", "deepcache @3x",
                 "deepcache-nonuniform @2x", "deepcache-nonuniform @3x",
-                "fewer-steps @2x", "fewer-steps @3x", "sampler-steps @2x", "sampler-steps @3x"]
+                "fewer-steps @2x", "fewer-steps @3x", "sampler-steps @2x", "sampler-steps @3x",
+                "sampler-steps DPMSolverMultistep @2x", "sampler-steps DPMSolverMultistep @3x"]
     for plan in plans.values():
         assert [row.name for row in plan] == expected
-        assert [row.kind for row in plan] == ["teacher"] + ["searched"] * 6 + ["baseline"] * 8
+        assert [row.kind for row in plan] == ["teacher"] + ["searched"] * 6 + ["baseline"] * 10
         searched = plan[1:7]
         assert [row.method for row in searched[:3]] == [
             "segment-evolution", "stepwise-evolution", "segment-random"]
@@ -408,7 +410,7 @@ def test_validate_good_suites(capsys, monkeypatch, tmp_path):
     loaded = suite.load("suites/smoke.yaml")
     code, out, err = validate(capsys, "suites/smoke.yaml")
     assert (code, err) == (0, "")
-    assert out == (f"suites/smoke.yaml: ok (suite 'smoke' v3, 2 experiments, 30 rows, "
+    assert out == (f"suites/smoke.yaml: ok (suite 'smoke' v3, 2 experiments, 34 rows, "
                    f"{loaded.digest})\n")
 
     code, out, _ = validate(capsys, "smoke")  # a name under ./suites/

@@ -1,0 +1,92 @@
+"""The sampler setting of an experiment: timestep spacing and another solver.
+
+On a ``trailing`` DDIM grid null steps are DDIM at fewer steps (both grids end at the same
+last timestep); on diffusers' default ``leading`` grid they are not, which once made
+"DDIM at fewer steps beats every schedule on the teacher's grid" partly a grid artefact.
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+from repro import models, suite
+from repro.engine import denoise
+from repro.fitness import RFIDFitness
+from repro.schedule import Schedule
+
+SPEC = models.get("digits-ddpm")
+
+
+def on_grid(spacing: str, steps: int):
+    scheduler = models.build_scheduler(SPEC, models.Sampler(spacing=spacing))
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return models.load_model("digits-ddpm")
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(("steps", "keep"), [(20, 10), (20, 5), (20, 4), (50, 10)])
+def test_null_steps_on_the_trailing_grid_are_ddim_at_fewer_steps(digits, steps, keep):
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    nulls = denoise(digits.unet, on_grid("trailing", steps), x, Schedule.fewer_steps(steps, keep))
+    fewer = denoise(digits.unet, on_grid("trailing", keep), x, Schedule.full(keep))
+    assert (nulls - fewer).abs().max() <= 1e-5 * fewer.abs().max()
+    leading_nulls = denoise(digits.unet, on_grid("leading", steps), x,
+                            Schedule.fewer_steps(steps, keep))
+    leading_fewer = denoise(digits.unet, on_grid("leading", keep), x, Schedule.full(keep))
+    assert (leading_nulls - leading_fewer).abs().max() > 1e-2  # the artefact, for contrast
+
+
+def test_the_spacing_is_part_of_the_fitness_context(digits):
+    trailing = dataclasses.replace(digits, scheduler=on_grid("trailing", 10))
+    contexts = [RFIDFitness(m, 4, range(2), batch_size=2).context for m in (digits, trailing)]
+    assert [c["sampler"] for c in contexts] == [
+        {"scheduler": "DDIMScheduler", "spacing": "leading"},
+        {"scheduler": "DDIMScheduler", "spacing": "trailing"}]
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nversion: 1\nsteps: 20\nsearch: {methods: [], budgets: [2]}\n"
+                    "experiments: [{name: e, model: digits-ddpm}]\n" + text)
+    return path
+
+
+def test_an_unknown_spacing_is_a_suite_error_naming_the_field(tmp_path):
+    with pytest.raises(suite.SuiteError, match=r"field 'spacing': unknown timestep spacing "
+                                               r"'sideways'"):
+        suite.check(suite.load(write(tmp_path, "spacing: sideways\n")))
+
+
+@pytest.mark.parametrize(("baseline", "where", "message"), [
+    ("{technique: sampler-steps, scheduler: NoSuchScheduler}", "scheduler",
+     "unknown diffusers scheduler class 'NoSuchScheduler'"),
+    ("{technique: deepcache, scheduler: DPMSolverMultistepScheduler}", "scheduler",
+     "'scheduler' applies to sampler-steps only"),
+])
+def test_a_bad_solver_is_a_suite_error(tmp_path, baseline, where, message):
+    with pytest.raises(suite.SuiteError, match=rf"baselines\[0\]\.{where}.*{message}"):
+        suite.check(suite.load(write(tmp_path, f"baselines: [{baseline}]\n")))
+
+
+def test_a_named_solver_reaches_the_budget_against_the_teachers_calls(tmp_path):
+    from repro import baselines
+    from repro.schedule import CostTable
+
+    loaded = suite.load(write(tmp_path, "spacing: trailing\nbaselines: [{technique: "
+                                        "sampler-steps, scheduler: UniPCMultistepScheduler}]\n"))
+    (plan,) = suite.check(loaded).values()
+    (experiment,) = loaded.experiments
+    row = plan[-1]
+    assert row.name == "sampler-steps UniPCMultistep @2x"
+    sampler = suite.row_sampler(experiment, row.baseline)
+    assert sampler == models.Sampler("UniPCMultistepScheduler", "trailing")
+    calls_at = lambda k, s=None: models.sampler_calls(SPEC, k, s or experiment.sampler)  # noqa: E731
+    planned = baselines.plan_schedule(row, 20, calls_at, CostTable({}, "unit"), 0.1,
+                                      own_calls_at=lambda k: calls_at(k, sampler))
+    assert (planned.steps, planned.schedule) == (10, Schedule.full(10))
