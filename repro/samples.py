@@ -151,11 +151,16 @@ def to_uint8(images) -> np.ndarray:
 
 def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
              labels: Sequence[int] | None = None, guidance: float | None = None,
-             batch_size: int = 64, prompts: Sequence[str] | None = None) -> SampleSet:
+             batch_size: int = 64, prompts: Sequence[str] | None = None,
+             prefixes=None) -> SampleSet:
     """Sample ``model`` (a :class:`repro.models.LoadedModel`) under ``schedule`` (all-F when
     None) with the model's sampler at ``steps``; class-conditional models use ``labels``
     (default: seed mod classes), text-conditioned ones ``prompts`` (the i-th seed takes
-    prompt i mod len(prompts)), both with ``guidance`` (default: the model's)."""
+    prompt i mod len(prompts)), both with ``guidance`` (default: the model's).
+
+    ``prefixes`` (a :class:`repro.prefix.PrefixStore`): each batch starts from the longest
+    prefix of ``schedule`` already sampled on it and records its own steps; the images are
+    the same bit for bit. Ignored where the sampler keeps state between steps."""
     if getattr(model, "pipeline", None) is not None:
         return _generate_text(model, steps, schedule, seeds, labels, guidance, batch_size,
                               prompts)
@@ -164,9 +169,11 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
     import torch
 
     from .engine import denoise
+    from .prefix import reusable
     from .schedule import Schedule
 
     scheduler = model.scheduler
+    prefixes = prefixes if reusable(scheduler) else None
     scheduler.set_timesteps(steps)
     schedule = Schedule.full(len(scheduler.timesteps)) if schedule is None else \
         Schedule.parse(schedule)
@@ -183,8 +190,12 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
             if labels is not None:
                 kwargs = model.condition(labels[start:start + batch_size], cfg)
             scheduler.set_timesteps(steps)
+            batch = (steps, guidance, tuple(batch_seeds),
+                     None if labels is None else tuple(labels[start:start + batch_size]))
             images = denoise(model.unet, scheduler, latents, schedule,
-                             guidance_scale=guidance if cfg else None, **kwargs)
+                             guidance_scale=guidance if cfg else None,
+                             resume=prefixes and prefixes.longest(batch, schedule),
+                             on_step=prefixes and prefixes.recorder(batch, schedule), **kwargs)
             _check_finite(bool(torch.isfinite(images).all()), model, schedule, batch_seeds)
             chunks.append(to_uint8(images))
     return SampleSet(
