@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--calibrate", action="store_true",
                        help="fit the cost table (P<b>/F kind costs, per-call and per-step "
                        "overheads) to per-call times and calibration loops (all-F, F then N, "
-                       "fewer-steps, DeepCache N=2 and 10) instead of MAC ratios; --json carries "
+                       "fewer-steps, DeepCache N=2/3/5/10) instead of MAC ratios; --json carries "
                        "it as cost_table for --cost-table and suites (--suite always does)")
     bench.add_argument("--oracle", action="store_true",
                        help="also time DeepCache's own DeepCacheSDHelper (per call and loop)")
