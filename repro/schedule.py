@@ -173,7 +173,14 @@ class Schedule:
     def speedup(self, table: CostTable, reference_calls: int | None = None) -> float:
         """Predicted speedup over the all-F schedule of ``reference_calls`` UNet calls
         (default: the same length; a sampler run at fewer steps is shorter than its teacher),
-        both costed with the table's overheads."""
+        both costed with the table's overheads.
+
+            >>> table = CostTable({0: 0.25})          # P0 costs a quarter of F
+            >>> Schedule.parse("F P0 P0 P0").speedup(table)
+            2.2857142857142856
+            >>> Schedule.full(5).speedup(table, reference_calls=10)   # 5 of the teacher's 10
+            2.0
+        """
         reference = Schedule.full(reference_calls or len(self.steps))
         return reference.cost(table) / self.cost(table)
 

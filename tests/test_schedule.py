@@ -88,3 +88,11 @@ def test_generators_reject_impossible_arguments():
                  lambda: Schedule.full(0), lambda: Schedule.deepcache(10, 2, branch=-1)):
         with pytest.raises(ScheduleError):
             make()
+
+
+def test_the_documented_examples_hold():
+    import doctest
+
+    import repro.schedule
+
+    assert doctest.testmod(repro.schedule).failed == 0
