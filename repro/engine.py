@@ -9,11 +9,14 @@ No UNet forward is copied. Two kinds of stateful hooks are attached:
   shallower than the module it returns that output without running the module.
 
 Which modules are deeper than branch ``b`` follows DeepCache's ``DeepCacheSDHelper``:
-``b = block * (layers_per_block + 1) + layer`` counted from the outside; on ``P<b>`` down
-block ``block`` runs its layers ``< layer``, up block ``block`` (counted from the output
-side) runs its layers ``<= layer`` from the outside, everything deeper is skipped.
+each down block offers one branch per layer plus one for its downsampler, counted from the
+outside (``b = block * (layers_per_block + 1) + layer``); on ``P<b>`` down block ``block``
+runs its layers ``< layer``, up block ``block`` (counted from the output side) runs its
+layers ``<= layer`` from the outside, everything deeper is skipped.
 
-The step path does no host synchronisation: state is Python integers and the schedule.
+The step path does no host synchronisation: state is Python integers and the schedule. The
+one exception is locating a sampling call's first timestep when the pipeline hands the UNet
+a timestep that is not a view of ``scheduler.timesteps`` (then its value is read).
 """
 
 from __future__ import annotations
