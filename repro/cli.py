@@ -142,6 +142,19 @@ def _int_list(text: str, flag: str) -> list[int]:
         raise BadInput(f"{flag} expects a comma list of integers, got {text!r}") from None
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import ConversionError, convert_file
+
+    if args.out.exists():
+        raise BadInput(f"{args.out} already exists; convert writes a new directory")
+    try:
+        out = convert_file(args.kind, args.checkpoint, args.out)
+    except ConversionError as error:
+        raise BadInput(str(error)) from None
+    print(f"{args.kind} checkpoint {args.checkpoint} -> {out} (use it with --weights {out})")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from . import bench, models, samples, search, search_log
     from .fitness import RFIDFitness
@@ -380,6 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=1,
                        help="torch CPU threads (the committed weights used 1)")
     train.set_defaults(func=cmd_zoo_train)
+
+    convert = sub.add_parser("convert", help="convert an original checkpoint file into a "
+                             "diffusers directory (once)")
+    convert.add_argument("kind", choices=("ldm", "adm"),
+                         help="ldm: CompVis LDM-4-G model.ckpt (cin256-v2); adm: guided-diffusion "
+                         "64x64_diffusion.pt")
+    convert.add_argument("checkpoint", type=Path, help="the original checkpoint file")
+    convert.add_argument("out", type=Path, help="new directory (unet/, scheduler/, ...)")
+    convert.set_defaults(func=cmd_convert)
 
     bench = sub.add_parser("bench", help="time a model's UNet loop under schedules, or a "
                            "suite's schedules on its architecture")

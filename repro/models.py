@@ -131,6 +131,71 @@ SD15 = ModelSpec(
 
 
 
+# LDM-4-G (CompVis latent-diffusion configs/latent-diffusion/cin256-v2.yaml) as diffusers'
+# create_unet_diffusers_config_from_ldm reads that config: openaimodel UNet with a spatial
+# transformer (one head) at ds 2, 4, 8 attending to the 512-d class embedding (one token).
+LDM4G_IMAGENET256 = ModelSpec(
+    id="ldm4g-imagenet256",
+    description="LDM-4-G (CompVis cin256-v2), ImageNet 256x256 class-conditional latent "
+                "diffusion, VQ-f4 64x64x3 latents",
+    unet_class="UNet2DConditionModel",
+    unet_config={
+        "sample_size": 64, "in_channels": 3, "out_channels": 3, "layers_per_block": 2,
+        "block_out_channels": (192, 384, 576, 960),
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                             "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                           "UpBlock2D"),
+        "attention_head_dim": 1, "cross_attention_dim": 512, "transformer_layers_per_block": 1,
+        "use_linear_projection": False,
+    },
+    # LDM's "linear" betas (linspace of square roots) are diffusers' scaled_linear; its DDIM
+    # grid is range(0, 1000, 1000 // steps) + 1 with alphas_cumprod[0] as the last "prev".
+    scheduler_class="DDIMScheduler",
+    scheduler_config={"num_train_timesteps": 1000, "beta_start": 0.0015, "beta_end": 0.0195,
+                      "beta_schedule": "scaled_linear", "clip_sample": False,
+                      "set_alpha_to_one": False, "steps_offset": 1,
+                      "timestep_spacing": "leading"},
+    source="CompVis cin256-v2 model.ckpt (ommer-lab.com/files/latent-diffusion/cin.zip), "
+           "converted by `repro convert ldm`",
+    subfolder="unet",
+    conditioning="class",
+    num_classes=1000,  # class 1000 of the 1001-entry embedding is the null class
+    context_tokens=1,
+)
+
+# guided-diffusion's 64x64_diffusion.pt (its README's MODEL_FLAGS) as diffusers' consistency-
+# model conversion expresses ImageNet 64: residual up/downsampling, scale-shift norm, 64-channel
+# heads at ds 2, 4, 8, a class embedding added to the time embedding, and 6 output channels
+# (epsilon and the learned variance interpolation, sampled by DDPM's learned_range).
+ADM_IMAGENET64 = ModelSpec(
+    id="adm-imagenet64",
+    description="ADM ImageNet 64x64 (guided-diffusion 64x64_diffusion.pt), class-conditional, "
+                "learned variance",
+    unet_class="UNet2DModel",
+    unet_config={
+        "sample_size": 64, "in_channels": 3, "out_channels": 6, "layers_per_block": 3,
+        "num_class_embeds": 1000, "block_out_channels": (192, 384, 576, 768),
+        "attention_head_dim": 64, "attn_norm_num_groups": 32,
+        "down_block_types": ("ResnetDownsampleBlock2D", "AttnDownBlock2D", "AttnDownBlock2D",
+                             "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D",
+                           "ResnetUpsampleBlock2D"),
+        "resnet_time_scale_shift": "scale_shift", "upsample_type": "resnet",
+        "downsample_type": "resnet",
+    },
+    scheduler_class="DDPMScheduler",
+    scheduler_config={"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
+                      "variance_type": "learned_range", "clip_sample": True,
+                      "timestep_spacing": "linspace"},
+    source="guided-diffusion 64x64_diffusion.pt (openaipublic.blob.core.windows.net/"
+           "diffusion/jul-2021/), converted by `repro convert adm`",
+    subfolder="unet",
+    conditioning="class",
+    num_classes=1000,
+)
+
+
 def _zoo_specs() -> tuple[ModelSpec, ...]:
     from .zoo import architectures
     from .zoo.data import NUM_CLASSES
@@ -149,7 +214,8 @@ def _zoo_specs() -> tuple[ModelSpec, ...]:
     )
 
 
-_REGISTRY: dict[str, ModelSpec] = {s.id: s for s in (DDPM_CIFAR10, SD15, *_zoo_specs())}
+_REGISTRY: dict[str, ModelSpec] = {s.id: s for s in (DDPM_CIFAR10, SD15, LDM4G_IMAGENET256,
+                                                          ADM_IMAGENET64, *_zoo_specs())}
 
 
 def model_ids() -> list[str]:
