@@ -130,7 +130,6 @@ SD15 = ModelSpec(
 )
 
 
-
 # LDM-4-G (CompVis latent-diffusion configs/latent-diffusion/cin256-v2.yaml) as diffusers'
 # create_unet_diffusers_config_from_ldm reads that config: openaimodel UNet with a spatial
 # transformer (one head) at ds 2, 4, 8 attending to the 512-d class embedding (one token).
