@@ -13,6 +13,7 @@ import torch
 
 from repro import cli, models
 from repro.convert import CIN256_V2, ConversionError, convert_adm, convert_ldm
+from repro.schedule import Schedule
 
 LAYOUTS = Path(__file__).parent / "data" / "original_layouts.json"
 
@@ -119,17 +120,32 @@ def test_repro_convert_writes_a_directory_the_registry_loads(tmp_path, monkeypat
     assert not (tmp_path / "ldm").exists()
 
 
-def test_ldm4g_unet_macs_per_step_are_deepcaches_99_82g():
-    """DeepCache's table counts convolutions and linear layers (its MACs counter skips the
-    attention products QK^T and AV: 4.46 G more)."""
+def test_ldm4g_macs_per_step_are_deepcaches_table():
+    """DeepCache's LDM-4-G MACs column (99.82G full; uniform N at its branch 1 = our P0). Its
+    counter (torch-pruning's) counts convolutions and linear layers, not the attention
+    products QK^T and AV (4.46 G of a full step here), so neither is counted here."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    from repro.engine import scheduled
 
     spec = models.LDM4G_IMAGENET256
     with torch.device("meta"):
         unet = models._diffusers_class(spec.unet_class).from_config(dict(spec.unet_config))
         x, context = torch.randn(1, *spec.sample_shape), torch.randn(1, 1, 512)
-        with FlopCounterMode(display=False) as counter:
-            unet(x, torch.tensor([1]), encoder_hidden_states=context)
-    macs = {str(op): flops / 2e9 for op, flops in counter.get_flop_counts()["Global"].items()}
-    assert sum(macs.values()) - macs["aten.bmm"] == pytest.approx(99.82, rel=2e-3)
+
+    def gmacs(schedule: str) -> float:
+        """MACs of the schedule's second call, attention products left out."""
+        with torch.no_grad(), scheduled(unet, schedule):
+            unet(x, torch.tensor(1), encoder_hidden_states=context)
+            with FlopCounterMode(display=False) as counter:
+                unet(x, torch.tensor(1), encoder_hidden_states=context)
+        counts = counter.get_flop_counts()["Global"]
+        return sum(v for op, v in counts.items() if str(op) != "aten.bmm") / 2e9
+
+    full, partial = gmacs("F F"), gmacs("F P0")
+    assert full == pytest.approx(99.82, rel=2e-3)
+    for n, published in ((2, 52.12), (3, 36.48), (5, 23.50), (10, 13.97), (20, 9.39)):
+        fulls = str(Schedule.deepcache(250, n, 0)).split().count("F")  # 250 DDIM steps
+        mean = (fulls * full + (250 - fulls) * partial) / 250
+        assert mean == pytest.approx(published, rel=2e-3), n
     assert sum(v.numel() for v in unet.parameters()) == pytest.approx(400.9e6, rel=1e-3)
