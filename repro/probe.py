@@ -114,16 +114,18 @@ def deep_feature_similarity(unet: torch.nn.Module) -> Iterator[list[list[float]]
 
 def plot_similarity(result: Probe, path: Path | str) -> Path:
     """Heatmap of ``result.similarity`` (branch x step), each branch labelled with its rFID
-    against the null-step rFID in the title; written atomically as PNG."""
+    against the null-step rFID in the title; written atomically as PNG. The colour scale
+    spans the data up to 1: adjacent-step cosines sit close to 1, where the contrast is."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     n_branches, n_pairs = result.similarity.shape
-    fig = Figure(figsize=(max(5.0, 0.3 * n_pairs + 2.5), 0.35 * n_branches + 1.8),
+    fig = Figure(figsize=(min(12.0, max(5.0, 0.3 * n_pairs + 2.5)), 0.35 * n_branches + 1.8),
                  layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    image = ax.imshow(result.similarity, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+    image = ax.imshow(result.similarity, aspect="auto", cmap="viridis",
+                      vmin=min(float(result.similarity.min()), 1.0), vmax=1.0)
     fig.colorbar(image, ax=ax, label="cosine(deep feature at t, at t+1)")
     ax.set_yticks(range(n_branches), [f"P{b}: {result.partial_rfid[b]:.2f}"
                                       for b in range(n_branches)])
