@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
+from .compare import front_indices
 
 SCHEMA_PREFIX = "flexiffusion-repro/results@"
 FORMATS = ("md", "csv", "tex")
@@ -203,19 +204,6 @@ def compare(old: dict, new: dict) -> pd.DataFrame:
     return pd.DataFrame(records, columns=columns)
 
 
-def pareto_front(xs: list[float], ys: list[float], lower_is_better: bool = True) -> list[int]:
-    """Indices of the non-dominated points (higher x, better y), by increasing x; of exact
-    duplicates only the first is kept."""
-    sign = 1 if lower_is_better else -1
-    order = sorted(range(len(xs)), key=lambda k: (-xs[k], sign * ys[k], k))
-    front, best = [], math.inf
-    for k in order:
-        if sign * ys[k] < best:
-            front.append(k)
-            best = sign * ys[k]
-    return front[::-1]
-
-
 def _number(value) -> float | None:
     try:
         value = float(value)
@@ -272,7 +260,7 @@ def pareto_plot(results: dict, path: Path | str) -> Path:
                            marker="*" if teacher else markers[k % len(markers)],
                            s=160 if teacher else 45, color=colours(k % 10), zorder=3)
         lower = _higher_is_better(metric or "") is not True
-        front = pareto_front([p[0] for p in points], [p[1] for p in points], lower)
+        front = front_indices([p[0] for p in points], [p[1] for p in points], lower)
         if front:
             ax.step([points[k][0] for k in front], [points[k][1] for k in front], where="pre",
                     color="0.4", linestyle="--", linewidth=1, label="front", zorder=2)

@@ -172,13 +172,15 @@ def test_compare_matches_renamed_rows_by_schedule():
 
 
 def test_pareto_front_selection():
+    from repro.compare import front_indices  # the one front, shared with the verdicts
+
     xs = [1.0, 2.0, 2.0, 3.0, 1.5, 4.0, 3.0]
     ys = [10.0, 12.0, 15.0, 12.0, 11.0, 30.0, 12.0]
     # (2,15) dominated by (2,12); (2,12) by (3,12); (3,12) duplicate keeps the first
-    assert report.pareto_front(xs, ys) == [0, 4, 3, 5]
-    assert report.pareto_front(xs, ys, lower_is_better=False) == [5]
-    assert report.pareto_front([1.0, 2.0], [0.9, 0.95], lower_is_better=False) == [1]
-    assert report.pareto_front([], []) == []
+    assert front_indices(xs, ys) == [0, 4, 3, 5]
+    assert front_indices(xs, ys, lower_is_better=False) == [5]
+    assert front_indices([1.0, 2.0], [0.9, 0.95], lower_is_better=False) == [1]
+    assert front_indices([], []) == []
 
 
 def test_pareto_plot_writes_png(tmp_path):
