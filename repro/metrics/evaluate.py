@@ -25,7 +25,7 @@ from .references import REFERENCES, locate
 from .result import MetricResult
 
 METRICS = (*(f"fid:{e}" for e in EXTRACTORS), *(f"rfid:{e}" for e in EXTRACTORS),
-           CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "latency")
+           f"is:{INCEPTION}", CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "latency")
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,10 @@ def evaluate(samples: SampleSet, metrics: Sequence[str],
             from .fid import rfid
 
             results.append(rfid(samples, options.teacher, extractor(arg)))
+        elif kind == "is":
+            from .inception_score import inception_score
+
+            results.append(inception_score(samples, extractor(arg)))
         elif kind == "acc":
             from .accuracy import class_accuracy
 

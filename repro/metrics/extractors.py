@@ -40,12 +40,16 @@ class FeatureExtractor(ABC):
 
     def features(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """N x d float64 features of uint8 NHWC ``images``."""
+        return self._rows(images, self._features, batch_size)
+
+    def _rows(self, images: np.ndarray, network_rows, batch_size: int) -> np.ndarray:
+        """``network_rows`` of uint8 NHWC ``images``, batch-wise, as float64 rows."""
         self.check_images(images)
         rows = []
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 batch = torch.from_numpy(images[start:start + batch_size]).to(self.device)
-                rows.append(self._features(batch.permute(0, 3, 1, 2)).double().cpu().numpy())
+                rows.append(network_rows(batch.permute(0, 3, 1, 2)).double().cpu().numpy())
         return np.concatenate(rows)
 
     def check_images(self, images: np.ndarray) -> None:
@@ -86,7 +90,8 @@ def digits_input(batch: torch.Tensor) -> torch.Tensor:
 
 
 class InceptionExtractor(FeatureExtractor):
-    """torch-fidelity's InceptionV3 pool3 (2048-d); grey images are repeated to RGB."""
+    """torch-fidelity's InceptionV3: pool3 features (2048-d) and the unbiased class logits its
+    Inception Score reads; grey images are repeated to RGB."""
 
     name = INCEPTION
 
@@ -95,7 +100,8 @@ class InceptionExtractor(FeatureExtractor):
 
         try:
             network = FeatureExtractorInceptionV3(
-                INCEPTION, ["2048"], feature_extractor_weights_path=str(weights))
+                INCEPTION, ["2048", "logits_unbiased"],
+                feature_extractor_weights_path=str(weights))
         except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
             reason = (str(error).splitlines() or [type(error).__name__])[0]
             raise MetricInputError(f"{weights} is not a usable {INCEPTION_FILE}: "
@@ -109,7 +115,14 @@ class InceptionExtractor(FeatureExtractor):
                                    f"{images.shape[3]} channels")
 
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.network(batch.expand(-1, 3, -1, -1).contiguous())[0]
+        return self._outputs(batch)[0]
+
+    def logits(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """N x 1008 class logits of uint8 NHWC ``images`` (the Inception Score's input)."""
+        return self._rows(images, lambda batch: self._outputs(batch)[1], batch_size)
+
+    def _outputs(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.network(batch.expand(-1, 3, -1, -1).contiguous())
 
 
 def inception_weights_path(path: str | Path | None = None) -> Path:
