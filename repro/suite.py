@@ -532,7 +532,7 @@ def _choice(value: str, known, suite, experiment, where) -> None:
 def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     from . import models
     from .baselines import deepcache_row
-    from .metrics.evaluate import METRICS
+    from .metrics.evaluate import METRICS, NEEDS_REFERENCE
     from .metrics.extractors import EXTRACTORS
     from .metrics.references import REFERENCES, is_path
     from .samples import parse_seeds
@@ -553,7 +553,7 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     _choice(e.search.extractor, EXTRACTORS, suite, e, "search.extractor")
     for metric in e.evaluation.metrics:
         _choice(metric, [m for m in METRICS if m != "latency"], suite, e, "evaluation.metrics")
-    if any(m.startswith("fid:") for m in e.evaluation.metrics):
+    if any(m.partition(":")[0] in NEEDS_REFERENCE for m in e.evaluation.metrics):
         if e.evaluation.reference is None:
             raise _fail(suite, e, "evaluation.reference", "fid metrics need a reference "
                         f"(known: {', '.join(REFERENCES)})")

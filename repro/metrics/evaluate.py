@@ -24,8 +24,10 @@ from .extractors import (
 from .references import REFERENCES, locate
 from .result import MetricResult
 
-METRICS = (*(f"fid:{e}" for e in EXTRACTORS), *(f"rfid:{e}" for e in EXTRACTORS),
+METRICS = (*(f"{kind}:{e}" for kind in ("fid", "rfid", "precision", "recall") for e in EXTRACTORS),
            f"is:{INCEPTION}", CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "latency")
+# Metrics of samples against a reference data set (evaluation.reference, --reference).
+NEEDS_REFERENCE = ("fid", "precision", "recall")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def check_request(metrics: Sequence[str], options: EvalOptions) -> None:
         if kind == "rfid" and options.teacher is None:
             raise MetricInputError(f"{name} needs --teacher TEACHER.npz (the all-F samples "
                                    "from the same seeds)")
-        if kind == "fid" and options.reference is None:
+        if kind in NEEDS_REFERENCE and options.reference is None:
             raise MetricInputError(f"{name} needs --reference NAME or PATH (known: "
                                    f"{', '.join(REFERENCES)})")
         if kind == "clip" and options.prompts is None:
@@ -73,7 +75,7 @@ def check_resources(metrics: Sequence[str], reference: str | None = None,
             inception_weights_path(inception_weights)
         if name.startswith("clip:"):
             clip_weights_path(clip_weights)
-        if name.startswith("fid:") and reference is not None:
+        if name.partition(":")[0] in NEEDS_REFERENCE and reference is not None:
             locate(reference)
 
 
@@ -96,6 +98,7 @@ def evaluate(samples: SampleSet, metrics: Sequence[str],
         return networks[name]
 
     results = []
+    against_reference: dict[str, dict[str, MetricResult]] = {}  # precision and recall: one pass
     for name in metrics:
         kind, _, arg = name.partition(":")
         if kind == "fid":
@@ -106,6 +109,13 @@ def evaluate(samples: SampleSet, metrics: Sequence[str],
             from .fid import rfid
 
             results.append(rfid(samples, options.teacher, extractor(arg)))
+        elif kind in ("precision", "recall"):
+            from .precision_recall import precision_recall
+
+            if arg not in against_reference:
+                against_reference[arg] = precision_recall(samples, options.reference,
+                                                          extractor(arg))
+            results.append(against_reference[arg][name])
         elif kind == "is":
             from .inception_score import inception_score
 

@@ -19,7 +19,7 @@ from .cache import array_digest, cache_dir, key_digest, read_cached
 from .errors import MetricInputError
 from .extractors import FeatureExtractor
 from .frechet import FeatureStatistics, frechet_distance
-from .references import reference_statistics
+from .references import load_features, reference_statistics
 from .result import MetricResult
 
 
@@ -47,17 +47,12 @@ class TeacherFeatureCache:
             return self._memory[key]
         path = (self.directory or cache_dir() / "teacher-features") / f"{key}.npz"
         if path.is_file():
-            features = read_cached(path, _features)
+            features = read_cached(path, load_features)
         else:
             features = extractor.features(teacher.images)
             atomic_save_npz(path, features=features)
         self._memory[key] = features
         return features
-
-
-def _features(path: Path) -> np.ndarray:
-    with np.load(path, allow_pickle=False) as data:
-        return data["features"]
 
 
 def teacher_key(teacher: SampleSet, extractor: FeatureExtractor) -> str:

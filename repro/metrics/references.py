@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from repro.atomic import atomic_save_npz
+
 from .cache import cache_dir, key_digest, read_cached
 from .errors import MetricInputError
 from .extractors import INCEPTION, FeatureExtractor
@@ -155,6 +157,31 @@ def reference_statistics(name: str, extractor: FeatureExtractor) -> FeatureStati
     return _image_statistics(source, extractor)
 
 
+def reference_features(name: str, extractor: FeatureExtractor) -> np.ndarray:
+    """Features (float32) of reference ``name``'s images, cached like its statistics: the
+    input of precision / recall. An ADM reference batch gives its ``arr_0`` images, as its
+    evaluator reads them for precision / recall."""
+    source = locate(name)
+    if source.format == "digits":
+        from repro.samples import to_uint8
+        from repro.zoo.data import digits_images
+
+        return extractor.features(to_uint8(digits_images()[0])).astype(np.float32)
+    files = _files(source)
+    path = cache_dir() / "references" / _cache_name(source, files, extractor, "features")
+    if path.is_file():
+        return read_cached(path, load_features)
+    features = extractor.features(_images(source, files)).astype(np.float32)
+    atomic_save_npz(path, features=features)
+    return features
+
+
+def load_features(path: Path) -> np.ndarray:
+    """The ``features`` array of a cache file."""
+    with np.load(path, allow_pickle=False) as data:
+        return data["features"]
+
+
 def adm_statistics(path: Path, extractor: FeatureExtractor) -> FeatureStatistics:
     """``mu``/``sigma`` of an ADM reference batch, read as guided-diffusion's evaluator reads
     them; they are pool_3 features of the 2015-12-05 Inception graph, so only that protocol
@@ -186,10 +213,16 @@ def _npz_rows(path: Path, key: str) -> int:
 
 def _image_statistics(source: Source, extractor: FeatureExtractor) -> FeatureStatistics:
     files = _files(source)
+    return _cached(_cache_name(source, files, extractor, "statistics"),
+                   lambda: extractor.features(_images(source, files)), extractor)
+
+
+def _cache_name(source: Source, files: list[Path], extractor: FeatureExtractor,
+                what: str) -> str:
+    """Cache file name keyed by the files' bytes, the protocol and the extractor weights."""
     identity = {"format": source.format, "files": _files_digest(files, source.path),
                 "protocol": extractor.name, "weights": extractor.weights_digest}
-    return _cached(f"{source.path.name}-{extractor.name}-{key_digest(identity)}.npz",
-                   lambda: extractor.features(_images(source, files)), extractor)
+    return f"{source.path.name}-{extractor.name}-{what}-{key_digest(identity)}.npz"
 
 
 def _cached(name: str, features, extractor: FeatureExtractor) -> FeatureStatistics:
@@ -240,7 +273,7 @@ def _images(source: Source, files: list[Path]) -> np.ndarray:
             raise MetricInputError(
                 f"reference {source.path} is missing or corrupted: torchvision checks the md5 "
                 "of each of its files (data_batch_1..5, test_batch, batches.meta)") from None
-    if source.format == "images-npz":
+    if source.format in ("images-npz", "adm-statistics"):
         with np.load(source.path, allow_pickle=False) as data:
             images = data["arr_0"]
         if images.dtype != np.uint8 or images.ndim != 4:
