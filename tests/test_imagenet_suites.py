@@ -19,6 +19,8 @@ def test_imagenet_suites_validate_and_plan_the_published_rows(capsys):
     assert capsys.readouterr().out.count(": ok") == 2
     (ldm,) = load(LDM).experiments
     assert (ldm.steps, ldm.guidance, ldm.evaluation.reference) == (250, 1.5, "imagenet-256")
+    assert [m.partition(":")[0] for m in ldm.evaluation.metrics] == [
+        "fid", "rfid", "is", "precision", "recall"]  # the published columns but sFID
     rows = {row.name: row for row in check(load(LDM))["ldm4g-imagenet256"]}
     assert {f"deepcache N={n} b=0" for n in (2, 3, 5, 10, 20)} <= set(rows)
     assert {"segment @2.6x", "deepcache-quad N=10 b=0", "deepcache-quad N=20 b=0"} <= set(rows)
