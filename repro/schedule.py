@@ -267,14 +267,16 @@ class Schedule:
         cls, steps: int, interval: int, branch: int = 0, *, power: float,
         calls: int | None = None,
     ) -> Schedule:
-        """DeepCache's plain (not centred) non-uniform 1:N, ``sample_from_quad`` of its
-        LDM sampler: ``steps // N`` full steps at ``int(x^power)`` for x evenly spaced in
-        ``[0, steps^(1/power)]``, denser at the start."""
+        """DeepCache's plain (not centred) non-uniform 1:N as its LDM sampler computes it
+        (``DiffusionWrapper.set_interval`` / ``sample_from_quad`` in its LDM experiment):
+        ``ceil(steps / N)`` points ``int(x^power)`` for x evenly spaced in
+        ``[0, steps^(1/power)]``, the last dropped, in one pass at the given power: where
+        ``int`` makes points collide (near the start) there are fewer full steps, as there
+        were in DeepCache's runs."""
         calls = steps if calls is None else calls
         _check_calls(steps, calls)
         _check_nonuniform(steps, interval, power)
-        full = (set(range(steps)) if interval == 1
-                else _quad_indices(steps, max(1, steps // interval), power))
+        full = _quad_indices(steps, math.ceil(steps / interval), power)
         return cls(tuple(FULL if i in full else partial(branch) for i in range(calls)))
 
     @classmethod
@@ -342,14 +344,8 @@ def _quad_center_indices(steps: int, count: int, center: int, power: float) -> s
 
 
 def _quad_indices(steps: int, count: int, power: float) -> set[int]:
-    """DeepCache's ``sample_from_quad`` (its LDM sampler), faithfully."""
+    """DeepCache's LDM ``sample_from_quad``, faithfully (one pass, no retry)."""
     import numpy as np
 
-    while power > 1:
-        grid = np.linspace(0, steps ** (1 / power), count + 1)
-        indices = np.unique((grid ** power).astype(np.int32))[:-1]
-        if len(indices) == count:
-            return {int(i) for i in indices}
-        power -= 0.02
-    raise ScheduleError(f"DeepCache non-uniform: no power > 1 places {count} full steps "
-                        f"among {steps}")
+    grid = np.linspace(0, steps ** (1 / power), count + 1)
+    return {int(i) for i in np.unique((grid ** power).astype(np.int32))[:-1]}
