@@ -8,16 +8,17 @@ repository root, ``python benchmarks/reliability.py`` (a few minutes on 2 CPU co
 
 from __future__ import annotations
 
-import http.server
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import failing_mlflow_server  # noqa: E402 - the tests' stand-in server
 
 OUT = Path("results/reliability.md")
 SUITE = """name: rel
@@ -174,25 +175,10 @@ def corrupted_cache(c: Case) -> Outcome:
 
 def failing_server(c: Case) -> Outcome:
     """An MLflow URL whose /health answers and every API call fails with 503."""
-    class Failing(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            self.send_response(200 if self.path == "/health" else 503)
-            self.end_headers()
-
-        do_POST = do_GET  # noqa: N815
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     c.suite.write_text(SUITE.replace("tracking: {enabled: false}", "tracking: {}"))
     started = time.monotonic()
-    try:
-        code, err = c.repro(*c.run_args("--tracking-uri",
-                                        f"http://127.0.0.1:{server.server_port}"))
-    finally:
-        server.shutdown()
+    with failing_mlflow_server() as uri:
+        code, err = c.repro(*c.run_args("--tracking-uri", uri))
     return (c.outcome(code, err) + f" after {time.monotonic() - started:.0f} s",
             c.left() + " (results.json, no work/mlflow.json)", "nothing: a rerun logs")
 

@@ -1,6 +1,9 @@
 """Tiny random diffusers models built from config: the tests never touch the network."""
 
+import contextlib
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -116,3 +119,25 @@ def logged_runs(uri: str, experiment: str):
         return mlflow.search_runs(experiment_names=[experiment])
     finally:
         mlflow.set_tracking_uri(None)
+
+
+@contextlib.contextmanager
+def failing_mlflow_server():
+    """The URI of a stand-in MLflow server whose ``/health`` answers and whose every API call
+    fails with HTTP 503 (a server dying under load), for as long as the block runs."""
+    class Failing(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            self.send_response(200 if self.path == "/health" else 503)
+            self.end_headers()
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()

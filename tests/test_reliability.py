@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import failing_mlflow_server
 from test_tracking import make_results
 from test_tracking import run_dir as tracking_run_dir  # noqa: F401 - the run_dir fixture
 
@@ -318,30 +319,12 @@ def logged_dir(request, tmp_path, monkeypatch):
 
 
 def test_a_failing_server_is_given_up_on_in_seconds(logged_dir):
-    import http.server
-    import threading
-
     from repro.tracking import TrackingError, log_run
 
-    class Failing(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            self.send_response(200 if self.path == "/health" else 503)
-            self.end_headers()
-
-        do_POST = do_GET  # noqa: N815
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     run_dir, results, _ = logged_dir
     started = time.monotonic()
-    try:
-        with pytest.raises(TrackingError, match="MLflow at http://127.0.0.1"):
-            log_run(results, run_dir, uri=f"http://127.0.0.1:{server.server_port}")
-    finally:
-        server.shutdown()
+    with failing_mlflow_server() as uri, pytest.raises(TrackingError, match=f"MLflow at {uri}"):
+        log_run(results, run_dir, uri=uri)
     assert time.monotonic() - started < 60
 
 
