@@ -341,6 +341,10 @@ def example_inputs(spec: ModelSpec, unet, batch: int, *, seed: int = 0) -> tuple
         dim = unet.config.cross_attention_dim
         context = torch.randn((batch, spec.context_tokens, dim), generator=generator)
         kwargs["encoder_hidden_states"] = context.to(**like)
+    classes = getattr(unet.config, "num_class_embeds", None)
+    if classes:  # a class embedding in the UNet itself (ADM)
+        labels = torch.randint(0, classes, (batch,), generator=generator)
+        kwargs["class_labels"] = labels.to(unet.device)
     return latents, kwargs
 
 

@@ -58,3 +58,23 @@ def test_spec_branch_count_matches_the_built_unet():
             unet = models._diffusers_class(spec.unet_class).from_config(dict(spec.unet_config))
         assert spec.num_branches == num_branches(unet) == (16 if model_id == "adm-imagenet64"
                                                            else 12)  # 3 layers per block
+
+
+@torch.no_grad()
+def test_example_inputs_label_a_class_embedded_unet():
+    """ADM-style UNets carry their class embedding: timing them needs class labels."""
+    from dataclasses import replace
+
+    from conftest import tiny_unet2d
+    from diffusers import UNet2DModel
+
+    config = {**tiny_unet2d().config, "num_class_embeds": 7, "in_channels": 1, "out_channels": 1}
+    config.pop("_use_default_values", None)  # else from_config restores the defaults
+    unet = UNet2DModel.from_config(config).eval()
+    spec = replace(models.get("digits-ddpm"), unet_config=config)
+    latents, kwargs = models.example_inputs(spec, unet, batch=5)
+    labels = kwargs["class_labels"]
+    assert labels.shape == (5,) and 0 <= labels.min() and labels.max() < 7
+    assert unet(latents, 10, **kwargs).sample.shape == latents.shape
+    assert "class_labels" not in models.example_inputs(
+        spec, tiny_unet2d(), batch=2)[1]  # no embedding, no labels
