@@ -240,7 +240,6 @@ def load(path: str | Path) -> Suite:
         where = _dotted(_as_written(misused, entries if listed else None))
         raise SuiteError(f"{path}: field '{where}': true/false where a number is expected")
     try:
-
         return TypeAdapter(Suite).validate_python(data)
     except ValidationError as error:
         raise SuiteError(f"{path}: {_describe(error, Suite, entries if listed else None)}"
