@@ -103,11 +103,10 @@ def plan_schedule(row, steps: int, calls_at: Callable[[int], int], table: CostTa
         if row.knob is not None:
             return Planned(f"sampler {row.knob} steps", Schedule.full(own(row.knob)), row.knob)
         return Planned(*sampler_steps(steps, Budget(row.budget, table, tol), own, calls))
-    budget = Budget(row.budget, table, tol)
     if row.method == "fewer-steps":
         if row.knob is not None:
             return Planned(f"ddim {row.knob} steps", Schedule.fewer_steps(calls, row.knob))
-        return Planned(*fewer_steps(calls, budget))
+        return Planned(*fewer_steps(calls, Budget(row.budget, table, tol)))
     if row.knob is not None:
         return Planned(*deepcache_row(b, row.knob, steps, calls))
-    return Planned(*deepcache_at_budget(steps, calls, budget, b))
+    return Planned(*deepcache_at_budget(steps, calls, Budget(row.budget, table, tol), b))

@@ -115,18 +115,6 @@ def model_cost_table(spec, unet) -> CostTable:
     return table
 
 
-def cost_table_from_file(path: Path | str) -> CostTable:
-    """A cost table saved by ``repro bench --json`` (its ``cost_table``) or on its own."""
-    import json
-
-    try:
-        report = json.loads(Path(path).read_text())
-        return CostTable.from_dict(report.get("cost_table", report))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ScheduleError(f"{path}: not a cost table or `repro bench --json` report "
-                            f"({type(error).__name__}: {error})") from None
-
-
 def cost_table(unet, sample: torch.Tensor, timestep: int = 500, *, calibrated: bool = False,
                repeats: int = 5, **unet_kwargs) -> CostTable:
     """The public way to a cost table of ``unet`` for inputs like ``sample`` (and its

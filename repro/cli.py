@@ -158,6 +158,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from . import bench, models, samples, search, search_log
     from .fitness import RFIDFitness
+    from .schedule import CostTable
 
     _at_least_one(args, "steps", "n_eval", "population", "generations")
     spec = models.get(args.model)
@@ -172,7 +173,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     space = search.SegmentSpace.of(args.steps, branches, lens, args.max_seg_len)
     model = models.load_model(args.model, args.weights)
     if args.cost_table:
-        table = bench.cost_table_from_file(args.cost_table)
+        table = CostTable.load(args.cost_table)
     else:
         table = bench.model_cost_table(spec, model.unet)
     budgets = [search.Budget(b, table, args.tol) for b in args.budget]

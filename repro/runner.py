@@ -27,7 +27,7 @@ from typing import IO, NamedTuple
 from . import baselines, models, search, search_log
 from .atomic import atomic_path, writable_problem
 from .samples import SampleSet, generate, parse_seeds
-from .schedule import Schedule
+from .schedule import CostTable, Schedule
 from .suite import (
     Experiment,
     RowPlan,
@@ -259,7 +259,7 @@ class _ExperimentRun:
             self.model = model = self._on(experiment.sampler)
         self.table = (bench.model_cost_table(spec, model.unet)
                       if experiment.cost_table == "default"
-                      else bench.cost_table_from_file(experiment.cost_table))
+                      else CostTable.load(experiment.cost_table))
         self.labels = list(experiment.labels) if experiment.labels else None
         self.prompts = prompts
         self.identity = self._identity()

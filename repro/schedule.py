@@ -101,6 +101,19 @@ class CostTable:
         return cls({int(b): float(c) for b, c in data["partial"].items()}, data.get("source", ""),
                    float(data.get("per_call", 0.0)), float(data.get("per_step", 0.0)))
 
+    @classmethod
+    def load(cls, path) -> CostTable:
+        """A cost table saved by ``repro bench --json`` (its ``cost_table``) or on its own."""
+        import json
+        from pathlib import Path
+
+        try:
+            report = json.loads(Path(path).read_text())
+            return cls.from_dict(report.get("cost_table", report))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ScheduleError(f"{path}: not a cost table or `repro bench --json` report "
+                                f"({type(error).__name__}: {error})") from None
+
 
 @dataclass(frozen=True)
 class Schedule:

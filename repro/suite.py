@@ -581,6 +581,7 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     if e.search.generations is not None and e.search.generations < 1:
         raise _fail(suite, e, "search.generations", "must be at least 1 (or absent: "
                     f"until n_eval schedules are scored), got {e.search.generations}")
+    _check_cost_table(suite, e)
     try:
         space = segment_space(e, calls)
     except BudgetError as error:
@@ -684,6 +685,18 @@ def segment_space(experiment: Experiment, calls: int):
     s = experiment.search
     branches = s.branches or tuple(range(models.get(experiment.model).num_branches))
     return SegmentSpace.of(calls, branches, s.seg_lens, s.max_seg_len)
+
+
+def _check_cost_table(suite: Suite, e: Experiment) -> None:
+    """A cost table file is read as the run will read it (relative to the working
+    directory), before any work."""
+    from .schedule import CostTable, ScheduleError
+
+    if e.cost_table != "default":
+        try:
+            CostTable.load(e.cost_table)
+        except ScheduleError as error:
+            raise _fail(suite, e, "cost_table", str(error)) from None
 
 
 def _check_sampler_steps(suite: Suite, e: Experiment, spec, baseline: Baseline, where: str,

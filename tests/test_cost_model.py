@@ -10,7 +10,6 @@ import pytest
 from repro.bench import (
     _loop_seconds_per_kind,
     calibration_schedules,
-    cost_table_from_file,
     fit_cost_table,
 )
 from repro.schedule import CostTable, Schedule
@@ -95,7 +94,7 @@ def test_cost_table_json_without_overhead_fields_still_loads(tmp_path):
     assert Schedule.parse("F P0 N P2").speedup(table) == pytest.approx(4 / 1.5)
     report = tmp_path / "bench.json"
     report.write_text(json.dumps({"model": "x", "cost_table": old}))
-    assert cost_table_from_file(report) == table
+    assert CostTable.load(report) == table
 
 
 def test_cost_table_round_trips_its_overheads_through_json():

@@ -299,6 +299,10 @@ LATE = {
     "steps: true": (("steps: 4", "steps: true"), "field 'steps'", "true/false"),
     "negative generations": ((NO_SEARCH, "search: {methods: [], generations: -3}"),
                              "field 'search.generations'", "at least 1"),
+    "a segment budget below 1x": ((NO_SEARCH, "search: {methods: [segment], budgets: [0.5]}"),
+                                  "field 'search.budgets'", "below 1x"),
+    "a missing cost table file": (("steps: 4\n", "steps: 4\ncost_table: no-such-table.json\n"),
+                                  "field 'cost_table'", "not a cost table"),
 }
 
 
