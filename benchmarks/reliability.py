@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from repro.faults import KILL_ENV
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import failing_mlflow_server  # noqa: E402 - the tests' stand-in server
 
@@ -124,6 +126,21 @@ def interrupted(sig: int) -> Callable[[Case], Outcome]:
     return case
 
 
+def killed_at(stage: str) -> Callable[[Case], Outcome]:
+    """SIGKILL right after the stage's first unit of work is on disk (``REPRO_KILL_AT``,
+    deterministic), then the same command: work files rewritten count what was lost."""
+    def case(c: Case) -> Outcome:
+        code, err = c.repro(*c.run_args("--run-id", "x"), env={KILL_ENV: f"{stage}:1"})
+        work = c.results / "rel" / "x" / "work" / "a"
+        before = {p: p.stat().st_mtime_ns for p in work.rglob("*")
+                  if p.is_file() and p.name != "search.jsonl"}
+        rerun, _ = c.repro(*c.run_args("--run-id", "x"))
+        rewritten = sum(p.stat().st_mtime_ns != mtime for p, mtime in before.items())
+        return (c.outcome(code, err) + f"; rerun exit {rerun}",
+                f"{len(before)} work file(s)", f"{rewritten} of them written again")
+    return case
+
+
 def torn_search_log(c: Case) -> Outcome:
     """The last logged candidate cut mid-line, then the same command twice: the first
     scores it again and appends, the second reads the log back."""
@@ -199,6 +216,8 @@ CASES: list[tuple[str, Callable[[Case], Outcome]]] = [
     ("a second `repro run` on a run id in use", busy_run_id),
     ("SIGINT (Ctrl-C) mid-run, then the same command", interrupted(signal.SIGINT)),
     ("SIGKILL mid-run, then the same command", interrupted(signal.SIGKILL)),
+    *((f"SIGKILL right after the first {stage} unit is written, then the same command",
+       killed_at(stage)) for stage in ("teacher", "candidate", "row", "latency", "results")),
     ("a torn last line in search.jsonl, then more candidates", torn_search_log),
     ("a suite file that is not UTF-8", input_case("name: caf\xe9\n".encode("latin-1"))),
     ("`repro validate /dev/zero`", lambda c: input_case("", "validate", "/dev/zero")(c)),
@@ -225,6 +244,9 @@ CASES: list[tuple[str, Callable[[Case], Outcome]]] = [
     ("`steps: true`", input_case(SUITE.replace("steps: 4", "steps: true"))),
     ("`generations: -3`", input_case(SUITE.replace("population: 3", "generations: -3"))),
     ("a duplicate YAML key", input_case(SUITE.replace("steps: 4\n", "steps: 4\nsteps: 8\n"))),
+    ("a search budget below 1x", input_case(SUITE.replace("budgets: [2]", "budgets: [0.5]"))),
+    ("a cost_table file that does not exist", input_case(SUITE.replace(
+        "steps: 4\n", "steps: 4\ncost_table: missing.json\n"))),
     ("an MLflow server failing every call (HTTP 503)", failing_server),
 ]
 

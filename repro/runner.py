@@ -26,6 +26,7 @@ from typing import IO, NamedTuple
 
 from . import baselines, models, search, search_log
 from .atomic import atomic_path, writable_problem
+from .faults import checkpoint
 from .samples import SampleSet, generate, parse_seeds
 from .schedule import CostTable, Schedule
 from .suite import (
@@ -77,12 +78,14 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
             "rows": rows,
         }
         _write_outputs(results, run_dir)
+        checkpoint("results")
         if uri is not None:
             from . import tracking
 
             parent = tracking.log_run(results, run_dir, uri=uri,
                                       experiment=suite.tracking.experiment)
             _write_json(run_dir / "work" / "mlflow.json", {"uri": uri, "parent_run_id": parent})
+            checkpoint("tracking")
             log(f"MLflow: run {parent} at {uri}")
     return run_dir
 
@@ -332,6 +335,7 @@ class _ExperimentRun:
                                self.e.guidance, batch_size=self.e.evaluation.batch_size,
                                prompts=self.prompts)
             samples.save(path, key)
+            checkpoint("teacher")
         self.teachers[name] = samples
         return samples
 
@@ -371,7 +375,11 @@ class _ExperimentRun:
         path = self.work / "search.jsonl"
         context = self._key(**fitness.context)
         known = search_log.read_scores(path, context)
-        append = search_log.appender(path, context)
+        appender = search_log.appender(path, context)
+
+        def append(record) -> None:
+            appender(record)
+            checkpoint("candidate")
         budget = search.Budget(row.budget, self.table, s.tol)
         space = segment_space(self.e, self.calls)
         started = time.perf_counter()
@@ -420,6 +428,7 @@ class _ExperimentRun:
                      "metric_n": {r.protocol: r.n for r in results},
                      "grid": None if grid is None else str(grid)}
         _write_keyed(path, key, evaluated)
+        checkpoint("row")
         self.log(f"{row.name}: " + ", ".join(f"{r.protocol} {r.value:.3f}" for r in results)
                  + f" ({time.perf_counter() - started:.0f} s)")
         return evaluated
@@ -465,6 +474,7 @@ class _ExperimentRun:
             "batch": ev.latency_batch, "device": bench.device_name(unet.device),
             "dtype": str(unet.dtype).removeprefix("torch.")}} for t in timings}
         _write_keyed(path, key, done)
+        checkpoint("latency")
         return done
 
 

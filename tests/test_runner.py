@@ -4,10 +4,7 @@ MLflow runs, resume after a kill, and bad input that leaves nothing behind."""
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,8 +14,7 @@ import pytest
 from conftest import logged_runs
 
 from repro import cli, runner
-from repro import fitness as fitness_module
-from repro.suite import check, load, slug
+from repro.suite import check, load
 
 TINY = """
 name: tiny
@@ -200,57 +196,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def test_killed_run_resumes_without_redoing_finished_work(tmp_path, monkeypatch):
-    suite_path = _write_suite(tmp_path)
-    results = tmp_path / "results"
-    command = [sys.executable, "-m", "repro.cli", "run", str(suite_path), "--results",
-               str(results), "--no-tracking", "--quiet", "--threads", "1"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE)
-    rows_dir = None
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        done = list(results.glob("tiny/*/work/ddpm/rows/*.json"))
-        if len(done) >= 2:
-            rows_dir = done[0].parent
-            break
-        time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert rows_dir is not None, process.stderr.read().decode()[-2000:]
-    (run_dir,) = (results / "tiny").iterdir()
-    assert not (run_dir / "results.json").exists()
-    evaluated_before = {p.stem for p in rows_dir.glob("*.json")}
-    log = run_dir / "work" / "ddpm" / "search.jsonl"
-    logged_before = [json.loads(line)["schedule"] for line in log.read_text().splitlines()]
-
-    calls = {"rows": [], "fitness": []}
-    real_generate, real_score = runner.generate, fitness_module.RFIDFitness.__call__
-
-    def counting_generate(model, steps, schedule=None, *args, **kwargs):
-        calls["rows"].append((model.name, str(schedule)))
-        return real_generate(model, steps, schedule, *args, **kwargs)
-
-    def counting_score(self, schedule):
-        calls["fitness"].append((self.model.name, str(schedule)))
-        return real_score(self, schedule)
-
-    monkeypatch.setattr(runner, "generate", counting_generate)
-    monkeypatch.setattr(fitness_module.RFIDFitness, "__call__", counting_score)
-    assert cli.main(["run", str(suite_path), "--results", str(results), "--no-tracking",
-                     "--quiet"]) == 0
-    assert [p.name for p in (results / "tiny").iterdir()] == [run_dir.name]  # resumed
-    final = json.loads((run_dir / "results.json").read_text())
-    ddpm_rows = [r for r in final["rows"] if r["experiment"] == "ddpm"]
-    teacher_files = {"teacher-search", "teacher-eval"}
-    assert teacher_files <= {p.stem for p in (run_dir / "work" / "ddpm").glob("*.npz")}
-    regenerated = [s for model, s in calls["rows"] if model == "digits-ddpm"]
-    expected = [r["schedule"] for r in ddpm_rows if r["kind"] != "teacher"
-                and slug(r["name"]) not in evaluated_before]
-    assert sorted(regenerated) == sorted(expected)  # no teacher, no finished row again
-    rescored = {s for model, s in calls["fitness"] if model == "digits-ddpm"}
-    assert not rescored & set(logged_before)  # logged candidates are never scored again
 
 
 def test_unreachable_tracking_server_fails_before_any_work(tmp_path, capsys):

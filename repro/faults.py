@@ -1,0 +1,31 @@
+"""Deterministic kill points, for the fault-injection tests and `benchmarks/reliability.py`.
+
+With ``REPRO_KILL_AT=<stage>:<n>`` in the environment the process kills itself with SIGKILL
+(as an out-of-memory killer or a pulled plug would: no cleanup, no flush) right after the
+n-th unit of ``stage`` is on disk, so a test can stop a run at a known point of every stage
+and count what the rerun does again. Unset, a checkpoint costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+KILL_ENV = "REPRO_KILL_AT"
+# teacher samples saved, a search candidate logged, a row evaluated, the latency table,
+# results.json, the MLflow run logged
+STAGES = ("teacher", "candidate", "row", "latency", "results", "tracking")
+
+_reached: Counter[str] = Counter()
+
+
+def checkpoint(stage: str) -> None:
+    """One more unit of ``stage`` is on disk; die here if the environment says so."""
+    spec = os.environ.get(KILL_ENV)
+    if not spec:
+        return
+    name, _, count = spec.partition(":")
+    _reached[stage] += 1
+    if name == stage and _reached[stage] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

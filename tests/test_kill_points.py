@@ -1,0 +1,123 @@
+"""A run killed (SIGKILL) right after each stage's first unit of work is on disk resumes
+without redoing anything finished, and ends with the uninterrupted run's numbers.
+
+The kill is deterministic (``REPRO_KILL_AT=<stage>:1``, repro.faults), not a timed poll.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from repro import cli, runner
+from repro import fitness as fitness_module
+from repro.faults import KILL_ENV, STAGES
+from repro.suite import slug
+
+SUITE = """
+name: kills
+version: 1
+steps: 6
+search: {methods: [segment], budgets: [2], n_eval: 3, population: 3, seeds: "0:8"}
+baselines: [{technique: deepcache}, {technique: fewer-steps}]
+evaluation:
+  seeds: "100:108"
+  metrics: ["rfid:digits-cnn"]
+  batch_size: 8
+  latency_batch: 2
+  latency_repeats: 1
+  grid: 0
+tracking: {experiment: kill-test}
+experiments: [{name: ddpm, model: digits-ddpm}]
+"""
+
+
+def run_command(directory: Path) -> list[str]:
+    return ["run", str(directory / "kills.yaml"), "--results", str(directory / "results"),
+            "--tracking-uri", f"sqlite:///{directory}/mlflow.db", "--quiet", "--threads", "1"]
+
+
+def prepare(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "kills.yaml").write_text(SUITE)
+    return directory
+
+
+def quality(run_dir: Path) -> dict:
+    results = json.loads((run_dir / "results.json").read_text())
+    return {r["name"]: (r["schedule"], r["metrics"]) for r in results["rows"]}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    directory = prepare(tmp_path_factory.mktemp("clean"))
+    old = Path.cwd()
+    os.chdir(directory)  # the sqlite store keeps artifacts under ./mlruns
+    try:
+        assert cli.main(run_command(directory)) == 0
+    finally:
+        os.chdir(old)
+    (run_dir,) = (directory / "results" / "kills").iterdir()
+    return quality(run_dir)
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if s != "tracking"])
+def test_a_run_killed_after_each_stage_resumes_without_redoing_work(
+        stage, tmp_path, monkeypatch, uninterrupted):
+    directory = prepare(tmp_path)
+    monkeypatch.chdir(directory)
+    killed = subprocess.run([sys.executable, "-m", "repro.cli", *run_command(directory)],
+                            env={**os.environ, KILL_ENV: f"{stage}:1"}, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (run_dir,) = (directory / "results" / "kills").iterdir()
+    work = run_dir / "work" / "ddpm"
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("*")
+              if p.is_file() and p.name != "search.jsonl"}
+    log = work / "search.jsonl"
+    logged = [json.loads(line)["schedule"] for line in log.read_text().splitlines()] \
+        if log.exists() else []
+    rows_done = {p.stem for p in (work / "rows").glob("*.json")} if (work / "rows").exists() \
+        else set()
+
+    calls = {"generate": [], "fitness": []}
+    real_generate, real_score = runner.generate, fitness_module.RFIDFitness.__call__
+
+    def counting_generate(model, steps, schedule=None, *args, **kwargs):
+        calls["generate"].append(str(schedule))
+        return real_generate(model, steps, schedule, *args, **kwargs)
+
+    def counting_score(self, schedule):
+        calls["fitness"].append(str(schedule))
+        return real_score(self, schedule)
+
+    monkeypatch.setattr(runner, "generate", counting_generate)
+    monkeypatch.setattr(fitness_module.RFIDFitness, "__call__", counting_score)
+    assert cli.main(run_command(directory)) == 0
+    assert [p.name for p in (directory / "results" / "kills").iterdir()] == [run_dir.name]
+
+    rewritten = [p.name for p, mtime in before.items() if p.stat().st_mtime_ns != mtime]
+    assert rewritten == []  # nothing finished is written again
+    assert not set(calls["fitness"]) & set(logged)  # no logged candidate is scored again
+    final = quality(run_dir)
+    expected = {schedule for name, (schedule, _) in final.items()
+                if name != "teacher" and slug(name) not in rows_done}
+    assert set(calls["generate"]) <= expected | {"None"}  # only rows not evaluated before
+    assert final == uninterrupted  # and the numbers of a run never killed
+    assert (run_dir / "work" / "mlflow.json").is_file()
+
+
+def test_a_run_killed_after_logging_is_complete(tmp_path, monkeypatch):
+    directory = prepare(tmp_path)
+    monkeypatch.chdir(directory)
+    killed = subprocess.run([sys.executable, "-m", "repro.cli", *run_command(directory)],
+                            env={**os.environ, KILL_ENV: "tracking:1"}, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (run_dir,) = (directory / "results" / "kills").iterdir()
+    assert (run_dir / "results.json").is_file() and (run_dir / "work" / "mlflow.json").is_file()
+    assert cli.main(["report", str(run_dir)]) == 0
