@@ -1,8 +1,11 @@
 """Fault injection (issue 17): valid suites mutated at random, by value and by byte, must be
-validated to exit 0 or exit 2 with one line on stderr, never a traceback, in bounded time."""
+validated to exit 0 or exit 2 with one line on stderr, never a traceback, in bounded time
+and memory."""
 
 import time
+import tracemalloc
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,13 +50,31 @@ def _mutated(path: tuple, value, delete: bool) -> dict:
     return data
 
 
+MEMORY_LIMIT = 64 * 2**20  # bytes of Python allocations at the peak of one validation
+
+
+@pytest.fixture(scope="module", autouse=True)
+def imported(tmp_path_factory):
+    """Validate the valid suite once first: the modules a validation imports (diffusers for
+    the sampler checks) are then loaded and do not count against the memory bound."""
+    path = tmp_path_factory.mktemp("warm") / "suite.yaml"
+    path.write_text(SMALL)
+    assert cli.main(["validate", str(path)]) == 0
+
+
 def _validate(tmp_path, capsys, text: bytes) -> None:
     path = tmp_path / "suite.yaml"
     path.write_bytes(text)
     started = time.monotonic()
-    code = cli.main(["validate", str(path)])
+    tracemalloc.start()
+    try:
+        code = cli.main(["validate", str(path)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     err = capsys.readouterr().err
     assert time.monotonic() - started < 10
+    assert peak < MEMORY_LIMIT, f"{peak / 2**20:.0f} MiB"
     assert code == 0 or (code == 2 and len(err.strip().splitlines()) == 1), err
     assert "Traceback" not in err
 
