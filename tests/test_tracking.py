@@ -271,13 +271,12 @@ def test_resolve_uri_precedence(tmp_path, monkeypatch):
     assert resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real tracking server on a free localhost port that proxies artifact uploads."""
-    port = free_port()
-    log = (tmp_path / "server.log").open("w+")
+def _start_server(tmp_path: Path, port: int) -> tuple[subprocess.Popen, str]:
+    """``mlflow server`` on ``port`` over the store and artifacts in ``tmp_path`` (a restart
+    finds what an earlier server wrote there)."""
+    log = (tmp_path / f"server-{port}.log").open("w+")
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner processes
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
@@ -286,17 +285,24 @@ def mlflow_server(tmp_path):
          "--artifacts-destination", str(tmp_path / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
+    _wait_healthy(uri, server, log)
+    return server, uri
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real tracking server on a free localhost port that proxies artifact uploads."""
+    server, uri = _start_server(tmp_path, free_port())
     try:
-        _wait_healthy(uri, server, log)
         yield uri
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
+        _stop(server)
 
 
 def _wait_healthy(uri: str, server: subprocess.Popen, log, timeout: float = 60.0) -> None:
@@ -344,3 +350,88 @@ def test_log_run_to_a_real_server(run_dir, tmp_path, monkeypatch, mlflow_server)
         "results.json", "suite.yaml", "table.md", "pareto.png", "grids"}
     assert any((tmp_path / "artifacts").rglob("pareto.png"))  # uploaded through the server
     assert load_results(EXPERIMENT, uri=mlflow_server) == [results]
+
+
+class _KillingProxy:
+    """Forwards every request to a real tracking server and SIGKILLs the server the first
+    time a request path contains ``trigger`` (before forwarding it): a server dying at a
+    chosen point of the logging."""
+
+    def __init__(self, server: subprocess.Popen, target: str, trigger: str):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import requests
+
+        proxy = self
+
+        class Forward(BaseHTTPRequestHandler):
+            def _forward(self):
+                if trigger in self.path and not proxy.fired:
+                    proxy.fired = True
+                    _stop(server)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "content-length")}
+                try:
+                    answer = requests.request(self.command, target + self.path, data=body,
+                                              headers=headers, timeout=10)
+                except requests.RequestException:
+                    self.send_response(502)
+                    self.end_headers()
+                    return
+                self.send_response(answer.status_code)
+                for key in ("Content-Type",):
+                    if key in answer.headers:
+                        self.send_header(key, answer.headers[key])
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.fired = False
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.uri = f"http://127.0.0.1:{self.http.server_port}"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("trigger", ["/runs/create", "/mlflow-artifacts/artifacts/"])
+def test_a_real_server_killed_while_logging_fails_fast_and_a_relog_leaves_one_run(
+        trigger, run_dir, tmp_path, monkeypatch):
+    import requests
+
+    monkeypatch.chdir(tmp_path)
+    results = make_results()
+    server, target = _start_server(tmp_path, free_port())
+    proxy = _KillingProxy(server, target, trigger)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TrackingError):
+            log_run(results, run_dir, uri=proxy.uri)
+        assert proxy.fired and time.monotonic() - started < 120  # bounded retries
+    finally:
+        proxy.http.shutdown()
+        _stop(server)
+
+    server, uri = _start_server(tmp_path, free_port())  # the same store, restarted
+    try:
+        parent = log_run(results, run_dir, uri=uri)
+        api = f"{uri}/api/2.0/mlflow"
+        experiment = requests.get(f"{api}/experiments/get-by-name",
+                                  params={"experiment_name": EXPERIMENT}, timeout=10).json()
+        runs = requests.post(f"{api}/runs/search", timeout=10, json={
+            "experiment_ids": [experiment["experiment"]["experiment_id"]],
+            "filter": f"tags.`repro.run_id` = '{RUN_ID}'"}).json()["runs"]
+        tags = [{t["key"]: t["value"] for t in run["data"]["tags"]} for run in runs]
+        parents = [run["info"] for run, t in zip(runs, tags, strict=True)
+                   if "mlflow.parentRunId" not in t]
+        assert [(p["run_id"], p["status"]) for p in parents] == [(parent, "FINISHED")]
+        assert sum(t.get("mlflow.parentRunId") == parent for t in tags) == len(results["rows"])
+        assert load_results(EXPERIMENT, uri=uri) == [results]
+    finally:
+        _stop(server)
