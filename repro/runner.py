@@ -194,6 +194,9 @@ def _start_state(suite: Suite, run_dir: Path) -> None:
     """Check the run directory belongs to this suite version; write its state when new."""
     state_path = run_dir / "work" / "state.json"
     if state_path.is_file():
+        if _state_digest(state_path) is None:
+            raise SuiteError(f"{state_path} is unreadable (torn or corrupted), so the run "
+                             "there cannot be matched to this suite; use another --run-id")
         if _state_digest(state_path) != suite.digest:
             raise SuiteError(f"{run_dir} holds a run of another version of suite "
                              f"{suite.name!r} ({_state_digest(state_path)}, now {suite.digest}); "
@@ -208,7 +211,7 @@ def _start_state(suite: Suite, run_dir: Path) -> None:
 def _state_digest(path: Path) -> str | None:
     try:
         return json.loads(path.read_text()).get("digest")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # AttributeError: JSON but not an object
         return None
 
 

@@ -121,3 +121,39 @@ def test_a_run_killed_after_logging_is_complete(tmp_path, monkeypatch):
     (run_dir,) = (directory / "results" / "kills").iterdir()
     assert (run_dir / "results.json").is_file() and (run_dir / "work" / "mlflow.json").is_file()
     assert cli.main(["report", str(run_dir)]) == 0
+
+
+def _killed_run(directory: Path, stage: str) -> Path:
+    killed = subprocess.run([sys.executable, "-m", "repro.cli", *run_command(directory)],
+                            env={**os.environ, KILL_ENV: stage}, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (run_dir,) = (directory / "results" / "kills").iterdir()
+    return run_dir
+
+
+def test_corrupted_work_files_are_made_again_and_nothing_else(tmp_path, monkeypatch,
+                                                               uninterrupted):
+    directory = prepare(tmp_path)
+    monkeypatch.chdir(directory)
+    run_dir = _killed_run(directory, "row:2")
+    work = run_dir / "work" / "ddpm"
+    row, teacher = next((work / "rows").glob("*.json")), work / "teacher-eval.npz"
+    row.write_text('{"key": {"identity"')  # torn mid-write by another tool
+    teacher.write_bytes(teacher.read_bytes()[:100])  # truncated
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("*")
+              if p.is_file() and p not in (row, teacher) and p.name != "search.jsonl"}
+    assert cli.main(run_command(directory)) == 0
+    assert [p.name for p, m in before.items() if p.stat().st_mtime_ns != m] == []
+    assert json.loads(row.read_text())["value"]  # made again
+    assert quality(run_dir) == uninterrupted
+
+
+def test_an_unreadable_run_state_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    directory = prepare(tmp_path)
+    monkeypatch.chdir(directory)
+    run_dir = _killed_run(directory, "teacher:1")
+    (run_dir / "work" / "state.json").write_text("[]")
+    assert cli.main([*run_command(directory), "--run-id", run_dir.name]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "state.json is unreadable" in err
