@@ -130,6 +130,8 @@ def killed_at(stage: str) -> Callable[[Case], Outcome]:
     """SIGKILL right after the stage's first unit of work is on disk (``REPRO_KILL_AT``,
     deterministic), then the same command: work files rewritten count what was lost."""
     def case(c: Case) -> Outcome:
+        c.suite.write_text(SUITE.replace(  # every stage present, the latency table included
+            "latency: false", "latency: true, latency_batch: 2, latency_repeats: 1"))
         code, err = c.repro(*c.run_args("--run-id", "x"), env={KILL_ENV: f"{stage}:1"})
         work = c.results / "rel" / "x" / "work" / "a"
         before = {p: p.stat().st_mtime_ns for p in work.rglob("*")
