@@ -3,7 +3,8 @@
 With ``REPRO_KILL_AT=<stage>:<n>`` in the environment the process kills itself with SIGKILL
 (as an out-of-memory killer or a pulled plug would: no cleanup, no flush) right after the
 n-th unit of ``stage`` is on disk, so a test can stop a run at a known point of every stage
-and count what the rerun does again. Unset, a checkpoint costs one dictionary lookup.
+and count what the rerun does again; ``<stage>:<n>:INT`` sends SIGINT instead (Ctrl-C at a
+known point). Unset, a checkpoint costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def checkpoint(stage: str) -> None:
     spec = os.environ.get(KILL_ENV)
     if not spec:
         return
-    name, _, count = spec.partition(":")
+    name, count, sig = [*spec.split(":"), None, None][:3]
     _reached[stage] += 1
     if name == stage and _reached[stage] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))

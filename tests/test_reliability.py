@@ -5,7 +5,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from test_tracking import make_results
 from test_tracking import run_dir as tracking_run_dir  # noqa: F401 - the run_dir fixture
 
 from repro import bench, cli, runner
+from repro.faults import KILL_ENV
 from repro.suite import load
 
 SMALL = """
@@ -196,13 +196,11 @@ def test_ctrl_c_is_one_line_exit_130_and_keeps_finished_work(tmp_path):
     text = SMALL.replace('seeds: "0:16"', 'seeds: "0:256"').replace("keep: [2]", "keep: [1, 2, 3]")
     command = [sys.executable, "-m", "repro.cli", "run", str(write(tmp_path, text)), "--results",
                str(tmp_path / "results"), "--run-id", "x", "--quiet", "--threads", "1"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C right after the teacher row is written (repro.faults: deterministic)
+    process = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=300,
+                             env={**os.environ, KILL_ENV: "row:1:INT"})
     teacher = tmp_path / "results" / "rel" / "x" / "work" / "a" / "rows" / "teacher.json"
-    deadline = time.monotonic() + 120
-    while not teacher.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    err = process.communicate(timeout=60)[1]
+    err = process.stderr
     assert process.returncode == 130 and err.strip().splitlines() == [
         "repro: interrupted; finished work is kept (the same command resumes it)"]
     assert teacher.exists() and (teacher.parent.parent / "teacher-eval.npz").exists()
