@@ -9,7 +9,6 @@ repository root, ``python benchmarks/reliability.py`` (a few minutes on 2 CPU co
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -104,26 +103,18 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> No
         time.sleep(0.02)
 
 
-def interrupted(sig: int) -> Callable[[Case], Outcome]:
-    """``sig`` once the teacher row is evaluated, then the same command again: finished
-    rows redone counts what was lost."""
-    def case(c: Case) -> Outcome:
-        rows = c.results / "rel" / "x" / "work" / "a" / "rows"
-        process = subprocess.Popen([sys.executable, "-m", "repro.cli",
-                                    *c.run_args("--run-id", "x")], cwd=c.root,
-                                   stderr=subprocess.PIPE, text=True,
-                                   env={**os.environ, "REPRO_CACHE": str(c.root / "cache")})
-        _wait_for(rows / "teacher.json", process)
-        process.send_signal(sig)
-        err = process.communicate(timeout=120)[1]
-        before = {p.name: p.stat().st_mtime_ns for p in rows.glob("*.json")}
-        left = f"{len(before)} finished row(s) of 5 under work/"
-        code, rerun_err = c.repro(*c.run_args("--run-id", "x"))
-        redone = sum(p.stat().st_mtime_ns != before[p.name] for p in rows.glob("*.json")
-                     if p.name in before)
-        return (c.outcome(process.returncode, err) + f"; rerun exit {code}", left,
-                f"{redone} finished row(s) redone")
-    return case
+def ctrl_c(c: Case) -> Outcome:
+    """SIGINT right after the teacher row is written (``REPRO_KILL_AT``, deterministic),
+    then the same command again: finished rows redone counts what was lost."""
+    rows = c.results / "rel" / "x" / "work" / "a" / "rows"
+    code, err = c.repro(*c.run_args("--run-id", "x"), env={KILL_ENV: "row:1:INT"})
+    before = {p.name: p.stat().st_mtime_ns for p in rows.glob("*.json")}
+    left = f"{len(before)} finished row(s) of 5 under work/"
+    rerun, _ = c.repro(*c.run_args("--run-id", "x"))
+    redone = sum(p.stat().st_mtime_ns != before[p.name] for p in rows.glob("*.json")
+                 if p.name in before)
+    return (c.outcome(code, err) + f"; rerun exit {rerun}", left,
+            f"{redone} finished row(s) redone")
 
 
 def killed_at(stage: str) -> Callable[[Case], Outcome]:
@@ -216,8 +207,7 @@ CASES: list[tuple[str, Callable[[Case], Outcome]]] = [
     ("`repro run --run-id ../../escaped`", lambda c: input_case(
         "", *c.run_args("--run-id", "../../escaped"))(c)),
     ("a second `repro run` on a run id in use", busy_run_id),
-    ("SIGINT (Ctrl-C) mid-run, then the same command", interrupted(signal.SIGINT)),
-    ("SIGKILL mid-run, then the same command", interrupted(signal.SIGKILL)),
+    ("SIGINT (Ctrl-C) right after the teacher row, then the same command", ctrl_c),
     *((f"SIGKILL right after the first {stage} unit is written, then the same command",
        killed_at(stage)) for stage in ("teacher", "candidate", "row", "latency", "results")),
     ("a torn last line in search.jsonl, then more candidates", torn_search_log),
