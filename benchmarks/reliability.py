@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from repro.faults import KILL_ENV
+from repro.faults import KILL_ENV, with_ctrl_c
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import failing_mlflow_server  # noqa: E402 - the tests' stand-in server
@@ -49,7 +49,7 @@ class Case:
         done = subprocess.run([*prefix, sys.executable, "-m", "repro.cli", *args],
                               capture_output=True, text=True, cwd=self.root, timeout=600,
                               env={**os.environ, "REPRO_CACHE": str(self.root / "cache"),
-                                   **(env or {})})
+                                   **(env or {})}, preexec_fn=with_ctrl_c)
         return done.returncode, done.stderr
 
     def run_args(self, *extra: str) -> list[str]:

@@ -30,3 +30,10 @@ def checkpoint(stage: str) -> None:
     _reached[stage] += 1
     if name == stage and _reached[stage] == int(count or 1):
         os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))
+
+
+def with_ctrl_c() -> None:
+    """``preexec_fn`` for a child a test interrupts: SIGINT's default disposition, which the
+    background jobs of a non-interactive shell (and everything they start) lack, so the
+    child's Python turns it into KeyboardInterrupt as at a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,7 +16,7 @@ from test_tracking import make_results
 from test_tracking import run_dir as tracking_run_dir  # noqa: F401 - the run_dir fixture
 
 from repro import bench, cli, runner
-from repro.faults import KILL_ENV
+from repro.faults import KILL_ENV, with_ctrl_c
 from repro.suite import load
 
 SMALL = """
@@ -198,7 +198,7 @@ def test_ctrl_c_is_one_line_exit_130_and_keeps_finished_work(tmp_path):
                str(tmp_path / "results"), "--run-id", "x", "--quiet", "--threads", "1"]
     # Ctrl-C right after the teacher row is written (repro.faults: deterministic)
     process = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=300,
-                             env={**os.environ, KILL_ENV: "row:1:INT"})
+                             env={**os.environ, KILL_ENV: "row:1:INT"}, preexec_fn=with_ctrl_c)
     teacher = tmp_path / "results" / "rel" / "x" / "work" / "a" / "rows" / "teacher.json"
     err = process.stderr
     assert process.returncode == 130 and err.strip().splitlines() == [
