@@ -124,6 +124,35 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    import json
+
+    from . import models, samples
+    from .atomic import atomic_path
+    from .metrics.extractors import load_extractor
+    from .probe import plot_similarity, probe
+
+    _at_least_one(args, "steps", "interval")
+    try:
+        seeds = samples.parse_seeds(args.seeds)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    model = models.load_model(args.model, args.weights, device=args.device)
+    result = probe(model, args.steps, args.interval, seeds, load_extractor(args.extractor))
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out / "probe.json") as tmp:
+        tmp.write_text(json.dumps(result.to_dict(), indent=1))
+    plot_similarity(result, args.out / "similarity.png")
+    if not args.quiet:
+        print(f"{result.protocol} at the full steps of DeepCache N={result.interval}: null "
+              f"steps {result.null_rfid:.2f}; partial " + ", ".join(
+                  f"P{b} {v:.2f}" for b, v in sorted(result.partial_rfid.items())))
+        print("adjacent-step cosine of the deep feature per branch (mean): " + ", ".join(
+            f"{b} {row.mean():.3f}" for b, row in enumerate(result.similarity)))
+        print(f"-> {args.out / 'probe.json'}, {args.out / 'similarity.png'}")
+    return 0
+
+
 def cmd_zoo_train(args: argparse.Namespace) -> int:
     from .zoo import WEIGHTS_DIR, ZOO_NAMES
     from .zoo.train import train
@@ -350,6 +379,22 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, required=True, help="samples file (.npz)")
     sample.add_argument("--quiet", action="store_true")
     sample.set_defaults(func=cmd_sample)
+
+    prb = sub.add_parser("probe", help="does a model suit caching? P<b> vs N at the same "
+                         "full steps (rFID) and the deep feature's similarity between steps")
+    prb.add_argument("model", help="model id (see `repro ls`)")
+    prb.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
+    prb.add_argument("--interval", type=int, default=5, help="DeepCache N (default 5)")
+    prb.add_argument("--seeds", default="0:64", help="A:B (B excluded) or a comma list")
+    prb.add_argument("--extractor", default="digits-cnn", help="rFID features (default "
+                     "digits-cnn; inception-2015-12-05 for real images)")
+    prb.add_argument("--weights", default="pretrained",
+                     help="pretrained (default), random, or a local dir")
+    prb.add_argument("--device", default="cpu")
+    prb.add_argument("--out", type=Path, default=Path("probe"),
+                     help="directory for probe.json and similarity.png (default ./probe)")
+    prb.add_argument("--quiet", action="store_true")
+    prb.set_defaults(func=cmd_probe)
 
     srch = sub.add_parser("search", help="search schedules under speed budgets, rFID fitness")
     srch.add_argument("--model", required=True, help="model id (see `repro ls`)")

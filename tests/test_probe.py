@@ -44,3 +44,18 @@ def test_probe_on_digits_reports_branches_against_null_steps(tmp_path):
     assert json.loads(json.dumps(result.to_dict()))["similarity"] == result.similarity.tolist()
     path = probe.plot_similarity(result, tmp_path / "probe.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_repro_probe_writes_its_data_and_heatmap(tmp_path, capsys):
+    from repro.cli import main
+
+    out = tmp_path / "probe"
+    assert main(["probe", "digits-ddpm", "--steps", "6", "--interval", "3", "--seeds", "0:8",
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "probe.json").read_text())
+    assert (data["steps"], data["interval"], data["seeds"]) == (6, 3, list(range(8)))
+    assert len(data["partial_rfid"]) == len(data["similarity"]) == 12  # every branch
+    assert (out / "similarity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert f"null steps {data['null_rfid']:.2f}" in printed
+    assert main(["probe", "digits-ddpm", "--interval", "0", "--out", str(out)]) == 2
