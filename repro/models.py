@@ -97,7 +97,7 @@ DDPM_CIFAR10 = ModelSpec(
     scheduler_config={**_DDPM_BETAS, "clip_sample": True, "set_alpha_to_one": True},
     source="google/ddpm-cifar10-32",
     mac_ratios=(.082, .212, .370, .553, .695, .847, .899, .931, .964, .977, .985, .993),
-    mac_source="MACs, torch FlopCounterMode (shared/PUBLISHED.md)",
+    mac_source="MACs of the embedded config, torch FlopCounterMode",
 )
 
 SD15 = ModelSpec(
@@ -124,7 +124,7 @@ SD15 = ModelSpec(
     conditioning="text",
     context_tokens=77,
     mac_ratios=(.061, .169, .289, .392, .495, .615, .718, .821, .930, .953, .968, .982),
-    mac_source="MACs at 64x64 latents, torch FlopCounterMode (shared/PUBLISHED.md)",
+    mac_source="MACs at 64x64 latents of the embedded config, torch FlopCounterMode",
     pipeline_class="StableDiffusionPipeline",
     default_guidance=7.5,  # the pipeline's default and the DeepCache/BK-SDM protocol
 )
