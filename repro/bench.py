@@ -592,8 +592,9 @@ class BenchRow:
     @property
     def key(self) -> str:
         """The timed loop: rows with equal keys share one timing."""
-        solver = f"{self.sampler.scheduler} " if self.sampler else ""
-        return f"{solver}{self.steps or ''}: {self.schedule}"
+        from . import models
+
+        return models.loop_key(self.schedule, self.steps, self.sampler)
 
 
 def default_guidance(spec) -> float | None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from .metrics.extractors import load_extractor
 from .metrics.fid import rfid
+from .models import sampler_record
 from .prefix import PrefixStore
 from .samples import SampleSet, generate
 from .schedule import Schedule
@@ -39,8 +40,7 @@ class RFIDFitness:
         scheduler = self.model.scheduler
         context = {
             "model": self.model.name, "steps": self.steps, "seeds": self.seeds,
-            "sampler": {"scheduler": type(scheduler).__name__,
-                        "spacing": scheduler.config.get("timestep_spacing")},
+            "sampler": sampler_record(scheduler),
             "labels": None if self.teacher.labels is None else self.teacher.labels.tolist(),
             "guidance": self.teacher.guidance, "protocol": f"rfid:{self.extractor.name}",
             "extractor_weights": self.extractor.weights_digest}

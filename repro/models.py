@@ -37,6 +37,19 @@ class Sampler:
     spacing: str | None = None
 
 
+def sampler_record(scheduler) -> dict:
+    """What results, work-file keys and the fitness context record of a built scheduler."""
+    return {"scheduler": type(scheduler).__name__,
+            "spacing": scheduler.config.get("timestep_spacing")}
+
+
+def loop_key(schedule, steps: int | None, sampler: Sampler | None) -> str:
+    """One sampled loop (schedule at a step count on a solver): rows with equal keys share
+    samples and timings; two solvers can run the same schedule text."""
+    solver = f"{sampler.scheduler} " if sampler else ""
+    return f"{solver}{steps or ''} steps: {schedule}"
+
+
 class MissingWeightsError(RuntimeError):
     """Weights that are not on this machine; the message says which and how to get them."""
 

@@ -194,12 +194,13 @@ def _start_state(suite: Suite, run_dir: Path) -> None:
     """Check the run directory belongs to this suite version; write its state when new."""
     state_path = run_dir / "work" / "state.json"
     if state_path.is_file():
-        if _state_digest(state_path) is None:
+        digest = _state_digest(state_path)
+        if digest is None:
             raise SuiteError(f"{state_path} is unreadable (torn or corrupted), so the run "
                              "there cannot be matched to this suite; use another --run-id")
-        if _state_digest(state_path) != suite.digest:
+        if digest != suite.digest:
             raise SuiteError(f"{run_dir} holds a run of another version of suite "
-                             f"{suite.name!r} ({_state_digest(state_path)}, now {suite.digest}); "
+                             f"{suite.name!r} ({digest}, now {suite.digest}); "
                              "use another --run-id")
         return
     with atomic_path(run_dir / "suite.yaml") as tmp:
@@ -244,9 +245,8 @@ class _Planned(NamedTuple):
 
     @property
     def key(self) -> str:
-        """One sampled loop: two rows with this key share their samples and timing."""
-        solver = f"{self.sampler.scheduler} " if self.sampler else ""
-        return f"{solver}{self.steps} steps: {self.schedule}"
+        """One sampled loop: rows with this key share their samples and timing."""
+        return models.loop_key(self.schedule, self.steps, self.sampler)
 
 
 class _ExperimentRun:
@@ -278,8 +278,7 @@ class _ExperimentRun:
 
         return {"model": self.e.model, "weights": self.e.weights,
                 "weights_digest": models.weights_digest(self.model),
-                "scheduler": type(self.model.scheduler).__name__,
-                "spacing": self.model.scheduler.config.get("timestep_spacing"),
+                **models.sampler_record(self.model.scheduler),
                 "guidance": self._guidance(),
                 "labels": self.labels,
                 "prompts": None if self.prompts is None else key_digest(self.prompts)}
@@ -299,11 +298,9 @@ class _ExperimentRun:
             planned = schedules[row.name]
             schedule, steps = planned.schedule, planned.steps
             timing = latency.get(planned.key, {})
-            sampler = self._on(planned.sampler).scheduler
             rows.append({
                 "experiment": self.e.name, "model": self.e.model, "steps": steps,
-                "sampler": {"scheduler": type(sampler).__name__,
-                            "spacing": sampler.config.get("timestep_spacing")},
+                "sampler": models.sampler_record(self._on(planned.sampler).scheduler),
                 "guidance": self._guidance(), "name": row.name, "kind": row.kind,
                 "method": row.method, "budget": row.budget, "schedule": str(schedule),
                 "predicted_speedup": schedule.speedup(self.table, self.calls),
@@ -383,6 +380,7 @@ class _ExperimentRun:
         def append(record) -> None:
             appender(record)
             checkpoint("candidate")
+
         budget = search.Budget(row.budget, self.table, s.tol)
         space = segment_space(self.e, self.calls)
         started = time.perf_counter()
