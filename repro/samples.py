@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import NPZ_READ_ERRORS, atomic_save_npz
+from .quoting import short
 
 FORMAT_VERSION = 1
 
@@ -113,8 +114,6 @@ MAX_SEEDS = 1_000_000  # far above FID-50k; a range is counted before it is buil
 def parse_seeds(text: str) -> list[int]:
     """``A:B`` (B excluded) or a comma-separated list of distinct seeds (a repeated seed
     would count one image twice in every metric)."""
-    from .suite import short
-
     try:
         if ":" in text:
             start, stop = (int(part) for part in text.split(":"))

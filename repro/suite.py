@@ -29,6 +29,7 @@ from pydantic import (
     ValidationError,
 )
 
+from .quoting import short
 from .search import SEARCH_METHODS, Evolution
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN guidance: refused
@@ -509,12 +510,6 @@ def folder_clash(names: list[str], what: str) -> str | None:
                     f"{what} {short(first)} and {short(name)} share the folder name {folder!r}")
         seen[folder] = name
     return None
-
-
-def short(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters: errors quote a prefix, not a huge value."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _fail(suite: Suite, experiment: Experiment, where: str, message: str) -> SuiteError:
