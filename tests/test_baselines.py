@@ -58,3 +58,11 @@ def test_sampler_steps_reports_an_unreachable_budget():
     with pytest.raises(BudgetError, match="sampler-steps cannot reach 52.0x: at 1 steps, the "
                                           "fewest, the sampler makes 1 of 51 UNet calls"):
         sampler_steps(50, Budget(52.0, TABLE), plms_calls)
+
+
+def test_an_exact_budget_is_reached_despite_float_rounding_in_the_overheads():
+    # with these overheads 10 calls over 5 comes out as 1.9999999999999998
+    table = CostTable({}, "fitted", per_call=0.0829, per_step=0.0379)
+    assert Schedule.full(5).speedup(table, 10) < 2.0
+    name, schedule, k = sampler_steps(10, Budget(2.0, table), lambda steps: steps)
+    assert (name, k) == ("sampler 5 steps", 5)
