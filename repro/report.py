@@ -115,7 +115,19 @@ def _formatted(df: pd.DataFrame) -> pd.DataFrame:
             out[column] = ["" if pd.isna(v) else f"{v:.{decimals}f}" for v in values]
         else:
             out[column] = ["" if pd.isna(v) else str(v) for v in values]
+    if "schedule" in out:
+        out["schedule"] = out["schedule"].map(_display_schedule)
     return out
+
+
+def _display_schedule(text: str, longest: int = 200) -> str:
+    """A schedule as tables show it: a long F/N schedule (the step-wise search on the
+    training grid has 1000 steps) as its F positions; csv keeps the full text."""
+    tokens = [t for t in text.split() if t != "|"]
+    if len(tokens) <= longest or set(tokens) - {"F", "N"}:
+        return text
+    at = " ".join(str(i) for i, t in enumerate(tokens) if t == "F")
+    return f"{len(tokens)} steps: F at {at}, N elsewhere"
 
 
 def render(df: pd.DataFrame, fmt: str) -> str:

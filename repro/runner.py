@@ -24,8 +24,10 @@ from functools import partial
 from pathlib import Path
 from typing import IO, NamedTuple
 
+import numpy as np
+
 from . import baselines, models, search, search_log
-from .atomic import atomic_path, writable_problem
+from .atomic import atomic_path, atomic_save_npz, writable_problem
 from .faults import checkpoint
 from .samples import SampleSet, generate, parse_seeds
 from .schedule import CostTable, Schedule
@@ -39,6 +41,7 @@ from .suite import (
     row_sampler,
     segment_space,
     slug,
+    training_steps,
 )
 
 RESULTS_SCHEMA = "flexiffusion-repro/results@1"
@@ -303,7 +306,8 @@ class _ExperimentRun:
                 "sampler": models.sampler_record(self._on(planned.sampler).scheduler),
                 "guidance": self._guidance(), "name": row.name, "kind": row.kind,
                 "method": row.method, "budget": row.budget, "schedule": str(schedule),
-                "predicted_speedup": schedule.speedup(self.table, self.calls),
+                "predicted_speedup": self._timed_schedule(planned).speedup(self.table,
+                                                                           self.calls),
                 "measured_speedup": timing.get("measured_speedup"),
                 "latency": timing.get("latency"), "search": planned.search,
                 **evaluated[row.name], "published": published.get(row.name),
@@ -342,14 +346,16 @@ class _ExperimentRun:
     def _schedules(self) -> dict[str, _Planned]:
         """Row name -> what it samples; searches replay their logged scores."""
         out: dict[str, _Planned] = {}
-        fitness = None
+        fitnesses: dict[int, object] = {}  # by the step count candidates are sampled at
         for row in self.plan:
             if row.kind == "teacher":
                 out[row.name] = _Planned(Schedule.full(self.calls), self.e.steps)
             elif row.kind == "searched":
-                fitness = fitness or self._fitness()
-                best, summary = self._search(row, fitness)
-                out[row.name] = _Planned(best, self.e.steps, search=summary)
+                steps = self._search_steps(row)
+                if steps not in fitnesses:
+                    fitnesses[steps] = self._fitness(steps)
+                best, summary = self._search(row, fitnesses[steps])
+                out[row.name] = _Planned(best, steps, search=summary)
             else:
                 sampler = row_sampler(self.e, row.baseline)
                 own = sampler and partial(models.sampler_calls, self.spec, sampler=sampler)
@@ -359,13 +365,21 @@ class _ExperimentRun:
                                          sampler)
         return out
 
-    def _fitness(self):
+    def _search_steps(self, row: RowPlan) -> int:
+        """The sampler steps a searched row's candidates run at: the teacher's, or every
+        training timestep for the step-wise search on the training grid."""
+        if row.method == "stepwise-evolution" and self.e.search.stepwise_grid == "training":
+            return training_steps(self.e)
+        return self.e.steps
+
+    def _fitness(self, steps: int):
+        """rFID of candidates sampled at ``steps`` against the teacher (at its own steps)."""
         from .fitness import RFIDFitness
 
         seeds = parse_seeds(self.e.search.seeds)
         self.log(f"teacher on {len(seeds)} search seeds")
         teacher = self._teacher("teacher-search", seeds)
-        return RFIDFitness(self.model, self.e.steps, seeds, self.labels, self.e.guidance,
+        return RFIDFitness(self.model, steps, seeds, self.labels, self.e.guidance,
                            extractor=self.e.search.extractor,
                            batch_size=self.e.evaluation.batch_size, teacher=teacher,
                            prompts=self.prompts)
@@ -381,20 +395,23 @@ class _ExperimentRun:
             appender(record)
             checkpoint("candidate")
 
-        budget = search.Budget(row.budget, self.table, s.tol)
+        table = self.table.chained() if fitness.steps != self.e.steps else self.table
+        budget = search.Budget(row.budget, table, s.tol, reference_calls=self.calls)
         space = segment_space(self.e, self.calls)
         started = time.perf_counter()
         result = search.run_method(row.method, space, evolution=s.evolution,
                                    generations=s.generations, fitness=fitness, budget=budget,
-                                   n_eval=s.n_eval, seed_uniform=s.seed_uniform, seed=s.seed,
-                                   known=known, on_record=append)
+                                   n_eval=s.n_eval, seed_uniform=s.seed_uniform, seed=row.seed,
+                                   known=known, on_record=append,
+                                   stepwise_steps=fitness.steps)
         reused = sum(r.cached for r in result.records)
         self.log(f"{row.name}: rFID {result.fitness:.2f} at {result.predicted_speedup:.2f}x "
                  f"({len(result.records)} scored, {reused} from the log, "
                  f"{time.perf_counter() - started:.0f} s)")
         return result.best, {"protocol": fitness.context["protocol"], "fitness": result.fitness,
                              "n": len(fitness.seeds), "scored": len(result.records),
-                             "reused": reused}
+                             "reused": reused, "seed": row.seed, "grid_steps": fitness.steps,
+                             "trace": [r.fitness for r in result.records]}
 
     # evaluation ------------------------------------------------------------------------
     def _evaluate(self, row: RowPlan, planned: _Planned) -> dict:
@@ -409,7 +426,8 @@ class _ExperimentRun:
         key = self._key(run=planned.key, seeds=seeds, metrics=ev.metrics,
                         reference=ev.reference, grid=ev.grid)
         done = _read_keyed(path, key)
-        if done is not None:
+        features_path = self.work / "features" / f"{slug(row.name)}.npz"
+        if done is not None and SampleSet.stored_key(features_path) == key:
             return done
         teacher = self._teacher("teacher-eval", seeds)
         started = time.perf_counter()
@@ -428,11 +446,49 @@ class _ExperimentRun:
         evaluated = {"metrics": {r.protocol: r.value for r in results},
                      "metric_n": {r.protocol: r.n for r in results},
                      "grid": None if grid is None else str(grid)}
+        self._save_features(features_path, key, samples)
         _write_keyed(path, key, evaluated)
         checkpoint("row")
         self.log(f"{row.name}: " + ", ".join(f"{r.protocol} {r.value:.3f}" for r in results)
                  + f" ({time.perf_counter() - started:.0f} s)")
         return evaluated
+
+    def _save_features(self, path: Path, key: dict, samples: SampleSet) -> None:
+        """Per-seed features of the row's samples for each FID protocol (the input of the
+        bootstrap intervals of :mod:`repro.verdicts`), under the row's key."""
+        from .metrics.extractors import load_extractor
+
+        names = sorted({m.partition(":")[2] for m in self.e.evaluation.metrics
+                        if m.partition(":")[0] in ("fid", "rfid")})
+        arrays = {}
+        for name in names:
+            if name not in self.networks:
+                self.networks[name] = load_extractor(name, device=str(self.model.unet.device))
+            arrays[name] = self.networks[name].features(samples.images)
+        atomic_save_npz(path, key=np.array(json.dumps(key, sort_keys=True)),
+                        seeds=samples.seeds, **arrays)
+
+    def _on_training_grid(self, row: _Planned) -> bool:
+        """An F/N schedule of the step-wise search on the training grid: its null steps
+        chain, so it is timed as the loop over its F timesteps alone (as AutoDiffusion runs
+        it), not with hundreds of null scheduler steps."""
+        return (row.sampler is None and row.steps != self.e.steps
+                and row.steps == training_steps(self.e) and row.schedule.count("P") == 0)
+
+    def _timed_schedule(self, row: _Planned) -> Schedule:
+        if self._on_training_grid(row):
+            return Schedule.full(row.schedule.count("F"))
+        return row.schedule
+
+    def _timed_sampler(self, row: _Planned, device):
+        if self._on_training_grid(row):
+            scheduler = self.model.scheduler
+            scheduler.set_timesteps(row.steps)
+            timesteps = [int(t) for t, token in zip(scheduler.timesteps, row.schedule,
+                                                    strict=True) if token == "F"]
+            return models.timesteps_factory(self.spec, self.e.sampler, timesteps, device)
+        return models.scheduler_factory(self.spec, row.sampler or self.e.sampler, row.steps,
+                                        device)
 
     def _latency(self, rows: list[_Planned]) -> dict[str, dict]:
         """Sampled loop (``_Planned.key``) -> measured speedup and latency, all rows timed
@@ -444,7 +500,7 @@ class _ExperimentRun:
         ev = self.e.evaluation
         if not ev.latency:
             return {}
-        unique = {row.key: row.schedule for row in rows}
+        unique = {row.key: self._timed_schedule(row) for row in rows}
         unet = self.model.unet
         path = self.work / "latency.json"
         key = self._key(rows=sorted(unique),
@@ -460,9 +516,8 @@ class _ExperimentRun:
         device = unet.device
         make_scheduler = models.scheduler_factory(self.spec, self.e.sampler, self.e.steps,
                                                   device)
-        own_steps = {row.key: models.scheduler_factory(
-            self.spec, row.sampler or self.e.sampler, row.steps, device)
-            for row in rows if row.steps != self.e.steps or row.sampler}
+        own_steps = {row.key: self._timed_sampler(row, device)
+                     for row in rows if row.steps != self.e.steps or row.sampler}
         self.log(f"latency: {len(unique)} schedules x {ev.latency_repeats} repeats, "
                  f"batch {ev.latency_batch}")
         with torch.inference_mode():

@@ -91,6 +91,13 @@ class CostTable:
         """The kind costs alone (the model before overheads, for comparisons)."""
         return CostTable(self.partial, self.source)
 
+    def chained(self) -> CostTable:
+        """The table of F/N schedules run without their null steps (DDIM's null steps chain
+        into the next jump, so the step-wise search's schedules on the training grid run as
+        their F steps alone): N is free and every call pays the per-step overhead too. P
+        steps are costed as before."""
+        return CostTable(self.partial, self.source, self.per_call + self.per_step, 0.0)
+
     def to_dict(self) -> dict:
         return {"source": self.source, "partial": {str(b): c for b, c in self.partial.items()},
                 "per_call": self.per_call, "per_step": self.per_step}

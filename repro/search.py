@@ -34,11 +34,14 @@ class BudgetError(ValueError):
 
 @dataclass(frozen=True)
 class Budget:
-    """Feasible schedules have predicted speedup in ``[target, target * (1 + tol)]``."""
+    """Feasible schedules have predicted speedup in ``[target, target * (1 + tol)]`` over
+    the all-F teacher of ``reference_calls`` UNet calls (default: a schedule's own length;
+    the step-wise search on the training grid is longer than its teacher)."""
 
     target: float
     table: CostTable
     tol: float = 0.1
+    reference_calls: int | None = None
 
     def __post_init__(self) -> None:
         if not self.target >= 1:  # NaN too
@@ -46,14 +49,14 @@ class Budget:
                               "the all-F teacher it is measured against")
 
     def speedup(self, schedule: Schedule) -> float:
-        return schedule.speedup(self.table)
+        return schedule.speedup(self.table, self.reference_calls)
 
     def admits(self, schedule: Schedule) -> bool:
         return self.target <= self.speedup(schedule) <= self.target * (1 + self.tol)
 
     def cost_window(self, steps: int) -> tuple[float, float]:
         """The predicted costs a schedule of ``steps`` steps may have inside the window."""
-        reference = Schedule.full(steps).cost(self.table)
+        reference = Schedule.full(self.reference_calls or steps).cost(self.table)
         return reference / (self.target * (1 + self.tol)), reference / self.target
 
 
@@ -314,10 +317,17 @@ class SegmentOps:
             return None
 
 
-# -- step-wise operators (AutoDiffusion on the teacher's grid) -------------------------
+# -- step-wise operators (AutoDiffusion) ------------------------------------------------
 def stepwise_sizes(steps: int, budget: Budget) -> list[int]:
-    """The numbers of full steps (the rest null) whose schedules lie in the window."""
-    sizes = [k for k in range(1, steps + 1) if budget.admits(Schedule.fewer_steps(steps, k))]
+    """The numbers of full steps out of ``steps`` (the rest null) whose schedules lie in the
+    window. Costs are linear in the count, so only counts near the window are built and
+    checked (a training grid has 1000 steps)."""
+    full, null = budget.table.step_cost(FULL), budget.table.step_cost(NULL)
+    lo, hi = budget.cost_window(steps)
+    slack = 1e-9 * max(hi, 1.0)
+    near = [k for k in range(1, steps + 1)
+            if lo - slack <= k * full + (steps - k) * null <= hi + slack]
+    sizes = [k for k in near if budget.admits(Schedule.fewer_steps(steps, k))]
     if not sizes:
         raise BudgetError(f"no number of full steps out of {steps} gives {budget.target}x "
                           f"within tolerance {budget.tol:.0%}")
@@ -330,8 +340,11 @@ def stepwise_feasible(steps: int, budget: Budget) -> int:
 
 
 class StepOps:
-    """AutoDiffusion's operators on the set of full steps (step 0 always among them, the rest
-    null), each set's size one that lies in the window."""
+    """AutoDiffusion's operators on the set of full steps of a grid of ``steps`` (step 0
+    always among them, the rest null), each set's size one that lies in the window. On the
+    model's training grid (every training timestep, ``steps`` = 1000 for most models) the
+    full steps are AutoDiffusion's free choice of timesteps: null steps of DDIM (eta 0)
+    reuse the last model output, so F/N on that grid is DDIM at the F timesteps."""
 
     def __init__(self, steps: int, budget: Budget, mutation_prob: float = 0.1):
         self.steps, self.mutation_prob = steps, mutation_prob
@@ -527,8 +540,10 @@ def stepwise_evolution(steps: int, fitness: Fitness, budget: Budget, *, n_eval: 
                        on_record: Callable[[Record], None] | None = None,
                        generations: int | None = None, max_stall: int = 10,
                        mutation_prob: float = 0.1) -> SearchResult:
-    """AutoDiffusion's search on the teacher's grid: which steps are full (F), the rest null;
-    per-step mutation with probability ``mutation_prob``, crossover and immigrants."""
+    """AutoDiffusion's search on a grid of ``steps`` (the teacher's, or the model's training
+    grid with a budget whose ``reference_calls`` is the teacher's): which steps are full
+    (F), the rest null; per-step mutation with probability ``mutation_prob``, crossover and
+    immigrants."""
     return _search("stepwise-evolution", StepOps(steps, budget, mutation_prob), fitness,
                    budget, n_eval=n_eval, evolution=evolution, seed_uniform=seed_uniform,
                    seed=seed, known=known, on_record=on_record, generations=generations,
@@ -540,13 +555,15 @@ SEARCH_METHODS = {"segment": "segment-evolution", "stepwise": "stepwise-evolutio
 
 
 def run_method(method: str, space: SegmentSpace, *, evolution: Evolution = Evolution(),
-               generations: int | None = None, **common) -> SearchResult:
+               generations: int | None = None, stepwise_steps: int | None = None,
+               **common) -> SearchResult:
     """One named search (a value of ``SEARCH_METHODS``) on equal terms with the others:
     ``common`` is fitness, budget, n_eval, seed_uniform, seed, known and on_record; the
-    step-wise search uses the space's step count, random search has no generations."""
+    step-wise search runs on a grid of ``stepwise_steps`` (default: the space's step
+    count), random search has no generations."""
     if method == "stepwise-evolution":
-        return stepwise_evolution(space.steps, evolution=evolution, generations=generations,
-                                  **common)
+        return stepwise_evolution(stepwise_steps or space.steps, evolution=evolution,
+                                  generations=generations, **common)
     if method == "segment-random":
         return random_search(space, **common)
     return segment_evolution(space, evolution=evolution, generations=generations, **common)

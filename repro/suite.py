@@ -14,7 +14,7 @@ import difflib
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
@@ -37,6 +37,7 @@ _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN guidance: refus
 TECHNIQUES = ("deepcache", "deepcache-nonuniform", "deepcache-quad", "fewer-steps",
               "sampler-steps", "schedule")
 # each technique's fixed-knob field (a technique without one runs at each search budget)
+STEPWISE_GRIDS = ("training", "teacher")
 KNOB_FIELDS = {"deepcache": "intervals", "deepcache-nonuniform": "intervals",
                "deepcache-quad": "intervals",
                "fewer-steps": "keep", "sampler-steps": "steps"}
@@ -62,13 +63,21 @@ class Search:
     crossovers: NonNegativeInt = 15
     generations: int | None = None
     seed: int = 0
+    repeats: PositiveInt = 1  # independent searches per method and budget, seeds seed, seed+1, ...
     seeds: str = "0:128"
     seed_uniform: bool = True  # start every method from its uniform schedules in the window
     branches: tuple[int, ...] | None = None  # default: every branch of the model
     seg_lens: tuple[int, ...] | None = None  # default: every length up to max_seg_len
     max_seg_len: PositiveInt = 10
+    # the step-wise search's grid: every training timestep (AutoDiffusion; DDIM samplers
+    # only, where null steps chain exactly) or the teacher's sampler grid
+    stepwise_grid: str = "training"
     tol: float = 0.1
     extractor: str = "digits-cnn"
+
+    @property
+    def search_seeds(self) -> range:
+        return range(self.seed, self.seed + self.repeats)
 
     @property
     def evolution(self) -> Evolution:
@@ -208,6 +217,7 @@ class RowPlan:
     budget: float | None = None
     baseline: Baseline | None = None
     knob: int | None = None  # the fixed DeepCache interval, kept steps or sampler steps
+    seed: int = 0  # searched rows: the search's random seed
 
 
 # -- loading (pure data) ---------------------------------------------------------------
@@ -554,10 +564,16 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
         if not is_path(e.evaluation.reference):  # a path is checked before a run
             _choice(e.evaluation.reference, REFERENCES, suite, e, "evaluation.reference")
     try:
-        models.build_scheduler(spec, e.sampler)
+        scheduler = models.build_scheduler(spec, e.sampler)
     except (ValueError, AttributeError) as error:
         field_name = "spacing" if "spacing" in str(error) else "scheduler"
         raise _fail(suite, e, field_name, str(error)) from None
+    _choice(e.search.stepwise_grid, STEPWISE_GRIDS, suite, e, "search.stepwise_grid")
+    if ("stepwise" in e.search.methods and e.search.stepwise_grid == "training"
+            and type(scheduler).__name__ != "DDIMScheduler"):
+        raise _fail(suite, e, "search.stepwise_grid", "'training' needs a DDIM sampler (null "
+                    f"steps chain exactly only there); {type(scheduler).__name__} samples this "
+                    "experiment: set 'teacher'")
     if e.steps < 1:
         raise _fail(suite, e, "steps", f"must be at least 1, got {e.steps}")
     try:
@@ -587,12 +603,15 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
             if "segment" in e.search.methods or "random" in e.search.methods:
                 space.check_reachable(budget)
             if "stepwise" in e.search.methods:
-                stepwise_feasible(calls, budget)
+                grid = training_steps(e) if e.search.stepwise_grid == "training" else calls
+                stepwise_feasible(grid, replace(budget, reference_calls=calls))
     except BudgetError as error:
         raise _fail(suite, e, "search.budgets", str(error)) from None
     plan = [RowPlan("teacher", "teacher", "teacher")]
-    plan += [RowPlan(f"{m} @{b:g}x", "searched", SEARCH_METHODS[m], b)
-             for b in e.search.budgets for m in e.search.methods]
+    plan += [RowPlan(searched_name(m, b, seed, e.search.repeats), "searched",
+                     SEARCH_METHODS[m], b, seed=seed)
+             for b in e.search.budgets for m in e.search.methods
+             for seed in e.search.search_seeds]
     for index, baseline in enumerate(e.baselines):
         where = f"baselines[{index}]"
         _choice(baseline.technique, TECHNIQUES, suite, e, f"{where}.technique")
@@ -722,6 +741,18 @@ def _check_sampler_steps(suite: Suite, e: Experiment, spec, baseline: Baseline, 
                           reference_calls=models.sampler_calls(spec, e.steps, e.sampler))
     except BudgetError as error:
         raise _fail(suite, e, where, str(error)) from None
+
+
+def searched_name(method: str, budget: float, seed: int, repeats: int) -> str:
+    """``segment @2x``; with several searches per method and budget, ``... seed 1``."""
+    return f"{method} @{budget:g}x" + (f" seed {seed}" if repeats > 1 else "")
+
+
+def training_steps(e: Experiment) -> int:
+    """The model's training timesteps: the step-wise search's grid on ``training``."""
+    from .models import build_scheduler, get
+
+    return int(build_scheduler(get(e.model), e.sampler).config.num_train_timesteps)
 
 
 def row_sampler(e: Experiment, baseline: Baseline | None):

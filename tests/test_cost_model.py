@@ -145,3 +145,18 @@ def test_search_repair_lands_in_the_window_of_the_calibrated_model():
         assert budget.admits(genome.schedule())
         # on kind costs alone the same schedule looks faster than the window allows
         assert genome.schedule().speedup(calibrated.without_overheads()) > target
+
+
+def test_a_chained_table_costs_an_f_n_schedule_as_its_f_steps_alone():
+    """The step-wise search on the training grid runs its F timesteps only (null steps of
+    DDIM chain): the chained table prices the 1000-step schedule as that k-step loop."""
+    from repro.schedule import CostTable, Schedule
+
+    table = CostTable({0: 0.3}, per_call=0.05, per_step=0.02)
+    on_grid = Schedule.fewer_steps(1000, 40)
+    loop = Schedule.full(40)
+    assert on_grid.cost(table.chained()) == pytest.approx(loop.cost(table))
+    assert on_grid.speedup(table.chained(), 100) == pytest.approx(loop.speedup(table, 100))
+    assert on_grid.cost(table) > loop.cost(table) + 19  # 960 null steps at 0.02 each
+    partial_steps = Schedule.parse("F P0 N")
+    assert partial_steps.cost(table.chained()) == pytest.approx(1.07 + 0.37)

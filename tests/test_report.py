@@ -250,3 +250,17 @@ def test_cli_report(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope" in err and "results.json" in err
+
+
+def test_a_long_f_n_schedule_shows_as_its_full_steps():
+    """The step-wise search on the training grid gives 1000-step schedules; md tables list
+    their F positions, csv keeps the text."""
+    from repro.report import render
+    from repro.schedule import Schedule
+
+    schedule = str(Schedule.from_full_steps(1000, {0, 250, 600}, "N"))
+    df = pd.DataFrame({"name": ["stepwise @2x"], "schedule": [schedule]})
+    assert "1000 steps: F at 0 250 600, N elsewhere" in render(df, "md")
+    assert schedule in render(df, "csv")
+    short = "F P0 \\| F N"
+    assert short in render(pd.DataFrame({"schedule": ["F P0 | F N"]}), "md")

@@ -30,7 +30,7 @@ def digits():
 
 
 @torch.no_grad()
-@pytest.mark.parametrize(("steps", "keep"), [(20, 10), (20, 5), (20, 4), (50, 10)])
+@pytest.mark.parametrize(("steps", "keep"), [(20, 10), (20, 5), (20, 4), (50, 10), (1000, 10)])
 def test_null_steps_on_the_trailing_grid_are_ddim_at_fewer_steps(digits, steps, keep):
     x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     nulls = denoise(digits.unet, on_grid("trailing", steps), x, Schedule.fewer_steps(steps, keep))
@@ -40,6 +40,28 @@ def test_null_steps_on_the_trailing_grid_are_ddim_at_fewer_steps(digits, steps, 
                             Schedule.fewer_steps(steps, keep))
     leading_fewer = denoise(digits.unet, on_grid("leading", keep), x, Schedule.full(keep))
     assert (leading_nulls - leading_fewer).abs().max() > 1e-2  # the artefact, for contrast
+
+
+@torch.no_grad()
+def test_full_steps_on_the_training_grid_are_a_first_order_solver_at_those_timesteps(digits):
+    """The step-wise search's space off the teacher's grid (AutoDiffusion): F at any
+    training timesteps, null elsewhere, is DDIM at exactly those timesteps, checked against
+    diffusers' first-order DPM-Solver++ (DDIM in other words) on custom timesteps."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    timesteps = [999, 871, 640, 333, 120, 37]  # not a grid of any step count
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    schedule = Schedule.from_full_steps(1000, {999 - t for t in timesteps}, "N")
+    nulls = denoise(digits.unet, on_grid("trailing", 1000), x, schedule)
+    solver = DPMSolverMultistepScheduler.from_config(
+        digits.scheduler.config, solver_order=1, algorithm_type="dpmsolver++")
+    solver.set_timesteps(timesteps=timesteps)
+    expected = x
+    for t in solver.timesteps:
+        expected = solver.step(digits.unet(expected, t).sample, t, expected).prev_sample
+    assert (nulls - expected).abs().max() <= 1e-4 * expected.abs().max()
+    on_teacher_grid = denoise(digits.unet, on_grid("trailing", 6), x, Schedule.full(6))
+    assert (nulls - on_teacher_grid).abs().max() > 1e-2  # other timesteps, other images
 
 
 def test_the_spacing_is_part_of_the_fitness_context(digits):

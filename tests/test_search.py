@@ -264,7 +264,7 @@ def test_resume_from_logged_scores_rescoring_nothing():
     assert [r.schedule for r in resumed.records] == [r.schedule for r in logged]
 
 
-# -- the step-wise baseline (AutoDiffusion on the teacher's grid) --------------------------
+# -- the step-wise baseline (AutoDiffusion) ----------------------------------------------
 def test_stepwise_operators_give_feasible_children():
     window = Budget(3.0, TABLE, 0.1)
     ops, rng = StepOps(100, window, mutation_prob=0.1), random.Random(0)
@@ -291,6 +291,21 @@ def test_stepwise_search_keeps_the_budget_and_finds_a_known_subset():
     assert result.fitness <= 2  # at most one kept step misplaced
     assert all(Schedule.parse(r.schedule).count("P") == 0 and
                Schedule.parse(r.schedule).count("F") == 6 for r in result.records)
+
+
+def test_stepwise_on_the_training_grid_is_costed_against_the_teacher():
+    """AutoDiffusion's space: F at any of 1000 training timesteps; a 2x budget over a
+    100-call teacher keeps 46..50 of them (100 / k in [2, 2.2])."""
+    budget = Budget(2.0, TABLE, 0.1, reference_calls=100)
+    ops, rng = StepOps(1000, budget), random.Random(0)
+    assert ops.sizes == [46, 47, 48, 49, 50]
+    seeds = ops.seeds()
+    assert [len(s) for s in seeds] == ops.sizes
+    assert Schedule.fewer_steps(1000, 50) == ops.schedule(seeds[-1])
+    children = [ops.mutate(seeds[0], rng), ops.immigrant(rng), *seeds]
+    assert all(len(ops.schedule(c)) == 1000 and budget.admits(ops.schedule(c))
+               for c in children)
+    assert not Budget(2.0, TABLE, 0.1).admits(ops.schedule(seeds[-1]))  # 20x its own grid
 
 
 def test_multi_budget_gives_winners_per_budget_and_a_pareto_front():

@@ -359,8 +359,16 @@ BAD = {
          "the sampler makes 1 of 20 UNet calls"]),
     "sampler steps the sampler cannot run": (
         SINGLE + "scheduler: PNDMScheduler\n"  # its Runge-Kutta warm-up needs 4 steps
+        "search: {stepwise_grid: teacher}\n"
         "baselines: [{technique: sampler-steps, steps: [10, 2]}]\n",
         ["field 'baselines[0].steps': PNDMScheduler cannot run 2 steps: "]),
+    "step-wise search on the training grid of a multistep sampler": (
+        SINGLE + "scheduler: PNDMScheduler\nsearch: {methods: [stepwise], budgets: [2]}\n",
+        ["field 'search.stepwise_grid': 'training' needs a DDIM sampler (null steps chain "
+         "exactly only there); PNDMScheduler samples this experiment: set 'teacher'"]),
+    "unknown step-wise grid": (SINGLE + "search: {stepwise_grid: trainig}\n",
+                               ["field 'search.stepwise_grid': unknown value 'trainig'; "
+                                "did you mean 'training'?"]),
     "a budget below the sampler's fewest steps": (
         SINGLE + "scheduler: PNDMScheduler\nsearch: {methods: [], budgets: [2.5]}\n"
         "baselines: [{technique: sampler-steps}]\n",  # 20 steps: 29 calls, 4 steps: 13
