@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 import yaml
-from diffusers import ConfigMixin, ModelMixin
-from diffusers.configuration_utils import register_to_config
+from diffusers import ModelMixin
 
 from . import models
+from .networks import ClassEmbedder
 
 # The parts of CompVis latent-diffusion configs/latent-diffusion/cin256-v2.yaml the
 # conversion reads (diffusers' config helpers take the original config as this dict).
@@ -50,23 +50,6 @@ model:
 
 class ConversionError(ValueError):
     """A checkpoint whose keys or shapes are not the architecture's."""
-
-
-class ClassEmbedder(ModelMixin, ConfigMixin):
-    """LDM's ``ClassEmbedder``: a label -> one 512-d cross-attention token; the last class is
-    the null class of classifier-free guidance."""
-
-    @register_to_config
-    def __init__(self, num_classes: int = 1001, embed_dim: int = 512):
-        super().__init__()
-        self.embedding = torch.nn.Embedding(num_classes, embed_dim)
-
-    @property
-    def null_class(self) -> int:
-        return self.config.num_classes - 1
-
-    def forward(self, labels: torch.Tensor) -> torch.Tensor:
-        return self.embedding(labels[:, None])
 
 
 def vq_config(original: Mapping = CIN256_V2) -> dict:

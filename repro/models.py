@@ -55,6 +55,16 @@ class MissingWeightsError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Converted:
+    """Weights published only as the authors' checkpoint file, converted once by ``repro
+    convert <kind>`` into a directory with one diffusers subfolder per network."""
+
+    kind: str  # `repro convert` kind
+    original: str  # the authors' file name
+    networks: tuple[str, ...]  # subfolders: unet, and the first stage / label encoder if any
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     id: str
     description: str
@@ -71,6 +81,7 @@ class ModelSpec:
     mac_source: str = ""
     pipeline_class: str | None = None  # diffusers pipeline that samples text-conditioned models
     default_guidance: float | None = None
+    converted: Converted | None = None  # weights only as the authors' file (`repro convert`)
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -168,12 +179,13 @@ LDM4G_IMAGENET256 = ModelSpec(
                       "beta_schedule": "scaled_linear", "clip_sample": False,
                       "set_alpha_to_one": False, "steps_offset": 1,
                       "timestep_spacing": "leading"},
-    source="CompVis cin256-v2 model.ckpt (ommer-lab.com/files/latent-diffusion/cin.zip), "
-           "converted by `repro convert ldm`",
+    source="CompVis cin256-v2 model.ckpt (ommer-lab.com/files/latent-diffusion/cin.zip)",
     subfolder="unet",
     conditioning="class",
     num_classes=1000,  # class 1000 of the 1001-entry embedding is the null class
     context_tokens=1,
+    default_guidance=1.5,  # DeepCache's experiments/ldm/sample_ddp_deepcache.py --scale
+    converted=Converted("ldm", "model.ckpt", ("unet", "vqvae", "class_embedder")),
 )
 
 # guided-diffusion's 64x64_diffusion.pt (its README's MODEL_FLAGS) as diffusers' consistency-
@@ -201,10 +213,11 @@ ADM_IMAGENET64 = ModelSpec(
                       "variance_type": "learned_range", "clip_sample": True,
                       "timestep_spacing": "linspace"},
     source="guided-diffusion 64x64_diffusion.pt (openaipublic.blob.core.windows.net/"
-           "diffusion/jul-2021/), converted by `repro convert adm`",
+           "diffusion/jul-2021/)",
     subfolder="unet",
     conditioning="class",
     num_classes=1000,
+    converted=Converted("adm", "64x64_diffusion.pt", ("unet",)),
 )
 
 
@@ -396,15 +409,31 @@ class LoadedModel:
     null_label: int | None = None
     default_guidance: float | None = None
     pipeline: Any = None  # text-conditioned models: the diffusers pipeline that samples them
+    decoder: Any = None  # latent models: the first stage (latents -> images)
 
     def condition(self, labels, guidance: bool) -> dict:
-        """UNet kwargs for ``labels``; with ``guidance``, the batch is [null, labels]."""
+        """UNet kwargs for ``labels``; with ``guidance``, the batch is [null, labels]. Without
+        a label encoder the UNet embeds labels itself (ADM's ``class_labels``)."""
         import torch
 
         labels = torch.as_tensor(list(labels), dtype=torch.long, device=self.unet.device)
         if guidance:
+            if self.null_label is None:
+                raise ValueError(f"model {self.name!r} has no null class: classifier-free "
+                                 "guidance does not apply")
             labels = torch.cat([torch.full_like(labels, self.null_label), labels])
+        if self.encoder is None:
+            return {"class_labels": labels}
         return {"encoder_hidden_states": self.encoder(labels).to(self.unet.dtype)}
+
+    def decode(self, latents):
+        """Images in [-1, 1] from the sampler's output: pixel models return it as it is,
+        latent models decode it (LDM's VQ decoder quantizes first, as LDM's
+        ``decode_first_stage`` does)."""
+        if self.decoder is None:
+            return latents
+        scaled = latents.to(self.decoder.dtype) / self.decoder.config.scaling_factor
+        return self.decoder.decode(scaled).sample
 
     def encode_prompts(self, prompts, guidance: bool) -> dict:
         """UNet kwargs for ``prompts`` (the pipeline's text encoder); with ``guidance``, the
@@ -423,7 +452,7 @@ def weights_digest(model: LoadedModel) -> str:
 
     from .metrics.cache import state_dict_digest
 
-    parts = [model.unet, model.encoder,
+    parts = [model.unet, model.encoder, model.decoder,
              *(model.pipeline.components.values() if model.pipeline is not None else ())]
     networks = {id(p): p for p in parts if isinstance(p, torch.nn.Module)}
     return state_dict_digest(*networks.values())
@@ -438,6 +467,8 @@ def load_model(model_id: str, weights: str = "pretrained", *, device: str = "cpu
         return _load_zoo(spec, weights, device, dtype)
     if spec.pipeline_class:
         return _load_pipeline(spec, weights, device, dtype)
+    if spec.converted:
+        return _load_converted(spec, weights, device, dtype)
     if spec.context_tokens:
         raise UnknownModelError(
             f"model {spec.id!r} is conditioned on {spec.conditioning} but has no sampling "
@@ -445,6 +476,91 @@ def load_model(model_id: str, weights: str = "pretrained", *, device: str = "cpu
     unet = build_unet(spec, weights, device=device, dtype=dtype)
     return LoadedModel(name=spec.id, unet=unet, scheduler=build_scheduler(spec),
                        resolution=spec.sample_shape[1])
+
+
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def check_weights(model_id: str, weights: str) -> None:
+    """What loading a model converted by ``repro convert`` needs, checked in milliseconds
+    before anything is loaded or written: its directory, and each network's config and
+    weights file there. :class:`MissingWeightsError` names the first thing missing, where it
+    was looked for and how to make it. Other models are checked by loading them."""
+    spec = get(model_id)
+    converted = spec.converted
+    if converted is None:
+        return
+    networks = converted.networks
+    make = (f"convert the authors' {converted.original} ({spec.source}) once with `repro "
+            f"convert {converted.kind} {converted.original} DIR` and pass DIR as the weights")
+    if weights == "random":
+        if networks == ("unet",):
+            return
+        raise MissingWeightsError(
+            f"model {spec.id!r}: sampling needs the converted {', '.join(networks[1:])} as well "
+            "as the UNet, and --weights random builds only the UNet (`repro bench --weights "
+            f"random` times it); {make}")
+    if weights == "pretrained":
+        raise MissingWeightsError(f"model {spec.id!r} has no Hugging Face id to download; {make}")
+    directory = Path(weights)
+    if directory.is_file():
+        raise MissingWeightsError(f"model {spec.id!r}: {weights} is a file, not a converted "
+                                  f"directory; {make}")
+    if not directory.is_dir():
+        raise MissingWeightsError(f"model {spec.id!r}: weights directory {weights} does not "
+                                  f"exist (looked for at {directory.absolute()}); {make}")
+    for network in networks:
+        folder = directory / network
+        if not (folder / "config.json").is_file():
+            missing = folder / "config.json"
+        elif not any((folder / name).is_file() for name in WEIGHT_FILES):
+            missing = folder / WEIGHT_FILES[0]
+        else:
+            continue
+        raise MissingWeightsError(f"model {spec.id!r}: weights directory {weights} lacks "
+                                  f"{missing.relative_to(directory)}; {make}")
+
+
+def _load_converted(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedModel:
+    """A class-conditional model from its ``repro convert`` directory: the UNet, and for
+    LDM-4-G its VQ first stage and class embedder (labels -> one cross-attention token; its
+    last class is the null class of guidance). ADM's UNet embeds labels itself and has no
+    null class. Sizes come from the directory's configs."""
+    check_weights(spec.id, weights)
+    networks = spec.converted.networks
+    if weights == "random":
+        unet = build_unet(spec, "random", device=device, dtype=dtype)
+    else:
+        unet = _placed(_load_network(spec, spec.unet_class, weights, "unet"), device, dtype)
+    encoder = decoder = null_label = None
+    num_classes = unet.config.num_class_embeds
+    if "class_embedder" in networks:
+        encoder = _placed(_load_network(spec, "ClassEmbedder", weights, "class_embedder"),
+                          device, dtype)
+        num_classes = null_label = encoder.null_class
+    if "vqvae" in networks:
+        decoder = _placed(_load_network(spec, "VQModel", weights, "vqvae"), device, dtype)
+    return LoadedModel(name=spec.id, unet=unet, scheduler=build_scheduler(spec),
+                       resolution=unet.config.sample_size, encoder=encoder,
+                       num_classes=num_classes, null_label=null_label,
+                       default_guidance=spec.default_guidance, decoder=decoder)
+
+
+def _load_network(spec: ModelSpec, class_name: str, weights: str, network: str):
+    """One network of a converted directory; a file that does not load is one
+    :class:`MissingWeightsError` naming it."""
+    if class_name == "ClassEmbedder":
+        from .networks import ClassEmbedder as cls
+    else:
+        cls = _diffusers_class(class_name)
+    try:
+        return cls.from_pretrained(weights, subfolder=network, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise MissingWeightsError(
+            f"model {spec.id!r}: {Path(weights) / network} does not load as a {cls.__name__} "
+            f"({reason}); convert the authors' {spec.converted.original} again with `repro "
+            f"convert {spec.converted.kind}`") from error
 
 
 def _load_pipeline(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedModel:

@@ -94,9 +94,11 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
 
 
 def _preflight(experiment: Experiment) -> None:
-    """Metric weights and reference data, checked before any model is loaded."""
+    """The files of converted checkpoints, metric weights and reference data, checked before
+    any model is loaded."""
     from .metrics.evaluate import check_resources
 
+    models.check_weights(experiment.model, experiment.weights)
     ev = experiment.evaluation
     check_resources([*ev.metrics, f"rfid:{experiment.search.extractor}"], ev.reference)
 

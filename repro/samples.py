@@ -184,17 +184,20 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
     with torch.inference_mode():
         for start in range(0, len(seeds), batch_size):
             batch_seeds = seeds[start:start + batch_size]
-            latents = _seed_noise(model, batch_seeds)
+            generators = _seed_generators(batch_seeds)
+            latents = _seed_noise(model, generators)
             kwargs = {}
             if labels is not None:
                 kwargs = model.condition(labels[start:start + batch_size], cfg)
             scheduler.set_timesteps(steps)
             batch = (steps, guidance, tuple(batch_seeds),
                      None if labels is None else tuple(labels[start:start + batch_size]))
-            images = denoise(model.unet, scheduler, latents, schedule,
-                             guidance_scale=guidance if cfg else None,
-                             resume=prefixes and prefixes.longest(batch, schedule),
-                             on_step=prefixes and prefixes.recorder(batch, schedule), **kwargs)
+            final = denoise(model.unet, scheduler, latents, schedule,
+                            guidance_scale=guidance if cfg else None,
+                            step_kwargs=_step_noise(scheduler, generators),
+                            resume=prefixes and prefixes.longest(batch, schedule),
+                            on_step=prefixes and prefixes.recorder(batch, schedule), **kwargs)
+            images = model.decode(final)
             _check_finite(bool(torch.isfinite(images).all()), model, schedule, batch_seeds)
             chunks.append(to_uint8(images))
     return SampleSet(
@@ -232,7 +235,7 @@ def _generate_text(model, steps: int, schedule, seeds: Sequence[int],
     with torch.inference_mode():
         for start in range(0, len(seeds), batch_size):
             batch_seeds = seeds[start:start + batch_size]
-            latents = _seed_noise(model, batch_seeds)
+            latents = _seed_noise(model, _seed_generators(batch_seeds))
             with apply_schedule(pipe, schedule):
                 images = pipe(prompt=per_seed[start:start + batch_size], latents=latents,
                               num_inference_steps=steps, output_type="np", **kwargs).images
@@ -245,14 +248,33 @@ def _generate_text(model, steps: int, schedule, seeds: Sequence[int],
     )
 
 
-def _seed_noise(model, seeds: Sequence[int]):
-    """Each image's initial noise from its own seed: independent of batch composition."""
+def _seed_generators(seeds: Sequence[int]) -> list:
+    """One CPU generator per image, seeded with its seed: its initial noise and then the noise
+    of every stochastic sampler step come from it, independent of batch composition."""
+    import torch
+
+    return [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+
+
+def _seed_noise(model, generators: Sequence):
+    """Each image's initial noise, the first draw of its own generator."""
     import torch
 
     unet = model.unet
     shape = (unet.config.in_channels, model.resolution, model.resolution)
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)))
-                        for seed in seeds]).to(unet.device, unet.dtype)
+    return torch.stack([torch.randn(shape, generator=generator)
+                        for generator in generators]).to(unet.device, unet.dtype)
+
+
+def _step_noise(scheduler, generators: Sequence) -> dict:
+    """``scheduler.step`` kwargs that make a stochastic sampler (DDPM's ancestral steps) draw
+    each image's noise from that image's generator, so an image's noise is the same under
+    every schedule and batch; deterministic steps (DDIM, eta=0) never draw from it."""
+    import inspect
+
+    if "generator" not in inspect.signature(scheduler.step).parameters:
+        return {}
+    return {"generator": list(generators)}
 
 
 def _check_finite(finite: bool, model, schedule, seeds: Sequence[int]) -> None:

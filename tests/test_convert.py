@@ -1,21 +1,29 @@
-"""`repro convert`: original checkpoints -> diffusers directories. The original key layouts
-and shapes come from tiny models of CompVis/latent-diffusion and openai/guided-diffusion,
-recorded by tests/data/original_layouts.py (which also checks, where those repositories are
-checked out, that converted and original models agree numerically)."""
+"""`repro convert`: original checkpoints -> diffusers directories, and the registry loading
+and sampling them. The original key layouts and shapes come from tiny models of
+CompVis/latent-diffusion and openai/guided-diffusion, recorded by
+tests/data/original_layouts.py (which also checks, where those repositories are checked out,
+that converted and original models agree numerically)."""
 
 import copy
 import dataclasses
+import functools
+import importlib
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from repro import cli, models
+import repro.convert
+from repro import cli, models, samples
 from repro.convert import CIN256_V2, ConversionError, convert_adm, convert_ldm
+from repro.metrics.extractors import INCEPTION, FeatureExtractor
 from repro.schedule import Schedule
 
 LAYOUTS = Path(__file__).parent / "data" / "original_layouts.json"
+SUITES = Path(__file__).resolve().parent.parent / "suites"
 
 # cin256-v2 and 64x64_diffusion.pt with narrow channels; every structural setting is theirs.
 LDM_TINY = copy.deepcopy(CIN256_V2)
@@ -149,3 +157,157 @@ def test_ldm4g_macs_per_step_are_deepcaches_table():
         mean = (fulls * full + (250 - fulls) * partial) / 250
         assert mean == pytest.approx(published, rel=2e-3), n
     assert sum(v.numel() for v in unet.parameters()) == pytest.approx(400.9e6, rel=1e-3)
+
+
+# -- converted directories, loaded and sampled ---------------------------------------------
+@pytest.fixture
+def converted(tmp_path, monkeypatch):
+    """``converted(kind)``: random weights in the original key layout at tiny widths (scaled
+    down so that activations stay finite through the untrained networks), saved as the
+    authors' file and turned into a directory by `repro convert`."""
+    ldm, adm = tiny_specs()
+    monkeypatch.setitem(repro.convert.CONVERTERS, "ldm",
+                        (ldm, functools.partial(convert_ldm, original=LDM_TINY)))
+    monkeypatch.setitem(repro.convert.CONVERTERS, "adm", (adm, convert_adm))
+
+    def make(kind: str) -> Path:
+        original = tmp_path / f"{kind}.ckpt"
+        state = {key: 0.1 * value for key, value in random_state(kind).items()}
+        torch.save({"state_dict": state}, original)
+        assert cli.main(["convert", kind, str(original), str(tmp_path / kind)]) == 0
+        return tmp_path / kind
+    return make
+
+
+def calls_of(module: torch.nn.Module) -> list:
+    """Appends to the returned list on every forward of ``module``."""
+    seen: list = []
+    module.register_forward_hook(lambda *_: seen.append(1))
+    return seen
+
+
+def test_converted_ldm4g_samples_as_ldm_does_with_guidance_and_partial_steps(converted):
+    model = models.load_model("ldm4g-imagenet256", str(converted("ldm")))
+    assert (model.num_classes, model.null_label, model.default_guidance) == (10, 10, 1.5)
+    deep = calls_of(model.unet.mid_block.resnets[0])  # inside what P steps replace
+    teacher = samples.generate(model, 4, None, seeds=[0, 1], labels=[3, 7], batch_size=2)
+    assert teacher.images.shape == (2, 64, 64, 3)  # 16x16 latents through the f4 VQ decoder
+    assert (teacher.guidance, len(deep)) == (1.5, 4)
+
+    # LDM's DDIMSampler with unconditional_guidance_scale, written out on diffusers parts
+    scheduler = models.build_scheduler(models.LDM4G_IMAGENET256)
+    scheduler.set_timesteps(4)
+    assert scheduler.timesteps.tolist() == [751, 501, 251, 1]  # range(0, 1000, 250) + 1
+    x = torch.stack([torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(s))
+                     for s in (0, 1)])
+    context = model.encoder(torch.tensor([10, 10, 3, 7]))
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            uncond, cond = model.unet(torch.cat([x, x]), t, encoder_hidden_states=context
+                                      ).sample.chunk(2)
+            x = scheduler.step(uncond + 1.5 * (cond - uncond), t, x).prev_sample
+        decoded = model.decoder.decode(x).sample
+    assert np.array_equal(teacher.images, samples.to_uint8(decoded))
+
+    deep.clear()
+    cached = samples.generate(model, 4, "F P0 F P0", seeds=[0, 1], labels=[3, 7], batch_size=2)
+    assert len(deep) == 2  # the deep path runs on F steps only
+    assert not np.array_equal(cached.images, teacher.images)
+    unguided = samples.generate(model, 4, None, seeds=[0, 1], labels=[3, 7], guidance=1.0)
+    assert not np.array_equal(unguided.images, teacher.images)
+
+
+def test_converted_adm_samples_ddpm_with_per_image_noise(converted):
+    model = models.load_model("adm-imagenet64", str(converted("adm")))
+    assert (model.num_classes, model.null_label, model.encoder, model.decoder) == (
+        10, None, None, None)
+    assert type(model.scheduler).__name__ == "DDPMScheduler"
+    pair = samples.generate(model, 3, "F P0 P0", seeds=[0, 1], batch_size=2)
+    assert pair.images.shape == (2, 16, 16, 3) and pair.labels.tolist() == [0, 1]
+    # ancestral noise comes from each image's seed: the same image alone, in another batch
+    alone = samples.generate(model, 3, "F P0 P0", seeds=[1], batch_size=1)
+    assert np.array_equal(alone.images[0], pair.images[1])
+    with pytest.raises(ValueError, match="no null class"):
+        samples.generate(model, 3, None, seeds=[0], guidance=2.0)
+
+
+def test_missing_converted_weights_are_named_with_where_and_how(converted, tmp_path):
+    def problem(model: str, weights: str) -> str:
+        with pytest.raises(models.MissingWeightsError) as error:
+            models.check_weights(model, weights)
+        return str(error.value)
+
+    make = "`repro convert ldm model.ckpt DIR`"
+    assert make in problem("ldm4g-imagenet256", "pretrained")
+    assert "has no Hugging Face id" in problem("ldm4g-imagenet256", "pretrained")
+    assert "--weights random builds only the UNet" in problem("ldm4g-imagenet256", "random")
+    models.check_weights("adm-imagenet64", "random")  # the UNet is the whole model
+    (tmp_path / "model.ckpt").write_bytes(b"")
+    assert "is a file, not a converted directory" in problem("ldm4g-imagenet256",
+                                                            str(tmp_path / "model.ckpt"))
+    missing = problem("ldm4g-imagenet256", str(tmp_path / "nowhere"))
+    assert f"weights directory {tmp_path / 'nowhere'} does not exist" in missing
+    directory = converted("ldm")
+    models.check_weights("ldm4g-imagenet256", str(directory))
+    (directory / "vqvae" / "diffusion_pytorch_model.safetensors").unlink()
+    assert "lacks vqvae/diffusion_pytorch_model.safetensors" in problem("ldm4g-imagenet256",
+                                                                       str(directory))
+    (directory / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"torn")
+    (directory / "vqvae" / "diffusion_pytorch_model.safetensors").write_bytes(b"torn")
+    with pytest.raises(models.MissingWeightsError, match="unet does not load as a "
+                                                          "UNet2DConditionModel"):
+        models.load_model("ldm4g-imagenet256", str(directory))
+
+
+class TinyExtractor(FeatureExtractor):
+    """Stands in for the Inception network under its protocol name (no weights here)."""
+
+    name = INCEPTION
+
+    def __init__(self):
+        torch.manual_seed(0)
+        super().__init__(torch.nn.Conv2d(3, 4, 8, stride=8))
+
+    def _features(self, batch):
+        return self.network(batch.float() / 255).mean(dim=(2, 3))
+
+
+LDM_SUITE_SHRUNK = {  # suites/ldm4g_imagenet256.yaml at 13 steps (13/5 = 2.6x), 2 images, rFID
+    "steps: 250": "steps: 13", "n_eval: 40": "n_eval: 2", "population: 16": "population: 2",
+    '"0:256"': '"0:2"', "intervals: [2, 3, 5, 10, 20]": "intervals: [2]",
+    "intervals: [10, 20]": "intervals: [10]", '"100000:150000"': '"100000:100002"',
+    "batch_size: 50": "batch_size: 2", "latency_batch: 16": "latency_batch: 1",
+    "latency_repeats: 5": "latency_repeats: 1", "grid: 16": "grid: 2",
+    "  reference: imagenet-256\n": ""}
+
+
+def test_ldm4g_suite_runs_end_to_end_on_a_converted_directory(converted, tmp_path, monkeypatch):
+    text = (SUITES / "ldm4g_imagenet256.yaml").read_text()
+    for old, new in LDM_SUITE_SHRUNK.items():
+        assert old in text
+        text = text.replace(old, new)
+    text = re.sub(r"  metrics: \[[^]]*\]", '  metrics: ["rfid:inception-2015-12-05"]', text)
+    kept = ("teacher", "deepcache N=2 b=0", "deepcache-quad N=10 b=0", "segment @2.6x")
+    text = "\n".join(line for line in text.splitlines()  # published rows of settings shrunk away
+                     if "{row:" not in line or any(f'row: "{r}"' in line or f"row: {r}," in line
+                                                   for r in kept))
+    text = text.replace("weights: checkpoints/ldm4g-imagenet256",
+                        f"weights: {converted('ldm')}")
+    (tmp_path / "suite.yaml").write_text(text)
+    (tmp_path / "w").write_bytes(b"stand-in")
+    monkeypatch.setenv("REPRO_INCEPTION_WEIGHTS", str(tmp_path / "w"))
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    for module in ("repro.fitness", "repro.metrics.evaluate"):
+        monkeypatch.setattr(importlib.import_module(module), "load_extractor",
+                            lambda name, **kwargs: TinyExtractor())
+    assert cli.main(["run", str(tmp_path / "suite.yaml"), "--results", str(tmp_path / "out"),
+                     "--no-tracking", "--quiet"]) == 0
+    (run_dir,) = (tmp_path / "out" / "ldm4g-imagenet256").iterdir()
+    rows = {r["name"]: r for r in json.loads((run_dir / "results.json").read_text())["rows"]}
+    assert {"teacher", "segment @2.6x", "deepcache N=2 b=0", "deepcache-quad N=10 b=0"} <= set(
+        rows)
+    assert rows["teacher"]["guidance"] == 1.5
+    assert rows["deepcache N=2 b=0"]["schedule"].split()[:3] == ["F", "P0", "|"]
+    teacher = samples.SampleSet.load(run_dir / "work" / "ldm4g-imagenet256" / "teacher-eval.npz")
+    assert teacher.images.shape == (2, 64, 64, 3) and teacher.labels.tolist() == [0, 1]
+    assert all(np.isfinite(r["metrics"][f"rfid:{INCEPTION}"]) for r in rows.values())

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repro import cli
+from repro import cli, models
 from repro.suite import check, load
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
@@ -42,17 +42,29 @@ def bare(tmp_path, monkeypatch):
 
 
 def run(suite: Path, tmp_path: Path, capsys) -> str:
+    """`repro run` exits 2 with one line and writes nothing anywhere under ``tmp_path``."""
+    before = sorted(tmp_path.rglob("*"))
     code = cli.main(["run", str(suite), "--results", str(tmp_path / "results"), "--no-tracking"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert not (tmp_path / "results").exists()
+    assert sorted(tmp_path.rglob("*")) == before
     return err
 
 
-@pytest.mark.parametrize(("suite", "batch"), [(LDM, "VIRTUAL_imagenet256_labeled.npz"),
-                                              (ADM, "VIRTUAL_imagenet64_labeled.npz")])
+@pytest.mark.parametrize(("suite", "original", "batch"), [
+    (LDM, "ldm model.ckpt", "VIRTUAL_imagenet256_labeled.npz"),
+    (ADM, "adm 64x64_diffusion.pt", "VIRTUAL_imagenet64_labeled.npz")])
 def test_run_without_the_data_names_each_missing_file_in_turn(bare, capsys, monkeypatch, suite,
-                                                             batch):
+                                                             original, batch):
+    (experiment,) = load(suite).experiments[:1]
+    weights = experiment.weights
+    err = run(suite, bare, capsys)
+    assert f"weights directory {weights} does not exist (looked for at {bare / weights})" in err
+    assert f"`repro convert {original} DIR`" in err
+    for network in models.get(experiment.model).converted.networks:  # named, not loadable
+        (bare / weights / network).mkdir(parents=True)
+        (bare / weights / network / "config.json").write_text("{}")
+        (bare / weights / network / "diffusion_pytorch_model.safetensors").write_bytes(b"")
     assert "pt_inception-2015-12-05-6726825d.pth" in run(suite, bare, capsys)
     (bare / "w").write_bytes(b"stand-in")
     monkeypatch.setenv("REPRO_INCEPTION_WEIGHTS", str(bare / "w"))
@@ -61,7 +73,5 @@ def test_run_without_the_data_names_each_missing_file_in_turn(bare, capsys, monk
     (bare / "data").mkdir()
     np.savez(bare / "data" / batch, arr_0=np.zeros((2, 4, 4, 3), np.uint8), mu=np.zeros(2048),
              sigma=np.eye(2048))
-    err = run(suite, bare, capsys)
-    assert load(suite).experiments[0].model in err
-    if suite == ADM:
-        assert "weights directory checkpoints/adm-imagenet64 does not exist" in err
+    assert f"{weights}/unet does not load as a {models.get(experiment.model).unet_class}" in run(
+        suite, bare, capsys)
