@@ -81,6 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaded = suite.load(_suite_path(args.suite))
     if args.no_tracking:
         loaded = replace(loaded, tracking=replace(loaded.tracking, enabled=False))
+    if args.experiment:
+        loaded = _only(loaded, args.experiment)
     log = (lambda message: None) if args.quiet else runner.stderr_log
     run_dir = runner.run_suite(loaded, results_root=args.results, run_id=args.run_id,
                                new=args.new, tracking_uri=args.tracking_uri,
@@ -89,6 +91,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         print((run_dir / "table.md").read_text())
         print(f"results: {run_dir}")
     return 0
+
+
+def _only(loaded, names: list[str]):
+    """The suite with only the named experiments: one process per experiment, each in its
+    own run directory; work files are keyed by what made them, so a whole-suite run on
+    one of those directories (``--run-id``) reuses them."""
+    known = [e.name for e in loaded.experiments]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise BadInput(f"--experiment: {unknown[0]!r} is not in suite {loaded.name!r} "
+                       f"(known: {', '.join(known)})")
+    return replace(loaded, experiments=tuple(e for e in loaded.experiments if e.name in names))
 
 
 def _at_least_one(args: argparse.Namespace, *flags: str) -> None:
@@ -343,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="results root (default: results/)")
     run.add_argument("--run-id", help="run directory name; an existing one is resumed "
                      "(default: resume this suite's latest unfinished run, else a new id)")
+    run.add_argument("--experiment", action="append", default=[],
+                     help="run only this experiment of the suite (repeatable)")
     run.add_argument("--new", action="store_true", help="start a new run even if one is "
                      "unfinished")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: the suite's, "

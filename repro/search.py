@@ -197,9 +197,11 @@ class _GeneCosts:
 def repair(genome: Genome, space: SegmentSpace, budget: Budget) -> Genome:
     """Walk deterministically into the budget window. Each move re-draws the one gene whose
     new value brings the predicted cost closest to the window, the smallest cost change on
-    ties (e.g. one P to N, or one N to F), so few genes change; the distance to the window
-    shrinks at every move, so the walk ends. BudgetError when the window is out of reach at
-    this L or no single gene brings the schedule closer."""
+    ties (e.g. one P to N, or one N to F), then the latest segment, so few genes change and
+    the schedule's start stays its parent's (a candidate then continues from its parent's
+    stored prefix: :mod:`repro.prefix`); the distance to the window shrinks at every move,
+    so the walk ends. BudgetError when the window is out of reach at this L or no single
+    gene brings the schedule closer."""
     costs = _GeneCosts(budget.table, space.fills)
     lo, hi = budget.cost_window(space.steps)
     distance = _distance_to(lo, hi)
@@ -217,11 +219,12 @@ def repair(genome: Genome, space: SegmentSpace, budget: Budget) -> Genome:
         if budget.admits(schedule):
             return current
         cost = schedule.cost(budget.table)
-        moved_to, _, _, k, i = min(
+        moved_to, _, _, latest, i = min(
             (distance(cost + costs(n, option) - costs(n, gene)),
-             abs(costs(n, option) - costs(n, gene)), option[1] != gene[1], k, i)
+             abs(costs(n, option) - costs(n, gene)), option[1] != gene[1], -k, i)
             for k, (n, gene) in _distinct_segments(lengths, genes)
             for i, option in enumerate(options[n]) if option != gene)
+        k = -latest
         if moved_to >= (distance(cost) or math.ulp(cost)):  # or outside by a rounding hair
             raise BudgetError(f"repair stalled at L={genome.seg_len}: no single gene brings "
                               f"{schedule} closer to {budget.target}x")
@@ -234,10 +237,11 @@ def _distance_to(lo: float, hi: float) -> Callable[[float], float]:
 
 def _distinct_segments(lengths: Sequence[int], genes: Sequence[Gene],
                        ) -> Iterator[tuple[int, tuple[int, Gene]]]:
-    """Index and (length, gene) of each segment unlike every earlier one: later copies have
-    the same moves and lose ties to the first."""
+    """Index and (length, gene) of each segment unlike every later one: earlier copies
+    have the same moves and lose ties to the last."""
     seen: set[tuple[int, Gene]] = set()
-    for k, segment in enumerate(zip(lengths, genes, strict=True)):
+    for k in reversed(range(len(genes))):
+        segment = (lengths[k], genes[k])
         if segment not in seen:
             seen.add(segment)
             yield k, segment
