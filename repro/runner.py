@@ -41,6 +41,7 @@ from .suite import (
     row_sampler,
     segment_space,
     slug,
+    technique_label,
     training_steps,
 )
 
@@ -67,18 +68,19 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
     run_dir, lock = _run_dir(suite, results_root, run_id, new, log)
     with lock:
         state = json.loads((run_dir / "work" / "state.json").read_text())
-        rows = []
+        rows, verdicts = [], []
         for experiment in suite.experiments:
             runner = _ExperimentRun(experiment, plans[experiment.name], loaded[experiment.name],
                                     run_dir, log, prompts[experiment.name])
             rows += runner.run()
+            verdicts += runner.verdicts(rows)
         results = {
             "schema": RESULTS_SCHEMA, "run_id": run_dir.name,
             "suite": {"name": suite.name, "version": suite.version, "file": suite.file,
                       "digest": suite.digest},
             "started": state["started"], "finished": _now(),
             "environment": _environment(loaded),
-            "rows": rows,
+            "rows": rows, "verdicts": verdicts,
         }
         _write_outputs(results, run_dir)
         checkpoint("results")
@@ -307,7 +309,8 @@ class _ExperimentRun:
                 "experiment": self.e.name, "model": self.e.model, "steps": steps,
                 "sampler": models.sampler_record(self._on(planned.sampler).scheduler),
                 "guidance": self._guidance(), "name": row.name, "kind": row.kind,
-                "method": row.method, "budget": row.budget, "schedule": str(schedule),
+                "method": row.method, "family": _family(row), "budget": row.budget,
+                "schedule": str(schedule),
                 "predicted_speedup": self._timed_schedule(planned).speedup(self.table,
                                                                            self.calls),
                 "measured_speedup": timing.get("measured_speedup"),
@@ -315,6 +318,45 @@ class _ExperimentRun:
                 **evaluated[row.name], "published": published.get(row.name),
             })
         return rows
+
+    def verdicts(self, rows: list[dict]) -> list[dict]:
+        """Each searched method and budget against every family's front at equal speed,
+        with bootstrap intervals (:mod:`repro.verdicts`); each row of this experiment gains
+        the interval of every FID protocol (``intervals``)."""
+        from . import verdicts
+        from .compare import Point, rfid_quality
+
+        ev = self.e.evaluation
+        mine = [row for row in rows if row["experiment"] == self.e.name]
+        protocols = [m for m in ev.metrics if m.partition(":")[0] in ("fid", "rfid")]
+        if not ev.bootstrap or not protocols:
+            return []
+        self.log(f"verdicts: {len(protocols)} metrics, {ev.bootstrap} bootstrap resamples")
+        features = {row["name"]: self._stored_features(row["name"]) for row in mine}
+        teacher = next(row["name"] for row in mine if row["kind"] == "teacher")
+        qualities = {}
+        for protocol in protocols:
+            kind, _, name = protocol.partition(":")
+            if kind == "fid":
+                from .metrics.references import reference_statistics
+
+                target = reference_statistics(ev.reference, self._extractor(name))
+                quality = partial(verdicts.fid_quality, reference=target, protocol=name)
+            else:
+                quality = partial(rfid_quality, teacher=features[teacher][name], protocol=name)
+            points = {row: Point(row, 1.0, verdicts.memoised(quality(f[name])), len(f[name]))
+                      for row, f in features.items()}
+            qualities[protocol] = points.__getitem__
+        records, intervals = verdicts.verdicts(mine, qualities, self.e.search.repeats,
+                                               ev.bootstrap)
+        for row in mine:
+            row["intervals"] = {m: list(intervals[(row["name"], m)]) for m in protocols}
+        return [{"experiment": self.e.name, **record} for record in records]
+
+    def _stored_features(self, row_name: str) -> dict:
+        path = self.work / "features" / f"{slug(row_name)}.npz"
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files if name not in ("key", "seeds")}
 
     def _on(self, sampler: models.Sampler | None):
         """The model on ``sampler`` (None: the experiment's sampler)."""
@@ -458,15 +500,9 @@ class _ExperimentRun:
     def _save_features(self, path: Path, key: dict, samples: SampleSet) -> None:
         """Per-seed features of the row's samples for each FID protocol (the input of the
         bootstrap intervals of :mod:`repro.verdicts`), under the row's key."""
-        from .metrics.extractors import load_extractor
-
         names = sorted({m.partition(":")[2] for m in self.e.evaluation.metrics
                         if m.partition(":")[0] in ("fid", "rfid")})
-        arrays = {}
-        for name in names:
-            if name not in self.networks:
-                self.networks[name] = load_extractor(name, device=str(self.model.unet.device))
-            arrays[name] = self.networks[name].features(samples.images)
+        arrays = {name: self._extractor(name).features(samples.images) for name in names}
         atomic_save_npz(path, key=np.array(json.dumps(key, sort_keys=True)),
                         seeds=samples.seeds, **arrays)
 
@@ -491,6 +527,14 @@ class _ExperimentRun:
             return models.timesteps_factory(self.spec, self.e.sampler, timesteps, device)
         return models.scheduler_factory(self.spec, row.sampler or self.e.sampler, row.steps,
                                         device)
+
+    def _extractor(self, name: str):
+        """A metric's feature network, loaded once for all rows (shared with evaluate)."""
+        if name not in self.networks:
+            from .metrics.extractors import load_extractor
+
+            self.networks[name] = load_extractor(name, device=str(self.model.unet.device))
+        return self.networks[name]
 
     def _latency(self, rows: list[_Planned]) -> dict[str, dict]:
         """Sampled loop (``_Planned.key``) -> measured speedup and latency, all rows timed
@@ -537,11 +581,24 @@ class _ExperimentRun:
 
 
 # -- outputs ----------------------------------------------------------------------------
+def _family(row: RowPlan) -> str | None:
+    """The front a row belongs to: its search method, or its baseline technique (each
+    solver of sampler-steps apart); None for the teacher and fixed schedules."""
+    if row.kind == "searched":
+        return row.method
+    if row.kind == "baseline" and row.baseline.technique != "schedule":
+        return technique_label(row.baseline)
+    return None
+
+
 def _write_outputs(results: dict, run_dir: Path) -> None:
-    from . import report
+    from . import comparison_report, report
 
     report.write_tables(results, run_dir)
     report.pareto_plot(results, run_dir / "pareto.png")
+    comparison_report.write_verdicts(results, run_dir)
+    comparison_report.fronts_plot(results, run_dir / "fronts.png")
+    comparison_report.convergence_plot(results, run_dir / "convergence.png")
     _write_json(run_dir / "results.json", results)
 
 

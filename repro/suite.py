@@ -120,6 +120,8 @@ class Evaluation:
     latency_batch: PositiveInt = 64
     latency_repeats: PositiveInt = 3
     grid: NonNegativeInt = 64
+    # resamples of the bootstrap intervals and verdicts at equal speed (0: none)
+    bootstrap: NonNegativeInt = 200
 
 
 @dataclass(frozen=True)

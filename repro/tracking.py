@@ -22,7 +22,8 @@ from urllib.parse import unquote, urlsplit
 
 RUN_TAG = "repro.run_id"
 PARENT_TAG = "mlflow.parentRunId"
-PARENT_FILES = ("results.json", "suite.yaml", "table.md", "table.csv", "table.tex", "pareto.png")
+PARENT_FILES = ("results.json", "suite.yaml", "table.md", "table.csv", "table.tex", "pareto.png",
+                "verdicts.md", "verdicts.csv", "fronts.png", "convergence.png")
 # MLflow's defaults retry a dead server for minutes (7 retries, backoff factor 2, 120 s
 # timeout); a user's own settings of these variables win
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",

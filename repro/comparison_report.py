@@ -1,0 +1,157 @@
+"""Tables and plots of a run's comparisons at equal speed, from ``results.json``: the
+verdict table (``verdicts.md`` / ``.csv``), every family's front with intervals
+(``fronts.png``) and each search's convergence (``convergence.png``).
+
+Like :mod:`repro.report`, only numpy, pandas and (lazily) matplotlib: never torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_path
+from .compare import front_indices
+
+VERDICT_COLUMNS = ["experiment", "method", "budget", "family", "metric", "speed", "searched",
+                   "family at speed", "difference", "95% low", "95% high", "verdict"]
+
+
+def verdict_table(results: dict) -> pd.DataFrame:
+    """One row per searched method, budget, family, metric and speed (predicted, measured):
+    the searched rows' mean quality, the family's front interpolated at their speeds, the
+    difference (searched minus family) with its 95% bootstrap interval, and the verdict."""
+    records = [{
+        "experiment": v["experiment"], "method": v["method"], "budget": v["budget"],
+        "family": v["family"], "metric": v["metric"], "speed": v["speed"],
+        "searched": v.get("searched"), "family at speed": v.get("at_speed"),
+        "difference": v.get("difference"), "95% low": v.get("low"), "95% high": v.get("high"),
+        "verdict": v["outcome"]} for v in results.get("verdicts") or []]
+    return pd.DataFrame(records, columns=VERDICT_COLUMNS)
+
+
+def write_verdicts(results: dict, directory: Path | str) -> list[Path]:
+    """``verdicts.md`` and ``verdicts.csv`` (nothing when the run has no verdicts)."""
+    df = verdict_table(results)
+    if df.empty:
+        return []
+    from .report import render
+
+    paths = []
+    for fmt in ("md", "csv"):
+        path = Path(directory) / f"verdicts.{fmt}"
+        with atomic_path(path) as tmp:
+            tmp.write_text(render(df, fmt))
+        paths.append(path)
+    return paths
+
+
+def _speed(row: dict) -> float | None:
+    value = row.get("measured_speedup")
+    return row.get("predicted_speedup") if value is None else value
+
+
+def fronts_plot(results: dict, path: Path | str) -> Path | None:
+    """Quality against measured speed (predicted where not measured) with 95% intervals,
+    one panel per experiment and FID protocol: each baseline family's front as a line
+    through its non-dominated points, searched rows as points (one per budget and search
+    seed), published rows as hollow markers. None when no row has an interval."""
+    rows = [r for r in results.get("rows", []) if r.get("intervals")]
+    if not rows:
+        return None
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    experiments = list(dict.fromkeys(r["experiment"] for r in rows))
+    metrics = list(dict.fromkeys(m for r in rows for m in r["intervals"]))
+    families = list(dict.fromkeys(r.get("family") or r["kind"] for r in rows))
+    colours, markers = colormaps["tab10"], "os^DvP<>Xhp"
+    fig = Figure(figsize=(6 * len(metrics), 4.5 * len(experiments)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(experiments), len(metrics), squeeze=False)
+    for i, experiment in enumerate(experiments):
+        for j, metric in enumerate(metrics):
+            ax = axes[i][j]
+            for k, name in enumerate(families):
+                members = [r for r in rows if r["experiment"] == experiment
+                           and (r.get("family") or r["kind"]) == name and _speed(r) is not None
+                           and metric in r["intervals"]]
+                if not members:
+                    continue
+                x = np.array([_speed(r) for r in members], dtype=float)
+                y = np.array([r["metrics"][metric] for r in members], dtype=float)
+                low, high = np.array([r["intervals"][metric] for r in members], dtype=float).T
+                style = dict(color=colours(k % 10), marker=markers[k % len(markers)])
+                ax.errorbar(x, y, yerr=[y - low, high - y], linestyle="none", capsize=2,
+                            markersize=5, label=name, **style)
+                if members[0]["kind"] == "baseline" and len(members) > 1:
+                    front = front_indices(list(x), list(y))
+                    ax.plot(x[front], y[front], color=style["color"], linewidth=1)
+                key = metric.partition(":")[0]
+                published = [(r["published"].get("speedup"), r["published"].get(key))
+                             for r in members if r.get("published")]
+                published = [(a, b) for a, b in published if a is not None and b is not None]
+                if published:
+                    ax.scatter(*zip(*published, strict=True), facecolors="none",
+                               edgecolors=style["color"], marker=style["marker"], s=60,
+                               label=f"{name} (published)")
+            ax.set_xlabel("measured speedup")
+            ax.set_ylabel(f"{metric} (lower is better), 95% interval")
+            ax.set_title(f"{experiment}: {metric}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="x-small")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return Path(path)
+
+
+def convergence(row: dict) -> np.ndarray:
+    """Best fitness so far after each scored schedule of a searched row's search."""
+    return np.minimum.accumulate(np.asarray(row["search"]["trace"], dtype=float))
+
+
+def convergence_plot(results: dict, path: Path | str) -> Path | None:
+    """Best fitness so far against schedules scored, one panel per experiment and budget,
+    one line per search method: the mean over search seeds and their range. None when no
+    searched row kept its trace."""
+    rows = [r for r in results.get("rows", []) if r.get("kind") == "searched"
+            and (r.get("search") or {}).get("trace")]
+    if not rows:
+        return None
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    experiments = list(dict.fromkeys(r["experiment"] for r in rows))
+    budgets = sorted({r["budget"] for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colours = colormaps["tab10"]
+    fig = Figure(figsize=(5 * len(budgets), 4 * len(experiments)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(experiments), len(budgets), squeeze=False)
+    for i, experiment in enumerate(experiments):
+        for j, budget in enumerate(budgets):
+            ax = axes[i][j]
+            for k, method in enumerate(methods):
+                curves = [convergence(r) for r in rows if r["experiment"] == experiment
+                          and r["budget"] == budget and r["method"] == method]
+                if not curves:
+                    continue
+                length = min(len(c) for c in curves)
+                stack = np.array([c[:length] for c in curves])
+                x = np.arange(1, length + 1)
+                ax.plot(x, stack.mean(axis=0), color=colours(k % 10),
+                        label=f"{method} ({len(curves)} seeds)")
+                ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), color=colours(k % 10),
+                                alpha=0.2)
+            ax.set_xlabel("schedules scored")
+            ax.set_ylabel("best search fitness so far (rFID)")
+            ax.set_title(f"{experiment} @{budget:g}x")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return Path(path)
