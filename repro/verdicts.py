@@ -56,13 +56,10 @@ def interval(point: Point, search_seeds: int, resamples: int) -> tuple[float, fl
     (the search seeds are a first sample, ignored here), so a memoised quality computes
     each resample once for both."""
     seeds = np.arange(point.n)
-    if search_seeds > 1:
-        data = (np.arange(search_seeds), seeds)
+    data = (np.arange(search_seeds), seeds) if search_seeds > 1 else (seeds,)
 
-        def statistic(_runs, idx, axis=-1):
-            return point.quality(idx)
-    else:
-        data, statistic = (seeds,), point.quality
+    def statistic(*samples, axis=-1):
+        return point.quality(samples[-1])
     result = stats.bootstrap(data, statistic, n_resamples=resamples, vectorized=True,
                              confidence_level=CONFIDENCE, method="percentile", rng=0)
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
