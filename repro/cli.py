@@ -312,7 +312,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from . import report
+    from . import comparison_report, report
     from .atomic import atomic_path
 
     if sum(map(bool, (args.runs, args.compare, args.experiment))) != 1:
@@ -329,9 +329,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif args.compare:
         old, new = (report.load_results(p) for p in args.compare)
         text = report.render(report.compare(old, new), "md")
+        if old.get("verdicts") or new.get("verdicts"):
+            text += "\n" + report.render(comparison_report.verdict_changes(old, new), "md")
     else:
-        text = report.render(report.table([report.load_results(p) for p in args.runs]),
-                             args.format)
+        runs = [report.load_results(p) for p in args.runs]
+        text = report.render(report.table(runs), args.format)
+        if len(runs) == 1 and runs[0].get("verdicts") and args.format == "md":
+            text += "\n" + report.render(comparison_report.verdict_table(runs[0]), "md")
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text(text)

@@ -32,6 +32,22 @@ def verdict_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(records, columns=VERDICT_COLUMNS)
 
 
+_KEY = ["experiment", "method", "budget", "family", "metric", "speed"]
+
+
+def verdict_changes(old: dict, new: dict) -> pd.DataFrame:
+    """The verdicts of two runs side by side (the new run's order, then old-only ones):
+    each run's difference and verdict, and whether the verdict changed."""
+    a, b = verdict_table(old), verdict_table(new)
+    merged = b.merge(a, on=_KEY, how="outer", suffixes=(" new", " old"), sort=False)
+    merged["changed"] = [
+        "" if x == y else ("only in old" if pd.isna(y) else "only in new" if pd.isna(x)
+                           else f"{x} -> {y}")
+        for x, y in zip(merged["verdict old"], merged["verdict new"], strict=True)]
+    return merged[[*_KEY, "difference old", "verdict old", "difference new", "verdict new",
+                   "changed"]]
+
+
 def write_verdicts(results: dict, directory: Path | str) -> list[Path]:
     """``verdicts.md`` and ``verdicts.csv`` (nothing when the run has no verdicts)."""
     df = verdict_table(results)

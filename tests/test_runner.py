@@ -35,6 +35,7 @@ evaluation:
   latency_batch: 4
   latency_repeats: 1
   grid: 8
+  bootstrap: 50
 tracking: {experiment: tiny-test}
 experiments:
   - name: ddpm
@@ -69,6 +70,32 @@ def finished_run(tmp_path_factory):
     assert code == 0
     (run_dir,) = (tmp / "results" / "tiny").iterdir()
     return run_dir, uri, load(suite_path)
+
+
+def test_run_gives_verdicts_at_equal_speed_with_intervals(finished_run):
+    """Each searched method and budget against every other family, at predicted and
+    measured speed, for each FID protocol; rows carry 95% intervals; tables and plots."""
+    run_dir, _, _ = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    families = {"deepcache", "fewer-steps", "sampler-steps",
+                "sampler-steps DPMSolverMultistep", "segment-evolution", "stepwise-evolution"}
+    for experiment, metrics in (("ddpm", ["rfid:digits-cnn", "fid:digits-cnn"]),
+                                ("cond", ["rfid:digits-cnn"])):
+        got = {(v["method"], v["family"], v["speed"], v["metric"])
+               for v in results["verdicts"] if v["experiment"] == experiment}
+        assert got == {(m, f, s, metric) for m in ("segment-evolution", "stepwise-evolution")
+                       for f in families - {m} for s in ("predicted", "measured")
+                       for metric in metrics}
+        for row in (r for r in results["rows"] if r["experiment"] == experiment):
+            assert set(row["intervals"]) == set(metrics)
+            assert all(low <= high for low, high in row["intervals"].values())
+    outcomes = {v["outcome"] for v in results["verdicts"]}
+    assert outcomes <= {"better", "tie", "worse", "out of range"}
+    single = [v for v in results["verdicts"] if v["family"] == "fewer-steps"]
+    assert {v["outcome"] for v in single} == {"out of range"}  # one point is not a front
+    verdict_table = pd.read_csv(run_dir / "verdicts.csv")
+    assert len(verdict_table) == len(results["verdicts"])
+    assert (run_dir / "fronts.png").stat().st_size and (run_dir / "convergence.png").stat().st_size
 
 
 def test_run_writes_one_row_per_planned_schedule(finished_run):

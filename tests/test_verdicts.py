@@ -71,3 +71,30 @@ def test_memoised_quality_computes_each_resample_once():
     idx = np.array([[0, 1, 2], [2, 2, 0]])
     assert cached(idx).tolist() == [3.0, 4.0] and cached(idx[::-1]).tolist() == [4.0, 3.0]
     assert sum(calls) == 2
+
+
+def _verdict(family, outcome, difference):
+    return {"experiment": "e", "method": "segment-evolution", "budget": 2.0, "family": family,
+            "metric": "fid:x", "speed": "measured", "searched": 1.0, "at_speed": 2.0,
+            "difference": difference, "low": None, "high": None, "outcome": outcome}
+
+
+def test_verdict_changes_pair_two_runs_by_method_budget_family_metric_and_speed(tmp_path):
+    from repro import comparison_report
+
+    old = {"verdicts": [_verdict("deepcache", "better", -1.0), _verdict("fewer-steps", "tie", 0.1)]}
+    new = {"verdicts": [_verdict("deepcache", "tie", -0.2), _verdict("random", "worse", 2.0)]}
+    changes = comparison_report.verdict_changes(old, new).set_index("family")["changed"]
+    assert changes.to_dict() == {"deepcache": "better -> tie", "random": "only in new",
+                                 "fewer-steps": "only in old"}
+    paths = comparison_report.write_verdicts(new, tmp_path)
+    assert [p.name for p in paths] == ["verdicts.md", "verdicts.csv"]
+    assert "| worse" in (tmp_path / "verdicts.md").read_text()
+    assert comparison_report.write_verdicts({"verdicts": []}, tmp_path / "none") == []
+
+
+def test_convergence_is_the_best_fitness_so_far():
+    from repro.comparison_report import convergence
+
+    row = {"search": {"trace": [5.0, 7.0, 3.0, 4.0, 1.0]}}
+    assert convergence(row).tolist() == [5.0, 5.0, 3.0, 3.0, 1.0]
