@@ -70,7 +70,8 @@ def _speed(row: dict) -> float | None:
 
 
 def fronts_plot(results: dict, path: Path | str) -> Path | None:
-    """Quality against measured speed (predicted where not measured) with 95% intervals,
+    """Quality against measured speed (predicted where not measured) with 95% intervals
+    (percentile bootstrap of the metric, drawn as vertical lines),
     one panel per experiment and FID protocol: each baseline family's front as a line
     through its non-dominated points, searched rows as points (one per budget and search
     seed), published rows as hollow markers. None when no row has an interval."""
@@ -78,16 +79,12 @@ def fronts_plot(results: dict, path: Path | str) -> Path | None:
     if not rows:
         return None
     from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     experiments = list(dict.fromkeys(r["experiment"] for r in rows))
     metrics = list(dict.fromkeys(m for r in rows for m in r["intervals"]))
     families = list(dict.fromkeys(r.get("family") or r["kind"] for r in rows))
     colours, markers = colormaps["tab10"], "os^DvP<>Xhp"
-    fig = Figure(figsize=(6 * len(metrics), 4.5 * len(experiments)), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(experiments), len(metrics), squeeze=False)
+    fig, axes = _panels(len(experiments), len(metrics), (6, 4.5))
     for i, experiment in enumerate(experiments):
         for j, metric in enumerate(metrics):
             ax = axes[i][j]
@@ -101,8 +98,10 @@ def fronts_plot(results: dict, path: Path | str) -> Path | None:
                 y = np.array([r["metrics"][metric] for r in members], dtype=float)
                 low, high = np.array([r["intervals"][metric] for r in members], dtype=float).T
                 style = dict(color=colours(k % 10), marker=markers[k % len(markers)])
-                ax.errorbar(x, y, yerr=[y - low, high - y], linestyle="none", capsize=2,
-                            markersize=5, label=name, **style)
+                ax.scatter(x, y, s=25, label=name, zorder=3, **style)
+                # a bootstrap FID is biased upwards (resamples repeat images): the interval
+                # shows the spread and may lie above the value as drawn
+                ax.vlines(x, low, high, color=style["color"], linewidth=1, alpha=0.6)
                 if members[0]["kind"] == "baseline" and len(members) > 1:
                     front = front_indices(list(x), list(y))
                     ax.plot(x[front], y[front], color=style["color"], linewidth=1)
@@ -119,9 +118,7 @@ def fronts_plot(results: dict, path: Path | str) -> Path | None:
             ax.set_title(f"{experiment}: {metric}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize="x-small")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    return Path(path)
+    return _save(fig, path)
 
 
 def convergence(row: dict) -> np.ndarray:
@@ -138,16 +135,12 @@ def convergence_plot(results: dict, path: Path | str) -> Path | None:
     if not rows:
         return None
     from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     experiments = list(dict.fromkeys(r["experiment"] for r in rows))
     budgets = sorted({r["budget"] for r in rows})
     methods = list(dict.fromkeys(r["method"] for r in rows))
     colours = colormaps["tab10"]
-    fig = Figure(figsize=(5 * len(budgets), 4 * len(experiments)), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(experiments), len(budgets), squeeze=False)
+    fig, axes = _panels(len(experiments), len(budgets), (5, 4))
     for i, experiment in enumerate(experiments):
         for j, budget in enumerate(budgets):
             ax = axes[i][j]
@@ -168,6 +161,20 @@ def convergence_plot(results: dict, path: Path | str) -> Path | None:
             ax.set_title(f"{experiment} @{budget:g}x")
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _panels(rows: int, cols: int, size: tuple[float, float]):
+    """A figure of ``rows`` x ``cols`` panels of ``size`` inches (Agg: no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] * cols, size[1] * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def _save(fig, path: Path | str) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return Path(path)
