@@ -56,6 +56,9 @@ def report(plain: list[dict], reused: list[dict], args, command: str) -> str:
             for a, b in zip(plain, reused, strict=True)]
     calls = sum(r["calls"] for r in plain), sum(r["calls"] for r in reused)
     seconds = sum(r["seconds"] for r in plain), sum(r["seconds"] for r in reused)
+    tail = len(plain) - args.population  # children of the evolution, after the seeded population
+    later = (sum(r["calls"] for r in plain[args.population:]) / max(tail, 1),
+             sum(r["calls"] for r in reused[args.population:]) / max(tail, 1))
     lines = [
         "# Search cost: prefix reuse",
         "",
@@ -74,6 +77,9 @@ def report(plain: list[dict], reused: list[dict], args, command: str) -> str:
         f"{statistics.median(r['seconds'] for r in plain):.2f} | "
         f"{statistics.median(r['seconds'] for r in reused):.2f} | "
         f"{seconds[0] / seconds[1]:.2f}x (total) |",
+        f"| UNet calls per candidate after the first {args.population} (the last "
+        f"{len(plain) - args.population}) | {later[0]:.1f} | {later[1]:.1f} | "
+        f"{later[0] / max(later[1], 1e-9):.2f}x |",
         f"| identical schedule and fitness, candidate by candidate | | "
         f"{sum(same)} of {len(same)} | |",
         "",

@@ -1,0 +1,81 @@
+"""The data sections of results/search-digits.md from finished runs of
+suites/search_digits.yaml (one directory per experiment, as `repro run --experiment` makes):
+the searched rows with their intervals and the verdict matrices at equal measured and
+predicted speed. The reading above them is written by hand.
+
+    python benchmarks/search_digits_page.py results/search-digits/*/ > /tmp/data.md
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from repro.report import load_results
+
+SHORT = {"segment-evolution": "segment", "stepwise-evolution": "step-wise",
+         "segment-random": "random"}
+
+
+def cell(verdict: dict) -> str:
+    if verdict["difference"] is None:
+        return verdict["outcome"]
+    return (f"**{verdict['outcome']}** {verdict['difference']:+.2f} "
+            f"[{verdict['low']:+.2f}, {verdict['high']:+.2f}]")
+
+
+def searched_rows(results: dict) -> list[str]:
+    lines = ["| method | budget | seed | predicted | measured | FID [95%] | rFID [95%] | "
+             "search rFID | scored |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in results["rows"]:
+        if row["kind"] != "searched":
+            continue
+        quality = []
+        for metric in ("fid:digits-cnn", "rfid:digits-cnn"):
+            low, high = row["intervals"][metric]
+            quality.append(f"{row['metrics'][metric]:.2f} [{low:.2f}, {high:.2f}]")
+        search = row["search"]
+        lines.append(f"| {SHORT.get(row['method'], row['method'])} | {row['budget']:g}x | "
+                     f"{search['seed']} | {row['predicted_speedup']:.2f} | "
+                     f"{row['measured_speedup']:.2f} | {quality[0]} | {quality[1]} | "
+                     f"{search['fitness']:.2f} | {search['scored']} |")
+    return lines
+
+
+def verdict_matrix(results: dict, metric: str, speed: str) -> list[str]:
+    verdicts = [v for v in results["verdicts"] if v["metric"] == metric and v["speed"] == speed]
+    families = list(dict.fromkeys(v["family"] for v in verdicts))
+    keys = list(dict.fromkeys((v["method"], v["budget"]) for v in verdicts))
+    lines = ["| searched | " + " | ".join(SHORT.get(f, f) for f in families) + " |",
+             "|---|" + "---|" * len(families)]
+    for method, budget in keys:
+        by = {v["family"]: v for v in verdicts if (v["method"], v["budget"]) == (method, budget)}
+        lines.append(f"| {SHORT.get(method, method)} @{budget:g}x | "
+                     + " | ".join(cell(by[f]) if f in by else "" for f in families) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("runs", nargs="+", type=Path)
+    args = parser.parse_args()
+    out = []
+    for run in args.runs:
+        results = load_results(run)
+        for experiment in dict.fromkeys(r["experiment"] for r in results["rows"]):
+            mine = {**results, "rows": [r for r in results["rows"]
+                                         if r["experiment"] == experiment],
+                    "verdicts": [v for v in results["verdicts"]
+                                 if v["experiment"] == experiment]}
+            out += [f"### {experiment} ({results['run_id']})", "", "Searched rows:", "",
+                    *searched_rows(mine), ""]
+            for metric in ("fid:digits-cnn", "rfid:digits-cnn"):
+                for speed in ("measured", "predicted"):
+                    out += [f"Verdicts on {metric} at equal {speed} speed (searched minus "
+                            "the family's front, 95% interval; lower is better):", "",
+                            *verdict_matrix(mine, metric, speed), ""]
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
