@@ -520,7 +520,7 @@ class _ExperimentRun:
 
     def _timed_sampler(self, row: _Planned, device):
         if self._on_training_grid(row):
-            scheduler = self.model.scheduler
+            scheduler = models.build_scheduler(self.spec, self.e.sampler)
             scheduler.set_timesteps(row.steps)
             timesteps = [int(t) for t, token in zip(scheduler.timesteps, row.schedule,
                                                     strict=True) if token == "F"]
