@@ -4,8 +4,10 @@ search seeds, every candidate schedule on the same seeds and conditions."""
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 
+from .metrics.errors import StatisticsError
 from .metrics.extractors import load_extractor
 from .metrics.fid import rfid
 from .models import sampler_record
@@ -55,4 +57,11 @@ class RFIDFitness:
                         prefixes=self.prefixes)
 
     def __call__(self, schedule: Schedule) -> float:
-        return rfid(self._generate(schedule), self.teacher, self.extractor).value
+        """rFID of ``schedule``; infinite (the worst score, logged as such) where the
+        statistic is undefined on these seeds: fewer seeds than feature dimensions leave the
+        covariances singular, and a candidate whose product has no real square root would
+        otherwise end the whole search."""
+        try:
+            return rfid(self._generate(schedule), self.teacher, self.extractor).value
+        except StatisticsError:
+            return math.inf

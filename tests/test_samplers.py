@@ -112,3 +112,32 @@ def test_a_named_solver_reaches_the_budget_against_the_teachers_calls(tmp_path):
     planned = baselines.plan_schedule(row, 20, calls_at, CostTable({}, "unit"), 0.1,
                                       own_calls_at=lambda k: calls_at(k, sampler))
     assert (planned.steps, planned.schedule) == (10, Schedule.full(10))
+
+
+def test_a_candidate_whose_rfid_is_undefined_scores_worst(digits, monkeypatch):
+    """Fewer search seeds than feature dimensions leave covariances singular; a candidate
+    whose statistic then has no real square root scores +inf instead of ending the search,
+    and the search goes on to a finite winner."""
+    import math
+
+    from repro import fitness as fitness_module
+    from repro.metrics.errors import StatisticsError
+    from repro.schedule import CostTable
+    from repro.search import Budget, SegmentSpace, segment_evolution
+
+    scorer = RFIDFitness(digits, 8, range(2), batch_size=2)
+    real = fitness_module.rfid
+    undefined = Schedule.parse("F N F N F N F N")
+
+    def undefined_for_one(samples, teacher, extractor):
+        if Schedule.parse(samples.schedule) == undefined:
+            raise StatisticsError("digits-cnn: sqrtm of the covariance product has a "
+                                  "significant imaginary part")
+        return real(samples, teacher, extractor)
+
+    monkeypatch.setattr(fitness_module, "rfid", undefined_for_one)
+    result = segment_evolution(SegmentSpace.of(8, (0,), max_len=4), scorer,
+                               Budget(2.0, CostTable({0: 0.5}), 0.1), n_eval=6)
+    scores = {Schedule.parse(r.schedule): r.fitness for r in result.records}
+    assert scores[undefined] == math.inf and len(scores) > 1
+    assert math.isfinite(result.fitness) and result.best != undefined
