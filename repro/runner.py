@@ -24,10 +24,8 @@ from functools import partial
 from pathlib import Path
 from typing import IO, NamedTuple
 
-import numpy as np
-
 from . import baselines, models, search, search_log
-from .atomic import atomic_path, atomic_save_npz, writable_problem
+from .atomic import atomic_path, writable_problem
 from .faults import checkpoint
 from .samples import SampleSet, generate, parse_seeds
 from .schedule import CostTable, Schedule
@@ -332,7 +330,7 @@ class _ExperimentRun:
         if not ev.bootstrap or not protocols:
             return []
         self.log(f"verdicts: {len(protocols)} metrics, {ev.bootstrap} bootstrap resamples")
-        features = {row["name"]: self._stored_features(row["name"]) for row in mine}
+        features = {row["name"]: self._stored_features(row) for row in mine}
         teacher = next(row["name"] for row in mine if row["kind"] == "teacher")
         qualities = {}
         for protocol in protocols:
@@ -353,10 +351,11 @@ class _ExperimentRun:
             row["intervals"] = {m: list(intervals[(row["name"], m)]) for m in protocols}
         return [{"experiment": self.e.name, **record} for record in records]
 
-    def _stored_features(self, row_name: str) -> dict:
-        path = self.work / "features" / f"{slug(row_name)}.npz"
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files if name not in ("key", "seeds")}
+    def _stored_features(self, row: dict) -> dict:
+        """A row's per-seed features by extractor (``repro.per_seed``)."""
+        from . import per_seed
+
+        return dict(per_seed.load(self.run_dir / row["per_seed"]).features)
 
     def _on(self, sampler: models.Sampler | None):
         """The model on ``sampler`` (None: the experiment's sampler)."""
@@ -470,8 +469,8 @@ class _ExperimentRun:
         key = self._key(run=planned.key, seeds=seeds, metrics=ev.metrics,
                         reference=ev.reference, grid=ev.grid)
         done = _read_keyed(path, key)
-        features_path = self.work / "features" / f"{slug(row.name)}.npz"
-        if done is not None and SampleSet.stored_key(features_path) == key:
+        per_seed_path = Path("per_seed") / slug(self.e.name) / f"{slug(row.name)}.npz"
+        if done is not None and SampleSet.stored_key(self.run_dir / per_seed_path) == key:
             return done
         teacher = self._teacher("teacher-eval", seeds)
         started = time.perf_counter()
@@ -489,22 +488,31 @@ class _ExperimentRun:
             sample_grid(samples.images[:ev.grid], self.run_dir / grid)
         evaluated = {"metrics": {r.protocol: r.value for r in results},
                      "metric_n": {r.protocol: r.n for r in results},
-                     "grid": None if grid is None else str(grid)}
-        self._save_features(features_path, key, samples)
+                     "grid": None if grid is None else str(grid),
+                     "per_seed": str(per_seed_path)}
+        self._keep_per_seed(per_seed_path, key, samples, results)
         _write_keyed(path, key, evaluated)
         checkpoint("row")
         self.log(f"{row.name}: " + ", ".join(f"{r.protocol} {r.value:.3f}" for r in results)
                  + f" ({time.perf_counter() - started:.0f} s)")
         return evaluated
 
-    def _save_features(self, path: Path, key: dict, samples: SampleSet) -> None:
-        """Per-seed features of the row's samples for each FID protocol (the input of the
-        bootstrap intervals of :mod:`repro.verdicts`), under the row's key."""
-        names = sorted({m.partition(":")[2] for m in self.e.evaluation.metrics
-                        if m.partition(":")[0] in ("fid", "rfid")})
-        arrays = {name: self._extractor(name).features(samples.images) for name in names}
-        atomic_save_npz(path, key=np.array(json.dumps(key, sort_keys=True)),
-                        seeds=samples.seeds, **arrays)
+    def _keep_per_seed(self, path: Path, key: dict, samples: SampleSet, results) -> None:
+        """The row's per-seed data (``repro.per_seed``: the features fid and rfid came from,
+        per-seed accuracy / CLIP values; the input of bootstrap intervals over evaluation
+        seeds) under the row's key, and the FID reference statistics beside it, written
+        before the row counts as evaluated."""
+        from . import per_seed
+
+        per_seed.save(self.run_dir / path, per_seed.of_results(samples.seeds, results), key)
+        for protocol in self.e.evaluation.metrics:
+            kind, _, extractor = protocol.partition(":")
+            reference = per_seed.reference_path(self.run_dir / path, extractor)
+            if kind == "fid" and not reference.is_file():
+                from .metrics.references import reference_statistics
+
+                reference_statistics(self.e.evaluation.reference,
+                                     self.networks[extractor]).save(reference)
 
     def _on_training_grid(self, row: _Planned) -> bool:
         """An F/N schedule of the step-wise search on the training grid: its null steps

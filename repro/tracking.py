@@ -1,8 +1,8 @@
 """A finished suite run logged to MLflow, and read back for ``repro report --experiment``.
 
 One parent run per suite run carries its files (results.json, suite.yaml, tables, pareto.png,
-grids/); one nested child run per results row carries that schedule's params and metrics,
-so runs and schedules can be compared in the MLflow UI. MLflow is imported inside the
+grids/, per_seed/); one nested child run per results row carries that schedule's params and
+metrics, so runs and schedules can be compared in the MLflow UI. MLflow is imported inside the
 functions: importing this module stays cheap for commands that never track.
 """
 
@@ -24,6 +24,7 @@ RUN_TAG = "repro.run_id"
 PARENT_TAG = "mlflow.parentRunId"
 PARENT_FILES = ("results.json", "suite.yaml", "table.md", "table.csv", "table.tex", "pareto.png",
                 "verdicts.md", "verdicts.csv", "fronts.png", "convergence.png")
+PARENT_DIRS = ("grids", "per_seed")  # sample grids; per-seed quality data (repro gate)
 # MLflow's defaults retry a dead server for minutes (7 retries, backoff factor 2, 120 s
 # timeout); a user's own settings of these variables win
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -95,7 +96,7 @@ def log_run(results: dict, run_dir: Path, *, uri: str | None = None,
 
     The parent run is named after the run id and carries the ``repro.*`` tags of
     :func:`_parent_tags`, ``suite.name|version|file|digest`` params and, as artifacts,
-    whichever of :data:`PARENT_FILES` and ``grids/`` exist; each row becomes a nested child
+    whichever of :data:`PARENT_FILES` and :data:`PARENT_DIRS` exist; each row becomes a nested child
     run named ``<row experiment>/<row name>`` holding :func:`row_data`.
 
     Runs already logged under the same ``run_id`` (an earlier or interrupted logging) are
@@ -200,8 +201,9 @@ def _log_parent(client, experiment_id: str, results: dict, run_dir: Path) -> str
         for name in PARENT_FILES:
             if (run_dir / name).is_file():
                 client.log_artifact(run_id, str(run_dir / name))
-        if (run_dir / "grids").is_dir():
-            client.log_artifacts(run_id, str(run_dir / "grids"), "grids")
+        for name in PARENT_DIRS:
+            if (run_dir / name).is_dir():
+                client.log_artifacts(run_id, str(run_dir / name), name)
         for row in results["rows"]:
             _log_row(client, experiment_id, run_id, row, results["run_id"])
         _check_artifacts(client, run_id, run_dir)
@@ -216,7 +218,7 @@ def _check_artifacts(client, run_id: str, run_dir: Path) -> None:
     """Every parent file is listed back by the store: one lost on the way fails the logging
     (and the run is not marked logged) instead of passing unseen."""
     expected = {name for name in PARENT_FILES if (run_dir / name).is_file()}
-    expected |= {"grids"} if (run_dir / "grids").is_dir() else set()
+    expected |= {name for name in PARENT_DIRS if (run_dir / name).is_dir()}
     missing = expected - {artifact.path for artifact in client.list_artifacts(run_id)}
     if missing:
         raise TrackingError(f"MLflow run {run_id} lacks {', '.join(sorted(missing))} after "

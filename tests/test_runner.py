@@ -126,6 +126,38 @@ def test_run_writes_one_row_per_planned_schedule(finished_run):
     assert "fid:digits-cnn" not in cond["metrics"]
 
 
+def test_every_row_keeps_the_per_seed_data_its_metrics_came_from(finished_run):
+    """per_seed/<experiment>/<row>.npz: the features fid and rfid were computed from and the
+    per-seed accuracy, so that a bootstrap over evaluation seeds (repro gate) needs no
+    resampling of images; recomputing each metric from them gives the reported value."""
+    from repro import per_seed
+    from repro.metrics.frechet import FeatureStatistics, frechet_distance
+    from repro.samples import parse_seeds
+
+    run_dir, _, _ = finished_run
+    rows = json.loads((run_dir / "results.json").read_text())["rows"]
+    teachers = {r["experiment"]: per_seed.load(run_dir / r["per_seed"])
+                for r in rows if r["kind"] == "teacher"}
+    reference = FeatureStatistics.load(run_dir / "per_seed" / "ddpm" /
+                                       "reference-digits-cnn.npz")
+    for row in rows:
+        data = per_seed.load(run_dir / row["per_seed"])
+        assert list(data.seeds) == parse_seeds("100:124")
+        features = data.features["digits-cnn"]
+        teacher = teachers[row["experiment"]].features["digits-cnn"]
+        stats = FeatureStatistics.of(features, "digits-cnn")
+        assert frechet_distance(stats, FeatureStatistics.of(teacher, "digits-cnn")) == \
+            pytest.approx(row["metrics"]["rfid:digits-cnn"], rel=1e-3, abs=1e-3)
+        if "fid:digits-cnn" in row["metrics"]:
+            assert frechet_distance(stats, reference) == pytest.approx(
+                row["metrics"]["fid:digits-cnn"], rel=1e-4)
+        if "acc:digits-cnn" in row["metrics"]:
+            correct = data.values["acc:digits-cnn"]
+            assert set(correct) <= {0.0, 1.0}
+            assert correct.mean() == pytest.approx(row["metrics"]["acc:digits-cnn"])
+    assert not (run_dir / "per_seed" / "cond" / "reference-digits-cnn.npz").exists()  # no fid
+
+
 def test_a_sampler_steps_row_runs_the_sampler_at_its_own_steps(finished_run, tmp_path):
     from PIL import Image
 

@@ -24,4 +24,4 @@ def class_accuracy(samples: SampleSet, classifier: DigitsCNNExtractor) -> Metric
     per_class = {int(c): float(correct[samples.labels == c].mean())
                  for c in np.unique(samples.labels)}
     return MetricResult(f"acc:{classifier.name}", float(correct.mean()), len(correct),
-                        {"per_class": per_class})
+                        {"per_class": per_class}, correct.astype(np.float64))

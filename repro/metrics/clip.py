@@ -93,8 +93,8 @@ class ClipScorer:
         return np.concatenate(scores)
 
     def score(self, images: np.ndarray, texts: Sequence[str]) -> MetricResult:
-        return MetricResult(self.protocol, float(self.scores(images, texts).mean()),
-                            len(images))
+        scores = self.scores(images, texts)
+        return MetricResult(self.protocol, float(scores.mean()), len(images), per_seed=scores)
 
 
 def _pil(image: np.ndarray) -> Image.Image:

@@ -26,11 +26,12 @@ from .result import MetricResult
 def fid(samples: SampleSet, reference: str, extractor: FeatureExtractor) -> MetricResult:
     """FID of ``samples`` against the named reference's statistics."""
     target = reference_statistics(reference, extractor)
-    candidate = FeatureStatistics.of(extractor.features(samples.images), extractor.name)
+    features = extractor.features(samples.images)
+    candidate = FeatureStatistics.of(features, extractor.name)
     return MetricResult(
         f"fid:{extractor.name}", frechet_distance(candidate, target), candidate.n,
         {"reference": reference, "reference_n": target.n,
-         "extractor_weights": extractor.weights_digest})
+         "extractor_weights": extractor.weights_digest}, features)
 
 
 class TeacherFeatureCache:
@@ -118,8 +119,10 @@ def rfid(candidate: SampleSet, teacher: SampleSet, extractor: FeatureExtractor,
     rows = paired_rows(candidate, teacher)
     teacher_stats = FeatureStatistics.of(cache.features(teacher, extractor)[rows],
                                          extractor.name)
-    candidate_stats = FeatureStatistics.of(extractor.features(candidate.images), extractor.name)
+    features = extractor.features(candidate.images)
+    candidate_stats = FeatureStatistics.of(features, extractor.name)
     return MetricResult(
         f"rfid:{extractor.name}", frechet_distance(candidate_stats, teacher_stats),
         candidate_stats.n,
-        {"teacher_schedule": teacher.schedule, "extractor_weights": extractor.weights_digest})
+        {"teacher_schedule": teacher.schedule, "extractor_weights": extractor.weights_digest},
+        features)
