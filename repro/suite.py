@@ -23,6 +23,7 @@ import yaml
 from pydantic import (
     ConfigDict,
     Field,
+    NonNegativeFloat,
     NonNegativeInt,
     PositiveInt,
     TypeAdapter,
@@ -197,6 +198,51 @@ class Tracking:
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """How much worse a number may get, in its own units: more than ``max(abs, rel *
+    |baseline|)`` fails ``repro gate`` (where the noise check agrees, see Regression)."""
+
+    __pydantic_config__ = _STRICT
+    abs: NonNegativeFloat = 0.0
+    rel: NonNegativeFloat = 0.0
+
+    def allowed(self, baseline: float) -> float:
+        return max(self.abs, self.rel * abs(baseline))
+
+
+# Tolerances of a metric kind when the suite states none: a few percent of FID-like
+# distances (with a floor where they are near zero: rFID of rows close to the teacher),
+# one point of accuracy, precision and recall, a fifth of a CLIP point.
+DEFAULT_TOLERANCES = {"fid": Tolerance(0.5, 0.05), "rfid": Tolerance(0.5, 0.05),
+                      "is": Tolerance(0.0, 0.05), "acc": Tolerance(0.01),
+                      "precision": Tolerance(0.01), "recall": Tolerance(0.01),
+                      "clip": Tolerance(0.2)}
+
+
+@dataclass(frozen=True)
+class Regression:
+    """What ``repro gate`` lets a run lose against its baseline, row by row. A metric fails
+    when it is worse by more than its tolerance (``metrics``: by protocol, e.g.
+    ``fid:digits-cnn``, or by kind, ``fid``; unlisted kinds keep
+    :data:`DEFAULT_TOLERANCES`) and, where both runs kept per-seed data, the
+    ``confidence`` bootstrap interval of the difference (``resamples`` resamples of the
+    evaluation seeds) excludes zero; the measured speedup fails when it dropped by more
+    than ``speed`` and the repeats of the two runs do not overlap."""
+
+    __pydantic_config__ = _STRICT
+    metrics: dict[str, Tolerance] = field(default_factory=dict)
+    speed: Tolerance = field(default_factory=lambda: Tolerance(0.0, 0.05))
+    confidence: float = 0.95
+    resamples: PositiveInt = 999
+
+    def tolerance(self, protocol: str) -> Tolerance:
+        """The tolerance of a metric protocol: its own entry, else its kind's, else the
+        kind's default."""
+        kind = protocol.partition(":")[0]
+        return self.metrics.get(protocol) or self.metrics.get(kind) or DEFAULT_TOLERANCES[kind]
+
+
+@dataclass(frozen=True)
 class Suite:
     __pydantic_config__ = _STRICT
     name: str
@@ -204,6 +250,7 @@ class Suite:
     experiments: tuple[Experiment, ...]
     description: str = ""
     tracking: Tracking = field(default_factory=Tracking)
+    regression: Regression = field(default_factory=Regression)
     file: str = ""
     digest: str = ""
 
@@ -223,7 +270,8 @@ class RowPlan:
 
 
 # -- loading (pure data) ---------------------------------------------------------------
-_SUITE_KEYS = {"name", "version", "description", "tracking", "include", "experiments"}
+_SUITE_KEYS = {"name", "version", "description", "tracking", "regression", "include",
+               "experiments"}
 SUITE_MAX_BYTES = 1 << 20  # a suite is a small text file (this also refuses /dev/zero)
 SUITE_MAX_NODES = 100_000  # values with every YAML alias expanded (refuses alias bombs)
 SUITE_MAX_LIST = 1_000  # entries of any one list (budgets, baselines, experiments, ...)
@@ -248,6 +296,8 @@ def load(path: str | Path) -> Suite:
         experiments.append(_merge(experiment_keys, entry))
     data = {k: raw[k] for k in ("name", "version", "description", "tracking") if k in raw}
     data.update(experiments=experiments, file=str(path), digest=_digest(data, experiments))
+    if "regression" in raw:  # after the digest: tolerances change no result, so a run resumes
+        data["regression"] = raw["regression"]
     misused = _misused_bool(data, Suite, [])
     if misused:
         where = _dotted(_as_written(misused, entries if listed else None))
@@ -435,6 +485,11 @@ def _misused_bool(value: Any, hint: Any, loc: list) -> list | None:
         item = get_args(sequence)[0]
         return next((found for index, entry in enumerate(value)
                      if (found := _misused_bool(entry, item, [*loc, index]))), None)
+    mapping = next((o for o in options if get_origin(o) is dict), None)
+    if mapping is not None and isinstance(value, dict):
+        item = get_args(mapping)[1]
+        return next((found for key, entry in value.items()
+                     if (found := _misused_bool(entry, item, [*loc, key]))), None)
     return None
 
 
@@ -451,9 +506,10 @@ def _written_in(data: Any, loc: list) -> bool:
 def _dataclass_at(cls: type, loc: list) -> type:
     """The dataclass reached by following ``loc`` from ``cls``."""
     for part in loc:
-        if isinstance(part, int):
+        hints = get_type_hints(cls)
+        if isinstance(part, int) or part not in hints:  # a list index or a mapping's key
             continue
-        hint = get_type_hints(cls)[part]
+        hint = hints[part]
         cls = next((a for a in (hint, *get_args(hint)) if is_dataclass(a)), cls)
     return cls
 
@@ -485,7 +541,25 @@ def check(suite: Suite) -> dict[str, list[RowPlan]]:
     clash = folder_clash([e.name for e in suite.experiments], "experiments")
     if clash:
         raise SuiteError(f"{suite.file}: {clash}")
+    _check_regression(suite)
     return {e.name: _check_experiment(suite, e) for e in suite.experiments}
+
+
+def _check_regression(suite: Suite) -> None:
+    """Tolerances name metrics that exist (a protocol or a kind); the confidence is a
+    probability."""
+    from .metrics.evaluate import METRICS
+
+    known = [*DEFAULT_TOLERANCES, *(m for m in METRICS if m != "latency")]
+    for key in suite.regression.metrics:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+            raise SuiteError(f"{suite.file}: field 'regression.metrics.{key}': unknown metric "
+                             f"{short(key)}; {hint}")
+    if not 0 < suite.regression.confidence < 1:
+        raise SuiteError(f"{suite.file}: field 'regression.confidence': must be between 0 "
+                         f"and 1, got {suite.regression.confidence}")
 
 
 SUITE_NAME_MAX = 64  # a suite's results folder; its run ids add a time stamp and a suffix

@@ -383,6 +383,25 @@ BAD = {
                                "did you mean 'segment @2x'?"]),
     "duplicate experiments": (LISTED + "  - {name: a, model: digits-cond}\n",
                               ["two experiments are named 'a'"]),
+    # the regression block (repro gate's tolerances)
+    "unknown gated metric": (SINGLE + "regression: {metrics: {fidd: {abs: 1}}}\n",
+                             ["field 'regression.metrics.fidd': unknown metric 'fidd'; "
+                              "did you mean 'fid'?"]),
+    "tolerance typo": (SINGLE + "regression: {metrics: {'fid:digits-cnn': {abss: 1}}}\n",
+                       ["unknown field 'regression.metrics.fid:digits-cnn.abss'; "
+                        "did you mean 'abs'?"]),
+    "negative tolerance": (SINGLE + "regression: {speed: {rel: -0.1}}\n",
+                           ["field 'regression.speed.rel': Input should be greater than or "
+                            "equal to 0 (got -0.1)"]),
+    "tolerance true": (SINGLE + "regression: {metrics: {acc: {abs: true}}}\n",
+                       ["field 'regression.metrics.acc.abs': true/false where a number"]),
+    "tolerance not a mapping": (SINGLE + "regression: {metrics: {fid: 3}}\n",
+                                ["field 'regression.metrics.fid': ", "(got 3)"]),
+    "confidence not a probability": (SINGLE + "regression: {confidence: 95}\n",
+                                     ["field 'regression.confidence': must be between 0 and "
+                                      "1, got 95"]),
+    "regression typo": (SINGLE + "regresion: {}\n",
+                        ["unknown field 'regresion'; did you mean 'regression'?"]),
 }
 
 
@@ -484,6 +503,23 @@ def test_digest_tracks_values_not_formatting(tmp_path):
     assert suite.load(changed).digest != digest
     assert suite.load(renamed).digest != digest
     assert len({suite.load(p).digest for p in (block, changed, renamed)}) == 3
+    gated = write(tmp_path, block.read_text() + "regression: {speed: {rel: 0.2}}\n",
+                  "gated.yaml")
+    assert suite.load(gated).digest == digest  # tolerances change no result: runs resume
+
+
+def test_regression_tolerances_by_protocol_then_kind_then_default(tmp_path):
+    loaded = suite.load(write(tmp_path, SINGLE + (
+        "regression:\n"
+        "  metrics: {fid: {rel: 0.1}, 'fid:inception-2015-12-05': {abs: 2}}\n"
+        "  speed: {abs: 0.05}\n")))
+    gate = loaded.regression
+    assert gate.tolerance("fid:inception-2015-12-05") == suite.Tolerance(abs=2)
+    assert gate.tolerance("fid:digits-cnn").allowed(80.0) == pytest.approx(8.0)
+    assert gate.tolerance("acc:digits-cnn") == suite.DEFAULT_TOLERANCES["acc"]
+    assert gate.speed.allowed(3.0) == 0.05 and (gate.confidence, gate.resamples) == (0.95, 999)
+    smoke = suite.load(SMOKE).regression  # the smoke suite states its own
+    assert "fid" in smoke.metrics and smoke.speed.rel > 0
 
 
 @pytest.mark.parametrize(("baseline", "field", "message"), [
