@@ -245,9 +245,9 @@ CASES: list[tuple[str, Callable[[Case], Outcome]]] = [
 
 def main() -> None:
     from repro.bench import device_name
-    from repro.runner import _git_commit
+    from repro.runner import git_state
 
-    commit, rows = _git_commit(), []  # the code under test, before anything runs
+    commit, rows = git_state()["git_commit"], []  # the code under test, before anything runs
     for name, case in CASES:
         with tempfile.TemporaryDirectory() as tmp:
             started = time.monotonic()

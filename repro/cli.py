@@ -18,6 +18,7 @@ class BadInput(Exception):
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
+    from .gate import GateError
     from .metrics import MetricInputError
     from .models import MissingWeightsError, UnknownModelError
     from .prompts import PromptsError
@@ -31,7 +32,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 
     return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError, SamplesFileError,
             BudgetError, SearchLogError, MetricInputError, ReportError, SuiteError,
-            TrackingError, PromptsError)
+            TrackingError, PromptsError, GateError)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -344,6 +345,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from . import gate, suite, tracking
+
+    if bool(args.baseline) == bool(args.experiment):
+        raise BadInput("gate takes a BASELINE run or --experiment NAME (exactly one)")
+    if (args.branch or args.tag) and not args.experiment:
+        raise BadInput("--branch and --tag choose the baseline among --experiment's runs")
+    tags = {}
+    for text in args.tag:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--tag expects KEY=VALUE, got {text!r}")
+        tags[key] = value
+    if args.branch:
+        tags["repro.git_branch"] = args.branch
+    new = gate.read_run(args.run)
+    tolerances = _suite_path(args.suite) if args.suite else new.suite
+    regression = suite.load(tolerances).regression if tolerances else suite.Regression()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.experiment:
+            run_id = tracking.find_run(args.experiment, uri=args.tracking_uri, tags=tags,
+                                       exclude_run_id=new.run_id)
+            old = replace(gate.read_run(tracking.download_run(run_id, Path(tmp),
+                                                              uri=args.tracking_uri)),
+                          label=f"MLflow run {run_id} of {args.experiment}")
+        else:
+            old = gate.read_run(args.baseline, exclude_run_id=new.run_id)
+        outcome = gate.gate(new, old, regression)
+    print(gate.summary(outcome, new, old))
+    return gate.EXIT_REGRESSED if outcome.regressions else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .metrics.cli import add_eval_parser
     from .search import SEARCH_METHODS
@@ -527,6 +562,24 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
                      "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     rep.set_defaults(func=cmd_report)
+
+    gte = sub.add_parser("gate", help="exit 1 when a run got worse than a baseline run beyond "
+                         "its tolerance (quality beyond its bootstrap interval, speed beyond its "
+                         "repeats), naming row and metric; 0 otherwise; 2 on bad input")
+    gte.add_argument("run", type=Path, help="the new run: run directory, results.json or a "
+                     "`repro bench --json` report")
+    gte.add_argument("baseline", nargs="?", type=Path, help="the baseline: the same kinds, or "
+                     "a suite's results folder (results/smoke: its newest finished run)")
+    gte.add_argument("--experiment", help="take the baseline from this MLflow experiment "
+                     "instead: its newest finished run (not the new run itself)")
+    gte.add_argument("--branch", help="with --experiment: the newest run on this git branch")
+    gte.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                     help="with --experiment: the newest run with this MLflow tag (repeatable)")
+    gte.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
+                     "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    gte.add_argument("--suite", help="tolerances from this suite's regression block (default: "
+                     "the new run's suite.yaml; built-in defaults for benchmarks)")
+    gte.set_defaults(func=cmd_gate)
     return parser
 
 

@@ -11,7 +11,7 @@ searched rows of one method and budget, resampled independently of the evaluatio
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -160,6 +160,15 @@ def compare(searched: Sequence[Point], family: Sequence[Point], family_name: str
                                ).confidence_interval
     low, high = float(interval.low), float(interval.high)
     return Verdict(family_name, outcome(low, high, lower_is_better), observed, low, high)
+
+
+def difference(new: Point, old: Point, name: str, lower_is_better: bool = True,
+               **options) -> Verdict:
+    """``new`` minus ``old`` (one row of two runs) with its bootstrap interval over the
+    evaluation seeds: :func:`compare` at one speed, where a one-point family is its own
+    front. ``options`` as for :func:`compare` (``paired`` when both ran the same seeds)."""
+    return compare([replace(new, speed=0.0)], [replace(old, speed=0.0)], name,
+                   lower_is_better, **options)
 
 
 def _seed_samples(points: Sequence[Point], paired: bool) -> tuple[np.ndarray, ...]:

@@ -618,12 +618,20 @@ def _environment(loaded: dict) -> dict:
     unet = next(iter(loaded.values())).unet
     env = environment(unet.device, str(unet.dtype).removeprefix("torch."), 0)
     env.pop("batch"), env.pop("dtype")
-    return {**env, "threads": torch.get_num_threads(), "git_commit": _git_commit()}
+    return {**env, "threads": torch.get_num_threads(), **git_state()}
 
 
-def _git_commit() -> str | None:
+def git_state() -> dict[str, str | None]:
+    """The harness's git commit and branch (``$REPRO_GIT_BRANCH`` where a CI checkout is
+    detached; none then otherwise): ``repro gate --branch`` finds baselines by it."""
+    branch = os.environ.get("REPRO_GIT_BRANCH") or _git("rev-parse", "--abbrev-ref", "HEAD")
+    return {"git_commit": _git("rev-parse", "HEAD"),
+            "git_branch": None if branch == "HEAD" else branch}
+
+
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        out = subprocess.run(["git", *args], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -15,7 +15,7 @@ import re
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -25,6 +25,7 @@ PARENT_TAG = "mlflow.parentRunId"
 PARENT_FILES = ("results.json", "suite.yaml", "table.md", "table.csv", "table.tex", "pareto.png",
                 "verdicts.md", "verdicts.csv", "fronts.png", "convergence.png")
 PARENT_DIRS = ("grids", "per_seed")  # sample grids; per-seed quality data (repro gate)
+BENCH_FILE = "bench.json"  # a `repro bench` report logged as a run
 # MLflow's defaults retry a dead server for minutes (7 retries, backoff factor 2, 120 s
 # timeout); a user's own settings of these variables win
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -133,6 +134,50 @@ def load_results(experiment: str, *, uri: str | None = None) -> list[dict]:
         if not runs:
             raise TrackingError(f"MLflow experiment {experiment!r} at {uri} has no finished runs")
         return [_download_results(client, run.info.run_id) for run in runs]
+
+
+def find_run(experiment: str, *, uri: str | None = None, tags: Mapping[str, str] | None = None,
+             exclude_run_id: str | None = None) -> str:
+    """The MLflow id of the newest finished parent run of ``experiment`` carrying every one
+    of ``tags`` (``repro.git_branch``: the branch it ran on), other than the run whose
+    ``repro.run_id`` is ``exclude_run_id`` (the run being compared with it)."""
+    uri, tags = resolve_uri(uri), dict(tags or {})
+    check_reachable(uri)
+    client = _client(uri)
+    with _talking_to(uri):
+        experiment_id = _experiment_id(client, experiment, create=False)
+        if experiment_id is None:
+            raise TrackingError(f"MLflow experiment {experiment!r} does not exist at {uri}")
+        wanted = " and ".join(["attributes.status = 'FINISHED'",
+                               *(f"tags.`{key}` = {_quoted(value)}"
+                                 for key, value in tags.items())])
+        newest_first = ["attributes.start_time DESC"]
+        for run in _search(client, experiment_id, wanted, order_by=newest_first):
+            run_tags = run.data.tags
+            if RUN_TAG in run_tags and PARENT_TAG not in run_tags \
+                    and run_tags[RUN_TAG] != exclude_run_id:
+                return run.info.run_id
+    having = "".join(f", {key}={value}" for key, value in tags.items())
+    raise TrackingError(f"MLflow experiment {experiment!r} at {uri} has no finished run"
+                        f"{' with ' + having[2:] if having else ''}"
+                        f"{' other than ' + exclude_run_id if exclude_run_id else ''}")
+
+
+def download_run(run_id: str, destination: Path, *, uri: str | None = None) -> Path:
+    """The run's results file (results.json, or a benchmark's bench.json), suite.yaml and
+    per_seed/ under ``destination``; returns the results file's path."""
+    uri = resolve_uri(uri)
+    client = _client(uri)
+    with _talking_to(uri):
+        logged = {artifact.path for artifact in client.list_artifacts(run_id)}
+        results = next((name for name in ("results.json", BENCH_FILE) if name in logged), None)
+        if results is None:
+            raise TrackingError(f"MLflow run {run_id} at {uri} has neither results.json nor "
+                                f"{BENCH_FILE}")
+        for name in (results, "suite.yaml", "per_seed"):
+            if name in logged:
+                client.download_artifacts(run_id, name, str(destination))
+    return Path(destination) / results
 
 
 @contextlib.contextmanager
