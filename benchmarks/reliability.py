@@ -245,7 +245,7 @@ CASES: list[tuple[str, Callable[[Case], Outcome]]] = [
 
 def main() -> None:
     from repro.bench import device_name
-    from repro.runner import git_state
+    from repro.provenance import git_state
 
     commit, rows = git_state()["git_commit"], []  # the code under test, before anything runs
     for name, case in CASES:

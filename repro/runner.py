@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import IO, NamedTuple
 from . import baselines, models, search, search_log
 from .atomic import atomic_path, writable_problem
 from .faults import checkpoint
+from .provenance import git_state
 from .samples import SampleSet, generate, parse_seeds
 from .schedule import CostTable, Schedule
 from .suite import (
@@ -619,23 +619,6 @@ def _environment(loaded: dict) -> dict:
     env = environment(unet.device, str(unet.dtype).removeprefix("torch."), 0)
     env.pop("batch"), env.pop("dtype")
     return {**env, "threads": torch.get_num_threads(), **git_state()}
-
-
-def git_state() -> dict[str, str | None]:
-    """The harness's git commit and branch (``$REPRO_GIT_BRANCH`` where a CI checkout is
-    detached; none then otherwise): ``repro gate --branch`` finds baselines by it."""
-    branch = os.environ.get("REPRO_GIT_BRANCH") or _git("rev-parse", "--abbrev-ref", "HEAD")
-    return {"git_commit": _git("rev-parse", "HEAD"),
-            "git_branch": None if branch == "HEAD" else branch}
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
 
 
 def _read_keyed(path: Path, key: dict):
