@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import per_seed
+from . import bench_report, per_seed
 from .compare import WORSE, Point, difference, per_seed_mean, rfid_quality, set_statistic
 from .report import SCHEMA_PREFIX, ReportError, load_results
 from .suite import DEFAULT_TOLERANCES, Regression
 
-BENCH_SCHEMA_PREFIX = "flexiffusion-repro/bench@"
 SPEED = "measured speedup"
 LOWER_IS_BETTER = ("fid", "rfid")  # every other metric kind: higher is better
 EXIT_REGRESSED = 1
@@ -97,9 +96,8 @@ def read_run(path: Path | str, exclude_run_id: str | None = None) -> GatedRun:
         data = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         data = None  # load_results says why
-    schema = data.get("schema") if isinstance(data, dict) else None
-    if isinstance(schema, str) and schema.startswith(BENCH_SCHEMA_PREFIX):
-        return GatedRun(str(path), data.get("run_id"), bench_rows(data))
+    if bench_report.is_report(data):
+        return GatedRun(str(path), data.get("run_id"), bench_report.rows(data))
     try:
         results = load_results(file)
     except ReportError as error:
@@ -125,21 +123,6 @@ def _newest_run(folder: Path, exclude_run_id: str | None) -> Path:
         raise GateError(f"{folder}: no finished run (a directory with results.json) in it"
                         + (f" other than {exclude_run_id}" if exclude_run_id else ""))
     return max(found)[1]
-
-
-def bench_rows(report: dict) -> list[dict]:
-    """A ``repro bench`` report's timed loops as results rows: one experiment per suite
-    experiment (``--suite``) or the model (``--model``), whose all-F loop is the teacher."""
-    experiments = report.get("experiments")
-    if experiments is None:
-        experiments = [{"experiment": report.get("model"), "rows": [
-            {**loop, "kind": "teacher" if loop.get("name") == "all-F" else "loop"}
-            for loop in report.get("loops", [])]}]
-    return [{"experiment": e.get("experiment"), "name": row.get("name"), "kind": row.get("kind"),
-             "schedule": row.get("schedule"), "measured_speedup": row.get("measured_speedup"),
-             "latency": {"median_s": row.get("median_s"), "seconds": row.get("seconds")},
-             "metrics": {}}
-            for e in experiments for row in e.get("rows", [])]
 
 
 # -- gating ----------------------------------------------------------------------------------

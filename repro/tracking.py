@@ -9,6 +9,7 @@ functions: importing this module stays cheap for commands that never track.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -25,7 +26,6 @@ PARENT_TAG = "mlflow.parentRunId"
 PARENT_FILES = ("results.json", "suite.yaml", "table.md", "table.csv", "table.tex", "pareto.png",
                 "verdicts.md", "verdicts.csv", "fronts.png", "convergence.png")
 PARENT_DIRS = ("grids", "per_seed")  # sample grids; per-seed quality data (repro gate)
-BENCH_FILE = "bench.json"  # a `repro bench` report logged as a run
 # MLflow's defaults retry a dead server for minutes (7 retries, backoff factor 2, 120 s
 # timeout); a user's own settings of these variables win
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -119,6 +119,81 @@ def log_run(results: dict, run_dir: Path, *, uri: str | None = None,
         return parent
 
 
+def log_bench(report: dict, *, uri: str | None = None, experiment: str | None = None) -> str:
+    """Log a ``repro bench`` report (carrying :func:`repro.bench_report.identity`) to
+    ``experiment`` (default ``repro/bench/<suite or model>``) as a run is logged; returns the
+    parent run's id. The parent carries the run's kind of tags, :func:`bench_data`'s params
+    and metrics and the report as ``bench.json``; each timed loop becomes a nested child run
+    of :func:`row_data` (schedule text, predicted and measured speedup, median)."""
+    from mlflow.entities import Metric
+
+    from . import bench_report
+
+    uri = resolve_uri(uri)
+    check_reachable(uri)
+    client = _client(uri)
+    experiment = experiment or f"repro/bench/{bench_report.subject(report)}"
+    with _talking_to(uri):
+        experiment_id = _experiment_id(client, experiment, create=True)
+        environment = report.get("environment") or {}
+        tags = {RUN_TAG: report["run_id"], "repro.kind": "bench",
+                "mlflow.source.git.commit": environment.get("git_commit"),
+                **{f"repro.{key}": value for key, value in environment.items()}}
+        run_id = client.create_run(experiment_id, run_name=report["run_id"],
+                                   start_time=_millis(report.get("started")),
+                                   tags={k: str(v) for k, v in tags.items() if v is not None}
+                                   ).info.run_id
+        try:
+            params, metrics = bench_data(report)
+            now = _millis(None)
+            client.log_batch(run_id, params=_params(params),
+                             metrics=[Metric(key, value, now, 0) for key, value in metrics.items()])
+            client.log_text(run_id, json.dumps(report, indent=1), bench_report.FILE)
+            for row in bench_report.rows(report):
+                _log_row(client, experiment_id, run_id, row, report["run_id"])
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, end_time=_millis(report.get("finished")))
+        return run_id
+
+
+def bench_data(report: dict) -> tuple[dict, dict[str, float]]:
+    """A ``repro bench`` report -> (params, metrics) of its parent run.
+
+    Params: weights, clock, device, dtype, batch and, per experiment (``<experiment>.`` before
+    each with ``--suite``), model, steps, scheduler, UNet calls, repeats, images and UNet
+    batch; the suite's name, version and digest. Metrics, per experiment (``<experiment>/``
+    before each with ``--suite``): the cost table (``cost.P<b>``, ``cost.per_call``,
+    ``cost.per_step``), per-call medians (``call_median_s.<kind>``, and the engine's and
+    DeepCache helper's partial calls with ``--oracle``), and each loop's
+    ``median_s/<name>`` and ``measured_speedup/<name>``."""
+    environment = report.get("environment") or {}
+    suite = report.get("suite") or {}
+    params = {"weights": report.get("weights"), "clock": report.get("clock"),
+              **{key: environment.get(key) for key in ("device", "dtype", "batch")},
+              **{f"suite.{key}": suite.get(key) for key in ("name", "version", "digest")}}
+    metrics: dict = {}
+    experiments = report.get("experiments") or [{**report, "rows": report.get("loops", [])}]
+    for e in experiments:
+        at = f"{e['experiment']}." if "experiment" in e else ""
+        params.update({f"{at}{key}": e.get(key) for key in (
+            "model", "steps", "scheduler", "unet_calls", "repeats", "images", "unet_batch")})
+        at = f"{e['experiment']}/" if "experiment" in e else ""
+        table = e.get("cost_table") or {}
+        metrics.update({f"{at}cost.P{b}": c for b, c in (table.get("partial") or {}).items()})
+        metrics.update({f"{at}cost.{key}": table.get(key) for key in ("per_call", "per_step")})
+        for group in ("calibration_median_s", "engine_partial_median_s",
+                      "helper_partial_median_s"):
+            name = "call_median_s" if group == "calibration_median_s" else group
+            metrics.update({f"{at}{name}.{kind}": s for kind, s in (e.get(group) or {}).items()})
+        for row in e.get("rows", []):
+            for key in ("median_s", "measured_speedup"):
+                metrics[metric_key(f"{at}{key}/{row.get('name')}")] = row.get(key)
+    return ({key: value for key, value in params.items() if value is not None},
+            {key: float(value) for key, value in metrics.items() if _number(value)})
+
+
 def load_results(experiment: str, *, uri: str | None = None) -> list[dict]:
     """The results.json of each finished parent run of ``experiment``, newest first."""
     uri = resolve_uri(uri)
@@ -166,14 +241,17 @@ def find_run(experiment: str, *, uri: str | None = None, tags: Mapping[str, str]
 def download_run(run_id: str, destination: Path, *, uri: str | None = None) -> Path:
     """The run's results file (results.json, or a benchmark's bench.json), suite.yaml and
     per_seed/ under ``destination``; returns the results file's path."""
+    from . import bench_report
+
     uri = resolve_uri(uri)
     client = _client(uri)
     with _talking_to(uri):
         logged = {artifact.path for artifact in client.list_artifacts(run_id)}
-        results = next((name for name in ("results.json", BENCH_FILE) if name in logged), None)
+        results = next((name for name in ("results.json", bench_report.FILE)
+                        if name in logged), None)
         if results is None:
             raise TrackingError(f"MLflow run {run_id} at {uri} has neither results.json nor "
-                                f"{BENCH_FILE}")
+                                f"{bench_report.FILE}")
         for name in (results, "suite.yaml", "per_seed"):
             if name in logged:
                 client.download_artifacts(run_id, name, str(destination))
