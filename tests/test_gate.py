@@ -32,8 +32,9 @@ evaluation:
   latency_repeats: 3
   grid: 0
 tracking: {experiment: gated}
-regression:
+regression:  # speed: two runs minutes apart on a shared CPU; only a large change counts here
   metrics: {fid: {abs: 1.0, rel: 0.05}}
+  speed: {rel: 0.5}
 experiments:
   - {name: cond, model: digits-cond, guidance: 1.0}
 """
