@@ -138,10 +138,15 @@ def gate(new: GatedRun, old: GatedRun, regression: Regression | None = None) -> 
     if missing_seeds:
         outcome.notes.append(f"no per-seed data in {' and '.join(missing_seeds)}: metrics are "
                              "gated on their tolerances alone, without intervals")
+    elsewhere: dict[tuple[str, str], int] = {}  # (old, new) device -> rows timed apart
     for old_row, new_row in pairs:
         for protocol, value in (old_row.get("metrics") or {}).items():
             outcome.checks.append(_metric_check(protocol, value, old_row, new_row, old, new,
                                                 regression))
+        devices = (_device(old_row), _device(new_row))
+        if None not in devices and devices[0] != devices[1]:
+            elsewhere[devices] = elsewhere.get(devices, 0) + 1
+            continue
         check = _speed_check(old_row, new_row, old, new, regression)
         if check is not None:
             outcome.checks.append(check)
@@ -149,7 +154,30 @@ def gate(new: GatedRun, old: GatedRun, regression: Regression | None = None) -> 
     if unmeasured:
         outcome.notes.append(f"{unmeasured} baseline rows have no measured speedup (latency "
                              "off): their speed is not gated")
+    outcome.notes += [f"speed not gated on {n} rows: timed on {was} in the baseline, on {now} "
+                      "here (speedups of other devices or thread counts are not like for like)"
+                      for (was, now), n in elsewhere.items()]
+    outcome.notes += _load_notes(pairs)
     return outcome
+
+
+def _device(row: dict) -> str | None:
+    return (row.get("latency") or {}).get("device")
+
+
+def _load_notes(pairs: list[tuple[dict, dict]]) -> list[str]:
+    """Experiments whose all-F loop took much longer or shorter than the baseline's on the
+    same device: other load on the machine lowers measured speedups (fixed costs per loop
+    weigh more), which the repeats of one run do not show."""
+    notes = []
+    for old_row, new_row in pairs:
+        was, now = ((row.get("latency") or {}).get("median_s") for row in (old_row, new_row))
+        if (old_row.get("kind") == "teacher" and _device(old_row) == _device(new_row)
+                and _number(was) and _number(now) and not 1 / 1.5 < now / was < 1.5):
+            notes.append(f"{old_row['experiment']}: the all-F loop took {now / was:.2g}x as "
+                         "long as in the baseline on the same device: the machine was busier "
+                         "or idler (or the full UNet call changed); speedups fall under load")
+    return notes
 
 
 def _key(row: dict) -> tuple[str, str]:
