@@ -31,6 +31,7 @@ evaluation:
   latency_batch: 4
   latency_repeats: 3
   grid: 0
+  bootstrap: 0  # no verdicts at equal speed: the gate draws its own intervals
 tracking: {experiment: gated}
 regression:  # speed: two runs minutes apart on a shared CPU; only a large change counts here
   metrics: {fid: {abs: 1.0, rel: 0.05}}
