@@ -8,6 +8,8 @@ import re
 import secrets
 from datetime import UTC, datetime
 
+from .provenance import git_state
+
 SCHEMA = "flexiffusion-repro/bench@1"
 SCHEMA_PREFIX = "flexiffusion-repro/bench@"
 FILE = "bench.json"  # the report's name as an MLflow artifact
@@ -23,12 +25,15 @@ def subject(report: dict) -> str:
     return (report.get("suite") or {}).get("name") or str(report.get("model"))
 
 
-def identity(subject_name: str) -> dict:
-    """The schema, a run id (subject, time, random suffix) and the start time of a report."""
-    now = datetime.now(UTC)
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", subject_name).strip("-")
-    return {"schema": SCHEMA, "run_id": f"bench-{name}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}",
-            "started": now.isoformat(timespec="seconds")}
+def stamp(report: dict, started: datetime) -> dict:
+    """``report`` as a run: the schema, a run id (its subject, start time and a random
+    suffix), start and finish times, and the git commit and branch in its environment."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", subject(report)).strip("-")
+    return {"schema": SCHEMA,
+            "run_id": f"bench-{name}-{started:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}",
+            "started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            **report, "environment": {**(report.get("environment") or {}), **git_state()}}
 
 
 def rows(report: dict) -> list[dict]:

@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -256,7 +257,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from . import bench, bench_report
     from .atomic import atomic_path
 
     if bool(args.model) == bool(args.suite):
@@ -280,6 +281,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    tracking_uri = _bench_tracking(args)
+    started = datetime.now(UTC)
     if args.suite:
         from .runner import stderr_log
 
@@ -303,13 +306,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
             scheduler=args.scheduler, seed=args.seed, clock=args.clock,
         )
         render = bench.report_markdown
+    report = bench_report.stamp(report, started)
     command = "repro " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     markdown = render(report, command)
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text(markdown)
     print(json.dumps(report, indent=2) if args.json else markdown)
+    if tracking_uri is not None:
+        from .tracking import log_bench
+
+        run_id = log_bench(report, uri=tracking_uri, experiment=args.experiment)
+        print(f"MLflow: run {run_id} at {tracking_uri}", file=sys.stderr)
     return 0
+
+
+def _bench_tracking(args: argparse.Namespace) -> str | None:
+    """Where ``repro bench`` logs, checked before any timing (as a run's store is): None
+    with --no-tracking or a suite whose tracking is off; else --tracking-uri, the suite's
+    ``tracking.uri``, ``$MLFLOW_TRACKING_URI`` or MLflow's default."""
+    from . import tracking
+
+    setting = None
+    if args.suite:
+        from .suite import load
+
+        setting = load(_suite_path(args.suite)).tracking
+    if args.no_tracking or (setting is not None and not setting.enabled):
+        return None
+    uri = tracking.resolve_uri(args.tracking_uri or (setting and setting.uri))
+    tracking.check_reachable(uri)
+    return uri
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -545,7 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "(--device cpu only: for a CPU shared with other jobs)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--out", type=Path, help="also write the markdown report here")
-    bench.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench.add_argument("--json", action="store_true", help="print the report as JSON (what "
+                       "`repro gate` reads)")
+    bench.add_argument("--tracking-uri", help="MLflow tracking URI (default: the suite's, "
+                       "MLFLOW_TRACKING_URI, or MLflow's default sqlite:///mlflow.db)")
+    bench.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    bench.add_argument("--experiment", help="MLflow experiment (default: repro/bench/<suite or "
+                       "model>)")
     bench.set_defaults(func=cmd_bench)
 
     rep = sub.add_parser("report", help="tables of run results, or a regression diff of two")

@@ -120,7 +120,7 @@ def log_run(results: dict, run_dir: Path, *, uri: str | None = None,
 
 
 def log_bench(report: dict, *, uri: str | None = None, experiment: str | None = None) -> str:
-    """Log a ``repro bench`` report (carrying :func:`repro.bench_report.identity`) to
+    """Log a ``repro bench`` report (stamped by :func:`repro.bench_report.stamp`) to
     ``experiment`` (default ``repro/bench/<suite or model>``) as a run is logged; returns the
     parent run's id. The parent carries the run's kind of tags, :func:`bench_data`'s params
     and metrics and the report as ``bench.json``; each timed loop becomes a nested child run

@@ -17,7 +17,7 @@ def test_bench_times_schedules_against_all_full_and_the_helper(capsys, tmp_path)
     code, out, _ = run_cli(
         capsys, "bench", "--model", "ddpm-cifar10", "--steps", "4", "--repeats", "1",
         "--deepcache", "2:0", "--schedule", "F N P3 N", "--calibrate", "--oracle", "--plain",
-        "--threads", "1", "--json", "--out", str(out_file))
+        "--threads", "1", "--json", "--out", str(out_file), "--no-tracking")
     assert code == 0
     report = json.loads(out)
     rows = {row["name"]: row for row in report["loops"]}

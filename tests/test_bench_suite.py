@@ -162,7 +162,7 @@ def test_bench_suite_times_every_row_and_writes_markdown_and_json(capsys, suite_
     code, out, _ = run_cli(
         capsys, "bench", "--suite", str(suite_file), "--weights", "random", "--batch", "2",
         "--repeats", "1", "--threads", "1", "--budget", "5.1", "--schedule", GIVEN,
-        "--json", "--out", str(out_file))
+        "--json", "--out", str(out_file), "--no-tracking")
     assert code == 0
     report = json.loads(out)
     assert report["suite"]["name"] == "tiny-bench" and report["weights"] == "random"
@@ -226,7 +226,7 @@ def test_bench_suite_doubles_the_unet_batch_under_guidance(capsys, tmp_path):
                     "evaluation: {latency_batch: 2, latency_repeats: 1}\n"
                     "experiments:\n  - {name: guided}\n  - {name: unguided, guidance: 1.0}\n")
     code, out, _ = run_cli(capsys, "bench", "--suite", str(path), "--threads", "1",
-                           "--clock", "cpu")
+                           "--clock", "cpu", "--no-tracking")
     assert code == 0
     assert "times are process CPU time" in out and "process CPU time; MACs:" in out
     assert "## guided (digits-cond)" in out and "## unguided (digits-cond)" in out
@@ -241,7 +241,8 @@ def test_bench_suite_times_pndm_at_its_own_steps(capsys, tmp_path):
                     "scheduler: PNDMScheduler\n"  # with its Runge-Kutta warm-up: k + 9 calls
                     "baselines: [{technique: sampler-steps, steps: [4]}]\n"
                     "evaluation: {latency_batch: 2, latency_repeats: 1}\n")
-    code, out, _ = run_cli(capsys, "bench", "--suite", str(path), "--threads", "1", "--json")
+    code, out, _ = run_cli(capsys, "bench", "--suite", str(path), "--threads", "1", "--json",
+                           "--no-tracking")
     assert code == 0
     exp, = json.loads(out)["experiments"]
     assert (exp["scheduler"], exp["steps"], exp["unet_calls"]) == ("PNDMScheduler", 6, 15)

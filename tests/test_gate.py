@@ -222,3 +222,58 @@ def test_a_difference_inside_the_interval_passes_and_one_beyond_it_fails(tmp_pat
     outcome = gate.gate(*bare, exact)
     assert {c.noise for c in outcome.regressions} == {"no per-seed data: tolerance alone"}
     assert "no per-seed data" in gate.summary(outcome, *bare)
+
+
+# -- benchmarks: an engine slowdown caught by gating two `repro bench` runs -------------------
+def _bench(capsys, path: Path, uri: str) -> dict:
+    code = cli.main(["bench", "--model", "digits-ddpm", "--weights", "random", "--steps", "10",
+                     "--batch", "2", "--repeats", "3", "--deepcache", "2:0", "--threads", "1",
+                     "--json", "--tracking-uri", uri])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    path.write_text(out)
+    return json.loads(out)
+
+
+def test_a_slower_partial_step_is_caught_by_gating_two_benchmarks(capsys, tmp_path,
+                                                                   monkeypatch):
+    import time
+
+    from conftest import logged_runs
+
+    from repro import engine
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.chdir(tmp_path)  # MLflow's sqlite store keeps artifacts under ./mlruns
+    fast = _bench(capsys, tmp_path / "fast.json", uri)
+    replay = engine.DeepCacheHook.new_forward
+
+    def slow(self, module, *args, **kwargs):  # the partial step now costs 0.2 s more
+        if self.state.branch is not None and self.state.branch < self.threshold:
+            time.sleep(0.2)
+        return replay(self, module, *args, **kwargs)
+    monkeypatch.setattr(engine.DeepCacheHook, "new_forward", slow)
+    slowed = _bench(capsys, tmp_path / "slow.json", uri)
+    assert fast["schema"] == slowed["schema"] and fast["run_id"] != slowed["run_id"]
+
+    code, out, _ = _gate(capsys, tmp_path / "slow.json", tmp_path / "fast.json")
+    assert code == gate.EXIT_REGRESSED
+    regressed = [line for line in out.splitlines() if line.startswith("REGRESSED")]
+    assert len(regressed) == 1
+    assert regressed[0].startswith("REGRESSED digits-ddpm / DeepCache N=2 b=0: measured speedup")
+    assert _gate(capsys, tmp_path / "fast.json", tmp_path / "fast.json")[0] == 0
+
+    # both benchmarks are in MLflow like runs: the baseline found there is the other one
+    code, out, _ = _gate(capsys, tmp_path / "slow.json", "--experiment", "repro/bench/digits-ddpm",
+                         "--tracking-uri", uri)
+    assert code == gate.EXIT_REGRESSED and "DeepCache N=2 b=0: measured speedup" in out
+    runs = logged_runs(uri, "repro/bench/digits-ddpm")
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert sorted(parents["tags.repro.run_id"]) == sorted([fast["run_id"], slowed["run_id"]])
+    parent = parents.iloc[0]
+    assert (parent["params.model"], parent["params.dtype"], parent["params.batch"]) == (
+        "digits-ddpm", "float32", "2")
+    assert parent["metrics.cost.P0"] > 0 and parent["metrics.measured_speedup/all-F"] == 1.0
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert set(children["params.schedule"]) == {
+        "F F F F F F F F F F", "F P0 | F P0 | F P0 | F P0 | F P0"}
