@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,27 +303,6 @@ def scheduler_factory(spec: ModelSpec, sampler: Sampler | None, steps: int,
         scheduler = build_scheduler(spec, sampler)
         scheduler.set_timesteps(steps, device=device)
         return scheduler
-    return make
-
-
-def timesteps_factory(spec: ModelSpec, sampler: Sampler | None, timesteps: Sequence[int],
-                      device=None) -> Callable[[], Any]:
-    """Fresh samplers that step straight through ``timesteps``: how a DDIM schedule on the
-    training grid with F at these timesteps and N elsewhere runs without its null steps
-    (null steps of DDIM with eta 0 chain into one jump). diffusers' ``DDIMScheduler`` takes
-    no custom timesteps; its first-order twin, DPM-Solver++ of order 1, does and makes the
-    same update (tests/test_samplers.py checks the images). Used for timing such rows."""
-    scheduler = build_scheduler(spec, sampler)
-    if type(scheduler).__name__ != "DDIMScheduler":
-        raise ValueError(f"custom timesteps stand in for null steps of DDIM only, not "
-                         f"{type(scheduler).__name__}")
-    from diffusers import DPMSolverMultistepScheduler
-
-    def make():
-        solver = DPMSolverMultistepScheduler.from_config(
-            scheduler.config, solver_order=1, algorithm_type="dpmsolver++")
-        solver.set_timesteps(timesteps=list(timesteps), device=device)
-        return solver
     return make
 
 

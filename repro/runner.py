@@ -527,13 +527,13 @@ class _ExperimentRun:
         return row.schedule
 
     def _timed_sampler(self, row: _Planned, device):
-        if self._on_training_grid(row):
-            scheduler = models.build_scheduler(self.spec, self.e.sampler)
-            scheduler.set_timesteps(row.steps)
-            timesteps = [int(t) for t, token in zip(scheduler.timesteps, row.schedule,
-                                                    strict=True) if token == "F"]
-            return models.timesteps_factory(self.spec, self.e.sampler, timesteps, device)
-        return models.scheduler_factory(self.spec, row.sampler or self.e.sampler, row.steps,
+        """The sampler a row's timed loop runs on. A training-grid row runs DDIM at its F
+        count on DDIM's own grid: the UNet and a DDIM step cost the same at any timestep,
+        so this is the cost of DDIM at exactly its F timesteps, which diffusers' DDIM cannot
+        be set to (another solver that can, e.g. DPM-Solver++ of order 1, has a dearer
+        step: measured 1.79x against 2.06x for the same 25 calls on the digits CPU run)."""
+        steps = row.schedule.count("F") if self._on_training_grid(row) else row.steps
+        return models.scheduler_factory(self.spec, row.sampler or self.e.sampler, steps,
                                         device)
 
     def _extractor(self, name: str):

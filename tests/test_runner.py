@@ -98,6 +98,19 @@ def test_run_gives_verdicts_at_equal_speed_with_intervals(finished_run):
     assert (run_dir / "fronts.png").stat().st_size and (run_dir / "convergence.png").stat().st_size
 
 
+def test_the_stepwise_row_chooses_among_training_timesteps(finished_run):
+    """AutoDiffusion's space: F/N over the 1000 training timesteps, priced and timed as the
+    loop over its F steps alone against the 10-step teacher."""
+    run_dir, _, _ = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    for row in (r for r in results["rows"] if r["method"] == "stepwise-evolution"):
+        schedule = row["schedule"].replace("| ", "").split()
+        full = schedule.count("F")
+        assert row["steps"] == len(schedule) == 1000 and set(schedule) == {"F", "N"}
+        assert row["predicted_speedup"] == pytest.approx(10 / full)
+        assert row["search"]["grid_steps"] == 1000
+
+
 def test_run_writes_one_row_per_planned_schedule(finished_run):
     run_dir, _, suite = finished_run
     results = json.loads((run_dir / "results.json").read_text())
