@@ -650,6 +650,12 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
         raise _fail(suite, e, "search.stepwise_grid", "'training' needs a DDIM sampler (null "
                     f"steps chain exactly only there); {type(scheduler).__name__} samples this "
                     "experiment: set 'teacher'")
+    if "stepwise" in e.search.methods and e.search.stepwise_grid == "training":
+        try:
+            models.sampler_calls(spec, training_steps(e), e.sampler)
+        except ValueError as error:
+            raise _fail(suite, e, "search.stepwise_grid", f"'training': {error}; set "
+                        "'teacher'") from None
     if e.steps < 1:
         raise _fail(suite, e, "steps", f"must be at least 1, got {e.steps}")
     try:

@@ -75,3 +75,15 @@ def test_run_without_the_data_names_each_missing_file_in_turn(bare, capsys, monk
              sigma=np.eye(2048))
     assert f"{weights}/unet does not load as a {models.get(experiment.model).unet_class}" in run(
         suite, bare, capsys)
+
+
+def test_a_stepwise_training_grid_past_the_trained_timesteps_fails_validation(tmp_path, capsys):
+    """LDM's DDIM grid (steps_offset 1) at 1000 steps reaches t=1000: refused up front instead
+    of an IndexError in the middle of the search."""
+    text = LDM.read_text()
+    assert "stepwise_grid: teacher" in text
+    (tmp_path / "suite.yaml").write_text(text.replace("stepwise_grid: teacher",
+                                                      "stepwise_grid: training"))
+    assert cli.main(["validate", str(tmp_path / "suite.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "'search.stepwise_grid'" in err and "reaches timestep 1000" in err
