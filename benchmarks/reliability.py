@@ -244,8 +244,8 @@ CASES: list[tuple[str, Callable[[Case], Outcome]]] = [
 
 
 def main() -> None:
-    from repro.bench import device_name
     from repro.provenance import git_state
+    from repro.timing import device_name
 
     commit, rows = git_state()["git_commit"], []  # the code under test, before anything runs
     for name, case in CASES:

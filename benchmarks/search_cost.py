@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from repro import models, search
-from repro.bench import device_name, model_cost_table
+from repro.costs import model_cost_table
 from repro.fitness import RFIDFitness
+from repro.timing import device_name
 
 
 def run(model, reuse: bool, args) -> list[dict]:

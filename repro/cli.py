@@ -38,7 +38,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from . import models
-    from .metrics.evaluate import METRICS
+    from .metrics.protocols import METRICS
 
     print("suites:")
     for path in sorted(Path(args.suites).glob("*.yaml")):
@@ -201,7 +201,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from . import bench, models, samples, search, search_log
+    from . import models, samples, search, search_log
+    from .costs import model_cost_table
     from .fitness import RFIDFitness
     from .schedule import CostTable
 
@@ -220,7 +221,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.cost_table:
         table = CostTable.load(args.cost_table)
     else:
-        table = bench.model_cost_table(spec, model.unet)
+        table = model_cost_table(spec, model.unet)
     budgets = [search.Budget(b, table, args.tol) for b in args.budget]
     for budget in budgets:
         space.check_reachable(budget)
@@ -259,6 +260,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench, bench_report
     from .atomic import atomic_path
+    from .timing import clock_for
 
     if bool(args.model) == bool(args.suite):
         raise BadInput("bench takes --model MODEL or --suite SUITE (exactly one)")
@@ -274,7 +276,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.budget:
         raise BadInput("--budget needs --suite (segment schedules at a budget)")
     try:
-        bench.clock_for(args.clock, args.device)
+        clock_for(args.clock, args.device)
     except ValueError as error:
         raise BadInput(str(error)) from None
     if args.threads:
@@ -284,15 +286,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     tracking_uri = _bench_tracking(args)
     started = datetime.now(UTC)
     if args.suite:
+        from .bench_suite import bench_suite, suite_markdown
         from .runner import stderr_log
 
-        report = bench.bench_suite(
+        report = bench_suite(
             _suite_path(args.suite), weights=args.weights, device=args.device,
             dtype=args.dtype, batch=args.batch, steps=args.steps, repeats=args.repeats,
             warmup=args.warmup, schedules=args.schedule, budgets=args.budget or (),
             seed=args.seed, clock=args.clock,
             log=stderr_log if sys.stderr.isatty() else lambda message: None)
-        render = bench.suite_markdown
+        render = suite_markdown
     else:
         try:
             deepcache = [f"{i}:{b}" for i, b in map(bench.parse_deepcache, args.deepcache)]

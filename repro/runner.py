@@ -257,7 +257,7 @@ class _Planned(NamedTuple):
 class _ExperimentRun:
     def __init__(self, experiment: Experiment, plan: list[RowPlan], model, run_dir: Path,
                  log: Log, prompts: list[str] | None = None):
-        from . import bench
+        from .costs import model_cost_table
 
         self.e, self.plan, self.model, self.run_dir = experiment, plan, model, run_dir
         self.log = lambda message: log(f"[{experiment.name}] {message}")
@@ -268,7 +268,7 @@ class _ExperimentRun:
         self.calls = self.calls_at(experiment.steps)
         if experiment.sampler != models.Sampler():  # LoadedModel is frozen: a copy
             self.model = model = self._on(experiment.sampler)
-        self.table = (bench.model_cost_table(spec, model.unet)
+        self.table = (model_cost_table(spec, model.unet)
                       if experiment.cost_table == "default"
                       else CostTable.load(experiment.cost_table))
         self.labels = list(experiment.labels) if experiment.labels else None
@@ -548,8 +548,9 @@ class _ExperimentRun:
         """Sampled loop (``_Planned.key``) -> measured speedup and latency, all rows timed
         interleaved in one process (cached as one table: speedups are only comparable
         within one timing)."""
-        from . import bench
+        from .loops import time_loops
         from .metrics.latency import latency_inputs
+        from .timing import device_name
 
         ev = self.e.evaluation
         if not ev.latency:
@@ -559,7 +560,7 @@ class _ExperimentRun:
         path = self.work / "latency.json"
         key = self._key(rows=sorted(unique),
                         batch=ev.latency_batch, repeats=ev.latency_repeats,
-                        device=bench.device_name(unet.device), dtype=str(unet.dtype))
+                        device=device_name(unet.device), dtype=str(unet.dtype))
         done = _read_keyed(path, key)
         if done is not None:
             return done
@@ -575,13 +576,13 @@ class _ExperimentRun:
         self.log(f"latency: {len(unique)} schedules x {ev.latency_repeats} repeats, "
                  f"batch {ev.latency_batch}")
         with torch.inference_mode():
-            timings = bench.time_loops(unet, make_scheduler, latents, kwargs, unique,
+            timings = time_loops(unet, make_scheduler, latents, kwargs, unique,
                                        ev.latency_repeats, 1, self.table, schedulers=own_steps)
         import statistics
 
         done = {t.name: {"measured_speedup": t.measured_speedup, "latency": {
             "median_s": statistics.median(t.seconds), "seconds": t.seconds,
-            "batch": ev.latency_batch, "device": bench.device_name(unet.device),
+            "batch": ev.latency_batch, "device": device_name(unet.device),
             "dtype": str(unet.dtype).removeprefix("torch.")}} for t in timings}
         _write_keyed(path, key, done)
         checkpoint("latency")
@@ -613,7 +614,7 @@ def _write_outputs(results: dict, run_dir: Path) -> None:
 def _environment(loaded: dict) -> dict:
     import torch
 
-    from .bench import environment
+    from .timing import environment
 
     unet = next(iter(loaded.values())).unet
     env = environment(unet.device, str(unet.dtype).removeprefix("torch."), 0)

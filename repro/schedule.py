@@ -61,7 +61,7 @@ class CostTable:
     than their kind cost: ``per_call`` is added to every step that calls the UNet (F, P<b>)
     and ``per_step`` to every step, N included (``scheduler.step`` and the loop's own work).
     Defaults: MAC ratios and no overheads; ``repro bench --calibrate`` fits all of them to
-    a device's measured loops (:func:`repro.bench.fit_cost_table`).
+    a device's measured loops (:func:`repro.costs.fit_cost_table`).
     """
 
     partial: Mapping[int, float]

@@ -612,9 +612,7 @@ def _choice(value: str, known, suite, experiment, where) -> None:
 def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     from . import models
     from .baselines import deepcache_row
-    from .metrics.evaluate import METRICS, NEEDS_REFERENCE
-    from .metrics.extractors import EXTRACTORS
-    from .metrics.references import REFERENCES, is_path
+    from .metrics.protocols import EXTRACTORS, METRICS, NEEDS_REFERENCE, REFERENCES, is_path
     from .samples import parse_seeds
     from .schedule import Schedule, ScheduleError
     from .search import Budget, BudgetError, stepwise_feasible

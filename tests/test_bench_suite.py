@@ -9,8 +9,10 @@ import pytest
 
 from repro import models
 from repro import suite as suites
-from repro.bench import calibration_schedules, cfg_scale, suite_rows
+from repro.bench_suite import suite_rows
 from repro.cli import main
+from repro.costs import calibration_schedules
+from repro.guidance import cfg_scale
 from repro.schedule import CostTable, Schedule
 from repro.search import Budget, BudgetError, SegmentSpace, segment_schedule_at
 
@@ -199,8 +201,8 @@ def test_bench_suite_times_every_row_and_writes_markdown_and_json(capsys, suite_
             schedule.speedup(table.without_overheads(), 10))
         assert row["error_pct"] == pytest.approx(
             100 * (row["measured_speedup"] / row["predicted_speedup"] - 1))
-        if row["budget"] is not None:
-            assert row["predicted_speedup"] >= row["budget"]
+        if row["budget"] is not None:  # met up to rounding (10 calls / 5 = 1.9999999999999996)
+            assert row["predicted_speedup"] >= row["budget"] * (1 - 1e-12)
     assert [rows[n]["steps"] for n in SAMPLER_ROWS] == [5, 3, 5]  # timed at their own steps
     assert rows["sampler-steps 5"]["predicted_speedup"] == pytest.approx(2.0)
     assert {rows[n]["steps"] for n in rows if n not in SAMPLER_ROWS} == {10}

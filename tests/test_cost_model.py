@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.bench import (
+from repro.costs import (
     _loop_seconds_per_kind,
     calibration_schedules,
     fit_cost_table,

@@ -14,16 +14,15 @@ import torch
 from conftest import tiny_open_clip
 
 from repro.metrics import (
-    EvalOptions,
     FeatureStatistics,
     MetricInputError,
     MissingMetricWeightsError,
     StatisticsError,
-    evaluate,
     frechet_distance,
 )
 from repro.metrics.cli import add_eval_parser, run_eval
 from repro.metrics.clip import ClipScorer, clip_scores
+from repro.metrics.evaluate import EvalOptions, evaluate
 from repro.metrics.extractors import (
     INCEPTION_FILE,
     DigitsCNNExtractor,

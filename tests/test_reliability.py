@@ -15,7 +15,7 @@ from conftest import failing_mlflow_server
 from test_tracking import make_results
 from test_tracking import run_dir as tracking_run_dir  # noqa: F401 - the run_dir fixture
 
-from repro import bench, cli, runner
+from repro import cli, loops, runner
 from repro.faults import KILL_ENV, with_ctrl_c
 from repro.suite import load
 
@@ -71,10 +71,10 @@ def test_work_files_of_another_model_are_not_reused(tmp_path, monkeypatch):
     second_dir = tmp_path / "r2" / "rel" / "x"
     shutil.copytree(first / "work" / "a", second_dir / "work" / "a")
     generated, timed = [], []
-    real_generate, real_time = runner.generate, bench.time_loops
+    real_generate, real_time = runner.generate, loops.time_loops
     monkeypatch.setattr(runner, "generate", lambda model, *a, **k: generated.append(
         model.name) or real_generate(model, *a, **k))
-    monkeypatch.setattr(bench, "time_loops", lambda *a, **k: timed.append(1) or real_time(*a, **k))
+    monkeypatch.setattr(loops, "time_loops", lambda *a, **k: timed.append(1) or real_time(*a, **k))
     runner.run_suite(load(write(tmp_path, cond, "cond.yaml")), results_root=tmp_path / "r2",
                      run_id="x")
     assert generated == ["digits-cond", "digits-cond"] and timed == [1]  # teacher, row, timing

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 from .errors import MetricInputError
-from .evaluate import METRICS, EvalOptions, evaluate
+from .evaluate import EvalOptions, evaluate
 from .extractors import INCEPTION_ENV
-from .references import REFERENCES
+from .protocols import METRICS, REFERENCES
 from .result import MetricResult
 
 

@@ -16,10 +16,9 @@ import torch
 from PIL import Image
 
 from .errors import MetricInputError, MissingMetricWeightsError
+from .protocols import CLIP_ARCH, CLIP_PROTOCOL, CLIP_TAG
 from .result import MetricResult
 
-ARCH, TAG = "ViT-g-14", "laion2b_s34b_b88k"
-CLIP_PROTOCOL = f"clip:{ARCH}/{TAG}"
 HF_REPO = "laion/CLIP-ViT-g-14-laion2B-s34B-b88K"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 CLIP_ENV = "REPRO_CLIP_WEIGHTS"
@@ -69,12 +68,12 @@ class ClipScorer:
         import open_clip
 
         path = clip_weights_path(weights)
-        tag = open_clip.get_pretrained_cfg(ARCH, TAG)
+        tag = open_clip.get_pretrained_cfg(CLIP_ARCH, CLIP_TAG)
         model, _, preprocess = open_clip.create_model_and_transforms(
-            ARCH, pretrained=str(path), device=device,
+            CLIP_ARCH, pretrained=str(path), device=device,
             force_preprocess_cfg={k: tag[k] for k in ("mean", "std", "interpolation",
                                                       "resize_mode")})
-        return cls(model, preprocess, open_clip.get_tokenizer(ARCH), device=device)
+        return cls(model, preprocess, open_clip.get_tokenizer(CLIP_ARCH), device=device)
 
     def scores(self, images: np.ndarray, texts: Sequence[str], batch_size: int = 32,
                ) -> np.ndarray:

@@ -11,23 +11,12 @@ from dataclasses import dataclass, replace
 
 from repro.samples import SampleSet
 
-from .clip import CLIP_PROTOCOL, clip_weights_path
+from .clip import clip_weights_path
 from .errors import MetricInputError
-from .extractors import (
-    DIGITS_CNN,
-    EXTRACTORS,
-    INCEPTION,
-    FeatureExtractor,
-    inception_weights_path,
-    load_extractor,
-)
-from .references import REFERENCES, locate
+from .extractors import FeatureExtractor, inception_weights_path, load_extractor
+from .protocols import INCEPTION, METRICS, NEEDS_REFERENCE, REFERENCES
+from .references import locate
 from .result import MetricResult
-
-METRICS = (*(f"{kind}:{e}" for kind in ("fid", "rfid", "precision", "recall") for e in EXTRACTORS),
-           f"is:{INCEPTION}", CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "latency")
-# Metrics of samples against a reference data set (evaluation.reference, --reference).
-NEEDS_REFERENCE = ("fid", "precision", "recall")
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,7 @@ import torch
 
 from .cache import state_dict_digest
 from .errors import MetricInputError, MissingMetricWeightsError
-
-DIGITS_CNN = "digits-cnn"
-INCEPTION = "inception-2015-12-05"
-EXTRACTORS = (DIGITS_CNN, INCEPTION)
+from .protocols import DIGITS_CNN, EXTRACTORS, INCEPTION
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 # torch-fidelity caches the same weights (same hash suffix) under its own name.

@@ -13,7 +13,8 @@ import torch
 from repro.samples import SampleSet
 
 from .errors import MetricInputError
-from .extractors import INCEPTION, InceptionExtractor
+from .extractors import InceptionExtractor
+from .protocols import INCEPTION
 from .result import MetricResult
 
 IS_PROTOCOL = f"is:{INCEPTION}"

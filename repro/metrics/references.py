@@ -24,32 +24,15 @@ from repro.atomic import atomic_save_npz
 
 from .cache import cache_dir, key_digest, read_cached
 from .errors import MetricInputError
-from .extractors import INCEPTION, FeatureExtractor
+from .extractors import FeatureExtractor
 from .frechet import FeatureStatistics
+from .protocols import CIFAR10_FOLDER, INCEPTION, REFERENCES, is_path
 
 DATA_ENV = "REPRO_DATA"
-CIFAR10_FOLDER = "cifar-10-batches-py"
 IMAGE_SUFFIXES = "png,jpg,jpeg"  # torch-fidelity's default for folders of samples
 # Width of the Inception pool_3 features ADM's evaluator stores as mu / sigma.
 ADM_FEATURE_DIM = 2048
 NETWORK_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class Reference:
-    name: str
-    description: str
-    file: str = ""  # looked for in the data folders; empty when built in
-
-
-REFERENCES = {ref.name: ref for ref in (
-    Reference("digits", "all 1797 embedded digits (sklearn load_digits, 16x16)"),
-    Reference("cifar10-train", "CIFAR-10 training set, 50,000 images at 32x32", CIFAR10_FOLDER),
-    Reference("imagenet-256", "ADM's ImageNet 256x256 reference batch (LDM-4-G protocol)",
-              "VIRTUAL_imagenet256_labeled.npz"),
-    Reference("imagenet-64", "ADM's ImageNet 64x64 reference batch",
-              "VIRTUAL_imagenet64_labeled.npz"),
-)}
 
 
 @dataclass(frozen=True)
@@ -59,11 +42,6 @@ class Source:
 
     format: str
     path: Path | None = None
-
-
-def is_path(reference: str) -> bool:
-    """A reference given as data on disk rather than by name."""
-    return os.sep in reference or reference.endswith(".npz")
 
 
 def data_folders() -> list[Path]:

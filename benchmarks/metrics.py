@@ -8,7 +8,8 @@ its own seed), so one generation gives both:
 - full FID eval time = generating 1797 images + ``fid`` against the cached reference;
 - rFID eval time = generating the first ``n`` + ``rfid`` against the cached teacher.
 
-Run: ``python -m repro.metrics.bench --threads 1 --out results/bench-metrics.md``.
+Run: ``python benchmarks/metrics.py --threads 1 --out results/bench-metrics.md`` (the
+committed table was made when this script was ``python -m repro.metrics.bench``).
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repro.bench import environment, model_cost_table
+from repro.atomic import atomic_path
+from repro.costs import model_cost_table
+from repro.metrics.extractors import load_extractor
+from repro.metrics.fid import TeacherFeatureCache, fid, rfid
+from repro.metrics.references import reference_statistics
 from repro.models import get, load_model
 from repro.samples import SampleSet, generate
 from repro.schedule import CostTable, Schedule
-
-from .extractors import load_extractor
-from .fid import TeacherFeatureCache, fid, rfid
-from .references import reference_statistics
+from repro.timing import environment
 
 DATASET_SIZE = 1797
 
@@ -204,7 +206,7 @@ def _reading(report: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m repro.metrics.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python benchmarks/metrics.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="digits-ddpm")
     parser.add_argument("--weights", default="pretrained")
@@ -219,14 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     report = run_benchmark(args.model, args.weights, args.steps, tuple(args.sizes), args.batch,
                            progress=lambda line: print(line, file=sys.stderr, flush=True))
-    command = "python -m repro.metrics.bench " + " ".join(
+    command = "python benchmarks/metrics.py " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     markdown = report_markdown(report, command)
     for path, text in ((args.out, markdown), (args.json, json.dumps(report, indent=2))):
         if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.with_suffix(path.suffix + ".tmp").write_text(text)
-            path.with_suffix(path.suffix + ".tmp").replace(path)
+            with atomic_path(path) as tmp:
+                tmp.write_text(text)
     print(markdown)
     return 0
 

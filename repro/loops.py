@@ -1,0 +1,141 @@
+"""Whole sampling loops timed under schedules, and DeepCache's own helper as the oracle.
+
+Rows are interleaved per repeat in one process, so drift in machine speed hits every row
+alike; speedups are ratios of medians to the longest all-F loop of the same timing.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .costs import time_unet_call
+from .engine import denoise
+from .schedule import CostTable, Schedule
+from .timing import Clock, median_seconds
+
+
+@dataclass
+class LoopTiming:
+    name: str
+    schedule: str
+    seconds: list[float]
+    predicted_speedup: float | None = None
+    measured_speedup: float | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def plain_loop(unet, scheduler, latents, unet_kwargs):
+    """The diffusers loop with no hooks: what the engine's all-F loop is compared against."""
+    for t in scheduler.timesteps:
+        latents = scheduler.step(unet(latents, t, **unet_kwargs).sample, t, latents).prev_sample
+    return latents
+
+
+@torch.no_grad()
+def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Schedule],
+               repeats: int, warmup: int, table: CostTable | None,
+               plain: bool = False, oracle: dict[str, tuple[int, int]] | None = None,
+               clock: Clock = time.perf_counter,
+               schedulers: dict[str, Callable[[], object]] | None = None) -> list[LoopTiming]:
+    """Time each schedule's whole loop (UNet + scheduler steps), interleaved per repeat so
+    that drift in machine speed hits every row alike; speedups are against the longest
+    all-F row. ``schedulers``: per-name sampler factories for rows that run the sampler at
+    other steps than ``make_scheduler``'s (sampler-steps baselines)."""
+    runs: dict[str, tuple[str, Callable[[], object]]] = {}
+    for name, schedule in schedules.items():
+        make = (schedulers or {}).get(name, make_scheduler)
+        runs[name] = (str(schedule), lambda s=schedule, make=make: denoise(
+            unet, make(), latents, s, **unet_kwargs))
+    if plain:
+        runs["plain diffusers loop"] = ("(no hooks)", lambda: plain_loop(
+            unet, make_scheduler(), latents, unet_kwargs))
+    for name, (interval, branch) in (oracle or {}).items():
+        def helper_run(interval=interval, branch=branch):
+            scheduler = make_scheduler()
+            helper = _deepcache_helper(unet, scheduler, interval, branch)
+            helper.enable()
+            try:
+                return plain_loop(unet, scheduler, latents, unet_kwargs)
+            finally:
+                helper.disable()
+        runs[name] = (f"DeepCacheSDHelper(cache_interval={interval}, cache_branch_id={branch})",
+                      helper_run)
+    device = latents.device
+    for _, fn in runs.values():
+        median_seconds(fn, device, repeats=0, warmup=warmup)
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, (_, fn) in runs.items():
+            seconds[name] += median_seconds(fn, device, repeats=1, warmup=0, clock=clock)
+    full_name = max((n for n, s in schedules.items() if s.count("F") == len(s)),
+                    key=lambda n: len(schedules[n]))
+    base = statistics.median(seconds[full_name])
+    calls = len(schedules[full_name])
+    timings = []
+    for name, (text, _) in runs.items():
+        schedule = schedules.get(name)
+        timings.append(LoopTiming(
+            name=name, schedule=text, seconds=seconds[name],
+            predicted_speedup=schedule.speedup(table, calls) if schedule and table else None,
+            measured_speedup=base / statistics.median(seconds[name]),
+        ))
+    return timings
+
+
+# -- DeepCache's own helper, the "as published" oracle ------------------------------------
+def _deepcache_helper(unet, scheduler, interval: int, branch: int):
+    try:
+        from DeepCache import DeepCacheSDHelper
+    except ImportError as error:
+        raise RuntimeError(
+            "the DeepCache package is needed for --oracle: pip install DeepCache==0.1.1"
+        ) from error
+    helper = DeepCacheSDHelper(pipe=types.SimpleNamespace(unet=unet, scheduler=scheduler))
+    helper.set_params(cache_interval=interval, cache_branch_id=branch)
+    return helper
+
+
+@torch.no_grad()
+def time_helper_partial_call(unet, scheduler, latents, unet_kwargs, branch: int,
+                             repeats: int, clock: Clock = time.perf_counter) -> list[float]:
+    """Per-call wall times of DeepCacheSDHelper's partial step at ``branch``."""
+    scheduler.set_timesteps(repeats + 2)
+    timesteps = list(scheduler.timesteps)
+    helper = _deepcache_helper(unet, scheduler, repeats + 2, branch)
+    helper.enable()
+    try:
+        unet(latents, timesteps[0], **unet_kwargs)  # index 0: full step
+        calls = iter(timesteps[1:])
+        return median_seconds(lambda: unet(latents, next(calls), **unet_kwargs),
+                              latents.device, repeats, clock=clock)
+    finally:
+        helper.disable()
+
+
+def compare_partial_calls(unet, scheduler, latents, unet_kwargs, branches: Sequence[int],
+                          rounds: int, calls_per_round: int = 5,
+                          clock: Clock = time.perf_counter,
+                          ) -> tuple[dict[str, float], dict[str, float]]:
+    """Median per-call time of P<b> under the engine and under DeepCache's helper, measured
+    in alternating rounds so that drift in machine speed hits both alike."""
+    engine: dict[str, list[float]] = {f"P{b}": [] for b in branches}
+    helper: dict[str, list[float]] = {f"P{b}": [] for b in branches}
+    for _ in range(rounds):
+        for b in branches:
+            engine[f"P{b}"] += time_unet_call(unet, latents, unet_kwargs, f"P{b}",
+                                              calls_per_round, clock=clock)
+            helper[f"P{b}"] += time_helper_partial_call(unet, scheduler, latents, unet_kwargs,
+                                                        b, calls_per_round, clock)
+    return ({k: statistics.median(v) for k, v in engine.items()},
+            {k: statistics.median(v) for k, v in helper.items()})
+
+

@@ -1,0 +1,47 @@
+"""The names every metric number carries, importable without torch.
+
+Suites, ``repro validate`` and ``repro ls`` check and list these names; the modules that
+compute the metrics import them from here, so a name is written once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# feature extractors: fid:<extractor>, rfid:<extractor>, precision/recall:<extractor>
+DIGITS_CNN = "digits-cnn"
+INCEPTION = "inception-2015-12-05"
+EXTRACTORS = (DIGITS_CNN, INCEPTION)
+
+CLIP_ARCH, CLIP_TAG = "ViT-g-14", "laion2b_s34b_b88k"
+CLIP_PROTOCOL = f"clip:{CLIP_ARCH}/{CLIP_TAG}"
+
+METRICS = (*(f"{kind}:{e}" for kind in ("fid", "rfid", "precision", "recall") for e in EXTRACTORS),
+           f"is:{INCEPTION}", CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "latency")
+# Metrics of samples against a reference data set (evaluation.reference, --reference).
+NEEDS_REFERENCE = ("fid", "precision", "recall")
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+
+
+@dataclass(frozen=True)
+class Reference:
+    name: str
+    description: str
+    file: str = ""  # looked for in the data folders; empty when built in
+
+
+REFERENCES = {ref.name: ref for ref in (
+    Reference("digits", "all 1797 embedded digits (sklearn load_digits, 16x16)"),
+    Reference("cifar10-train", "CIFAR-10 training set, 50,000 images at 32x32", CIFAR10_FOLDER),
+    Reference("imagenet-256", "ADM's ImageNet 256x256 reference batch (LDM-4-G protocol)",
+              "VIRTUAL_imagenet256_labeled.npz"),
+    Reference("imagenet-64", "ADM's ImageNet 64x64 reference batch",
+              "VIRTUAL_imagenet64_labeled.npz"),
+)}
+
+
+def is_path(reference: str) -> bool:
+    """A reference given as data on disk rather than by name."""
+    return os.sep in reference or reference.endswith(".npz")
