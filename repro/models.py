@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .sampler_calls import CALL_RULES, known_calls
 from .schedule import CostTable
 
 
@@ -222,20 +223,19 @@ ADM_IMAGENET64 = ModelSpec(
 
 
 def _zoo_specs() -> tuple[ModelSpec, ...]:
-    from .zoo import architectures
-    from .zoo.data import NUM_CLASSES
+    from .zoo import configs
 
-    common = {"scheduler_class": "DDIMScheduler", "scheduler_config": architectures.DDIM_CONFIG,
+    common = {"scheduler_class": "DDIMScheduler", "scheduler_config": configs.DDIM_CONFIG,
               "source": "zoo (repro/zoo/weights, trained by `repro zoo train`)"}
     return (
         ModelSpec(id="digits-ddpm", unet_class="UNet2DModel",
                   description="embedded: unconditional DDPM on 16x16 digits, "
                               "google/ddpm-cifar10-32 block layout",
-                  unet_config=architectures.UNET_CONFIGS["digits-ddpm"], **common),
+                  unet_config=configs.UNET_CONFIGS["digits-ddpm"], **common),
         ModelSpec(id="digits-cond", unet_class="UNet2DConditionModel",
                   description="embedded: class-conditional (cross-attention, CFG) 16x16 digits",
-                  unet_config=architectures.UNET_CONFIGS["digits-cond"], conditioning="class",
-                  num_classes=NUM_CLASSES, context_tokens=1, **common),
+                  unet_config=configs.UNET_CONFIGS["digits-cond"], conditioning="class",
+                  num_classes=configs.NUM_CLASSES, context_tokens=1, **common),
     )
 
 
@@ -265,27 +265,46 @@ def _diffusers_class(name: str):
     return getattr(diffusers, name)
 
 
-def build_scheduler(spec: ModelSpec, sampler: Sampler | None = None):
-    """The spec's sampler, or another diffusers scheduler class on the same noise schedule,
-    at the sampler's timestep spacing."""
+def scheduler_setting(spec: ModelSpec, sampler: Sampler | None = None,
+                      ) -> tuple[str, dict[str, Any]]:
+    """The diffusers scheduler class name and config ``sampler`` runs ``spec`` with (another
+    class on the same noise schedule, at the sampler's timestep spacing), checked; diffusers
+    is imported only for a class :mod:`repro.sampler_calls` does not list."""
     sampler = sampler or Sampler()
     name = sampler.scheduler or spec.scheduler_class
-    import diffusers
+    if name not in CALL_RULES:
+        import diffusers
 
-    if not name.endswith("Scheduler") or not hasattr(diffusers, name):
-        raise UnknownModelError(f"unknown diffusers scheduler class {name!r}")
+        if not name.endswith("Scheduler") or not hasattr(diffusers, name):
+            raise UnknownModelError(f"unknown diffusers scheduler class {name!r}")
     if sampler.spacing is not None and sampler.spacing not in SPACINGS:
         raise UnknownModelError(f"unknown timestep spacing {sampler.spacing!r}; known: "
                                 f"{', '.join(SPACINGS)}")
     config = dict(spec.scheduler_config)
     if sampler.spacing is not None:
         config["timestep_spacing"] = sampler.spacing
+    return name, config
+
+
+def build_scheduler(spec: ModelSpec, sampler: Sampler | None = None):
+    """The sampler's diffusers scheduler (see :func:`scheduler_setting`)."""
+    import diffusers
+
+    name, config = scheduler_setting(spec, sampler)
     return getattr(diffusers, name).from_config(config)
 
 
 def sampler_calls(spec: ModelSpec, steps: int, sampler: Sampler | None = None) -> int:
     """UNet calls the sampler makes for ``steps`` (a schedule has one token per call; PNDM's
-    PLMS makes ``steps + 1``)."""
+    PLMS makes ``steps + 1``): by :mod:`repro.sampler_calls`' rules where it has one, else
+    counted by diffusers."""
+    name, config = scheduler_setting(spec, sampler)
+    try:
+        calls = known_calls(name, config, steps)
+    except ValueError as error:
+        raise ValueError(f"{name} cannot run {steps} steps: {error}") from None
+    if calls is not None:
+        return calls
     scheduler = build_scheduler(spec, sampler)
     try:
         scheduler.set_timesteps(steps)

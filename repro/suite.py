@@ -638,15 +638,15 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
         if not is_path(e.evaluation.reference):  # a path is checked before a run
             _choice(e.evaluation.reference, REFERENCES, suite, e, "evaluation.reference")
     try:
-        scheduler = models.build_scheduler(spec, e.sampler)
+        scheduler, _ = models.scheduler_setting(spec, e.sampler)
     except (ValueError, AttributeError) as error:
         field_name = "spacing" if "spacing" in str(error) else "scheduler"
         raise _fail(suite, e, field_name, str(error)) from None
     _choice(e.search.stepwise_grid, STEPWISE_GRIDS, suite, e, "search.stepwise_grid")
     if ("stepwise" in e.search.methods and e.search.stepwise_grid == "training"
-            and type(scheduler).__name__ != "DDIMScheduler"):
+            and scheduler != "DDIMScheduler"):
         raise _fail(suite, e, "search.stepwise_grid", "'training' needs a DDIM sampler (null "
-                    f"steps chain exactly only there); {type(scheduler).__name__} samples this "
+                    f"steps chain exactly only there); {scheduler} samples this "
                     "experiment: set 'teacher'")
     if "stepwise" in e.search.methods and e.search.stepwise_grid == "training":
         try:
@@ -806,7 +806,7 @@ def _check_sampler_steps(suite: Suite, e: Experiment, spec, baseline: Baseline, 
     knobs = baseline.steps
     sampler = row_sampler(e, baseline) or e.sampler
     try:
-        models.build_scheduler(spec, sampler)
+        models.scheduler_setting(spec, sampler)
     except (ValueError, AttributeError) as error:
         raise _fail(suite, e, f"{where}.scheduler", str(error)) from None
     calls_at = partial(models.sampler_calls, spec, sampler=sampler)

@@ -13,6 +13,7 @@ import torch
 from repro import models, suite
 from repro.engine import denoise
 from repro.fitness import RFIDFitness
+from repro.sampler_calls import CALL_RULES, known_calls
 from repro.schedule import Schedule
 
 SPEC = models.get("digits-ddpm")
@@ -141,3 +142,41 @@ def test_a_candidate_whose_rfid_is_undefined_scores_worst(digits, monkeypatch):
     scores = {Schedule.parse(r.schedule): r.fitness for r in result.records}
     assert scores[undefined] == math.inf and len(scores) > 1
     assert math.isfinite(result.fitness) and result.best != undefined
+
+
+STEP_COUNTS = (1, 2, 3, 4, 7, 50, 999, 1000, 1001)
+
+
+@pytest.mark.filterwarnings("ignore")  # diffusers warns per set_timesteps on numpy 2
+@pytest.mark.parametrize("name", sorted(CALL_RULES))
+def test_the_call_rules_are_what_diffusers_counts(name):
+    """Every class ``repro validate`` counts without diffusers, on every registered model's
+    noise schedule and every spacing: the same UNet calls as diffusers' ``set_timesteps``,
+    and a refusal where diffusers refuses (so validate passes what a run can sample)."""
+    import diffusers
+
+    for model_id in models.model_ids():
+        spec = models.get(model_id)
+        for spacing in (None, *models.SPACINGS):
+            sampler = models.Sampler(name, spacing)
+            _, config = models.scheduler_setting(spec, sampler)
+            scheduler = getattr(diffusers, name).from_config(config)
+            for steps in STEP_COUNTS:
+                try:
+                    scheduler.set_timesteps(steps)
+                    counted = len(scheduler.timesteps)
+                except ValueError:
+                    counted = None
+                try:
+                    ruled = known_calls(name, config, steps)
+                except ValueError:
+                    ruled = None
+                assert ruled == counted, (model_id, spacing, steps)
+
+
+def test_a_class_without_a_rule_is_counted_by_diffusers():
+    assert "TCDScheduler" not in CALL_RULES
+    sampler = models.Sampler("TCDScheduler")
+    assert models.sampler_calls(SPEC, 8, sampler) == 8
+    with pytest.raises(ValueError, match="TCDScheduler cannot run 1000 steps"):
+        models.sampler_calls(SPEC, 1000, sampler)

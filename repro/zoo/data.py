@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-RESOLUTION = 16
-NUM_CLASSES = 10
+from repro.zoo.configs import RESOLUTION
+
 HELDOUT_FRACTION = 0.2
 PREPROCESSING = "sklearn load_digits 8x8 (0..16) -> bilinear 16x16 -> x / 8 - 1"
 

@@ -27,18 +27,15 @@ from tqdm import tqdm
 from repro.atomic import atomic_path
 from repro.zoo import CLASSIFIER_NAME, WEIGHTS_DIR, ZOO_NAMES, ZooModel, load_classifier
 from repro.zoo.architectures import (
-    DDIM_CONFIG,
-    UNET_CONFIGS,
     ClassEncoder,
     DigitsCNN,
     build_unet,
     ddim_scheduler,
     training_noise_scheduler,
 )
+from repro.zoo.configs import DDIM_CONFIG, NUM_CLASSES, RESOLUTION, UNET_CONFIGS
 from repro.zoo.data import (
-    NUM_CLASSES,
     PREPROCESSING,
-    RESOLUTION,
     DigitsSplit,
     digits_images,
     digits_split,
