@@ -12,12 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 
+def training_timesteps(config: Mapping) -> int:
+    """The noise schedule's training timesteps (diffusers' default 1000 where unset)."""
+    return int(config.get("num_train_timesteps", 1000))
+
+
 def _one_per_step(steps: int, config: Mapping) -> int:
     return steps
 
 
 def _within_training_steps(steps: int, config: Mapping) -> int:
-    trained = config.get("num_train_timesteps", 1000)
+    trained = training_timesteps(config)
     if steps > trained:
         raise ValueError(f"more steps than its {trained} training timesteps")
     return steps

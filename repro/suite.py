@@ -830,9 +830,10 @@ def searched_name(method: str, budget: float, seed: int, repeats: int) -> str:
 
 def training_steps(e: Experiment) -> int:
     """The model's training timesteps: the step-wise search's grid on ``training``."""
-    from .models import build_scheduler, get
+    from .models import get, scheduler_setting
+    from .sampler_calls import training_timesteps
 
-    return int(build_scheduler(get(e.model), e.sampler).config.num_train_timesteps)
+    return training_timesteps(scheduler_setting(get(e.model), e.sampler)[1])
 
 
 def row_sampler(e: Experiment, baseline: Baseline | None):

@@ -241,6 +241,7 @@ def test_bench_suite_times_pndm_at_its_own_steps(capsys, tmp_path):
     path = tmp_path / "pndm.yaml"
     path.write_text("name: pndm\nversion: 1\nmodel: digits-ddpm\nsteps: 6\n"
                     "scheduler: PNDMScheduler\n"  # with its Runge-Kutta warm-up: k + 9 calls
+                    "search: {stepwise_grid: teacher}\n"  # the training grid needs DDIM
                     "baselines: [{technique: sampler-steps, steps: [4]}]\n"
                     "evaluation: {latency_batch: 2, latency_repeats: 1}\n")
     code, out, _ = run_cli(capsys, "bench", "--suite", str(path), "--threads", "1", "--json",
