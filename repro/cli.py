@@ -1,9 +1,14 @@
-"""`repro` command line. Bad input exits 2 with one line naming the culprit."""
+"""`repro` command line. Bad input exits 2 with one line naming the culprit.
+
+Parsing imports nothing heavy: `repro --help` and `repro validate` run without torch
+(`tests/test_cli.py` checks); each command imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shlex
 import sys
 from dataclasses import replace
@@ -12,6 +17,7 @@ from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
+SUITE_HELP = "suite file, or the name of a packaged suite (see `repro ls`)"
 
 
 class BadInput(Exception):
@@ -36,13 +42,35 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
             TrackingError, PromptsError, GateError)
 
 
+def _configure_output(args: argparse.Namespace) -> None:
+    """Messages go through the ``repro`` logger to stderr: warnings only with ``--quiet``,
+    debug with ``-v``; progress bars follow it (:mod:`repro.progress`)."""
+    from .progress import LOGGER
+
+    logger = logging.getLogger(LOGGER)
+    for handler in list(logger.handlers):  # main may run more than once in a process
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+
+
+def _log(name: str):
+    """A ``log(message)`` callable for the library's long-running functions."""
+    return logging.getLogger(f"repro.{name}").info
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from . import models
     from .metrics.protocols import METRICS
+    from .suite import find, packaged
 
-    print("suites:")
-    for path in sorted(Path(args.suites).glob("*.yaml")):
-        print(f"  {path}")
+    print("suites (repro run NAME):")
+    for name in packaged():
+        print(f"  {name:<18} {find(name)}")
     print("models:")
     for model_id in models.model_ids():
         spec = models.get(model_id)
@@ -53,12 +81,58 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    """Versions, devices, threads and platform: what a bug report needs (as `diffusers-cli
+    env`)."""
+    import importlib.metadata
+    import os
+    import platform
+
+    from . import __version__
+
+    info: dict[str, object] = {"repro": __version__, "python": platform.python_version(),
+                               "platform": platform.platform()}
+    for package in ("torch", "torchvision", "diffusers", "transformers", "accelerate",
+                    "mlflow", "torch-fidelity", "open_clip_torch", "torchmetrics", "numpy",
+                    "DeepCache"):
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            info[package] = "not installed"
+    import torch
+
+    from .timing import device_name
+
+    info["torch"] = torch.__version__  # with its build suffix (+cu130, +cpu)
+    info["torch CUDA build"] = torch.version.cuda or "none (CPU build)"
+    info["devices"] = [f"cpu: {device_name('cpu')}"] + [
+        f"cuda:{i}: {torch.cuda.get_device_name(i)} "
+        f"({torch.cuda.get_device_properties(i).total_memory / 2**30:.0f} GiB)"
+        for i in range(torch.cuda.device_count())]
+    info["torch threads"] = torch.get_num_threads()
+    info["CPU cores"] = os.cpu_count()
+    info["environment"] = {k: os.environ[k] for k in sorted(os.environ) if k in ENV_VARIABLES}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key, value in info.items():
+        shown = "; ".join(value) if isinstance(value, list) else (
+            ", ".join(f"{k}={v}" for k, v in value.items()) or "(none set)"
+            if isinstance(value, dict) else value)
+        print(f"- {key}: {shown}")
+    return 0
+
+
+# variables that change what a run does, shown by `repro env` where set
+ENV_VARIABLES = ("HF_HUB_OFFLINE", "HF_HOME", "MLFLOW_TRACKING_URI", "REPRO_CACHE",
+                 "REPRO_DATA", "REPRO_INCEPTION_WEIGHTS", "REPRO_CLIP_WEIGHTS", "REPRO_KILL_AT",
+                 "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+
+
 def _suite_path(text: str) -> Path:
-    """A suite file, or the name of one under ./suites/."""
-    path = Path(text)
-    if not path.exists() and Path("suites", f"{text}.yaml").is_file():
-        return Path("suites", f"{text}.yaml")
-    return path
+    from .suite import find
+
+    return find(text)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -76,19 +150,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from . import runner, suite
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     loaded = suite.load(_suite_path(args.suite))
     if args.no_tracking:
         loaded = replace(loaded, tracking=replace(loaded.tracking, enabled=False))
     if args.experiment:
         loaded = _only(loaded, args.experiment)
-    log = (lambda message: None) if args.quiet else runner.stderr_log
     run_dir = runner.run_suite(loaded, results_root=args.results, run_id=args.run_id,
                                new=args.new, tracking_uri=args.tracking_uri,
-                               device=args.device, dtype=args.dtype, log=log)
+                               device=args.device, dtype=args.dtype, log=_log("runner"))
     if not args.quiet:
         print((run_dir / "table.md").read_text())
         print(f"results: {run_dir}")
@@ -107,6 +176,13 @@ def _only(loaded, names: list[str]):
     return replace(loaded, experiments=tuple(e for e in loaded.experiments if e.name in names))
 
 
+def _required(args: argparse.Namespace, *flags: str) -> None:
+    """Shared flags that this command cannot run without."""
+    for flag in flags:
+        if getattr(args, flag) is None:
+            raise BadInput(f"{args.command} needs --{flag.replace('_', '-')}")
+
+
 def _at_least_one(args: argparse.Namespace, *flags: str) -> None:
     """Counts given on the command line are positive (``--steps 0`` samples nothing and
     ``--steps -1`` pure noise)."""
@@ -120,7 +196,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from . import models, samples
     from .prompts import read_prompts
 
-    _at_least_one(args, "steps", "batch_size", "prompts_limit")
+    _required(args, "model", "steps")
+    _at_least_one(args, "steps", "batch", "prompts_limit")
     try:
         seeds = samples.parse_seeds(args.seeds)
         labels = [int(x) for x in args.labels.split(",")] if args.labels else None
@@ -130,7 +207,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
     try:
         result = samples.generate(model, args.steps, args.schedule, seeds, labels,
-                                  args.guidance, batch_size=args.batch_size, prompts=prompts)
+                                  args.guidance, batch_size=args.batch, prompts=prompts)
     except ValueError as error:  # labels that do not fit the model
         raise BadInput(str(error)) from None
     path = result.save(args.out)
@@ -153,7 +230,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         seeds = samples.parse_seeds(args.seeds)
     except ValueError as error:
         raise BadInput(str(error)) from None
-    model = models.load_model(args.model, args.weights, device=args.device)
+    model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
     result = probe(model, args.steps, args.interval, seeds, load_extractor(args.extractor))
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out / "probe.json") as tmp:
@@ -175,6 +252,7 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
 
     if args.name not in ZOO_NAMES:
         raise BadInput(f"unknown zoo model {args.name!r}; known: {', '.join(ZOO_NAMES)}")
+    _at_least_one(args, "threads")
     print(train(args.name, args.out or WEIGHTS_DIR, seed=args.seed, minutes=args.minutes,
                 threads=args.threads))
     return 0
@@ -204,41 +282,62 @@ def cmd_search(args: argparse.Namespace) -> int:
     from . import models, samples, search, search_log
     from .costs import model_cost_table
     from .fitness import RFIDFitness
+    from .metrics.protocols import EXTRACTORS
+    from .progress import bar
+    from .prompts import read_prompts
     from .schedule import CostTable
 
-    _at_least_one(args, "steps", "n_eval", "population", "generations")
+    _required(args, "model", "steps")
+    _at_least_one(args, "steps", "n_eval", "population", "generations", "batch",
+                  "prompts_limit")
     spec = models.get(args.model)
+    if args.extractor not in EXTRACTORS:
+        raise BadInput(f"--extractor: unknown {args.extractor!r}; known: {', '.join(EXTRACTORS)}")
     try:
         seeds = samples.parse_seeds(args.seeds)
+        sampler = models.Sampler(args.scheduler)
+        calls = models.sampler_calls(spec, args.steps, sampler)
     except ValueError as error:
         raise BadInput(str(error)) from None
     labels = _int_list(args.labels, "--labels") if args.labels else None
     branches = (_int_list(args.branches, "--branches") if args.branches
                 else list(range(spec.num_branches)))
     lens = _int_list(args.seg_lens, "--seg-lens") if args.seg_lens else None
-    space = search.SegmentSpace.of(args.steps, branches, lens, args.max_seg_len)
-    model = models.load_model(args.model, args.weights)
-    if args.cost_table:
-        table = CostTable.load(args.cost_table)
-    else:
-        table = model_cost_table(spec, model.unet)
-    budgets = [search.Budget(b, table, args.tol) for b in args.budget]
-    for budget in budgets:
+    # one token per UNet call of the sampler: PLMS at 50 steps makes 51
+    space = search.SegmentSpace.of(calls, branches, lens, args.max_seg_len)
+    table = CostTable.load(args.cost_table) if args.cost_table else None
+    budgets = [search.Budget(b, table or CostTable({}, "bounds"), args.tol)
+               for b in args.budget]
+    for budget in budgets:  # before any weights are loaded
         space.check_reachable(budget)
+    prompts = read_prompts(args.prompts, limit=args.prompts_limit) if args.prompts else None
+    model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
+    if args.scheduler:
+        model = replace(model, scheduler=models.build_scheduler(spec, sampler))
+    table = table or model_cost_table(spec, model.unet)
+    budgets = [search.Budget(b, table, args.tol) for b in args.budget]
     try:
-        fitness = RFIDFitness(model, args.steps, seeds, labels, guidance=args.guidance)
-    except ValueError as error:  # labels that do not fit the model
+        fitness = RFIDFitness(model, args.steps, seeds, labels, guidance=args.guidance,
+                              extractor=args.extractor, batch_size=args.batch, prompts=prompts)
+    except ValueError as error:  # labels or prompts that do not fit the model
         raise BadInput(str(error)) from None
     known = search_log.read_scores(args.log, fitness.context) if args.log else {}
     on_record = search_log.appender(args.log, fitness.context) if args.log else None
-    results, front = search.multi_budget(
-        search.run_method, budgets, method=search.SEARCH_METHODS[args.method], space=space,
-        evolution=search.Evolution(args.population, args.parents, args.mutations,
-                                   args.crossovers),
-        generations=args.generations, fitness=fitness, n_eval=args.n_eval,
-        seed_uniform=args.seed_uniform, seed=args.seed, known=known, on_record=on_record)
+    with bar(total=args.n_eval * len(budgets), desc="search", unit="schedule") as progress:
+        def scored(schedule):
+            value = fitness(schedule)
+            progress.update(1)
+            return value
+
+        results, front = search.multi_budget(
+            search.run_method, budgets, method=search.SEARCH_METHODS[args.method],
+            space=space, evolution=search.Evolution(args.population, args.parents,
+                                                    args.mutations, args.crossovers),
+            generations=args.generations, fitness=scored, n_eval=args.n_eval,
+            seed_uniform=args.seed_uniform, seed=args.seed, known=known, on_record=on_record)
     summary = {
-        "model": spec.id, "steps": args.steps, "method": results[0].method,
+        "model": spec.id, "steps": args.steps, "unet_calls": calls,
+        "sampler": models.sampler_record(model.scheduler), "method": results[0].method,
         "cost_table": table.to_dict(), "fitness": fitness.context["protocol"],
         "budgets": [{"budget": r.budget, "schedule": str(r.best), "fitness": r.fitness,
                      "predicted_speedup": r.predicted_speedup, "evaluated": len(r.records),
@@ -279,22 +378,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         clock_for(args.clock, args.device)
     except ValueError as error:
         raise BadInput(str(error)) from None
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     tracking_uri = _bench_tracking(args)
     started = datetime.now(UTC)
     if args.suite:
         from .bench_suite import bench_suite, suite_markdown
-        from .runner import stderr_log
 
         report = bench_suite(
             _suite_path(args.suite), weights=args.weights, device=args.device,
             dtype=args.dtype, batch=args.batch, steps=args.steps, repeats=args.repeats,
             warmup=args.warmup, schedules=args.schedule, budgets=args.budget or (),
-            seed=args.seed, clock=args.clock,
-            log=stderr_log if sys.stderr.isatty() else lambda message: None)
+            seed=args.seed, clock=args.clock, log=_log("bench"))
         render = suite_markdown
     else:
         try:
@@ -310,7 +403,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         render = bench.report_markdown
     report = bench_report.stamp(report, started)
-    command = "repro " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "repro " + " ".join(shlex.quote(a) for a in args.argv)
     markdown = render(report, command)
     if args.out:
         with atomic_path(args.out) as tmp:
@@ -409,19 +502,79 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return gate.EXIT_REGRESSED if outcome.regressions else 0
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _flag_groups() -> dict[str, ArgumentParser]:
+    """The flags several commands share, each defined once with one name: commands take
+    them as argparse parents and override a default with ``set_defaults``."""
+    groups = {name: ArgumentParser(add_help=False) for name in
+              ("output", "device", "threads", "batch", "weights", "model", "steps", "seeds",
+               "prompts", "scheduler")}
+    output = groups["output"].add_mutually_exclusive_group()
+    output.add_argument("-q", "--quiet", action="store_true",
+                        help="warnings and errors only, no progress bars")
+    output.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
+    groups["device"].add_argument("--device", default="cpu",
+                                  help="torch device: cpu, cuda, cuda:1, ... (default cpu)")
+    groups["device"].add_argument("--dtype", default="float32", choices=DTYPES,
+                                  help="weights and sampling dtype (default float32)")
+    groups["threads"].add_argument("--threads", type=int, default=0,
+                                   help="torch CPU threads (default: torch's)")
+    groups["batch"].add_argument("--batch", type=int, help="images per batch")
+    groups["weights"].add_argument("--weights", default="pretrained",
+                                   help="pretrained (Hugging Face cache or the zoo's), random "
+                                   "(architecture only), or a local directory "
+                                   "(default %(default)s)")
+    groups["model"].add_argument("--model", help="model id (see `repro ls`)")
+    groups["steps"].add_argument("--steps", type=int, help="sampler steps")
+    groups["seeds"].add_argument("--seeds", default="0:64",
+                                 help="A:B (B excluded) or a comma list (default %(default)s)")
+    groups["prompts"].add_argument("--prompts", type=Path,
+                                   help="text-conditioned models: COCO captions JSON, "
+                                   "PartiPrompts TSV or one prompt per line, cycled over the "
+                                   "seeds")
+    groups["prompts"].add_argument("--prompts-limit", type=int,
+                                   help="use the first N prompts")
+    groups["scheduler"].add_argument("--scheduler",
+                                     help="diffusers scheduler class (default: the model's)")
+    return groups
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .metrics.cli import add_eval_parser
     from .search import SEARCH_METHODS
 
-    parser = argparse.ArgumentParser(prog="repro", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    g = _flag_groups()
+    parser = ArgumentParser(prog="repro", description="Reproduce and benchmark training-free "
+                            "acceleration of diffusion models by per-step schedules (F / P<b> / "
+                            "N): searches, baselines, metrics and timing from declarative "
+                            "suites. Bad input exits 2 with one line naming the culprit.")
+    parser.add_argument("--version", action="version", version=f"repro {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    ls = sub.add_parser("ls", help="list suites, models and metrics")
-    ls.add_argument("--suites", default="suites", help="directory of suite files")
-    ls.set_defaults(func=cmd_ls)
+    def command(name: str, func, help: str, *groups: str) -> ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help,
+                           parents=[g["output"], *(g[x] for x in groups)])
+        p.set_defaults(func=func)
+        return p
 
-    run = sub.add_parser("run", help="run a suite: teacher -> search -> evaluation -> results")
-    run.add_argument("suite", help="suite file (or the name of one in ./suites)")
+    command("ls", cmd_ls, "list the packaged suites, models and metrics")
+    env = command("env", cmd_env, "what a bug report needs: versions, devices, threads, "
+                  "platform")
+    env.add_argument("--json", action="store_true", help="print one JSON object")
+
+    run = command("run", cmd_run, "run a suite: teacher -> search -> evaluation -> results",
+                  "device", "threads")
+    run.add_argument("suite", help=SUITE_HELP)
     run.add_argument("--results", type=Path, default=Path("results"),
                      help="results root (default: results/)")
     run.add_argument("--run-id", help="run directory name; an existing one is resumed "
@@ -433,57 +586,35 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: the suite's, "
                      "MLFLOW_TRACKING_URI, or MLflow's default sqlite:///mlflow.db)")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    run.add_argument("--device", default="cpu")
-    run.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                     help="model weights and sampling dtype (default float32)")
-    run.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    run.add_argument("--quiet", action="store_true")
-    run.set_defaults(func=cmd_run)
 
-    validate = sub.add_parser("validate", help="check suites without running them")
-    validate.add_argument("suite", nargs="+", help="suite files (or names in ./suites)")
-    validate.set_defaults(func=cmd_validate)
+    validate = command("validate", cmd_validate, "check suites without running them")
+    validate.add_argument("suite", nargs="+", help=SUITE_HELP)
 
-    sample = sub.add_parser("sample", help="generate images under a schedule into FILE.npz")
-    sample.add_argument("--model", required=True, help="model id (see `repro ls`)")
-    sample.add_argument("--steps", type=int, required=True, help="DDIM steps")
+    sample = command("sample", cmd_sample, "generate images under a schedule into FILE.npz",
+                     "model", "steps", "seeds", "prompts", "weights", "device", "threads",
+                     "batch")
     sample.add_argument("--schedule", help="schedule text (default: all F)")
-    sample.add_argument("--seeds", default="0:64", help="A:B (B excluded) or a comma list")
     sample.add_argument("--labels", help="comma list of class labels, cycled over the seeds "
                         "(default: seed mod classes)")
     sample.add_argument("--guidance", type=float, help="classifier-free guidance scale "
                         "(default: the model's)")
-    sample.add_argument("--prompts", type=Path, help="text-conditioned models: COCO captions "
-                        "JSON, PartiPrompts TSV or one prompt per line, cycled over the seeds")
-    sample.add_argument("--prompts-limit", type=int, help="use the first N prompts")
-    sample.add_argument("--weights", default="pretrained",
-                        help="pretrained (default), random, or a local dir")
-    sample.add_argument("--device", default="cpu")
-    sample.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    sample.add_argument("--batch-size", type=int, default=64)
     sample.add_argument("--out", type=Path, required=True, help="samples file (.npz)")
-    sample.add_argument("--quiet", action="store_true")
-    sample.set_defaults(func=cmd_sample)
+    sample.set_defaults(batch=64)
 
-    prb = sub.add_parser("probe", help="does a model suit caching? P<b> vs N at the same "
-                         "full steps (rFID) and the deep feature's similarity between steps")
+    prb = command("probe", cmd_probe, "does a model suit caching? P<b> vs N at the same full "
+                  "steps (rFID) and the deep feature's similarity between steps",
+                  "steps", "seeds", "weights", "device", "threads")
     prb.add_argument("model", help="model id (see `repro ls`)")
-    prb.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
     prb.add_argument("--interval", type=int, default=5, help="DeepCache N (default 5)")
-    prb.add_argument("--seeds", default="0:64", help="A:B (B excluded) or a comma list")
     prb.add_argument("--extractor", default="digits-cnn", help="rFID features (default "
                      "digits-cnn; inception-2015-12-05 for real images)")
-    prb.add_argument("--weights", default="pretrained",
-                     help="pretrained (default), random, or a local dir")
-    prb.add_argument("--device", default="cpu")
     prb.add_argument("--out", type=Path, default=Path("probe"),
                      help="directory for probe.json and similarity.png (default ./probe)")
-    prb.add_argument("--quiet", action="store_true")
-    prb.set_defaults(func=cmd_probe)
+    prb.set_defaults(steps=20)
 
-    srch = sub.add_parser("search", help="search schedules under speed budgets, rFID fitness")
-    srch.add_argument("--model", required=True, help="model id (see `repro ls`)")
-    srch.add_argument("--steps", type=int, required=True, help="DDIM steps")
+    srch = command("search", cmd_search, "search schedules under speed budgets, rFID fitness",
+                   "model", "steps", "seeds", "prompts", "scheduler", "weights", "device",
+                   "threads", "batch")
     srch.add_argument("--budget", type=float, action="append", required=True,
                       help="target predicted speedup (repeatable)")
     srch.add_argument("--n-eval", type=int, default=40, help="schedules scored per budget")
@@ -497,59 +628,50 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--no-seed-uniform", dest="seed_uniform", action="store_false",
                       help="start from random candidates, not the uniform schedules")
     srch.add_argument("--seed", type=int, default=0)
-    srch.add_argument("--seeds", default="0:128", help="sample seeds of the rFID fitness")
     srch.add_argument("--labels", help="class labels, comma list cycled over the seeds "
                       "(default: seed mod classes)")
     srch.add_argument("--guidance", type=float, help="guidance (default: the model's)")
+    srch.add_argument("--extractor", default="digits-cnn", help="rFID features (default "
+                      "digits-cnn; inception-2015-12-05 for real images)")
     srch.add_argument("--branches", help="allowed cache branches, comma list (default: all)")
     srch.add_argument("--seg-lens", help="allowed segment lengths (default: 1..--max-seg-len)")
     srch.add_argument("--max-seg-len", type=int, default=10, help="longest segment length")
     srch.add_argument("--tol", type=float, default=0.1, help="budget window above the target")
     srch.add_argument("--cost-table", type=Path, help="JSON from `repro bench --json` "
                       "(default: MAC ratios)")
-    srch.add_argument("--weights", default="pretrained")
     srch.add_argument("--log", type=Path, help="JSONL log; a rerun reuses its scores")
     srch.add_argument("--json", action="store_true")
-    srch.set_defaults(func=cmd_search)
+    srch.set_defaults(seeds="0:128", batch=128)
 
-    add_eval_parser(sub)
+    add_eval_parser(sub, parents=[g["output"], g["weights"], g["device"], g["threads"],
+                                  g["batch"]])
 
     zoo = sub.add_parser("zoo", help="the embedded digits models")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
-    train = zoo_sub.add_parser("train", help="train an embedded model (seeded, CPU)")
+    train = zoo_sub.add_parser("train", help="train an embedded model (seeded, CPU)",
+                               parents=[g["output"], g["threads"]])
     train.add_argument("name", help="digits-ddpm, digits-cond or digits-cnn")
     train.add_argument("--out", type=Path, help="output dir (default: repro/zoo/weights)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--minutes", type=float, help="stop training after this wall time")
-    train.add_argument("--threads", type=int, default=1,
-                       help="torch CPU threads (the committed weights used 1)")
-    train.set_defaults(func=cmd_zoo_train)
+    train.set_defaults(func=cmd_zoo_train, threads=1)  # the committed weights used 1
 
-    convert = sub.add_parser("convert", help="convert an original checkpoint file into a "
-                             "diffusers directory (once)")
+    convert = command("convert", cmd_convert, "convert an original checkpoint file into a "
+                      "diffusers directory (once)")
     convert.add_argument("kind", choices=("ldm", "adm"),
                          help="ldm: CompVis LDM-4-G model.ckpt (cin256-v2); adm: guided-diffusion "
                          "64x64_diffusion.pt")
     convert.add_argument("checkpoint", type=Path, help="the original checkpoint file")
     convert.add_argument("out", type=Path, help="new directory (unet/, scheduler/, ...)")
-    convert.set_defaults(func=cmd_convert)
 
-    bench = sub.add_parser("bench", help="time a model's UNet loop under schedules, or a "
-                           "suite's schedules on its architecture")
-    bench.add_argument("--model", help="model id (see `repro ls`)")
-    bench.add_argument("--suite", help="suite file (or name in ./suites): time its teacher, "
-                       "baselines, DeepCache N=2..10 and uniform segment schedules per budget "
-                       "against a calibrated cost table (instead of --model)")
-    bench.add_argument("--weights", default="random",
-                       help="random (default: architecture only), pretrained, or a local dir")
-    bench.add_argument("--device", default="cpu")
-    bench.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    bench.add_argument("--batch", type=int, help="UNet batch size (default 1); with --suite "
-                       "images per batch (default: the suite's evaluation.latency_batch; "
-                       "guidance doubles the UNet batch)")
-    bench.add_argument("--steps", type=int, help="sampler inference steps (default 50; with "
-                       "--suite the suite's)")
-    bench.add_argument("--scheduler", help="diffusers scheduler class (default: the model's)")
+    bench = command("bench", cmd_bench, "time a model's UNet loop under schedules, or a "
+                    "suite's schedules on its architecture (defaults: --model 1 image, 50 "
+                    "steps; --suite the suite's evaluation.latency_batch images and steps, "
+                    "guidance doubling the UNet batch)",
+                    "model", "steps", "scheduler", "weights", "device", "threads", "batch")
+    bench.add_argument("--suite", help=SUITE_HELP + ": time its teacher, baselines, DeepCache "
+                       "N=2..10 and uniform segment schedules per budget against a calibrated "
+                       "cost table (instead of --model)")
     bench.add_argument("--repeats", type=int, help="interleaved repeats (default 3; with "
                        "--suite the suite's evaluation.latency_repeats)")
     bench.add_argument("--budget", type=float, action="append", metavar="X",
@@ -569,7 +691,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also time DeepCache's own DeepCacheSDHelper (per call and loop)")
     bench.add_argument("--plain", action="store_true",
                        help="also time the unhooked diffusers loop")
-    bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     bench.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                        help="wall time (default, the latency protocol) or process CPU time "
                        "(--device cpu only: for a CPU shared with other jobs)")
@@ -582,9 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     bench.add_argument("--experiment", help="MLflow experiment (default: repro/bench/<suite or "
                        "model>)")
-    bench.set_defaults(func=cmd_bench)
+    bench.set_defaults(weights="random")
 
-    rep = sub.add_parser("report", help="tables of run results, or a regression diff of two")
+    rep = command("report", cmd_report, "tables of run results, or a regression diff of two")
     rep.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR",
                      help="run directory or results.json (several: one table, a run column)")
     rep.add_argument("--format", choices=["md", "csv", "tex"], default="md")
@@ -597,11 +718,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --experiment: regression table of its two newest runs")
     rep.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
                      "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    rep.set_defaults(func=cmd_report)
 
-    gte = sub.add_parser("gate", help="exit 1 when a run got worse than a baseline run beyond "
-                         "its tolerance (quality beyond its bootstrap interval, speed beyond its "
-                         "repeats), naming row and metric; 0 otherwise; 2 on bad input")
+    gte = command("gate", cmd_gate, "exit 1 when a run got worse than a baseline run beyond "
+                  "its tolerance (quality beyond its bootstrap interval, speed beyond its "
+                  "repeats), naming row and metric; 0 otherwise; 2 on bad input")
     gte.add_argument("run", type=Path, help="the new run: run directory, results.json or a "
                      "`repro bench --json` report")
     gte.add_argument("baseline", nargs="?", type=Path, help="the baseline: the same kinds, or "
@@ -615,7 +735,6 @@ def build_parser() -> argparse.ArgumentParser:
                      "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     gte.add_argument("--suite", help="tolerances from this suite's regression block (default: "
                      "the new run's suite.yaml; built-in defaults for benchmarks)")
-    gte.set_defaults(func=cmd_gate)
     return parser
 
 
@@ -623,8 +742,15 @@ def main(argv: list[str] | None = None) -> int:
     from .metrics import StatisticsError
     from .samples import NonFiniteSamplesError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what `repro bench` reports as its command
+    _configure_output(args)
     try:
+        if getattr(args, "threads", 0) and args.command != "zoo":
+            import torch
+
+            torch.set_num_threads(args.threads)
         return args.func(args)
     except _bad_input_types() as error:
         print(f"repro: error: {error}", file=sys.stderr)

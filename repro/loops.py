@@ -16,6 +16,7 @@ import torch
 
 from .costs import time_unet_call
 from .engine import denoise
+from .progress import bar
 from .schedule import CostTable, Schedule
 from .timing import Clock, median_seconds
 
@@ -73,7 +74,7 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
     for _, fn in runs.values():
         median_seconds(fn, device, repeats=0, warmup=warmup)
     seconds: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
+    for _ in bar(range(repeats), desc=f"timing {len(runs)} loops", unit="repeat"):
         for name, (_, fn) in runs.items():
             seconds[name] += median_seconds(fn, device, repeats=1, warmup=0, clock=clock)
     full_name = max((n for n, s in schedules.items() if s.count("F") == len(s)),

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import NPZ_READ_ERRORS, atomic_save_npz
+from .progress import bar
 from .quoting import short
 
 FORMAT_VERSION = 1
@@ -182,7 +183,8 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
     cfg = labels is not None and guidance is not None and guidance != 1.0
     chunks = []
     with torch.inference_mode():
-        for start in range(0, len(seeds), batch_size):
+        for start in bar(range(0, len(seeds), batch_size), desc=f"sampling {model.name}",
+                         unit="batch"):
             batch_seeds = seeds[start:start + batch_size]
             generators = _seed_generators(batch_seeds)
             latents = _seed_noise(model, generators)
@@ -233,7 +235,8 @@ def _generate_text(model, steps: int, schedule, seeds: Sequence[int],
     kwargs = {} if guidance is None else {"guidance_scale": guidance}
     chunks = []
     with torch.inference_mode():
-        for start in range(0, len(seeds), batch_size):
+        for start in bar(range(0, len(seeds), batch_size), desc=f"sampling {model.name}",
+                         unit="batch"):
             batch_seeds = seeds[start:start + batch_size]
             latents = _seed_noise(model, _seed_generators(batch_seeds))
             with apply_schedule(pipe, schedule):

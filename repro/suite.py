@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -275,6 +276,31 @@ _SUITE_KEYS = {"name", "version", "description", "tracking", "regression", "incl
 SUITE_MAX_BYTES = 1 << 20  # a suite is a small text file (this also refuses /dev/zero)
 SUITE_MAX_NODES = 100_000  # values with every YAML alias expanded (refuses alias bombs)
 SUITE_MAX_LIST = 1_000  # entries of any one list (budgets, baselines, experiments, ...)
+
+
+PACKAGED = Path(__file__).parent / "suites"  # shipped with the package (`suites/` in the repo)
+
+
+def packaged() -> dict[str, Path]:
+    """The suites shipped with the package, by name (the file's stem)."""
+    return {path.stem: path for path in sorted(PACKAGED.glob("*.yaml"))}
+
+
+def find(text: str) -> Path:
+    """A suite file, or the name of a packaged suite (``smoke`` is the package's
+    ``suites/smoke.yaml``), so ``repro run smoke`` works from any directory. An existing path
+    wins over a name."""
+    path = Path(text)
+    if path.exists():
+        return path
+    shipped = packaged()
+    if text in shipped:
+        inside = Path(os.path.relpath(shipped[text]))  # shown relative where it can be
+        return shipped[text] if inside.parts[0] == ".." else inside
+    if path.suffix or len(path.parts) > 1:
+        return path  # a file that is not there: load names it
+    raise SuiteError(f"{short(text)}: no such suite file, nor a packaged suite (known: "
+                     f"{', '.join(shipped)})")
 
 
 def load(path: str | Path) -> Suite:

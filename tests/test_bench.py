@@ -39,6 +39,9 @@ def test_bench_times_schedules_against_all_full_and_the_helper(capsys, tmp_path)
     assert set(report["engine_partial_median_s"]) == {"P0"}
     assert report["environment"]["batch"] == 1 and report["unet_calls"] == 4
     markdown = out_file.read_text()
+    assert markdown.startswith("# repro bench: ddpm-cifar10 (random weights)\n\nCommand: `repro "
+                               "bench --model ddpm-cifar10 --steps 4 --repeats 1 --deepcache "
+                               "2:0 --schedule 'F N P3 N' --calibrate")  # main's argv, not pytest's
     assert "DeepCacheSDHelper N=2 b=0" in markdown and "torch threads" in markdown
     assert "F then N (fit)" in markdown and "per sampler step" in markdown
 

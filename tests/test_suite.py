@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from repro import cli, models, suite
-from repro.metrics.evaluate import METRICS
+from repro.metrics.protocols import METRICS
 from repro.suite import SuiteError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -433,17 +433,19 @@ def test_unknown_key_without_close_match_lists_the_known_fields(tmp_path):
 
 # -- the CLI on good suites, and ls ----------------------------------------------------
 def test_validate_good_suites(capsys, monkeypatch, tmp_path):
-    monkeypatch.chdir(ROOT)
-    loaded = suite.load("suites/smoke.yaml")
-    code, out, err = validate(capsys, "suites/smoke.yaml")
-    assert (code, err) == (0, "")
-    assert out == (f"suites/smoke.yaml: ok (suite 'smoke' v3, 2 experiments, 34 rows, "
-                   f"{loaded.digest})\n")
-
-    code, out, _ = validate(capsys, "smoke")  # a name under ./suites/
-    assert code == 0 and out.startswith("suites/smoke.yaml: ok")
-
+    monkeypatch.chdir(tmp_path)  # packaged suites are found by name from any directory
     good = write(tmp_path, SINGLE + "search: {budgets: [2]}\n", "good.yaml")
+    code, out, err = validate(capsys, good)  # teacher + segment/stepwise/random @2x
+    assert (code, err) == (0, "")
+    assert out == (f"{good}: ok (suite 't' v1, 1 experiments, 4 rows, "
+                   f"{suite.load(good).digest})\n")
+
+    smoke = suite.find("smoke")
+    assert smoke.resolve() == (ROOT / "repro" / "suites" / "smoke.yaml").resolve()
+    code, out, _ = validate(capsys, "smoke")
+    assert code == 0 and out.startswith(f"{smoke}: ok (suite 'smoke' ")
+    assert out.endswith(f"{suite.load(smoke).digest})\n")
+
     bad = write(tmp_path, SINGLE + "search: {budgts: [2]}\n", "bad.yaml")
     code, out, err = validate(capsys, "smoke", good, bad)
     assert code == 2
@@ -454,15 +456,20 @@ def test_validate_good_suites(capsys, monkeypatch, tmp_path):
     code, out, err = validate(capsys, tmp_path / "absent.yaml")
     assert (code, out) == (2, "")
     assert err == f"repro: error: {tmp_path / 'absent.yaml'}: suite file not found\n"
+    code, out, err = validate(capsys, "smok")
+    assert code == 2 and "'smok': no such suite file, nor a packaged suite" in err
+    assert "smoke" in err
 
 
-def test_ls_lists_suites_models_and_metrics(capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_ls_lists_suites_models_and_metrics(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
     assert cli.main(["ls"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "suites:"
-    assert "  suites/smoke.yaml" in lines
     models_at, metrics_at = lines.index("models:"), lines.index("metrics:")
+    assert lines[0] == "suites (repro run NAME):"
+    listed = dict(line.split() for line in lines[1:models_at])
+    assert listed == {name: str(path) for name, path in suite.packaged().items()}
+    assert {"smoke", "search_digits", "ddpm_cifar10", "sd15_coco"} <= set(listed)
     listed_models = [line.split()[0] for line in lines[models_at + 1:metrics_at]]
     assert listed_models == list(models.model_ids())
     assert {"digits-ddpm", "digits-cond", "ddpm-cifar10", "sd15"} <= set(listed_models)

@@ -18,6 +18,7 @@ from repro import cli, models
 from repro.metrics.clip import CLIP_PROTOCOL, ClipScorer
 from repro.metrics.extractors import INCEPTION, FeatureExtractor
 from repro.samples import SampleSet, generate
+from repro.schedule import Schedule
 from repro.suite import SuiteError, check, load
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
@@ -147,6 +148,23 @@ def test_cli_sample_reads_a_prompts_file(tmp_path, sd_dir, data, capsys):
                      "--out", str(tmp_path / "none.npz")])
     err = capsys.readouterr().err
     assert code == 2 and "needs prompts" in err and not (tmp_path / "none.npz").exists()
+
+
+def test_search_sizes_a_text_to_image_space_by_the_samplers_unet_calls(
+        sd_dir, data, stand_ins, capsys):
+    argv = ["search", "--model", "sd15", "--weights", str(sd_dir), "--steps", "5",
+            "--prompts", str(data / "PartiPrompts.tsv"), "--seeds", "0:6", "--budget", "2",
+            "--n-eval", "2", "--population", "2", "--branches", "0,1", "--extractor",
+            INCEPTION, "--batch", "6", "--json"]
+    for scheduler, calls in ((None, 6), ("DDIMScheduler", 5)):  # PLMS: steps + 1 calls
+        extra = ["--scheduler", scheduler] if scheduler else []
+        assert cli.main([*argv, *extra]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["unet_calls"] == calls
+        assert summary["sampler"]["scheduler"] == (scheduler or "PNDMScheduler")
+        (best,) = summary["budgets"]
+        assert len(Schedule.parse(best["schedule"])) == calls and best["evaluated"] == 2
+        assert best["predicted_speedup"] >= 2
 
 
 def test_samples_go_through_the_pipeline_under_the_schedule(sd_model):

@@ -10,15 +10,15 @@ import argparse
 import json
 from pathlib import Path
 
-from .errors import MetricInputError
-from .evaluate import EvalOptions, evaluate
-from .extractors import INCEPTION_ENV
-from .protocols import METRICS, REFERENCES
+from .protocols import CLIP_ENV, INCEPTION_ENV, METRICS, REFERENCES
 from .result import MetricResult
 
 
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("eval", help="metrics of a samples file, with protocols")
+def add_eval_parser(subparsers, parents=()) -> argparse.ArgumentParser:
+    """``eval`` under ``subparsers``; ``parents``: the command line's shared flags (weights,
+    device, threads, batch: the latency batch)."""
+    parser = subparsers.add_parser("eval", help="metrics of a samples file, with protocols",
+                                   parents=list(parents))
     parser.add_argument("file", type=Path, help="samples file (.npz) from `repro sample`")
     parser.add_argument("--metric", action="append", required=True, metavar="M",
                         help=f"repeatable; one of: {', '.join(METRICS)}")
@@ -27,32 +27,34 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--reference", help=f"reference for fid: {', '.join(REFERENCES)}, a folder "
                         "of images, an .npz (uint8 arr_0 or ADM mu/sigma) or a "
                         "cifar-10-batches-py folder")
-    parser.add_argument("--prompts", type=Path, help="text file, one prompt per image (clip)")
+    parser.add_argument("--prompts", type=Path, help="clip: one prompt per image (default: the "
+                        "samples file's own); COCO captions JSON, PartiPrompts TSV or lines")
     parser.add_argument("--inception-weights", type=Path,
                         help=f"InceptionV3 weights file (default: ${INCEPTION_ENV} or the "
                              "torch hub cache)")
     parser.add_argument("--clip-weights", type=Path,
-                        help="open_clip weights file (default: $REPRO_CLIP_WEIGHTS or the "
+                        help=f"open_clip weights file (default: ${CLIP_ENV} or the "
                              "Hugging Face cache)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--weights", default="pretrained",
-                        help="diffusion model weights for latency: pretrained, random or a dir")
-    parser.add_argument("--latency-batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5, help="latency repeats")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.set_defaults(func=run_eval)
+    parser.set_defaults(func=run_eval, batch=64)
     return parser
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from repro.prompts import read_prompts
     from repro.samples import SampleSet
+
+    from .evaluate import EvalOptions, evaluate
 
     samples = SampleSet.load(args.file)
     options = EvalOptions(
         teacher=SampleSet.load(args.teacher) if args.teacher else None,
-        reference=args.reference, prompts=_read_prompts(args.prompts),
+        reference=args.reference,
+        prompts=read_prompts(args.prompts) if args.prompts else None,
         inception_weights=args.inception_weights, clip_weights=args.clip_weights,
-        device=args.device, model_weights=args.weights, latency_batch=args.latency_batch,
+        device=args.device, dtype=args.dtype, model_weights=args.weights,
+        latency_batch=args.batch,
         latency_repeats=args.repeats)
     results = evaluate(samples, args.metric, options)
     if args.json:
@@ -72,12 +74,3 @@ def format_result(result: MetricResult) -> str:
     said = [template.format(result.details[key]) for key, template in context.items()
             if key in result.details]
     return "  ".join([f"{result.protocol:<34} {result.value:10.4f}", f"n={result.n}", *said])
-
-
-def _read_prompts(path: Path | None) -> list[str] | None:
-    if path is None:
-        return None
-    try:
-        return path.read_text().splitlines()
-    except OSError as error:
-        raise MetricInputError(f"cannot read prompts file {path}: {error.strerror}") from None

@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from repro.progress import bar
+
 from .errors import MetricInputError, MissingMetricWeightsError
-from .protocols import CLIP_ARCH, CLIP_PROTOCOL, CLIP_TAG
+from .protocols import CLIP_ARCH, CLIP_ENV, CLIP_PROTOCOL, CLIP_TAG
 from .result import MetricResult
 
 HF_REPO = "laion/CLIP-ViT-g-14-laion2B-s34B-b88K"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-CLIP_ENV = "REPRO_CLIP_WEIGHTS"
 
 
 def clip_weights_path(path: str | Path | None = None) -> Path:
@@ -83,7 +84,7 @@ class ClipScorer:
                                    f"{len(images)} images")
         scores = []
         with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
+            for start in bar(range(0, len(images), batch_size), desc="clip", unit="batch"):
                 batch = images[start:start + batch_size]
                 pixels = torch.stack([self.preprocess(_pil(image)) for image in batch])
                 tokens = self.tokenizer(list(texts[start:start + batch_size]))

@@ -30,6 +30,7 @@ class EvalOptions:
     inception_weights: str | None = None
     clip_weights: str | None = None
     device: str = "cpu"
+    dtype: str = "float32"
     model_weights: str = "pretrained"
     latency_batch: int = 64
     latency_repeats: int = 5
@@ -130,7 +131,8 @@ def _latency(samples: SampleSet, options: EvalOptions) -> MetricResult:
 
     from .latency import sampler_latency
 
-    model = load_model(samples.model, options.model_weights, device=options.device)
+    model = load_model(samples.model, options.model_weights, device=options.device,
+                       dtype=options.dtype)
 
     def timed(run: SampleSet) -> MetricResult:
         return sampler_latency(model, run.steps, run.schedule, options.latency_batch,

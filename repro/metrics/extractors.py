@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from repro.progress import bar
+
 from .cache import state_dict_digest
 from .errors import MetricInputError, MissingMetricWeightsError
-from .protocols import DIGITS_CNN, EXTRACTORS, INCEPTION
+from .protocols import DIGITS_CNN, EXTRACTORS, INCEPTION, INCEPTION_ENV
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 # torch-fidelity caches the same weights (same hash suffix) under its own name.
 INCEPTION_FILES = (INCEPTION_FILE, "weights-inception-2015-12-05-6726825d.pth")
-INCEPTION_ENV = "REPRO_INCEPTION_WEIGHTS"
 
 
 class FeatureExtractor(ABC):
@@ -44,7 +45,8 @@ class FeatureExtractor(ABC):
         self.check_images(images)
         rows = []
         with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
+            for start in bar(range(0, len(images), batch_size), desc=f"features {self.name}",
+                             unit="batch"):
                 batch = torch.from_numpy(images[start:start + batch_size]).to(self.device)
                 rows.append(network_rows(batch.permute(0, 3, 1, 2)).double().cpu().numpy())
         return np.concatenate(rows)

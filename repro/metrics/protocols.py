@@ -14,6 +14,10 @@ DIGITS_CNN = "digits-cnn"
 INCEPTION = "inception-2015-12-05"
 EXTRACTORS = (DIGITS_CNN, INCEPTION)
 
+# where the weights files are looked for first (help texts name them without torch)
+INCEPTION_ENV = "REPRO_INCEPTION_WEIGHTS"
+CLIP_ENV = "REPRO_CLIP_WEIGHTS"
+
 CLIP_ARCH, CLIP_TAG = "ViT-g-14", "laion2b_s34b_b88k"
 CLIP_PROTOCOL = f"clip:{CLIP_ARCH}/{CLIP_TAG}"
 
