@@ -574,7 +574,7 @@ def check(suite: Suite) -> dict[str, list[RowPlan]]:
 def _check_regression(suite: Suite) -> None:
     """Tolerances name metrics that exist (a protocol or a kind); the confidence is a
     probability."""
-    from .metrics.evaluate import METRICS
+    from .metrics.protocols import METRICS
 
     known = [*DEFAULT_TOLERANCES, *(m for m in METRICS if m != "latency")]
     for key in suite.regression.metrics:

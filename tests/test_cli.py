@@ -26,7 +26,7 @@ def modules_loaded_by(argv: list[str]) -> tuple[int, list[str]]:
               f"{set(HEAVY)!r})]))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-                          timeout=120)
+                          timeout=600)  # a loaded machine; the check is the import, not the time
     code, heavy = json.loads(done.stdout.splitlines()[-1])
     return code, heavy
 
