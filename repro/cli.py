@@ -25,6 +25,7 @@ class BadInput(Exception):
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
+    from .distributed import LaunchError
     from .gate import GateError
     from .metrics import MetricInputError
     from .models import MissingWeightsError, UnknownModelError
@@ -39,7 +40,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 
     return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError, SamplesFileError,
             BudgetError, SearchLogError, MetricInputError, ReportError, SuiteError,
-            TrackingError, PromptsError, GateError)
+            TrackingError, PromptsError, GateError, LaunchError)
 
 
 def _configure_output(args: argparse.Namespace) -> None:
@@ -148,7 +149,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import runner, suite
+    from . import distributed, runner, suite
 
     loaded = suite.load(_suite_path(args.suite))
     if args.no_tracking:
@@ -158,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = runner.run_suite(loaded, results_root=args.results, run_id=args.run_id,
                                new=args.new, tracking_uri=args.tracking_uri,
                                device=args.device, dtype=args.dtype, log=_log("runner"))
-    if not args.quiet:
+    if not args.quiet and distributed.launch_env()[0] == 0:  # rank 0 wrote the results
         print((run_dir / "table.md").read_text())
         print(f"results: {run_dir}")
     return 0
@@ -739,6 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .distributed import RankFailure
     from .metrics import StatisticsError
     from .samples import NonFiniteSamplesError
 
@@ -755,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     except _bad_input_types() as error:
         print(f"repro: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (NonFiniteSamplesError, StatisticsError) as error:
+    except (NonFiniteSamplesError, StatisticsError, RankFailure) as error:
         print(f"repro: failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

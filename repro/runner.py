@@ -6,24 +6,31 @@ samples, one JSONL log of scored candidates per experiment, one JSON per finishe
 evaluation, the latency table), so a run started again on the same directory redoes
 nothing finished. Bad input (suite, model ids, missing weights, an unreachable tracking
 server) is reported before the run directory is created.
+
+Launched as several processes (:mod:`repro.distributed`), every rank runs this same code:
+sampling is cut into shards of seeds spread over the ranks (:mod:`repro.shards`), search
+candidates are scored where the search spreads them, and rank 0 alone decides what is left
+to do, computes the metrics from the gathered samples, times latency (the other ranks idle
+at a barrier) and writes results.json and the MLflow run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from . import baselines, models, search, search_log
+from . import baselines, distributed, models, search, search_log, shards
 from .atomic import atomic_path, writable_problem
 from .faults import checkpoint
 from .provenance import git_state
@@ -60,24 +67,54 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
     for experiment in suite.experiments:
         _preflight(experiment)
     prompts = {e.name: _read_prompts(suite, e) for e in suite.experiments}
-    uri = _tracking_uri(suite, tracking_uri)
-    loaded = {e.name: models.load_model(e.model, e.weights, device=device, dtype=dtype)
-              for e in suite.experiments}
-    run_dir, lock = _run_dir(suite, results_root, run_id, new, log)
-    with lock:
-        state = json.loads((run_dir / "work" / "state.json").read_text())
-        rows, verdicts = [], []
-        for experiment in suite.experiments:
-            runner = _ExperimentRun(experiment, plans[experiment.name], loaded[experiment.name],
-                                    run_dir, log, prompts[experiment.name])
-            rows += runner.run()
+    with distributed.joined(device) as world:
+        if world.size > 1:
+            log = partial(_ranked, log, f"[rank {world.rank}/{world.size}] ")
+        uri = world.share("checking the tracking server", partial(_tracking_uri, suite,
+                                                                  tracking_uri))
+        loaded = {e.name: models.load_model(e.model, e.weights, device=world.device(device),
+                                            dtype=dtype)
+                  for e in suite.experiments}
+        held: list[IO] = []
+        run_dir = world.share("choosing the run directory", lambda: _claim(
+            held, suite, results_root, run_id, new, log))
+        with held[0] if held else contextlib.nullcontext():
+            _run(suite, plans, prompts, loaded, run_dir, uri, world, log)
+    return run_dir
+
+
+def _ranked(log: Log, prefix: str, message: str) -> None:
+    log(prefix + message)
+
+
+def _claim(held: list[IO], suite: Suite, root: Path, run_id: str | None, new: bool,
+           log: Log) -> Path:
+    """Rank 0's :func:`_run_dir`, its lock appended to ``held``."""
+    run_dir, lock = _run_dir(suite, root, run_id, new, log)
+    held.append(lock)
+    return run_dir
+
+
+def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
+         uri: str | None, world: distributed.World, log: Log) -> None:
+    if not (run_dir / "work" / "state.json").is_file():
+        raise SuiteError(f"rank {world.rank} cannot see {run_dir}: the results root must be "
+                         "one directory shared by every rank (a shared file system)")
+    rows, verdicts = [], []
+    for experiment in suite.experiments:
+        runner = _ExperimentRun(experiment, plans[experiment.name], loaded[experiment.name],
+                                run_dir, log, prompts[experiment.name], world)
+        rows += runner.run()
+        if world.is_main:
             verdicts += runner.verdicts(rows)
+    if world.is_main:
+        state = json.loads((run_dir / "work" / "state.json").read_text())
         results = {
             "schema": RESULTS_SCHEMA, "run_id": run_dir.name,
             "suite": {"name": suite.name, "version": suite.version, "file": suite.file,
                       "digest": suite.digest},
             "started": state["started"], "finished": _now(),
-            "environment": _environment(loaded),
+            "environment": {**_environment(loaded), "world_size": world.size},
             "rows": rows, "verdicts": verdicts,
         }
         _write_outputs(results, run_dir)
@@ -90,7 +127,6 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
             _write_json(run_dir / "work" / "mlflow.json", {"uri": uri, "parent_run_id": parent})
             checkpoint("tracking")
             log(f"MLflow: run {parent} at {uri}")
-    return run_dir
 
 
 def _preflight(experiment: Experiment) -> None:
@@ -256,10 +292,12 @@ class _Planned(NamedTuple):
 
 class _ExperimentRun:
     def __init__(self, experiment: Experiment, plan: list[RowPlan], model, run_dir: Path,
-                 log: Log, prompts: list[str] | None = None):
+                 log: Log, prompts: list[str] | None = None,
+                 world: distributed.World | None = None):
         from .costs import model_cost_table
 
         self.e, self.plan, self.model, self.run_dir = experiment, plan, model, run_dir
+        self.world = world or distributed.World()
         self.log = lambda message: log(f"[{experiment.name}] {message}")
         self.work = run_dir / "work" / slug(experiment.name)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -294,9 +332,12 @@ class _ExperimentRun:
         return json.loads(json.dumps({"identity": self.identity, **inputs}))
 
     def run(self) -> list[dict]:
+        """The experiment's rows (on rank 0; other ranks take part and return none)."""
         schedules = self._schedules()
-        evaluated = {row.name: self._evaluate(row, schedules[row.name]) for row in self.plan}
+        evaluated = self._evaluate(schedules)
         latency = self._latency(list(schedules.values()))
+        if not self.world.is_main:
+            return []
         published = {p.row: {**p.values(), "source": p.source} for p in self.e.published}
         rows = []
         for row in self.plan:
@@ -369,22 +410,58 @@ class _ExperimentRun:
         return self.model.default_guidance if self.e.guidance is None else self.e.guidance
 
     # teacher and search ----------------------------------------------------------------
-    def _teacher(self, name: str, seeds: list[int]) -> SampleSet:
-        """All-F samples of ``seeds``, generated once per run and read once per process."""
-        if name in self.teachers:
-            return self.teachers[name]
+    def _teacher(self, name: str, seeds: list[int], more: Sequence[shards.ShardedSamples] = (),
+                 everyone: bool = True) -> SampleSet | None:
+        """All-F samples of ``seeds``, generated once per run (in shards over the ranks, with
+        the shards of ``more`` in the same pass) and kept whole as ``work/<exp>/<name>.npz``;
+        read once per process, by every rank or (``everyone`` False) by rank 0 alone."""
         path = self.work / f"{name}.npz"
         key = self._key(steps=self.e.steps, seeds=seeds)
-        if SampleSet.stored_key(path) == key:
-            samples = SampleSet.load(path)
+        kept = name in self.teachers or self.world.share(
+            f"{name}: kept?", lambda: SampleSet.stored_key(path) == key)
+        parts = [] if kept else [self._sharded(name, None, self.e.steps, seeds, "teacher")]
+        if parts or more:
+            shards.sample([*parts, *more], self.world, self.log)
+        if parts and self.world.is_main:
+            parts[0].load().save(path, key)
+            parts[0].discard()
+        if not (everyone or self.world.is_main):
+            return None
+        if parts and everyone:
+            self.world.barrier(f"{name}: written")
+        if name not in self.teachers:
+            self.teachers[name] = SampleSet.load(path)
+        return self.teachers[name]
+
+    def _sharded(self, name: str, planned: _Planned | None, steps: int, seeds: list[int],
+                 stage: str = "shard") -> shards.ShardedSamples:
+        """The shards of one sampling of ``seeds``: the teacher (``planned`` None) or a
+        row's loop, each shard one evaluation batch with its seeds' labels and prompts."""
+        from .metrics.cache import key_digest
+
+        labels, prompts = (None if values is None else
+                           [values[i % len(values)] for i in range(len(seeds))]
+                           for values in (self.labels, self.prompts))
+        model = self._on(planned and planned.sampler)
+        schedule = planned and planned.schedule
+        if planned is None:
+            directory = self.work / "shards" / name
+
+            def key(part: list[int]) -> dict:
+                return self._key(steps=steps, seeds=part)
         else:
-            samples = generate(self.model, self.e.steps, None, seeds, self.labels,
-                               self.e.guidance, batch_size=self.e.evaluation.batch_size,
-                               prompts=self.prompts)
-            samples.save(path, key)
-            checkpoint("teacher")
-        self.teachers[name] = samples
-        return samples
+            directory = self.work / "shards" / f"loop-{key_digest({'run': planned.key})}"
+
+            def key(part: list[int]) -> dict:
+                return self._key(run=planned.key, seeds=part)
+
+        def make(at: slice) -> SampleSet:
+            return generate(model, steps, schedule, seeds[at], labels and labels[at],
+                            self.e.guidance, batch_size=self.e.evaluation.batch_size,
+                            prompts=prompts and prompts[at])
+
+        return shards.ShardedSamples(name, directory, tuple(seeds),
+                                     self.e.evaluation.batch_size, key, make, stage)
 
     def _schedules(self) -> dict[str, _Planned]:
         """Row name -> what it samples; searches replay their logged scores."""
@@ -431,12 +508,14 @@ class _ExperimentRun:
         s = self.e.search
         path = self.work / "search.jsonl"
         context = self._key(**fitness.context)
-        known = search_log.read_scores(path, context)
+        known = self.world.share("reading the search log",
+                                 partial(search_log.read_scores, path, context))
         appender = search_log.appender(path, context)
 
         def append(record) -> None:
-            appender(record)
-            checkpoint("candidate")
+            if self.world.is_main:  # every rank gets every score; the log is written once
+                appender(record)
+                checkpoint("candidate")
 
         table = self.table.chained() if fitness.steps != self.e.steps else self.table
         budget = search.Budget(row.budget, table, s.tol, reference_calls=self.calls)
@@ -457,45 +536,62 @@ class _ExperimentRun:
                              "trace": [r.fitness for r in result.records]}
 
     # evaluation ------------------------------------------------------------------------
-    def _evaluate(self, row: RowPlan, planned: _Planned) -> dict:
-        """Quality metrics of one row, sampled at ``steps``, on the evaluation seeds and its
-        sample grid (kept with everything that produced it)."""
+    def _evaluate(self, schedules: dict[str, _Planned]) -> dict[str, dict]:
+        """Row name -> quality metrics, each row sampled at its steps on the evaluation seeds
+        with its sample grid, kept with everything that produced it. The shards of every
+        unfinished row and of the teacher are sampled in one pass over the ranks; rank 0 then
+        computes each row's metrics from its gathered samples (other ranks return {})."""
         from .metrics.evaluate import EvalOptions, evaluate
 
         ev = self.e.evaluation
-        schedule, steps = planned.schedule, planned.steps
         seeds = parse_seeds(ev.seeds)
-        path = self.work / "rows" / f"{slug(row.name)}.json"
-        key = self._key(run=planned.key, seeds=seeds, metrics=ev.metrics,
-                        reference=ev.reference, grid=ev.grid)
-        done = _read_keyed(path, key)
-        per_seed_path = Path("per_seed") / slug(self.e.name) / f"{slug(row.name)}.npz"
-        if done is not None and SampleSet.stored_key(self.run_dir / per_seed_path) == key:
+        paths = {row.name: self.work / "rows" / f"{slug(row.name)}.json" for row in self.plan}
+        per_seed = {row.name: Path("per_seed") / slug(self.e.name) / f"{slug(row.name)}.npz"
+                    for row in self.plan}
+        keys = {row.name: self._key(run=schedules[row.name].key, seeds=seeds,
+                                    metrics=ev.metrics, reference=ev.reference, grid=ev.grid)
+                for row in self.plan}
+        done = self.world.share("rows: evaluated?", lambda: {
+            name: value for name, path in paths.items()
+            if (value := _read_keyed(path, keys[name])) is not None
+            and SampleSet.stored_key(self.run_dir / per_seed[name]) == keys[name]})
+        todo = [row for row in self.plan if row.name not in done]
+        if not todo:
             return done
-        teacher = self._teacher("teacher-eval", seeds)
-        started = time.perf_counter()
-        samples = teacher if row.kind == "teacher" else generate(
-            self._on(planned.sampler), steps, schedule, seeds, self.labels, self.e.guidance,
-            batch_size=ev.batch_size, prompts=self.prompts)
-        results = evaluate(samples, ev.metrics, EvalOptions(
-            teacher=teacher, reference=ev.reference, device=str(self.model.unet.device)),
-            self.networks)
-        grid = None
-        if ev.grid:
-            from .report import sample_grid
+        loops: dict[str, shards.ShardedSamples] = {}
+        for row in todo:
+            planned = schedules[row.name]
+            if row.kind != "teacher" and planned.key not in loops:
+                loops[planned.key] = self._sharded(row.name, planned, planned.steps, seeds)
+        teacher = self._teacher("teacher-eval", seeds, more=list(loops.values()),
+                                everyone=False)
+        if not self.world.is_main:
+            return {}
+        for row in todo:
+            started = time.perf_counter()
+            planned = schedules[row.name]
+            samples = teacher if row.kind == "teacher" else loops[planned.key].load()
+            results = evaluate(samples, ev.metrics, EvalOptions(
+                teacher=teacher, reference=ev.reference, device=str(self.model.unet.device)),
+                self.networks)
+            grid = None
+            if ev.grid:
+                from .report import sample_grid
 
-            grid = Path("grids") / slug(self.e.name) / f"{slug(row.name)}.png"
-            sample_grid(samples.images[:ev.grid], self.run_dir / grid)
-        evaluated = {"metrics": {r.protocol: r.value for r in results},
-                     "metric_n": {r.protocol: r.n for r in results},
-                     "grid": None if grid is None else str(grid),
-                     "per_seed": str(per_seed_path)}
-        self._keep_per_seed(per_seed_path, key, samples, results)
-        _write_keyed(path, key, evaluated)
-        checkpoint("row")
-        self.log(f"{row.name}: " + ", ".join(f"{r.protocol} {r.value:.3f}" for r in results)
-                 + f" ({time.perf_counter() - started:.0f} s)")
-        return evaluated
+                grid = Path("grids") / slug(self.e.name) / f"{slug(row.name)}.png"
+                sample_grid(samples.images[:ev.grid], self.run_dir / grid)
+            done[row.name] = {"metrics": {r.protocol: r.value for r in results},
+                              "metric_n": {r.protocol: r.n for r in results},
+                              "grid": None if grid is None else str(grid),
+                              "per_seed": str(per_seed[row.name])}
+            self._keep_per_seed(per_seed[row.name], keys[row.name], samples, results)
+            _write_keyed(paths[row.name], keys[row.name], done[row.name])
+            checkpoint("row")
+            self.log(f"{row.name}: " + ", ".join(f"{r.protocol} {r.value:.3f}" for r in results)
+                     + f" (metrics {time.perf_counter() - started:.0f} s)")
+        for loop in loops.values():
+            loop.discard()
+        return done
 
     def _keep_per_seed(self, path: Path, key: dict, samples: SampleSet, results) -> None:
         """The row's per-seed data (``repro.per_seed``: the features fid and rfid came from,
@@ -547,14 +643,17 @@ class _ExperimentRun:
     def _latency(self, rows: list[_Planned]) -> dict[str, dict]:
         """Sampled loop (``_Planned.key``) -> measured speedup and latency, all rows timed
         interleaved in one process (cached as one table: speedups are only comparable
-        within one timing)."""
+        within one timing): on rank 0's device while the other ranks wait at a barrier."""
+        if not self.e.evaluation.latency:
+            return {}
+        return self.world.share("latency: rank 0 timing", lambda: self._timed(rows))
+
+    def _timed(self, rows: list[_Planned]) -> dict[str, dict]:
         from .loops import time_loops
         from .metrics.latency import latency_inputs
         from .timing import device_name
 
         ev = self.e.evaluation
-        if not ev.latency:
-            return {}
         unique = {row.key: self._timed_schedule(row) for row in rows}
         unet = self.model.unet
         path = self.work / "latency.json"
@@ -647,4 +746,6 @@ def _now() -> str:
 
 
 def stderr_log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """One write per line: the lines of ranks sharing a terminal do not interleave."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()

@@ -72,6 +72,27 @@ class SampleSet:
             fields["key"] = np.array(json.dumps(key, sort_keys=True))
         return atomic_save_npz(path, **fields)
 
+    @classmethod
+    def concat(cls, parts: Sequence[SampleSet]) -> SampleSet:
+        """One set from shards of the same sampling (same model, schedule, steps and
+        guidance), in the order given."""
+        first = parts[0]
+        ours = (first.model, first.schedule, first.steps, first.guidance)
+        for part in parts[1:]:
+            theirs = (part.model, part.schedule, part.steps, part.guidance)
+            if theirs != ours:
+                raise SamplesFileError(f"cannot join samples of {theirs} to samples of {ours}")
+            if (part.labels is None) != (first.labels is None) or \
+                    (part.prompts is None) != (first.prompts is None):
+                raise SamplesFileError("cannot join samples with and without labels or prompts")
+        return cls(
+            images=np.concatenate([p.images for p in parts]),
+            seeds=np.concatenate([p.seeds for p in parts]),
+            labels=None if first.labels is None else np.concatenate([p.labels for p in parts]),
+            model=first.model, schedule=first.schedule, steps=first.steps,
+            guidance=first.guidance,
+            prompts=None if first.prompts is None else sum((p.prompts for p in parts), ()))
+
     @staticmethod
     def stored_key(path: Path | str) -> dict | None:
         """The key saved with the samples at ``path``; None when there is none or the file

@@ -1,0 +1,8 @@
+"""``python -m repro``: the ``repro`` command line (what ``torchrun -m repro run SUITE``
+starts in every process)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
