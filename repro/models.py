@@ -311,13 +311,6 @@ def sampler_calls(spec: ModelSpec, steps: int, sampler: Sampler | None = None) -
     except ValueError as error:  # diffusers' own message may be a numpy broadcast error
         raise ValueError(f"{type(scheduler).__name__} cannot run {steps} steps: {error}"
                          ) from None
-    trained = scheduler.config.num_train_timesteps
-    if int(scheduler.timesteps.max()) >= trained:  # diffusers would fail at that step
-        raise ValueError(
-            f"{type(scheduler).__name__} cannot run {steps} steps: its grid (spacing "
-            f"{scheduler.config.get('timestep_spacing')!r}, steps_offset "
-            f"{scheduler.config.get('steps_offset', 0)}) reaches timestep "
-            f"{int(scheduler.timesteps.max())}, past the {trained} training timesteps")
     return len(scheduler.timesteps)
 
 

@@ -22,9 +22,17 @@ def _one_per_step(steps: int, config: Mapping) -> int:
 
 
 def _within_training_steps(steps: int, config: Mapping) -> int:
+    """DDIM and DDPM index the noise schedule by timestep, so their grid must stay below the
+    training timesteps: a ``leading`` grid (diffusers' default) is shifted by
+    ``steps_offset``, and LDM's (offset 1) at every training timestep reaches t=1000."""
     trained = training_timesteps(config)
     if steps > trained:
         raise ValueError(f"more steps than its {trained} training timesteps")
+    offset = config.get("steps_offset", 0)
+    last = (steps - 1) * (trained // steps) + offset
+    if config.get("timestep_spacing", "leading") == "leading" and last >= trained:
+        raise ValueError(f"its leading grid (steps_offset {offset}) reaches timestep {last}, "
+                         f"past the {trained} training timesteps")
     return steps
 
 
