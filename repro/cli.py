@@ -515,7 +515,8 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 def _flag_groups() -> dict[str, ArgumentParser]:
     """The flags several commands share, each defined once with one name: commands take
-    them as argparse parents and override a default with ``set_defaults``."""
+    them as argparse parents (a fresh set each) and override a default with
+    ``set_defaults``."""
     groups = {name: ArgumentParser(add_help=False) for name in
               ("output", "device", "threads", "batch", "weights", "model", "steps", "seeds",
                "prompts", "scheduler")}
@@ -554,7 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .metrics.cli import add_eval_parser
     from .search import SEARCH_METHODS
 
-    g = _flag_groups()
+    def parents(*groups: str) -> list[ArgumentParser]:
+        # fresh parents per command: argparse shares a parent's actions, so one command's
+        # set_defaults would change every other command's default
+        fresh = _flag_groups()
+        return [fresh["output"], *(fresh[x] for x in groups)]
+
     parser = ArgumentParser(prog="repro", description="Reproduce and benchmark training-free "
                             "acceleration of diffusion models by per-step schedules (F / P<b> / "
                             "N): searches, baselines, metrics and timing from declarative "
@@ -564,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, func, help: str, *groups: str) -> ArgumentParser:
         p = sub.add_parser(name, help=help, description=help,
-                           parents=[g["output"], *(g[x] for x in groups)])
+                           parents=parents(*groups))
         p.set_defaults(func=func)
         return p
 
@@ -644,13 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--json", action="store_true")
     srch.set_defaults(seeds="0:128", batch=128)
 
-    add_eval_parser(sub, parents=[g["output"], g["weights"], g["device"], g["threads"],
-                                  g["batch"]])
+    add_eval_parser(sub, parents=parents("weights", "device", "threads", "batch"))
 
     zoo = sub.add_parser("zoo", help="the embedded digits models")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     train = zoo_sub.add_parser("train", help="train an embedded model (seeded, CPU)",
-                               parents=[g["output"], g["threads"]])
+                               parents=parents("threads"))
     train.add_argument("name", help="digits-ddpm, digits-cond or digits-cnn")
     train.add_argument("--out", type=Path, help="output dir (default: repro/zoo/weights)")
     train.add_argument("--seed", type=int, default=0)

@@ -99,6 +99,18 @@ def test_quiet_and_verbose_set_the_message_level(capsys, tmp_path):
     assert logging.getLogger("repro").level == logging.DEBUG
 
 
+@pytest.mark.parametrize(("argv", "defaults"), [
+    (["search", "--budget", "2"], {"weights": "pretrained", "batch": 128, "seeds": "0:128"}),
+    (["bench"], {"weights": "random", "batch": None, "threads": 0}),
+    (["sample", "--out", "x"], {"weights": "pretrained", "batch": 64, "seeds": "0:64"}),
+    (["eval", "x", "--metric", "latency"], {"weights": "pretrained", "batch": 64}),
+    (["zoo", "train", "digits-ddpm"], {"threads": 1}),
+])
+def test_each_command_keeps_its_own_defaults_of_shared_flags(argv, defaults):
+    args = cli.build_parser().parse_args(argv)
+    assert {key: getattr(args, key) for key in defaults} == defaults
+
+
 def test_a_shared_flag_is_required_where_a_command_needs_it(capsys):
     assert cli.main(["sample", "--steps", "2", "--out", "x.npz"]) == 2
     assert capsys.readouterr().err == "repro: error: sample needs --model\n"
