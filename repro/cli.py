@@ -28,7 +28,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from .distributed import LaunchError
     from .gate import GateError
     from .metrics import MetricInputError
-    from .models import MissingWeightsError, UnknownModelError
+    from .models import MissingWeightsError, UnknownModelError, WeightsMismatchError
     from .prompts import PromptsError
     from .report import ReportError
     from .samples import SamplesFileError
@@ -40,7 +40,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 
     return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError, SamplesFileError,
             BudgetError, SearchLogError, MetricInputError, ReportError, SuiteError,
-            TrackingError, PromptsError, GateError, LaunchError)
+            TrackingError, PromptsError, GateError, LaunchError, WeightsMismatchError)
 
 
 def _configure_output(args: argparse.Namespace) -> None:
@@ -94,7 +94,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     info: dict[str, object] = {"repro": __version__, "python": platform.python_version(),
                                "platform": platform.platform()}
     for package in ("torch", "torchvision", "diffusers", "transformers", "accelerate",
-                    "mlflow", "torch-fidelity", "open_clip_torch", "torchmetrics", "numpy",
+                    "mlflow", "torch-fidelity", "open_clip_torch", "numpy",
                     "DeepCache"):
         try:
             info[package] = importlib.metadata.version(package)

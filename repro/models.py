@@ -55,6 +55,10 @@ class MissingWeightsError(RuntimeError):
     """Weights that are not on this machine; the message says which and how to get them."""
 
 
+class WeightsMismatchError(RuntimeError):
+    """Weights that are there but do not load into the architecture (shapes, config)."""
+
+
 @dataclass(frozen=True)
 class Converted:
     """Weights published only as the authors' checkpoint file, converted once by ``repro
@@ -356,7 +360,9 @@ def _placed(module, device: str, dtype: str):
 def _load_pretrained(spec: ModelSpec, cls, weights: str, *,
                      alternative: str = "or use --weights random for latency only", **kwargs):
     """``cls.from_pretrained`` from the HF cache (``weights="pretrained"``) or a directory;
-    anything missing is one :class:`MissingWeightsError` naming the id and how to get it."""
+    anything missing is one :class:`MissingWeightsError` naming the id and how to get it,
+    weights that are there but do not fit (diffusers' ``ValueError``) one
+    :class:`WeightsMismatchError` with diffusers' reason."""
     local = weights != "pretrained"
     location = weights if local else spec.source
     if local and not Path(weights).is_dir():
@@ -364,7 +370,11 @@ def _load_pretrained(spec: ModelSpec, cls, weights: str, *,
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     try:
         return cls.from_pretrained(location, local_files_only=local or offline, **kwargs)
-    except (OSError, ValueError) as error:
+    except ValueError as error:
+        where = f"directory {weights}" if local else f"the HF cache's {spec.source}"
+        raise WeightsMismatchError(f"model {spec.id!r}: the {cls.__name__} weights in {where} "
+                                   f"do not load: {' '.join(str(error).split())}") from error
+    except OSError as error:
         where = (f"directory {weights}" if local
                  else f"Hugging Face id {spec.source} (not in the HF cache)")
         raise MissingWeightsError(

@@ -405,9 +405,9 @@ class _ExperimentRun:
         return replace(self.model, scheduler=models.build_scheduler(self.spec, sampler))
 
     def _guidance(self) -> float | None:
-        if self.model.num_classes is None and self.model.pipeline is None:
-            return None
-        return self.model.default_guidance if self.e.guidance is None else self.e.guidance
+        from .guidance import model_scale
+
+        return model_scale(self.model, self.e.guidance)
 
     # teacher and search ----------------------------------------------------------------
     def _teacher(self, name: str, seeds: list[int], more: Sequence[shards.ShardedSamples] = (),

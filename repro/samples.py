@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import NPZ_READ_ERRORS, atomic_save_npz
+from .guidance import classifier_free, model_scale
 from .progress import bar
 from .quoting import short
 
@@ -115,6 +116,7 @@ class SampleSet:
         missing = {"images", "seeds", "model", "schedule", "steps", "guidance"} - set(fields)
         if missing:
             raise SamplesFileError(f"samples file {path} lacks {', '.join(sorted(missing))}")
+        _check_format(path, fields.get("format_version"))
         try:
             guidance, steps = float(fields["guidance"]), int(fields["steps"])
             seeds = fields["seeds"].astype(np.int64)
@@ -128,6 +130,21 @@ class SampleSet:
             steps=steps, guidance=None if np.isnan(guidance) else guidance,
             prompts=tuple(fields["prompts"].tolist()) if "prompts" in fields else None,
         )
+
+
+def _check_format(path: Path, stored) -> None:
+    """Files this version can read: format 1 and those written before the field existed
+    (the same fields, prompts optional); a newer format is refused, not misread."""
+    if stored is None:
+        return
+    try:
+        version = int(stored)
+    except (TypeError, ValueError):
+        raise SamplesFileError(f"samples file {path}: format_version {short(str(stored))} is "
+                               "not a number") from None
+    if not 1 <= version <= FORMAT_VERSION:
+        raise SamplesFileError(f"samples file {path} has format {version}; this repro reads "
+                               f"format 1..{FORMAT_VERSION} (written by another version?)")
 
 
 MAX_SEEDS = 1_000_000  # far above FID-50k; a range is counted before it is built
@@ -199,9 +216,8 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
     schedule = Schedule.full(len(scheduler.timesteps)) if schedule is None else \
         Schedule.parse(schedule)
     labels = _labels_for(model, seeds, labels)
-    if model.num_classes is not None and guidance is None:
-        guidance = model.default_guidance
-    cfg = labels is not None and guidance is not None and guidance != 1.0
+    guidance = model_scale(model, guidance)
+    cfg = classifier_free(guidance)
     chunks = []
     with torch.inference_mode():
         for start in bar(range(0, len(seeds), batch_size), desc=f"sampling {model.name}",
@@ -251,7 +267,7 @@ def _generate_text(model, steps: int, schedule, seeds: Sequence[int],
     scheduler.set_timesteps(steps)
     schedule = Schedule.full(len(scheduler.timesteps)) if schedule is None else \
         Schedule.parse(schedule)
-    guidance = model.default_guidance if guidance is None else guidance
+    guidance = model_scale(model, guidance)
     per_seed = [str(prompts[i % len(prompts)]) for i in range(len(seeds))]
     kwargs = {} if guidance is None else {"guidance_scale": guidance}
     chunks = []

@@ -570,7 +570,10 @@ def run_method(method: str, space: SegmentSpace, *, evolution: Evolution = Evolu
                                   generations=generations, **common)
     if method == "segment-random":
         return random_search(space, **common)
-    return segment_evolution(space, evolution=evolution, generations=generations, **common)
+    if method == "segment-evolution":
+        return segment_evolution(space, evolution=evolution, generations=generations, **common)
+    raise ValueError(f"unknown search method {method!r}; known: "
+                     f"{', '.join(SEARCH_METHODS.values())}")
 
 
 def segment_schedule_at(space: SegmentSpace, budget: Budget) -> Genome:

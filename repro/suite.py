@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
@@ -321,18 +322,32 @@ def load(path: str | Path) -> Suite:
             raise SuiteError(f"{path}: experiments[{index}] must be a mapping")
         experiments.append(_merge(experiment_keys, entry))
     data = {k: raw[k] for k in ("name", "version", "description", "tracking") if k in raw}
-    data.update(experiments=experiments, file=str(path), digest=_digest(data, experiments))
-    if "regression" in raw:  # after the digest: tolerances change no result, so a run resumes
+    data.update(experiments=experiments, file=str(path))
+    if "regression" in raw:
         data["regression"] = raw["regression"]
     misused = _misused_bool(data, Suite, [])
     if misused:
         where = _dotted(_as_written(misused, entries if listed else None))
         raise SuiteError(f"{path}: field '{where}': true/false where a number is expected")
     try:
-        return TypeAdapter(Suite).validate_python(data)
+        loaded = TypeAdapter(Suite).validate_python(data)
     except ValidationError as error:
         raise SuiteError(f"{path}: {_describe(error, Suite, entries if listed else None)}"
                          ) from None
+    return replace(loaded, digest=settings_digest(loaded))
+
+
+# not settings of the results: where the file is, and the gate's tolerances (a run resumes)
+_UNDIGESTED = ("file", "digest", "regression")
+
+
+def settings_digest(suite: Suite) -> str:
+    """Digest of the resolved settings: every field after includes, merging and defaults,
+    so a run resumes only under the same settings however the YAML spelled them, and a
+    changed default starts a new run instead of resuming one made under the old."""
+    settings = {k: v for k, v in asdict(suite).items() if k not in _UNDIGESTED}
+    text = json.dumps(settings, sort_keys=True, allow_nan=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> dict:
@@ -448,11 +463,6 @@ def _merge(base: Mapping, override: Mapping) -> dict:
         else:
             merged[key] = value
     return merged
-
-
-def _digest(*parts: Any) -> str:
-    text = yaml.safe_dump(list(parts), sort_keys=True)
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _describe(error: ValidationError, root: type, entries: list | None) -> str:

@@ -4,7 +4,6 @@ Offline and fast: real digits images and the committed digits classifier, tiny r
 open_clip and InceptionV3 networks; no weights are downloaded.
 """
 
-import argparse
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from repro.metrics import (
     StatisticsError,
     frechet_distance,
 )
-from repro.metrics.cli import add_eval_parser, run_eval
+from repro.metrics.cli import run_eval
 from repro.metrics.clip import ClipScorer, clip_scores
 from repro.metrics.evaluate import EvalOptions, evaluate
 from repro.metrics.extractors import (
@@ -80,6 +79,54 @@ def test_frechet_distance_agrees_with_a_direct_float64_computation():
     assert frechet_distance(a, b) == pytest.approx(direct_frechet(x, y), rel=1e-9)
     assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-9)
     assert abs(frechet_distance(a, a)) < 1e-9
+
+
+@pytest.fixture(scope="module")
+def digits_features():
+    """digits-cnn features (dead ReLU units: singular covariances) of the real digits and of
+    the same digits with their pixels shuffled, as the zoo card's baselines draw them."""
+    from repro.zoo import load_classifier
+    from repro.zoo.evaluate import EVAL_SEED, classifier_features
+
+    reference, _ = digits_images()
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    real = reference[torch.randperm(len(reference), generator=generator)[:500]]
+    shuffled = torch.stack([image.flatten()[torch.randperm(image.numel(), generator=generator)]
+                            .view_as(image) for image in real])
+    classifier = load_classifier()
+    return {name: classifier_features(classifier, images)
+            for name, images in (("reference", reference), ("real", real),
+                                 ("shuffled", shuffled))}
+
+
+@pytest.mark.parametrize("candidate", ["real", "shuffled", "few"])
+def test_frechet_distance_agrees_with_torch_fidelity(digits_features, candidate):
+    """The same statistics through torch-fidelity's own FID (fid_statistics_to_metric);
+    'few': 40 images of 64-d features, a rank-deficient covariance."""
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    reference = digits_features["reference"]
+    features = (digits_features["real"][:40] if candidate == "few"
+                else digits_features[candidate])
+    ours = frechet_distance(FeatureStatistics.of(features, "p"),
+                            FeatureStatistics.of(reference, "p"))
+    theirs = fid_statistics_to_metric(
+        *({"mu": f.mean(axis=0), "sigma": np.cov(f, rowvar=False)}
+          for f in (features, reference)), False)["frechet_inception_distance"]
+    assert ours == pytest.approx(theirs, rel=1e-9)
+
+
+def test_the_zoo_cards_fid_is_the_metrics_packages(digits_features):
+    """fid:digits-cnn has one implementation: the zoo's card numbers come out of it."""
+    from repro.zoo import read_card
+    from repro.zoo.evaluate import frechet_distance as zoo_frechet
+
+    card = read_card("digits-ddpm")["quality"]
+    assert card["protocol"] == "fid:digits-cnn"
+    assert zoo_frechet(digits_features["real"], digits_features["reference"]) == pytest.approx(
+        card["frechet_distance"]["real_digits"], rel=1e-9)
+    assert zoo_frechet(digits_features["shuffled"], digits_features["reference"]) == \
+        pytest.approx(card["frechet_distance"]["pixel_shuffled_digits"], rel=1e-9)
 
 
 def test_frechet_distance_has_the_closed_form_for_diagonal_covariances():
@@ -327,9 +374,9 @@ def test_latency_reports_the_median_with_its_environment():
 
 # -- the eval command ---------------------------------------------------------------------
 def eval_args(*argv):
-    parser = argparse.ArgumentParser()
-    add_eval_parser(parser.add_subparsers())
-    return parser.parse_args(["eval", *map(str, argv)])
+    from repro.cli import build_parser  # eval's shared flags (device, weights, batch) included
+
+    return build_parser().parse_args(["eval", *map(str, argv)])
 
 
 def test_eval_prints_one_json_object_with_protocols(tmp_path, capsys, digits):

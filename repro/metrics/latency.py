@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from repro.engine import denoise
+from repro.guidance import classifier_free, model_scale
 from repro.models import LoadedModel
 from repro.schedule import Schedule
 from repro.timing import environment, median_seconds
@@ -31,10 +32,10 @@ def latency_inputs(model: LoadedModel, batch: int, guidance: float | None = None
     shape = (batch, unet.config.in_channels, model.resolution, model.resolution)
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     latents = latents.to(unet.device, unet.dtype)
+    guidance = model_scale(model, guidance)
     if model.num_classes is None and model.pipeline is None:
         return latents, {}
-    guidance = model.default_guidance if guidance is None else guidance
-    cfg = guidance is not None and guidance != 1.0
+    cfg = classifier_free(guidance)
     if model.pipeline is not None:
         texts = list(prompts) if prompts else [""]
         with torch.inference_mode():
