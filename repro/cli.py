@@ -25,6 +25,7 @@ class BadInput(Exception):
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
+    from .accel import AccelError
     from .distributed import LaunchError
     from .gate import GateError
     from .metrics import MetricInputError
@@ -40,7 +41,8 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 
     return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError, SamplesFileError,
             BudgetError, SearchLogError, MetricInputError, ReportError, SuiteError,
-            TrackingError, PromptsError, GateError, LaunchError, WeightsMismatchError)
+            TrackingError, PromptsError, GateError, LaunchError, WeightsMismatchError,
+            AccelError)
 
 
 def _configure_output(args: argparse.Namespace) -> None:
@@ -158,7 +160,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         loaded = _only(loaded, args.experiment)
     run_dir = runner.run_suite(loaded, results_root=args.results, run_id=args.run_id,
                                new=args.new, tracking_uri=args.tracking_uri,
-                               device=args.device, dtype=args.dtype, log=_log("runner"))
+                               device=args.device, dtype=args.dtype, log=_log("runner"),
+                               step_mode=_step_mode(args))
     if not args.quiet and distributed.launch_env()[0] == 0:  # rank 0 wrote the results
         print((run_dir / "table.md").read_text())
         print(f"results: {run_dir}")
@@ -193,8 +196,15 @@ def _at_least_one(args: argparse.Namespace, *flags: str) -> None:
             raise BadInput(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
 
 
+def _step_mode(args: argparse.Namespace) -> str:
+    """The one step mode a run or sampling uses (:data:`repro.accel.MODES`)."""
+    if args.compile and args.cuda_graphs:
+        raise BadInput("--compile and --cuda-graphs: choose one")
+    return "compile" if args.compile else "cuda-graphs" if args.cuda_graphs else "eager"
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    from . import models, samples
+    from . import accel, models, samples
     from .prompts import read_prompts
 
     _required(args, "model", "steps")
@@ -206,6 +216,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise BadInput(str(error)) from None
     prompts = read_prompts(args.prompts, limit=args.prompts_limit) if args.prompts else None
     model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
+    accel.apply(model.unet, _step_mode(args))
     try:
         result = samples.generate(model, args.steps, args.schedule, seeds, labels,
                                   args.guidance, batch_size=args.batch, prompts=prompts)
@@ -519,7 +530,7 @@ def _flag_groups() -> dict[str, ArgumentParser]:
     ``set_defaults``."""
     groups = {name: ArgumentParser(add_help=False) for name in
               ("output", "device", "threads", "batch", "weights", "model", "steps", "seeds",
-               "prompts", "scheduler")}
+               "prompts", "scheduler", "step_mode")}
     output = groups["output"].add_mutually_exclusive_group()
     output.add_argument("-q", "--quiet", action="store_true",
                         help="warnings and errors only, no progress bars")
@@ -547,6 +558,12 @@ def _flag_groups() -> dict[str, ArgumentParser]:
                                    help="use the first N prompts")
     groups["scheduler"].add_argument("--scheduler",
                                      help="diffusers scheduler class (default: the model's)")
+    groups["step_mode"].add_argument("--compile", action="store_true",
+                                     help="torch.compile the UNet under the schedule's hooks "
+                                     "(one graph per step kind)")
+    groups["step_mode"].add_argument("--cuda-graphs", action="store_true",
+                                     help="capture each step kind (F, each P<b>) once as a "
+                                     "CUDA graph and replay it (CUDA only)")
     return groups
 
 
@@ -580,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--json", action="store_true", help="print one JSON object")
 
     run = command("run", cmd_run, "run a suite: teacher -> search -> evaluation -> results",
-                  "device", "threads")
+                  "device", "threads", "step_mode")
     run.add_argument("suite", help=SUITE_HELP)
     run.add_argument("--results", type=Path, default=Path("results"),
                      help="results root (default: results/)")
@@ -599,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = command("sample", cmd_sample, "generate images under a schedule into FILE.npz",
                      "model", "steps", "seeds", "prompts", "weights", "device", "threads",
-                     "batch")
+                     "batch", "step_mode")
     sample.add_argument("--schedule", help="schedule text (default: all F)")
     sample.add_argument("--labels", help="comma list of class labels, cycled over the seeds "
                         "(default: seed mod classes)")

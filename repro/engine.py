@@ -16,7 +16,9 @@ layers ``<= layer`` from the outside, everything deeper is skipped.
 
 The step path does no host synchronisation: state is Python integers and the schedule. The
 one exception is locating a sampling call's first timestep when the pipeline hands the UNet
-a timestep that is not a view of ``scheduler.timesteps`` (then its value is read).
+a timestep that is not a view of ``scheduler.timesteps`` (then its value is read). So each
+step kind can be compiled or captured as a CUDA graph: a UNet may carry a *step runner*
+(:func:`set_step_runner`, :mod:`repro.accel`) that makes each F or P<b> call its own way.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from __future__ import annotations
 import bisect
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -34,6 +36,37 @@ from .schedule import FULL, NULL, Schedule, ScheduleError, branch_of
 
 SCHEDULE_HOOK = "repro_schedule"
 CACHE_HOOK = "repro_deepcache"
+RUNNER_ATTR = "_repro_step_runner"
+
+
+class StepRunner(Protocol):
+    """Makes one UNet call of step kind ``token`` (``F`` or ``P<b>``): returns what
+    ``forward(*args, **kwargs)`` returns. ``hooks``: the deep-feature hooks of the current
+    attachment, by module (a runner that replays captured work restores their caches)."""
+
+    reuses_outputs: bool  # outputs are buffers that the next call of the kind overwrites
+
+    def __call__(self, token: str, forward: Callable[..., Any], args: tuple, kwargs: dict,
+                 hooks: Mapping[torch.nn.Module, DeepCacheHook]) -> Any: ...
+
+
+def set_step_runner(unet: torch.nn.Module, runner: StepRunner | None) -> None:
+    """Make every scheduled call of ``unet`` go through ``runner`` (None: plain calls)."""
+    if runner is None:
+        unet.__dict__.pop(RUNNER_ATTR, None)
+    else:
+        unet.__dict__[RUNNER_ATTR] = runner
+
+
+def step_runner(unet: torch.nn.Module) -> StepRunner | None:
+    return unet.__dict__.get(RUNNER_ATTR)
+
+
+def keeps_outputs(unet: torch.nn.Module) -> bool:
+    """Whether a step's outputs stay valid after later steps (not with CUDA graphs, whose
+    outputs are static buffers): loop states (:class:`LoopState`) need it."""
+    runner = step_runner(unet)
+    return runner is None or not runner.reuses_outputs
 
 
 @dataclass
@@ -45,6 +78,8 @@ class _StepState:
 
     schedule: Schedule
     scheduler_of: Callable[[], Any] = lambda: None
+    runner: StepRunner | None = None
+    hooks: Mapping[torch.nn.Module, DeepCacheHook] = field(default_factory=dict)
     timesteps: Any = None  # the scheduler's timesteps object of the current call
     start: int = 0  # position in those timesteps of the call's first UNet call
     index: int = 0
@@ -89,7 +124,9 @@ class ScheduleHook(ModelHook):
         if token == NULL:
             return state.last_output
         state.branch = None if token == FULL else branch_of(token)
-        state.last_output = self.fn_ref.original_forward(*args, **kwargs)
+        forward = self.fn_ref.original_forward
+        state.last_output = forward(*args, **kwargs) if state.runner is None else \
+            state.runner(token, forward, args, kwargs, state.hooks)
         return state.last_output
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -287,11 +324,12 @@ def _attached(
             "this UNet already runs under a schedule (nested apply_schedule/scheduled); "
             "leave the outer block before scheduling it again")
     schedule = Schedule.parse(schedule, num_branches=num_branches(unet))
-    state = _StepState(schedule=schedule, scheduler_of=scheduler_of)
+    state = _StepState(schedule=schedule, scheduler_of=scheduler_of, runner=step_runner(unet))
     branches = frozenset(range(num_branches(unet))) if cache_all else schedule.branches
     points = cache_points(unet, branches)
     created = [m for m in [unet, *(p[0] for p in points)] if not hasattr(m, "_diffusers_hook")]
     hooks = {module: DeepCacheHook(state, threshold) for module, threshold in points}
+    state.hooks = hooks
     try:
         for module, hook in hooks.items():
             HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, CACHE_HOOK)
@@ -364,6 +402,9 @@ def denoise(
                             "schedule")
     mode = torch.inference_mode() if inference else contextlib.nullcontext()
     keep_state = resume is not None or on_step is not None
+    if keep_state and not keeps_outputs(unet):
+        raise ScheduleError("resume/on_step keep step outputs, which this UNet's step runner "
+                            "(CUDA graphs) overwrites; sample without prefix reuse")
     with mode, _attached(unet, schedule, lambda: scheduler, cache_all=keep_state) as (
             state, hooks):
         first = 0

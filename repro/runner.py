@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from . import baselines, distributed, models, search, search_log, shards
+from . import accel, baselines, distributed, models, search, search_log, shards
 from .atomic import atomic_path, writable_problem
 from .faults import checkpoint
 from .provenance import git_state
@@ -57,8 +57,10 @@ Log = Callable[[str], None]
 
 def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str | None = None,
               new: bool = False, tracking_uri: str | None = None, device: str = "cpu",
-              dtype: str = "float32", log: Log = lambda message: None) -> Path:
-    """Run (or resume) ``suite``; returns the run directory holding ``results.json``."""
+              dtype: str = "float32", log: Log = lambda message: None,
+              step_mode: str = "eager") -> Path:
+    """Run (or resume) ``suite``; returns the run directory holding ``results.json``.
+    ``step_mode``: how UNet calls run (:data:`repro.accel.MODES`)."""
     plans = check(suite)
     problem = run_id is not None and plain_name_problem(run_id, RUN_ID_MAX)
     if problem:
@@ -75,6 +77,8 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
         loaded = {e.name: models.load_model(e.model, e.weights, device=world.device(device),
                                             dtype=dtype)
                   for e in suite.experiments}
+        for model in loaded.values():
+            accel.apply(model.unet, step_mode)
         held: list[IO] = []
         run_dir = world.share("choosing the run directory", lambda: _claim(
             held, suite, results_root, run_id, new, log))
@@ -319,12 +323,14 @@ class _ExperimentRun:
         """What every work file of this experiment depends on besides its own inputs."""
         from .metrics.cache import key_digest
 
+        mode = accel.mode_of(self.model.unet)  # compiled kernels may round differently
         return {"model": self.e.model, "weights": self.e.weights,
                 "weights_digest": models.weights_digest(self.model),
                 **models.sampler_record(self.model.scheduler),
                 "guidance": self._guidance(),
                 "labels": self.labels,
-                "prompts": None if self.prompts is None else key_digest(self.prompts)}
+                "prompts": None if self.prompts is None else key_digest(self.prompts),
+                **({} if mode == "eager" else {"step_mode": mode})}
 
     def _key(self, **inputs) -> dict:
         """A work file's key: the experiment's identity and the file's own inputs, as they
@@ -682,7 +688,8 @@ class _ExperimentRun:
         done = {t.name: {"measured_speedup": t.measured_speedup, "latency": {
             "median_s": statistics.median(t.seconds), "seconds": t.seconds,
             "batch": ev.latency_batch, "device": device_name(unet.device),
-            "dtype": str(unet.dtype).removeprefix("torch.")}} for t in timings}
+            "dtype": str(unet.dtype).removeprefix("torch."),
+            "step_mode": accel.mode_of(unet)}} for t in timings}
         _write_keyed(path, key, done)
         checkpoint("latency")
         return done
@@ -718,7 +725,8 @@ def _environment(loaded: dict) -> dict:
     unet = next(iter(loaded.values())).unet
     env = environment(unet.device, str(unet.dtype).removeprefix("torch."), 0)
     env.pop("batch"), env.pop("dtype")
-    return {**env, "threads": torch.get_num_threads(), **git_state()}
+    return {**env, "threads": torch.get_num_threads(), "step_mode": accel.mode_of(unet),
+            **git_state()}
 
 
 def _read_keyed(path: Path, key: dict):

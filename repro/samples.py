@@ -198,7 +198,8 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
 
     ``prefixes`` (a :class:`repro.prefix.PrefixStore`): each batch starts from the longest
     prefix of ``schedule`` already sampled on it and records its own steps; the images are
-    the same bit for bit. Ignored where the sampler keeps state between steps."""
+    the same bit for bit. Ignored where the sampler keeps state between steps or the UNet's
+    step outputs are overwritten (CUDA graphs)."""
     if getattr(model, "pipeline", None) is not None:
         return _generate_text(model, steps, schedule, seeds, labels, guidance, batch_size,
                               prompts)
@@ -206,12 +207,12 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
         raise ValueError(f"model {model.name!r} is not text-conditioned: prompts do not apply")
     import torch
 
-    from .engine import denoise
+    from .engine import denoise, keeps_outputs
     from .prefix import reusable
     from .schedule import Schedule
 
     scheduler = model.scheduler
-    prefixes = prefixes if reusable(scheduler) else None
+    prefixes = prefixes if reusable(scheduler) and keeps_outputs(model.unet) else None
     scheduler.set_timesteps(steps)
     schedule = Schedule.full(len(scheduler.timesteps)) if schedule is None else \
         Schedule.parse(schedule)
