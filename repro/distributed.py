@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -85,6 +85,13 @@ class World:
 
     def barrier(self, what: str) -> None:
         self.gather(what, None)
+
+    def map(self, what: str, function: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """``function`` of every item, in order, on every rank; rank r computes items r,
+        r + size, ... (items must be the same on every rank)."""
+        mine = {i: function(items[i]) for i in range(self.rank, len(items), self.size)}
+        merged = {i: value for part in self.gather(what, mine) for i, value in part.items()}
+        return [merged[i] for i in range(len(items))]
 
     def _collective(self, what: str, run: Callable[[], None]) -> None:
         self._collectives += 1

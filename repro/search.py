@@ -7,7 +7,9 @@ Fitness is injected (lower is better, e.g. rFID) and this module does no I/O: ea
 come in as ``known`` and every scored candidate goes out through ``on_record``, so a caller
 can log to JSONL and resume. Because the random stream depends only on the seed and on
 fitness values, a search replayed with its earlier scores takes the same path and scores
-nothing twice.
+nothing twice. Candidates are scored a batch at a time (the first population, then each
+generation's children and immigrants, which no score of the same batch decides), through
+the fitness's ``score_many`` where it has one: a caller may spread a batch over processes.
 """
 
 from __future__ import annotations
@@ -413,7 +415,8 @@ class SearchResult:
 
 
 class _Scorer:
-    """Scores each schedule text once per search; reuses ``known`` scores without calling."""
+    """Scores each schedule text once per search, a batch at a time (:meth:`add`, then
+    :meth:`flush`); reuses ``known`` scores without calling."""
 
     def __init__(self, fitness: Fitness, budget: Budget, method: str,
                  known: Mapping[str, float] | None, on_record: Callable[[Record], None] | None,
@@ -423,30 +426,46 @@ class _Scorer:
         self.on_record = on_record
         self.n_eval = n_eval
         self.scores: dict[str, float] = {}
+        self.pending: dict[str, Schedule] = {}
         self.records: list[Record] = []
 
     @property
     def exhausted(self) -> bool:
-        return len(self.scores) >= self.n_eval
+        return len(self.scores) + len(self.pending) >= self.n_eval
 
-    def __call__(self, schedule: Schedule) -> float:
+    def add(self, schedule: Schedule) -> None:
         text = str(schedule)
-        if text in self.scores:
-            return self.scores[text]
         if not self.budget.admits(schedule):  # a bug in a search, never a user error
             raise RuntimeError(f"{self.method}: schedule outside the budget: {text}")
-        start = time.perf_counter()
-        cached = text in self.known
-        value = self.known[text] if cached else float(self.fitness(schedule))
-        record = Record(text, self.method, self.budget.target, self.budget.speedup(schedule),
-                        value, time.perf_counter() - start, cached)
-        self.scores[text] = value
-        self.records.append(record)
-        if self.on_record is not None and not cached:
-            self.on_record(record)
-        return value
+        if text not in self.scores:
+            self.pending[text] = schedule
+
+    def flush(self) -> None:
+        """Score the pending batch, in the order added (``score_many`` takes the new ones
+        at once; each then counts an equal share of its time)."""
+        batch, self.pending = self.pending, {}
+        new = [schedule for text, schedule in batch.items() if text not in self.known]
+        many, shared = getattr(self.fitness, "score_many", None), {}
+        if many is not None and new:
+            start = time.perf_counter()
+            values = [float(v) for v in many(new)]
+            each = (time.perf_counter() - start) / len(new)
+            shared = {str(s): (v, each) for s, v in zip(new, values, strict=True)}
+        for text, schedule in batch.items():
+            start = time.perf_counter()
+            cached = text in self.known
+            value, seconds = ((self.known[text], 0.0) if cached else shared[text] if shared
+                              else (float(self.fitness(schedule)), None))
+            record = Record(text, self.method, self.budget.target,
+                            self.budget.speedup(schedule), value,
+                            time.perf_counter() - start if seconds is None else seconds, cached)
+            self.scores[text] = value
+            self.records.append(record)
+            if self.on_record is not None and not cached:
+                self.on_record(record)
 
     def result(self) -> SearchResult:
+        self.flush()
         if not self.scores:
             raise BudgetError(f"{self.method}: no schedule scored at budget {self.budget.target}x")
         text = min(self.scores, key=lambda t: (self.scores[t], t))
@@ -463,7 +482,8 @@ class _Pool:
         self.members: dict[str, Any] = {}
 
     def add(self, candidate: Any) -> bool:
-        """Score a new candidate; False for None, a repeat, or once the evaluations are spent."""
+        """Queue a new candidate for scoring; False for None, a repeat, or once the
+        evaluations are spent."""
         if candidate is None or self.scorer.exhausted:
             return False
         schedule = self.ops.schedule(candidate)
@@ -471,7 +491,7 @@ class _Pool:
         if text in self.members:
             return False
         self.members[text] = candidate
-        self.scorer(schedule)
+        self.scorer.add(schedule)
         return True
 
     def immigrate(self, count: int, rng: random.Random, draws: int = 20) -> int:
@@ -485,6 +505,7 @@ class _Pool:
         return added
 
     def best(self, count: int) -> list[Any]:
+        self.scorer.flush()
         ranked = sorted(self.members, key=lambda t: (self.scorer.scores[t], t))
         return [self.members[t] for t in ranked[:count]]
 

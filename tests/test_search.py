@@ -246,6 +246,29 @@ def test_same_seed_same_result_and_every_schedule_scored_once():
     assert a.best == b.best
 
 
+def test_a_fitness_that_scores_batches_gets_each_generation_at_once_on_the_same_path():
+    """``score_many`` (what a run spreads over its ranks) gets the first population, then
+    one batch per generation, and the search scores what the one-at-a-time search scores."""
+    class Batched:
+        def __init__(self):
+            self.batches = []
+
+        def __call__(self, schedule):
+            raise AssertionError("scored one at a time")
+
+        def score_many(self, schedules):
+            self.batches.append([str(s) for s in schedules])
+            return [hamming(OPTIMUM)(s) for s in schedules]
+
+    batched = Batched()
+    a = segment_evolution(SPACE, batched, budget(3.0), n_eval=120, seed=7)
+    b = segment_evolution(SPACE, hamming(OPTIMUM), budget(3.0), n_eval=120, seed=7)
+    assert [(r.schedule, r.fitness) for r in a.records] == \
+        [(r.schedule, r.fitness) for r in b.records]
+    assert len(batched.batches[0]) == Evolution().population and len(batched.batches) > 2
+    assert [t for batch in batched.batches for t in batch] == [r.schedule for r in a.records]
+
+
 def test_resume_from_logged_scores_rescoring_nothing():
     logged = []
     segment_evolution(SPACE, hamming(OPTIMUM), budget(2.0), n_eval=40, seed=3,
