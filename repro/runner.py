@@ -23,7 +23,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -294,6 +294,15 @@ class _Planned(NamedTuple):
         return models.loop_key(self.schedule, self.steps, self.sampler)
 
 
+class _RowFiles(NamedTuple):
+    """A row's evaluation (``work/.../rows/<row>.json``) and its per-seed data (relative to
+    the run directory), under one key."""
+
+    result: Path
+    per_seed: Path
+    key: dict
+
+
 class _ExperimentRun:
     def __init__(self, experiment: Experiment, plan: list[RowPlan], model, run_dir: Path,
                  log: Log, prompts: list[str] | None = None,
@@ -416,8 +425,15 @@ class _ExperimentRun:
         return model_scale(self.model, self.e.guidance)
 
     # teacher and search ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        """Log the wall time of a stage of the run (benchmarks/scale_out.py reads it)."""
+        started = time.perf_counter()
+        yield
+        self.log(f"stage {name}: {time.perf_counter() - started:.1f} s")
+
     def _teacher(self, name: str, seeds: list[int], more: Sequence[shards.ShardedSamples] = (),
-                 everyone: bool = True) -> SampleSet | None:
+                 everyone: bool = True, stage: str = "search sampling") -> SampleSet | None:
         """All-F samples of ``seeds``, generated once per run (in shards over the ranks, with
         the shards of ``more`` in the same pass) and kept whole as ``work/<exp>/<name>.npz``;
         read once per process, by every rank or (``everyone`` False) by rank 0 alone."""
@@ -426,11 +442,12 @@ class _ExperimentRun:
         kept = name in self.teachers or self.world.share(
             f"{name}: kept?", lambda: SampleSet.stored_key(path) == key)
         parts = [] if kept else [self._sharded(name, None, self.e.steps, seeds, "teacher")]
-        if parts or more:
-            shards.sample([*parts, *more], self.world, self.log)
-        if parts and self.world.is_main:
-            parts[0].load().save(path, key)
-            parts[0].discard()
+        with self._stage(stage):
+            if parts or more:
+                shards.sample([*parts, *more], self.world, self.log)
+            if parts and self.world.is_main:
+                parts[0].load().save(path, key)
+                parts[0].discard()
         if not (everyone or self.world.is_main):
             return None
         if parts and everyone:
@@ -505,10 +522,11 @@ class _ExperimentRun:
         seeds = parse_seeds(self.e.search.seeds)
         self.log(f"teacher on {len(seeds)} search seeds")
         teacher = self._teacher("teacher-search", seeds)
-        return RFIDFitness(self.model, steps, seeds, self.labels, self.e.guidance,
-                           extractor=self.e.search.extractor,
-                           batch_size=self.e.evaluation.batch_size, teacher=teacher,
-                           prompts=self.prompts)
+        fitness = RFIDFitness(self.model, steps, seeds, self.labels, self.e.guidance,
+                              extractor=self.e.search.extractor,
+                              batch_size=self.e.evaluation.batch_size, teacher=teacher,
+                              prompts=self.prompts)
+        return fitness if self.world.size == 1 else _SpreadFitness(fitness, self.world)
 
     def _search(self, row: RowPlan, fitness) -> tuple[Schedule, dict]:
         s = self.e.search
@@ -527,11 +545,12 @@ class _ExperimentRun:
         budget = search.Budget(row.budget, table, s.tol, reference_calls=self.calls)
         space = segment_space(self.e, self.calls)
         started = time.perf_counter()
-        result = search.run_method(row.method, space, evolution=s.evolution,
-                                   generations=s.generations, fitness=fitness, budget=budget,
-                                   n_eval=s.n_eval, seed_uniform=s.seed_uniform, seed=row.seed,
-                                   known=known, on_record=append,
-                                   stepwise_steps=fitness.steps)
+        with self._stage(f"search {row.name}"):
+            result = search.run_method(row.method, space, evolution=s.evolution,
+                                       generations=s.generations, fitness=fitness,
+                                       budget=budget, n_eval=s.n_eval,
+                                       seed_uniform=s.seed_uniform, seed=row.seed, known=known,
+                                       on_record=append, stepwise_steps=fitness.steps)
         reused = sum(r.cached for r in result.records)
         self.log(f"{row.name}: rFID {result.fitness:.2f} at {result.predicted_speedup:.2f}x "
                  f"({len(result.records)} scored, {reused} from the log, "
@@ -547,20 +566,17 @@ class _ExperimentRun:
         with its sample grid, kept with everything that produced it. The shards of every
         unfinished row and of the teacher are sampled in one pass over the ranks; rank 0 then
         computes each row's metrics from its gathered samples (other ranks return {})."""
-        from .metrics.evaluate import EvalOptions, evaluate
-
         ev = self.e.evaluation
         seeds = parse_seeds(ev.seeds)
-        paths = {row.name: self.work / "rows" / f"{slug(row.name)}.json" for row in self.plan}
-        per_seed = {row.name: Path("per_seed") / slug(self.e.name) / f"{slug(row.name)}.npz"
-                    for row in self.plan}
-        keys = {row.name: self._key(run=schedules[row.name].key, seeds=seeds,
-                                    metrics=ev.metrics, reference=ev.reference, grid=ev.grid)
-                for row in self.plan}
+        files = {row.name: _RowFiles(
+            self.work / "rows" / f"{slug(row.name)}.json",
+            Path("per_seed") / slug(self.e.name) / f"{slug(row.name)}.npz",
+            self._key(run=schedules[row.name].key, seeds=seeds, metrics=ev.metrics,
+                      reference=ev.reference, grid=ev.grid)) for row in self.plan}
         done = self.world.share("rows: evaluated?", lambda: {
-            name: value for name, path in paths.items()
-            if (value := _read_keyed(path, keys[name])) is not None
-            and SampleSet.stored_key(self.run_dir / per_seed[name]) == keys[name]})
+            name: value for name, f in files.items()
+            if (value := _read_keyed(f.result, f.key)) is not None
+            and SampleSet.stored_key(self.run_dir / f.per_seed) == f.key})
         todo = [row for row in self.plan if row.name not in done]
         if not todo:
             return done
@@ -570,9 +586,22 @@ class _ExperimentRun:
             if row.kind != "teacher" and planned.key not in loops:
                 loops[planned.key] = self._sharded(row.name, planned, planned.steps, seeds)
         teacher = self._teacher("teacher-eval", seeds, more=list(loops.values()),
-                                everyone=False)
+                                everyone=False, stage="evaluation sampling")
         if not self.world.is_main:
             return {}
+        with self._stage("metrics"):
+            self._metrics(todo, schedules, loops, teacher, done, files)
+        for loop in loops.values():
+            loop.discard()
+        return done
+
+    def _metrics(self, todo: list[RowPlan], schedules: dict[str, _Planned], loops: dict,
+                 teacher: SampleSet, done: dict, files: dict[str, _RowFiles]) -> None:
+        """Rank 0: each row's metrics and features from its gathered samples, into ``done``
+        and its work files."""
+        from .metrics.evaluate import EvalOptions, evaluate
+
+        ev = self.e.evaluation
         for row in todo:
             started = time.perf_counter()
             planned = schedules[row.name]
@@ -589,15 +618,13 @@ class _ExperimentRun:
             done[row.name] = {"metrics": {r.protocol: r.value for r in results},
                               "metric_n": {r.protocol: r.n for r in results},
                               "grid": None if grid is None else str(grid),
-                              "per_seed": str(per_seed[row.name])}
-            self._keep_per_seed(per_seed[row.name], keys[row.name], samples, results)
-            _write_keyed(paths[row.name], keys[row.name], done[row.name])
+                              "per_seed": str(files[row.name].per_seed)}
+            f = files[row.name]
+            self._keep_per_seed(f.per_seed, f.key, samples, results)
+            _write_keyed(f.result, f.key, done[row.name])
             checkpoint("row")
             self.log(f"{row.name}: " + ", ".join(f"{r.protocol} {r.value:.3f}" for r in results)
                      + f" (metrics {time.perf_counter() - started:.0f} s)")
-        for loop in loops.values():
-            loop.discard()
-        return done
 
     def _keep_per_seed(self, path: Path, key: dict, samples: SampleSet, results) -> None:
         """The row's per-seed data (``repro.per_seed``: the features fid and rfid came from,
@@ -652,7 +679,8 @@ class _ExperimentRun:
         within one timing): on rank 0's device while the other ranks wait at a barrier."""
         if not self.e.evaluation.latency:
             return {}
-        return self.world.share("latency: rank 0 timing", lambda: self._timed(rows))
+        with self._stage("latency"):
+            return self.world.share("latency: rank 0 timing", lambda: self._timed(rows))
 
     def _timed(self, rows: list[_Planned]) -> dict[str, dict]:
         from .loops import time_loops
@@ -693,6 +721,24 @@ class _ExperimentRun:
         _write_keyed(path, key, done)
         checkpoint("latency")
         return done
+
+
+class _SpreadFitness:
+    """``fitness`` whose batches of candidates (:meth:`score_many`, which the search calls
+    once per generation) are spread over the ranks; every rank gets every score, so the
+    search takes the same path on every rank."""
+
+    def __init__(self, fitness, world: distributed.World):
+        self.fitness, self.world = fitness, world
+
+    def __getattr__(self, name: str):
+        return getattr(self.fitness, name)
+
+    def __call__(self, schedule: Schedule) -> float:
+        return self.fitness(schedule)
+
+    def score_many(self, schedules: Sequence[Schedule]) -> list[float]:
+        return self.world.map("scoring candidates", self.fitness, schedules)
 
 
 # -- outputs ----------------------------------------------------------------------------
