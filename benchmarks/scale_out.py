@@ -63,9 +63,7 @@ def run(suite: Path, ranks: int) -> dict:
         data = json.loads(results.read_text())
         quality = {(r["experiment"], r["name"]): (r["schedule"], r["metrics"])
                    for r in data["rows"]}
-        return {"wall": wall, "stages": dict(stages), "quality": quality,
-                "world_size": data["environment"]["world_size"],
-                "device": data["environment"].get("device")}
+        return {"wall": wall, "stages": dict(stages), "quality": quality}
 
 
 def cpu_name() -> str:
@@ -86,7 +84,7 @@ def page(suite: Path, runs: dict[int, dict], loads: tuple[str, str], argv: list[
         f"`{suite.relative_to(ROOT) if suite.is_relative_to(ROOT) else suite}` run by "
         + " and by ".join(f"{k} rank{'s' if k > 1 else ''}" for k in sorted(runs))
         + " of `torchrun --standalone` (gloo), one thread each, on "
-        f"{os.cpu_count()} cores of {cpu_name()} ({runs[base]['device']}); torch "
+        f"{os.cpu_count()} cores of {cpu_name()}; torch "
         f"{_torch_version()}. Wall seconds of rank 0 per stage, summed over experiments "
         "(every rank waits at the same barriers, so rank 0's time is the stage's time).",
         "",
@@ -122,6 +120,11 @@ def page(suite: Path, runs: dict[int, dict], loads: tuple[str, str], argv: list[
     return "\n".join(lines)
 
 
+def load() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _torch_version() -> str:
     import torch
 
@@ -134,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "scale-out.md")
     args = parser.parse_args(argv)
-    before = " ".join(os.getloadavg().__repr__().strip("()").split(", "))
+    before = load()
     runs = {}
     for ranks in args.ranks:
         runs[ranks] = run(args.suite.resolve(), ranks)
         print(f"{ranks} rank(s): {runs[ranks]['wall']:.0f} s", file=sys.stderr)
-    after = " ".join(os.getloadavg().__repr__().strip("()").split(", "))
+    after = load()
     text = page(args.suite.resolve(), runs, (before, after),
                 ["benchmarks/scale_out.py", *(argv if argv is not None else sys.argv[1:])])
     args.out.write_text(text)
