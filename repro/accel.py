@@ -14,7 +14,8 @@ eager ones up to kernel choice (compiled kernels may round differently).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,15 +31,43 @@ def apply(unet: Any, mode: str, *, backend: str = "inductor") -> None:
     is torch.compile's (``eager`` traces without generating code: tests)."""
     from .engine import set_step_runner
 
+    set_step_runner(unet, runner_for(mode, unet, backend=backend))
+
+
+def runner_for(mode: str, unet: Any, *, backend: str = "inductor") -> Any:
+    """A fresh step runner of ``mode`` for ``unet`` (None: eager)."""
     if mode not in MODES:
         raise AccelError(f"unknown step mode {mode!r}; known: {', '.join(MODES)}")
-    runner = None
     if mode == "compile":
-        runner = Compiled(backend)
-    elif mode == "cuda-graphs":
+        return Compiled(backend)
+    if mode == "cuda-graphs":
         check_cuda_graphs(unet)
-        runner = Graphed()
+        return Graphed()
+    return None
+
+
+@contextlib.contextmanager
+def running(unet: Any, runner: Any) -> Iterator[None]:
+    """``unet``'s scheduled calls go through ``runner`` for the block (timing one mode's
+    row among others), then through what they went through before."""
+    from .engine import set_step_runner, step_runner
+
+    before = step_runner(unet)
     set_step_runner(unet, runner)
+    try:
+        yield
+    finally:
+        set_step_runner(unet, before)
+
+
+def check_device(mode: str, device: str) -> None:
+    """Refuse ``mode`` on ``device`` before anything is loaded (CUDA graphs need CUDA)."""
+    import torch
+
+    if mode == "cuda-graphs" and not (str(device).startswith("cuda")
+                                      and torch.cuda.is_available()):
+        raise AccelError(f"--cuda-graphs needs a CUDA device (--device {device}; CUDA "
+                         f"available: {'yes' if torch.cuda.is_available() else 'no'})")
 
 
 def mode_of(unet: Any) -> str:

@@ -71,8 +71,10 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
                 dtype: str = "float32", batch: int = 1, steps: int = 50, repeats: int = 3,
                 warmup: int = 1, schedules: Sequence[str] = (), deepcache: Sequence[str] = (),
                 do_calibrate: bool = False, oracle: bool = False, plain: bool = False,
-                scheduler: str | None = None, seed: int = 0, clock: str = "wall") -> dict:
-    """Time a model's UNet loop under schedules; return a JSON-able report."""
+                scheduler: str | None = None, seed: int = 0, clock: str = "wall",
+                modes: Sequence[str] = ()) -> dict:
+    """Time a model's UNet loop under schedules; return a JSON-able report. ``modes``: every
+    row also compiled and/or as CUDA graphs (:mod:`repro.accel`)."""
     from . import models
 
     tick = clock_for(clock, device)
@@ -107,7 +109,7 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
     schedules = {**fit_rows, **named}
     timings = time_loops(unet, make_scheduler, latents, unet_kwargs, schedules, repeats,
                          warmup, None, plain=plain, oracle=helper_rows if oracle else None,
-                         clock=tick)
+                         clock=tick, modes=modes)
     if do_calibrate:
         table = fitted_table(fit_rows, {t.name: t.median for t in timings}, medians,
                              latents.device, tick)
@@ -115,8 +117,9 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
     else:
         table = model_cost_table(spec, unet)
     report["cost_table"] = table.to_dict()
-    report["loops"] = [as_dict(t, schedules.get(t.name), table, n_calls, do_calibrate)
-                       for t in timings]
+    report["modes"] = ["eager", *modes]
+    report["loops"] = [as_dict(t, schedules.get(t.name.partition(" [")[0]), table, n_calls,
+                               do_calibrate) for t in timings]
     return report
 
 
@@ -163,6 +166,14 @@ def _fit_lines(report: dict) -> list[str]:
             "predicted - 1"]
 
 
+def _error(loop: dict) -> str:
+    """Measured (over the all-F loop of the row's step mode) against predicted speedup."""
+    if loop["predicted_speedup"] is None:
+        return ""
+    measured = loop.get("speedup_in_mode") or loop["measured_speedup"]
+    return f"{100 * (measured / loop['predicted_speedup'] - 1):+.1f}%"
+
+
 def report_markdown(report: dict, command: str | None = None) -> str:
     """The report as markdown: environment, loop table, cost table."""
     import pandas as pd
@@ -183,11 +194,12 @@ def report_markdown(report: dict, command: str | None = None) -> str:
         "row": loop["name"] + (" (fit)" if loop["name"] in fitted else ""),
         "median s": f"{loop['median_s']:.3f}",
         "measured speedup": f"{loop['measured_speedup']:.2f}x",
+        **({"over its mode's all-F": _speedup(loop.get("speedup_in_mode"))}
+           if len(report.get("modes", ())) > 1 else {}),
         "predicted speedup": _speedup(loop["predicted_speedup"]),
         **({"predicted (no overheads)": _speedup(loop.get("predicted_speedup_kinds"))}
            if fitted else {}),
-        "error": ("" if loop["predicted_speedup"] is None else
-                  f"{100 * (loop['measured_speedup'] / loop['predicted_speedup'] - 1):+.1f}%"),
+        "error": _error(loop),
         "schedule": short_schedule(loop["schedule"]),
     } for loop in report["loops"]])
     lines += [rows.to_markdown(index=False), ""]

@@ -27,7 +27,7 @@ from .bench import (
 )
 from .costs import calibrate, calibration_schedules, fitted_table, model_cost_table
 from .guidance import cfg_scale
-from .loops import LoopTiming, time_loops
+from .loops import LoopTiming, in_mode, time_loops
 from .schedule import CostTable, Schedule
 from .timing import clock_for, environment
 
@@ -138,11 +138,14 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
                 dtype: str = "float32", batch: int | None = None, steps: int | None = None,
                 repeats: int | None = None, warmup: int = 1, schedules: Sequence[str] = (),
                 budgets: Sequence[float] = (), seed: int = 0, clock: str = "wall",
-                log: Callable[[str], None] = lambda message: None) -> dict:
+                log: Callable[[str], None] = lambda message: None,
+                modes: Sequence[str] = ()) -> dict:
     """Time every experiment of a suite on its model's architecture: the calibrated cost
     table, then the all-F loop against :func:`suite_rows`, interleaved in one process.
     ``batch`` (images), ``steps`` and ``repeats`` override the suite's latency batch, steps
-    and latency repeats. Everything checkable is checked before any timing."""
+    and latency repeats; ``modes``: every row also compiled and/or as CUDA graphs, with its
+    speedup over the eager all-F loop and over the all-F loop of its mode. Everything
+    checkable is checked before any timing."""
     tick = clock_for(clock, device)
     loaded = suites.load(path)
     plans = suites.check(loaded)
@@ -163,6 +166,7 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
         "suite": {"name": loaded.name, "version": loaded.version, "file": loaded.file,
                   "digest": loaded.digest},
         "weights": weights, "clock": clock, "environment": env, "experiments": [],
+        "modes": ["eager", *modes],
     }
     for e, spec, e_steps, calls_at, calls, given in prepared:
         images = batch or e.evaluation.latency_batch
@@ -193,7 +197,8 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
         log(f"[{e.name}] timing {len(unique)} loops x {e_repeats} repeats, {calls} UNet calls")
         timings = {t.name: t for t in time_loops(unet, make_scheduler, loop_latents,
                                                   loop_kwargs, unique, e_repeats, warmup, table,
-                                                  clock=tick, schedulers=own_steps)}
+                                                  clock=tick, schedulers=own_steps,
+                                                  modes=modes)}
         report["experiments"].append({
             "experiment": e.name,
             **header(spec, weights, e_steps, calls, make_scheduler, e_repeats, warmup),
@@ -201,8 +206,8 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
             "cost_table": table.to_dict(), "calibration_median_s": medians,
             "calibration_loops": [{**asdict(t), "median_s": t.median} for t in fit_timings],
             "mac_cost_table": macs.to_dict(),
-            "rows": [_suite_row(r, timings[r.key], table, macs, e_steps, calls)
-                     for r in rows],
+            "rows": [_suite_row(r, timings[in_mode(r.key, mode)], table, macs, e_steps, calls)
+                     for mode in ("eager", *modes) for r in rows],
             "skipped": skipped,
         })
     return report
@@ -211,15 +216,18 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
 def _suite_row(row: BenchRow, timing: LoopTiming, table: CostTable, macs: CostTable,
                steps: int, calls: int) -> dict:
     """One timed row; predicted speedups are over the all-F loop of the experiment's
-    ``calls`` UNet calls (a sampler-steps row makes fewer)."""
+    ``calls`` UNet calls (a sampler-steps row makes fewer), compared with the measured one
+    over the all-F loop of the row's step mode."""
     predicted = row.schedule.speedup(table, calls)
-    return {"name": row.name, "kind": row.kind, "method": row.method, "budget": row.budget,
+    return {"name": in_mode(row.name, timing.mode), "mode": timing.mode,
+            "speedup_in_mode": timing.speedup_in_mode, "kind": row.kind, "method": row.method,
+            "budget": row.budget,
             "resolved": row.resolved, "steps": row.steps or steps, "schedule": str(row.schedule),
             "median_s": timing.median, "seconds": timing.seconds,
             "measured_speedup": timing.measured_speedup, "predicted_speedup": predicted,
             "predicted_speedup_kinds": row.schedule.speedup(table.without_overheads(), calls),
             "predicted_speedup_macs": row.schedule.speedup(macs, calls),
-            "error_pct": 100 * (timing.measured_speedup / predicted - 1)}
+            "error_pct": 100 * (timing.speedup_in_mode / predicted - 1)}
 
 
 def suite_markdown(report: dict, command: str | None = None) -> str:
@@ -260,6 +268,8 @@ def suite_markdown(report: dict, command: str | None = None) -> str:
                                   else ""),
             "kind": row["kind"], "median s": f"{row['median_s']:.3f}",
             "measured": f"{row['measured_speedup']:.2f}x",
+            **({"over its mode's all-F": f"{row['speedup_in_mode']:.2f}x"}
+               if len(report.get("modes", ())) > 1 else {}),
             "predicted (calibrated)": f"{row['predicted_speedup']:.2f}x",
             "predicted (no overheads)": f"{row['predicted_speedup_kinds']:.2f}x",
             "predicted (MACs)": f"{row['predicted_speedup_macs']:.2f}x",

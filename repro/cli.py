@@ -197,10 +197,19 @@ def _at_least_one(args: argparse.Namespace, *flags: str) -> None:
 
 
 def _step_mode(args: argparse.Namespace) -> str:
-    """The one step mode a run or sampling uses (:data:`repro.accel.MODES`)."""
+    """The one step mode a run or sampling uses (:data:`repro.accel.MODES`), checked
+    against ``--device`` before anything is loaded."""
     if args.compile and args.cuda_graphs:
         raise BadInput("--compile and --cuda-graphs: choose one")
-    return "compile" if args.compile else "cuda-graphs" if args.cuda_graphs else "eager"
+    return _checked(args, "compile" if args.compile else "cuda-graphs" if args.cuda_graphs
+                    else "eager")
+
+
+def _checked(args: argparse.Namespace, mode: str) -> str:
+    from .accel import check_device
+
+    check_device(mode, args.device)
+    return mode
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -215,8 +224,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise BadInput(str(error)) from None
     prompts = read_prompts(args.prompts, limit=args.prompts_limit) if args.prompts else None
+    mode = _step_mode(args)
     model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
-    accel.apply(model.unet, _step_mode(args))
+    accel.apply(model.unet, mode)
     try:
         result = samples.generate(model, args.steps, args.schedule, seeds, labels,
                                   args.guidance, batch_size=args.batch, prompts=prompts)
@@ -390,6 +400,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         clock_for(args.clock, args.device)
     except ValueError as error:
         raise BadInput(str(error)) from None
+    modes = [_checked(args, mode) for mode, given in (("compile", args.compile),
+                                                      ("cuda-graphs", args.cuda_graphs)) if given]
     tracking_uri = _bench_tracking(args)
     started = datetime.now(UTC)
     if args.suite:
@@ -399,7 +411,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             _suite_path(args.suite), weights=args.weights, device=args.device,
             dtype=args.dtype, batch=args.batch, steps=args.steps, repeats=args.repeats,
             warmup=args.warmup, schedules=args.schedule, budgets=args.budget or (),
-            seed=args.seed, clock=args.clock, log=_log("bench"))
+            seed=args.seed, clock=args.clock, log=_log("bench"), modes=modes)
         render = suite_markdown
     else:
         try:
@@ -411,7 +423,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             batch=args.batch or 1, steps=args.steps or 50, repeats=args.repeats or 3,
             warmup=args.warmup, schedules=args.schedule, deepcache=deepcache,
             do_calibrate=args.calibrate, oracle=args.oracle, plain=args.plain,
-            scheduler=args.scheduler, seed=args.seed, clock=args.clock,
+            scheduler=args.scheduler, seed=args.seed, clock=args.clock, modes=modes,
         )
         render = bench.report_markdown
     report = bench_report.stamp(report, started)
@@ -586,8 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func, help: str, *groups: str) -> ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help,
-                           parents=parents(*groups))
+        p = sub.add_parser(name, help=help, description=help, parents=parents(*groups))
         p.set_defaults(func=func)
         return p
 
@@ -691,7 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "suite's schedules on its architecture (defaults: --model 1 image, 50 "
                     "steps; --suite the suite's evaluation.latency_batch images and steps, "
                     "guidance doubling the UNet batch)",
-                    "model", "steps", "scheduler", "weights", "device", "threads", "batch")
+                    "model", "steps", "scheduler", "weights", "device", "threads", "batch",
+                    "step_mode")
     bench.add_argument("--suite", help=SUITE_HELP + ": time its teacher, baselines, DeepCache "
                        "N=2..10 and uniform segment schedules per budget against a calibrated "
                        "cost table (instead of --model)")

@@ -27,7 +27,9 @@ class LoopTiming:
     schedule: str
     seconds: list[float]
     predicted_speedup: float | None = None
-    measured_speedup: float | None = None
+    measured_speedup: float | None = None  # over the eager all-F loop
+    mode: str = "eager"  # step mode (repro.accel)
+    speedup_in_mode: float | None = None  # over the all-F loop of the same step mode
 
     @property
     def median(self) -> float:
@@ -46,16 +48,27 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
                repeats: int, warmup: int, table: CostTable | None,
                plain: bool = False, oracle: dict[str, tuple[int, int]] | None = None,
                clock: Clock = time.perf_counter,
-               schedulers: dict[str, Callable[[], object]] | None = None) -> list[LoopTiming]:
+               schedulers: dict[str, Callable[[], object]] | None = None,
+               modes: Sequence[str] = ()) -> list[LoopTiming]:
     """Time each schedule's whole loop (UNet + scheduler steps), interleaved per repeat so
     that drift in machine speed hits every row alike; speedups are against the longest
     all-F row. ``schedulers``: per-name sampler factories for rows that run the sampler at
-    other steps than ``make_scheduler``'s (sampler-steps baselines)."""
+    other steps than ``make_scheduler``'s (sampler-steps baselines). ``modes``: also every
+    schedule under these step modes (:mod:`repro.accel`: ``compile``, ``cuda-graphs``), as
+    rows ``NAME [mode]`` with their speedup over the all-F row of the same mode too."""
+    from . import accel
+
     runs: dict[str, tuple[str, Callable[[], object]]] = {}
-    for name, schedule in schedules.items():
-        make = (schedulers or {}).get(name, make_scheduler)
-        runs[name] = (str(schedule), lambda s=schedule, make=make: denoise(
-            unet, make(), latents, s, **unet_kwargs))
+    for mode in ("eager", *modes):
+        runner = accel.runner_for(mode, unet)
+        for name, schedule in schedules.items():
+            make = (schedulers or {}).get(name, make_scheduler)
+
+            def run(s=schedule, make=make, runner=runner):
+                with accel.running(unet, runner):
+                    return denoise(unet, make(), latents, s, **unet_kwargs)
+
+            runs[in_mode(name, mode)] = (str(schedule), run)
     if plain:
         runs["plain diffusers loop"] = ("(no hooks)", lambda: plain_loop(
             unet, make_scheduler(), latents, unet_kwargs))
@@ -83,13 +96,22 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
     calls = len(schedules[full_name])
     timings = []
     for name, (text, _) in runs.items():
-        schedule = schedules.get(name)
+        plain_name, _, mode = name.partition(" [")
+        mode = mode.rstrip("]") or "eager"
+        schedule = schedules.get(plain_name)
+        own_base = statistics.median(seconds[in_mode(full_name, mode)]) if schedule else base
         timings.append(LoopTiming(
             name=name, schedule=text, seconds=seconds[name],
             predicted_speedup=schedule.speedup(table, calls) if schedule and table else None,
             measured_speedup=base / statistics.median(seconds[name]),
+            mode=mode, speedup_in_mode=own_base / statistics.median(seconds[name]),
         ))
     return timings
+
+
+def in_mode(name: str, mode: str) -> str:
+    """A row's name in a step mode (eager rows keep their name)."""
+    return name if mode == "eager" else f"{name} [{mode}]"
 
 
 # -- DeepCache's own helper, the "as published" oracle ------------------------------------

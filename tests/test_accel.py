@@ -7,8 +7,9 @@ import torch
 from conftest import ddim, tiny_unet2d, tiny_unet_cond
 from torch.overrides import TorchFunctionMode
 
-from repro import accel, cli
-from repro.engine import denoise, scheduled, set_step_runner
+from repro import accel, cli, loops
+from repro.engine import denoise, scheduled, set_step_runner, step_runner
+from repro.schedule import Schedule
 
 SCHEDULE = "F P0 N F P4 N"  # every step kind: full, two partial branches, null
 SYNCS = {torch.Tensor.item, torch.Tensor.cpu, torch.Tensor.tolist, torch.Tensor.__bool__}
@@ -86,3 +87,31 @@ def test_cuda_graphs_need_cuda(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--cuda-graphs" in err
     assert not (tmp_path / "s.npz").exists()
+    code = cli.main(["bench", "--model", "digits-ddpm", "--steps", "2", "--cuda-graphs"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--cuda-graphs" in err
+
+
+def test_bench_times_every_row_eager_and_in_each_step_mode(monkeypatch):
+    """Rows of each mode are interleaved with the eager ones, with speedups over both
+    teachers; the UNet runs eagerly again afterwards."""
+    def runner_for(mode, unet, backend="inductor"):
+        return None if mode == "eager" else accel.Compiled("eager")  # dynamo, no codegen
+
+    monkeypatch.setattr(accel, "runner_for", runner_for)
+    torch._dynamo.reset()
+    unet = tiny_unet2d()
+    with torch.inference_mode():
+        noise = torch.randn(2, 3, 16, 16)
+        timings = loops.time_loops(unet, lambda: ddim(6), noise, {},
+                                   {"all-F": Schedule.full(6), "cached": Schedule.parse(SCHEDULE)},
+                                   repeats=2, warmup=1, table=None, modes=["compile"])
+    by_name = {t.name: t for t in timings}
+    assert list(by_name) == ["all-F", "cached", "all-F [compile]", "cached [compile]"]
+    assert [t.mode for t in timings] == ["eager", "eager", "compile", "compile"]
+    assert by_name["all-F"].measured_speedup == by_name["all-F"].speedup_in_mode == 1.0
+    assert by_name["all-F [compile]"].speedup_in_mode == 1.0
+    compiled = by_name["cached [compile]"]
+    assert compiled.measured_speedup == pytest.approx(
+        compiled.speedup_in_mode * by_name["all-F [compile]"].measured_speedup)
+    assert step_runner(unet) is None
