@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
+from .pareto import front_indices
+
 # Quality of a method on resampled evaluation seeds: an integer index array of shape
 # (..., n) into its n evaluation seeds -> the metric, of shape (...).
 Quality = Callable[[np.ndarray], np.ndarray]
@@ -78,20 +80,6 @@ class Verdict:
     difference: float | None = None
     low: float | None = None
     high: float | None = None
-
-
-def front_indices(speeds: Sequence[float], qualities: Sequence[float],
-                  lower_is_better: bool = True) -> list[int]:
-    """Indices of the points no other point beats in both speed and quality, by increasing
-    speed; quality then strictly worsens along it. Of exact duplicates the first is kept."""
-    sign = 1 if lower_is_better else -1
-    order = sorted(range(len(speeds)), key=lambda k: (-speeds[k], sign * qualities[k], k))
-    front, best = [], np.inf
-    for k in order:
-        if sign * qualities[k] < best:
-            front.append(k)
-            best = sign * qualities[k]
-    return front[::-1]
 
 
 def front(points: Sequence[Point], lower_is_better: bool = True) -> list[Point]:

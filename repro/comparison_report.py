@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .compare import front_indices
+from .pareto import front_indices
 
 VERDICT_COLUMNS = ["experiment", "method", "budget", "family", "metric", "speed", "searched",
                    "family at speed", "difference", "95% low", "95% high", "verdict"]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .compare import front_indices
+from .pareto import front_indices
 
 SCHEMA_PREFIX = "flexiffusion-repro/results@"
 FORMATS = ("md", "csv", "tex")

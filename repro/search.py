@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .pareto import front_indices
 from .schedule import FULL, NULL, CostTable, Schedule, branch_of, partial
 
 Fitness = Callable[[Schedule], float]
@@ -619,13 +620,11 @@ def segment_schedule_at(space: SegmentSpace, budget: Budget) -> Genome:
 
 
 def pareto_front(results: Iterable[SearchResult]) -> list[Record]:
-    """Scored records not dominated in (higher predicted speedup, lower fitness)."""
-    records = {r.schedule: r for result in results for r in result.records}.values()
-    front = [r for r in records if not any(
-        o.predicted_speedup >= r.predicted_speedup and o.fitness <= r.fitness
-        and (o.predicted_speedup > r.predicted_speedup or o.fitness < r.fitness)
-        for o in records)]
-    return sorted(front, key=lambda r: r.predicted_speedup)
+    """Scored records (one per schedule) on the front of higher predicted speedup and lower
+    fitness, by increasing speedup."""
+    records = list({r.schedule: r for result in results for r in result.records}.values())
+    keep = front_indices([r.predicted_speedup for r in records], [r.fitness for r in records])
+    return [records[k] for k in keep]
 
 
 def multi_budget(search: Callable[..., SearchResult], budgets: Sequence[Budget], **kwargs,

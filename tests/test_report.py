@@ -172,7 +172,7 @@ def test_compare_matches_renamed_rows_by_schedule():
 
 
 def test_pareto_front_selection():
-    from repro.compare import front_indices  # the one front, shared with the verdicts
+    from repro.pareto import front_indices  # the one front: search, verdicts, plots
 
     xs = [1.0, 2.0, 2.0, 3.0, 1.5, 4.0, 3.0]
     ys = [10.0, 12.0, 15.0, 12.0, 11.0, 30.0, 12.0]
