@@ -105,12 +105,8 @@ def log_run(results: dict, run_dir: Path, *, uri: str | None = None,
     resumed run leaves exactly one parent and its children, and a logging that fails midway
     leaves the earlier one in place.
     """
-    uri = resolve_uri(uri)
-    check_reachable(uri)
-    client = _client(uri)
-    experiment = experiment or f"repro/{results['suite']['name']}"
-    with _talking_to(uri):
-        experiment_id = _experiment_id(client, experiment, create=True)
+    with _experiment(uri, experiment or f"repro/{results['suite']['name']}") as (
+            client, experiment_id):
         same_run = f"tags.`{RUN_TAG}` = {_quoted(results['run_id'])}"
         earlier = [run.info.run_id for run in _search(client, experiment_id, same_run)]
         parent = _log_parent(client, experiment_id, results, Path(run_dir))
@@ -129,12 +125,8 @@ def log_bench(report: dict, *, uri: str | None = None, experiment: str | None = 
 
     from . import bench_report
 
-    uri = resolve_uri(uri)
-    check_reachable(uri)
-    client = _client(uri)
-    experiment = experiment or f"repro/bench/{bench_report.subject(report)}"
-    with _talking_to(uri):
-        experiment_id = _experiment_id(client, experiment, create=True)
+    with _experiment(uri, experiment or f"repro/bench/{bench_report.subject(report)}") as (
+            client, experiment_id):
         environment = report.get("environment") or {}
         tags = {RUN_TAG: report["run_id"], "repro.kind": "bench",
                 "mlflow.source.git.commit": environment.get("git_commit"),
@@ -256,6 +248,17 @@ def download_run(run_id: str, destination: Path, *, uri: str | None = None) -> P
             if name in logged:
                 client.download_artifacts(run_id, name, str(destination))
     return Path(destination) / results
+
+
+@contextlib.contextmanager
+def _experiment(uri: str | None, name: str) -> Iterator[tuple]:
+    """``(client, experiment id)`` of experiment ``name`` (made if absent) on the resolved
+    store, checked reachable first, with MLflow's failures turned into one line."""
+    uri = resolve_uri(uri)
+    check_reachable(uri)
+    client = _client(uri)
+    with _talking_to(uri):
+        yield client, _experiment_id(client, name, create=True)
 
 
 @contextlib.contextmanager
