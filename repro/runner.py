@@ -41,6 +41,7 @@ from .suite import (
     RowPlan,
     Suite,
     SuiteError,
+    cautions,
     check,
     plain_name_problem,
     row_sampler,
@@ -72,6 +73,9 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
     with distributed.joined(device) as world:
         if world.size > 1:
             log = partial(_ranked, log, f"[rank {world.rank}/{world.size}] ")
+        if world.rank == 0:
+            for line in cautions(suite):
+                log(f"warning: {line}")
         uri = world.share("checking the tracking server", partial(_tracking_uri, suite,
                                                                   tracking_uri))
         loaded = {e.name: models.load_model(e.model, e.weights, device=world.device(device),

@@ -581,6 +581,30 @@ def check(suite: Suite) -> dict[str, list[RowPlan]]:
     return {e.name: _check_experiment(suite, e) for e in suite.experiments}
 
 
+def cautions(suite: Suite) -> list[str]:
+    """What is allowed but weakens the numbers, one line each (``repro validate`` and
+    ``repro run`` print them): a Frechet distance on no more samples than its features have
+    dimensions has singular covariances, so rFID / FID there rest on a degenerate fit and
+    may come out infinite (such a candidate scores worst)."""
+    from .metrics.protocols import FEATURE_DIMS
+    from .samples import parse_seeds
+
+    lines = []
+    for e in suite.experiments:
+        frechet = [m.partition(":")[2] for m in e.evaluation.metrics
+                   if m.partition(":")[0] in ("fid", "rfid")]
+        checks = [("search.seeds", e.search.seeds, e.search.extractor)] if e.search.budgets else []
+        checks += [("evaluation.seeds", e.evaluation.seeds, extractor) for extractor in frechet]
+        for where, seeds, extractor in dict.fromkeys(checks):
+            n, dims = len(parse_seeds(seeds)), FEATURE_DIMS.get(extractor, 0)
+            if n <= dims:
+                lines.append(f"{suite.file}: experiment {e.name!r}: field '{where}': {n} seeds "
+                             f"for {dims}-dimensional {extractor} features: the Frechet "
+                             f"distance's covariances are singular (rank below {n}), so it is "
+                             f"biased and may be undefined (more than {dims} seeds avoid it)")
+    return lines
+
+
 def _check_regression(suite: Suite) -> None:
     """Tolerances name metrics that exist (a protocol or a kind); the confidence is a
     probability."""

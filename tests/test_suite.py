@@ -42,7 +42,7 @@ def load_error(path: Path) -> str:
 # -- the smoke suite ------------------------------------------------------------------
 def test_smoke_suite_loads_and_plans_rows():
     loaded = suite.load(SMOKE)
-    assert (loaded.name, loaded.version, loaded.file) == ("smoke", 3, str(SMOKE))
+    assert (loaded.name, loaded.version, loaded.file) == ("smoke", 4, str(SMOKE))
     assert loaded.digest.startswith("sha256:")
     assert [e.name for e in loaded.experiments] == ["digits-ddpm", "digits-cond"]
     assert [e.model for e in loaded.experiments] == ["digits-ddpm", "digits-cond"]
@@ -544,3 +544,24 @@ def test_deepcache_nonuniform_fields_have_no_silent_default(tmp_path, baseline, 
         "baselines": [baseline], "experiments": [{"name": "e", "model": "digits-ddpm"}]}))
     with pytest.raises(suite.SuiteError, match=rf"baselines\[0\]\.{field}.*{message}"):
         suite.check(suite.load(path))
+
+
+def test_validate_warns_where_seeds_leave_the_frechet_covariances_singular(tmp_path, capsys):
+    """64 features need more than 64 samples for full-rank covariances: at 64 search seeds
+    (and 40 evaluation seeds for fid) validate passes but says so; at 65 it is silent."""
+    body = """\
+        steps: 10
+        search: {{budgets: [2], seeds: "0:{search}"}}
+        evaluation: {{seeds: "100:{evaluation}", metrics: ["fid:digits-cnn", "acc:digits-cnn"],
+                     reference: digits}}
+        experiments: [{{name: e, model: digits-ddpm}}]
+    """
+    body = HEAD + textwrap.dedent(body)
+    code, out, err = validate(capsys, write(tmp_path, body.format(search=64, evaluation=140)))
+    assert code == 0 and ": ok" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines)
+    assert "'search.seeds': 64 seeds for 64-dimensional digits-cnn" in lines[0]
+    assert "'evaluation.seeds': 40 seeds for 64-dimensional digits-cnn" in lines[1]
+    code, out, err = validate(capsys, write(tmp_path, body.format(search=65, evaluation=165)))
+    assert code == 0 and err == ""

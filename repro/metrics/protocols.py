@@ -13,6 +13,8 @@ from dataclasses import dataclass
 DIGITS_CNN = "digits-cnn"
 INCEPTION = "inception-2015-12-05"
 EXTRACTORS = (DIGITS_CNN, INCEPTION)
+# their feature dimensions: a Frechet distance on fewer samples than this is rank-deficient
+FEATURE_DIMS = {DIGITS_CNN: 64, INCEPTION: 2048}
 
 # where the weights files are looked for first (help texts name them without torch)
 INCEPTION_ENV = "REPRO_INCEPTION_WEIGHTS"
