@@ -23,6 +23,7 @@ from .pareto import front_indices
 Quality = Callable[[np.ndarray], np.ndarray]
 
 BETTER, TIE, WORSE, OUT_OF_RANGE = "better", "tie", "worse", "out of range"
+EQUAL_SPEED, FASTER_POINT, SLOWER_POINT = "equal speed", "a faster point", "a slower point"
 
 
 def per_seed_mean(values: Sequence[float]) -> Quality:
@@ -73,13 +74,18 @@ class Verdict:
     """A searched method against one family at its rows' speeds.
 
     ``difference`` is searched minus family in the metric's units (mean over search seeds),
-    with its bootstrap interval; all three are None when out of range."""
+    with its bootstrap interval; all three are None when no family point is comparable.
+    ``basis``: what the family side was: its front at the searched speeds
+    (:data:`EQUAL_SPEED`), or, where the searched speeds lie beyond the front on one side,
+    its nearest end, which is faster (:data:`FASTER_POINT`) or slower
+    (:data:`SLOWER_POINT`)."""
 
     family: str
     outcome: str
     difference: float | None = None
     low: float | None = None
     high: float | None = None
+    basis: str | None = None
 
 
 def front(points: Sequence[Point], lower_is_better: bool = True) -> list[Point]:
@@ -116,12 +122,27 @@ def compare(searched: Sequence[Point], family: Sequence[Point], family_name: str
     resample of seed indices serves all (differences then lose the noise the seeds share);
     otherwise each point's seeds are resampled independently. Search seeds are resampled
     as a second, independent sample (scipy's multi-sample bootstrap). The verdict is
-    better / worse when the interval excludes zero, a tie when it does not, and out of
-    range when a searched speed lies outside the front."""
+    better / worse when the interval excludes zero, a tie when it does not.
+
+    A front says nothing beyond its ends, except by dominance: searched rows slower than
+    the whole front are compared with its slowest point, which is still faster than they
+    are, and are **worse** when it beats them with confidence; rows faster than the whole
+    front are compared with its fastest point and are **better** when they beat that slower
+    point. Any other outcome there is out of range (with the difference still reported),
+    and so are rows on both sides of the front."""
     curve = front(family, lower_is_better)
-    weights = [interpolation_weights([p.speed for p in curve], s.speed) for s in searched]
-    if any(w is None for w in weights):
+    speeds = [p.speed for p in curve]
+    weights, sides = [], set()
+    for s in searched:
+        w = interpolation_weights(speeds, s.speed) if curve else None
+        if w is None and curve:
+            side = FASTER_POINT if s.speed < speeds[0] else SLOWER_POINT
+            w = np.eye(len(curve))[0 if side == FASTER_POINT else -1]
+            sides.add(side)
+        weights.append(w)
+    if not curve or len(sides) > 1:
         return Verdict(family_name, OUT_OF_RANGE)
+    basis = sides.pop() if sides else EQUAL_SPEED
     weights = np.array(weights)
     points = [*searched, *curve]
     seed_samples = _seed_samples(points, paired)
@@ -147,7 +168,11 @@ def compare(searched: Sequence[Point], family: Sequence[Point], family_name: str
                                confidence_level=confidence, method=method, rng=rng
                                ).confidence_interval
     low, high = float(interval.low), float(interval.high)
-    return Verdict(family_name, outcome(low, high, lower_is_better), observed, low, high)
+    result = outcome(low, high, lower_is_better)
+    if (basis, result) not in ((EQUAL_SPEED, result), (FASTER_POINT, WORSE),
+                               (SLOWER_POINT, BETTER)):
+        result = OUT_OF_RANGE  # beyond the front only dominance says anything
+    return Verdict(family_name, result, observed, low, high, basis)
 
 
 def difference(new: Point, old: Point, name: str, lower_is_better: bool = True,

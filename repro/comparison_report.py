@@ -16,19 +16,21 @@ from .atomic import atomic_path
 from .pareto import front_indices
 
 VERDICT_COLUMNS = ["experiment", "method", "budget", "family", "metric", "speed", "searched",
-                   "family at speed", "difference", "95% low", "95% high", "verdict"]
+                   "family at speed", "difference", "95% low", "95% high", "verdict", "against"]
 
 
 def verdict_table(results: dict) -> pd.DataFrame:
     """One row per searched method, budget, family, metric and speed (predicted, measured):
     the searched rows' mean quality, the family's front interpolated at their speeds, the
-    difference (searched minus family) with its 95% bootstrap interval, and the verdict."""
+    difference (searched minus family) with its 95% bootstrap interval, the verdict and what
+    it was against (the front at equal speed, or its nearer end beyond it)."""
     records = [{
         "experiment": v["experiment"], "method": v["method"], "budget": v["budget"],
         "family": v["family"], "metric": v["metric"], "speed": v["speed"],
         "searched": v.get("searched"), "family at speed": v.get("at_speed"),
         "difference": v.get("difference"), "95% low": v.get("low"), "95% high": v.get("high"),
-        "verdict": v["outcome"]} for v in results.get("verdicts") or []]
+        "verdict": v["outcome"], "against": v.get("basis")}
+        for v in results.get("verdicts") or []]
     return pd.DataFrame(records, columns=VERDICT_COLUMNS)
 
 

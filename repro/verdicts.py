@@ -114,15 +114,15 @@ def _verdict(searched: Sequence[Mapping], members: Sequence[Mapping], other: str
     record = {"family": other, "speed": speed, "metric": metric,
               "searched": float(np.mean([p.observed for p in points if p is not None]))
               if any(points) else None, "n_search_seeds": len(searched)}
-    if None in points or len(front) < 2:
+    if None in points or not front:
         return record | {"outcome": compare.OUT_OF_RANGE, "at_speed": None,
-                         "difference": None, "low": None, "high": None}
+                         "difference": None, "low": None, "high": None, "basis": None}
     result = compare.compare(points, front, other, n_resamples=resamples, rng=0)
     curve = compare.front(front)
     at_speed = [compare.quality_at(curve, p.speed) for p in points]
     return record | {
         "outcome": result.outcome, "difference": result.difference, "low": result.low,
-        "high": result.high,
+        "high": result.high, "basis": result.basis,
         "at_speed": None if None in at_speed else float(np.mean(at_speed))}
 
 

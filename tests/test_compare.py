@@ -43,12 +43,32 @@ def test_interpolation_is_piecewise_linear_monotone_and_never_extrapolates():
     assert compare.quality_at(curve[:1], 1.1) is None
 
 
-def test_a_searched_speed_outside_the_front_is_out_of_range():
+def test_beyond_the_front_only_dominance_gives_a_verdict():
+    """A front says nothing beyond its ends: a row slower than all of it is worse only when
+    the front's slowest (still faster) point beats it, a row faster than all of it better
+    only when it beats the front's fastest (still slower) point; else out of range."""
     family = [fixed("a", 1.0, 2.0), fixed("b", 2.0, 4.0)]
-    inside, beyond = fixed("s1", 1.5, 2.5), fixed("s2", 2.5, 2.5)
-    verdict = compare.compare([inside, beyond], family, "deepcache")
-    assert verdict.outcome == OUT_OF_RANGE and verdict.difference is None
-    assert compare.compare([inside], family, "deepcache").outcome == BETTER
+
+    def verdict(*searched):
+        return compare.compare(list(searched), family, "deepcache")
+
+    inside = verdict(fixed("s", 1.5, 2.5))
+    assert (inside.outcome, inside.basis) == (BETTER, compare.EQUAL_SPEED)
+    dominated = verdict(fixed("s", 0.5, 3.0))  # a is faster and better
+    assert (dominated.outcome, dominated.basis) == (WORSE, compare.FASTER_POINT)
+    assert dominated.difference == pytest.approx(1.0)
+    slow_but_better = verdict(fixed("s", 0.5, 1.0))  # a slower family point might be better
+    assert slow_but_better.outcome == OUT_OF_RANGE
+    assert slow_but_better.difference == pytest.approx(-1.0)
+    dominates = verdict(fixed("s", 2.5, 2.5))  # faster and better than b
+    assert (dominates.outcome, dominates.basis) == (BETTER, compare.SLOWER_POINT)
+    assert verdict(fixed("s", 2.5, 5.0)).outcome == OUT_OF_RANGE
+    mixed = verdict(fixed("s1", 1.5, 2.5), fixed("s2", 2.5, 2.5))  # equal speed and beyond
+    assert (mixed.outcome, mixed.basis) == (BETTER, compare.SLOWER_POINT)
+    both_sides = verdict(fixed("s1", 0.5, 3.0), fixed("s2", 2.5, 2.5))
+    assert both_sides.outcome == OUT_OF_RANGE and both_sides.difference is None
+    one_point = compare.compare([fixed("s", 2.0, 1.0)], family[:1], "fewer-steps")
+    assert (one_point.outcome, one_point.basis) == (BETTER, compare.SLOWER_POINT)
 
 
 def sweep(rng, n: int, shift: float, seed_effect: np.ndarray | None = None,

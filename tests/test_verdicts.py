@@ -43,7 +43,7 @@ def test_a_searched_method_far_below_two_fronts_is_better_at_both_speeds():
     assert low < rows[-3]["metrics"]["fid:x"] < high and high - low < 0.5
 
 
-def test_a_searched_method_level_with_the_front_is_a_tie_and_beyond_it_out_of_range():
+def test_a_searched_method_level_with_the_front_is_a_tie_and_beyond_it_dominance_counts():
     made = [
         *(row(f"dc {s}", "baseline", "deepcache", None, s, 10 * s) for s in (1.5, 2.5)),
         *(row(f"seg {k}", "searched", "segment-evolution", 2.0, 2.0, 20.0) for k in range(3)),
@@ -55,9 +55,12 @@ def test_a_searched_method_level_with_the_front_is_a_tie_and_beyond_it_out_of_ra
     records, _ = verdicts.verdicts(rows, {"fid:x": points.__getitem__}, 3, 199)
     by = {(r["method"], r["family"], r["speed"]): r for r in records}
     assert by[("segment-evolution", "deepcache", "predicted")]["outcome"] == "tie"
-    beyond = by[("stepwise-evolution", "deepcache", "predicted")]
-    assert beyond["outcome"] == "out of range" and beyond["difference"] is None
-    assert beyond["searched"] is not None
+    assert by[("segment-evolution", "deepcache", "predicted")]["basis"] == "equal speed"
+    beyond = by[("stepwise-evolution", "deepcache", "predicted")]  # 5x at 1.0: dominates 2.5x
+    assert (beyond["outcome"], beyond["basis"]) == ("better", "a slower point")
+    assert abs(beyond["difference"] + 24) < 0.5 and beyond["at_speed"] is None
+    dominated = by[("segment-evolution", "stepwise-evolution", "predicted")]  # 2x at 20: 5x at 1
+    assert (dominated["outcome"], dominated["basis"]) == ("worse", "a faster point")
 
 
 def test_memoised_quality_computes_each_resample_once():
