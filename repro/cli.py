@@ -163,11 +163,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = runner.run_suite(loaded, results_root=args.results, run_id=args.run_id,
                                new=args.new, tracking_uri=args.tracking_uri,
                                device=args.device, dtype=args.dtype, log=_log("runner"),
-                               step_mode=_step_mode(args))
+                               step_mode=_step_mode(args), command=_command_line(args))
     if not args.quiet and distributed.launch_env()[0] == 0:  # rank 0 wrote the results
         print((run_dir / "table.md").read_text())
         print(f"results: {run_dir}")
     return 0
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as a user would type it again."""
+    return "repro " + shlex.join(args.argv)
 
 
 def _only(loaded, names: list[str]):
@@ -429,8 +434,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         render = bench.report_markdown
     report = bench_report.stamp(report, started)
-    command = "repro " + " ".join(shlex.quote(a) for a in args.argv)
-    markdown = render(report, command)
+    markdown = render(report, _command_line(args))
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text(markdown)
@@ -467,6 +471,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if sum(map(bool, (args.runs, args.compare, args.experiment))) != 1:
         raise BadInput("report takes RUN_DIR..., --compare OLD NEW or --experiment NAME")
+    if args.format == "html":
+        if len(args.runs) != 1:
+            raise BadInput("--format html takes one RUN_DIR (its plots and grids go inside)")
+        from .html_report import write_html
+
+        run_dir = args.runs[0].parent if args.runs[0].suffix == ".json" else args.runs[0]
+        print(write_html(report.load_results(run_dir), run_dir, args.out))
+        return 0
     if args.experiment:
         from .tracking import load_results, resolve_uri
 
@@ -745,7 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = command("report", cmd_report, "tables of run results, or a regression diff of two")
     rep.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR",
                      help="run directory or results.json (several: one table, a run column)")
-    rep.add_argument("--format", choices=["md", "csv", "tex"], default="md")
+    rep.add_argument("--format", choices=["md", "csv", "tex", "html"], default="md",
+                     help="html: one run's self-contained report.html (tables, plots, grids, "
+                     "environment, command), written beside its results.json unless --out")
     rep.add_argument("--out", type=Path, help="write here instead of printing")
     rep.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
                      help="regression table (md) of two runs")

@@ -105,7 +105,7 @@ def table(results: dict | list[dict]) -> pd.DataFrame:
     return df
 
 
-def _formatted(df: pd.DataFrame) -> pd.DataFrame:
+def display_cells(df: pd.DataFrame) -> pd.DataFrame:
     """Cells as display strings: floats with 2 decimals (accuracy 3), missing values blank."""
     out = pd.DataFrame(index=df.index)
     for column in df.columns:
@@ -140,7 +140,7 @@ def render(df: pd.DataFrame, fmt: str) -> str:
         return df.to_csv(index=False)
     if fmt not in FORMATS:
         raise ReportError(f"unknown report format {fmt!r}; known: {', '.join(FORMATS)}")
-    cells = _formatted(df)
+    cells = display_cells(df)
     numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
     if fmt == "md":  # a '|' inside a cell (schedule segments) would split the cell
         cells = cells.map(lambda text: text.replace("|", r"\|"))

@@ -59,9 +59,10 @@ Log = Callable[[str], None]
 def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str | None = None,
               new: bool = False, tracking_uri: str | None = None, device: str = "cpu",
               dtype: str = "float32", log: Log = lambda message: None,
-              step_mode: str = "eager") -> Path:
+              step_mode: str = "eager", command: str | None = None) -> Path:
     """Run (or resume) ``suite``; returns the run directory holding ``results.json``.
-    ``step_mode``: how UNet calls run (:data:`repro.accel.MODES`)."""
+    ``step_mode``: how UNet calls run (:data:`repro.accel.MODES`); ``command``: the command
+    line that started it, kept in results.json and report.html."""
     plans = check(suite)
     problem = run_id is not None and plain_name_problem(run_id, RUN_ID_MAX)
     if problem:
@@ -87,7 +88,7 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
         run_dir = world.share("choosing the run directory", lambda: _claim(
             held, suite, results_root, run_id, new, log))
         with held[0] if held else contextlib.nullcontext():
-            _run(suite, plans, prompts, loaded, run_dir, uri, world, log)
+            _run(suite, plans, prompts, loaded, run_dir, uri, world, log, command)
     return run_dir
 
 
@@ -104,7 +105,7 @@ def _claim(held: list[IO], suite: Suite, root: Path, run_id: str | None, new: bo
 
 
 def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
-         uri: str | None, world: distributed.World, log: Log) -> None:
+         uri: str | None, world: distributed.World, log: Log, command: str | None) -> None:
     if not (run_dir / "work" / "state.json").is_file():
         raise SuiteError(f"rank {world.rank} cannot see {run_dir}: the results root must be "
                          "one directory shared by every rank (a shared file system)")
@@ -121,7 +122,7 @@ def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
             "schema": RESULTS_SCHEMA, "run_id": run_dir.name,
             "suite": {"name": suite.name, "version": suite.version, "file": suite.file,
                       "digest": suite.digest},
-            "started": state["started"], "finished": _now(),
+            "started": state["started"], "finished": _now(), "command": command,
             "environment": {**_environment(loaded), "world_size": world.size},
             "rows": rows, "verdicts": verdicts,
         }
@@ -757,13 +758,14 @@ def _family(row: RowPlan) -> str | None:
 
 
 def _write_outputs(results: dict, run_dir: Path) -> None:
-    from . import comparison_report, report
+    from . import comparison_report, html_report, report
 
     report.write_tables(results, run_dir)
     report.pareto_plot(results, run_dir / "pareto.png")
     comparison_report.write_verdicts(results, run_dir)
     comparison_report.fronts_plot(results, run_dir / "fronts.png")
     comparison_report.convergence_plot(results, run_dir / "convergence.png")
+    html_report.write_html(results, run_dir)  # after the plots and grids it embeds
     _write_json(run_dir / "results.json", results)
 
 

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 RUN_TAG = "repro.run_id"
 PARENT_TAG = "mlflow.parentRunId"
 PARENT_FILES = ("results.json", "suite.yaml", "table.md", "table.csv", "table.tex", "pareto.png",
-                "verdicts.md", "verdicts.csv", "fronts.png", "convergence.png")
+                "verdicts.md", "verdicts.csv", "fronts.png", "convergence.png", "report.html")
 PARENT_DIRS = ("grids", "per_seed")  # sample grids; per-seed quality data (repro gate)
 # MLflow's defaults retry a dead server for minutes (7 retries, backoff factor 2, 120 s
 # timeout); a user's own settings of these variables win

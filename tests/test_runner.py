@@ -261,6 +261,26 @@ def test_run_is_in_mlflow_parent_and_one_nested_run_per_row(finished_run):
     assert segment["metrics.measured_speedup"] == pytest.approx(row["measured_speedup"])
 
 
+def test_run_writes_report_html_with_its_command_and_logs_it(finished_run):
+    import html
+
+    from mlflow import MlflowClient
+
+    run_dir, uri, _ = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["command"].startswith("repro run ") and results["command"].endswith(
+        f"--tracking-uri {uri} --quiet")
+    page = (run_dir / "report.html").read_text()
+    assert html.escape(results["command"]) in page
+    grids = [row for row in results["rows"] if row["grid"]]
+    plots = [name for name in ("pareto.png", "fronts.png", "convergence.png")
+             if (run_dir / name).is_file()]
+    assert grids and page.count('<img src="data:image/png;base64,') == len(plots) + len(grids)
+    parent = json.loads((run_dir / "work" / "mlflow.json").read_text())["parent_run_id"]
+    logged = {f.path for f in MlflowClient(tracking_uri=uri).list_artifacts(parent)}
+    assert "report.html" in logged
+
+
 def test_a_finished_run_is_not_resumed_but_reported(finished_run, capsys):
     run_dir, _, _ = finished_run
     assert cli.main(["report", str(run_dir)]) == 0
