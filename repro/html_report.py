@@ -86,8 +86,8 @@ def _table(df: pd.DataFrame) -> str:
 
 
 def _pairs(mapping: dict) -> str:
-    df = pd.DataFrame({"": [str(k) for k in mapping], "value": [str(v) for v in
-                                                                  mapping.values()]})
+    """Names and values as a two-column table without a header (None blank)."""
+    df = pd.DataFrame([(str(k), "" if v is None else str(v)) for k, v in mapping.items()])
     return df.to_html(index=False, header=False, escape=True, border=0)
 
 
