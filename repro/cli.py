@@ -7,10 +7,12 @@ Parsing imports nothing heavy: `repro --help` and `repro validate` run without t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shlex
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -477,7 +479,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         from .html_report import write_html
 
         run_dir = args.runs[0].parent if args.runs[0].suffix == ".json" else args.runs[0]
-        print(write_html(report.load_results(run_dir), run_dir, args.out))
+        results = report.load_results(run_dir)
+        with _writing(args.out or run_dir / "report.html"):
+            print(write_html(results, run_dir, args.out))
         return 0
     if args.experiment:
         from .tracking import load_results, resolve_uri
@@ -499,11 +503,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         if len(runs) == 1 and runs[0].get("verdicts") and args.format == "md":
             text += "\n" + report.render(comparison_report.verdict_table(runs[0]), "md")
     if args.out:
-        with atomic_path(args.out) as tmp:
+        with _writing(args.out), atomic_path(args.out) as tmp:
             tmp.write_text(text)
     else:
         print(text, end="")
     return 0
+
+
+@contextlib.contextmanager
+def _writing(path) -> Iterator[None]:
+    """A file the user named that cannot be written is bad input: one line naming it."""
+    try:
+        yield
+    except OSError as error:
+        raise BadInput(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def cmd_gate(args: argparse.Namespace) -> int:

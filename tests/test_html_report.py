@@ -165,3 +165,13 @@ def test_report_html_renders_in_headless_chromium(tmp_path):
     pixels = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("L"))
     assert pixels.shape == (3000, 1280)
     assert (pixels < 128).mean() > 0.01  # text and table rules drawn, not a blank page
+
+
+@pytest.mark.parametrize("form", [[], ["--format", "html"]])
+def test_an_unwritable_out_is_one_line_exit_2(tmp_path, capsys, form):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / "report.out"  # a path under a plain file
+    assert cli.main(["report", str(SMOKE_RUN), *form, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"repro: error: cannot write {out}") and err.count("\n") == 1
