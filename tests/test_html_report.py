@@ -17,8 +17,9 @@ from repro import cli, report
 from repro.comparison_report import verdict_table
 from repro.html_report import PLOTS, write_html
 
-SMOKE_RUN = (Path(__file__).resolve().parents[1] / "results" / "smoke"
-             / "smoke-20261201T131932-63c300")
+# the newest committed smoke run (run ids end in their start time)
+SMOKE_RUN = max((p for p in (Path(__file__).resolve().parents[1] / "results" / "smoke").iterdir()
+                 if (p / "results.json").is_file()), key=lambda p: p.name.split("-")[1])
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
