@@ -331,6 +331,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise BadInput(str(error)) from None
     labels = _int_list(args.labels, "--labels") if args.labels else None
+    if args.pass_samples is not None and args.pass_samples < 0:
+        raise BadInput(f"--pass-samples must be 0 or more, got {args.pass_samples}")
+    pass_samples = {} if args.pass_samples is None else {"pass_samples": args.pass_samples or None}
     branches = (_int_list(args.branches, "--branches") if args.branches
                 else list(range(spec.num_branches)))
     lens = _int_list(args.seg_lens, "--seg-lens") if args.seg_lens else None
@@ -349,7 +352,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     budgets = [search.Budget(b, table, args.tol) for b in args.budget]
     try:
         fitness = RFIDFitness(model, args.steps, seeds, labels, guidance=args.guidance,
-                              extractor=args.extractor, batch_size=args.batch, prompts=prompts)
+                              extractor=args.extractor, batch_size=args.batch, prompts=prompts,
+                              **pass_samples)
     except ValueError as error:  # labels or prompts that do not fit the model
         raise BadInput(str(error)) from None
     known = search_log.read_scores(args.log, fitness.context) if args.log else {}
@@ -360,6 +364,12 @@ def cmd_search(args: argparse.Namespace) -> int:
             progress.update(1)
             return value
 
+        def score_many(schedules):  # a generation at a time: batched passes
+            values = fitness.score_many(schedules)
+            progress.update(len(schedules))
+            return values
+
+        scored.score_many = score_many
         results, front = search.multi_budget(
             search.run_method, budgets, method=search.SEARCH_METHODS[args.method],
             space=space, evolution=search.Evolution(args.population, args.parents,
@@ -702,6 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--cost-table", type=Path, help="JSON from `repro bench --json` "
                       "(default: MAC ratios)")
     srch.add_argument("--log", type=Path, help="JSONL log; a rerun reuses its scores")
+    srch.add_argument("--pass-samples", type=int,
+                      help="candidates x seeds sampled in one batched pass (default 512; "
+                      "0: one candidate at a time)")
     srch.add_argument("--json", action="store_true")
     srch.set_defaults(seeds="0:128", batch=128)
 

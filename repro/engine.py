@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -85,6 +85,7 @@ class _StepState:
     index: int = 0
     branch: int | None = None  # None on full steps
     last_output: Any = None
+    token: str = FULL  # the kind of the next call in a batched pass (KindHook)
 
 
 @dataclass(frozen=True)
@@ -121,18 +122,33 @@ class ScheduleHook(ModelHook):
             _begin_call(state, args[1] if len(args) > 1 else kwargs.get("timestep"))
         token = state.schedule.steps[state.index]
         state.index += 1
-        if token == NULL:
-            return state.last_output
-        state.branch = None if token == FULL else branch_of(token)
-        forward = self.fn_ref.original_forward
-        state.last_output = forward(*args, **kwargs) if state.runner is None else \
-            state.runner(token, forward, args, kwargs, state.hooks)
-        return state.last_output
+        return _call_kind(state, token, self.fn_ref.original_forward, args, kwargs)
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.state.index, self.state.branch, self.state.last_output = 0, None, None
         self.state.timesteps = None
         return module
+
+
+class KindHook(ScheduleHook):
+    """On the UNet in a batched pass (:func:`denoise_many`): each call is of the kind its
+    driver set in ``state.token``, for the sub-batch of samples at that kind."""
+
+    def new_forward(self, module: torch.nn.Module, *args, **kwargs):
+        return _call_kind(self.state, self.state.token, self.fn_ref.original_forward, args,
+                          kwargs)
+
+
+def _call_kind(state: _StepState, token: str, forward: Callable[..., Any], args: tuple,
+               kwargs: dict) -> Any:
+    """One UNet call of kind ``token``: N returns the last output, F and P<b> run (through
+    the step runner where there is one) with the deep-feature hooks set for the kind."""
+    if token == NULL:
+        return state.last_output
+    state.branch = None if token == FULL else branch_of(token)
+    state.last_output = forward(*args, **kwargs) if state.runner is None else \
+        state.runner(token, forward, args, kwargs, state.hooks)
+    return state.last_output
 
 
 def _new_timesteps(state: _StepState) -> bool:
@@ -315,10 +331,11 @@ def scheduled(
 @contextlib.contextmanager
 def _attached(
     unet: torch.nn.Module, schedule: Schedule | str, scheduler_of: Callable[[], Any],
-    cache_all: bool = False,
+    cache_all: bool = False, unet_hook: type[ScheduleHook] = ScheduleHook,
 ) -> Iterator[tuple[_StepState, dict[torch.nn.Module, DeepCacheHook]]]:
     """The hooks of ``schedule`` on ``unet``; with ``cache_all``, the cache points of every
-    branch, so that a loop state taken on F steps serves schedules of any branch."""
+    branch, so that a loop state taken on F steps serves schedules of any branch.
+    ``unet_hook``: the UNet's hook (:class:`KindHook` for a batched pass)."""
     if is_scheduled(unet):  # before touching anything: the outer block keeps its hooks
         raise ScheduleError(
             "this UNet already runs under a schedule (nested apply_schedule/scheduled); "
@@ -334,7 +351,7 @@ def _attached(
         for module, hook in hooks.items():
             HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, CACHE_HOOK)
         HookRegistry.check_if_exists_or_initialize(unet).register_hook(
-            ScheduleHook(state), SCHEDULE_HOOK
+            unet_hook(state), SCHEDULE_HOOK
         )
         yield state, hooks
     finally:
@@ -415,17 +432,205 @@ def denoise(
             for module, hook in hooks.items():
                 hook.cached = resume.caches.get(module)
         for step, t in enumerate(scheduler.timesteps[first:], start=first + 1):
-            model_input = torch.cat([latents] * 2) if guidance_scale is not None else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            noise = unet(model_input, t, **unet_kwargs).sample
-            if guidance_scale is not None:
-                uncond, cond = noise.chunk(2)
-                noise = uncond + guidance_scale * (cond - uncond)
+            model_input = scheduler.scale_model_input(_doubled(latents, guidance_scale), t)
+            noise = _guided(unet(model_input, t, **unet_kwargs).sample, guidance_scale, 1)
             latents = scheduler.step(noise, t, latents, **step_kwargs).prev_sample
             if on_step is not None:
                 on_step(LoopState(step, latents, state.last_output,
                                   {module: hook.cached for module, hook in hooks.items()}))
     return latents
+
+
+def _doubled(latents: torch.Tensor, guidance_scale: float | None) -> torch.Tensor:
+    """The UNet input of a loop: ``[latents, latents]`` under classifier-free guidance."""
+    return torch.cat([latents] * 2) if guidance_scale is not None else latents
+
+
+def _guided(noise: torch.Tensor, guidance_scale: float | None, loops: int) -> torch.Tensor:
+    """``uncond + g * (cond - uncond)`` of each of ``loops`` loops' ``[uncond, cond]`` rows
+    stacked one loop after the other (elementwise: the same values whatever ``loops``)."""
+    if guidance_scale is None:
+        return noise
+    uncond, cond = noise.unflatten(0, (loops, 2, -1)).unbind(1)
+    return (uncond + guidance_scale * (cond - uncond)).flatten(0, 1)
+
+
+@dataclass
+class _Path:
+    """A token prefix of a batched pass and the loop state after it, shared by the
+    schedules (``lanes``, by index) that start with it."""
+
+    latents: torch.Tensor
+    last_output: Any = None
+    caches: Mapping[torch.nn.Module, Any] = field(default_factory=dict)
+    lanes: list[int] = field(default_factory=list)
+
+
+def denoise_many(
+    unet: torch.nn.Module,
+    scheduler: Any,
+    latents: Sequence[torch.Tensor],
+    schedules: Sequence[Schedule | str],
+    *,
+    guidance_scale: float | None = None,
+    step_kwargs: Sequence[dict] | None = None,
+    inference: bool = True,
+    resume: Sequence[LoopState | None] | None = None,
+    on_step: Callable[[tuple[str, ...], LoopState], None] | None = None,
+    share_prefixes: bool = False,
+    **unet_kwargs,
+) -> list[torch.Tensor]:
+    """:func:`denoise` of several schedules in one pass: schedule ``i`` from ``latents[i]``
+    (every entry of one shape), returning each one's final latents.
+
+    At each step the samples are grouped by their step kind: one UNet call per kind
+    present (F on its sub-batch, caching each sample's deep features; ``P<b>`` on its
+    sub-batch, each sample reading the features of its own last F; N none, the sample's
+    last output is reused), then one ``scheduler.step`` on every sample. So a pass costs at
+    most (kinds present) UNet calls per step, not one per schedule, and each schedule gets
+    the latents :func:`denoise` gives it alone, bit for bit where the UNet's kernels give
+    the same values for a sample whatever the batch around it (the tests check this on
+    the digits zoo on CPU).
+
+    ``unet_kwargs`` are those of one schedule's loop: each tensor with one row per UNet
+    input row (class labels, encoder states, doubled under guidance) is repeated for the
+    schedules of a call. ``step_kwargs[i]`` go to the scheduler for schedule ``i``; list
+    values (per-image generators) are joined, others are taken from the first schedule.
+    ``resume[i]`` starts schedule ``i`` from a stored state (at its step), ``on_step`` gets
+    ``(tokens so far, state)`` after every step computed, as :func:`denoise`'s do.
+    ``share_prefixes``: schedules with the same tokens so far are one sample until they
+    differ, computed once (only on samplers without state of their own, like ``resume``;
+    otherwise every schedule is stepped on every step so a stateful sampler sees one batch
+    throughout).
+    """
+    schedules = [Schedule.parse(s, num_branches=num_branches(unet)) for s in schedules]
+    if not schedules:
+        return []
+    count = len(scheduler.timesteps)
+    wrong = [str(s) for s in schedules if len(s) != count]
+    if wrong:
+        raise ScheduleError(f"schedule has {len(Schedule.parse(wrong[0]))} steps but the "
+                            f"scheduler runs {count} UNet calls; give one token per UNet call")
+    if not keeps_outputs(unet):
+        raise ScheduleError("a batched pass keeps step outputs, which this UNet's step runner "
+                            "(CUDA graphs) overwrites; sample one schedule at a time")
+    resume = list(resume or [None] * len(schedules))
+    bad = [r.step for r in resume if r is not None and not 0 < r.step <= count]
+    if bad:
+        raise ScheduleError(f"cannot resume at step {bad[0]} of a {count}-step schedule")
+    step_kwargs = list(step_kwargs or [{}] * len(schedules))
+
+    def key(lane: int, step: int) -> tuple:
+        return (0 if share_prefixes else lane, schedules[lane].steps[:step])
+
+    paths: dict[tuple, _Path] = {}
+    for lane, (start, state) in enumerate(zip(latents, resume, strict=True)):
+        path = paths.setdefault(key(lane, state.step if state else 0), _Path(
+            start) if state is None else _Path(state.latents, state.last_output, state.caches))
+        path.lanes.append(lane)
+    mode = torch.inference_mode() if inference else contextlib.nullcontext()
+    with mode, _attached(unet, schedules[0], lambda: None, cache_all=True,
+                         unet_hook=KindHook) as (state, hooks):
+        for step, t in enumerate(scheduler.timesteps, start=1):
+            children: dict[tuple, tuple[_Path, str, list[int]]] = {}
+            for at in [k for k in paths if len(k[1]) == step - 1]:
+                parent = paths.pop(at)
+                for lane in parent.lanes:
+                    child = key(lane, step)
+                    if child in paths:  # another schedule resumed right there
+                        paths[child].lanes.append(lane)
+                    else:
+                        token = schedules[lane].steps[step - 1]
+                        children.setdefault(child, (parent, token, []))[2].append(lane)
+            if children:
+                paths.update(_step_paths(unet, scheduler, t, step, list(children.items()),
+                                         state, hooks, guidance_scale, step_kwargs,
+                                         unet_kwargs, on_step))
+    finals: list[Any] = [None] * len(schedules)
+    for path in paths.values():
+        for lane in path.lanes:
+            finals[lane] = path.latents
+    return finals
+
+
+def _step_paths(unet, scheduler, t, step: int, children: list, state: _StepState,
+                hooks: Mapping[torch.nn.Module, DeepCacheHook], guidance_scale: float | None,
+                step_kwargs: list[dict], unet_kwargs: dict, on_step) -> dict[tuple, _Path]:
+    """One step of a batched pass: ``children`` are (key, (parent path, token, lanes))."""
+    parents = [parent for _, (parent, _, _) in children]
+    inputs = scheduler.scale_model_input(
+        torch.cat([_doubled(p.latents, guidance_scale) for p in parents]), t)
+    rows = inputs.shape[0] // len(parents)
+    outputs = [p.last_output for p in parents]  # N steps keep them
+    caches = [p.caches for p in parents]
+    kinds: dict[str, list[int]] = {}
+    for i, (_, (_, token, _)) in enumerate(children):
+        kinds.setdefault(token, []).append(i)
+    for token, members in kinds.items():
+        if token == NULL:
+            continue
+        branch = None if token == FULL else branch_of(token)
+        for module, hook in hooks.items():  # each sample reads its own last F's features
+            hook.cached = None if branch is None or branch >= hook.threshold else \
+                _joined([caches[i][module] for i in members])
+        state.token = token
+        output = unet(torch.cat([inputs[i * rows:(i + 1) * rows] for i in members]), t,
+                      **_repeated(unet_kwargs, rows, len(members)))
+        for n, i in enumerate(members):
+            outputs[i] = _rows(output, n * rows, (n + 1) * rows)
+            if branch is None:
+                caches[i] = {module: _rows(hook.cached, n * rows, (n + 1) * rows)
+                             for module, hook in hooks.items()}
+    noise = _guided(torch.cat([o.sample for o in outputs]), guidance_scale, len(parents))
+    merged: dict = {}
+    for _, (_, _, lanes) in children:
+        for name, value in step_kwargs[lanes[0]].items():
+            if isinstance(value, list):
+                merged[name] = merged.get(name, []) + value
+            else:
+                merged.setdefault(name, value)
+    stepped = scheduler.step(noise, t, torch.cat([p.latents for p in parents]),
+                             **merged).prev_sample
+    size = stepped.shape[0] // len(parents)
+    made = {}
+    for i, (child, (_, _, lanes)) in enumerate(children):
+        made[child] = _Path(stepped[i * size:(i + 1) * size], outputs[i], caches[i], lanes)
+        if on_step is not None:
+            on_step(child[1], LoopState(step, made[child].latents, outputs[i], caches[i]))
+    return made
+
+
+def _rows(value: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` (views) of every tensor in a module's output."""
+    if isinstance(value, torch.Tensor):
+        return value[start:stop]
+    if isinstance(value, tuple | list):
+        return type(value)(_rows(v, start, stop) for v in value)
+    if isinstance(value, dict):  # diffusers' BaseOutput is an ordered dict
+        return type(value)(**{k: _rows(v, start, stop) for k, v in value.items()})
+    return value
+
+
+def _joined(values: list) -> Any:
+    """Module outputs of several samples as one output over their rows, in order."""
+    first = values[0]
+    if len(values) == 1 or first is None:
+        return first
+    if isinstance(first, torch.Tensor):
+        return torch.cat(values)
+    if isinstance(first, tuple | list):
+        return type(first)(_joined(list(parts)) for parts in zip(*values, strict=True))
+    if isinstance(first, dict):
+        return type(first)(**{k: _joined([v[k] for v in values]) for k in first})
+    return first
+
+
+def _repeated(kwargs: dict, rows: int, times: int) -> dict:
+    """``kwargs`` of one loop for ``times`` loops: tensors with a row per input row repeat."""
+    if times == 1:
+        return kwargs
+    return {name: torch.cat([v] * times) if isinstance(v, torch.Tensor) and v.dim()
+            and v.shape[0] == rows else v for name, v in kwargs.items()}
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from .metrics.extractors import load_extractor
 from .metrics.fid import rfid
 from .models import sampler_record
 from .prefix import PrefixStore
-from .samples import SampleSet, generate
+from .samples import DEFAULT_PASS_SAMPLES, SampleSet, generate, generate_many
 from .schedule import Schedule
 
 
@@ -22,15 +22,25 @@ class RFIDFitness:
     ``teacher``: the all-F samples of these seeds when already at hand (a resumed run);
     ``prompts``: text-conditioned models, cycled over the seeds. ``reuse_prefixes``: each
     candidate starts where the longest prefix it shares with a schedule sampled before
-    ends (:mod:`repro.prefix`; same scores bit for bit, fewer UNet calls)."""
+    ends (:mod:`repro.prefix`; same scores bit for bit, fewer UNet calls).
+
+    :meth:`score_many` (a generation of the search) samples its candidates in batched
+    passes of at most ``pass_samples`` candidates x seeds (:func:`repro.samples.
+    generate_many`: one UNet call per step kind present, not per candidate); None samples
+    them one at a time, as text-conditioned models always do (their diffusers pipeline
+    runs one schedule per call). The scores are the same either way, bit for bit where the
+    UNet's kernels are batch-size independent (the digits zoo on CPU)."""
 
     def __init__(self, model, steps: int, seeds: Sequence[int],
                  labels: Sequence[int] | None = None, guidance: float | None = None,
                  extractor: str = "digits-cnn", batch_size: int = 128,
                  teacher: SampleSet | None = None, prompts: Sequence[str] | None = None,
-                 reuse_prefixes: bool = True):
+                 reuse_prefixes: bool = True, pass_samples: int | None = DEFAULT_PASS_SAMPLES):
+        if pass_samples is not None and pass_samples < 1:
+            raise ValueError(f"pass_samples must be at least 1 (or None), got {pass_samples}")
         self.model, self.steps, self.seeds = model, steps, list(seeds)
         self.labels, self.guidance, self.batch_size = labels, guidance, batch_size
+        self.pass_samples = pass_samples
         self.prompts = list(prompts) if prompts else None
         self.prefixes = PrefixStore() if reuse_prefixes else None
         self.extractor = load_extractor(extractor)
@@ -57,11 +67,28 @@ class RFIDFitness:
                         prefixes=self.prefixes)
 
     def __call__(self, schedule: Schedule) -> float:
-        """rFID of ``schedule``; infinite (the worst score, logged as such) where the
+        """rFID of ``schedule``."""
+        return self._score(self._generate(schedule))
+
+    def score_many(self, schedules: Sequence[Schedule]) -> list[float]:
+        """rFID of each schedule, in order, sampled in batched passes (see the class)."""
+        if self.pass_samples is None or getattr(self.model, "pipeline", None) is not None:
+            return [self(schedule) for schedule in schedules]
+        per_pass = max(1, self.pass_samples // min(self.batch_size, len(self.seeds)))
+        scores = []
+        for first in range(0, len(schedules), per_pass):  # images of one pass at a time
+            scores += [self._score(samples) for samples in generate_many(
+                self.model, self.steps, schedules[first:first + per_pass], self.seeds,
+                self.labels, self.guidance, batch_size=self.batch_size,
+                prefixes=self.prefixes, pass_samples=self.pass_samples)]
+        return scores
+
+    def _score(self, samples: SampleSet) -> float:
+        """rFID of ``samples``; infinite (the worst score, logged as such) where the
         statistic is undefined on these seeds: fewer seeds than feature dimensions leave the
         covariances singular, and a candidate whose product has no real square root would
         otherwise end the whole search."""
         try:
-            return rfid(self._generate(schedule), self.teacher, self.extractor).value
+            return rfid(samples, self.teacher, self.extractor).value
         except StatisticsError:
             return math.inf

@@ -44,8 +44,14 @@ class PrefixStore:
 
     def recorder(self, batch: Hashable, schedule: Schedule) -> Callable[[LoopState], None]:
         """An ``on_step`` callback for :func:`repro.engine.denoise` that stores each state."""
-        def record(state: LoopState) -> None:
-            key = (batch, schedule.steps[:state.step])
+        record = self.recording(batch)
+        return lambda state: record(schedule.steps[:state.step], state)
+
+    def recording(self, batch: Hashable) -> Callable[[tuple[str, ...], LoopState], None]:
+        """An ``on_step`` callback for :func:`repro.engine.denoise_many`: stores the state
+        after each token prefix."""
+        def record(tokens: tuple[str, ...], state: LoopState) -> None:
+            key = (batch, tuple(tokens))
             if key in self._states:
                 return
             new = [t for t in _tensors(state) if id(t) not in self._counted]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import secrets
 import sys
@@ -743,7 +744,15 @@ class _SpreadFitness:
         return self.fitness(schedule)
 
     def score_many(self, schedules: Sequence[Schedule]) -> list[float]:
-        return self.world.map("scoring candidates", self.fitness, schedules)
+        """Rank r scores schedules r, r + size, ... as one batch (the fitness's own
+        ``score_many``: batched passes)."""
+        size = self.world.size
+        shares = [list(schedules[rank::size]) for rank in range(size)]
+        scored = self.world.map("scoring candidates", self.fitness.score_many, shares)
+        values: list[float] = [math.nan] * len(schedules)
+        for rank, share in enumerate(scored):
+            values[rank::size] = share
+        return values
 
 
 # -- outputs ----------------------------------------------------------------------------

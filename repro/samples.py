@@ -221,25 +221,99 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
     cfg = classifier_free(guidance)
     chunks = []
     with torch.inference_mode():
-        for start in bar(range(0, len(seeds), batch_size), desc=f"sampling {model.name}",
-                         unit="batch"):
-            batch_seeds = seeds[start:start + batch_size]
+        for batch_seeds, batch, kwargs in _batches(model, steps, seeds, labels, guidance,
+                                                   batch_size):
             generators = _seed_generators(batch_seeds)
-            latents = _seed_noise(model, generators)
-            kwargs = {}
-            if labels is not None:
-                kwargs = model.condition(labels[start:start + batch_size], cfg)
             scheduler.set_timesteps(steps)
-            batch = (steps, guidance, tuple(batch_seeds),
-                     None if labels is None else tuple(labels[start:start + batch_size]))
-            final = denoise(model.unet, scheduler, latents, schedule,
+            final = denoise(model.unet, scheduler, _seed_noise(model, generators), schedule,
                             guidance_scale=guidance if cfg else None,
                             step_kwargs=_step_noise(scheduler, generators),
                             resume=prefixes and prefixes.longest(batch, schedule),
                             on_step=prefixes and prefixes.recorder(batch, schedule), **kwargs)
-            images = model.decode(final)
-            _check_finite(bool(torch.isfinite(images).all()), model, schedule, batch_seeds)
-            chunks.append(to_uint8(images))
+            chunks.append(_images(model, final, schedule, batch_seeds))
+    return _sample_set(model, steps, schedule, seeds, labels, guidance, chunks)
+
+
+DEFAULT_PASS_SAMPLES = 512  # candidates x seeds per batched pass: the digits zoo on CPU
+
+
+def generate_many(model, steps: int, schedules: Sequence, seeds: Sequence[int] = (0,),
+                  labels: Sequence[int] | None = None, guidance: float | None = None,
+                  batch_size: int = 64, prefixes=None,
+                  pass_samples: int = DEFAULT_PASS_SAMPLES) -> list[SampleSet]:
+    """:func:`generate` of several schedules on the same seeds, in batched passes
+    (:func:`repro.engine.denoise_many`): per batch of ``batch_size`` seeds, as many
+    schedules at once as keep schedules x seeds within ``pass_samples`` (at least one; the
+    UNet sees up to twice that under guidance). Each set equals ``generate`` of its
+    schedule alone where the UNet's kernels are batch-size independent.
+
+    With ``prefixes``, a schedule starts from the longest prefix already stored, and
+    schedules of a pass with the same tokens so far are computed once until they differ;
+    without, every schedule is sampled from its start. Text-conditioned models are refused:
+    they sample through their diffusers pipeline, one schedule at a time."""
+    if getattr(model, "pipeline", None) is not None:
+        raise ValueError(f"model {model.name!r} is text-conditioned and samples through its "
+                         "pipeline: batched passes do not apply (sample one schedule at a "
+                         "time with generate)")
+    import torch
+
+    from .engine import denoise_many, keeps_outputs
+    from .prefix import reusable
+    from .schedule import Schedule
+
+    scheduler = model.scheduler
+    prefixes = prefixes if reusable(scheduler) and keeps_outputs(model.unet) else None
+    scheduler.set_timesteps(steps)
+    schedules = [Schedule.parse(s) for s in schedules]
+    labels = _labels_for(model, seeds, labels)
+    guidance = model_scale(model, guidance)
+    cfg = classifier_free(guidance)
+    chunks: list[list] = [[] for _ in schedules]
+    with torch.inference_mode():
+        for batch_seeds, batch, kwargs in _batches(model, steps, seeds, labels, guidance,
+                                                   batch_size):
+            per_pass = max(1, pass_samples // len(batch_seeds))
+            for first in range(0, len(schedules), per_pass):
+                part = schedules[first:first + per_pass]
+                generators = [_seed_generators(batch_seeds) for _ in part]
+                scheduler.set_timesteps(steps)
+                finals = denoise_many(
+                    model.unet, scheduler, [_seed_noise(model, g) for g in generators], part,
+                    guidance_scale=guidance if cfg else None,
+                    step_kwargs=[_step_noise(scheduler, g) for g in generators],
+                    resume=prefixes and [prefixes.longest(batch, s) for s in part],
+                    on_step=prefixes and prefixes.recording(batch),
+                    share_prefixes=prefixes is not None, **kwargs)
+                for i, (schedule, final) in enumerate(zip(part, finals, strict=True)):
+                    chunks[first + i].append(_images(model, final, schedule, batch_seeds))
+    return [_sample_set(model, steps, schedule, seeds, labels, guidance, parts)
+            for schedule, parts in zip(schedules, chunks, strict=True)]
+
+
+def _batches(model, steps: int, seeds: Sequence[int], labels: list[int] | None,
+             guidance: float | None, batch_size: int):
+    """Per batch of seeds: the seeds, the batch's key in a prefix store and the UNet
+    kwargs of its labels."""
+    cfg = classifier_free(guidance)
+    for start in bar(range(0, len(seeds), batch_size), desc=f"sampling {model.name}",
+                     unit="batch"):
+        batch_labels = None if labels is None else labels[start:start + batch_size]
+        batch_seeds = seeds[start:start + batch_size]
+        kwargs = {} if batch_labels is None else model.condition(batch_labels, cfg)
+        yield batch_seeds, (steps, guidance, tuple(batch_seeds),
+                            None if batch_labels is None else tuple(batch_labels)), kwargs
+
+
+def _images(model, final, schedule, batch_seeds: Sequence[int]) -> np.ndarray:
+    import torch
+
+    images = model.decode(final)
+    _check_finite(bool(torch.isfinite(images).all()), model, schedule, batch_seeds)
+    return to_uint8(images)
+
+
+def _sample_set(model, steps: int, schedule, seeds: Sequence[int], labels: list[int] | None,
+                guidance: float | None, chunks: list) -> SampleSet:
     return SampleSet(
         images=np.concatenate(chunks), seeds=np.asarray(seeds, dtype=np.int64),
         labels=None if labels is None else np.asarray(labels, dtype=np.int64),
