@@ -15,7 +15,6 @@ from repro.metrics.protocols import METRICS
 from repro.suite import SuiteError
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "suites" / "smoke.yaml"
 HEAD = "name: t\nversion: 1\n"
 
 
@@ -39,15 +38,55 @@ def load_error(path: Path) -> str:
     return str(info.value)
 
 
-# -- the smoke suite ------------------------------------------------------------------
-def test_smoke_suite_loads_and_plans_rows():
-    loaded = suite.load(SMOKE)
-    assert (loaded.name, loaded.version, loaded.file) == ("smoke", 4, str(SMOKE))
+# -- a suite of two experiments sharing top-level keys ----------------------------------
+TWO = """\
+name: two
+version: 3
+steps: 20
+spacing: trailing
+search:
+  methods: [segment, stepwise, random]
+  budgets: [2, 3]
+  n_eval: 8
+  population: 6
+  tol: 0.15  # the step-wise space's nearest to 3x out of 20 steps: 3.33x
+baselines:
+  - technique: deepcache
+  - {technique: deepcache-nonuniform, center: 10, power: 1.4}
+  - technique: fewer-steps
+  - technique: sampler-steps
+  - {technique: sampler-steps, scheduler: DPMSolverMultistepScheduler}
+evaluation:
+  seeds: "100:132"
+  metrics: ["fid:digits-cnn", "rfid:digits-cnn"]
+  reference: digits
+  latency_repeats: 2
+  grid: 8
+regression:
+  metrics: {fid: {abs: 1.0, rel: 0.05}}
+  speed: {rel: 0.15}
+experiments:
+  - {name: plain, model: digits-ddpm}
+  - name: cond
+    model: digits-cond
+    steps: 10
+    evaluation:
+      metrics: ["rfid:digits-cnn", "acc:digits-cnn"]
+"""
+
+
+@pytest.fixture
+def two(tmp_path):
+    return write(tmp_path, TWO, "two.yaml")
+
+
+def test_shared_keys_reach_every_experiment_and_plan_rows(two):
+    loaded = suite.load(two)
+    assert (loaded.name, loaded.version, loaded.file) == ("two", 3, str(two))
     assert loaded.digest.startswith("sha256:")
-    assert [e.name for e in loaded.experiments] == ["digits-ddpm", "digits-cond"]
-    assert [e.model for e in loaded.experiments] == ["digits-ddpm", "digits-cond"]
+    assert [(e.name, e.model, e.steps) for e in loaded.experiments] == [
+        ("plain", "digits-ddpm", 20), ("cond", "digits-cond", 10)]  # an experiment's own wins
     for experiment in loaded.experiments:  # shared top-level keys reach every experiment
-        assert experiment.steps == 20
         assert experiment.search.budgets == (2.0, 3.0)
         assert experiment.search.methods == ("segment", "stepwise", "random")
         assert (experiment.search.n_eval, experiment.search.population) == (8, 6)
@@ -57,7 +96,7 @@ def test_smoke_suite_loads_and_plans_rows():
         assert experiment.sampler == models.Sampler(None, "trailing")
 
     plans = suite.check(loaded)
-    assert list(plans) == ["digits-ddpm", "digits-cond"]
+    assert list(plans) == ["plain", "cond"]
     expected = ["teacher",
                 "segment @2x", "stepwise @2x", "random @2x",
                 "segment @3x", "stepwise @3x", "random @3x",
@@ -78,22 +117,23 @@ def test_smoke_suite_loads_and_plans_rows():
         assert plan[7].baseline == suite.Baseline("deepcache")
 
 
-def test_smoke_experiment_override_deep_merges_evaluation():
-    ddpm, cond = suite.load(SMOKE).experiments
-    assert ddpm.evaluation.metrics == ("fid:digits-cnn", "rfid:digits-cnn")
-    # digits-cond replaces the metrics list; the other evaluation keys stay the shared ones
-    assert cond.evaluation.metrics == ("fid:digits-cnn", "rfid:digits-cnn", "acc:digits-cnn")
-    for evaluation in (ddpm.evaluation, cond.evaluation):
+def test_an_experiments_evaluation_deep_merges_over_the_shared_one(two):
+    plain, cond = suite.load(two).experiments
+    assert plain.evaluation.metrics == ("fid:digits-cnn", "rfid:digits-cnn")
+    # cond replaces the metrics list; the other evaluation keys stay the shared ones
+    assert cond.evaluation.metrics == ("rfid:digits-cnn", "acc:digits-cnn")
+    for evaluation in (plain.evaluation, cond.evaluation):
         assert evaluation.reference == "digits"
-        assert evaluation.seeds == "10000:10256"
-        assert (evaluation.latency_batch, evaluation.latency_repeats, evaluation.grid) == (
-            64, 3, 32)
-        assert evaluation.batch_size == 64  # dataclass default, set nowhere
-    assert cond.search == ddpm.search
+        assert evaluation.seeds == "100:132"
+        assert (evaluation.latency_repeats, evaluation.grid) == (2, 8)
+        default = suite.Evaluation()  # set nowhere: the dataclass defaults
+        assert (evaluation.batch_size, evaluation.latency_batch) == (
+            default.batch_size, default.latency_batch)
+    assert cond.search == plain.search
 
 
-def test_suite_dataclasses_are_frozen():
-    loaded = suite.load(SMOKE)
+def test_suite_dataclasses_are_frozen(two):
+    loaded = suite.load(two)
     experiment = loaded.experiments[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         loaded.name = "other"
@@ -106,7 +146,7 @@ def test_suite_dataclasses_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         experiment.baselines[0].branch = 3
     with pytest.raises(dataclasses.FrozenInstanceError):
-        suite.check(loaded)["digits-ddpm"][0].name = "x"
+        suite.check(loaded)["plain"][0].name = "x"
     assert isinstance(loaded.experiments, tuple)
     assert isinstance(experiment.baselines, tuple)
     assert isinstance(experiment.search.budgets, tuple)
@@ -525,8 +565,10 @@ def test_regression_tolerances_by_protocol_then_kind_then_default(tmp_path):
     assert gate.tolerance("fid:digits-cnn").allowed(80.0) == pytest.approx(8.0)
     assert gate.tolerance("acc:digits-cnn") == suite.DEFAULT_TOLERANCES["acc"]
     assert gate.speed.allowed(3.0) == 0.05 and (gate.confidence, gate.resamples) == (0.95, 999)
-    smoke = suite.load(SMOKE).regression  # the smoke suite states its own
-    assert "fid" in smoke.metrics and smoke.speed.rel > 0
+    own = suite.load(write(tmp_path, TWO, "two.yaml")).regression  # a suite states its own
+    assert own.tolerance("fid:digits-cnn") == suite.Tolerance(abs=1.0, rel=0.05)
+    assert own.speed == suite.Tolerance(rel=0.15)
+    assert own.tolerance("rfid:digits-cnn") == suite.DEFAULT_TOLERANCES["rfid"]
 
 
 @pytest.mark.parametrize(("baseline", "field", "message"), [
