@@ -211,12 +211,40 @@ def test_sample_grid_layout(tmp_path):
         report.sample_grid(images.astype(np.float32), tmp_path / "bad.png")
 
 
+def _markdown_rows(text: str) -> list[dict]:
+    """A markdown table read back by hand: one dict per body line, keyed by the header."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    split = [[cell.strip() for cell in line.replace(r"\|", "\0").strip("|").split("|")]
+             for line in lines]
+    header, body = split[0], split[2:]  # the second line is the rule
+    return [{key: cell.replace("\0", "|") for key, cell in zip(header, row, strict=True)}
+            for row in body]
+
+
+def _assert_is_the_results_table(markdown: str):
+    """The rows of ``_results()`` in order, with the values written there."""
+    rows = _markdown_rows(markdown)
+    assert [(r["experiment"], r["name"]) for r in rows] == [
+        ("digits-ddpm", "teacher"), ("digits-ddpm", "segment @2x"),
+        ("digits-ddpm", "DeepCache N=2"), ("digits-ddpm", "DDIM 8"), ("sd15", "teacher"),
+        ("sd15", "DeepCache N=5")]
+    assert [float(r["fid:digits-cnn"]) for r in rows[:4]] == [38.0, 41.2, 45.0, 60.0]
+    assert [r["schedule"] for r in rows[1:3]] == ["F P0 N N | F P2 N N",
+                                                  "F P0 | F P0 | F P0 | F P0"]
+    assert float(rows[5]["published speedup"]) == 2.15 and rows[5]["source"] == "DeepCache T2"
+
+
 def test_write_tables(tmp_path):
     paths = report.write_tables(_results(), tmp_path / "run")
     assert [p.name for p in paths] == ["table.md", "table.csv", "table.tex"]
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(p.name for p in paths)
-    assert len(pd.read_csv(paths[1])) == 6
-    assert paths[0].read_text() == report.render(report.table(_results()), "md")
+    _assert_is_the_results_table(paths[0].read_text())
+    csv = pd.read_csv(paths[1])
+    assert list(csv["name"]) == [row["name"] for row in _results()["rows"]]
+    assert list(csv["measured speedup"].fillna(-1)) == [1.0, 1.93, 1.7, -1, 1.0, 2.1]
+    assert list(csv["acc:digits-cnn"][:4]) == [0.99, 0.97, 0.95, 0.90]
+    tex = paths[2].read_text()
+    assert tex.count(r"\\") == 6 + 1 and "DeepCache T2" in tex
 
 
 def test_load_results(tmp_path):
@@ -237,7 +265,7 @@ def test_cli_report(tmp_path, capsys):
     run = _write_run(tmp_path / "run", _results())
     assert main(["report", str(run)]) == 0
     out = capsys.readouterr().out
-    assert out == report.render(report.table(_results()), "md") and "segment @2x" in out
+    _assert_is_the_results_table(out)
 
     out_file = tmp_path / "table.csv"
     assert main(["report", str(run), str(run), "--format", "csv", "--out", str(out_file)]) == 0
