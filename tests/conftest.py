@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import statistics
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -121,12 +122,28 @@ def logged_runs(uri: str, experiment: str):
         mlflow.set_tracking_uri(None)
 
 
+def assert_speedup_is_the_ratio_of_medians(row: dict, teacher: dict):
+    """The measured speedup: the median of the teacher's timed loops over the row's, both
+    from the seconds the rows report (a ratio the wrong way round, over another loop than the
+    teacher's, fails)."""
+    assert row["latency"]["median_s"] == statistics.median(row["latency"]["seconds"])
+    assert len(row["latency"]["seconds"]) == len(teacher["latency"]["seconds"])
+    assert row["measured_speedup"] == pytest.approx(
+        statistics.median(teacher["latency"]["seconds"])
+        / statistics.median(row["latency"]["seconds"]), rel=1e-12)
+
+
 @contextlib.contextmanager
 def failing_mlflow_server():
-    """The URI of a stand-in MLflow server whose ``/health`` answers and whose every API call
-    fails with HTTP 503 (a server dying under load), for as long as the block runs."""
+    """A stand-in MLflow server whose ``/health`` answers and whose every API call fails with
+    HTTP 503 (a server dying under load), for as long as the block runs: its URI and the list
+    of ``(method, path)`` of the API calls it failed, in order."""
+    failed = []
+
     class Failing(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's naming
+            if self.path != "/health":
+                failed.append((self.command, self.path))
             self.send_response(200 if self.path == "/health" else 503)
             self.end_headers()
 
@@ -138,6 +155,6 @@ def failing_mlflow_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield f"http://127.0.0.1:{server.server_port}", failed
     finally:
         server.shutdown()

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -275,11 +274,11 @@ BIG = {
 }
 
 
+@pytest.mark.timeout(60)  # expanding what is refused would run far longer: a hang fails
 @pytest.mark.parametrize(("text", "message"), list(BIG.values()), ids=list(BIG))
-def test_oversized_input_is_refused_quickly_in_one_short_line(tmp_path, capsys, text, message):
-    started = time.monotonic()
+def test_oversized_input_is_refused_in_one_short_line(tmp_path, capsys, text, message):
     err = one_line_error(capsys, ["validate", str(write(tmp_path, text))])
-    assert message in err and len(err) < 400 and time.monotonic() - started < 10
+    assert message in err and len(err) < 400
 
 
 # -- 8. validate catches what run would fail on, blaming the right field --------------------
@@ -320,14 +319,18 @@ def logged_dir(request, tmp_path, monkeypatch):
     return run_dir, make_results(), f"sqlite:///{tmp_path}/mlflow.db"
 
 
-def test_a_failing_server_is_given_up_on_in_seconds(logged_dir):
-    from repro.tracking import TrackingError, log_run
+@pytest.mark.timeout(120)  # MLflow's own defaults retry for minutes: a hang fails
+def test_a_failing_server_is_given_up_on_after_bounded_retries(logged_dir):
+    from repro.tracking import HTTP_LIMITS, TrackingError, log_run
 
     run_dir, results, _ = logged_dir
-    started = time.monotonic()
-    with failing_mlflow_server() as uri, pytest.raises(TrackingError, match=f"MLflow at {uri}"):
-        log_run(results, run_dir, uri=uri)
-    assert time.monotonic() - started < 60
+    with failing_mlflow_server() as (uri, failed):
+        with pytest.raises(TrackingError, match=f"MLflow at {uri}"):
+            log_run(results, run_dir, uri=uri)
+    tries = 1 + int(HTTP_LIMITS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+    # the first call that fails for good ends the logging, after at most `tries` attempts
+    # (MLflow's default: 8)
+    assert len(set(failed)) == 1 and 1 <= len(failed) <= tries, failed
 
 
 def test_a_failed_relog_keeps_the_earlier_logged_run(logged_dir, monkeypatch):
