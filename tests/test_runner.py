@@ -5,13 +5,12 @@ import json
 import os
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import logged_runs
+from conftest import assert_speedup_is_the_ratio_of_medians, logged_runs
 
 from repro import cli, runner
 from repro.suite import check, load
@@ -124,10 +123,11 @@ def test_run_writes_one_row_per_planned_schedule(finished_run):
         assert [r["name"] for r in rows] == [p.name for p in plan]
     by_name = {(r["experiment"], r["name"]): r for r in results["rows"]}
     teacher = by_name["ddpm", "teacher"]
-    assert teacher["schedule"] == " ".join(["F"] * 10) and teacher["measured_speedup"] == 1.0
+    assert teacher["schedule"] == " ".join(["F"] * 10)
     assert abs(teacher["metrics"]["rfid:digits-cnn"]) < 1e-3  # the teacher against itself
     for row in results["rows"]:
-        assert row["measured_speedup"] > 0 and row["latency"]["batch"] == 4
+        assert row["latency"]["batch"] == 4
+        assert_speedup_is_the_ratio_of_medians(row, by_name[row["experiment"], "teacher"])
         assert row["metric_n"]["rfid:digits-cnn"] == 24
         assert (run_dir / row["grid"]).is_file()
     for method in ("segment-evolution", "stepwise-evolution"):
@@ -138,7 +138,9 @@ def test_run_writes_one_row_per_planned_schedule(finished_run):
     assert fixed["schedule"] == "F P1 P1 P1 P1 | F P1 P1 P1 P1"
     assert fixed["published"] == {"speedup": 1.5, "source": "made up for the test"}
     cond = by_name["cond", "teacher"]
-    assert cond["guidance"] == 2.0 and 0.0 <= cond["metrics"]["acc:digits-cnn"] <= 1.0
+    # the conditional teacher draws the digits asked for (chance: 0.1; labels that do not
+    # follow their seeds would score near it)
+    assert cond["guidance"] == 2.0 and cond["metrics"]["acc:digits-cnn"] > 0.6
     assert "fid:digits-cnn" not in cond["metrics"]
 
 
@@ -187,7 +189,8 @@ def test_a_sampler_steps_row_runs_the_sampler_at_its_own_steps(finished_run, tmp
     row = by_name["ddpm", "sampler-steps 5"]
     assert (row["steps"], row["schedule"], row["method"]) == (5, "F F F F F", "sampler-steps")
     assert row["predicted_speedup"] == 2.0  # 10 UNet calls over 5
-    assert row["measured_speedup"] > 0 and row["latency"]["batch"] == 4  # timed with the rest
+    assert row["latency"]["batch"] == 4  # timed with the rest, at its own 5 steps
+    assert_speedup_is_the_ratio_of_medians(row, by_name["ddpm", "teacher"])
     assert by_name["ddpm", "teacher"]["steps"] == 10
     # its samples are the model's own DDIM run at 5 steps (not null steps on the 10-step grid)
     samples = generate(models.load_model("digits-ddpm"), 5, None, parse_seeds("100:124"),
@@ -293,12 +296,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.timeout(120)  # MLflow's own retries would take minutes: a hang fails
 def test_unreachable_tracking_server_fails_before_any_work(tmp_path, capsys):
     suite_path = _write_suite(tmp_path)
-    start = time.monotonic()
     code = cli.main(["run", str(suite_path), "--results", str(tmp_path / "results"),
                      "--tracking-uri", f"http://127.0.0.1:{_free_port()}"])
-    assert code == 2 and time.monotonic() - start < 10
+    assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unreachable" in err
     assert not (tmp_path / "results").exists()

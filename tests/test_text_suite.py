@@ -11,7 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import logged_runs, tiny_open_clip, tiny_sd_pipeline
+from conftest import (
+    assert_speedup_is_the_ratio_of_medians,
+    logged_runs,
+    tiny_open_clip,
+    tiny_sd_pipeline,
+)
 from test_prompts import COCO, COCO_ORDER, PARTI
 
 from repro import cli, models
@@ -292,8 +297,8 @@ def test_text_suite_rows_carry_clip_rfid_guidance_and_speedups(text_run):
     for row in rows.values():
         assert row["model"] == "sd15" and row["guidance"] == 7.5
         assert set(row["metrics"]) == {CLIP_PROTOCOL, RFID}
-        assert row["metric_n"][CLIP_PROTOCOL] == 6 and 0 <= row["metrics"][CLIP_PROTOCOL] <= 100
-        assert row["measured_speedup"] > 0 and row["latency"]["batch"] == 2
+        assert row["metric_n"][CLIP_PROTOCOL] == 6 and row["latency"]["batch"] == 2
+        assert_speedup_is_the_ratio_of_medians(row, rows["teacher"])
     assert rows["teacher"]["schedule"] == "F F F F F F"
     assert abs(rows["teacher"]["metrics"][RFID]) < 1e-6
     assert rows["deepcache N=2 b=0"]["schedule"] == "F P0 | F P0 | F P0"
