@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -840,6 +841,9 @@ def main(argv: list[str] | None = None) -> int:
         print("repro: interrupted; finished work is kept (the same command resumes it)",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `repro env | head`: the reader left; Python's documented way out
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
