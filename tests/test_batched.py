@@ -228,3 +228,19 @@ def test_ranks_batch_their_share_and_every_rank_gets_every_score():
     schedules = ["F", "F N", "F N N", "F F N N", "F N N N N"]
     assert _SpreadFitness(fitness, world).score_many(schedules) == [1, 3, 5, 7, 9]
     assert fitness.batches == [schedules[0::2], schedules[1::2]]
+
+
+def test_cli_search_batches_a_generation_unless_told_not_to(tmp_path, capsys, monkeypatch):
+    from repro.cli import main
+
+    sizes = []
+    many = RFIDFitness.score_many
+    monkeypatch.setattr(RFIDFitness, "score_many",
+                        lambda self, s: sizes.append((self.pass_samples, len(s))) or many(self, s))
+    argv = ["search", "--model", "digits-ddpm", "--steps", "4", "--budget", "2", "--n-eval",
+            "3", "--population", "3", "--seeds", "0:8", "--json"]
+    assert main(argv) == 0 and main([*argv, "--pass-samples", "0"]) == 0
+    assert sizes == [(512, 3), (None, 3)]
+    capsys.readouterr()
+    assert main([*argv, "--pass-samples", "-1"]) == 2
+    assert "--pass-samples must be 0 or more, got -1" in capsys.readouterr().err
