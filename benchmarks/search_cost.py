@@ -81,8 +81,10 @@ def run(model, reuse: bool, pass_samples: int | None, args) -> dict:
                   for s, v in zip(b["schedules"], b["fitness"], strict=True)]
     total = {key: sum(b[key] for b in counted.batches) for key in ("calls", "rows", "seconds")}
     per_candidate = [b for b in counted.batches if len(b["schedules"]) == 1]
+    store = fitness.prefixes
     return {"candidates": candidates, "batches": counted.batches, **total,
             "load": (load, os.getloadavg()[0]),
+            "store": store and (store.bytes, store.max_bytes, store.evicted),
             "median_seconds": statistics.median(b["seconds"] for b in per_candidate)
             if per_candidate else None}
 
@@ -123,6 +125,9 @@ def report(runs: dict[str, dict], args, command: str) -> str:
         + row(f"{r['seconds'] / n:.2f}" for r in runs.values()) + " |",
         "| load average (1 min) before, after | "
         + row(f"{r['load'][0]:.1f}, {r['load'][1]:.1f}" for r in runs.values()) + " |",
+        "| prefix store at the end: GiB held of the cap, states evicted | "
+        + row(r["store"] and f"{r['store'][0] / 2**30:.2f} of {r['store'][1] / 2**30:.0f}, "
+              f"{r['store'][2]}" or "" for r in runs.values()) + " |",
         "| same schedule and fitness as from the start, candidate by candidate | "
         + row(f"{same[name]} of {n}" for name in runs) + " |",
         "",

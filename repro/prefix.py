@@ -11,6 +11,7 @@ qualify (DDIM with eta=0); others sample from the start as before.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -25,20 +26,29 @@ def reusable(scheduler: Any, step_kwargs: dict | None = None) -> bool:
 
 
 class PrefixStore:
-    """Loop states by (batch, token prefix), up to ``max_bytes`` of tensors held (then it
-    stops recording; what it holds stays usable)."""
+    """Loop states by (batch, token prefix), up to ``max_bytes`` of tensor storage held;
+    beyond it the least recently used states go (a state is used when recorded or found).
+
+    Bytes are counted by storage, once however many states share it (a state's deep
+    features stay the same until the next F step; a batched pass's states are views of one
+    output). At 96 digits seeds an F step's state is about 39 MiB, so the all-F teacher of
+    T=100 alone is larger than the default 2 GiB: without eviction its first steps would
+    fill the store before the first candidate."""
 
     def __init__(self, max_bytes: int = 2 << 30):
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._states: dict[tuple[Hashable, tuple[str, ...]], LoopState] = {}
-        self._counted: set[int] = set()  # ids of tensors held; the store keeps them alive
+        self.evicted = 0  # states dropped to make room
+        self._states: OrderedDict[tuple[Hashable, tuple[str, ...]], LoopState] = OrderedDict()
+        self._held: dict[int, list] = {}  # storage address -> [a tensor on it, states using it]
 
     def longest(self, batch: Hashable, schedule: Schedule) -> LoopState | None:
         """The state after the longest prefix of ``schedule`` already sampled on ``batch``."""
         for k in range(len(schedule), 0, -1):
-            state = self._states.get((batch, schedule.steps[:k]))
+            key = (batch, schedule.steps[:k])
+            state = self._states.get(key)
             if state is not None:
+                self._states.move_to_end(key)
                 return state
         return None
 
@@ -53,15 +63,31 @@ class PrefixStore:
         def record(tokens: tuple[str, ...], state: LoopState) -> None:
             key = (batch, tuple(tokens))
             if key in self._states:
-                return
-            new = [t for t in _tensors(state) if id(t) not in self._counted]
-            size = sum(t.nbytes for t in new)
-            if self.bytes + size > self.max_bytes:
+                self._states.move_to_end(key)
                 return
             self._states[key] = state
-            self._counted.update(id(t) for t in new)
-            self.bytes += size
+            for address, tensor in _storages(state).items():
+                held = self._held.setdefault(address, [tensor, 0])
+                if not held[1]:
+                    self.bytes += tensor.untyped_storage().nbytes()
+                held[1] += 1
+            while self.bytes > self.max_bytes and self._states:  # this one last
+                self._drop(next(iter(self._states)))
         return record
+
+    def _drop(self, key: tuple[Hashable, tuple[str, ...]]) -> None:
+        for address in _storages(self._states.pop(key)):
+            held = self._held[address]
+            held[1] -= 1
+            if not held[1]:
+                self.bytes -= held[0].untyped_storage().nbytes()
+                del self._held[address]
+        self.evicted += 1
+
+
+def _storages(state: LoopState) -> dict:
+    """A tensor per storage that ``state`` holds, by storage address."""
+    return {t.untyped_storage().data_ptr(): t for t in _tensors(state)}
 
 
 def _tensors(value: Any) -> list:

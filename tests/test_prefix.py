@@ -14,7 +14,7 @@ from diffusers import PNDMScheduler
 from repro import models
 from repro.engine import denoise, num_branches
 from repro.fitness import RFIDFitness
-from repro.prefix import PrefixStore, reusable
+from repro.prefix import PrefixStore, _tensors, reusable
 from repro.samples import generate
 from repro.schedule import Schedule
 
@@ -94,13 +94,41 @@ def test_a_sampler_with_state_of_its_own_samples_from_the_start(digits):
 
 
 @torch.no_grad()
-def test_a_full_store_stops_recording_and_stays_correct(digits):
+def test_a_full_store_evicts_and_stays_correct(digits):
     schedule = Schedule.parse("F P0 N N | F P0 N N | F P0 N N | F N N N | F F F F")
     store = PrefixStore(max_bytes=16 * 8 * 8 * 4)
     sample(digits, Schedule.full(20), store)
-    assert store.bytes <= store.max_bytes
+    assert store.bytes <= store.max_bytes and store.evicted
     assert np.array_equal(sample(digits, schedule, store).images,
                           sample(digits, schedule).images)
+
+
+@torch.no_grad()
+def test_the_store_drops_the_least_recently_used_states_and_counts_storage_once(unet2d):
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    first, second = Schedule.parse("F N F N"), Schedule.parse("F P3 F F")
+    states = {}
+    for schedule in (first, second):
+        states[schedule] = []
+        denoise(unet2d, ddim(4), x, schedule, on_step=states[schedule].append)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for s in states[first] for t in _tensors(s)}
+    store = PrefixStore()
+    record = store.recorder("b", first)
+    for state in states[first]:
+        record(state)
+    assert store.bytes == sum(storages.values())  # N steps share their caches: counted once
+    store.max_bytes = store.bytes  # full: each new state pushes out the oldest unused ones
+    assert store.longest("b", Schedule.parse("F N N N")).step == 2  # used: kept
+    record = store.recorder("b", second)
+    for state in states[second][1:]:  # after "F P3", "F P3 F", "F P3 F F"
+        record(state)
+    assert store.bytes <= store.max_bytes and store.evicted
+    used = ["F", "F N F", "F N F N", "F N", "F P3", "F P3 F", "F P3 F F"]  # least recent first
+    kept = [" ".join(tokens) for _, tokens in store._states]
+    assert kept == used[len(used) - len(kept):] and "F P3 F F" in kept
+    assert store.bytes == sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                               for s in store._states.values() for t in _tensors(s)}.values())
 
 
 @torch.no_grad()
