@@ -22,6 +22,7 @@ from repro import models, search
 from repro.costs import model_cost_table
 from repro.fitness import RFIDFitness
 from repro.samples import DEFAULT_PASS_SAMPLES
+from repro.schedule import Schedule
 from repro.timing import device_name
 
 WHOLE = "batched + prefix reuse, a generation a pass"
@@ -89,6 +90,21 @@ def run(model, reuse: bool, pass_samples: int | None, args) -> dict:
             if per_candidate else None}
 
 
+def unbounded(schedules: list[str], steps: int) -> list[int]:
+    """Per candidate, the UNet calls (per seed batch) prefix reuse would leave with a store
+    that never fills: its non-null tokens after the longest prefix it shares with the
+    teacher or an earlier candidate."""
+    seen = [Schedule.full(steps).steps]
+    left = []
+    for text in schedules:
+        tokens = Schedule.parse(text).steps
+        shared = max(next((i for i, (a, b) in enumerate(zip(tokens, other, strict=True))
+                           if a != b), len(tokens)) for other in seen)
+        left.append(sum(token != "N" for token in tokens[shared:]))
+        seen.append(tokens)
+    return left
+
+
 def report(runs: dict[str, dict], args, command: str) -> str:
     n = len(runs["from the start"]["candidates"])
     batches = -(-args.seeds // args.batch)
@@ -101,6 +117,7 @@ def report(runs: dict[str, dict], args, command: str) -> str:
     def later(r):
         return sum(b["calls"] for b in r["batches"][args.population:]) / max(tail, 1) / batches
 
+    ideal = unbounded([text for text, _ in reference], args.steps)
     row = " | ".join
     lines = [
         "# Search cost: prefix reuse and batched candidates",
@@ -138,7 +155,11 @@ def report(runs: dict[str, dict], args, command: str) -> str:
         f"without reuse, {plain['calls'] / runs['batched + prefix reuse']['calls']:.2f}x with "
         "it; wall time "
         f"{plain['seconds'] / runs['batched + prefix reuse']['seconds']:.2f}x shorter with "
-        "both.",
+        "both. A store that never fills would leave "
+        f"{sum(ideal) / n:.1f} calls per candidate ({plain['calls'] / batches / sum(ideal):.2f}x "
+        f"fewer than from the start; {sum(ideal[args.population:]) / max(tail, 1):.1f} after "
+        f"the first {args.population}): what the candidates share with what was sampled "
+        "before them.",
         "",
         "A UNet call is one invocation of the UNet, whatever its batch; forward passes count "
         "samples through the UNet in units of the seeds (one candidate's full step), which "
@@ -147,12 +168,13 @@ def report(runs: dict[str, dict], args, command: str) -> str:
         "are in the store. Batched runs time a generation as a whole and give each candidate "
         "an equal share. Wall time includes feature extraction and the Frechet distance.",
         "",
-        "| # | schedule | rFID | calls (start) | calls (reuse) |",
-        "|---:|---|---:|---:|---:|",
+        "| # | schedule | rFID | calls (start) | calls (reuse) | calls (store never full) |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
     lines += [f"| {i} | `{a['schedules'][0]}` | {a['fitness'][0]:.4f} | "
-              f"{a['calls'] / batches:.0f} | {b['calls'] / batches:.0f} |"
-              for i, (a, b) in enumerate(zip(plain["batches"], reused["batches"], strict=True))]
+              f"{a['calls'] / batches:.0f} | {b['calls'] / batches:.0f} | {left} |"
+              for i, (a, b, left) in enumerate(zip(plain["batches"], reused["batches"], ideal,
+                                                   strict=True))]
     return "\n".join(lines) + "\n"
 
 
