@@ -122,6 +122,12 @@ def logged_runs(uri: str, experiment: str):
         mlflow.set_tracking_uri(None)
 
 
+def error_lines(err: str) -> list[str]:
+    """stderr's lines less the warnings validation prints (``warning: ...``; a suite with
+    few seeds draws one): what must be one line on bad input."""
+    return [line for line in err.strip().splitlines() if not line.startswith("warning: ")]
+
+
 def assert_speedup_is_the_ratio_of_medians(row: dict, teacher: dict):
     """The measured speedup: the median of the teacher's timed loops over the row's, both
     from the seconds the rows report (a ratio the wrong way round, over another loop than the

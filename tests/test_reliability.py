@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import failing_mlflow_server
+from conftest import error_lines, failing_mlflow_server
 from test_tracking import make_results
 from test_tracking import run_dir as tracking_run_dir  # noqa: F401 - the run_dir fixture
 
@@ -42,7 +42,7 @@ def one_line_error(capsys, argv: list[str], code: int = 2) -> str:
     """Run the CLI, expecting exit ``code`` with one line on stderr and no traceback."""
     assert cli.main(argv) == code
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert len(error_lines(err)) == 1 and "Traceback" not in err, err
     return err
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_speedup_is_the_ratio_of_medians, logged_runs
+from conftest import assert_speedup_is_the_ratio_of_medians, error_lines, logged_runs
 
 from repro import cli, runner
 from repro.suite import check, load
@@ -290,12 +290,6 @@ def test_a_finished_run_is_not_resumed_but_reported(finished_run, capsys):
     assert "deepcache N=5 b=1" in capsys.readouterr().out
 
 
-def errors(capsys) -> list[str]:
-    """stderr's lines less validation's warnings (TINY's few seeds draw some)."""
-    return [line for line in capsys.readouterr().err.splitlines()
-            if not line.startswith("warning: ")]
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -308,7 +302,7 @@ def test_unreachable_tracking_server_fails_before_any_work(tmp_path, capsys):
     code = cli.main(["run", str(suite_path), "--results", str(tmp_path / "results"),
                      "--tracking-uri", f"http://127.0.0.1:{_free_port()}"])
     assert code == 2
-    (err,) = errors(capsys)
+    (err,) = error_lines(capsys.readouterr().err)
     assert "unreachable" in err
     assert not (tmp_path / "results").exists()
 
@@ -318,7 +312,7 @@ def test_missing_weights_fail_before_the_results_directory(tmp_path, capsys):
                         f"    model: digits-ddpm\n    weights: {tmp_path / 'nowhere'}\n")
     code = cli.main(["run", str(_write_suite(tmp_path, text)), "--results",
                      str(tmp_path / "results"), "--no-tracking"])
-    (err,) = errors(capsys)
+    (err,) = error_lines(capsys.readouterr().err)
     assert code == 2 and "digits-ddpm" in err
     assert not (tmp_path / "results").exists()
 

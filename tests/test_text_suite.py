@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import (
     assert_speedup_is_the_ratio_of_medians,
+    error_lines,
     logged_runs,
     tiny_open_clip,
     tiny_sd_pipeline,
@@ -268,9 +269,8 @@ def test_missing_sd15_weights_stop_the_run_naming_the_id(tmp_path, data, stand_i
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     path = write_suite(tmp_path, "pretrained", data / "PartiPrompts.tsv")
     code = cli.main(["run", str(path), "--results", str(tmp_path / "results"), "--no-tracking"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1
-    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in err
+    (err,) = error_lines(capsys.readouterr().err)
+    assert code == 2 and "stable-diffusion-v1-5/stable-diffusion-v1-5" in err
     assert not (tmp_path / "results").exists()
 
 
