@@ -76,7 +76,7 @@ def _validate(tmp_path, capsys, text: bytes) -> None:
     assert "Traceback" not in err
 
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=75, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
