@@ -305,7 +305,8 @@ def mlflow_server(tmp_path):
         _stop(server)
 
 
-def _wait_healthy(uri: str, server: subprocess.Popen, log, timeout: float = 60.0) -> None:
+def _wait_healthy(uri: str, server: subprocess.Popen, log, timeout: float = 180.0) -> None:
+    """Until the server answers; a hang guard (a loaded machine starts one in 10-60 s)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
