@@ -268,7 +268,9 @@ def test_resolve_uri_precedence(tmp_path, monkeypatch):
     assert resolve_uri("http://given:5000") == "http://given:5000"
     assert resolve_uri(None) == "http://env:5000"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert resolve_uri(None) == f"sqlite:///{tmp_path}/mlflow.db"
+    # MLflow's default store, ./mlflow.db (MLflow 3.7 names it relative to the working
+    # directory, later releases by its absolute path)
+    assert resolve_uri(None) in (f"sqlite:///{tmp_path}/mlflow.db", "sqlite:///mlflow.db")
 
 
 def _start_server(tmp_path: Path, port: int) -> tuple[subprocess.Popen, str]:
