@@ -101,3 +101,31 @@ def test_convergence_is_the_best_fitness_so_far():
 
     row = {"search": {"trace": [5.0, 7.0, 3.0, 4.0, 1.0]}}
     assert convergence(row).tolist() == [5.0, 5.0, 3.0, 3.0, 1.0]
+
+
+def test_a_rows_fid_interval_covers_what_other_seed_sets_give():
+    """A resample repeats seeds and inflates a Frechet distance; the row's interval takes
+    that inflation out. Over 20 independent sets of 128 seeds (32-d Gaussian features, a
+    fixed reference), its interval holds the median FID of 200 other seed sets at least 15
+    times; the plain percentile interval, which lies above the values, at most 5 times."""
+    from scipy import stats
+
+    from repro.metrics.frechet import FeatureStatistics
+
+    d, n = 32, 128
+    rng = np.random.default_rng(0)
+    reference = FeatureStatistics.of(rng.normal(size=(20000, d)), "x")
+
+    def quality():
+        return verdicts.memoised(verdicts.fid_quality(rng.normal(0.5, 1, (n, d)), reference, "x"))
+
+    median = float(np.median([quality()(np.arange(n)) for _ in range(200)]))
+    shifted = plain = 0
+    for _ in range(20):
+        q = quality()
+        low, high = verdicts.interval(Point("row", 1.0, q, n), 1, 199)
+        shifted += low <= median <= high
+        ci = stats.bootstrap((np.arange(n),), lambda s, axis=-1, q=q: q(s), n_resamples=199,
+                             vectorized=True, method="percentile", rng=0).confidence_interval
+        plain += ci.low <= median <= ci.high
+    assert shifted >= 15 and plain <= 5
