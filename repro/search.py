@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 from .pareto import front_indices
@@ -202,9 +203,11 @@ def repair(genome: Genome, space: SegmentSpace, budget: Budget) -> Genome:
     new value brings the predicted cost closest to the window, the smallest cost change on
     ties (e.g. one P to N, or one N to F), then the latest segment, so few genes change and
     the schedule's start stays its parent's (a candidate then continues from its parent's
-    stored prefix: :mod:`repro.prefix`); the distance to the window shrinks at every move,
-    so the walk ends. BudgetError when the window is out of reach at this L or no single
-    gene brings the schedule closer."""
+    stored prefix: :mod:`repro.prefix`). Where no single gene brings it closer (one segment
+    must give up a full step and another gain a partial one), the move re-draws the best
+    pair of genes. The distance to the window shrinks at every move, so the walk ends.
+    BudgetError when the window is out of reach at this L or no pair brings the schedule
+    closer."""
     costs = _GeneCosts(budget.table, space.fills)
     lo, hi = budget.cost_window(space.steps)
     distance = _distance_to(lo, hi)
@@ -227,11 +230,36 @@ def repair(genome: Genome, space: SegmentSpace, budget: Budget) -> Genome:
              abs(costs(n, option) - costs(n, gene)), option[1] != gene[1], -k, i)
             for k, (n, gene) in _distinct_segments(lengths, genes)
             for i, option in enumerate(options[n]) if option != gene)
-        k = -latest
-        if moved_to >= (distance(cost) or math.ulp(cost)):  # or outside by a rounding hair
-            raise BudgetError(f"repair stalled at L={genome.seg_len}: no single gene brings "
+        stalled = distance(cost) or math.ulp(cost)  # or outside by a rounding hair
+        if moved_to < stalled:
+            genes[-latest] = options[lengths[-latest]][i]
+            continue
+        moves = _single_moves(lengths, genes, options, costs)
+        moved_to, _, _, _, x, y = min(
+            (distance(cost + moves[x][2] + moves[y][2]), abs(moves[x][2]) + abs(moves[y][2]),
+             -max(moves[x][0], moves[y][0]), -min(moves[x][0], moves[y][0]), x, y)
+            for x, y in combinations(range(len(moves)), 2) if moves[x][0] != moves[y][0])
+        if moved_to >= stalled:
+            raise BudgetError(f"repair stalled at L={genome.seg_len}: no pair of genes brings "
                               f"{schedule} closer to {budget.target}x")
-        genes[k] = options[lengths[k]][i]
+        for k, option, _ in (moves[x], moves[y]):
+            genes[k] = option
+
+
+def _single_moves(lengths: Sequence[int], genes: Sequence[Gene],
+                  options: Mapping[int, Sequence[Gene]], costs: _GeneCosts,
+                  ) -> list[tuple[int, Gene, float]]:
+    """(segment, new gene, cost change) of every one-gene move, the two latest segments of
+    each distinct (length, gene) standing for their copies (a pair may change two alike)."""
+    kept: Counter = Counter()
+    moves = []
+    for k in reversed(range(len(genes))):
+        segment = (lengths[k], genes[k])
+        kept[segment] += 1
+        if kept[segment] <= 2:
+            moves += [(k, option, costs(lengths[k], option) - costs(*segment))
+                      for option in options[lengths[k]] if option != genes[k]]
+    return moves
 
 
 def _distance_to(lo: float, hi: float) -> Callable[[float], float]:

@@ -117,6 +117,18 @@ def test_repair_reaches_the_window_from_any_genome_unless_out_of_reach_at_its_L(
     assert repair(repaired, space, window) == repaired  # feasible genomes stay as they are
 
 
+def test_repair_moves_two_genes_where_no_single_gene_gets_closer():
+    """T=20, L=5, 2.53x: from all 'F N N N N' the best single move makes the last segment
+    all F (2.5x, just too slow); from there giving up one F overshoots (2.86x) and a segment
+    gains at least a whole F or a partial step too much. Found by the property test above.
+    Two genes at once land inside: one F fewer in the last segment, one P0 pair more in
+    another."""
+    space, window = space_of(20), Budget(2.53125, TABLE, 0.1)
+    repaired = repair(space.genome(5, [(1, 0)] * 4), space, window)
+    assert window.admits(repaired.schedule())
+    assert str(repaired.schedule()) == "F N N N N | F N N N N | F P0 P0 N N | F F F F N"
+
+
 def test_repair_changes_one_gene_by_the_least_cost_that_lands_in_the_window():
     """Cost 33.4 against the 3x window [30.3, 33.3]: many single changes land inside (a
     'F F N N' segment to 'F N N N', 'F P2 N N' to 'F P1 N N'...); the least is 'F P2 N N'
