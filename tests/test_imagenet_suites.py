@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import error_lines
 
 from repro import cli, models
 from repro.suite import check, load
@@ -46,7 +47,7 @@ def run(suite: Path, tmp_path: Path, capsys) -> str:
     before = sorted(tmp_path.rglob("*"))
     code = cli.main(["run", str(suite), "--results", str(tmp_path / "results"), "--no-tracking"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1
+    assert code == 2 and len(error_lines(err)) == 1
     assert sorted(tmp_path.rglob("*")) == before
     return err
 
