@@ -498,8 +498,9 @@ def denoise_many(
     values (per-image generators) are joined, others are taken from the first schedule.
     ``resume[i]`` starts schedule ``i`` from a stored state (at its step), ``on_step`` gets
     ``(tokens so far, state)`` after every step computed, as :func:`denoise`'s do.
-    ``share_prefixes``: schedules with the same tokens so far are one sample until they
-    differ, computed once (only on samplers without state of their own, like ``resume``;
+    ``share_prefixes``: schedules with the same tokens so far (and equal ``latents``) are
+    one sample until they differ, computed once (only on samplers without state of their
+    own, like ``resume``;
     otherwise every schedule is stepped on every step so a stateful sampler sees one batch
     throughout).
     """
