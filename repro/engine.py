@@ -500,9 +500,8 @@ def denoise_many(
     ``(tokens so far, state)`` after every step computed, as :func:`denoise`'s do.
     ``share_prefixes``: schedules with the same tokens so far (and equal ``latents``) are
     one sample until they differ, computed once (only on samplers without state of their
-    own, like ``resume``;
-    otherwise every schedule is stepped on every step so a stateful sampler sees one batch
-    throughout).
+    own, like ``resume``; otherwise every schedule is stepped on every step so a stateful
+    sampler sees one batch throughout).
     """
     schedules = [Schedule.parse(s, num_branches=num_branches(unet)) for s in schedules]
     if not schedules:
