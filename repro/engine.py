@@ -531,6 +531,7 @@ def denoise_many(
     mode = torch.inference_mode() if inference else contextlib.nullcontext()
     with mode, _attached(unet, schedules[0], lambda: None, cache_all=True,
                          unet_hook=KindHook) as (state, hooks):
+        outer = _outer_hooks(unet, hooks)
         for step, t in enumerate(scheduler.timesteps, start=1):
             children: dict[tuple, tuple[_Path, str, list[int]]] = {}
             for at in [k for k in paths if len(k[1]) == step - 1]:
@@ -544,7 +545,7 @@ def denoise_many(
                         children.setdefault(child, (parent, token, []))[2].append(lane)
             if children:
                 paths.update(_step_paths(unet, scheduler, t, step, list(children.items()),
-                                         state, hooks, guidance_scale, step_kwargs,
+                                         state, hooks, outer, guidance_scale, step_kwargs,
                                          unet_kwargs, on_step))
     finals: list[Any] = [None] * len(schedules)
     for path in paths.values():
@@ -553,13 +554,30 @@ def denoise_many(
     return finals
 
 
+def _outer_hooks(unet: torch.nn.Module, hooks: Mapping[torch.nn.Module, DeepCacheHook],
+                 ) -> dict[torch.nn.Module, DeepCacheHook | None]:
+    """Each hooked module's nearest hooked ancestor (None for the outermost). Thresholds
+    grow inwards, so on ``P<b>`` a module is reached exactly when that ancestor runs."""
+    names = {module: name for name, module in unet.named_modules() if module in hooks}
+    by_name = {name: module for module, name in names.items()}
+    outer: dict[torch.nn.Module, DeepCacheHook | None] = {}
+    for module, name in names.items():
+        parts = name.split(".")
+        ancestors = (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1))
+        found = next((by_name[a] for a in ancestors if a in by_name), None)
+        outer[module] = None if found is None else hooks[found]
+    return outer
+
+
 def _step_paths(unet, scheduler, t, step: int, children: list, state: _StepState,
-                hooks: Mapping[torch.nn.Module, DeepCacheHook], guidance_scale: float | None,
-                step_kwargs: list[dict], unet_kwargs: dict, on_step) -> dict[tuple, _Path]:
+                hooks: Mapping[torch.nn.Module, DeepCacheHook],
+                outer: Mapping[torch.nn.Module, DeepCacheHook | None],
+                guidance_scale: float | None, step_kwargs: list[dict], unet_kwargs: dict,
+                on_step) -> dict[tuple, _Path]:
     """One step of a batched pass: ``children`` are (key, (parent path, token, lanes))."""
     parents = [parent for _, (parent, _, _) in children]
     inputs = scheduler.scale_model_input(
-        torch.cat([_doubled(p.latents, guidance_scale) for p in parents]), t)
+        _cat([_doubled(p.latents, guidance_scale) for p in parents]), t)
     rows = inputs.shape[0] // len(parents)
     outputs = [p.last_output for p in parents]  # N steps keep them
     caches = [p.caches for p in parents]
@@ -571,17 +589,19 @@ def _step_paths(unet, scheduler, t, step: int, children: list, state: _StepState
             continue
         branch = None if token == FULL else branch_of(token)
         for module, hook in hooks.items():  # each sample reads its own last F's features
-            hook.cached = None if branch is None or branch >= hook.threshold else \
-                _joined([caches[i][module] for i in members])
+            up = outer[module]  # skipped modules inside a skipped one are never reached
+            reached = up is None or (branch is not None and branch >= up.threshold)
+            hook.cached = _joined([caches[i][module] for i in members]) if reached and \
+                branch is not None and branch < hook.threshold else None
         state.token = token
-        output = unet(torch.cat([inputs[i * rows:(i + 1) * rows] for i in members]), t,
+        output = unet(_cat([inputs[i * rows:(i + 1) * rows] for i in members]), t,
                       **_repeated(unet_kwargs, rows, len(members)))
         for n, i in enumerate(members):
             outputs[i] = _rows(output, n * rows, (n + 1) * rows)
             if branch is None:
                 caches[i] = {module: _rows(hook.cached, n * rows, (n + 1) * rows)
                              for module, hook in hooks.items()}
-    noise = _guided(torch.cat([o.sample for o in outputs]), guidance_scale, len(parents))
+    noise = _guided(_cat([o.sample for o in outputs]), guidance_scale, len(parents))
     merged: dict = {}
     for _, (_, _, lanes) in children:
         for name, value in step_kwargs[lanes[0]].items():
@@ -589,7 +609,7 @@ def _step_paths(unet, scheduler, t, step: int, children: list, state: _StepState
                 merged[name] = merged.get(name, []) + value
             else:
                 merged.setdefault(name, value)
-    stepped = scheduler.step(noise, t, torch.cat([p.latents for p in parents]),
+    stepped = scheduler.step(noise, t, _cat([p.latents for p in parents]),
                              **merged).prev_sample
     size = stepped.shape[0] // len(parents)
     made = {}
@@ -617,12 +637,28 @@ def _joined(values: list) -> Any:
     if len(values) == 1 or first is None:
         return first
     if isinstance(first, torch.Tensor):
-        return torch.cat(values)
+        return _cat(values)
     if isinstance(first, tuple | list):
         return type(first)(_joined(list(parts)) for parts in zip(*values, strict=True))
     if isinstance(first, dict):
         return type(first)(**{k: _joined([v[k] for v in values]) for k in first})
     return first
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(parts)``, without a copy where the parts are consecutive rows of one
+    tensor (samples that ran their last call together, in the same order)."""
+    base = parts[0]._base
+    if len(parts) == 1:
+        return parts[0]
+    if base is None or not all(p._base is base and p.stride() == base.stride()
+                               and p.shape[1:] == base.shape[1:] for p in parts):
+        return torch.cat(parts)
+    starts = [(p.storage_offset() - base.storage_offset()) // base.stride(0) for p in parts]
+    if any(start != previous + before.shape[0] for start, previous, before
+           in zip(starts[1:], starts, parts, strict=False)):
+        return torch.cat(parts)
+    return base[starts[0]:starts[-1] + parts[-1].shape[0]]
 
 
 def _repeated(kwargs: dict, rows: int, times: int) -> dict:
