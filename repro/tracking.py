@@ -189,12 +189,7 @@ def bench_data(report: dict) -> tuple[dict, dict[str, float]]:
 def load_results(experiment: str, *, uri: str | None = None) -> list[dict]:
     """The results.json of each finished parent run of ``experiment``, newest first."""
     uri = resolve_uri(uri)
-    check_reachable(uri)
-    client = _client(uri)
-    with _talking_to(uri):
-        experiment_id = _experiment_id(client, experiment, create=False)
-        if experiment_id is None:
-            raise TrackingError(f"MLflow experiment {experiment!r} does not exist at {uri}")
+    with _experiment(uri, experiment, create=False) as (client, experiment_id):
         runs = [run for run in _search(client, experiment_id, "attributes.status = 'FINISHED'",
                                        order_by=["attributes.start_time DESC"])
                 if RUN_TAG in run.data.tags and PARENT_TAG not in run.data.tags]
@@ -209,12 +204,7 @@ def find_run(experiment: str, *, uri: str | None = None, tags: Mapping[str, str]
     of ``tags`` (``repro.git_branch``: the branch it ran on), other than the run whose
     ``repro.run_id`` is ``exclude_run_id`` (the run being compared with it)."""
     uri, tags = resolve_uri(uri), dict(tags or {})
-    check_reachable(uri)
-    client = _client(uri)
-    with _talking_to(uri):
-        experiment_id = _experiment_id(client, experiment, create=False)
-        if experiment_id is None:
-            raise TrackingError(f"MLflow experiment {experiment!r} does not exist at {uri}")
+    with _experiment(uri, experiment, create=False) as (client, experiment_id):
         wanted = " and ".join(["attributes.status = 'FINISHED'",
                                *(f"tags.`{key}` = {_quoted(value)}"
                                  for key, value in tags.items())])
@@ -251,14 +241,18 @@ def download_run(run_id: str, destination: Path, *, uri: str | None = None) -> P
 
 
 @contextlib.contextmanager
-def _experiment(uri: str | None, name: str) -> Iterator[tuple]:
-    """``(client, experiment id)`` of experiment ``name`` (made if absent) on the resolved
-    store, checked reachable first, with MLflow's failures turned into one line."""
+def _experiment(uri: str | None, name: str, *, create: bool = True) -> Iterator[tuple]:
+    """``(client, experiment id)`` of experiment ``name`` on the resolved store, checked
+    reachable first, with MLflow's failures turned into one line; made if absent when
+    ``create``, else a TrackingError (a reader asked for an experiment that is not there)."""
     uri = resolve_uri(uri)
     check_reachable(uri)
     client = _client(uri)
     with _talking_to(uri):
-        yield client, _experiment_id(client, name, create=True)
+        experiment_id = _experiment_id(client, name, create=create)
+        if experiment_id is None:
+            raise TrackingError(f"MLflow experiment {name!r} does not exist at {uri}")
+        yield client, experiment_id
 
 
 @contextlib.contextmanager
