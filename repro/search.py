@@ -225,16 +225,15 @@ def repair(genome: Genome, space: SegmentSpace, budget: Budget) -> Genome:
         if budget.admits(schedule):
             return current
         cost = schedule.cost(budget.table)
-        moved_to, _, _, latest, i = min(
-            (distance(cost + costs(n, option) - costs(n, gene)),
-             abs(costs(n, option) - costs(n, gene)), option[1] != gene[1], -k, i)
-            for k, (n, gene) in _distinct_segments(lengths, genes)
-            for i, option in enumerate(options[n]) if option != gene)
+        moves = _moves(lengths, genes, options, costs)  # latest segments first
+        moved_to, _, _, m = min(
+            (distance(cost + change), abs(change), option[1] != genes[k][1], m)
+            for m, (k, option, change) in enumerate(moves))
         stalled = distance(cost) or math.ulp(cost)  # or outside by a rounding hair
         if moved_to < stalled:
-            genes[-latest] = options[lengths[-latest]][i]
+            k, option, _ = moves[m]
+            genes[k] = option
             continue
-        moves = _single_moves(lengths, genes, options, costs)
         moved_to, _, _, _, x, y = min(
             (distance(cost + moves[x][2] + moves[y][2]), abs(moves[x][2]) + abs(moves[y][2]),
              -max(moves[x][0], moves[y][0]), -min(moves[x][0], moves[y][0]), x, y)
@@ -246,11 +245,13 @@ def repair(genome: Genome, space: SegmentSpace, budget: Budget) -> Genome:
             genes[k] = option
 
 
-def _single_moves(lengths: Sequence[int], genes: Sequence[Gene],
-                  options: Mapping[int, Sequence[Gene]], costs: _GeneCosts,
-                  ) -> list[tuple[int, Gene, float]]:
-    """(segment, new gene, cost change) of every one-gene move, the two latest segments of
-    each distinct (length, gene) standing for their copies (a pair may change two alike)."""
+def _moves(lengths: Sequence[int], genes: Sequence[Gene],
+           options: Mapping[int, Sequence[Gene]], costs: _GeneCosts,
+           ) -> list[tuple[int, Gene, float]]:
+    """(segment, new gene, cost change) of every one-gene move, latest segment first and
+    each segment's options in order. The two latest segments of each distinct (length,
+    gene) stand for their copies: earlier ones have the same moves and lose ties to the
+    last, and a pair may change two alike."""
     kept: Counter = Counter()
     moves = []
     for k in reversed(range(len(genes))):
@@ -264,18 +265,6 @@ def _single_moves(lengths: Sequence[int], genes: Sequence[Gene],
 
 def _distance_to(lo: float, hi: float) -> Callable[[float], float]:
     return lambda cost: max(lo - cost, cost - hi, 0.0)
-
-
-def _distinct_segments(lengths: Sequence[int], genes: Sequence[Gene],
-                       ) -> Iterator[tuple[int, tuple[int, Gene]]]:
-    """Index and (length, gene) of each segment unlike every later one: earlier copies
-    have the same moves and lose ties to the last."""
-    seen: set[tuple[int, Gene]] = set()
-    for k in reversed(range(len(genes))):
-        segment = (lengths[k], genes[k])
-        if segment not in seen:
-            seen.add(segment)
-            yield k, segment
 
 
 def reexpress(genome: Genome, seg_len: int, space: SegmentSpace) -> Genome:
