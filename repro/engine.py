@@ -414,9 +414,7 @@ def denoise(
     """
     step_kwargs = step_kwargs or {}
     schedule = Schedule.parse(schedule)
-    if resume is not None and not 0 < resume.step <= len(schedule):
-        raise ScheduleError(f"cannot resume at step {resume.step} of a {len(schedule)}-step "
-                            "schedule")
+    _check_resume(resume, len(schedule))
     mode = torch.inference_mode() if inference else contextlib.nullcontext()
     keep_state = resume is not None or on_step is not None
     if keep_state and not keeps_outputs(unet):
@@ -439,6 +437,11 @@ def denoise(
                 on_step(LoopState(step, latents, state.last_output,
                                   {module: hook.cached for module, hook in hooks.items()}))
     return latents
+
+
+def _check_resume(resume: LoopState | None, length: int) -> None:
+    if resume is not None and not 0 < resume.step <= length:
+        raise ScheduleError(f"cannot resume at step {resume.step} of a {length}-step schedule")
 
 
 def _doubled(latents: torch.Tensor, guidance_scale: float | None) -> torch.Tensor:
@@ -507,17 +510,16 @@ def denoise_many(
     if not schedules:
         return []
     count = len(scheduler.timesteps)
-    wrong = [str(s) for s in schedules if len(s) != count]
+    wrong = [s for s in schedules if len(s) != count]
     if wrong:
-        raise ScheduleError(f"schedule has {len(Schedule.parse(wrong[0]))} steps but the "
+        raise ScheduleError(f"schedule has {len(wrong[0])} steps but the "
                             f"scheduler runs {count} UNet calls; give one token per UNet call")
     if not keeps_outputs(unet):
         raise ScheduleError("a batched pass keeps step outputs, which this UNet's step runner "
                             "(CUDA graphs) overwrites; sample one schedule at a time")
     resume = list(resume or [None] * len(schedules))
-    bad = [r.step for r in resume if r is not None and not 0 < r.step <= count]
-    if bad:
-        raise ScheduleError(f"cannot resume at step {bad[0]} of a {count}-step schedule")
+    for state in resume:
+        _check_resume(state, count)
     step_kwargs = list(step_kwargs or [{}] * len(schedules))
 
     def key(lane: int, step: int) -> tuple:
