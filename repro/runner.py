@@ -522,16 +522,17 @@ class _ExperimentRun:
         return self.e.steps
 
     def _fitness(self, steps: int):
-        """rFID of candidates sampled at ``steps`` against the teacher (at its own steps)."""
-        from .fitness import RFIDFitness
+        """The search fitness (rFID or rKID) of candidates sampled at ``steps`` against the
+        teacher (at its own steps)."""
+        from .fitness import FITNESSES
 
         seeds = parse_seeds(self.e.search.seeds)
         self.log(f"teacher on {len(seeds)} search seeds")
         teacher = self._teacher("teacher-search", seeds)
-        fitness = RFIDFitness(self.model, steps, seeds, self.labels, self.e.guidance,
-                              extractor=self.e.search.extractor,
-                              batch_size=self.e.evaluation.batch_size, teacher=teacher,
-                              prompts=self.prompts)
+        fitness = FITNESSES[self.e.search.fitness](
+            self.model, steps, seeds, self.labels, self.e.guidance,
+            extractor=self.e.search.extractor, batch_size=self.e.evaluation.batch_size,
+            teacher=teacher, prompts=self.prompts)
         return fitness if self.world.size == 1 else _SpreadFitness(fitness, self.world)
 
     def _search(self, row: RowPlan, fitness) -> tuple[Schedule, dict]:
@@ -558,7 +559,8 @@ class _ExperimentRun:
                                        seed_uniform=s.seed_uniform, seed=row.seed, known=known,
                                        on_record=append, stepwise_steps=fitness.steps)
         reused = sum(r.cached for r in result.records)
-        self.log(f"{row.name}: rFID {result.fitness:.2f} at {result.predicted_speedup:.2f}x "
+        self.log(f"{row.name}: {fitness.context['protocol']} {result.fitness:.4g} at "
+                 f"{result.predicted_speedup:.2f}x "
                  f"({len(result.records)} scored, {reused} from the log, "
                  f"{time.perf_counter() - started:.0f} s)")
         return result.best, {"protocol": fitness.context["protocol"], "fitness": result.fitness,
