@@ -25,7 +25,8 @@ OUT = Path("results/reliability.md")
 SUITE = """name: rel
 version: 1
 steps: 4
-search: {methods: [segment], budgets: [2], n_eval: 3, population: 3, seeds: "0:16"}
+search: {methods: [segment], budgets: [2], n_eval: 3, population: 3, seeds: "0:16",
+         fitness: kid}
 baselines: [{technique: fewer-steps, keep: [1, 2, 3]}]
 evaluation: {seeds: "1000:1256", metrics: ["rfid:digits-cnn"], batch_size: 64, latency: false,
              grid: 0}

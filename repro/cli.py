@@ -313,7 +313,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from . import models, samples, search, search_log
     from .costs import model_cost_table
-    from .fitness import RFIDFitness
+    from .fitness import FITNESSES
     from .metrics.protocols import EXTRACTORS
     from .progress import bar
     from .prompts import read_prompts
@@ -352,9 +352,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     table = table or model_cost_table(spec, model.unet)
     budgets = [search.Budget(b, table, args.tol) for b in args.budget]
     try:
-        fitness = RFIDFitness(model, args.steps, seeds, labels, guidance=args.guidance,
-                              extractor=args.extractor, batch_size=args.batch, prompts=prompts,
-                              **pass_samples)
+        fitness = FITNESSES[args.fitness](
+            model, args.steps, seeds, labels, guidance=args.guidance, extractor=args.extractor,
+            batch_size=args.batch, prompts=prompts, **pass_samples)
     except ValueError as error:  # labels or prompts that do not fit the model
         raise BadInput(str(error)) from None
     known = search_log.read_scores(args.log, fitness.context) if args.log else {}
@@ -620,6 +620,7 @@ def _flag_groups() -> dict[str, ArgumentParser]:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .metrics.cli import add_eval_parser
+    from .metrics.protocols import SEARCH_FITNESSES
     from .search import SEARCH_METHODS
 
     def parents(*groups: str) -> list[ArgumentParser]:
@@ -704,8 +705,11 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--labels", help="class labels, comma list cycled over the seeds "
                       "(default: seed mod classes)")
     srch.add_argument("--guidance", type=float, help="guidance (default: the model's)")
-    srch.add_argument("--extractor", default="digits-cnn", help="rFID features (default "
+    srch.add_argument("--extractor", default="digits-cnn", help="fitness features (default "
                       "digits-cnn; inception-2015-12-05 for real images)")
+    srch.add_argument("--fitness", choices=list(SEARCH_FITNESSES), default="rfid",
+                      help="distance to the teacher's samples: rfid (the paper's; needs twice "
+                      "as many seeds as feature dimensions) or kid (unbiased at any n)")
     srch.add_argument("--branches", help="allowed cache branches, comma list (default: all)")
     srch.add_argument("--seg-lens", help="allowed segment lengths (default: 1..--max-seg-len)")
     srch.add_argument("--max-seg-len", type=int, default=10, help="longest segment length")

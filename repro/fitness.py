@@ -1,5 +1,7 @@
-"""rFID as the search's fitness: the teacher (all-F, same steps) is sampled once on the
-search seeds, every candidate schedule on the same seeds and conditions."""
+"""The search's fitness: a distance of a candidate schedule's samples to the teacher's
+(all-F, same steps) on the search seeds, the teacher sampled once, every candidate on the
+same seeds and conditions. rFID (the paper's) or rKID (``search.fitness: kid``: unbiased,
+so defined at a few dozen seeds where rFID's covariances are singular)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,16 @@ from collections.abc import Sequence
 from .metrics.errors import StatisticsError
 from .metrics.extractors import load_extractor
 from .metrics.fid import rfid
+from .metrics.kid import rkid
 from .models import sampler_record
 from .prefix import PrefixStore
 from .samples import DEFAULT_PASS_SAMPLES, SampleSet, generate, generate_many
 from .schedule import Schedule
 
 
-class RFIDFitness:
-    """Callable ``schedule -> rFID`` (lower is better) for one model and sampler setting.
+class TeacherFitness:
+    """Callable ``schedule -> distance to the teacher`` (lower is better) for one model and
+    sampler setting; the subclasses say which distance (``kind``, ``_distance``).
 
     ``teacher``: the all-F samples of these seeds when already at hand (a resumed run);
     ``prompts``: text-conditioned models, cycled over the seeds. ``reuse_prefixes``: each
@@ -54,7 +58,7 @@ class RFIDFitness:
             "model": self.model.name, "steps": self.steps, "seeds": self.seeds,
             "sampler": sampler_record(scheduler),
             "labels": None if self.teacher.labels is None else self.teacher.labels.tolist(),
-            "guidance": self.teacher.guidance, "protocol": f"rfid:{self.extractor.name}",
+            "guidance": self.teacher.guidance, "protocol": f"{self.kind}:{self.extractor.name}",
             "extractor_weights": self.extractor.weights_digest}
         if self.teacher.prompts is not None:  # absent for other models: their logs still match
             digest = hashlib.sha256("\n".join(self.teacher.prompts).encode()).hexdigest()
@@ -67,11 +71,11 @@ class RFIDFitness:
                         prefixes=self.prefixes)
 
     def __call__(self, schedule: Schedule) -> float:
-        """rFID of ``schedule``."""
+        """The fitness of ``schedule``."""
         return self._score(self._generate(schedule))
 
     def score_many(self, schedules: Sequence[Schedule]) -> list[float]:
-        """rFID of each schedule, in order, sampled in batched passes (see the class)."""
+        """The fitness of each schedule, in order, sampled in batched passes (see the class)."""
         if self.pass_samples is None or getattr(self.model, "pipeline", None) is not None:
             return [self(schedule) for schedule in schedules]
         per_pass = max(1, self.pass_samples // min(self.batch_size, len(self.seeds)))
@@ -84,11 +88,36 @@ class RFIDFitness:
         return scores
 
     def _score(self, samples: SampleSet) -> float:
-        """rFID of ``samples``; infinite (the worst score, logged as such) where the
-        statistic is undefined on these seeds: fewer seeds than feature dimensions leave the
-        covariances singular, and a candidate whose product has no real square root would
-        otherwise end the whole search."""
+        """The distance of ``samples`` to the teacher's; infinite (the worst score, logged
+        as such) where it is undefined on these seeds, which would otherwise end the whole
+        search."""
         try:
-            return rfid(samples, self.teacher, self.extractor).value
+            return self._distance(samples)
         except StatisticsError:
             return math.inf
+
+    def _distance(self, samples: SampleSet) -> float:
+        raise NotImplementedError
+
+
+class RFIDFitness(TeacherFitness):
+    """rFID: undefined where fewer seeds than feature dimensions leave the covariances
+    singular, or a candidate's covariance product has no real square root."""
+
+    kind = "rfid"
+
+    def _distance(self, samples: SampleSet) -> float:
+        return rfid(samples, self.teacher, self.extractor).value
+
+
+class KIDFitness(TeacherFitness):
+    """rKID (:mod:`repro.metrics.kid`): unbiased at any number of seeds."""
+
+    kind = "rkid"
+
+    def _distance(self, samples: SampleSet) -> float:
+        return rkid(samples, self.teacher, self.extractor).value
+
+
+# ``search.fitness`` -> its class
+FITNESSES = {"rfid": RFIDFitness, "kid": KIDFitness}

@@ -569,20 +569,20 @@ class _ExperimentRun:
         return self.e.steps
 
     def _fitness(self, steps: int, seed: int):
-        """rFID of candidates sampled at ``steps`` against the teacher (at its own steps), on
-        the fitness seeds of the repeat with search seed ``seed`` (its own teacher samples;
-        the first repeat's keep the name they had when repeats shared them)."""
-        from .fitness import RFIDFitness
+        """The search fitness (rFID or KID against the teacher at its own steps) of
+        candidates sampled at ``steps``, on the fitness seeds of the repeat with search seed
+        ``seed`` (its own teacher samples; the first repeat's keep the name they had when
+        repeats shared them)."""
+        from .fitness import FITNESSES
 
         s = self.e.search
         seeds = s.fitness_seeds(seed)
         repeat = seed - s.seed
         self.log(f"teacher on {len(seeds)} search seeds of repeat {repeat + 1}")
         teacher = self._teacher("teacher-search" + (f"-{repeat + 1}" if repeat else ""), seeds)
-        fitness = RFIDFitness(self.model, steps, seeds, self.labels, self.e.guidance,
-                              extractor=self.e.search.extractor,
-                              batch_size=self.e.evaluation.batch_size, teacher=teacher,
-                              prompts=self.prompts)
+        fitness = FITNESSES[s.fitness](
+            self.model, steps, seeds, self.labels, self.e.guidance, extractor=s.extractor,
+            batch_size=self.e.evaluation.batch_size, teacher=teacher, prompts=self.prompts)
         return fitness if self.world.size == 1 else _SpreadFitness(fitness, self.world)
 
     def _search(self, row: RowPlan, fitness) -> tuple[Schedule, dict]:
@@ -609,7 +609,8 @@ class _ExperimentRun:
                                        seed_uniform=s.seed_uniform, seed=row.seed, known=known,
                                        on_record=append, stepwise_steps=fitness.steps)
         reused = sum(r.cached for r in result.records)
-        self.log(f"{row.name}: rFID {result.fitness:.2f} at {result.predicted_speedup:.2f}x "
+        self.log(f"{row.name}: {fitness.context['protocol']} {result.fitness:.4g} at "
+                 f"{result.predicted_speedup:.2f}x "
                  f"({len(result.records)} scored, {reused} from the log, "
                  f"{time.perf_counter() - started:.0f} s)")
         return result.best, {"protocol": fitness.context["protocol"], "fitness": result.fitness,

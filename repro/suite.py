@@ -53,8 +53,11 @@ class SuiteError(ValueError):
 
 @dataclass(frozen=True)
 class Search:
-    """Search settings, the same for every method of the experiment; fitness is rFID on
-    ``seeds`` (smaller than the evaluation's). Evolution: AutoDiffusion's defaults."""
+    """Search settings, the same for every method of the experiment; ``fitness`` is the
+    candidates' distance to the teacher on ``seeds`` (smaller than the evaluation's): rFID
+    (the paper's; needs at least twice as many seeds as the extractor has feature
+    dimensions) or KID (``kid``: unbiased, defined at small n). Evolution: AutoDiffusion's
+    defaults."""
 
     __pydantic_config__ = _STRICT
     methods: tuple[str, ...] = ("segment", "stepwise", "random")
@@ -79,6 +82,7 @@ class Search:
     stepwise_grid: str = "training"
     tol: float = 0.1
     extractor: str = "digits-cnn"
+    fitness: str = "rfid"
 
     @property
     def search_seeds(self) -> range:
@@ -596,10 +600,10 @@ def check(suite: Suite) -> dict[str, list[RowPlan]]:
 
 def cautions(suite: Suite) -> list[str]:
     """What is allowed but weakens the numbers, one line each (``repro validate`` and
-    ``repro run`` print them): a Frechet distance on no more samples than its features have
-    dimensions has singular covariances, so rFID / FID there rest on a degenerate fit and
-    may come out infinite (such a candidate scores worst); fewer timing repeats than
-    verdicts at measured speed need."""
+    ``repro run`` print them): an evaluation FID / rFID on no more samples than its features
+    have dimensions has singular covariances, so it rests on a degenerate fit and may come
+    out infinite (a search's rFID fitness on too few seeds is refused by :func:`check`);
+    fewer timing repeats than verdicts at measured speed need."""
     from .metrics.protocols import FEATURE_DIMS
     from .samples import parse_seeds
 
@@ -607,13 +611,12 @@ def cautions(suite: Suite) -> list[str]:
     for e in suite.experiments:
         frechet = [m.partition(":")[2] for m in e.evaluation.metrics
                    if m.partition(":")[0] in ("fid", "rfid")]
-        checks = [("search.seeds", e.search.seeds, e.search.extractor)] if e.search.budgets else []
-        checks += [("evaluation.seeds", e.evaluation.seeds, extractor) for extractor in frechet]
-        for where, seeds, extractor in dict.fromkeys(checks):
-            n, dims = len(parse_seeds(seeds)), FEATURE_DIMS.get(extractor, 0)
+        n = len(parse_seeds(e.evaluation.seeds))
+        for extractor in dict.fromkeys(frechet):
+            dims = FEATURE_DIMS.get(extractor, 0)
             if n <= dims:
-                lines.append(f"{suite.file}: experiment {e.name!r}: field '{where}': {n} seeds "
-                             f"for {dims}-dimensional {extractor} features: the Frechet "
+                lines.append(f"{suite.file}: experiment {e.name!r}: field 'evaluation.seeds': "
+                             f"{n} seeds for {dims}-dimensional {extractor} features: the Frechet "
                              f"distance's covariances are singular (rank below {n}), so it is "
                              f"biased and may be undefined (more than {dims} seeds avoid it)")
         ev = e.evaluation
@@ -690,6 +693,24 @@ def _choice(value: str, known, suite, experiment, where) -> None:
         raise _fail(suite, experiment, where, f"unknown value {short(value)}; {hint}")
 
 
+def _check_fitness(suite: Suite, e: Experiment) -> None:
+    """A known fitness; rFID only on at least twice as many search seeds as the extractor's
+    feature dimensions: below that the covariances are singular or barely estimated and
+    rFID is mostly finite-sample bias, so candidates would be ranked by noise."""
+    from .metrics.protocols import FEATURE_DIMS, SEARCH_FITNESSES
+    from .samples import parse_seeds
+
+    s = e.search
+    _choice(s.fitness, SEARCH_FITNESSES, suite, e, "search.fitness")
+    if s.fitness != "rfid" or not (s.budgets and s.methods):
+        return
+    n, dims = len(parse_seeds(s.seeds)), FEATURE_DIMS[s.extractor]
+    if n < 2 * dims:
+        raise _fail(suite, e, "search.fitness", f"rfid on {n} search seeds of {dims}-dimensional "
+                    f"{s.extractor} features is singular or mostly finite-sample bias (it "
+                    f"needs at least {2 * dims} seeds); set 'kid' or more search.seeds")
+
+
 def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     from . import models
     from .baselines import deepcache_row
@@ -711,6 +732,7 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     for method in e.search.methods:
         _choice(method, SEARCH_METHODS, suite, e, "search.methods")
     _choice(e.search.extractor, EXTRACTORS, suite, e, "search.extractor")
+    _check_fitness(suite, e)
     for metric in e.evaluation.metrics:
         _choice(metric, [m for m in METRICS if m != "latency"], suite, e, "evaluation.metrics")
     if any(m.partition(":")[0] in NEEDS_REFERENCE for m in e.evaluation.metrics):

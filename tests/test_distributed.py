@@ -22,7 +22,7 @@ SUITE = """
 name: ranks
 version: 1
 steps: 4
-search: {methods: [segment], budgets: [2], n_eval: 3, population: 3, seeds: "0:8"}
+search: {methods: [segment], budgets: [2], n_eval: 3, population: 3, seeds: "0:8", fitness: kid}
 baselines: [{technique: deepcache}, {technique: fewer-steps}]
 evaluation:
   seeds: "100:110"

@@ -22,7 +22,7 @@ SUITE = """
 name: kills
 version: 1
 steps: 6
-search: {methods: [segment], budgets: [2], n_eval: 3, population: 3, seeds: "0:8"}
+search: {methods: [segment], budgets: [2], n_eval: 3, population: 3, seeds: "0:8", fitness: kid}
 baselines: [{technique: deepcache}, {technique: fewer-steps}]
 evaluation:
   seeds: "100:108"
@@ -94,7 +94,7 @@ def test_a_run_killed_after_each_stage_resumes_without_redoing_work(
         else set()
 
     calls = {"generate": [], "fitness": []}
-    real_generate, real_score = runner.generate, fitness_module.RFIDFitness.__call__
+    real_generate, real_score = runner.generate, fitness_module.TeacherFitness.__call__
 
     def counting_generate(model, steps, schedule=None, *args, **kwargs):
         calls["generate"].append(str(schedule))
@@ -105,7 +105,7 @@ def test_a_run_killed_after_each_stage_resumes_without_redoing_work(
         return real_score(self, schedule)
 
     monkeypatch.setattr(runner, "generate", counting_generate)
-    monkeypatch.setattr(fitness_module.RFIDFitness, "__call__", counting_score)
+    monkeypatch.setattr(fitness_module.TeacherFitness, "__call__", counting_score)
     assert cli.main(run_command(directory)) == 0
     assert [p.name for p in (directory / "results" / "kills").iterdir()] == [run_dir.name]
 

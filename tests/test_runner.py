@@ -2,6 +2,7 @@
 MLflow runs, resume after a kill, and bad input that leaves nothing behind."""
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -19,7 +20,8 @@ TINY = """
 name: tiny
 version: 1
 steps: 10
-search: {methods: [segment, stepwise], budgets: [2], n_eval: 3, population: 3, seeds: "0:16"}
+search: {methods: [segment, stepwise], budgets: [2], n_eval: 3, population: 3, seeds: "0:16",
+         fitness: kid}
 baselines:
   - {technique: deepcache}
   - {technique: fewer-steps}
@@ -134,6 +136,10 @@ def test_run_writes_one_row_per_planned_schedule(finished_run):
         row = next(r for r in results["rows"] if r["method"] == method)
         assert 2.0 <= row["predicted_speedup"] <= 2.2  # inside the budget window
         assert row["search"]["scored"] == 3 and row["search"]["n"] == 16
+        # the suite's fitness: rKID against the teacher, finite where rFID on 16 seeds of
+        # 64-d features would be singular
+        assert row["search"]["protocol"] == "rkid:digits-cnn"
+        assert all(math.isfinite(value) for value in row["search"]["trace"])
     fixed = by_name["ddpm", "deepcache N=5 b=1"]
     assert fixed["schedule"] == "F P1 P1 P1 P1 | F P1 P1 P1 P1"
     assert fixed["published"] == {"speedup": 1.5, "source": "made up for the test"}

@@ -588,22 +588,54 @@ def test_deepcache_nonuniform_fields_have_no_silent_default(tmp_path, baseline, 
         suite.check(suite.load(path))
 
 
-def test_validate_warns_where_seeds_leave_the_frechet_covariances_singular(tmp_path, capsys):
-    """64 features need more than 64 samples for full-rank covariances: at 64 search seeds
-    (and 40 evaluation seeds for fid) validate passes but says so; at 65 it is silent."""
+def test_validate_warns_where_evaluation_seeds_leave_the_frechet_covariances_singular(
+        tmp_path, capsys):
+    """64 features need more than 64 samples for full-rank covariances: at 40 evaluation
+    seeds for fid validate passes but says so; at 65 it is silent (a kid search on 64 seeds
+    draws no warning: KID is unbiased at any n)."""
     body = """\
         steps: 10
-        search: {{budgets: [2], seeds: "0:{search}"}}
+        search: {{budgets: [2], seeds: "0:64", fitness: kid}}
         evaluation: {{seeds: "100:{evaluation}", metrics: ["fid:digits-cnn", "acc:digits-cnn"],
                      reference: digits}}
         experiments: [{{name: e, model: digits-ddpm}}]
     """
     body = HEAD + textwrap.dedent(body)
-    code, out, err = validate(capsys, write(tmp_path, body.format(search=64, evaluation=140)))
+    code, out, err = validate(capsys, write(tmp_path, body.format(evaluation=140)))
     assert code == 0 and ": ok" in out
     lines = err.strip().splitlines()
-    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines)
-    assert "'search.seeds': 64 seeds for 64-dimensional digits-cnn" in lines[0]
-    assert "'evaluation.seeds': 40 seeds for 64-dimensional digits-cnn" in lines[1]
-    code, out, err = validate(capsys, write(tmp_path, body.format(search=65, evaluation=165)))
+    assert len(lines) == 1 and lines[0].startswith("warning: ")
+    assert "'evaluation.seeds': 40 seeds for 64-dimensional digits-cnn" in lines[0]
+    code, out, err = validate(capsys, write(tmp_path, body.format(evaluation=165)))
     assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize("seeds, fitness, refused", [
+    (32, "rfid", True), (127, None, True), (128, "rfid", False), (32, "kid", False)])
+def test_validate_refuses_an_rfid_search_on_fewer_seeds_than_twice_the_dimensions(
+        tmp_path, capsys, seeds, fitness, refused):
+    """rFID fitness (the default) on fewer search seeds than twice digits-cnn's 64 feature
+    dimensions is refused in one line naming file, experiment and field (exit 2); kid is
+    defined there, and an experiment without a search is not checked."""
+    chosen = "" if fitness is None else f", fitness: {fitness}"
+    experiment = HEAD + "steps: 10\nexperiments: [{name: e, model: digits-ddpm}]\n"
+    path = write(tmp_path, experiment +
+                 f'search: {{budgets: [2], seeds: "0:{seeds}"{chosen}}}\n')
+    code, out, err = validate(capsys, path)
+    if not refused:
+        assert code == 0 and ": ok" in out
+        return
+    assert code == 2 and out == ""
+    assert err == (f"repro: error: {path}: experiment 'e': field 'search.fitness': rfid on "
+                   f"{seeds} search seeds of 64-dimensional digits-cnn features is singular or "
+                   "mostly finite-sample bias (it needs at least 128 seeds); set 'kid' or more "
+                   "search.seeds\n")
+    no_search = write(tmp_path, experiment + f'search: {{budgets: [], seeds: "0:{seeds}"}}\n',
+                      "none.yaml")
+    assert validate(capsys, no_search)[0] == 0
+
+
+def test_validate_refuses_an_unknown_fitness(tmp_path, capsys):
+    path = write(tmp_path, SINGLE + "search: {fitness: fid}\n")
+    code, _, err = validate(capsys, path)
+    assert code == 2 and "field 'search.fitness': unknown value 'fid'" in err

@@ -38,7 +38,7 @@ steps: 5            # PNDM (PLMS): 6 UNet calls
 guidance: 7.5
 prompts: {{file: {prompts}}}
 search: {{methods: [segment], budgets: [2], n_eval: 2, population: 2, seeds: "0:6",
-          branches: [0, 1, 2], extractor: {inception}}}
+          branches: [0, 1, 2], extractor: {inception}, fitness: kid}}
 baselines:
   - {{technique: deepcache, intervals: [2], branch: 0}}
   - {{technique: sampler-steps, steps: [3]}}   # PLMS 3: 4 UNet calls
@@ -305,7 +305,7 @@ def test_text_suite_rows_carry_clip_rfid_guidance_and_speedups(text_run):
     fewer = rows["sampler-steps 3"]  # the pipeline run at 3 PLMS steps: 4 of 6 UNet calls
     assert fewer["schedule"] == "F F F F" and fewer["predicted_speedup"] == pytest.approx(1.5)
     searched = rows["segment @2x"]
-    assert searched["search"]["protocol"] == RFID and searched["search"]["n"] == 6
+    assert searched["search"]["protocol"] == f"rkid:{INCEPTION}" and searched["search"]["n"] == 6
     assert 2.0 <= searched["predicted_speedup"] <= 2.2
 
 

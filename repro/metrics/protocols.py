@@ -25,6 +25,8 @@ CLIP_PROTOCOL = f"clip:{CLIP_ARCH}/{CLIP_TAG}"
 
 METRICS = (*(f"{kind}:{e}" for kind in ("fid", "rfid", "precision", "recall") for e in EXTRACTORS),
            f"is:{INCEPTION}", CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "latency")
+# search.fitness -> the protocol kind it scores candidates with (against the teacher)
+SEARCH_FITNESSES = {"rfid": "rfid", "kid": "rkid"}
 # Metrics of samples against a reference data set (evaluation.reference, --reference).
 NEEDS_REFERENCE = ("fid", "precision", "recall")
 
