@@ -17,7 +17,7 @@ name: repeats
 version: 1
 steps: 10
 cost_table: calibrate
-search: {methods: [segment], budgets: [2], n_eval: 3, population: 3, repeats: 2,
+search: {methods: [segment], budgets: [2], n_eval: 3, population: 3, repeats: 2, fitness: kid,
          seeds: "0:16"}
 evaluation:
   seeds: "100:116"
