@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import error_lines, failing_mlflow_server
 from test_tracking import make_results
@@ -363,3 +364,40 @@ def test_an_artifact_the_store_lost_fails_the_logging(logged_dir, monkeypatch):
         None if path.endswith("pareto.png") else real(self, run_id, path, *a, **k)))
     with pytest.raises(tracking.TrackingError, match="lacks pareto.png"):
         tracking.log_run(results, run_dir, uri=uri)
+
+
+# -- issue 25: inputs keyed by their content, tracking out of the digest ----------------
+def _digits_reference(path: Path, start: int) -> None:
+    from repro.samples import to_uint8
+    from repro.zoo.data import digits_images
+
+    np.savez(path, arr_0=to_uint8(digits_images()[0])[start:start + 300])
+
+
+def test_a_reference_changed_at_the_same_path_recomputes_what_used_it(tmp_path, monkeypatch):
+    """The reference file rewritten between two runs of one run id: every FID row, the
+    reference statistics kept beside the per-seed data and results.json's inputs follow
+    the new file, as a fresh run on it gives (no row keeps the old file's FID)."""
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    reference = tmp_path / "ref.npz"
+    text = SMALL.replace('metrics: ["rfid:digits-cnn"]',
+                         f'metrics: ["fid:digits-cnn"], reference: "{reference}"')
+    suite = load(write(tmp_path, text))
+    _digits_reference(reference, 0)
+    first = json.loads((runner.run_suite(suite, results_root=tmp_path / "r",
+                                         run_id="x") / "results.json").read_text())
+    _digits_reference(reference, 1000)
+    resumed_dir = runner.run_suite(suite, results_root=tmp_path / "r", run_id="x")
+    resumed = json.loads((resumed_dir / "results.json").read_text())
+    fresh_dir = runner.run_suite(suite, results_root=tmp_path / "r", run_id="y")
+    fresh = json.loads((fresh_dir / "results.json").read_text())
+
+    def fids(results):
+        return [row["metrics"]["fid:digits-cnn"] for row in results["rows"]]
+
+    assert fids(resumed) == fids(fresh) and fids(first) != fids(fresh)
+    digest = resumed["inputs"]["a"]["metrics"]["reference"]
+    assert digest == fresh["inputs"]["a"]["metrics"]["reference"] != \
+        first["inputs"]["a"]["metrics"]["reference"]
+    kept = "per_seed/a/reference-digits-cnn.npz"
+    assert (resumed_dir / kept).read_bytes() == (fresh_dir / kept).read_bytes()
