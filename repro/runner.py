@@ -194,7 +194,7 @@ def _run_dir(suite: Suite, root: Path, run_id: str | None, new: bool,
     if run_id is None and not new:
         for state_path in sorted(parent.glob("*/work/state.json"), reverse=True):
             run_dir = state_path.parent.parent
-            if _state_digest(state_path) != suite.digest or _finished(run_dir):
+            if _state_digest(state_path) != suite.digest or _finished(run_dir, suite):
                 continue
             lock = _lock(run_dir)
             if lock is not None:
@@ -257,8 +257,7 @@ def _start_state(suite: Suite, run_dir: Path) -> None:
         return
     with atomic_path(run_dir / "suite.yaml") as tmp:
         tmp.write_text(resolved_yaml(suite))
-    _write_json(state_path, {"digest": suite.digest, "started": _now(),
-                             "tracks": suite.tracking.enabled})
+    _write_json(state_path, {"digest": suite.digest, "started": _now()})
 
 
 def _state_digest(path: Path) -> str | None:
@@ -268,11 +267,11 @@ def _state_digest(path: Path) -> str | None:
         return None
 
 
-def _finished(run_dir: Path) -> bool:
-    """Results written, and logged to MLflow where the suite tracks."""
-    state = json.loads((run_dir / "work" / "state.json").read_text())
+def _finished(run_dir: Path, suite: Suite) -> bool:
+    """Results written, and logged to MLflow where the suite (as it reads now: tracking is
+    not in its digest) tracks."""
     return (run_dir / "results.json").is_file() and (
-        not state["tracks"] or (run_dir / "work" / "mlflow.json").is_file())
+        not suite.tracking.enabled or (run_dir / "work" / "mlflow.json").is_file())
 
 
 def resolved_yaml(suite: Suite) -> str:

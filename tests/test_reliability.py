@@ -401,3 +401,53 @@ def test_a_reference_changed_at_the_same_path_recomputes_what_used_it(tmp_path, 
         first["inputs"]["a"]["metrics"]["reference"]
     kept = "per_seed/a/reference-digits-cnn.npz"
     assert (resumed_dir / kept).read_bytes() == (fresh_dir / kept).read_bytes()
+
+
+def test_editing_tracking_keeps_the_run_and_its_work(tmp_path, monkeypatch):
+    """Where a run is logged changes no result: the run id resumes, nothing is sampled."""
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    runner.run_suite(load(write(tmp_path)), results_root=tmp_path / "r", run_id="x")
+    edited = load(write(tmp_path, SMALL.replace("tracking: {enabled: false}", "tracking: "
+                                                "{enabled: false, experiment: elsewhere}")))
+    sampled = []
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: sampled.append(1))
+    runner.run_suite(edited, results_root=tmp_path / "r", run_id="x")
+    assert sampled == []
+
+
+LONG = "x" * 300
+LATE_25 = {
+    "a 600-character tracking experiment": (
+        ("tracking: {enabled: false}", f"tracking: {{experiment: {'e' * 600}}}"),
+        "field 'tracking.experiment'", "longer than 256"),
+    "an empty tracking experiment": (("tracking: {enabled: false}", "tracking: {experiment: ''}"),
+                                     "field 'tracking.experiment'", "empty"),
+    "a 300-character experiment name": (("{name: a,", f"{{name: {LONG},"),
+                                        "field 'experiments[0].name'", "longer than 100"),
+    "a 300-character row name": (("keep: [2]}]", f"keep: [2], name: {LONG}}}]"),
+                                 "field 'baselines[0].name'", "longer than 100"),
+    "latency_batch: 1e9": (("latency_batch: 2", "latency_batch: 1000000000"),
+                           "field 'evaluation.latency_batch'", "more than 4096"),
+}
+
+
+@pytest.mark.parametrize(("change", "field", "message"), list(LATE_25.values()),
+                         ids=list(LATE_25))
+def test_validate_refuses_names_and_sizes_run_would_fail_on(tmp_path, capsys, change, field,
+                                                            message):
+    err = one_line_error(capsys, ["validate", str(write(tmp_path, SMALL.replace(*change)))])
+    assert field in err and message in err
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"partial": {"0": -0.5}}, "cost of P0 must be finite and positive, got -0.5"),
+    ({"partial": {"0": 0}}, "cost of P0 must be finite and positive, got 0.0"),
+    ({"partial": {"0": 0.3}, "per_call": -1}, "cost of per_call must be finite and at least 0"),
+    ({"partial": {"0": float("nan")}}, "cost of P0 must be finite"),
+])
+def test_a_cost_table_of_free_or_negative_steps_is_refused_at_load(tmp_path, capsys, table,
+                                                                    message):
+    (tmp_path / "costs.json").write_text(json.dumps(table))
+    text = SMALL.replace("steps: 4\n", f"steps: 4\ncost_table: {tmp_path / 'costs.json'}\n")
+    err = one_line_error(capsys, ["validate", str(write(tmp_path, text))])
+    assert "field 'cost_table'" in err and message in err
