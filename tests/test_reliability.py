@@ -451,3 +451,25 @@ def test_a_cost_table_of_free_or_negative_steps_is_refused_at_load(tmp_path, cap
     text = SMALL.replace("steps: 4\n", f"steps: 4\ncost_table: {tmp_path / 'costs.json'}\n")
     err = one_line_error(capsys, ["validate", str(write(tmp_path, text))])
     assert "field 'cost_table'" in err and message in err
+
+
+MALFORMED = {
+    "all seeds equal": ({"seeds": np.zeros(2, np.int64)}, "seed 0 is repeated"),
+    "labels 99": ({"model": np.array("digits-cond"), "labels": np.array([99, 3])},
+                  "labels [99] outside 0..9 for 'digits-cond'"),
+    "labels on an unconditional model": ({"labels": np.array([1, 2])},
+                                         "model 'digits-ddpm' is unconditional"),
+    "steps 0": ({"steps": np.array(0)}, "steps 0; at least 1"),
+    "infinite guidance": ({"guidance": np.array(np.inf)}, "guidance inf is not finite"),
+}
+
+
+@pytest.mark.parametrize(("fields", "message"), list(MALFORMED.values()), ids=list(MALFORMED))
+@pytest.mark.parametrize("role", ["samples", "teacher"])
+def test_eval_refuses_samples_a_suite_would_refuse(tmp_path, capsys, fields, message, role):
+    bad = _samples(tmp_path, **fields)
+    good = (tmp_path / "good").mkdir() or _samples(tmp_path / "good")
+    scored, teacher = (bad, good) if role == "samples" else (good, bad)
+    err = one_line_error(capsys, ["eval", str(scored), "--metric", "rfid:digits-cnn",
+                                  "--teacher", str(teacher)])
+    assert f"samples file {bad}: {message}" in err
