@@ -132,7 +132,7 @@ def launch_env(environ: dict[str, str] | None = None) -> tuple[int, int, int]:
     env = os.environ if environ is None else environ
     if "WORLD_SIZE" in env:
         names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-    elif int(env.get("SLURM_NTASKS", "1")) > 1:
+    elif _integer(env, "SLURM_NTASKS", "1") > 1:
         names = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")
     else:
         return 0, 1, 0
@@ -145,6 +145,13 @@ def launch_env(environ: dict[str, str] | None = None) -> tuple[int, int, int]:
     if size < 1 or not 0 <= rank < size:
         raise LaunchError(f"{names[0]}={rank} is not a rank of {names[1]}={size}")
     return rank, size, local
+
+
+def _integer(env, name: str, default: str) -> int:
+    try:
+        return int(env.get(name, default))
+    except ValueError:
+        raise LaunchError(f"{name}={env.get(name)!r} is not an integer") from None
 
 
 def timeout() -> timedelta:
@@ -172,20 +179,31 @@ def joined(device: str = "cpu") -> Iterator[World]:
             raise LaunchError(f"a {size}-process run needs {name} in the environment "
                                    "(torchrun and accelerate launch set it; under srun, export "
                                    "it in the batch script)")
+    port = _integer(os.environ, "MASTER_PORT", "")
+    if not 0 < port < 65536:
+        raise LaunchError(f"MASTER_PORT={port} is not a port (1..65535)")
     import torch
     import torch.distributed as dist
 
     wait = timeout()
     if os.environ.get("WORLD_SIZE") is None:  # srun: env:// reads these names
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(local))
-    store, _, _ = next(dist.rendezvous("env://", timeout=wait))
     cuda = device.startswith("cuda")
     if cuda:
         if not torch.cuda.is_available():
             raise LaunchError(f"--device {device}: CUDA is not available on rank {rank}")
         torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank,
-                            world_size=size, timeout=wait)
+    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    try:
+        store, _, _ = next(dist.rendezvous("env://", timeout=wait))
+        dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank,
+                                world_size=size, timeout=wait)
+    except RuntimeError as error:  # DistStoreError, DistNetworkError: torch's DistError
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise RankFailure(f"rank {rank} of {size}: the ranks did not all join at {where} "
+                          f"within {wait.total_seconds():g} s (a rank never started, or "
+                          f"{TIMEOUT_ENV} is too short; {type(error).__name__}: "
+                          f"{first[:160]})") from None
     try:
         group = dist.new_group(backend="gloo", timeout=wait) if cuda else None
         yield World(rank, size, local, dist.PrefixStore("repro/", store), group)

@@ -38,6 +38,7 @@ from .provenance import git_state
 from .samples import SampleSet, generate, parse_seeds
 from .schedule import CostTable, Schedule
 from .suite import (
+    COST_TABLES,
     Experiment,
     RowPlan,
     Suite,
@@ -110,10 +111,11 @@ def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
     if not (run_dir / "work" / "state.json").is_file():
         raise SuiteError(f"rank {world.rank} cannot see {run_dir}: the results root must be "
                          "one directory shared by every rank (a shared file system)")
-    rows, verdicts, tables = [], [], {}
+    rows, verdicts, tables, inputs = [], [], {}, {}
     for experiment in suite.experiments:
         runner = _ExperimentRun(experiment, plans[experiment.name], loaded[experiment.name],
                                 run_dir, log, prompts[experiment.name], world)
+        inputs[experiment.name] = runner.inputs
         rows += runner.run()
         tables[experiment.name] = runner.table.to_dict()
         if world.is_main:
@@ -126,7 +128,7 @@ def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
                       "digest": suite.digest},
             "started": state["started"], "finished": _now(), "command": command,
             "environment": {**_environment(loaded), "world_size": world.size},
-            "cost_tables": tables, "rows": rows, "verdicts": verdicts,
+            "cost_tables": tables, "inputs": inputs, "rows": rows, "verdicts": verdicts,
         }
         _write_outputs(results, run_dir)
         checkpoint("results")
@@ -194,7 +196,7 @@ def _run_dir(suite: Suite, root: Path, run_id: str | None, new: bool,
     if run_id is None and not new:
         for state_path in sorted(parent.glob("*/work/state.json"), reverse=True):
             run_dir = state_path.parent.parent
-            if _state_digest(state_path) != suite.digest or _finished(run_dir):
+            if _state_digest(state_path) != suite.digest or _finished(run_dir, suite):
                 continue
             lock = _lock(run_dir)
             if lock is not None:
@@ -257,8 +259,7 @@ def _start_state(suite: Suite, run_dir: Path) -> None:
         return
     with atomic_path(run_dir / "suite.yaml") as tmp:
         tmp.write_text(resolved_yaml(suite))
-    _write_json(state_path, {"digest": suite.digest, "started": _now(),
-                             "tracks": suite.tracking.enabled})
+    _write_json(state_path, {"digest": suite.digest, "started": _now()})
 
 
 def _state_digest(path: Path) -> str | None:
@@ -268,11 +269,11 @@ def _state_digest(path: Path) -> str | None:
         return None
 
 
-def _finished(run_dir: Path) -> bool:
-    """Results written, and logged to MLflow where the suite tracks."""
-    state = json.loads((run_dir / "work" / "state.json").read_text())
+def _finished(run_dir: Path, suite: Suite) -> bool:
+    """Results written, and logged to MLflow where the suite (as it reads now: tracking is
+    not in its digest) tracks."""
     return (run_dir / "results.json").is_file() and (
-        not state["tracks"] or (run_dir / "work" / "mlflow.json").is_file())
+        not suite.tracking.enabled or (run_dir / "work" / "mlflow.json").is_file())
 
 
 def resolved_yaml(suite: Suite) -> str:
@@ -328,8 +329,10 @@ class _ExperimentRun:
         self.labels = list(experiment.labels) if experiment.labels else None
         self.prompts = prompts
         self.identity = self._identity()
+        self.inputs = self._inputs()
         self.teachers: dict[str, SampleSet] = {}
         self.networks: dict = {}  # metric networks, loaded once for all rows
+        self.references_kept: set[Path] = set()
 
     def _identity(self) -> dict:
         """What every work file of this experiment depends on besides its own inputs."""
@@ -343,6 +346,21 @@ class _ExperimentRun:
                 "labels": self.labels,
                 "prompts": None if self.prompts is None else key_digest(self.prompts),
                 **({} if mode == "eager" else {"step_mode": mode})}
+
+    def _inputs(self) -> dict:
+        """Content digests of the files besides the model that results depend on: the
+        metrics' (reference data, metric weights: :func:`resource_digests`), the search
+        extractor's and the cost table's. Kept in the keys of what each one changes and in
+        results.json, so a file replaced at the same path is never mixed with the old."""
+        from .metrics.cache import file_digest
+        from .metrics.evaluate import resource_digests
+
+        ev = self.e.evaluation
+        return {"metrics": resource_digests(ev.metrics, ev.reference),
+                "search": resource_digests([f"rfid:{self.e.search.extractor}"]),
+                "cost_table": (None if self.e.cost_table in COST_TABLES
+                               else file_digest(Path(self.e.cost_table))),
+                "weights": self.identity["weights_digest"], "prompts": self.identity["prompts"]}
 
     def _key(self, **inputs) -> dict:
         """A work file's key: the experiment's identity and the file's own inputs, as they
@@ -588,7 +606,7 @@ class _ExperimentRun:
     def _search(self, row: RowPlan, fitness) -> tuple[Schedule, dict]:
         s = self.e.search
         path = self.work / "search.jsonl"
-        context = self._key(**fitness.context)
+        context = self._key(**fitness.context, inputs=self.inputs["search"])
         known = self.world.share("reading the search log",
                                  partial(search_log.read_scores, path, context))
         appender = search_log.appender(path, context)
@@ -630,7 +648,8 @@ class _ExperimentRun:
             self.work / "rows" / f"{slug(row.name)}.json",
             Path("per_seed") / slug(self.e.name) / f"{slug(row.name)}.npz",
             self._key(run=schedules[row.name].key, seeds=seeds, metrics=ev.metrics,
-                      reference=ev.reference, grid=ev.grid)) for row in self.plan}
+                      reference=ev.reference, inputs=self.inputs["metrics"], grid=ev.grid))
+            for row in self.plan}
         done = self.world.share("rows: evaluated?", lambda: {
             name: value for name, f in files.items()
             if (value := _read_keyed(f.result, f.key)) is not None
@@ -695,7 +714,8 @@ class _ExperimentRun:
         for protocol in self.e.evaluation.metrics:
             kind, _, extractor = protocol.partition(":")
             reference = per_seed.reference_path(self.run_dir / path, extractor)
-            if kind == "fid" and not reference.is_file():
+            if kind == "fid" and reference not in self.references_kept:  # once a process:
+                self.references_kept.add(reference)  # a resume's reference may be another
                 from .metrics.references import reference_statistics
 
                 reference_statistics(self.e.evaluation.reference,

@@ -400,13 +400,43 @@ def _check_finite(finite: bool, model, schedule, seeds: Sequence[int]) -> None:
 
 
 def _labels_for(model, seeds: Sequence[int], labels: Sequence[int] | None) -> list[int] | None:
+    problem = labels_problem(model.name, model.num_classes, labels)
+    if problem:
+        raise ValueError(problem)
     if model.num_classes is None:
-        if labels:
-            raise ValueError(f"model {model.name!r} is unconditional: --labels does not apply")
         return None
     if not labels:
         return [int(seed) % model.num_classes for seed in seeds]
-    bad = [label for label in labels if not 0 <= label < model.num_classes]
-    if bad:
-        raise ValueError(f"labels {bad} outside 0..{model.num_classes - 1} for {model.name!r}")
     return [labels[i % len(labels)] for i in range(len(seeds))]
+
+
+def labels_problem(model: str, num_classes: int | None, labels) -> str | None:
+    """Why ``labels`` cannot condition ``model`` (of ``num_classes``, None: unconditional),
+    or None."""
+    labels = [] if labels is None else [int(label) for label in labels]
+    if num_classes is None:
+        return f"model {model!r} is unconditional: --labels does not apply" if labels else None
+    bad = [label for label in labels if not 0 <= label < num_classes]
+    return f"labels {bad[:5]} outside 0..{num_classes - 1} for {model!r}" if bad else None
+
+
+def check_samples(samples: SampleSet, path: Path | str) -> None:
+    """Refuse what sampling and suites refuse, in a samples file scored on its own (``repro
+    eval``): a repeated seed (the rule of :func:`parse_seeds`: repeats are one image
+    counted twice, and all-equal seeds score a Frechet distance of copies), labels the
+    file's model cannot take (:func:`labels_problem`), a step count below 1 or a non-finite
+    guidance scale."""
+    from .models import get
+
+    repeated = _first_repeat(samples.seeds.tolist())
+    problem = (f"seed {repeated} is repeated; each seed must be one image"
+               if repeated is not None else None)
+    if problem is None and samples.labels is not None:
+        problem = labels_problem(samples.model, get(samples.model).num_classes,
+                                 samples.labels.tolist())
+    if problem is None and samples.steps < 1:
+        problem = f"steps {samples.steps}; at least 1"
+    if problem is None and samples.guidance is not None and not np.isfinite(samples.guidance):
+        problem = f"guidance {samples.guidance} is not finite"
+    if problem:
+        raise SamplesFileError(f"samples file {path}: {problem}")

@@ -104,9 +104,19 @@ class CostTable:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> CostTable:
-        """Also reads tables written before the overhead fields (no overheads)."""
-        return cls({int(b): float(c) for b, c in data["partial"].items()}, data.get("source", ""),
-                   float(data.get("per_call", 0.0)), float(data.get("per_step", 0.0)))
+        """Also reads tables written before the overhead fields (no overheads). Partial
+        costs must be positive and overheads non-negative, all finite: a free or negative
+        step makes predicted speedups infinite or negative (a schedule costing 0)."""
+        table = cls({int(b): float(c) for b, c in data["partial"].items()},
+                    data.get("source", ""), float(data.get("per_call", 0.0)),
+                    float(data.get("per_step", 0.0)))
+        costs = [(f"P{b}", c, True) for b, c in table.partial.items()]
+        costs += [("per_call", table.per_call, False), ("per_step", table.per_step, False)]
+        for name, value, positive in costs:
+            if not math.isfinite(value) or value < 0 or (positive and value == 0):
+                least = "positive" if positive else "at least 0"
+                raise ScheduleError(f"cost of {name} must be finite and {least}, got {value}")
+        return table
 
     @classmethod
     def load(cls, path) -> CostTable:
@@ -117,6 +127,8 @@ class CostTable:
         try:
             report = json.loads(Path(path).read_text())
             return cls.from_dict(report.get("cost_table", report))
+        except ScheduleError as error:
+            raise ScheduleError(f"{path}: {error}") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise ScheduleError(f"{path}: not a cost table or `repro bench --json` report "
                                 f"({type(error).__name__}: {error})") from None

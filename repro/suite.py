@@ -354,8 +354,9 @@ def load(path: str | Path) -> Suite:
     return replace(loaded, digest=settings_digest(loaded))
 
 
-# not settings of the results: where the file is, and the gate's tolerances (a run resumes)
-_UNDIGESTED = ("file", "digest", "regression")
+# not settings of the results: where the file is, the gate's tolerances and where the run
+# is logged (a run resumes, and an edited tracking section is logged by the resumed run)
+_UNDIGESTED = ("file", "digest", "regression", "tracking")
 
 
 def settings_digest(suite: Suite) -> str:
@@ -594,6 +595,11 @@ def check(suite: Suite) -> dict[str, list[RowPlan]]:
     clash = folder_clash([e.name for e in suite.experiments], "experiments")
     if clash:
         raise SuiteError(f"{suite.file}: {clash}")
+    for index, e in enumerate(suite.experiments):
+        if len(e.name) > ROW_NAME_MAX:
+            raise SuiteError(f"{suite.file}: field 'experiments[{index}].name': "
+                             f"{short(e.name)} is longer than {ROW_NAME_MAX} characters")
+    _check_tracking(suite)
     _check_regression(suite)
     return {e.name: _check_experiment(suite, e) for e in suite.experiments}
 
@@ -629,6 +635,20 @@ def cautions(suite: Suite) -> list[str]:
     return lines
 
 
+# MLflow's experiments.name column is String(256) (its API allows 500; MySQL and PostgreSQL
+# stores enforce the column)
+EXPERIMENT_NAME_MAX = 256
+
+
+def _check_tracking(suite: Suite) -> None:
+    """The experiment name MLflow will take, checked here rather than after all the work."""
+    name = suite.tracking.experiment
+    if name is not None and not 0 < len(name) <= EXPERIMENT_NAME_MAX:
+        raise SuiteError(f"{suite.file}: field 'tracking.experiment': "
+                         + (f"{short(name)} is longer than {EXPERIMENT_NAME_MAX} characters "
+                            "(MLflow's limit)" if name else "empty"))
+
+
 def _check_regression(suite: Suite) -> None:
     """Tolerances name metrics that exist (a protocol or a kind); the confidence is a
     probability."""
@@ -647,6 +667,12 @@ def _check_regression(suite: Suite) -> None:
 
 
 SUITE_NAME_MAX = 64  # a suite's results folder; its run ids add a time stamp and a suffix
+# an experiment's or a row's name: its folder and files (with an atomic write's temporary
+# name) stay far below the file systems' 255 bytes, and the MLflow child run name
+# ``<experiment>/<row>`` below MLflow's 250 characters
+ROW_NAME_MAX = 100
+# latents timed at once: far above any timing batch used, far below exhausting memory
+LATENCY_BATCH_MAX = 4096
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -771,6 +797,9 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
         if not 0 <= branch < spec.num_branches:
             raise _fail(suite, e, where, f"branch {branch} outside "
                         f"0..{spec.num_branches - 1} for {e.model!r}")
+    if e.evaluation.latency_batch > LATENCY_BATCH_MAX:
+        raise _fail(suite, e, "evaluation.latency_batch", f"{e.evaluation.latency_batch} is "
+                    f"more than {LATENCY_BATCH_MAX} latents timed at once")
     if e.search.tol < 0:
         raise _fail(suite, e, "search.tol", f"must be at least 0, got {e.search.tol}")
     if e.search.generations is not None and e.search.generations < 1:
@@ -833,6 +862,12 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
             plan += [RowPlan(f"{baseline.name or technique_label(baseline)} @{b:g}x", "baseline",
                              baseline.technique, b, baseline) for b in e.search.budgets]
     row_names = [row.name for row in plan]
+    for row in plan:
+        if len(row.name) > ROW_NAME_MAX:
+            where = (f"baselines[{e.baselines.index(row.baseline)}].name" if row.baseline
+                     else "name")
+            raise _fail(suite, e, where, f"row {short(row.name)} is longer than "
+                        f"{ROW_NAME_MAX} characters")
     clash = folder_clash(row_names, "rows")
     if clash:
         raise _fail(suite, e, "baselines", f"{clash}; give one a 'name'")

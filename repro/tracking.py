@@ -9,10 +9,13 @@ functions: importing this module stays cheap for commands that never track.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import math
 import os
 import re
+import sqlite3
 import tempfile
 import urllib.error
 import urllib.request
@@ -49,15 +52,27 @@ def resolve_uri(uri: str | None) -> str:
     return mlflow.get_tracking_uri()
 
 
+# SQLAlchemy databases besides sqlite (``postgresql+psycopg2://`` too): MLflow connects at
+# once, so a missing driver or a refused connection shows before the work
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail in seconds, before any sampling, where logging at the end would fail: an http(s)
-    server must answer ``/health``; a sqlite or file store must be creatable in a writable
-    directory. Other schemes (databricks, postgresql, ...) are left to MLflow."""
+    server must answer ``/health``; a sqlite store must be whole (:func:`_sqlite_store`) or
+    creatable in a writable directory, where it is made now; a file store must be creatable
+    in a writable directory; a database store must be connectable (its driver installed).
+    Other schemes (databricks, ...) are left to MLflow."""
     parts = urlsplit(uri)
     if parts.scheme in ("http", "https"):
         _check_server(uri, timeout)
     elif parts.scheme == "sqlite" and parts.path[1:] not in ("", ":memory:"):
-        _check_writable(Path(unquote(parts.path[1:])), uri)  # sqlite:///rel, sqlite:////abs
+        path = Path(unquote(parts.path[1:]))  # sqlite:///rel, sqlite:////abs
+        _check_writable(path, uri)
+        _sqlite_store(path, uri)
+    elif parts.scheme.partition("+")[0] in DATABASE_SCHEMES:
+        with _talking_to(uri):
+            _client(uri).search_experiments(max_results=1)
     elif parts.scheme == "file":
         _check_writable(Path(unquote(parts.path)), uri)
     elif not parts.scheme:
@@ -88,6 +103,54 @@ def _check_writable(path: Path, uri: str) -> None:
         raise TrackingError(f"MLflow store {uri}: {existing} is not a directory")
     if not os.access(existing, os.W_OK):
         raise TrackingError(f"MLflow store {uri}: {existing} is not writable")
+
+
+def _sqlite_store(path: Path, uri: str) -> None:
+    """A whole MLflow sqlite store at ``path``. A missing one is created in a temporary file
+    beside it and linked into place (never over a store another process made meanwhile), so
+    a kill during MLflow's table creation and migrations leaves a stray temporary file, not
+    a store that fails every later run; one left half-made by such a kill before (alembic's
+    ``_alembic_tmp_*`` tables, or tables without a schema revision) is refused naming it."""
+    if path.is_file() and path.stat().st_size:
+        problem = _half_made(path)
+        if problem:
+            raise TrackingError(f"MLflow store {path} is half-made ({problem}; a process was "
+                                "killed while creating it): move it away and a new one is "
+                                "created")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # as MLflow would create it (mkstemp's are 0600)
+    try:
+        with _talking_to(uri):
+            _client(f"sqlite:///{Path(tmp).absolute()}").search_experiments(max_results=1)
+        if path.is_file():  # an empty file: nothing to lose
+            os.replace(tmp, path)
+        else:
+            with contextlib.suppress(FileExistsError):  # another first run made it: theirs
+                os.link(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _half_made(path: Path) -> str | None:
+    """What shows the sqlite store at ``path`` was left mid-creation, or None."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute(
+                "select name from sqlite_master where type = 'table'")}
+            stray = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+            if stray:
+                return f"table {stray[0]} left by a migration"
+            if tables and ("alembic_version" not in tables or
+                           db.execute("select count(*) from alembic_version").fetchone()[0] == 0):
+                return "tables without a schema revision"
+    except sqlite3.DatabaseError as error:
+        return f"not a sqlite database: {error}"
+    return None
 
 
 def log_run(results: dict, run_dir: Path, *, uri: str | None = None,
@@ -226,8 +289,8 @@ def download_run(run_id: str, destination: Path, *, uri: str | None = None) -> P
     from . import bench_report
 
     uri = resolve_uri(uri)
-    client = _client(uri)
     with _talking_to(uri):
+        client = _client(uri)
         logged = {artifact.path for artifact in client.list_artifacts(run_id)}
         results = next((name for name in ("results.json", bench_report.FILE)
                         if name in logged), None)
@@ -247,29 +310,62 @@ def _experiment(uri: str | None, name: str, *, create: bool = True) -> Iterator[
     ``create``, else a TrackingError (a reader asked for an experiment that is not there)."""
     uri = resolve_uri(uri)
     check_reachable(uri)
-    client = _client(uri)
     with _talking_to(uri):
+        client = _client(uri)
         experiment_id = _experiment_id(client, name, create=create)
         if experiment_id is None:
             raise TrackingError(f"MLflow experiment {name!r} does not exist at {uri}")
         yield client, experiment_id
 
 
+# MLflow's database code logs each error it then raises, traceback and all, and its table
+# creation and migrations at INFO: quiet while it talks, so its error is our one line
+QUIET_LOGGERS = {"mlflow.store.db.utils": logging.CRITICAL, "alembic": logging.WARNING}
+
+
 @contextlib.contextmanager
 def _talking_to(uri: str) -> Iterator[None]:
-    """MLflow calls to ``uri`` under :data:`HTTP_LIMITS`, their errors one TrackingError."""
+    """MLflow calls to ``uri`` under :data:`HTTP_LIMITS` and :data:`QUIET_LOGGERS`, their
+    errors one TrackingError (a missing database driver included); a full disk is named as
+    such, whatever layer reports it."""
     from mlflow.exceptions import MlflowException
 
     unset = [name for name in HTTP_LIMITS if name not in os.environ]
     os.environ.update({name: HTTP_LIMITS[name] for name in unset})
+    loggers = {logging.getLogger(name): level for name, level in QUIET_LOGGERS.items()}
+    levels = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
+        logger.setLevel(max(level, logger.getEffectiveLevel()))
     try:
         yield
-    except (MlflowException, OSError) as error:
-        message = error.message if isinstance(error, MlflowException) else str(error)
-        raise TrackingError(f"MLflow at {uri}: {_first_line(message)}") from None
+    except (MlflowException, OSError, ImportError) as error:
+        if isinstance(error, MlflowException):
+            message = error.message
+        elif isinstance(error, ImportError):
+            message = (f"needs the Python module {error.name or error} (install it, or pass "
+                       "another --tracking-uri)")
+        else:
+            message = str(error)
+        full = " (ENOSPC: the disk is full)" if _disk_full(error) else ""
+        raise TrackingError(f"MLflow at {uri}{full}: {_first_line(message)}") from None
     finally:
         for name in unset:
             os.environ.pop(name, None)
+        for logger, level in levels.items():
+            logger.setLevel(level)
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """Whether ``error`` or one it came from is a full disk (an OSError's ENOSPC, or the
+    database's own words for it)."""
+    seen = 0
+    while error is not None and seen < 20:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "disk is full" in str(error) or "No space left on device" in str(error):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def _download_results(client, run_id: str) -> dict:

@@ -147,3 +147,37 @@ def test_an_incomplete_launch_environment_is_one_line(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "needs MASTER_ADDR" in err
     assert not (directory / "results").exists()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"SLURM_NTASKS": "abc"}, "SLURM_NTASKS='abc' is not an integer"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "http"},
+     "MASTER_PORT='http' is not an integer"),
+])
+def test_a_malformed_launch_environment_is_one_line(tmp_path, monkeypatch, capsys, env,
+                                                    message):
+    directory = prepare(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(run_args(directory)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.timeout(120)
+def test_a_rank_that_never_joins_is_one_line_naming_the_rendezvous(tmp_path, monkeypatch,
+                                                                     capsys):
+    directory = prepare(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "3")
+    assert cli.main(run_args(directory)) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"rank 0 of 2: the ranks did not all join at 127.0.0.1:{port} within 3 s" in err
+    assert not (directory / "results").exists()

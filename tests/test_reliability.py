@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import error_lines, failing_mlflow_server
 from test_tracking import make_results
@@ -363,3 +364,112 @@ def test_an_artifact_the_store_lost_fails_the_logging(logged_dir, monkeypatch):
         None if path.endswith("pareto.png") else real(self, run_id, path, *a, **k)))
     with pytest.raises(tracking.TrackingError, match="lacks pareto.png"):
         tracking.log_run(results, run_dir, uri=uri)
+
+
+# -- issue 25: inputs keyed by their content, tracking out of the digest ----------------
+def _digits_reference(path: Path, start: int) -> None:
+    from repro.samples import to_uint8
+    from repro.zoo.data import digits_images
+
+    np.savez(path, arr_0=to_uint8(digits_images()[0])[start:start + 300])
+
+
+def test_a_reference_changed_at_the_same_path_recomputes_what_used_it(tmp_path, monkeypatch):
+    """The reference file rewritten between two runs of one run id: every FID row, the
+    reference statistics kept beside the per-seed data and results.json's inputs follow
+    the new file, as a fresh run on it gives (no row keeps the old file's FID)."""
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    reference = tmp_path / "ref.npz"
+    text = SMALL.replace('metrics: ["rfid:digits-cnn"]',
+                         f'metrics: ["fid:digits-cnn"], reference: "{reference}"')
+    suite = load(write(tmp_path, text))
+    _digits_reference(reference, 0)
+    first = json.loads((runner.run_suite(suite, results_root=tmp_path / "r",
+                                         run_id="x") / "results.json").read_text())
+    _digits_reference(reference, 1000)
+    resumed_dir = runner.run_suite(suite, results_root=tmp_path / "r", run_id="x")
+    resumed = json.loads((resumed_dir / "results.json").read_text())
+    fresh_dir = runner.run_suite(suite, results_root=tmp_path / "r", run_id="y")
+    fresh = json.loads((fresh_dir / "results.json").read_text())
+
+    def fids(results):
+        return [row["metrics"]["fid:digits-cnn"] for row in results["rows"]]
+
+    assert fids(resumed) == fids(fresh) and fids(first) != fids(fresh)
+    digest = resumed["inputs"]["a"]["metrics"]["reference"]
+    assert digest == fresh["inputs"]["a"]["metrics"]["reference"] != \
+        first["inputs"]["a"]["metrics"]["reference"]
+    kept = "per_seed/a/reference-digits-cnn.npz"
+    assert (resumed_dir / kept).read_bytes() == (fresh_dir / kept).read_bytes()
+
+
+def test_editing_tracking_keeps_the_run_and_its_work(tmp_path, monkeypatch):
+    """Where a run is logged changes no result: the run id resumes, nothing is sampled."""
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    runner.run_suite(load(write(tmp_path)), results_root=tmp_path / "r", run_id="x")
+    edited = load(write(tmp_path, SMALL.replace("tracking: {enabled: false}", "tracking: "
+                                                "{enabled: false, experiment: elsewhere}")))
+    sampled = []
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: sampled.append(1))
+    runner.run_suite(edited, results_root=tmp_path / "r", run_id="x")
+    assert sampled == []
+
+
+LONG = "x" * 300
+LATE_25 = {
+    "a 600-character tracking experiment": (
+        ("tracking: {enabled: false}", f"tracking: {{experiment: {'e' * 600}}}"),
+        "field 'tracking.experiment'", "longer than 256"),
+    "an empty tracking experiment": (("tracking: {enabled: false}", "tracking: {experiment: ''}"),
+                                     "field 'tracking.experiment'", "empty"),
+    "a 300-character experiment name": (("{name: a,", f"{{name: {LONG},"),
+                                        "field 'experiments[0].name'", "longer than 100"),
+    "a 300-character row name": (("keep: [2]}]", f"keep: [2], name: {LONG}}}]"),
+                                 "field 'baselines[0].name'", "longer than 100"),
+    "latency_batch: 1e9": (("latency_batch: 2", "latency_batch: 1000000000"),
+                           "field 'evaluation.latency_batch'", "more than 4096"),
+}
+
+
+@pytest.mark.parametrize(("change", "field", "message"), list(LATE_25.values()),
+                         ids=list(LATE_25))
+def test_validate_refuses_names_and_sizes_run_would_fail_on(tmp_path, capsys, change, field,
+                                                            message):
+    err = one_line_error(capsys, ["validate", str(write(tmp_path, SMALL.replace(*change)))])
+    assert field in err and message in err
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"partial": {"0": -0.5}}, "cost of P0 must be finite and positive, got -0.5"),
+    ({"partial": {"0": 0}}, "cost of P0 must be finite and positive, got 0.0"),
+    ({"partial": {"0": 0.3}, "per_call": -1}, "cost of per_call must be finite and at least 0"),
+    ({"partial": {"0": float("nan")}}, "cost of P0 must be finite"),
+])
+def test_a_cost_table_of_free_or_negative_steps_is_refused_at_load(tmp_path, capsys, table,
+                                                                    message):
+    (tmp_path / "costs.json").write_text(json.dumps(table))
+    text = SMALL.replace("steps: 4\n", f"steps: 4\ncost_table: {tmp_path / 'costs.json'}\n")
+    err = one_line_error(capsys, ["validate", str(write(tmp_path, text))])
+    assert "field 'cost_table'" in err and message in err
+
+
+MALFORMED = {
+    "all seeds equal": ({"seeds": np.zeros(2, np.int64)}, "seed 0 is repeated"),
+    "labels 99": ({"model": np.array("digits-cond"), "labels": np.array([99, 3])},
+                  "labels [99] outside 0..9 for 'digits-cond'"),
+    "labels on an unconditional model": ({"labels": np.array([1, 2])},
+                                         "model 'digits-ddpm' is unconditional"),
+    "steps 0": ({"steps": np.array(0)}, "steps 0; at least 1"),
+    "infinite guidance": ({"guidance": np.array(np.inf)}, "guidance inf is not finite"),
+}
+
+
+@pytest.mark.parametrize(("fields", "message"), list(MALFORMED.values()), ids=list(MALFORMED))
+@pytest.mark.parametrize("role", ["samples", "teacher"])
+def test_eval_refuses_samples_a_suite_would_refuse(tmp_path, capsys, fields, message, role):
+    bad = _samples(tmp_path, **fields)
+    good = (tmp_path / "good").mkdir() or _samples(tmp_path / "good")
+    scored, teacher = (bad, good) if role == "samples" else (good, bad)
+    err = one_line_error(capsys, ["eval", str(scored), "--metric", "rfid:digits-cnn",
+                                  "--teacher", str(teacher)])
+    assert f"samples file {bad}: {message}" in err

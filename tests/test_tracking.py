@@ -259,7 +259,95 @@ def test_check_reachable_local_stores(tmp_path, monkeypatch):
                 f"file://{tmp_path}/file/mlruns", "file/mlruns"):
         with pytest.raises(TrackingError, match=f"MLflow store {uri}: .*file is not a directory"):
             check_reachable(uri)
-    check_reachable("postgresql://nobody@127.0.0.1/none")  # left to MLflow
+
+
+# -- issue 25: stores made whole or refused, one line before the work ---------------------
+def test_a_database_uri_without_its_driver_is_one_line_before_the_work(tmp_path):
+    """No postgres driver is installed here: named at the start, not after all the work."""
+    with pytest.raises(TrackingError, match=r"^MLflow at postgresql://nobody@127.0.0.1/none: "
+                                            r"needs the Python module psycopg") as caught:
+        check_reachable("postgresql://nobody@127.0.0.1/none")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_half_made_sqlite_store_is_refused_naming_the_file(tmp_path):
+    import sqlite3
+
+    check_reachable(store(tmp_path))
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:  # as a kill mid-migration leaves it
+        db.execute("create table _alembic_tmp_tags (key text)")
+    with pytest.raises(TrackingError, match=f"MLflow store {tmp_path}/mlflow.db is half-made "
+                                            r"\(table _alembic_tmp_tags"):
+        check_reachable(store(tmp_path))
+
+
+_CREATE = ("import sys; from repro.tracking import _experiment\n"
+           "with _experiment(sys.argv[1], 'e') as (client, experiment_id): pass\n")
+
+
+def _tracking_child(uri: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _CREATE, uri], cwd=cwd,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+
+
+@pytest.mark.timeout(300)
+def test_a_kill_while_the_sqlite_store_is_created_leaves_no_broken_store(tmp_path):
+    """SIGKILL once the store's tables are being written (MLflow's creation and migrations
+    take seconds): the next run creates the store and logs."""
+    uri = store(tmp_path)
+    child = _tracking_child(uri, tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None and not any(
+            p.stat().st_size > 50_000 for p in tmp_path.glob("*mlflow.db*")):
+        time.sleep(0.01)
+    child.kill()
+    child.wait()
+    assert not (tmp_path / "mlflow.db").exists() or child.returncode == 0
+    again = _tracking_child(uri, tmp_path)
+    assert again.wait(timeout=240) == 0, again.stderr.read()
+
+
+@pytest.mark.timeout(300)
+def test_two_first_runs_at_once_in_an_empty_folder_both_log(tmp_path):
+    uri = store(tmp_path)
+    children = [_tracking_child(uri, tmp_path) for _ in range(2)]
+    for child in children:
+        assert child.wait(timeout=240) == 0, child.stderr.read()
+    assert not list(tmp_path.glob(".mlflow.db.*"))
+
+
+_FILL = """import sys
+from pathlib import Path
+from repro.tracking import TrackingError, log_run
+sys.path.insert(0, sys.argv[3])
+from test_tracking import make_results
+run_dir = Path(sys.argv[2])
+run_dir.mkdir()
+(run_dir / "results.json").write_text("{}")
+results = make_results()
+results["rows"] *= 400
+try:
+    log_run(results, run_dir, uri=sys.argv[1])
+except TrackingError as error:
+    print(f"repro: error: {error}", file=sys.stderr)
+"""
+
+
+def test_a_full_disk_under_the_store_is_one_line_naming_enospc(tmp_path):
+    """The store on a 2 MB tmpfs (a private mount namespace; skipped where not allowed)."""
+    full = tmp_path / "full"
+    full.mkdir()
+    mount = f"mount -t tmpfs -o size=2m tmpfs {full}"
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", f'{mount} && exec "$@"', "sh",
+                           sys.executable, "-c", _FILL, f"sqlite:///{full}/mlflow.db",
+                           str(full / "run"), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    if "Operation not permitted" in done.stderr or "unshare" in done.stderr:
+        pytest.skip(f"no private mount namespace here: {done.stderr.strip()[:200]}")
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ENOSPC" in lines[0], done.stderr[-3000:]
 
 
 def test_resolve_uri_precedence(tmp_path, monkeypatch):

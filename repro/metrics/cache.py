@@ -37,6 +37,12 @@ def read_cached(path: Path, read: Callable[[Path], T]) -> T:
                                "it to compute it again") from None
 
 
+def file_digest(path: Path) -> str:
+    """A short digest of a file's bytes, read in chunks (weights files run to gigabytes)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+
+
 def key_digest(fields: Mapping) -> str:
     """A short stable digest of JSON-able identity fields."""
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))

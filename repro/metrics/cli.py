@@ -43,13 +43,18 @@ def add_eval_parser(subparsers, parents=()) -> argparse.ArgumentParser:
 
 def run_eval(args: argparse.Namespace) -> int:
     from repro.prompts import read_prompts
-    from repro.samples import SampleSet
+    from repro.samples import SampleSet, check_samples
 
     from .evaluate import EvalOptions, evaluate
 
-    samples = SampleSet.load(args.file)
+    def checked(path: Path) -> SampleSet:
+        samples = SampleSet.load(path)
+        check_samples(samples, path)
+        return samples
+
+    samples = checked(args.file)
     options = EvalOptions(
-        teacher=SampleSet.load(args.teacher) if args.teacher else None,
+        teacher=checked(args.teacher) if args.teacher else None,
         reference=args.reference,
         prompts=read_prompts(args.prompts) if args.prompts else None,
         inception_weights=args.inception_weights, clip_weights=args.clip_weights,

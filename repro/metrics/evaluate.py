@@ -69,6 +69,25 @@ def check_resources(metrics: Sequence[str], reference: str | None = None,
             locate(reference)
 
 
+def resource_digests(metrics: Sequence[str], reference: str | None = None) -> dict:
+    """Content digests (sha256 of the bytes, streamed) of the files ``metrics`` read: the
+    reference data and the Inception and CLIP weights. A run keys each row's metrics by
+    them: a file replaced at the same path between an interrupt and a resume is a new
+    input, not the one the finished rows were scored against."""
+    from .cache import file_digest
+    from .references import reference_digest
+
+    kinds = {name.partition(":")[0] for name in metrics}
+    digests = {}
+    if kinds & set(NEEDS_REFERENCE) and reference is not None:
+        digests["reference"] = reference_digest(reference)
+    if any(name.endswith(INCEPTION) for name in metrics):
+        digests["inception_weights"] = file_digest(inception_weights_path())
+    if "clip" in kinds:
+        digests["clip_weights"] = file_digest(clip_weights_path())
+    return digests
+
+
 def evaluate(samples: SampleSet, metrics: Sequence[str],
              options: EvalOptions = EvalOptions(), networks: dict | None = None,
              ) -> list[MetricResult]:

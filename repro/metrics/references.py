@@ -125,6 +125,16 @@ def _online(url: str) -> bool:
     return True
 
 
+def reference_digest(name: str) -> str | None:
+    """Digest of the bytes of reference ``name``'s files (None for the embedded digits
+    set, which the package's code fixes): a file changed at the same path is another
+    reference, so work keyed by it is made again."""
+    source = locate(name)
+    if source.path is None:
+        return None
+    return _files_digest(_files(source), source.path)
+
+
 def reference_statistics(name: str, extractor: FeatureExtractor) -> FeatureStatistics:
     """Statistics of reference ``name`` (a registered name or a path) under ``extractor``."""
     source = locate(name)
