@@ -26,11 +26,11 @@ import numpy as np
 
 from . import bench_report, per_seed
 from .compare import WORSE, Point, difference, per_seed_mean, rfid_quality, set_statistic
+from .metrics.protocols import LOWER_IS_BETTER
 from .report import SCHEMA_PREFIX, ReportError, load_results
 from .suite import DEFAULT_TOLERANCES, Regression
 
 SPEED = "measured speedup"
-LOWER_IS_BETTER = ("fid", "rfid")  # every other metric kind: higher is better
 EXIT_REGRESSED = 1
 
 

@@ -3,7 +3,7 @@ needs (``repro gate``, ``repro.compare``), kept beside results.json because resu
 only holds each metric's value on the whole seed set.
 
 One ``.npz`` per row (``per_seed/<experiment>/<row>.npz`` in a run directory): ``seeds``,
-``features:<extractor>`` (float32, one row per seed: the FID and rFID inputs) and
+``features:<extractor>`` (float32, one row per seed: the FID, rFID, KID and rKID inputs) and
 ``values:<protocol>`` (a per-seed metric's value for each seed: class accuracy's 0/1,
 CLIP's score). The FID reference's statistics, the same for every row of an experiment,
 are ``per_seed/<experiment>/reference-<extractor>.npz`` (``FeatureStatistics.save``).
@@ -69,14 +69,15 @@ def load(path: Path) -> PerSeed:
 
 
 def of_results(seeds: np.ndarray, results) -> PerSeed:
-    """The per-seed data that ``MetricResult``s carry (``per_seed``): features of fid / rfid
-    (one array per extractor: both see the same features), values of per-seed metrics."""
+    """The per-seed data that ``MetricResult``s carry (``per_seed``): features of fid / rfid /
+    kid / rkid (one array per extractor: all see the same features), values of per-seed
+    metrics."""
     features, values = {}, {}
     for result in results:
         if result.per_seed is None:
             continue
         kind, _, extractor = result.protocol.partition(":")
-        if kind in ("fid", "rfid"):
+        if kind in ("fid", "rfid", "kid", "rkid"):
             features.setdefault(extractor, result.per_seed)
         else:
             values[result.protocol] = result.per_seed

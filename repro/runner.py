@@ -34,6 +34,7 @@ from typing import IO, NamedTuple
 from . import accel, baselines, distributed, models, search, search_log, shards
 from .atomic import atomic_path, writable_problem
 from .faults import checkpoint
+from .metrics.protocols import with_kid
 from .provenance import git_state
 from .samples import SampleSet, generate, parse_seeds
 from .schedule import CostTable, Schedule
@@ -427,6 +428,7 @@ class _ExperimentRun:
                                                ev.bootstrap)
         for row in mine:
             row["intervals"] = {m: list(intervals[(row["name"], m)]) for m in protocols}
+        self._kid_intervals(mine, features, teacher)
         return [{"experiment": self.e.name, **record} for record in records]
 
     def _cost_table(self) -> CostTable:
@@ -476,6 +478,28 @@ class _ExperimentRun:
         _write_keyed(path, key, done)
         checkpoint("calibration")
         return done
+
+    def _kid_intervals(self, rows: list[dict], features: dict, teacher: str) -> None:
+        """Each row's 95% interval of the KID beside each of its FID protocols (kid against
+        the reference's features, rkid against the teacher row's), a percentile bootstrap
+        over the evaluation seeds (:func:`repro.metrics.kid.interval`)."""
+        from .metrics.kid import interval, kid_quality, reference_self_term, rkid_quality
+        from .metrics.protocols import KID_OF
+
+        ev = self.e.evaluation
+        for protocol in ev.metrics:
+            kind, _, name = protocol.partition(":")
+            if kind == "fid":
+                from .metrics.references import reference_features
+
+                reference = reference_features(ev.reference, self._extractor(name))
+                self_term = reference_self_term(reference)
+            for row in rows if kind in KID_OF else ():
+                x = features[row["name"]][name]
+                quality = (kid_quality(x, reference, self_term=self_term) if kind == "fid"
+                           else rkid_quality(x, features[teacher][name]))
+                row["intervals"][f"{KID_OF[kind]}:{name}"] = list(
+                    interval(quality, len(x), ev.bootstrap))
 
     def _stored_features(self, row: dict) -> dict:
         """A row's per-seed features by extractor (``repro.per_seed``)."""
@@ -650,6 +674,9 @@ class _ExperimentRun:
             self._key(run=schedules[row.name].key, seeds=seeds, metrics=ev.metrics,
                       reference=ev.reference, inputs=self.inputs["metrics"], grid=ev.grid))
             for row in self.plan}
+
+            self._key(run=schedules[row.name].key, seeds=seeds, metrics=with_kid(ev.metrics),
+                      reference=ev.reference, grid=ev.grid)) for row in self.plan}
         done = self.world.share("rows: evaluated?", lambda: {
             name: value for name, f in files.items()
             if (value := _read_keyed(f.result, f.key)) is not None
@@ -683,7 +710,7 @@ class _ExperimentRun:
             started = time.perf_counter()
             planned = schedules[row.name]
             samples = teacher if row.kind == "teacher" else loops[planned.key].load()
-            results = evaluate(samples, ev.metrics, EvalOptions(
+            results = evaluate(samples, with_kid(ev.metrics), EvalOptions(
                 teacher=teacher, reference=ev.reference, device=str(self.model.unet.device)),
                 self.networks)
             grid = None

@@ -115,3 +115,81 @@ def test_kid_fitness_scores_where_rfid_is_undefined_and_never_reuses_rfid_scores
         Record(str(cached), "segment-evolution", 2.0, 2.0, rfid(cached), 0.1))
     assert search_log.read_scores(log, rfid.context) == {str(cached): rfid(cached)}
     assert search_log.read_scores(log, kid.context) == {}
+
+
+def test_beyond_the_exact_rows_resamples_use_the_per_seed_decomposition(monkeypatch):
+    """Past EXACT_ROWS seeds (no n x n matrix in memory) the resampled KID is the
+    U-statistic's projection on the seeds: the same value on the seeds drawn, the same mean
+    over resamples and nearly the same spread as the exact resampling."""
+    from repro.metrics import kid as kid_module
+
+    x, y = features(3, 300, 16), features(4, 300, 16, 0.3)
+    resamples = np.random.default_rng(5).integers(0, 300, size=(2000, 300))
+    exact = [rkid_quality(x, y)(resamples), kid_quality(x, y)(resamples)]
+    monkeypatch.setattr(kid_module, "EXACT_ROWS", 100)
+    monkeypatch.setattr(kid_module, "CHUNK_ROWS", 64)  # blocks that do not divide the rows
+    assert rkid_quality(x, y)(np.arange(300)) == pytest.approx(rkid_value(x, y), rel=1e-10)
+    assert kid_quality(x, y)(np.arange(300)) == pytest.approx(kid_value(x, y), rel=1e-10)
+    for quality, reference in zip((rkid_quality(x, y), kid_quality(x, y)), exact, strict=True):
+        projected = quality(resamples)
+        assert abs(projected.mean() - reference.mean()) < 0.05 * reference.std()
+        assert projected.std() == pytest.approx(reference.std(), rel=0.1)
+
+
+def test_interval_is_a_percentile_interval_around_the_estimate():
+    from repro.metrics.kid import interval
+
+    x, y = features(3, 100, 8), features(4, 100, 8, 0.2)
+    low, high = interval(rkid_quality(x, y), 100, 999)
+    assert low < rkid_value(x, y) < high
+    assert interval(rkid_quality(x, x), 100, 50) == (0.0, 0.0)  # the teacher against itself
+    assert interval(rkid_quality(x, y), 100, 250) == interval(rkid_quality(x, y), 100, 250)
+
+
+def test_every_fid_protocol_brings_its_kid():
+    from repro.metrics.protocols import METRICS, with_kid
+
+    assert with_kid(["fid:digits-cnn", "acc:digits-cnn", "rfid:digits-cnn", "kid:digits-cnn"]) \
+        == ("fid:digits-cnn", "kid:digits-cnn", "acc:digits-cnn", "rfid:digits-cnn",
+            "rkid:digits-cnn")
+    assert {"kid:digits-cnn", "rkid:inception-2015-12-05"} <= set(METRICS)
+
+
+def test_repro_eval_reports_kid_and_rkid_and_ls_lists_them(tmp_path, capsys):
+    import json
+
+    from repro import cli
+    from repro.metrics.extractors import load_extractor
+    from repro.metrics.references import reference_features
+    from repro.samples import SampleSet, to_uint8
+    from repro.zoo.data import digits_images
+
+    images = to_uint8(digits_images()[0])
+    rng = np.random.default_rng(0)
+
+    def save(name, rows):
+        SampleSet(images=images[rows], seeds=np.arange(len(rows), dtype=np.int64), labels=None,
+                  model="digits-ddpm", schedule="F F", steps=2, guidance=None
+                  ).save(tmp_path / name)
+    save("teacher.npz", rng.permutation(len(images))[:150])
+    save("cand.npz", rng.permutation(len(images))[:150])
+    argv = ["eval", str(tmp_path / "cand.npz"), "--metric", "kid:digits-cnn", "--reference",
+            "digits", "--metric", "rkid:digits-cnn", "--teacher", str(tmp_path / "teacher.npz"),
+            "--json"]
+    assert cli.main(argv) == 0
+    values = {m["protocol"]: m for m in json.loads(capsys.readouterr().out)["metrics"]}
+    cnn = load_extractor("digits-cnn")
+    cand = cnn.features(np.load(tmp_path / "cand.npz")["images"])
+    teacher = cnn.features(np.load(tmp_path / "teacher.npz")["images"])
+    assert values["kid:digits-cnn"]["value"] == pytest.approx(
+        kid_value(cand, reference_features("digits", cnn)), rel=1e-6)
+    assert values["rkid:digits-cnn"]["value"] == pytest.approx(rkid_value(cand, teacher),
+                                                               rel=1e-6)
+    assert values["kid:digits-cnn"]["n"] == 150
+    assert cli.main(["eval", str(tmp_path / "cand.npz"), "--metric", "rkid:digits-cnn"]) == 2
+    assert "rkid:digits-cnn needs --teacher" in capsys.readouterr().err
+    assert cli.main(["eval", str(tmp_path / "cand.npz"), "--metric", "kid:digits-cnn"]) == 2
+    assert "kid:digits-cnn needs --reference" in capsys.readouterr().err
+    assert cli.main(["ls"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert {"kid:digits-cnn", "rkid:digits-cnn", "kid:inception-2015-12-05"} <= set(listed)

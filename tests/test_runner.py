@@ -87,9 +87,17 @@ def test_run_gives_verdicts_at_equal_speed_with_intervals(finished_run):
         assert got == {(m, f, s, metric) for m in ("segment-evolution", "stepwise-evolution")
                        for f in families - {m} for s in ("predicted", "measured")
                        for metric in metrics}
+        kids = [m.replace("fid:", "kid:") for m in metrics]  # rfid -> rkid, fid -> kid
         for row in (r for r in results["rows"] if r["experiment"] == experiment):
-            assert set(row["intervals"]) == set(metrics)
+            assert set(row["intervals"]) == set(metrics + kids)
             assert all(low <= high for low, high in row["intervals"].values())
+            for kid in kids:  # KID beside every FID, its interval around its estimate
+                low, high = row["intervals"][kid]
+                assert low <= row["metrics"][kid] <= high
+                assert row["metric_n"][kid] == 24
+            if row["kind"] == "teacher":
+                assert row["metrics"]["rkid:digits-cnn"] == 0  # against itself
+                assert row["intervals"]["rkid:digits-cnn"] == [0, 0]
     outcomes = {v["outcome"] for v in results["verdicts"]}
     assert outcomes <= {"better", "tie", "worse", "out of range"}
     # beyond a family's front (one row: fewer-steps) only dominance is a verdict
@@ -156,6 +164,7 @@ def test_every_row_keeps_the_per_seed_data_its_metrics_came_from(finished_run):
     resampling of images; recomputing each metric from them gives the reported value."""
     from repro import per_seed
     from repro.metrics.frechet import FeatureStatistics, frechet_distance
+    from repro.metrics.kid import rkid_value
     from repro.samples import parse_seeds
 
     run_dir, _, _ = finished_run
@@ -172,6 +181,9 @@ def test_every_row_keeps_the_per_seed_data_its_metrics_came_from(finished_run):
         stats = FeatureStatistics.of(features, "digits-cnn")
         assert frechet_distance(stats, FeatureStatistics.of(teacher, "digits-cnn")) == \
             pytest.approx(row["metrics"]["rfid:digits-cnn"], rel=1e-3, abs=1e-3)
+        assert rkid_value(features, teacher) == pytest.approx(
+            row["metrics"]["rkid:digits-cnn"], rel=1e-4, abs=1e-6)
+        assert not any("kid" in name for name in data.values)  # KID's input: the features
         if "fid:digits-cnn" in row["metrics"]:
             assert frechet_distance(stats, reference) == pytest.approx(
                 row["metrics"]["fid:digits-cnn"], rel=1e-4)

@@ -296,7 +296,7 @@ def test_text_suite_rows_carry_clip_rfid_guidance_and_speedups(text_run):
     assert [row["steps"] for row in rows.values()] == [5, 5, 5, 3]
     for row in rows.values():
         assert row["model"] == "sd15" and row["guidance"] == 7.5
-        assert set(row["metrics"]) == {CLIP_PROTOCOL, RFID}
+        assert set(row["metrics"]) == {CLIP_PROTOCOL, RFID, f"rkid:{INCEPTION}"}
         assert row["metric_n"][CLIP_PROTOCOL] == 6 and row["latency"]["batch"] == 2
         assert_speedup_is_the_ratio_of_medians(row, rows["teacher"])
     assert rows["teacher"]["schedule"] == "F F F F F F"

@@ -21,8 +21,9 @@ from .result import MetricResult
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """Inputs some metrics need: ``teacher`` (rfid, latency speedup), ``reference`` (fid),
-    ``prompts`` (clip, one per image), local weight files, and latency settings."""
+    """Inputs some metrics need: ``teacher`` (rfid, rkid, latency speedup), ``reference``
+    (fid, kid, precision, recall), ``prompts`` (clip, one per image), local weight files,
+    and latency settings."""
 
     teacher: SampleSet | None = None
     reference: str | None = None
@@ -44,7 +45,7 @@ def check_request(metrics: Sequence[str], options: EvalOptions) -> None:
         if name not in METRICS:
             raise MetricInputError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
         kind = name.partition(":")[0]
-        if kind == "rfid" and options.teacher is None:
+        if kind in ("rfid", "rkid") and options.teacher is None:
             raise MetricInputError(f"{name} needs --teacher TEACHER.npz (the all-F samples "
                                    "from the same seeds)")
         if kind in NEEDS_REFERENCE and options.reference is None:
@@ -108,6 +109,7 @@ def evaluate(samples: SampleSet, metrics: Sequence[str],
 
     results = []
     against_reference: dict[str, dict[str, MetricResult]] = {}  # precision and recall: one pass
+    features: dict[str, object] = {}  # the samples' features by extractor, extracted once
     for name in metrics:
         kind, _, arg = name.partition(":")
         if kind == "fid":
@@ -118,6 +120,14 @@ def evaluate(samples: SampleSet, metrics: Sequence[str],
             from .fid import rfid
 
             results.append(rfid(samples, options.teacher, extractor(arg)))
+        elif kind == "kid":
+            from .kid import kid
+
+            results.append(kid(samples, options.reference, extractor(arg), features.get(arg)))
+        elif kind == "rkid":
+            from .kid import rkid
+
+            results.append(rkid(samples, options.teacher, extractor(arg), features.get(arg)))
         elif kind in ("precision", "recall"):
             from .precision_recall import precision_recall
 
@@ -141,6 +151,8 @@ def evaluate(samples: SampleSet, metrics: Sequence[str],
             results.append(networks[name].score(samples.images, options.prompts))
         else:
             results.append(_latency(samples, options))
+        if kind in ("fid", "rfid", "kid", "rkid"):
+            features.setdefault(arg, results[-1].per_seed)
     return results
 
 

@@ -7,9 +7,10 @@ compute the metrics import them from here, so a name is written once.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-# feature extractors: fid:<extractor>, rfid:<extractor>, precision/recall:<extractor>
+# feature extractors: fid, rfid, kid, rkid, precision, recall:<extractor>
 DIGITS_CNN = "digits-cnn"
 INCEPTION = "inception-2015-12-05"
 EXTRACTORS = (DIGITS_CNN, INCEPTION)
@@ -23,12 +24,28 @@ CLIP_ENV = "REPRO_CLIP_WEIGHTS"
 CLIP_ARCH, CLIP_TAG = "ViT-g-14", "laion2b_s34b_b88k"
 CLIP_PROTOCOL = f"clip:{CLIP_ARCH}/{CLIP_TAG}"
 
-METRICS = (*(f"{kind}:{e}" for kind in ("fid", "rfid", "precision", "recall") for e in EXTRACTORS),
+METRICS = (*(f"{kind}:{e}" for kind in ("fid", "rfid", "kid", "rkid", "precision", "recall")
+             for e in EXTRACTORS),
            f"is:{INCEPTION}", CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "latency")
+# Every FID also reports KID on the same features, every rFID rKID (unbiased at any n)
+KID_OF = {"fid": "kid", "rfid": "rkid"}
+# Metric kinds where lower is better (distances); every other kind: higher is better
+LOWER_IS_BETTER = ("fid", "rfid", "kid", "rkid")
 # search.fitness -> the protocol kind it scores candidates with (against the teacher)
 SEARCH_FITNESSES = {"rfid": "rfid", "kid": "rkid"}
 # Metrics of samples against a reference data set (evaluation.reference, --reference).
-NEEDS_REFERENCE = ("fid", "precision", "recall")
+NEEDS_REFERENCE = ("fid", "kid", "precision", "recall")
+
+
+def with_kid(metrics: Sequence[str]) -> tuple[str, ...]:
+    """``metrics`` with the KID of each FID protocol after it (``kid:<extractor>`` after
+    ``fid:<extractor>``, ``rkid`` after ``rfid``), each name once: what a suite's rows
+    report, so a suite asks for FID and gets KID beside it from the same features."""
+    out: list[str] = []
+    for name in metrics:
+        kind, _, extractor = name.partition(":")
+        out += [name] + ([f"{KID_OF[kind]}:{extractor}"] if kind in KID_OF else [])
+    return tuple(dict.fromkeys(out))
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 
