@@ -147,6 +147,7 @@ def _check_format(path: Path, stored) -> None:
 
 
 MAX_SEEDS = 1_000_000  # far above FID-50k; a range is counted before it is built
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -161,6 +162,11 @@ def parse_seeds(text: str) -> list[int]:
     except ValueError:
         raise ValueError(f"--seeds expects A:B or a comma list of integers, got "
                          f"{short(text)}") from None
+    ends = (parts.start, parts.stop - 1) if isinstance(parts, range) else parts
+    outside = next((seed for seed in ends if not SEED_MIN <= seed <= SEED_MAX), None)
+    if outside is not None:
+        raise ValueError(f"--seeds: seed {short(outside)} is outside {SEED_MIN}..{SEED_MAX} "
+                         "(samples files keep seeds as int64)")
     if not parts:
         raise ValueError(f"--seeds {short(text)} selects no seed")
     if len(parts) > MAX_SEEDS:
