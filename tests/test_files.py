@@ -8,6 +8,7 @@ import io
 import json
 import os
 import random
+import shutil
 import stat
 import subprocess
 import sys
@@ -157,8 +158,14 @@ def test_a_damaged_per_seed_file_is_made_again_on_resume(tmp_path, capsys):
     row = run_dir / "per_seed" / "a" / "fewer-steps-2.npz"
     before = per_seed.load(row)
     _damage(row, "features:digits-cnn.npy")
-    err = one_line_error(capsys, ["gate", str(run_dir), str(run_dir)])
-    assert f"{row}" in err
+    worse = tmp_path / "worse"  # a copy whose row got worse: the gate reads its per-seed data
+    shutil.copytree(run_dir, worse)
+    results = json.loads((worse / "results.json").read_text())
+    for entry in results["rows"]:
+        entry["metrics"] = {k: v + 1000 for k, v in entry["metrics"].items()}
+    (worse / "results.json").write_text(json.dumps(results))
+    err = one_line_error(capsys, ["gate", str(worse), str(run_dir)])
+    assert f"{worse / row.relative_to(run_dir)}" in err
     runner.run_suite(load(suite), results_root=tmp_path / "r", run_id="x")
     assert _same(per_seed.load(row), before)
     assert json.loads((run_dir / "results.json").read_text())["verdicts"] is not None
