@@ -29,7 +29,9 @@ class BadInput(Exception):
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
     from .accel import AccelError
+    from .atomic import TargetError
     from .distributed import LaunchError
+    from .files import InputFileError
     from .gate import GateError
     from .metrics import MetricInputError
     from .models import MissingWeightsError, UnknownModelError, WeightsMismatchError
@@ -45,7 +47,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError, SamplesFileError,
             BudgetError, SearchLogError, MetricInputError, ReportError, SuiteError,
             TrackingError, PromptsError, GateError, LaunchError, WeightsMismatchError,
-            AccelError)
+            AccelError, TargetError, InputFileError)
 
 
 def _configure_output(args: argparse.Namespace) -> None:
@@ -206,6 +208,16 @@ def _at_least_one(args: argparse.Namespace, *flags: str) -> None:
             raise BadInput(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
 
 
+def _replaceable(path: Path | None, flag: str) -> None:
+    """A file the command will write is a regular file or nothing yet, checked before any
+    work (a directory, a FIFO, a device or a symlink there is never replaced)."""
+    from .atomic import target_problem
+
+    problem = path is not None and target_problem(path)
+    if problem:
+        raise BadInput(f"{flag}: {problem}")
+
+
 def _step_mode(args: argparse.Namespace) -> str:
     """The one step mode a run or sampling uses (:data:`repro.accel.MODES`), checked
     against ``--device`` before anything is loaded."""
@@ -228,6 +240,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     _required(args, "model", "steps")
     _at_least_one(args, "steps", "batch", "prompts_limit")
+    _replaceable(args.out, "--out")
     try:
         seeds = samples.parse_seeds(args.seeds)
         labels = [int(x) for x in args.labels.split(",")] if args.labels else None
@@ -322,6 +335,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     _required(args, "model", "steps")
     _at_least_one(args, "steps", "n_eval", "population", "generations", "batch",
                   "prompts_limit")
+    _replaceable(args.log, "--log")
     spec = models.get(args.model)
     if args.extractor not in EXTRACTORS:
         raise BadInput(f"--extractor: unknown {args.extractor!r}; known: {', '.join(EXTRACTORS)}")
@@ -405,6 +419,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if bool(args.model) == bool(args.suite):
         raise BadInput("bench takes --model MODEL or --suite SUITE (exactly one)")
+    _replaceable(args.out, "--out")
     _at_least_one(args, "batch", "steps", "repeats")
     if args.suite:
         model_only = [flag for flag, given in (("--deepcache", args.deepcache),
@@ -484,6 +499,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if sum(map(bool, (args.runs, args.compare, args.experiment))) != 1:
         raise BadInput("report takes RUN_DIR..., --compare OLD NEW or --experiment NAME")
+    _replaceable(args.out, "--out")
     if args.format == "html":
         if len(args.runs) != 1:
             raise BadInput("--format html takes one RUN_DIR (its plots and grids go inside)")
@@ -821,6 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .atomic import WriteFailed
     from .distributed import RankFailure
     from .metrics import StatisticsError
     from .samples import NonFiniteSamplesError
@@ -830,6 +847,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv  # what `repro bench` reports as its command
     _configure_output(args)
     try:
+        if getattr(args, "threads", 0) < 0:
+            raise BadInput(f"--threads must be 0 (torch's default) or more, got {args.threads}")
         if getattr(args, "threads", 0) and args.command != "zoo":
             import torch
 
@@ -838,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
     except _bad_input_types() as error:
         print(f"repro: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (NonFiniteSamplesError, StatisticsError, RankFailure) as error:
+    except (NonFiniteSamplesError, StatisticsError, RankFailure, WriteFailed) as error:
         print(f"repro: failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

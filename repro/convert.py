@@ -194,7 +194,10 @@ def convert_file(kind: str, source: Path, out: Path) -> Path:
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
         raise ConversionError(f"{source} is not a readable torch checkpoint "
                               f"({type(error).__name__})") from None
-    state = loaded.get("state_dict", loaded)
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, Mapping) else None
+    if not isinstance(state, Mapping):
+        raise ConversionError(f"{source} holds a {type(loaded).__name__}, not a checkpoint's "
+                              "dict of weights")
     for name, module in convert(state, spec).items():
         module.save_pretrained(out / name)
     models.build_scheduler(spec).save_pretrained(out / "scheduler")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from .atomic import atomic_path
 from .comparison_report import verdict_table
+from .files import InputFileError, read_capped
 from .report import display_cells, table
 
 FILENAME = "report.html"
@@ -24,6 +26,7 @@ PLOTS = (("pareto.png", "speedup against quality, the non-dominated front per ex
          ("fronts.png", "each family's front with 95% bootstrap intervals"),
          ("convergence.png", "best search fitness against schedules scored"))
 _PNG = b"\x89PNG\r\n\x1a\n"
+EMBED_MAX_BYTES = 1 << 26  # a plot, grid or suite.yaml; a report stays a mailable page
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #111; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
@@ -56,8 +59,8 @@ def render_html(results: dict, run_dir: Path) -> str:
              "<h2>Command</h2>", _command(results.get("command")),
              "<h2>Environment</h2>", _pairs(results.get("environment") or {}),
              "<h2>Results</h2>", _table(table(results))]
-    plots = [_figure(run_dir / name, name, caption) for name, caption in PLOTS
-             if (run_dir / name).is_file()]
+    plots = [_figure(_inside(run_dir, name), name, caption) for name, caption in PLOTS
+             if os.path.lexists(run_dir / name)]
     if plots:
         parts += ["<h2>Plots</h2>", *plots]
     verdicts = verdict_table(results)
@@ -66,10 +69,8 @@ def render_html(results: dict, run_dir: Path) -> str:
     grids = [_grid(row, run_dir) for row in results["rows"] if row.get("grid")]
     if grids:
         parts += ["<h2>Sample grids</h2>", *grids]
-    suite_file = run_dir / "suite.yaml"
-    if suite_file.is_file():
-        parts += ["<h2>Suite (resolved)</h2>",
-                  f"<pre>{_e(suite_file.read_text(encoding='utf-8', errors='replace'))}</pre>"]
+    if os.path.lexists(run_dir / "suite.yaml"):
+        parts += ["<h2>Suite (resolved)</h2>", _suite(_inside(run_dir, "suite.yaml"))]
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>{_e(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n"
@@ -104,19 +105,48 @@ def _command(command: str | None) -> str:
     return f"<pre><code>{_e(command)}</code></pre>"
 
 
+def _inside(run_dir: Path, name: str) -> Path | None:
+    """``run_dir / name`` with symlinks resolved, or None where it leads out of the run
+    directory or loops (a report must not embed files from elsewhere on the machine)."""
+    try:
+        path = (run_dir / name).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    return path if path.is_relative_to(run_dir.resolve()) else None
+
+
+def _read(path: Path | None, limit: int) -> tuple[bytes, str]:
+    """The bytes of an embedded file and, where it cannot be embedded, why."""
+    if path is None:
+        return b"", "refused: it leads out of the run directory"
+    if not path.exists():
+        return b"", "image missing"
+    try:
+        return read_capped(path, limit), ""
+    except InputFileError as error:
+        return b"", f"not embedded ({str(error).removeprefix(f'{path}: ')})"
+
+
+def _suite(path: Path | None) -> str:
+    data, problem = _read(path, EMBED_MAX_BYTES)
+    if problem:
+        return f"<p>suite.yaml: {_e(problem)}</p>"
+    return f"<pre>{_e(data.decode('utf-8', errors='replace'))}</pre>"
+
+
 def _figure(path: Path | None, alt: str, caption: str, kind: str = "plot") -> str:
-    """The PNG at ``path`` inline as a data URI, or a note where it is missing or not a PNG."""
-    data = path.read_bytes() if path is not None and path.is_file() else b""
-    if not data.startswith(_PNG):
-        return f"<p>{_e(alt)}: {'not a PNG' if data else 'image missing'}</p>"
+    """The PNG at ``path`` inline as a data URI, or a note where it is missing, refused or not
+    a PNG."""
+    data, problem = _read(path, EMBED_MAX_BYTES)
+    if problem or not data.startswith(_PNG):
+        return f"<p>{_e(alt)}: {_e(problem or 'not a PNG')}</p>"
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
     return (f'<figure class="{kind}"><img src="{uri}" alt="{_e(alt)}">'
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
 def _grid(row: dict, run_dir: Path) -> str:
-    """A row's sample grid; a path leading out of the run directory counts as missing."""
-    path = (run_dir / row["grid"]).resolve()
-    inside = path.is_relative_to(run_dir.resolve())
+    """A row's sample grid; a path leading out of the run directory is refused."""
     label = f"{row.get('experiment')}: {row.get('name')}"
-    return _figure(path if inside else None, label, f"{label}, first evaluation seeds", "grid")
+    return _figure(_inside(run_dir, row["grid"]), label, f"{label}, first evaluation seeds",
+                   "grid")

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import NPZ_READ_ERRORS, atomic_path
+from .atomic import atomic_path
+from .files import InputFileError, read_npz
+from .quoting import short
 
 FORMAT = 1
 FEATURES, VALUES = "features:", "values:"
@@ -51,18 +53,27 @@ def save(path: Path, data: PerSeed, key: dict | None = None) -> Path:
 
 
 def load(path: Path) -> PerSeed:
+    """The per-seed data at ``path``; a file that does not read whole, or whose arrays do
+    not fit together, is one :class:`PerSeedError`."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if int(npz["format"]) != FORMAT:
-                raise PerSeedError(f"{path}: per-seed format {int(npz['format'])}, this version "
-                                   f"reads {FORMAT}")
-            names = list(npz.files)
-            seeds = npz["seeds"]
-            features = {n.removeprefix(FEATURES): npz[n] for n in names if n.startswith(FEATURES)}
-            values = {n.removeprefix(VALUES): npz[n] for n in names if n.startswith(VALUES)}
-    except NPZ_READ_ERRORS as error:
-        raise PerSeedError(f"{path}: unreadable per-seed file ({type(error).__name__})") from None
-    for name, array in (*features.items(), *values.items()):
+        arrays = read_npz(path)
+    except InputFileError as error:
+        raise PerSeedError(f"unreadable per-seed file {error}") from None
+    lacking = [name for name in ("format", "seeds") if name not in arrays]
+    if lacking:
+        raise PerSeedError(f"{path}: per-seed file lacks {lacking[0]!r}")
+    if arrays["format"].shape != () or not np.issubdtype(arrays["format"].dtype, np.integer) \
+            or int(arrays["format"]) != FORMAT:
+        raise PerSeedError(f"{path}: per-seed format {short(arrays['format'].tolist())}, this "
+                           f"version reads {FORMAT}")
+    seeds = arrays["seeds"]
+    features = {n.removeprefix(FEATURES): a for n, a in arrays.items() if n.startswith(FEATURES)}
+    values = {n.removeprefix(VALUES): a for n, a in arrays.items() if n.startswith(VALUES)}
+    for name, array, ndim in (("seeds", seeds, 1), *((n, a, 2) for n, a in features.items()),
+                              *((n, a, 1) for n, a in values.items())):
+        if array.ndim != ndim or not np.issubdtype(array.dtype, np.number):
+            raise PerSeedError(f"{path}: {name} is {array.dtype} {array.shape}, not "
+                               f"{ndim}-d numbers")
         if len(array) != len(seeds):
             raise PerSeedError(f"{path}: {name} has {len(array)} rows for {len(seeds)} seeds")
     return PerSeed(seeds, features, values)

@@ -19,7 +19,10 @@ import csv
 import json
 from pathlib import Path
 
+from .files import InputFileError, read_capped
+
 FORMATS = ("auto", "coco", "parti", "lines")
+PROMPTS_MAX_BYTES = 1 << 28  # COCO's train captions are under 100 MB
 
 
 class PromptsError(ValueError):
@@ -35,14 +38,16 @@ def read_prompts(path: str | Path, format: str = "auto", limit: int | None = Non
                            f"{', '.join(FORMATS)}")
     if limit is not None and limit < 1:
         raise PromptsError(f"prompts file {path}: limit must be at least 1, got {limit}")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
+    if not path.exists():
         where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-        raise PromptsError(f"prompts file {path} does not exist{where}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or type(error).__name__
-        raise PromptsError(f"cannot read prompts file {path}: {reason}") from None
+        raise PromptsError(f"prompts file {path} does not exist{where}")
+    try:
+        text = read_capped(path, PROMPTS_MAX_BYTES).decode("utf-8-sig")
+    except InputFileError as error:
+        raise PromptsError(f"prompts file {error}") from None
+    except UnicodeDecodeError as error:
+        raise PromptsError(f"cannot read prompts file {path}: not UTF-8 text (byte "
+                           f"{error.start})") from None
     if format == "auto":
         format = _detect(path, text)
     reader = {"coco": _coco, "parti": _parti, "lines": _lines}[format]

@@ -5,8 +5,10 @@ Only stdlib, numpy, pandas and (lazily) matplotlib / PIL: reporting never import
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -134,20 +136,37 @@ def render(df: pd.DataFrame, fmt: str) -> str:
     """``df`` as ``md`` (pipe table), ``csv`` (full precision) or ``tex`` (booktabs tabular).
 
     md and tex show floats with 2 decimals (accuracy columns 3) and missing values blank;
-    csv keeps every digit and writes missing values empty (``pandas.read_csv`` reads NaN).
+    csv keeps every digit, writes missing values empty (``pandas.read_csv`` reads NaN) and
+    quotes text, a cell a spreadsheet would run as a formula after a leading apostrophe; md
+    escapes ``|`` and writes line breaks as ``<br>``, so a hostile name stays in its cell.
     """
-    if fmt == "csv":
-        return df.to_csv(index=False)
+    if fmt == "csv":  # text quoted: a CR inside a name would otherwise end the record
+        cells = df.map(_no_formula).rename(columns=_no_formula)
+        return cells.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
     if fmt not in FORMATS:
         raise ReportError(f"unknown report format {fmt!r}; known: {', '.join(FORMATS)}")
     cells = display_cells(df)
     numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
-    if fmt == "md":  # a '|' inside a cell (schedule segments) would split the cell
-        cells = cells.map(lambda text: text.replace("|", r"\|"))
+    if fmt == "md":  # a '|' (schedule segments) or a line break would split the row
+        def escape(text: str) -> str:
+            return _LINE_BREAK.sub("<br>", text.replace("|", r"\|"))
+
+        cells = cells.map(escape).rename(columns=escape)
         return cells.to_markdown(index=False, disable_numparse=True,
                                  colalign=["right" if n else "left" for n in numeric]) + "\n"
+    cells = cells.map(lambda text: _LINE_BREAK.sub(" ", text))  # a blank line ends a tabular
     return cells.to_latex(index=False, escape=True,
                           column_format="".join("r" if n else "l" for n in numeric))
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")  # str.splitlines'
+
+
+def _no_formula(value):
+    """A text cell that a spreadsheet would run as a formula (``=HYPERLINK(...)``), with a
+    leading apostrophe as OWASP recommends; numbers and other text as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
 
 
 def _higher_is_better(column: str) -> bool | None:

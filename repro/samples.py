@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import NPZ_READ_ERRORS, atomic_save_npz
+from .atomic import atomic_save_npz
+from .files import InputFileError, npz_key, read_npz
 from .guidance import classifier_free, model_scale
 from .progress import bar
 from .quoting import short
@@ -96,27 +97,25 @@ class SampleSet:
 
     @staticmethod
     def stored_key(path: Path | str) -> dict | None:
-        """The key saved with the samples at ``path``; None when there is none or the file
-        is unreadable (either way the samples are made again)."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return json.loads(str(data["key"])) if "key" in data.files else None
-        except NPZ_READ_ERRORS:
-            return None
+        """The key saved with the samples at ``path`` when the whole file reads; None when
+        there is none or the file is damaged (either way the samples are made again)."""
+        return npz_key(path)
 
     @classmethod
     def load(cls, path: Path | str) -> SampleSet:
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                fields = {key: data[key] for key in data.files}
-        except NPZ_READ_ERRORS as error:
-            raise SamplesFileError(f"cannot read samples file {path}: "
-                                   f"{error or type(error).__name__}") from None
+            fields = read_npz(path)
+        except InputFileError as error:
+            raise SamplesFileError(f"cannot read samples file {error}") from None
         missing = {"images", "seeds", "model", "schedule", "steps", "guidance"} - set(fields)
         if missing:
             raise SamplesFileError(f"samples file {path} lacks {', '.join(sorted(missing))}")
         _check_format(path, fields.get("format_version"))
+        flat = [k for k in ("seeds", "labels", "prompts") if k in fields and fields[k].ndim != 1]
+        if flat:
+            raise SamplesFileError(f"samples file {path}: {flat[0]} is not a list (shape "
+                                   f"{fields[flat[0]].shape})")
         try:
             guidance, steps = float(fields["guidance"]), int(fields["steps"])
             seeds = fields["seeds"].astype(np.int64)
@@ -148,6 +147,7 @@ def _check_format(path: Path, stored) -> None:
 
 
 MAX_SEEDS = 1_000_000  # far above FID-50k; a range is counted before it is built
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -162,6 +162,11 @@ def parse_seeds(text: str) -> list[int]:
     except ValueError:
         raise ValueError(f"--seeds expects A:B or a comma list of integers, got "
                          f"{short(text)}") from None
+    ends = (parts.start, parts.stop - 1) if isinstance(parts, range) else parts
+    outside = next((seed for seed in ends if not SEED_MIN <= seed <= SEED_MAX), None)
+    if outside is not None:
+        raise ValueError(f"--seeds: seed {short(outside)} is outside {SEED_MIN}..{SEED_MAX} "
+                         "(samples files keep seeds as int64)")
     if not parts:
         raise ValueError(f"--seeds {short(text)} selects no seed")
     if len(parts) > MAX_SEEDS:

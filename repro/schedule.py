@@ -23,6 +23,7 @@ from dataclasses import dataclass
 FULL = "F"
 NULL = "N"
 _PARTIAL = re.compile(r"P(\d+)")
+COST_TABLE_MAX_BYTES = 1 << 24  # a `repro bench --json` report is far smaller
 
 
 class ScheduleError(ValueError):
@@ -122,10 +123,11 @@ class CostTable:
     def load(cls, path) -> CostTable:
         """A cost table saved by ``repro bench --json`` (its ``cost_table``) or on its own."""
         import json
-        from pathlib import Path
+
+        from .files import read_capped
 
         try:
-            report = json.loads(Path(path).read_text())
+            report = json.loads(read_capped(path, COST_TABLE_MAX_BYTES))
             return cls.from_dict(report.get("cost_table", report))
         except ScheduleError as error:
             raise ScheduleError(f"{path}: {error}") from None

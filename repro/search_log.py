@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .atomic import WriteFailed
 from .search import Record
 
 
@@ -41,8 +42,11 @@ def appender(path: Path, context: dict):
     _drop_torn_tail(path)
 
     def append(record: Record) -> None:
-        with path.open("a") as f:
-            f.write(json.dumps({**record.to_dict(), "context": context}) + "\n")
+        try:
+            with path.open("a") as f:
+                f.write(json.dumps({**record.to_dict(), "context": context}) + "\n")
+        except OSError as error:  # disk full: one line naming the log (its lines so far stay)
+            raise WriteFailed(error.errno, error.strerror, str(path)) from None
     return append
 
 

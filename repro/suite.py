@@ -401,19 +401,18 @@ def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> dict:
 
 
 def _read_text(path: Path) -> str:
-    """The UTF-8 text of a suite file of at most :data:`SUITE_MAX_BYTES`."""
+    """The UTF-8 text of a suite file of at most :data:`SUITE_MAX_BYTES` (a FIFO or a device
+    is refused: reading one could hang or never end)."""
+    from .files import InputFileError, read_capped
+
+    if not path.exists() and not path.is_symlink():
+        raise SuiteError(f"{path}: suite file not found")
+    if path.is_dir():
+        raise SuiteError(f"{path}: is a directory, not a suite file")
     try:
-        with path.open("rb") as f:
-            data = f.read(SUITE_MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise SuiteError(f"{path}: suite file not found") from None
-    except IsADirectoryError:
-        raise SuiteError(f"{path}: is a directory, not a suite file") from None
-    except OSError as error:
-        raise SuiteError(f"{path}: cannot read the suite file ({error.strerror})") from None
-    if len(data) > SUITE_MAX_BYTES:
-        raise SuiteError(f"{path}: larger than {SUITE_MAX_BYTES} bytes; a suite is a small "
-                         "YAML file")
+        data = read_capped(path, SUITE_MAX_BYTES)
+    except InputFileError as error:
+        raise SuiteError(f"{error}; a suite is a small YAML file") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:

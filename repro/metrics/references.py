@@ -14,13 +14,13 @@ import hashlib
 import os
 import socket
 import urllib.parse
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from repro.atomic import atomic_save_npz
+from repro.files import InputFileError, check_npz, open_regular, read_npz
 
 from .cache import cache_dir, key_digest, read_cached
 from .errors import MetricInputError
@@ -93,8 +93,7 @@ def source_at(path: Path) -> Source:
             return Source("cifar10", path / CIFAR10_FOLDER)
         return Source("images-folder", path)
     if path.suffix == ".npz" and path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            keys = set(data.files)
+        keys = set(_npz_shapes(path))
         if {"mu", "sigma"} <= keys:
             return Source("adm-statistics", path)
         if "arr_0" in keys:
@@ -166,8 +165,7 @@ def reference_features(name: str, extractor: FeatureExtractor) -> np.ndarray:
 
 def load_features(path: Path) -> np.ndarray:
     """The ``features`` array of a cache file."""
-    with np.load(path, allow_pickle=False) as data:
-        return data["features"]
+    return read_npz(path, ("features",))["features"]
 
 
 def adm_statistics(path: Path, extractor: FeatureExtractor) -> FeatureStatistics:
@@ -177,8 +175,7 @@ def adm_statistics(path: Path, extractor: FeatureExtractor) -> FeatureStatistics
     if extractor.name != INCEPTION:
         raise MetricInputError(f"reference {path} holds ADM's Inception pool_3 statistics; "
                                f"fid:{extractor.name} cannot use them (use fid:{INCEPTION})")
-    with np.load(path, allow_pickle=False) as data:
-        mu, sigma = data["mu"], data["sigma"]
+    mu, sigma = _reference_arrays(path, "mu", "sigma")
     dim = ADM_FEATURE_DIM
     if mu.shape != (dim,) or sigma.shape != (dim, dim):
         raise MetricInputError(f"reference {path}: mu {mu.shape} and sigma {sigma.shape} are "
@@ -188,15 +185,25 @@ def adm_statistics(path: Path, extractor: FeatureExtractor) -> FeatureStatistics
 
 def _npz_rows(path: Path, key: str) -> int:
     """Rows of one array of an ``.npz``, from its header (the images are not read)."""
-    with zipfile.ZipFile(path) as archive:
-        if f"{key}.npy" not in archive.namelist():
-            raise MetricInputError(f"reference {path} has no {key} (the reference images)")
-        with archive.open(f"{key}.npy") as file:
-            version = np.lib.format.read_magic(file)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, _ = read_header(file)
-    return shape[0]
+    shapes = _npz_shapes(path)
+    if key not in shapes or not shapes[key][0]:
+        raise MetricInputError(f"reference {path} has no {key} (the reference images)")
+    return shapes[key][0][0]
+
+
+def _npz_shapes(path: Path) -> dict:
+    try:
+        return check_npz(path)
+    except InputFileError as error:
+        raise MetricInputError(f"reference {error}") from None
+
+
+def _reference_arrays(path: Path, *names: str) -> list[np.ndarray]:
+    try:
+        arrays = read_npz(path, names)
+    except InputFileError as error:
+        raise MetricInputError(f"reference {error}") from None
+    return [arrays[name] for name in names]
 
 
 def _image_statistics(source: Source, extractor: FeatureExtractor) -> FeatureStatistics:
@@ -245,8 +252,11 @@ def _files_digest(files: list[Path], root: Path) -> str:
     digest = hashlib.sha256()
     for file in files:
         digest.update(os.path.relpath(file, root).encode())
-        with open(file, "rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
+        try:
+            with open_regular(file) as fd, open(fd, "rb", closefd=False) as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+        except InputFileError as error:
+            raise MetricInputError(f"reference {error}") from None
     return digest.hexdigest()[:16]
 
 
@@ -262,8 +272,7 @@ def _images(source: Source, files: list[Path]) -> np.ndarray:
                 f"reference {source.path} is missing or corrupted: torchvision checks the md5 "
                 "of each of its files (data_batch_1..5, test_batch, batches.meta)") from None
     if source.format in ("images-npz", "adm-statistics"):
-        with np.load(source.path, allow_pickle=False) as data:
-            images = data["arr_0"]
+        (images,) = _reference_arrays(source.path, "arr_0")
         if images.dtype != np.uint8 or images.ndim != 4:
             raise MetricInputError(f"reference {source.path}: arr_0 must be uint8 NHWC "
                                    f"images, got {images.dtype} {images.shape}")
