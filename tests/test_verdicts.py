@@ -240,3 +240,27 @@ def test_primary_verdicts_of_rows_from_per_seed_features():
     assert [(r["method"], r["family"], r["metric"], r["speed"], r["label"]) for r in out] == [
         ("segment-evolution", "deepcache", "rfid:x", "predicted", "primary")]
     assert out[0]["adjusted"] == out[0]["outcome"] == "better" and out[0]["p_holm"] < 0.05
+
+
+def test_tables_and_mlflow_tags_show_the_label_and_the_adjusted_verdict(tmp_path):
+    from repro import comparison_report
+    from repro.tracking import verdict_tags
+
+    run = {"verdicts": verdicts.adjust([
+        _verdict("deepcache", "better", -1.0) | {"p": 0.001, "label": "primary"},
+        _verdict("fewer-steps", "better", -0.5) | {"p": 0.04, "label": "primary"},
+        _verdict("sampler-steps", "worse", 0.5) | {"p": 0.03, "label": "primary"},
+        _verdict("segment-random", "worse", 2.0) | {"p": 0.01, "label": "exploratory"}])}
+    table = comparison_report.verdict_table(run).set_index("family")
+    assert table["label"].to_dict() == {"deepcache": "primary", "fewer-steps": "primary",
+                                        "sampler-steps": "primary",
+                                        "segment-random": "exploratory"}
+    assert table.loc["fewer-steps", "adjusted verdict"] == "tie"
+    assert table.loc["fewer-steps", "Holm p"] == pytest.approx(0.06)
+    comparison_report.write_verdicts(run, tmp_path)
+    text = (tmp_path / "verdicts.csv").read_text()
+    assert "label" in text and "exploratory" in text and "adjusted verdict" in text
+    assert verdict_tags(run) == {"repro.verdicts.primary": "better 1, tie 2",
+                                 "repro.verdicts.exploratory": "worse 1"}
+    old = comparison_report.verdict_table({"verdicts": [_verdict("deepcache", "tie", 0.1)]})
+    assert old["label"].isna().all()  # a run from before labels still renders
