@@ -291,7 +291,8 @@ def _judge(name: str, sides, basis: str, lower_is_better: bool, confidence: floa
     if repeats is not None and repeats < MIN_REPEATS:
         short.append(f"{repeats} repeat" + "s" * (repeats != 1))
     if draws.timed and draws.timing_repeats < MIN_TIMING_REPEATS:
-        short.append(f"{draws.timing_repeats} timing repeats")
+        short.append(f"{draws.timing_repeats} timing repeat"
+                     + "s" * (draws.timing_repeats != 1))
     if short:
         return Verdict(name, "inconclusive: " + ", ".join(short), estimate,
                        None if np.isnan(low) else low, None if np.isnan(high) else high,
