@@ -286,13 +286,16 @@ def _judge(name: str, sides, basis: str, lower_is_better: bool, confidence: floa
     """The verdict of ``sum(sign * mean(observed))`` over ``sides``: (sign, observed values
     per repeat (k,), their bootstrap (k, B), whether the values are random search repeats);
     ``repeats``: the fewest repeats of a random side (None: none is random)."""
-    estimate, low, high, p, df = t_interval(sides, confidence)
+    with np.errstate(invalid="ignore"):  # a metric that is not finite: said below
+        estimate, low, high, p, df = t_interval(sides, confidence)
     short = []
     if repeats is not None and repeats < MIN_REPEATS:
         short.append(f"{repeats} repeat" + "s" * (repeats != 1))
     if draws.timed and draws.timing_repeats < MIN_TIMING_REPEATS:
         short.append(f"{draws.timing_repeats} timing repeat"
                      + "s" * (draws.timing_repeats != 1))
+    if not short and not np.isfinite([estimate, low, high]).all():
+        short.append("the metric is not finite")  # e.g. a Frechet distance that diverged
     if short:
         return Verdict(name, "inconclusive: " + ", ".join(short), estimate,
                        None if np.isnan(low) else low, None if np.isnan(high) else high,

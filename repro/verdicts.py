@@ -102,14 +102,16 @@ def interval(point: Point, resamples: int) -> tuple[float, float]:
     """The 95% interval of a row's metric at its n evaluation seeds (the value a fresh set
     of n seeds would give on average, not the population metric): the value as drawn plus
     or minus the normal quantile times the bootstrap standard deviation, drawn as the
-    verdicts draw their resamples (so a memoised quality computes each once), never below 0.
+    verdicts draw their resamples (so a memoised quality computes each once), not below 0
+    where the value is not.
 
     A resample repeats about a third of the seeds and inflates a Frechet distance, so the
     percentile interval lay wholly above the value (smoke: 80.8 vs [94.6, 171.3]); the
     spread is what the bootstrap estimates well, and this interval always holds the value."""
     draws = compare._Draws([point], True, resamples, 0)
     half = stats.norm.ppf(0.5 + CONFIDENCE / 2) * float(np.std(draws.quality[0], ddof=1))
-    return max(point.observed - half, 0.0), point.observed + half
+    value = point.observed  # an rFID of the teacher itself rounds to about -1e-5
+    return (max(value - half, 0.0) if value >= 0 else value - half), value + half
 
 
 def family(row: Mapping) -> str | None:

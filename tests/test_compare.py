@@ -351,3 +351,10 @@ def test_holm_adjusts_step_down():
     assert adjusted.tolist() == pytest.approx([0.04, 0.09, 0.09, 0.5])
     assert compare.holm([0.4, 0.3]).tolist() == pytest.approx([0.6, 0.6])
     assert compare.holm([]).tolist() == []
+
+
+def test_a_metric_that_is_not_finite_is_inconclusive_not_a_tie():
+    family = [fixed("a", 1.0, 2.0), fixed("b", 2.0, 4.0)]
+    diverged = [fixed(f"s{r}", 1.5, np.inf) for r in range(3)]
+    verdict = compare.compare(diverged, family, "deepcache")
+    assert verdict.outcome == "inconclusive: the metric is not finite" and verdict.p is None
