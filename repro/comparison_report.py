@@ -16,20 +16,26 @@ from .atomic import atomic_path
 from .pareto import front_indices
 
 VERDICT_COLUMNS = ["experiment", "method", "budget", "family", "metric", "speed", "searched",
-                   "family at speed", "difference", "95% low", "95% high", "verdict", "against"]
+                   "family at speed", "difference", "95% low", "95% high", "verdict", "against",
+                   "repeats", "p", "label", "Holm p", "adjusted verdict"]
 
 
 def verdict_table(results: dict) -> pd.DataFrame:
     """One row per searched method, budget, family, metric and speed (predicted, measured):
-    the searched rows' mean quality, the family's front interpolated at their speeds, the
-    difference (searched minus family) with its 95% bootstrap interval, the verdict and what
-    it was against (the front at equal speed, or its nearer end beyond it)."""
+    the searched rows' mean quality, the family's front interpolated at their speeds (or the
+    other method's mean), the difference (searched minus family) with its 95% interval, the
+    verdict, what it was against (the front at equal speed, its nearer end beyond it, or
+    another method at equal budget), the search repeats, p, whether the comparison is
+    primary or exploratory, and for primary ones Holm's p and verdict across the run
+    (empty in runs made before verdicts had them)."""
     records = [{
         "experiment": v["experiment"], "method": v["method"], "budget": v["budget"],
         "family": v["family"], "metric": v["metric"], "speed": v["speed"],
         "searched": v.get("searched"), "family at speed": v.get("at_speed"),
         "difference": v.get("difference"), "95% low": v.get("low"), "95% high": v.get("high"),
-        "verdict": v["outcome"], "against": v.get("basis")}
+        "verdict": v["outcome"], "against": v.get("basis"),
+        "repeats": v.get("n_search_seeds"), "p": v.get("p"), "label": v.get("label"),
+        "Holm p": v.get("p_holm"), "adjusted verdict": v.get("adjusted")}
         for v in results.get("verdicts") or []]
     return pd.DataFrame(records, columns=VERDICT_COLUMNS)
 

@@ -122,6 +122,9 @@ def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
         if world.is_main:
             verdicts += runner.verdicts(rows)
     if world.is_main:
+        from .verdicts import adjust
+
+        verdicts = adjust(verdicts)  # Holm across the run's primary comparisons
         state = json.loads((run_dir / "work" / "state.json").read_text())
         results = {
             "schema": RESULTS_SCHEMA, "run_id": run_dir.name,
@@ -397,39 +400,45 @@ class _ExperimentRun:
         return rows
 
     def verdicts(self, rows: list[dict]) -> list[dict]:
-        """Each searched method and budget against every family's front at equal speed,
-        with bootstrap intervals (:mod:`repro.verdicts`); each row of this experiment gains
-        the interval of every FID protocol (``intervals``)."""
+        """Each search method and budget against every baseline family's front at equal
+        speed and every other search method at the same budget, with intervals
+        (:mod:`repro.verdicts`; labelled primary or exploratory, Holm-adjusted later across
+        the run); each row of this experiment gains the interval of every judged protocol
+        (``intervals``)."""
         from . import verdicts
-        from .compare import Point, rfid_quality
 
         ev = self.e.evaluation
         mine = [row for row in rows if row["experiment"] == self.e.name]
-        protocols = [m for m in ev.metrics if m.partition(":")[0] in ("fid", "rfid")]
+        protocols = verdicts.judged(ev.metrics)
         if not ev.bootstrap or not protocols:
             return []
         self.log(f"verdicts: {len(protocols)} metrics, {ev.bootstrap} bootstrap resamples")
         features = {row["name"]: self._stored_features(row) for row in mine}
         teacher = next(row["name"] for row in mine if row["kind"] == "teacher")
-        qualities = {}
+        references = {}
         for protocol in protocols:
             kind, _, name = protocol.partition(":")
             if kind == "fid":
                 from .metrics.references import reference_statistics
 
-                target = reference_statistics(ev.reference, self._extractor(name))
-                quality = partial(verdicts.fid_quality, reference=target, protocol=name)
-            else:
-                quality = partial(rfid_quality, teacher=features[teacher][name], protocol=name)
-            points = {row: Point(row, 1.0, verdicts.memoised(quality(f[name])), len(f[name]))
-                      for row, f in features.items()}
-            qualities[protocol] = points.__getitem__
-        records, intervals = verdicts.verdicts(mine, qualities, self.e.search.repeats,
-                                               ev.bootstrap)
+                references[protocol] = reference_statistics(ev.reference, self._extractor(name))
+        qualities = verdicts.point_qualities(features, protocols, teacher, references)
+        records, intervals = verdicts.verdicts(mine, qualities, ev.bootstrap,
+                                               self._primary())
         for row in mine:
             row["intervals"] = {m: list(intervals[(row["name"], m)]) for m in protocols}
         self._kid_intervals(mine, features, teacher)
         return [{"experiment": self.e.name, **record} for record in records]
+
+    def _primary(self) -> list[dict] | None:
+        """The suite's primary comparisons with methods named as in results (None: the
+        default)."""
+        if self.e.evaluation.primary is None:
+            return None
+        named = search.SEARCH_METHODS
+        return [{"method": named.get(p.method, p.method),
+                 "family": named.get(p.against, p.against), "budget": p.budget,
+                 "metric": p.metric, "speed": p.speed} for p in self.e.evaluation.primary]
 
     def _cost_table(self) -> CostTable:
         """The suite's cost table: the model's MAC/FLOP ratios, a file, or (``calibrate``)

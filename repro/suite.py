@@ -126,6 +126,22 @@ class Baseline:
 
 
 @dataclass(frozen=True)
+class Primary:
+    """One primary comparison (Holm-adjusted across the run; docs/comparisons.md): search
+    ``method`` (a ``search.methods`` name) against ``against`` (a baseline technique as the
+    verdict table names it, or another search method) at ``budget`` (None: each), on
+    ``metric`` (None: the first ``fid:`` protocol, else the first judged one) at
+    ``speed`` (predicted or measured)."""
+
+    __pydantic_config__ = _STRICT
+    method: str
+    against: str
+    budget: float | None = None
+    metric: str | None = None
+    speed: str = "predicted"
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """The final protocol: metrics on ``seeds``, latency on ``latency_batch``."""
 
@@ -140,6 +156,9 @@ class Evaluation:
     grid: NonNegativeInt = 64
     # resamples of the bootstrap intervals and verdicts at equal speed (0: none)
     bootstrap: NonNegativeInt = 200
+    # the primary comparisons (None: each search method at each budget against each
+    # baseline family, first FID protocol, predicted speed; []: none, all exploratory)
+    primary: tuple[Primary, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -366,6 +385,9 @@ def settings_digest(suite: Suite) -> str:
     so a run resumes only under the same settings however the YAML spelled them, and a
     changed default starts a new run instead of resuming one made under the old."""
     settings = {k: v for k, v in asdict(suite).items() if k not in _UNDIGESTED}
+    for experiment in settings["experiments"]:  # added later: the default leaves digests be
+        if experiment["evaluation"]["primary"] is None:
+            del experiment["evaluation"]["primary"]
     text = json.dumps(settings, sort_keys=True, allow_nan=False)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -874,7 +896,31 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
         raise _fail(suite, e, "baselines", f"{clash}; give one a 'name'")
     for index, published in enumerate(e.published):
         _choice(published.row, row_names, suite, e, f"published[{index}].row")
+    _check_primary(suite, e)
     return plan
+
+
+def _check_primary(suite: Suite, e: Experiment) -> None:
+    """Primary comparisons name this experiment's search methods, families, budgets, judged
+    metrics and a speed, and need verdicts (``evaluation.bootstrap`` > 0)."""
+    from .verdicts import SPEEDS, judged
+
+    if e.evaluation.primary and not e.evaluation.bootstrap:
+        raise _fail(suite, e, "evaluation.primary", "needs evaluation.bootstrap > 0 "
+                    "(no verdicts are made without resamples)")
+    families = [*e.search.methods, *(technique_label(b) for b in e.baselines
+                                     if b.technique != "schedule")]
+    for index, primary in enumerate(e.evaluation.primary or ()):
+        where = f"evaluation.primary[{index}]"
+        _choice(primary.method, e.search.methods, suite, e, f"{where}.method")
+        _choice(primary.against, [f for f in families if f != primary.method], suite, e,
+                f"{where}.against")
+        if primary.budget is not None and primary.budget not in e.search.budgets:
+            raise _fail(suite, e, f"{where}.budget", f"{primary.budget:g} is not one of "
+                        f"search.budgets {list(e.search.budgets)}")
+        if primary.metric is not None:
+            _choice(primary.metric, judged(e.evaluation.metrics), suite, e, f"{where}.metric")
+        _choice(primary.speed, SPEEDS, suite, e, f"{where}.speed")
 
 
 def _check_prompts(suite: Suite, e: Experiment, spec) -> None:

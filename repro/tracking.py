@@ -460,15 +460,33 @@ def _log_row(client, experiment_id: str, parent_id: str, row: dict, repro_run_id
 
 
 def _parent_tags(results: dict) -> dict[str, str]:
-    """``repro.run_id``, ``repro.suite``, ``repro.suite_version`` and ``repro.<key>`` for each
-    environment entry (``repro.git_commit``, ``repro.device``, ``repro.torch``, ...)."""
+    """``repro.run_id``, ``repro.suite``, ``repro.suite_version``, ``repro.<key>`` for each
+    environment entry (``repro.git_commit``, ``repro.device``, ``repro.torch``, ...) and
+    :func:`verdict_tags`."""
     environment = results.get("environment") or {}
     tags = {RUN_TAG: results["run_id"], "repro.suite": results["suite"]["name"],
             "repro.suite_version": results["suite"].get("version"),
             "repro.schema": results.get("schema"),
             "mlflow.source.git.commit": environment.get("git_commit"),
-            **{f"repro.{key}": value for key, value in environment.items()}}
+            **{f"repro.{key}": value for key, value in environment.items()},
+            **verdict_tags(results)}
     return {key: str(value) for key, value in tags.items() if value is not None}
+
+
+def verdict_tags(results: dict) -> dict[str, str]:
+    """``repro.verdicts.primary`` (outcomes after Holm's adjustment across the run) and
+    ``repro.verdicts.exploratory`` (unadjusted), as counts: ``"better 2, tie 5"``; the
+    records themselves are in results.json and verdicts.csv."""
+    from collections import Counter
+
+    counts = {"primary": Counter(), "exploratory": Counter()}
+    for record in results.get("verdicts") or []:
+        label = record.get("label")
+        if label in counts:
+            counts[label][record.get("adjusted") if label == "primary"
+                          else record["outcome"]] += 1
+    return {f"repro.verdicts.{label}": ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+            for label, c in counts.items() if c}
 
 
 def _suite_params(suite: dict) -> dict:

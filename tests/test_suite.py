@@ -639,3 +639,48 @@ def test_validate_refuses_an_unknown_fitness(tmp_path, capsys):
     path = write(tmp_path, SINGLE + "search: {fitness: fid}\n")
     code, _, err = validate(capsys, path)
     assert code == 2 and "field 'search.fitness': unknown value 'fid'" in err
+
+
+# -- primary comparisons ------------------------------------------------------------------
+def test_primary_comparisons_are_checked_and_leave_other_suites_digests_alone(two):
+    """``evaluation.primary`` names the experiment's own methods, families, budgets, judged
+    metrics and speeds (one line naming the field otherwise); a suite without it keeps the
+    digest it had before the field existed, one with it gets another."""
+    text = two.read_text()
+    assert suite.load(two).digest == "sha256:" + _digest_without_primary(suite.load(two))
+    good = write(two.parent, text.replace("  grid: 8\n", "  grid: 8\n  primary:\n"
+                 "    - {method: segment, against: stepwise, budget: 3}\n"
+                 "    - {method: random, against: deepcache, metric: 'rfid:digits-cnn', "
+                 "speed: measured}\n"), "primary.yaml")
+    loaded = suite.load(good)
+    suite.check(loaded)
+    assert loaded.experiments[0].evaluation.primary[0].against == "stepwise"
+    assert loaded.digest != suite.load(two).digest
+    for entry, message in (
+            ("{method: segmnt, against: deepcache}",
+             "field 'evaluation.primary[0].method': unknown value 'segmnt'"),
+            ("{method: segment, against: segment}",
+             "field 'evaluation.primary[0].against': unknown value 'segment'"),
+            ("{method: segment, against: deepcache, budget: 5}",
+             "field 'evaluation.primary[0].budget': 5 is not one of search.budgets"),
+            ("{method: segment, against: deepcache, metric: 'acc:digits-cnn'}",
+             "field 'evaluation.primary[0].metric': unknown value 'acc:digits-cnn'"),
+            ("{method: segment, against: deepcache, speed: fast}",
+             "field 'evaluation.primary[0].speed': unknown value 'fast'")):
+        bad = write(two.parent, text.replace("  grid: 8\n", f"  grid: 8\n  primary: [{entry}]\n"),
+                    "bad.yaml")
+        message_got = load_error(bad)
+        assert message in message_got and "\n" not in message_got
+
+
+def _digest_without_primary(loaded) -> str:
+    """The digest as computed before ``evaluation.primary`` existed."""
+    import hashlib
+    import json
+
+    settings = {k: v for k, v in dataclasses.asdict(loaded).items()
+                if k not in ("file", "digest", "regression", "tracking")}
+    for experiment in settings["experiments"]:
+        del experiment["evaluation"]["primary"]
+    text = json.dumps(settings, sort_keys=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
