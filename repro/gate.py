@@ -366,8 +366,8 @@ def decide(checks: list[Check], alpha: float) -> list[Check]:
     checks = list(checks)
     for k, p in zip(members, adjusted, strict=True):
         checks[k] = replace(checks[k], holm_p=float(p),
-                            regressed=checks[k].beyond and checks[k].p is not None
-                            and p <= alpha)
+                            regressed=bool(checks[k].beyond and checks[k].p is not None
+                                           and p <= alpha))
     return checks
 
 
@@ -485,18 +485,33 @@ def _metric_check(protocol: str, old_value, old_row: dict, new_row: dict, old: G
         raise GateError(f"{where}: the baseline value {old_value!r} is not a number")
     if after is None:
         raise GateError(f"{where}: missing or not a number in {new.label}")
-    lower = kind in LOWER_IS_BETTER
-    worse_by = (after - before) if lower else (before - after)
-    check = Check(old_row["experiment"], old_row["name"], protocol, before, after, worse_by,
-                  regression.tolerance(protocol).allowed(before))
     points = [_point(run, row, protocol) for run, row in ((new, new_row), (old, old_row))]
     if any(p is None for p in points):
+        return metric_check(old_row["experiment"], old_row["name"], protocol, None, None,
+                            regression, values=(before, after))
+    (new_point, new_seeds), (old_point, old_seeds) = points
+    return metric_check(old_row["experiment"], old_row["name"], protocol, new_point, old_point,
+                        regression, values=(before, after),
+                        paired=np.array_equal(new_seeds, old_seeds))
+
+
+def metric_check(experiment: str, row: str, protocol: str, new: Point | None,
+                 old: Point | None, regression: Regression, *,
+                 values: tuple[float, float] | None = None, paired: bool = True) -> Check:
+    """One metric of one row, undecided until :func:`decide`: ``new`` and ``old`` are the
+    row's quality on resampled evaluation seeds (None: no per-seed data, the tolerance
+    alone decides); ``values``: (old, new) as reported, default the points' own."""
+    before, after = values if values is not None else (old.observed, new.observed)
+    kind = protocol.partition(":")[0]
+    lower = kind in LOWER_IS_BETTER
+    check = Check(experiment, row, protocol, before, after,
+                  (after - before) if lower else (before - after),
+                  regression.tolerance(protocol).allowed(before))
+    if new is None or old is None:
         return replace(check, basis=ALONE, regressed=check.beyond)
     if not check.beyond:
         return replace(check, family=True)
-    (new_point, new_seeds), (old_point, old_seeds) = points
-    test = bootstrap_test(new_point, old_point, check.allowed, lower,
-                          paired=np.array_equal(new_seeds, old_seeds),
+    test = bootstrap_test(new, old, check.allowed, lower, paired=paired,
                           confidence=regression.confidence, resamples=regression.resamples)
     return replace(check, low=test.low, high=test.high, p=test.p, family=True)
 
@@ -560,9 +575,19 @@ def _speed_check(old_row: dict, new_row: dict, old: GatedRun, new: GatedRun,
     if after is None:
         raise GateError(f"{' / '.join(_key(old_row))}: {SPEED}: missing in {new.label} "
                         "(timed in the baseline)")
-    check = Check(old_row["experiment"], old_row["name"], SPEED, before, after,
-                  before - after, regression.speed.allowed(before))
-    was, now = _repeat_speedups(old, old_row), _repeat_speedups(new, new_row)
+    return speed_check(old_row["experiment"], old_row["name"], (before, after),
+                       _repeat_speedups(old, old_row), _repeat_speedups(new, new_row),
+                       regression)
+
+
+def speed_check(experiment: str, row: str, values: tuple[float, float], was: list[float],
+                now: list[float], regression: Regression) -> Check:
+    """The measured speedup of one row, undecided until :func:`decide`: ``values`` (old,
+    new) as reported, ``was`` and ``now`` the per-repeat speedups of the two runs (empty:
+    none recorded, the tolerance alone decides)."""
+    before, after = values
+    check = Check(experiment, row, SPEED, before, after, before - after,
+                  regression.speed.allowed(before))
     if not was or not now:
         return replace(check, basis=ALONE, regressed=check.beyond)
     if min(len(was), len(now)) < MIN_REPEATS:
