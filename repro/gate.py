@@ -212,7 +212,8 @@ SUITE_FIELDS = (("weights",), ("labels",), ("prompts",), ("evaluation", "seeds")
 def mismatches(new: GatedRun, old: GatedRun) -> list[str]:
     """Every way the two runs are not runs of one suite, model, steps, sampler, guidance and
     evaluation protocol, most specific first (the suite digest, which any setting moves,
-    last); empty when they are. Rows are compared where both runs have them."""
+    last); empty when they are. Rows, and their fields, are compared where both runs have
+    them (older results lack some)."""
     found = []
     if new.bench != old.bench:
         kinds = ("a repro bench report", "a suite run")
@@ -226,8 +227,8 @@ def mismatches(new: GatedRun, old: GatedRun) -> list[str]:
         if was is None:
             continue
         where = " / ".join(_key(row))
-        found += [_differs(f"{where}: {name}", row.get(name), was.get(name))
-                  for name in ROW_FIELDS if row.get(name) != was.get(name)]
+        found += [_differs(f"{where}: {name}", row[name], was[name]) for name in ROW_FIELDS
+                  if name in row and name in was and row[name] != was[name]]
         metrics = [set(r.get("metrics") or {}) for r in (row, was)]
         if metrics[0] != metrics[1]:
             found.append(_differs(f"{where}: metrics", *(", ".join(sorted(m)) or "none"
