@@ -27,7 +27,7 @@ version: 1
 steps: 4
 search: {methods: [segment], budgets: [2], n_eval: 3, population: 3, seeds: "0:16"}
 baselines: [{technique: fewer-steps, keep: [1, 2, 3]}]
-evaluation: {seeds: "0:256", metrics: ["rfid:digits-cnn"], batch_size: 64, latency: false,
+evaluation: {seeds: "1000:1256", metrics: ["rfid:digits-cnn"], batch_size: 64, latency: false,
              grid: 0}
 tracking: {enabled: false}
 experiments: [{name: a, model: digits-ddpm}]

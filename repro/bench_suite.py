@@ -25,9 +25,9 @@ from .bench import (
     milliseconds,
     short_schedule,
 )
-from .costs import calibrate, calibration_schedules, fitted_table, model_cost_table
+from .costs import model_cost_table
 from .guidance import cfg_scale
-from .loops import LoopTiming, in_mode, time_loops
+from .loops import LoopTiming, fit_on_device, in_mode, time_loops
 from .schedule import CostTable, Schedule
 from .timing import clock_for, environment
 
@@ -180,14 +180,11 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
         loop_latents, loop_kwargs = ((latents[:images], {**kwargs, "guidance_scale": guidance})
                                      if guidance else (latents, kwargs))
         log(f"[{e.name}] calibrating F and P0..P{spec.num_branches - 1} "
-            f"(UNet batch {len(latents)}, {e_repeats} repeats)")
-        _, medians = calibrate(unet, latents, kwargs, e_repeats, clock=tick, rounds=e_repeats)
-        fit_rows = calibration_schedules(calls, [deepcache_branch(e)])
-        log(f"[{e.name}] fitting the overheads to {len(fit_rows)} loops x {e_repeats} repeats")
-        fit_timings = time_loops(unet, make_scheduler, loop_latents, loop_kwargs, fit_rows,
-                                 e_repeats, warmup, None, clock=tick)
-        table = fitted_table(fit_rows, {t.name: t.median for t in fit_timings}, medians,
-                             latents.device, tick)
+            f"(UNet batch {len(latents)}, {e_repeats} repeats), then fitting the overheads "
+            "to the calibration loops")
+        table, medians, fit_timings = fit_on_device(
+            unet, make_scheduler, (latents, kwargs), (loop_latents, loop_kwargs), calls,
+            deepcache_branch(e), e_repeats, warmup, clock=tick)
         macs = model_cost_table(spec, unet)
         rows, skipped = suite_rows(e, plans[e.name], e_steps, calls_at, table, budgets, given)
         unique = {r.key: r.schedule for r in rows}

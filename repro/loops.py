@@ -11,10 +11,11 @@ import time
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-from .costs import time_unet_call
+from .costs import calibrate, calibration_schedules, fitted_table, time_unet_call
 from .engine import denoise
 from .progress import bar
 from .schedule import CostTable, Schedule
@@ -107,6 +108,32 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
             mode=mode, speedup_in_mode=own_base / statistics.median(seconds[name]),
         ))
     return timings
+
+
+class Fit(NamedTuple):
+    """A cost model fitted on the device at hand, with the timings it was fitted to."""
+
+    table: CostTable
+    call_seconds: dict[str, float]
+    loops: list[LoopTiming]
+
+
+def fit_on_device(unet, make_scheduler, call_inputs: tuple, loop_inputs: tuple, calls: int,
+                  branch: int, repeats: int, warmup: int = 1,
+                  clock: Clock = time.perf_counter) -> Fit:
+    """:func:`repro.costs.fit_cost_table` on this device: per-call times of F and every
+    P<b> on ``call_inputs`` (latents, kwargs: the UNet's batch), then the calibration loops
+    of ``branch`` on ``loop_inputs`` (the images' latents and the loop's kwargs), each
+    ``repeats`` times interleaved. ``repro bench --suite`` and a suite's ``cost_table:
+    calibrate`` both fit this way."""
+    latents, kwargs = call_inputs
+    _, medians = calibrate(unet, latents, kwargs, repeats, clock=clock, rounds=repeats)
+    fit_rows = calibration_schedules(calls, [branch])
+    timings = time_loops(unet, make_scheduler, *loop_inputs, fit_rows, repeats, warmup, None,
+                         clock=clock)
+    table = fitted_table(fit_rows, {t.name: t.median for t in timings}, medians,
+                         latents.device, clock)
+    return Fit(table, medians, timings)
 
 
 def in_mode(name: str, mode: str) -> str:

@@ -110,11 +110,12 @@ def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
     if not (run_dir / "work" / "state.json").is_file():
         raise SuiteError(f"rank {world.rank} cannot see {run_dir}: the results root must be "
                          "one directory shared by every rank (a shared file system)")
-    rows, verdicts = [], []
+    rows, verdicts, tables = [], [], {}
     for experiment in suite.experiments:
         runner = _ExperimentRun(experiment, plans[experiment.name], loaded[experiment.name],
                                 run_dir, log, prompts[experiment.name], world)
         rows += runner.run()
+        tables[experiment.name] = runner.table.to_dict()
         if world.is_main:
             verdicts += runner.verdicts(rows)
     if world.is_main:
@@ -125,7 +126,7 @@ def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
                       "digest": suite.digest},
             "started": state["started"], "finished": _now(), "command": command,
             "environment": {**_environment(loaded), "world_size": world.size},
-            "rows": rows, "verdicts": verdicts,
+            "cost_tables": tables, "rows": rows, "verdicts": verdicts,
         }
         _write_outputs(results, run_dir)
         checkpoint("results")
@@ -313,8 +314,6 @@ class _ExperimentRun:
     def __init__(self, experiment: Experiment, plan: list[RowPlan], model, run_dir: Path,
                  log: Log, prompts: list[str] | None = None,
                  world: distributed.World | None = None):
-        from .costs import model_cost_table
-
         self.e, self.plan, self.model, self.run_dir = experiment, plan, model, run_dir
         self.world = world or distributed.World()
         self.log = lambda message: log(f"[{experiment.name}] {message}")
@@ -325,9 +324,7 @@ class _ExperimentRun:
         self.calls = self.calls_at(experiment.steps)
         if experiment.sampler != models.Sampler():  # LoadedModel is frozen: a copy
             self.model = model = self._on(experiment.sampler)
-        self.table = (model_cost_table(spec, model.unet)
-                      if experiment.cost_table == "default"
-                      else CostTable.load(experiment.cost_table))
+        self.table: CostTable | None = None  # known in run(): calibration times loops
         self.labels = list(experiment.labels) if experiment.labels else None
         self.prompts = prompts
         self.identity = self._identity()
@@ -354,6 +351,7 @@ class _ExperimentRun:
 
     def run(self) -> list[dict]:
         """The experiment's rows (on rank 0; other ranks take part and return none)."""
+        self.table = self._cost_table()
         schedules = self._schedules()
         evaluated = self._evaluate(schedules)
         latency = self._latency(list(schedules.values()))
@@ -412,6 +410,54 @@ class _ExperimentRun:
         for row in mine:
             row["intervals"] = {m: list(intervals[(row["name"], m)]) for m in protocols}
         return [{"experiment": self.e.name, **record} for record in records]
+
+    def _cost_table(self) -> CostTable:
+        """The suite's cost table: the model's MAC/FLOP ratios, a file, or (``calibrate``)
+        the cost model fitted on rank 0's device before anything is searched, so that
+        searched rows land at their budget in measured speed too."""
+        from .costs import model_cost_table
+
+        if self.e.cost_table == "default":
+            return model_cost_table(self.spec, self.model.unet)
+        if self.e.cost_table != "calibrate":
+            return CostTable.load(self.e.cost_table)
+        with self._stage("calibration"):
+            return CostTable.from_dict(self.world.share("cost table: rank 0 calibrating",
+                                                        self._calibrated))
+
+    def _calibrated(self) -> dict:
+        """:func:`repro.loops.fit_on_device` at the latency batch and repeats, kept under a
+        key of the device, so a resumed run searches under the same table."""
+        from .bench_suite import deepcache_branch
+        from .loops import fit_on_device
+        from .metrics.latency import latency_inputs
+        from .timing import device_name
+
+        ev, unet = self.e.evaluation, self.model.unet
+        path = self.work / "cost-table.json"
+        key = self._key(calibration="fit_on_device", batch=ev.latency_batch,
+                        repeats=ev.latency_repeats, device=device_name(unet.device),
+                        dtype=str(unet.dtype))
+        done = _read_keyed(path, key)
+        if done is not None:
+            return done
+        import torch
+
+        latents, kwargs = latency_inputs(self.model, ev.latency_batch, self.e.guidance,
+                                         prompts=self.prompts)
+        unet_batch = 2 * len(latents) if kwargs.get("guidance_scale") else len(latents)
+        calls = models.example_inputs(self.spec, unet, unet_batch)
+        make_scheduler = models.scheduler_factory(self.spec, self.e.sampler, self.e.steps,
+                                                  unet.device)
+        self.log(f"calibrating the cost table: batch {ev.latency_batch}, "
+                 f"{ev.latency_repeats} repeats")
+        with torch.inference_mode():
+            table = fit_on_device(unet, make_scheduler, calls, (latents, kwargs), self.calls,
+                                  deepcache_branch(self.e), ev.latency_repeats).table
+        done = table.to_dict()
+        _write_keyed(path, key, done)
+        checkpoint("calibration")
+        return done
 
     def _stored_features(self, row: dict) -> dict:
         """A row's per-seed features by extractor (``repro.per_seed``)."""
@@ -495,15 +541,16 @@ class _ExperimentRun:
     def _schedules(self) -> dict[str, _Planned]:
         """Row name -> what it samples; searches replay their logged scores."""
         out: dict[str, _Planned] = {}
-        fitnesses: dict[int, object] = {}  # by the step count candidates are sampled at
+        fitness, made_for = None, None  # one at a time: each holds a prefix store
         for row in self.plan:
             if row.kind == "teacher":
                 out[row.name] = _Planned(Schedule.full(self.calls), self.e.steps)
             elif row.kind == "searched":
                 steps = self._search_steps(row)
-                if steps not in fitnesses:
-                    fitnesses[steps] = self._fitness(steps)
-                best, summary = self._search(row, fitnesses[steps])
+                if made_for != (steps, row.seed):
+                    fitness, made_for = None, (steps, row.seed)
+                    fitness = self._fitness(steps, row.seed)
+                best, summary = self._search(row, fitness)
                 out[row.name] = _Planned(best, steps, search=summary)
             else:
                 sampler = row_sampler(self.e, row.baseline)
@@ -521,13 +568,17 @@ class _ExperimentRun:
             return training_steps(self.e)
         return self.e.steps
 
-    def _fitness(self, steps: int):
-        """rFID of candidates sampled at ``steps`` against the teacher (at its own steps)."""
+    def _fitness(self, steps: int, seed: int):
+        """rFID of candidates sampled at ``steps`` against the teacher (at its own steps), on
+        the fitness seeds of the repeat with search seed ``seed`` (its own teacher samples;
+        the first repeat's keep the name they had when repeats shared them)."""
         from .fitness import RFIDFitness
 
-        seeds = parse_seeds(self.e.search.seeds)
-        self.log(f"teacher on {len(seeds)} search seeds")
-        teacher = self._teacher("teacher-search", seeds)
+        s = self.e.search
+        seeds = s.fitness_seeds(seed)
+        repeat = seed - s.seed
+        self.log(f"teacher on {len(seeds)} search seeds of repeat {repeat + 1}")
+        teacher = self._teacher("teacher-search" + (f"-{repeat + 1}" if repeat else ""), seeds)
         fitness = RFIDFitness(self.model, steps, seeds, self.labels, self.e.guidance,
                               extractor=self.e.search.extractor,
                               batch_size=self.e.evaluation.batch_size, teacher=teacher,

@@ -66,8 +66,10 @@ class Search:
     crossovers: NonNegativeInt = 15
     generations: int | None = None
     seed: int = 0
-    repeats: PositiveInt = 1  # independent searches per method and budget, seeds seed, seed+1, ...
-    seeds: str = "0:128"
+    # independent searches per method and budget: search seeds seed, seed+1, ..., each
+    # scoring on its own fitness seeds (:meth:`fitness_seeds`)
+    repeats: PositiveInt = 1
+    seeds: str = "0:128"  # the first repeat's fitness seeds
     seed_uniform: bool = True  # start every method from its uniform schedules in the window
     branches: tuple[int, ...] | None = None  # default: every branch of the model
     seg_lens: tuple[int, ...] | None = None  # default: every length up to max_seg_len
@@ -81,6 +83,15 @@ class Search:
     @property
     def search_seeds(self) -> range:
         return range(self.seed, self.seed + self.repeats)
+
+    def fitness_seeds(self, seed: int) -> list[int]:
+        """The fitness seeds of the repeat with search seed ``seed``: ``seeds`` shifted past
+        every earlier repeat's, so repeats are independent samples of the whole search
+        (fitness noise included) and share no image."""
+        from .samples import parse_seeds
+
+        first = parse_seeds(self.seeds)
+        return [s + (seed - self.seed) * (max(first) - min(first) + 1) for s in first]
 
     @property
     def evolution(self) -> Evolution:
@@ -121,7 +132,7 @@ class Evaluation:
     batch_size: PositiveInt = 64
     latency: bool = True
     latency_batch: PositiveInt = 64
-    latency_repeats: PositiveInt = 3
+    latency_repeats: PositiveInt = 5  # interleaved; verdicts at measured speed need 5+
     grid: NonNegativeInt = 64
     # resamples of the bootstrap intervals and verdicts at equal speed (0: none)
     bootstrap: NonNegativeInt = 200
@@ -175,7 +186,9 @@ class Experiment:
     guidance: float | None = None
     labels: tuple[int, ...] | None = None
     prompts: Prompts | None = None  # text-conditioned models (required for them)
-    cost_table: str = "default"  # default (MAC/FLOP ratios) or a `repro bench --json` file
+    # default (MAC/FLOP ratios), calibrate (the cost model fitted on the run's own device
+    # before the search, as `repro bench --calibrate`) or a `repro bench --json` file
+    cost_table: str = "default"
     search: Search = field(default_factory=Search)
     baselines: tuple[Baseline, ...] = ()
     evaluation: Evaluation = field(default_factory=Evaluation)
@@ -589,7 +602,8 @@ def cautions(suite: Suite) -> list[str]:
     """What is allowed but weakens the numbers, one line each (``repro validate`` and
     ``repro run`` print them): a Frechet distance on no more samples than its features have
     dimensions has singular covariances, so rFID / FID there rest on a degenerate fit and
-    may come out infinite (such a candidate scores worst)."""
+    may come out infinite (such a candidate scores worst); fewer timing repeats than
+    verdicts at measured speed need."""
     from .metrics.protocols import FEATURE_DIMS
     from .samples import parse_seeds
 
@@ -606,6 +620,13 @@ def cautions(suite: Suite) -> list[str]:
                              f"for {dims}-dimensional {extractor} features: the Frechet "
                              f"distance's covariances are singular (rank below {n}), so it is "
                              f"biased and may be undefined (more than {dims} seeds avoid it)")
+        ev = e.evaluation
+        if e.search.budgets and ev.latency and ev.bootstrap and \
+                ev.latency_repeats < MIN_TIMING_REPEATS:
+            lines.append(f"{suite.file}: experiment {e.name!r}: field "
+                         f"'evaluation.latency_repeats': {ev.latency_repeats} timing repeats: "
+                         f"verdicts at measured speed resample them and are inconclusive "
+                         f"below {MIN_TIMING_REPEATS}")
     return lines
 
 
@@ -690,6 +711,7 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
             parse_seeds(text)
         except ValueError as error:
             raise _fail(suite, e, where, str(error)) from None
+    _check_seed_sets(suite, e)
     for method in e.search.methods:
         _choice(method, SEARCH_METHODS, suite, e, "search.methods")
     _choice(e.search.extractor, EXTRACTORS, suite, e, "search.extractor")
@@ -845,12 +867,35 @@ def segment_space(experiment: Experiment, calls: int):
     return SegmentSpace.of(calls, branches, s.seg_lens, s.max_seg_len)
 
 
+MIN_TIMING_REPEATS = 5  # verdicts at measured speed resample the timing repeats
+
+
+def _check_seed_sets(suite: Suite, e: Experiment) -> None:
+    """Search repeats score on fitness seeds that no evaluation image shares (a schedule
+    chosen on the images it is judged on would look better than it is)."""
+    from .samples import parse_seeds
+
+    if not e.search.budgets:
+        return
+    evaluation = set(parse_seeds(e.evaluation.seeds))
+    for seed in e.search.search_seeds:
+        shared = evaluation.intersection(e.search.fitness_seeds(seed))
+        if shared:
+            raise _fail(suite, e, "search.seeds", f"the fitness seeds of search seed {seed} "
+                        f"(repeat {seed - e.search.seed + 1} of {e.search.repeats}: each "
+                        f"repeat shifts them past the last) share {len(shared)} seeds with "
+                        f"evaluation.seeds, e.g. {min(shared)}")
+
+
+COST_TABLES = ("default", "calibrate")  # cost_table values that name no file
+
+
 def _check_cost_table(suite: Suite, e: Experiment) -> None:
     """A cost table file is read as the run will read it (relative to the working
     directory), before any work."""
     from .schedule import CostTable, ScheduleError
 
-    if e.cost_table != "default":
+    if e.cost_table not in COST_TABLES:
         try:
             CostTable.load(e.cost_table)
         except ScheduleError as error:

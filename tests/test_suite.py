@@ -56,7 +56,7 @@ baselines:
   - technique: sampler-steps
   - {technique: sampler-steps, scheduler: DPMSolverMultistepScheduler}
 evaluation:
-  seeds: "100:132"
+  seeds: "1000:1032"
   metrics: ["fid:digits-cnn", "rfid:digits-cnn"]
   reference: digits
   latency_repeats: 2
@@ -123,7 +123,7 @@ def test_an_experiments_evaluation_deep_merges_over_the_shared_one(two):
     assert cond.evaluation.metrics == ("rfid:digits-cnn", "acc:digits-cnn")
     for evaluation in (plain.evaluation, cond.evaluation):
         assert evaluation.reference == "digits"
-        assert evaluation.seeds == "100:132"
+        assert evaluation.seeds == "1000:1032"
         assert (evaluation.latency_repeats, evaluation.grid) == (2, 8)
         default = suite.Evaluation()  # set nowhere: the dataclass defaults
         assert (evaluation.batch_size, evaluation.latency_batch) == (
