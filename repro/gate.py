@@ -46,14 +46,14 @@ import yaml
 from scipy import stats
 
 from . import bench_report, per_seed
-from .compare import Point, per_seed_mean, rfid_quality, set_statistic
+from .compare import Point, Quality, per_seed_mean
 from .report import SCHEMA_PREFIX, ReportError, load_results
-from .suite import DEFAULT_TOLERANCES, Regression
+from .suite import DEFAULT_TOLERANCES, MIN_TIMING_REPEATS, Regression
 
 SPEED = "measured speedup"
 LOWER_IS_BETTER = ("fid", "rfid")  # every other metric kind: higher is better
 EXIT_REGRESSED = 1
-MIN_REPEATS = 5  # timing repeats per run below which a speedup gets no interval
+MIN_REPEATS = MIN_TIMING_REPEATS  # timing repeats a run below which a speedup gets no interval
 ALONE = "no interval: tolerance alone"
 
 
@@ -537,12 +537,9 @@ def _point(run: GatedRun, row: dict, protocol: str) -> tuple[Point, np.ndarray] 
         reference_file = per_seed.reference_path(run.root / row["per_seed"], extractor)
         if not reference_file.is_file():
             return None
-        from .metrics.frechet import FeatureStatistics, frechet_distance
+        from .metrics.frechet import FeatureStatistics
 
-        reference = FeatureStatistics.load(reference_file)
-        features = data.features[extractor]
-        quality = set_statistic(lambda rows: frechet_distance(
-            FeatureStatistics.of(features[rows], extractor), reference))
+        quality = _frechet(data.features[extractor], FeatureStatistics.load(reference_file))
     elif kind == "rfid" and extractor in data.features:
         teacher = next((r for r in run.rows if r.get("experiment") == row.get("experiment")
                         and r.get("kind") == "teacher"), None)
@@ -550,11 +547,23 @@ def _point(run: GatedRun, row: dict, protocol: str) -> tuple[Point, np.ndarray] 
         if (teacher_data is None or extractor not in teacher_data.features
                 or not np.array_equal(teacher_data.seeds, data.seeds)):
             return None
-        quality = rfid_quality(data.features[extractor], teacher_data.features[extractor],
-                               extractor)
+        # the teacher's feature rows of the same seeds are drawn with the row's
+        quality = _frechet(data.features[extractor], teacher_data.features[extractor])
     else:
         return None
     return Point(" / ".join(_key(row)), 0.0, quality, len(data.seeds)), data.seeds
+
+
+def _frechet(features: np.ndarray, other) -> Quality:
+    """The Frechet distance on resampled seeds, all resamples at once
+    (:func:`repro.metrics.frechet.frechet_distances`)."""
+    from .metrics.frechet import frechet_distances
+
+    def quality(idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx)
+        flat = idx.reshape(-1, idx.shape[-1])
+        return frechet_distances(features, flat, other).reshape(idx.shape[:-1])
+    return quality
 
 
 def _per_seed(run: GatedRun, row: dict) -> per_seed.PerSeed | None:
