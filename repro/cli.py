@@ -575,7 +575,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
                           label=f"MLflow run {run_id} of {args.experiment}")
         else:
             old = gate.read_run(args.baseline, exclude_run_id=new.run_id)
-        outcome = gate.gate(new, old, regression)
+        outcome = gate.gate(new, old, regression, allow_mismatch=args.allow_mismatch)
     print(gate.summary(outcome, new, old))
     return gate.EXIT_REGRESSED if outcome.regressions else 0
 
@@ -817,9 +817,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
                      "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
 
-    gte = command("gate", cmd_gate, "exit 1 when a run got worse than a baseline run beyond "
-                  "its tolerance (quality beyond its bootstrap interval, speed beyond its "
-                  "repeats), naming row and metric; 0 otherwise; 2 on bad input")
+    gte = command("gate", cmd_gate, "exit 1 when a run got worse than a baseline run "
+                  "beyond its tolerance with the suite's confidence (Holm over the run's "
+                  "checks), naming row and metric; 0 otherwise; 2 on bad input or runs of "
+                  "another suite or protocol")
     gte.add_argument("run", type=Path, help="the new run: run directory, results.json or a "
                      "`repro bench --json` report")
     gte.add_argument("baseline", nargs="?", type=Path, help="the baseline: the same kinds, or "
@@ -833,6 +834,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     gte.add_argument("--suite", help="tolerances from this suite's regression block (default: "
                      "the new run's suite.yaml; built-in defaults for benchmarks)")
+    gte.add_argument("--allow-mismatch", action="store_true", help="gate runs that differ in "
+                     "suite, model, steps, sampler, guidance or evaluation protocol anyway, "
+                     "with a note per difference")
     return parser
 
 

@@ -237,8 +237,8 @@ class Tracking:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """How much worse a number may get, in its own units: more than ``max(abs, rel *
-    |baseline|)`` fails ``repro gate`` (where the noise check agrees, see Regression)."""
+    """How much worse a number may get, in its own units: ``max(abs, rel * |baseline|)``;
+    ``repro gate`` fails a change confidently beyond it (see Regression)."""
 
     __pydantic_config__ = _STRICT
     abs: NonNegativeFloat = 0.0
@@ -261,13 +261,17 @@ DEFAULT_TOLERANCES = {"fid": Tolerance(0.5, 0.05), "rfid": Tolerance(0.5, 0.05),
 
 @dataclass(frozen=True)
 class Regression:
-    """What ``repro gate`` lets a run lose against its baseline, row by row. A metric fails
-    when it is worse by more than its tolerance (``metrics``: by protocol, e.g.
+    """What ``repro gate`` lets a run lose against its baseline, row by row, and how sure
+    it must be before failing. A check (a metric of a row, or its measured speedup) fails
+    when its change is worse beyond its tolerance (``metrics``: by protocol, e.g.
     ``fid:digits-cnn``, or by kind, ``fid``; unlisted kinds keep
-    :data:`DEFAULT_TOLERANCES`) and, where both runs kept per-seed data, the
-    ``confidence`` bootstrap interval of the difference (``resamples`` resamples of the
-    evaluation seeds) excludes zero; the measured speedup fails when it dropped by more
-    than ``speed`` and the repeats of the two runs do not overlap."""
+    :data:`DEFAULT_TOLERANCES`; ``speed``) with ``confidence``: H0 "worse by at most the
+    tolerance" rejected by Holm's step-down over the run's checks that have an interval, so
+    a run whose every true change is within tolerance fails with probability at most
+    1 - ``confidence``. Metrics draw their p-values from ``resamples`` bootstrap resamples
+    of the evaluation seeds (per-seed data), speedups from Welch's t over at least five
+    timing repeats in each run; metrics without per-seed data are gated on the tolerance
+    alone, outside that rate (``repro.gate``)."""
 
     __pydantic_config__ = _STRICT
     metrics: dict[str, Tolerance] = field(default_factory=dict)
