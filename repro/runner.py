@@ -680,12 +680,9 @@ class _ExperimentRun:
         files = {row.name: _RowFiles(
             self.work / "rows" / f"{slug(row.name)}.json",
             Path("per_seed") / slug(self.e.name) / f"{slug(row.name)}.npz",
-            self._key(run=schedules[row.name].key, seeds=seeds, metrics=ev.metrics,
+            self._key(run=schedules[row.name].key, seeds=seeds, metrics=with_kid(ev.metrics),
                       reference=ev.reference, inputs=self.inputs["metrics"], grid=ev.grid))
             for row in self.plan}
-
-            self._key(run=schedules[row.name].key, seeds=seeds, metrics=with_kid(ev.metrics),
-                      reference=ev.reference, grid=ev.grid)) for row in self.plan}
         done = self.world.share("rows: evaluated?", lambda: {
             name: value for name, f in files.items()
             if (value := _read_keyed(f.result, f.key)) is not None
