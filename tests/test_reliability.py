@@ -292,12 +292,14 @@ LATE = {
                      "field 'experiments[0].guidance'", "finite number"),
     "no metrics": (('metrics: ["rfid:digits-cnn"]', "metrics: []"),
                    "field 'evaluation.metrics'", "at least 1 item"),
-    "a negative tol": ((NO_SEARCH, "search: {methods: [segment], budgets: [2], tol: -1}"),
+    "a negative tol": ((NO_SEARCH, "search: {methods: [segment], budgets: [2], tol: -1, "
+                                   'seeds: "900:916"}'),
                        "field 'search.tol'", "at least 0"),
     "steps: true": (("steps: 4", "steps: true"), "field 'steps'", "true/false"),
     "negative generations": ((NO_SEARCH, "search: {methods: [], generations: -3}"),
                              "field 'search.generations'", "at least 1"),
-    "a segment budget below 1x": ((NO_SEARCH, "search: {methods: [segment], budgets: [0.5]}"),
+    "a segment budget below 1x": ((NO_SEARCH, "search: {methods: [segment], budgets: [0.5], "
+                                              'seeds: "900:916"}'),
                                   "field 'search.budgets'", "below 1x"),
     "a missing cost table file": (("steps: 4\n", "steps: 4\ncost_table: no-such-table.json\n"),
                                   "field 'cost_table'", "not a cost table"),
