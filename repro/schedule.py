@@ -105,18 +105,30 @@ class CostTable:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> CostTable:
-        """Also reads tables written before the overhead fields (no overheads). Partial
-        costs must be positive and overheads non-negative, all finite: a free or negative
-        step makes predicted speedups infinite or negative (a schedule costing 0)."""
+        """Also reads tables written before the overhead fields (no overheads). All costs
+        finite, partial kind costs positive, and every step's cost (kind plus overheads)
+        positive where it calls the UNet and not negative where it does not: a free or
+        negative step makes predicted speedups infinite or negative. ``per_call`` alone may
+        be negative (a device overlapping the next launch with the last call)."""
         table = cls({int(b): float(c) for b, c in data["partial"].items()},
                     data.get("source", ""), float(data.get("per_call", 0.0)),
                     float(data.get("per_step", 0.0)))
-        costs = [(f"P{b}", c, True) for b, c in table.partial.items()]
-        costs += [("per_call", table.per_call, False), ("per_step", table.per_step, False)]
-        for name, value, positive in costs:
-            if not math.isfinite(value) or value < 0 or (positive and value == 0):
-                least = "positive" if positive else "at least 0"
-                raise ScheduleError(f"cost of {name} must be finite and {least}, got {value}")
+        costs = [(f"P{b}", c) for b, c in table.partial.items()]
+        costs += [("per_call", table.per_call), ("per_step", table.per_step)]
+        for name, value in costs:
+            if not math.isfinite(value):
+                raise ScheduleError(f"cost of {name} must be finite, got {value}")
+        for branch, cost in table.partial.items():
+            if cost <= 0:
+                raise ScheduleError(f"cost of P{branch} must be finite and positive, got {cost}")
+        steps = [(NULL, table.step_cost(NULL), False)]
+        steps += [(t, table.step_cost(t), True) for t in (FULL, *map(partial, table.partial))]
+        for token, cost, calls in steps:
+            if cost < 0 or (calls and cost == 0):
+                least = "positive" if calls else "at least 0"
+                raise ScheduleError(f"a {token} step must cost {least} (kind cost plus "
+                                    f"per_call {table.per_call} and per_step {table.per_step}), "
+                                    f"got {cost}")
         return table
 
     @classmethod

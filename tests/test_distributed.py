@@ -62,6 +62,15 @@ def quality(run_dir: Path) -> dict:
             for r in results["rows"]}
 
 
+def assert_same_quality(got: dict, want: dict) -> None:
+    """Same rows, schedules and searches; metrics equal to rounding (features extracted in
+    other batches move the last digits of an rFID)."""
+    assert {k: (s, search) for k, (s, _, search) in got.items()} == \
+        {k: (s, search) for k, (s, _, search) in want.items()}
+    for name, (_, metrics, _) in got.items():
+        assert metrics == pytest.approx(want[name][1], rel=1e-12), name
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     directory = prepare(tmp_path_factory.mktemp("single"))
@@ -77,7 +86,7 @@ def test_two_ranks_under_torchrun_give_the_numbers_of_one(single, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = the_run(directory)
-    assert quality(run_dir) == single
+    assert_same_quality(quality(run_dir), single)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["environment"]["world_size"] == 2
     # both ranks sampled, one table printed, the search log written once
@@ -124,7 +133,7 @@ def test_a_dead_rank_fails_the_run_naming_it_and_the_rerun_samples_only_missing_
     assert len(finished) + len(sampled) == 9
     assert "(3 scored, 3 from the log" in rerun.stderr  # the search is not scored again
     assert not (work / "shards").exists()  # kept until their rows are evaluated
-    assert quality(the_run(directory)) == single
+    assert_same_quality(quality(the_run(directory)), single)
 
 
 def test_launch_environment():

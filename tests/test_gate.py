@@ -89,8 +89,11 @@ def test_a_run_gated_against_itself_passes(runs, capsys):
     code, out, err = _gate(capsys, baseline, baseline)
     assert (code, err) == (0, "")
     assert "PASS" in out and "REGRESSED" not in out
-    assert "11 checks on 3 rows" in out  # 3 metrics of each row, the speedup of two
-    assert "Holm over 11 checks" in out.splitlines()[-1]  # every check has an interval
+    # 5 metrics of each row (FID and rFID with their KIDs, accuracy), the speedup of two
+    assert "17 checks on 3 rows" in out
+    # every check has an interval but KID against the reference (no per-seed reference)
+    assert out.splitlines()[-1].endswith("Holm over 14 checks; 3 checks without an interval "
+                                         "on their tolerance alone, outside that rate")
 
 
 def test_a_run_of_another_suite_is_refused_unless_allowed(runs, capsys):
@@ -114,7 +117,7 @@ def test_a_row_made_worse_fails_naming_row_and_metric(runs, capsys):
                for line in regressed)
     assert any("cond / candidate: rfid:digits-cnn" in line for line in regressed)
     assert out.splitlines()[-1].startswith("FAIL: ")
-    assert "worse beyond tolerance with 95% confidence, Holm over 11 checks" in out
+    assert "worse beyond tolerance with 95% confidence, Holm over 14 checks" in out
     assert "cond / deepcache N=3 b=0" not in "\n".join(regressed)  # unchanged rows pass
     # the other way round the candidate's quality got better but it is about five times
     # slower: beyond the speed tolerance, failed where five repeats on this shared CPU are
@@ -179,7 +182,7 @@ def test_bad_input_exits_2_with_one_line(runs, capsys, tmp_path):
         del rows[1]["metrics"]["acc:digits-cnn"]
     code, out, err = _gate(capsys, _edited(baseline, tmp_path, drop_metric), baseline)
     assert code == 2 and err.count("\n") == 1
-    assert "metrics fid:digits-cnn, rfid:digits-cnn here, acc:digits-cnn, " in err
+    assert "metrics fid:digits-cnn, kid:digits-cnn, rfid:digits-cnn, rkid:digits-cnn here, acc:digits-cnn, " in err
     (tmp_path / "junk.json").write_text("{}")
     code, _, err = _gate(capsys, tmp_path / "junk.json", baseline)
     assert code == 2 and "junk.json" in err and err.count("\n") == 1

@@ -285,5 +285,6 @@ def test_ddpm_cifar10_suite_computes_fid_against_cifar10(isolated, monkeypatch):
     assert teacher.images.shape == (10, 32, 32, 3)
     cifar = expected(TinyExtractor(), pictures)
     want = frechet_distance(expected(TinyExtractor(), teacher.images), cifar)
-    assert rows["teacher"]["metrics"][FID] == pytest.approx(want)
+    # near 0 the trace term cancels: the extractor's batching moves digits below 1e-6
+    assert rows["teacher"]["metrics"][FID] == pytest.approx(want, abs=1e-6)
     assert all(np.isfinite(row["metrics"][FID]) for row in rows.values())

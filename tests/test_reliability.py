@@ -156,7 +156,7 @@ def test_unreadable_suite_paths_are_one_line(tmp_path, capsys, case):
         path.write_bytes("name: caf\xe9\n".encode("latin-1"))
     err = one_line_error(capsys, ["validate", str(path)])
     assert {"not utf-8": "UTF-8", "a directory": "directory",
-            "/dev/zero": "larger than"}[case] in err
+            "/dev/zero": "not a regular file"}[case] in err
 
 
 def _samples(tmp_path: Path, **fields) -> Path:
@@ -293,13 +293,13 @@ LATE = {
     "no metrics": (('metrics: ["rfid:digits-cnn"]', "metrics: []"),
                    "field 'evaluation.metrics'", "at least 1 item"),
     "a negative tol": ((NO_SEARCH, "search: {methods: [segment], budgets: [2], tol: -1, "
-                                   'seeds: "900:916"}'),
+                                   'seeds: "900:916", fitness: kid}'),
                        "field 'search.tol'", "at least 0"),
     "steps: true": (("steps: 4", "steps: true"), "field 'steps'", "true/false"),
     "negative generations": ((NO_SEARCH, "search: {methods: [], generations: -3}"),
                              "field 'search.generations'", "at least 1"),
     "a segment budget below 1x": ((NO_SEARCH, "search: {methods: [segment], budgets: [0.5], "
-                                              'seeds: "900:916"}'),
+                                              'seeds: "900:916", fitness: kid}'),
                                   "field 'search.budgets'", "below 1x"),
     "a missing cost table file": (("steps: 4\n", "steps: 4\ncost_table: no-such-table.json\n"),
                                   "field 'cost_table'", "not a cost table"),
@@ -444,7 +444,8 @@ def test_validate_refuses_names_and_sizes_run_would_fail_on(tmp_path, capsys, ch
 @pytest.mark.parametrize(("table", "message"), [
     ({"partial": {"0": -0.5}}, "cost of P0 must be finite and positive, got -0.5"),
     ({"partial": {"0": 0}}, "cost of P0 must be finite and positive, got 0.0"),
-    ({"partial": {"0": 0.3}, "per_call": -1}, "cost of per_call must be finite and at least 0"),
+    ({"partial": {"0": 0.3}, "per_call": -0.3}, "a P0 step must cost positive"),
+    ({"partial": {"0": 0.3}, "per_step": -0.1}, "a N step must cost at least 0"),
     ({"partial": {"0": float("nan")}}, "cost of P0 must be finite"),
 ])
 def test_a_cost_table_of_free_or_negative_steps_is_refused_at_load(tmp_path, capsys, table,
