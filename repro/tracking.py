@@ -127,11 +127,11 @@ def _sqlite_store(path: Path, uri: str) -> None:
     try:
         with _talking_to(uri):
             _client(f"sqlite:///{Path(tmp).absolute()}").search_experiments(max_results=1)
-        if path.is_file():  # an empty file: nothing to lose
-            os.replace(tmp, path)
-        else:
-            with contextlib.suppress(FileExistsError):  # another first run made it: theirs
-                os.link(tmp, path)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another first run made it meanwhile (theirs is kept and
+            if not path.stat().st_size:  # may be open), or an empty file: nothing to lose
+                os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
