@@ -266,9 +266,10 @@ def failing_server(c: Case) -> Outcome:
     """An MLflow URL whose /health answers and every API call fails with 503."""
     c.suite.write_text(SUITE.replace("tracking: {enabled: false}", "tracking: {}"))
     started = time.monotonic()
-    with failing_mlflow_server() as uri:
+    with failing_mlflow_server() as (uri, failed):
         code, err = c.repro(*c.run_args("--tracking-uri", uri))
-    return (c.outcome(code, err) + f" after {time.monotonic() - started:.0f} s",
+    return (c.outcome(code, err) + f" after {time.monotonic() - started:.0f} s and "
+            f"{len(failed)} failed API calls",
             c.left() + " (results.json, no work/mlflow.json)", "nothing: a rerun logs")
 
 
@@ -539,7 +540,7 @@ CASES: list[tuple[str, Callable[[Case], Outcome]]] = [
                                                   "model: digits-cond, guidance: .nan}"))),
     ("duplicate seeds", input_case(SUITE.replace('"1000:1256"', '"1001,1002,1001"'))),
     ("`metrics: []`", input_case(SUITE.replace('metrics: ["rfid:digits-cnn"]', "metrics: []"))),
-    ("`tol: -1`", input_case(SUITE.replace("seeds: \"0:16\"}", "seeds: \"0:16\", tol: -1}"))),
+    ("`tol: -1`", input_case(SUITE.replace("fitness: kid}", "fitness: kid, tol: -1}"))),
     ("`steps: true`", input_case(SUITE.replace("steps: 4", "steps: true"))),
     ("`generations: -3`", input_case(SUITE.replace("population: 3", "generations: -3"))),
     ("a duplicate YAML key", input_case(SUITE.replace("steps: 4\n", "steps: 4\nsteps: 8\n"))),
