@@ -158,12 +158,14 @@ def compare(searched: Sequence[Point], family: Sequence[Point], family_name: str
 
     ``paired``: every point was evaluated on the same seeds in the same order, so one
     resample of seed indices serves all (differences then lose the noise the seeds share);
-    otherwise each point's seeds are resampled on their own. ``repeats``: the searched
-    points are independent search repeats (fewer than :data:`MIN_REPEATS` is inconclusive);
-    False: they are fixed configurations, judged on the evaluation noise alone. Points with
-    timing repeats (:attr:`Point.seconds`, fewer than :data:`MIN_TIMING_REPEATS` is
-    inconclusive) have their speeds resampled with the seeds, so the speed at which the
-    front is read moves and timing noise widens the interval.
+    otherwise the searched points share one seed set and the family's another (two runs),
+    each set resampled on its own: the noise a side's points share stays in the interval.
+    ``repeats``: the searched points are independent search repeats (fewer than
+    :data:`MIN_REPEATS` is inconclusive); False: they are fixed configurations, judged on
+    the evaluation noise alone. Points with timing repeats (:attr:`Point.seconds`, fewer
+    than :data:`MIN_TIMING_REPEATS` is inconclusive) have their speeds resampled with the
+    seeds, so the speed at which the front is read moves and timing noise widens the
+    interval.
 
     A front says nothing beyond its ends, except by dominance: searched rows slower than
     the whole front are compared with its slowest point, which is still faster than they
@@ -186,7 +188,7 @@ def compare(searched: Sequence[Point], family: Sequence[Point], family_name: str
     basis = sides.pop() if sides else EQUAL_SPEED
     weights = np.array(weights)
     k = len(searched)
-    draws = _Draws([*searched, *curve], paired, n_resamples, rng)
+    draws = _Draws([*searched, *curve], paired, n_resamples, rng, split=k)
     q_obs = np.array([p.observed for p in draws.points])
     observed = q_obs[:k] - weights @ q_obs[k:]
     if basis == EQUAL_SPEED and draws.timed:
@@ -212,8 +214,10 @@ def compare_methods(searched: Sequence[Point], other: Sequence[Point], other_nam
 
     ``by_speed`` (measured speeds, which differ between methods): only dominance speaks,
     the side that is at least as fast on average may be better, the slower one worse;
-    otherwise (:data:`EQUAL_BUDGET`) the methods are taken at their common budget."""
-    k, draws = len(searched), _Draws([*searched, *other], paired, n_resamples, rng)
+    otherwise (:data:`EQUAL_BUDGET`) the methods are taken at their common budget.
+    ``paired`` as for :func:`compare`: unpaired, each method's repeats share its run's seeds."""
+    k = len(searched)
+    draws = _Draws([*searched, *other], paired, n_resamples, rng, split=k)
     q_obs = np.array([p.observed for p in draws.points])
     basis = EQUAL_BUDGET
     if by_speed:
@@ -242,23 +246,26 @@ def difference(new: Point, old: Point, name: str, lower_is_better: bool = True,
 
 
 class _Draws:
-    """One bootstrap of evaluation seeds (shared when ``paired``, else per point) and of
-    timing repeats (shared: they are interleaved): each point's quality and speed on every
-    resample, ``quality`` and ``speed`` of shape (points, resamples)."""
+    """One bootstrap of evaluation seeds (one resample for all points when ``paired``, else
+    one for the points before ``split`` and one for the rest: each side's points share its
+    run's seeds) and of timing repeats (shared: they are interleaved): each point's quality
+    and speed on every resample, ``quality`` and ``speed`` of shape (points, resamples)."""
 
-    def __init__(self, points: Sequence[Point], paired: bool, n_resamples: int, rng):
+    def __init__(self, points: Sequence[Point], paired: bool, n_resamples: int, rng,
+                 split: int | None = None):
         self.points = list(points)
         rng = np.random.default_rng(rng)
-        if paired:
-            sizes = {p.n for p in self.points}
+        groups = [self.points] if paired or split is None else [self.points[:split],
+                                                                 self.points[split:]]
+        quality = []
+        for group in groups:
+            sizes = {p.n for p in group}
             if len(sizes) != 1:
-                raise ValueError(f"paired comparison needs the same evaluation seeds for every "
-                                 f"point; got {sorted(sizes)} seeds")
-            shared = rng.integers(0, sizes.pop(), (n_resamples, self.points[0].n))
-            self.quality = np.array([p.quality(shared) for p in self.points])
-        else:
-            self.quality = np.array([p.quality(rng.integers(0, p.n, (n_resamples, p.n)))
-                                     for p in self.points])
+                raise ValueError(f"points resampled together need the same evaluation seeds; "
+                                 f"got {sorted(sizes)} seeds")
+            shared = rng.integers(0, group[0].n, (n_resamples, group[0].n))
+            quality += [p.quality(shared) for p in group]
+        self.quality = np.array(quality)
         counts = {p.timing_repeats for p in self.points if p.seconds is not None}
         if len(counts) > 1:
             raise ValueError(f"timed points must share their interleaved timing repeats; got "

@@ -182,7 +182,8 @@ def test_bad_input_exits_2_with_one_line(runs, capsys, tmp_path):
         del rows[1]["metrics"]["acc:digits-cnn"]
     code, out, err = _gate(capsys, _edited(baseline, tmp_path, drop_metric), baseline)
     assert code == 2 and err.count("\n") == 1
-    assert "metrics fid:digits-cnn, kid:digits-cnn, rfid:digits-cnn, rkid:digits-cnn here, acc:digits-cnn, " in err
+    assert ("metrics fid:digits-cnn, kid:digits-cnn, rfid:digits-cnn, rkid:digits-cnn here, "
+            "acc:digits-cnn, ") in err
     (tmp_path / "junk.json").write_text("{}")
     code, _, err = _gate(capsys, tmp_path / "junk.json", baseline)
     assert code == 2 and "junk.json" in err and err.count("\n") == 1
