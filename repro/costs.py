@@ -110,7 +110,7 @@ def fit_cost_table(loops: Sequence[tuple[Schedule, float]], call_seconds: Mappin
        that kind in the loop, plus steps x seconds per step; relative residuals, through
        the (longest) all-F loop exactly, as speedups are ratios to it. The per-step term is
        what null steps cost; it is only separable when some loop has null steps (else it
-       stays 0 and is part of each call).
+       stays 0 and is part of each call), and a negative fit of it (noise) is refitted at 0.
     2. The in-loop seconds per call of each kind against the kind's isolated per-call time
        (``call_seconds``, from :func:`calibrate`): ``loop = scale x isolated + per_call``.
        ``per_call`` is what a call costs more inside the loop than alone (hook and cache
@@ -145,6 +145,9 @@ def _loop_seconds_per_kind(loops: Sequence[tuple[Schedule, float]],
         raise ValueError(f"the loops do not separate the costs of {', '.join(kinds)}: "
                          "time more schedules that mix them differently")
     solution = _relative_least_squares(design, seconds, _reference_row(loops))
+    if len(solution) > len(kinds) and solution[-1] < 0:  # timing noise: a null step costs
+        design = design[:, :-1]  # at least nothing, and the bounded fit then fixes it at 0
+        solution = _relative_least_squares(design, seconds, _reference_row(loops))
     per_kind = {kind: float(x) for kind, x in zip(kinds, solution, strict=False)}
     return per_kind, float(solution[-1]) if len(solution) > len(kinds) else 0.0
 

@@ -51,6 +51,17 @@ def test_fit_without_null_steps_books_the_overhead_per_call_and_still_predicts()
         assert schedule.speedup(fitted) == pytest.approx(schedule.speedup(truth))
 
 
+def test_a_negative_null_step_cost_from_noise_is_fitted_at_zero_and_the_table_loads():
+    """Loops whose null steps look a little cheaper than free (timing noise on a shared CPU
+    fitted per_step -0.002): the bounded fit puts it at 0, and the table passes its own
+    check that no step costs less than nothing."""
+    truth = CostTable(KINDS, "truth", per_call=0.05, per_step=-0.01)
+    loops, call_seconds = synthetic(truth, 0.031, 0.047, calls=20)
+    fitted = fit_cost_table(loops, call_seconds, "fit")
+    assert fitted.per_step == 0.0
+    assert CostTable.from_dict(fitted.to_dict()) == fitted
+
+
 def test_fit_goes_through_the_all_full_loop_and_refuses_loops_without_one():
     loops = [(Schedule.full(10), 1.0), (Schedule.deepcache(10, 2), 0.62),
              (Schedule.deepcache(10, 5), 0.35), (Schedule.deepcache(10, 10), 0.30)]

@@ -252,7 +252,8 @@ def test_a_suite_takes_a_reference_path_and_still_refuses_unknown_names(tmp_path
 SHRINK = {"steps: 100": "steps: 10", "budgets: [2, 3]": "budgets: [2]",
           "methods: [segment, stepwise, random]": "methods: [segment]",
           "n_eval: 60": "n_eval: 2", "population: 16": "population: 2",
-          '"0:5000"': '"0:4"', '"100000:150000"': '"100000:100010"',
+          '"0:5000"': '"0:4"\n  fitness: kid',  # rFID on 4 seeds is refused
+          '"100000:150000"': '"100000:100010"',
           "intervals: [2, 3, 5, 10]": "intervals: [2]", "steps: [50, 20, 10]": "steps: [5]",
           "batch_size: 500": "batch_size: 10", "latency_batch: 128": "latency_batch: 2",
           "latency_repeats: 5": "latency_repeats: 1"}
