@@ -1,7 +1,7 @@
 """Measured vs predicted speedup before and after the cost model's overheads.
 
 Writes ``results/cost-model.md`` from the committed reports, refitting
-``repro.costs.fit_cost_table`` to each report's own loops; nothing is copied by hand:
+``repro.speed.costs.fit_cost_table`` to each report's own loops; nothing is copied by hand:
 
 - the H200 tables ``results/gpu/H200-engine-*.md`` (markdown ``repro bench`` reports,
   timed before the overhead terms existed): every engine row is a fit row;
@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.costs import fit_cost_table
-from repro.schedule import CostTable, Schedule, ScheduleError
+from repro.core.schedule import CostTable, Schedule, ScheduleError
+from repro.speed.costs import fit_cost_table
 
 GPU_TABLES = sorted(Path("results/gpu").glob("H200-engine-*.md"))
 CPU_JSON = Path("results/cost-model-cpu.json")
@@ -38,7 +38,7 @@ recomputed from them. Predicted speedup = cost(all-F) / cost(schedule) under a c
 
 - **before**: the per-call table without overheads (P<b>/F = ratio of the isolated per-call
   medians of the report), what `repro bench --calibrate` predicted before the overheads;
-- **after**: `repro.costs.fit_cost_table` on the report's fit rows: kind costs plus a
+- **after**: `repro.speed.costs.fit_cost_table` on the report's fit rows: kind costs plus a
   constant per UNet call and a constant per sampler step (units of one F call's kind cost).
   The H200 tables were timed before the overhead terms existed and have no calibration
   loops: every engine row is a fit row (refit from their own data). The CPU run was fitted

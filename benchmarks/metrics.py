@@ -26,15 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repro.atomic import atomic_path
-from repro.costs import model_cost_table
+from repro.core.schedule import CostTable, Schedule
+from repro.infra.atomic import atomic_path
+from repro.infra.timing import environment
 from repro.metrics.extractors import load_extractor
 from repro.metrics.fid import TeacherFeatureCache, fid, rfid
 from repro.metrics.references import reference_statistics
 from repro.models import get, load_model
-from repro.samples import SampleSet, generate
-from repro.schedule import CostTable, Schedule
-from repro.timing import environment
+from repro.sampling.samples import SampleSet, generate
+from repro.speed.costs import model_cost_table
 
 DATASET_SIZE = 1797
 

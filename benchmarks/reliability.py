@@ -24,8 +24,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from repro.atomic import atomic_save_npz
-from repro.faults import KILL_ENV, with_ctrl_c
+from repro.infra.atomic import atomic_save_npz
+from repro.infra.faults import KILL_ENV, with_ctrl_c
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import failing_mlflow_server  # noqa: E402 - the tests' stand-in server
@@ -63,7 +63,7 @@ class Case:
         """``repro ARGS`` started in the case directory (one process, as a user runs it)."""
         if self.inputs is None:  # what the case set up before its first command
             self.inputs = set(self.root.rglob("*"))
-        return subprocess.Popen([*prefix, sys.executable, "-m", "repro.cli", *args],
+        return subprocess.Popen([*prefix, sys.executable, "-m", "repro", *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd=self.root, preexec_fn=with_ctrl_c,
                                 env={**os.environ, "REPRO_CACHE": str(self.root / "cache"),
@@ -277,8 +277,8 @@ def failing_server(c: Case) -> Outcome:
 def reference_changed(c: Case) -> Outcome:
     """(1) FID against a reference file of the case; SIGINT after the teacher row, the file
     rewritten with other digits, the same command; then a fresh run id on the new file."""
-    from repro.samples import to_uint8
-    from repro.zoo.data import digits_images
+    from repro.models.zoo.data import digits_images
+    from repro.sampling.samples import to_uint8
 
     ref = c.root / "ref.npz"
     c.suite.write_text(TINY.replace('metrics: ["rfid:digits-cnn"]',
@@ -631,8 +631,8 @@ CASES: list[tuple[str, Callable[[Case], Outcome]]] = [
 
 
 def main() -> None:
-    from repro.provenance import git_state
-    from repro.timing import device_name
+    from repro.infra.provenance import git_state
+    from repro.infra.timing import device_name
 
     commit, rows = git_state()["git_commit"], []  # the code under test, before anything runs
     for name, case in CASES:

@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 from repro import models, search
-from repro.costs import model_cost_table
-from repro.fitness import RFIDFitness
-from repro.samples import DEFAULT_PASS_SAMPLES
-from repro.schedule import Schedule
-from repro.timing import device_name
+from repro.core.schedule import Schedule
+from repro.infra.timing import device_name
+from repro.sampling.samples import DEFAULT_PASS_SAMPLES
+from repro.search.fitness import RFIDFitness
+from repro.speed.costs import model_cost_table
 
 WHOLE = "batched + prefix reuse, a generation a pass"
 VARIANTS = (("from the start", False, False), ("prefix reuse", True, False),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from repro.report import load_results
+from repro.reporting.report import load_results
 
 SHORT = {"segment-evolution": "segment", "stepwise-evolution": "step-wise",
          "segment-random": "random"}

@@ -11,7 +11,8 @@ first runs the suite (about an hour on 2 CPU cores).
 
 The 1024 seeds stand in for the population. A trial draws evaluation seed sets of 256 (the
 protocol's n) from them, disjoint where it simulates two runs, and judges them with the
-harness's own code (:mod:`repro.compare`, :mod:`repro.verdicts`, :mod:`repro.gate`):
+harness's own code (:mod:`repro.results.compare`, :mod:`repro.results.verdicts`,
+:mod:`repro.reporting.gate`):
 
 - (a) A/A: one method as two. Two disjoint groups of search repeats of the segment search
   at one budget (method against method, paired seeds); the same repeats on two disjoint
@@ -40,10 +41,11 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from repro import compare, gate, per_seed, verdicts
-from repro.compare import Point
+from repro.config.suite import load
 from repro.metrics.frechet import FeatureStatistics, frechet_distances
-from repro.suite import load
+from repro.reporting import gate
+from repro.results import compare, per_seed, verdicts
+from repro.results.compare import Point
 
 SUITE = Path("benchmarks/verdict_calibration.yaml")
 DATA = Path("results/verdict-calibration")

@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 __all__ = ["CostTable", "Schedule", "apply_schedule", "branches", "cost_table", "denoise"]
 
 _LAZY = {"apply_schedule": "engine", "denoise": "engine", "branches": "engine",
-         "cost_table": "costs", "Schedule": "schedule", "CostTable": "schedule"}
+         "cost_table": "speed.costs", "Schedule": "core.schedule",
+         "CostTable": "core.schedule"}
 
 
 def __getattr__(name: str):

@@ -3,6 +3,6 @@ starts in every process)."""
 
 import sys
 
-from .cli import main
+from repro.cli.main import main
 
 sys.exit(main())

@@ -9,9 +9,10 @@ import torch
 from conftest import ddim, tiny_unet2d, tiny_unet_cond
 from torch.overrides import TorchFunctionMode
 
-from repro import accel, cli, loops
-from repro.engine import denoise, scheduled, set_step_runner, step_runner
-from repro.schedule import Schedule
+from repro.cli import main as cli
+from repro.core.schedule import Schedule
+from repro.engine import accel, denoise, scheduled, set_step_runner, step_runner
+from repro.speed import loops
 
 SCHEDULE = "F P0 N F P4 N"  # every step kind: full, two partial branches, null
 SYNCS = {torch.Tensor.item, torch.Tensor.cpu, torch.Tensor.tolist, torch.Tensor.__bool__}

@@ -1,10 +1,10 @@
 import pytest
 
 from repro import models
-from repro.baselines import deepcache_at_budget, fewer_steps, sampler_steps
-from repro.schedule import CostTable, Schedule
+from repro.config.suite import Baseline
+from repro.core.schedule import CostTable, Schedule
 from repro.search import Budget, BudgetError
-from repro.suite import Baseline
+from repro.techniques.baselines import deepcache_at_budget, fewer_steps, sampler_steps
 
 TABLE = CostTable({0: 0.1, 2: 0.3}, source="synthetic")
 

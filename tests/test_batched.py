@@ -22,14 +22,15 @@ import torch
 from conftest import ddim, tiny_unet2d
 from diffusers import DDPMScheduler, PNDMScheduler
 
-from repro import models, search, search_log
-from repro.costs import model_cost_table
+from repro import models, search
+from repro.core.schedule import Schedule, ScheduleError
 from repro.engine import denoise, denoise_many, num_branches, set_step_runner
-from repro.fitness import RFIDFitness
-from repro.prefix import PrefixStore
-from repro.runner import _SpreadFitness
-from repro.samples import generate, generate_many
-from repro.schedule import Schedule, ScheduleError
+from repro.run.runner import _SpreadFitness
+from repro.sampling.prefix import PrefixStore
+from repro.sampling.samples import generate, generate_many
+from repro.search import search_log
+from repro.search.fitness import RFIDFitness
+from repro.speed.costs import model_cost_table
 
 STEPS = 10
 SEEDS = range(12)
@@ -231,7 +232,7 @@ def test_ranks_batch_their_share_and_every_rank_gets_every_score():
 
 
 def test_cli_search_batches_a_generation_unless_told_not_to(tmp_path, capsys, monkeypatch):
-    from repro.cli import main
+    from repro.cli.main import main
 
     sizes = []
     many = RFIDFitness.score_many

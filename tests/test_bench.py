@@ -4,8 +4,8 @@ import statistics
 import pytest
 from test_bench_suite import speedup_by_hand
 
-from repro.cli import main
-from repro.schedule import CostTable
+from repro.cli.main import main
+from repro.core.schedule import CostTable
 
 
 def run_cli(capsys, *argv):

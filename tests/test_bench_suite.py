@@ -9,13 +9,13 @@ import statistics
 import pytest
 
 from repro import models
-from repro import suite as suites
-from repro.bench_suite import suite_rows
-from repro.cli import main
-from repro.costs import calibration_schedules
-from repro.guidance import cfg_scale
-from repro.schedule import CostTable, Schedule
+from repro.cli.main import main
+from repro.config import suite as suites
+from repro.core.schedule import CostTable, Schedule
+from repro.models.guidance import cfg_scale
+from repro.run.bench_suite import suite_rows
 from repro.search import Budget, BudgetError, SegmentSpace, segment_schedule_at
+from repro.speed.costs import calibration_schedules
 
 TABLE = CostTable({0: 0.1, 1: 0.25, 2: 0.4}, source="synthetic")
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 import repro
-from repro import cli, progress, suite
+from repro.cli import main as cli
+from repro.config import suite
+from repro.infra import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "diffusers", "transformers", "mlflow", "open_clip", "torch_fidelity")
@@ -20,7 +22,8 @@ HEAVY = ("torch", "diffusers", "transformers", "mlflow", "open_clip", "torch_fid
 def modules_loaded_by(argv: list[str]) -> tuple[int, list[str]]:
     """The exit code of ``repro ARGV`` in a fresh interpreter and the heavy packages it
     imported."""
-    script = (f"import json, sys\nfrom repro.cli import main\ntry:\n    code = main({argv!r})\n"
+    script = (f"import json, sys\nfrom repro.cli.main import main\n"
+              f"try:\n    code = main({argv!r})\n"
               "except SystemExit as exit:\n    code = exit.code\n"
               f"print(json.dumps([code, sorted({{m.split('.')[0] for m in sys.modules}} & "
               f"{set(HEAVY)!r})]))")

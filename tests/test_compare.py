@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from repro import compare
-from repro.compare import BETTER, OUT_OF_RANGE, TIE, WORSE, Point
 from repro.metrics.frechet import FeatureStatistics, frechet_distance, frechet_distances
+from repro.results import compare
+from repro.results.compare import BETTER, OUT_OF_RANGE, TIE, WORSE, Point
 
 
 def fixed(label: str, speed: float, quality: float) -> Point:
@@ -198,7 +198,7 @@ def test_outcome_reads_the_interval_by_orientation():
 
 
 def test_reports_can_import_the_comparison_without_torch():
-    code = "import sys, repro.compare; assert 'torch' not in sys.modules"
+    code = "import sys, repro.results.compare; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-import repro.convert
-from repro import cli, models, samples
-from repro.convert import CIN256_V2, ConversionError, convert_adm, convert_ldm
+import repro.models.convert
+from repro import models
+from repro.cli import main as cli
+from repro.core.schedule import Schedule
 from repro.metrics.extractors import INCEPTION, FeatureExtractor
-from repro.schedule import Schedule
+from repro.models.convert import CIN256_V2, ConversionError, convert_adm, convert_ldm
+from repro.sampling import samples
 
 LAYOUTS = Path(__file__).parent / "data" / "original_layouts.json"
 SUITES = Path(__file__).resolve().parent.parent / "suites"
@@ -111,10 +113,10 @@ def test_a_checkpoint_of_another_architecture_is_refused():
 
 
 def test_repro_convert_writes_a_directory_the_registry_loads(tmp_path, monkeypatch, capsys):
-    import repro.convert
+    import repro.models.convert
 
     spec = tiny_specs()[1]
-    monkeypatch.setitem(repro.convert.CONVERTERS, "adm", (spec, convert_adm))
+    monkeypatch.setitem(repro.models.convert.CONVERTERS, "adm", (spec, convert_adm))
     torch.save(random_state("adm"), tmp_path / "64x64_diffusion.pt")
     assert cli.main(["convert", "adm", str(tmp_path / "64x64_diffusion.pt"),
                      str(tmp_path / "adm")]) == 0
@@ -166,9 +168,9 @@ def converted(tmp_path, monkeypatch):
     down so that activations stay finite through the untrained networks), saved as the
     authors' file and turned into a directory by `repro convert`."""
     ldm, adm = tiny_specs()
-    monkeypatch.setitem(repro.convert.CONVERTERS, "ldm",
+    monkeypatch.setitem(repro.models.convert.CONVERTERS, "ldm",
                         (ldm, functools.partial(convert_ldm, original=LDM_TINY)))
-    monkeypatch.setitem(repro.convert.CONVERTERS, "adm", (adm, convert_adm))
+    monkeypatch.setitem(repro.models.convert.CONVERTERS, "adm", (adm, convert_adm))
 
     def make(kind: str) -> Path:
         original = tmp_path / f"{kind}.ckpt"
@@ -297,7 +299,7 @@ def test_ldm4g_suite_runs_end_to_end_on_a_converted_directory(converted, tmp_pat
     (tmp_path / "w").write_bytes(b"stand-in")
     monkeypatch.setenv("REPRO_INCEPTION_WEIGHTS", str(tmp_path / "w"))
     monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
-    for module in ("repro.fitness", "repro.metrics.evaluate"):
+    for module in ("repro.search.fitness", "repro.metrics.evaluate"):
         monkeypatch.setattr(importlib.import_module(module), "load_extractor",
                             lambda name, **kwargs: TinyExtractor())
     assert cli.main(["run", str(tmp_path / "suite.yaml"), "--results", str(tmp_path / "out"),

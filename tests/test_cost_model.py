@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from repro.costs import (
-    _loop_seconds_per_kind,
-    calibration_schedules,
-    fit_cost_table,
-)
-from repro.schedule import CostTable, Schedule
+from repro.core.schedule import CostTable, Schedule
 from repro.search import Budget, SegmentSpace, repair
+from repro.speed.costs import _loop_seconds_per_kind, calibration_schedules, fit_cost_table
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {0: 0.06, 1: 0.15, 2: 0.3}
@@ -161,7 +157,7 @@ def test_search_repair_lands_in_the_window_of_the_calibrated_model():
 def test_a_chained_table_costs_an_f_n_schedule_as_its_f_steps_alone():
     """The step-wise search on the training grid runs its F timesteps only (null steps of
     DDIM chain): the chained table prices the 1000-step schedule as that k-step loop."""
-    from repro.schedule import CostTable, Schedule
+    from repro.core.schedule import CostTable, Schedule
 
     table = CostTable({0: 0.3}, per_call=0.05, per_step=0.02)
     on_grid = Schedule.fewer_steps(1000, 40)

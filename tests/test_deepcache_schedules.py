@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from diffusers import DDIMScheduler, PNDMScheduler
 
-from repro.schedule import Schedule, ScheduleError
+from repro.core.schedule import Schedule, ScheduleError
 
 
 def deepcache_function(name: str, module: str = "sd/pipeline_stable_diffusion.py"):

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from repro import cli, distributed
-from repro.faults import KILL_ENV, KILL_RANK_ENV
+from repro.cli import main as cli
+from repro.infra import distributed
+from repro.infra.faults import KILL_ENV, KILL_RANK_ENV
 
 # Evaluation seeds do not divide into the 4-seed shards, nor the shards over 2 ranks.
 SUITE = """

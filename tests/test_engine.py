@@ -6,8 +6,8 @@ from conftest import ddim, tiny_sd_pipeline, tiny_unet2d, tiny_unet_cond
 from DeepCache import DeepCacheSDHelper
 from diffusers import DDIMPipeline
 
+from repro.core.schedule import Schedule, ScheduleError
 from repro.engine import apply_schedule, denoise, is_scheduled, num_branches, scheduled
-from repro.schedule import Schedule, ScheduleError
 
 STEPS = 6
 

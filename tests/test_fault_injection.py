@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_reliability import SMALL
 
-from repro import cli
+from repro.cli import main as cli
 
 BASE = yaml.safe_load(SMALL)
 

@@ -20,10 +20,13 @@ import numpy as np
 import pytest
 from conftest import error_lines
 
-from repro import atomic, cli, per_seed, runner
-from repro.files import InputFileError, check_npz, read_capped, read_npz
-from repro.samples import SampleSet, SamplesFileError, parse_seeds
-from repro.suite import load
+from repro.cli import main as cli
+from repro.config.suite import load
+from repro.infra import atomic
+from repro.infra.files import InputFileError, check_npz, read_capped, read_npz
+from repro.results import per_seed
+from repro.run import runner
+from repro.sampling.samples import SampleSet, SamplesFileError, parse_seeds
 
 SMALL = """
 name: files
@@ -288,7 +291,7 @@ def test_disk_full_during_a_run_is_one_line_and_the_rerun_resumes(tmp_path):
         pytest.skip("no private mount namespace here (unshare -rm) for a small tmpfs")
     suite = tmp_path / "suite.yaml"
     suite.write_text(SMALL)
-    repro = f"{sys.executable} -m repro.cli run {suite} --results {results} --run-id x -q"
+    repro = f"{sys.executable} -m repro run {suite} --results {results} --run-id x -q"
     script = (f"mount -t tmpfs -o size=64k t {results} && {{ {repro} 2>{tmp_path / 'err'}; "
               f"echo $? > {tmp_path / 'code'}; }}; mount -o remount,size=64m {results} && "
               f"{repro} && cp {results}/files/x/results.json {tmp_path}")

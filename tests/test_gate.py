@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repro import cli, gate, per_seed
-from repro.compare import Point, per_seed_mean
+from repro.cli import main as cli
+from repro.config.suite import Regression, Tolerance
 from repro.metrics.frechet import FeatureStatistics
-from repro.suite import Regression, Tolerance
+from repro.reporting import gate
+from repro.results import per_seed
+from repro.results.compare import Point, per_seed_mean
 
 SUITE = """
 name: gated

@@ -1,5 +1,5 @@
-"""repro.html_report: report.html is self-contained, escapes what the run says, and renders in
-headless Chromium (skipped, with the reason, where no chromium binary is installed)."""
+"""repro.reporting.html_report: report.html is self-contained, escapes what the run says, and
+renders in headless Chromium (skipped, with the reason, where no chromium binary is installed)."""
 
 import base64
 import io
@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from repro import cli, report
-from repro.comparison_report import verdict_table
-from repro.html_report import PLOTS, write_html
+from repro.cli import main as cli
+from repro.reporting import report
+from repro.reporting.comparison_report import verdict_table
+from repro.reporting.html_report import PLOTS, write_html
 
 # the newest committed smoke run (run ids end in their start time)
 SMOKE_RUN = max((p for p in (Path(__file__).resolve().parents[1] / "results" / "smoke").iterdir()

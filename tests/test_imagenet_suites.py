@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from conftest import error_lines
 
-from repro import cli, models
-from repro.suite import check, load
+from repro import models
+from repro.cli import main as cli
+from repro.config.suite import check, load
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 LDM, ADM = SUITES / "ldm4g_imagenet256.yaml", SUITES / "adm_imagenet64.yaml"

@@ -8,11 +8,11 @@ import pytest
 import torch
 from test_metrics import random_inception_weights
 
-from repro import cli
+from repro.cli import main as cli
 from repro.metrics import MetricInputError
 from repro.metrics.extractors import InceptionExtractor
 from repro.metrics.inception_score import IS_PROTOCOL, inception_score
-from repro.samples import SampleSet
+from repro.sampling.samples import SampleSet
 
 
 def samples(n: int) -> SampleSet:

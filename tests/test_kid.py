@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch_fidelity.metric_kid import kernel_poly, kid_features_to_metric, mmd2
 
-from repro import models, search_log
-from repro.fitness import KIDFitness, RFIDFitness
+from repro import models
+from repro.core.schedule import Schedule
 from repro.metrics.errors import StatisticsError
 from repro.metrics.kid import kid_quality, kid_value, rkid_quality, rkid_value
-from repro.schedule import Schedule
-from repro.search import Record
+from repro.search import Record, search_log
+from repro.search.fitness import KIDFitness, RFIDFitness
 
 FIDELITY_KERNEL = {"kid_kernel_poly_degree": 3, "kid_kernel_poly_gamma": None,
                    "kid_kernel_poly_coef0": 1}
@@ -158,11 +158,11 @@ def test_every_fid_protocol_brings_its_kid():
 def test_repro_eval_reports_kid_and_rkid_and_ls_lists_them(tmp_path, capsys):
     import json
 
-    from repro import cli
+    from repro.cli import main as cli
     from repro.metrics.extractors import load_extractor
     from repro.metrics.references import reference_features
-    from repro.samples import SampleSet, to_uint8
-    from repro.zoo.data import digits_images
+    from repro.models.zoo.data import digits_images
+    from repro.sampling.samples import SampleSet, to_uint8
 
     images = to_uint8(digits_images()[0])
     rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 """A run killed (SIGKILL) right after each stage's first unit of work is on disk resumes
 without redoing anything finished, and ends with the uninterrupted run's numbers.
 
-The kill is deterministic (``REPRO_KILL_AT=<stage>:1``, repro.faults), not a timed poll.
+The kill is deterministic (``REPRO_KILL_AT=<stage>:1``, repro.infra.faults), not a timed poll.
 """
 
 import json
@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from repro import cli, runner
-from repro import fitness as fitness_module
-from repro.faults import KILL_ENV, STAGES
-from repro.suite import slug
+from repro.cli import main as cli
+from repro.config.suite import slug
+from repro.infra.faults import KILL_ENV, STAGES
+from repro.run import runner
+from repro.search import fitness as fitness_module
 
 SUITE = """
 name: kills
@@ -79,7 +80,7 @@ def test_a_run_killed_after_each_stage_resumes_without_redoing_work(
         stage, tmp_path, monkeypatch, uninterrupted):
     directory = prepare(tmp_path)
     monkeypatch.chdir(directory)
-    killed = subprocess.run([sys.executable, "-m", "repro.cli", *run_command(directory)],
+    killed = subprocess.run([sys.executable, "-m", "repro", *run_command(directory)],
                             env={**os.environ, KILL_ENV: f"{stage}:1"}, capture_output=True,
                             text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -122,7 +123,7 @@ def test_a_run_killed_after_each_stage_resumes_without_redoing_work(
 def test_a_run_killed_after_logging_is_complete(tmp_path, monkeypatch):
     directory = prepare(tmp_path)
     monkeypatch.chdir(directory)
-    killed = subprocess.run([sys.executable, "-m", "repro.cli", *run_command(directory)],
+    killed = subprocess.run([sys.executable, "-m", "repro", *run_command(directory)],
                             env={**os.environ, KILL_ENV: "tracking:1"}, capture_output=True,
                             text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -132,7 +133,7 @@ def test_a_run_killed_after_logging_is_complete(tmp_path, monkeypatch):
 
 
 def _killed_run(directory: Path, stage: str) -> Path:
-    killed = subprocess.run([sys.executable, "-m", "repro.cli", *run_command(directory)],
+    killed = subprocess.run([sys.executable, "-m", "repro", *run_command(directory)],
                             env={**os.environ, KILL_ENV: stage}, capture_output=True,
                             text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]

@@ -127,10 +127,26 @@ def test_the_checker_sees_a_cycle_and_an_upward_import(monkeypatch):
 
     def with_bad_edge(name, path, known):
         found = real(name, path, known)
-        return found | {"repro.runner"} if name == "repro.engine" else found
+        return found | {"repro.run.runner"} if name == "repro.engine" else found
 
     monkeypatch.setitem(globals(), "imports", with_bad_edge)
-    with pytest.raises(AssertionError, match=r"repro\.engine \(line \d+\) imports repro\.runner"):
+    upward = r"repro\.engine \(line \d+\) imports repro\.run\.runner"
+    with pytest.raises(AssertionError, match=upward):
         test_imports_point_down_the_layers()
     with pytest.raises(AssertionError, match=r"import cycles: .*repro\.engine"):
         test_no_import_cycle()
+
+
+def test_the_module_index_names_every_package_and_module():
+    """docs/design.md's Modules block lists each package (``repro/x/``) and each module file
+    (a package's ``__init__.py`` stands for the package), and nothing that does not exist."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    block = re.search(r"## Modules.*?```\n(.*?)```", text, re.S).group(1)
+    listed = {line.split()[0] for line in block.splitlines() if line.startswith("repro/")}
+    actual = {str(path.relative_to(ROOT)) for path in PACKAGE.rglob("*.py")
+              if path.name != "__init__.py" or path.parent == PACKAGE}
+    actual |= {str(path.relative_to(ROOT)) + "/" for path in PACKAGE.rglob("*")
+               if path.is_dir() and (path / "__init__.py").exists() and path != PACKAGE}
+    actual -= {"repro/__init__.py"}
+    assert not actual - listed, f"not in docs/design.md's Modules: {sorted(actual - listed)}"
+    assert not listed - actual, f"docs/design.md lists what does not exist: {sorted(listed - actual)}"

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import tiny_open_clip
 
+from repro.cli.eval import run_eval
 from repro.metrics import (
     FeatureStatistics,
     MetricInputError,
@@ -19,7 +20,6 @@ from repro.metrics import (
     StatisticsError,
     frechet_distance,
 )
-from repro.metrics.cli import run_eval
 from repro.metrics.clip import ClipScorer, clip_scores
 from repro.metrics.evaluate import EvalOptions, evaluate
 from repro.metrics.extractors import (
@@ -30,8 +30,8 @@ from repro.metrics.extractors import (
 )
 from repro.metrics.fid import TeacherFeatureCache, paired_rows, rfid
 from repro.metrics.references import reference_statistics
-from repro.samples import SampleSet, to_uint8
-from repro.zoo.data import digits_images
+from repro.models.zoo.data import digits_images
+from repro.sampling.samples import SampleSet, to_uint8
 
 
 @pytest.fixture(autouse=True)
@@ -85,8 +85,8 @@ def test_frechet_distance_agrees_with_a_direct_float64_computation():
 def digits_features():
     """digits-cnn features (dead ReLU units: singular covariances) of the real digits and of
     the same digits with their pixels shuffled, as the zoo card's baselines draw them."""
-    from repro.zoo import load_classifier
-    from repro.zoo.evaluate import EVAL_SEED, classifier_features
+    from repro.models.zoo import load_classifier
+    from repro.training.evaluate import EVAL_SEED, classifier_features
 
     reference, _ = digits_images()
     generator = torch.Generator().manual_seed(EVAL_SEED)
@@ -118,8 +118,8 @@ def test_frechet_distance_agrees_with_torch_fidelity(digits_features, candidate)
 
 def test_the_zoo_cards_fid_is_the_metrics_packages(digits_features):
     """fid:digits-cnn has one implementation: the zoo's card numbers come out of it."""
-    from repro.zoo import read_card
-    from repro.zoo.evaluate import frechet_distance as zoo_frechet
+    from repro.models.zoo import read_card
+    from repro.training.evaluate import frechet_distance as zoo_frechet
 
     card = read_card("digits-ddpm")["quality"]
     assert card["protocol"] == "fid:digits-cnn"
@@ -305,9 +305,9 @@ DDPM_WEIGHTS = Path(__file__).parents[1] / "repro" / "zoo" / "weights" / "digits
 
 @pytest.mark.skipif(not DDPM_WEIGHTS.is_file(), reason="trained digits-ddpm weights not present")
 def test_rfid_grows_as_deepcache_caches_longer_on_digits_ddpm(cnn):
+    from repro.core.schedule import Schedule
     from repro.models import load_model
-    from repro.samples import generate
-    from repro.schedule import Schedule
+    from repro.sampling.samples import generate
 
     model = load_model("digits-ddpm")
     seeds, steps = list(range(128)), 10
@@ -375,7 +375,7 @@ def test_latency_reports_the_median_with_its_environment():
 
 # -- the eval command ---------------------------------------------------------------------
 def eval_args(*argv):
-    from repro.cli import build_parser  # eval's shared flags (device, weights, batch) included
+    from repro.cli.main import build_parser
 
     return build_parser().parse_args(["eval", *map(str, argv)])
 

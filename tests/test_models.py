@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from repro import models
-from repro.cli import main
-from repro.costs import flop_cost_table
+from repro.cli.main import main
+from repro.speed.costs import flop_cost_table
 
 
 def test_unknown_model_suggests_the_closest_id():

@@ -7,17 +7,19 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from repro import guidance, models, search, suite
+from repro import models, search
+from repro.config import suite
+from repro.core.schedule import CostTable
 from repro.metrics.latency import latency_inputs
-from repro.samples import SampleSet, SamplesFileError, generate
-from repro.schedule import CostTable
+from repro.models import guidance
+from repro.sampling.samples import SampleSet, SamplesFileError, generate
 
 
 # -- guidance: one rule, and no guessing when the model card is missing ---------------------
 def test_a_missing_model_card_is_an_error_not_unguided_timing(tmp_path, monkeypatch):
-    import repro.zoo
+    import repro.models.zoo
 
-    monkeypatch.setattr(repro.zoo, "WEIGHTS_DIR", tmp_path)  # no digits-cond.json here
+    monkeypatch.setattr(repro.models.zoo, "WEIGHTS_DIR", tmp_path)  # no digits-cond.json here
     with pytest.raises(models.MissingWeightsError, match="digits-cond.*model card"):
         guidance.cfg_scale(models.get("digits-cond"), None)
     assert guidance.cfg_scale(models.get("digits-cond"), 3.0) == 3.0  # given: no card needed

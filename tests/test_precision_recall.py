@@ -6,12 +6,12 @@ import pytest
 from scipy.spatial.distance import cdist
 from test_references import TinyExtractor, images, isolated, write_adm_batch  # noqa: F401
 
-from repro import cli
+from repro.cli import main as cli
+from repro.config.suite import SuiteError, check, load
 from repro.metrics import MetricInputError
 from repro.metrics.precision_recall import precision_recall
 from repro.metrics.references import reference_features
-from repro.samples import SampleSet
-from repro.suite import SuiteError, check, load
+from repro.sampling.samples import SampleSet
 
 
 def sample_set(pictures: np.ndarray) -> SampleSet:
@@ -60,8 +60,8 @@ def test_precision_and_recall_are_torch_fidelitys_improved_estimator(isolated): 
 
 
 def test_repro_eval_gives_both_from_one_pass_and_needs_a_reference(tmp_path, capsys):
-    from repro.samples import to_uint8
-    from repro.zoo.data import digits_images
+    from repro.models.zoo.data import digits_images
+    from repro.sampling.samples import to_uint8
 
     sample_set(to_uint8(digits_images()[0][:40])).save(tmp_path / "s.npz")
     metrics = ["--metric", "precision:digits-cnn", "--metric", "recall:digits-cnn"]

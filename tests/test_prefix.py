@@ -12,11 +12,11 @@ from conftest import ddim
 from diffusers import PNDMScheduler
 
 from repro import models
+from repro.core.schedule import Schedule
 from repro.engine import denoise, num_branches
-from repro.fitness import RFIDFitness
-from repro.prefix import PrefixStore, _tensors, reusable
-from repro.samples import generate
-from repro.schedule import Schedule
+from repro.sampling.prefix import PrefixStore, _tensors, reusable
+from repro.sampling.samples import generate
+from repro.search.fitness import RFIDFitness
 
 STEPS = 12
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 from conftest import ddim, tiny_unet2d
 
-from repro import models, probe
+from repro import models
 from repro.engine import denoise, num_branches
 from repro.metrics.extractors import load_extractor
 from repro.metrics.fid import TeacherFeatureCache
+from repro.search import probe
 
 
 def traced(unet, schedule: str) -> list[list[float]]:
@@ -47,7 +48,7 @@ def test_probe_on_digits_reports_branches_against_null_steps(tmp_path):
 
 
 def test_repro_probe_writes_its_data_and_heatmap(tmp_path, capsys):
-    from repro.cli import main
+    from repro.cli.main import main
 
     out = tmp_path / "probe"
     assert main(["probe", "digits-ddpm", "--steps", "6", "--interval", "3", "--seeds", "0:8",

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from repro.prompts import PromptsError, read_prompts
+from repro.sampling.prompts import PromptsError, read_prompts
 
 COCO = {
     "info": {"description": "COCO 2017 captions, shrunk"},

@@ -16,13 +16,13 @@ from conftest import tiny_unet2d
 from PIL import Image
 from torchvision.datasets import CIFAR10
 
-from repro import cli
+from repro.cli import main as cli
 from repro.metrics import MetricInputError
 from repro.metrics import references as refs
 from repro.metrics.extractors import DIGITS_CNN, INCEPTION, FeatureExtractor
 from repro.metrics.frechet import FeatureStatistics, frechet_distance
 from repro.metrics.references import reference_statistics
-from repro.samples import SampleSet
+from repro.sampling.samples import SampleSet
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 FID = f"fid:{INCEPTION}"
@@ -233,7 +233,7 @@ def test_unknown_reference_names_the_known_ones():
 
 
 def test_a_suite_takes_a_reference_path_and_still_refuses_unknown_names(tmp_path):
-    from repro.suite import SuiteError, check, load
+    from repro.config.suite import SuiteError, check, load
 
     text = (SUITES / "ddpm_cifar10.yaml").read_text()
     for reference, error in (("data/refs.npz", None), ("refs/pngs/", None),
@@ -274,7 +274,7 @@ def test_ddpm_cifar10_suite_computes_fid_against_cifar10(isolated, monkeypatch):
     write_cifar(isolated / "data", pictures, monkeypatch)
     (isolated / "w").write_bytes(b"stand-in weights file")
     monkeypatch.setenv("REPRO_INCEPTION_WEIGHTS", str(isolated / "w"))
-    for module in ("repro.fitness", "repro.metrics.evaluate"):
+    for module in ("repro.search.fitness", "repro.metrics.evaluate"):
         monkeypatch.setattr(importlib.import_module(module), "load_extractor",
                             lambda name, **kwargs: TinyExtractor())
     code = cli.main(["run", str(isolated / "suite.yaml"), "--results", str(isolated / "out"),

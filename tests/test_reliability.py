@@ -15,9 +15,11 @@ from conftest import error_lines, failing_mlflow_server
 from test_tracking import make_results
 from test_tracking import run_dir as tracking_run_dir  # noqa: F401 - the run_dir fixture
 
-from repro import cli, loops, runner
-from repro.faults import KILL_ENV, with_ctrl_c
-from repro.suite import load
+from repro.cli import main as cli
+from repro.config.suite import load
+from repro.infra.faults import KILL_ENV, with_ctrl_c
+from repro.run import runner
+from repro.speed import loops
 
 SMALL = """
 name: rel
@@ -137,8 +139,7 @@ def test_a_second_process_on_a_held_run_id_refuses(tmp_path, capsys):
 
 # -- 5. the search log ------------------------------------------------------------------
 def test_a_torn_last_search_log_line_is_cut_before_appending(tmp_path):
-    from repro import search_log
-    from repro.search import Record
+    from repro.search import Record, search_log
 
     path, context = tmp_path / "search.jsonl", {"model": "m"}
     search_log.appender(path, context)(Record("F F", "segment", 2.0, 1.0, 1.0, 0.1))
@@ -194,9 +195,9 @@ def test_sample_refuses_steps_below_one(tmp_path, capsys, steps):
 
 def test_ctrl_c_is_one_line_exit_130_and_keeps_finished_work(tmp_path):
     text = SMALL.replace('seeds: "0:16"', 'seeds: "0:256"').replace("keep: [2]", "keep: [1, 2, 3]")
-    command = [sys.executable, "-m", "repro.cli", "run", str(write(tmp_path, text)), "--results",
+    command = [sys.executable, "-m", "repro", "run", str(write(tmp_path, text)), "--results",
                str(tmp_path / "results"), "--run-id", "x", "--quiet", "--threads", "1"]
-    # Ctrl-C right after the teacher row is written (repro.faults: deterministic)
+    # Ctrl-C right after the teacher row is written (repro.infra.faults: deterministic)
     process = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=300,
                              env={**os.environ, KILL_ENV: "row:1:INT"}, preexec_fn=with_ctrl_c)
     teacher = tmp_path / "results" / "rel" / "x" / "work" / "a" / "rows" / "teacher.json"
@@ -214,7 +215,7 @@ def _read_only(directory: Path, argv: list[str], env: dict) -> subprocess.Comple
     if subprocess.run(["unshare", "-rm", "sh", "-c", mount], capture_output=True).returncode:
         pytest.skip("no private mount namespace here (unshare -rm) for a read-only mount")
     return subprocess.run(["unshare", "-rm", "sh", "-c", f'{mount} && exec "$@"', "sh",
-                           sys.executable, "-m", "repro.cli", *argv], capture_output=True,
+                           sys.executable, "-m", "repro", *argv], capture_output=True,
                           text=True, env={**os.environ, **env}, timeout=300)
 
 
@@ -234,7 +235,7 @@ def test_a_corrupted_cache_file_is_named(tmp_path):
     from repro.metrics import MetricInputError
     from repro.metrics.extractors import load_extractor
     from repro.metrics.fid import TeacherFeatureCache
-    from repro.samples import SampleSet
+    from repro.sampling.samples import SampleSet
 
     teacher = SampleSet.load(_samples(tmp_path))
     extractor = load_extractor("digits-cnn")
@@ -324,7 +325,7 @@ def logged_dir(request, tmp_path, monkeypatch):
 
 @pytest.mark.timeout(120)  # MLflow's own defaults retry for minutes: a hang fails
 def test_a_failing_server_is_given_up_on_after_bounded_retries(logged_dir):
-    from repro.tracking import HTTP_LIMITS, TrackingError, log_run
+    from repro.reporting.tracking import HTTP_LIMITS, TrackingError, log_run
 
     run_dir, results, _ = logged_dir
     with failing_mlflow_server() as (uri, failed):
@@ -340,7 +341,7 @@ def test_a_failed_relog_keeps_the_earlier_logged_run(logged_dir, monkeypatch):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from repro import tracking
+    from repro.reporting import tracking
 
     run_dir, results, uri = logged_dir
     first = tracking.log_run(results, run_dir, uri=uri)
@@ -358,7 +359,7 @@ def test_a_failed_relog_keeps_the_earlier_logged_run(logged_dir, monkeypatch):
 def test_an_artifact_the_store_lost_fails_the_logging(logged_dir, monkeypatch):
     from mlflow import MlflowClient
 
-    from repro import tracking
+    from repro.reporting import tracking
 
     run_dir, results, uri = logged_dir
     real = MlflowClient.log_artifact
@@ -370,8 +371,8 @@ def test_an_artifact_the_store_lost_fails_the_logging(logged_dir, monkeypatch):
 
 # -- issue 25: inputs keyed by their content, tracking out of the digest ----------------
 def _digits_reference(path: Path, start: int) -> None:
-    from repro.samples import to_uint8
-    from repro.zoo.data import digits_images
+    from repro.models.zoo.data import digits_images
+    from repro.sampling.samples import to_uint8
 
     np.savez(path, arr_0=to_uint8(digits_images()[0])[start:start + 300])
 

@@ -1,4 +1,5 @@
-"""repro.report: tables, formats, regression diffs, Pareto fronts, sample grids, `repro report`."""
+"""repro.reporting.report: tables, formats, regression diffs, Pareto fronts, sample grids,
+`repro report`."""
 
 import copy
 import io
@@ -10,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from repro import report
-from repro.cli import main
+from repro.cli.main import main
+from repro.reporting import report
 
 SCHEMA = "flexiffusion-repro/results@1"
 DIGITS = ("fid:digits-cnn", "rfid:digits-cnn", "acc:digits-cnn")
@@ -172,7 +173,7 @@ def test_compare_matches_renamed_rows_by_schedule():
 
 
 def test_pareto_front_selection():
-    from repro.pareto import front_indices  # the one front: search, verdicts, plots
+    from repro.core.pareto import front_indices
 
     xs = [1.0, 2.0, 2.0, 3.0, 1.5, 4.0, 3.0]
     ys = [10.0, 12.0, 15.0, 12.0, 11.0, 30.0, 12.0]
@@ -283,8 +284,8 @@ def test_cli_report(tmp_path, capsys):
 def test_a_long_f_n_schedule_shows_as_its_full_steps():
     """The step-wise search on the training grid gives 1000-step schedules; md tables list
     their F positions, csv keeps the text."""
-    from repro.report import render
-    from repro.schedule import Schedule
+    from repro.core.schedule import Schedule
+    from repro.reporting.report import render
 
     schedule = str(Schedule.from_full_steps(1000, {0, 250, 600}, "N"))
     df = pd.DataFrame({"name": ["stepwise @2x"], "schedule": [schedule]})

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from conftest import assert_speedup_is_the_ratio_of_medians, error_lines, logged_runs
 
-from repro import cli, runner
-from repro.suite import check, load
+from repro.cli import main as cli
+from repro.config.suite import check, load
+from repro.run import runner
 
 TINY = """
 name: tiny
@@ -170,10 +171,10 @@ def test_every_row_keeps_the_per_seed_data_its_metrics_came_from(finished_run):
     """per_seed/<experiment>/<row>.npz: the features fid and rfid were computed from and the
     per-seed accuracy, so that a bootstrap over evaluation seeds (repro gate) needs no
     resampling of images; recomputing each metric from them gives the reported value."""
-    from repro import per_seed
     from repro.metrics.frechet import FeatureStatistics, frechet_distance
     from repro.metrics.kid import rkid_value
-    from repro.samples import parse_seeds
+    from repro.results import per_seed
+    from repro.sampling.samples import parse_seeds
 
     run_dir, _, _ = finished_run
     rows = json.loads((run_dir / "results.json").read_text())["rows"]
@@ -206,8 +207,8 @@ def test_a_sampler_steps_row_runs_the_sampler_at_its_own_steps(finished_run, tmp
     from PIL import Image
 
     from repro import models
-    from repro.report import sample_grid
-    from repro.samples import generate, parse_seeds
+    from repro.reporting.report import sample_grid
+    from repro.sampling.samples import generate, parse_seeds
 
     run_dir, _, _ = finished_run
     results = json.loads((run_dir / "results.json").read_text())
@@ -236,8 +237,8 @@ def test_a_sampler_steps_row_with_its_own_solver_samples_and_times_on_it(finishe
     from PIL import Image
 
     from repro import models
-    from repro.report import sample_grid
-    from repro.samples import generate, parse_seeds
+    from repro.reporting.report import sample_grid
+    from repro.sampling.samples import generate, parse_seeds
 
     run_dir, _, _ = finished_run
     results = json.loads((run_dir / "results.json").read_text())
@@ -354,7 +355,7 @@ def test_malformed_suite_leaves_nothing(tmp_path, capsys):
 
 def test_report_reads_runs_back_from_mlflow_and_diffs_the_two_newest(finished_run, tmp_path,
                                                                    capsys):
-    from repro import tracking
+    from repro.reporting import tracking
 
     run_dir, uri, _ = finished_run
     assert cli.main(["report", "--experiment", "tiny-test", "--tracking-uri", uri]) == 0

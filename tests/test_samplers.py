@@ -11,11 +11,12 @@ import json
 import pytest
 import torch
 
-from repro import models, suite
+from repro import models
+from repro.config import suite
+from repro.core.sampler_calls import CALL_RULES, known_calls
+from repro.core.schedule import Schedule
 from repro.engine import denoise
-from repro.fitness import RFIDFitness
-from repro.sampler_calls import CALL_RULES, known_calls
-from repro.schedule import Schedule
+from repro.search.fitness import RFIDFitness
 
 SPEC = models.get("digits-ddpm")
 
@@ -99,8 +100,8 @@ def test_a_bad_solver_is_a_suite_error(tmp_path, baseline, where, message):
 
 
 def test_a_named_solver_reaches_the_budget_against_the_teachers_calls(tmp_path):
-    from repro import baselines
-    from repro.schedule import CostTable
+    from repro.core.schedule import CostTable
+    from repro.techniques import baselines
 
     loaded = suite.load(write(tmp_path, "spacing: trailing\nbaselines: [{technique: "
                                         "sampler-steps, scheduler: UniPCMultistepScheduler}]\n"))
@@ -122,10 +123,10 @@ def test_a_candidate_whose_rfid_is_undefined_scores_worst(digits, monkeypatch):
     and the search goes on to a finite winner."""
     import math
 
-    from repro import fitness as fitness_module
+    from repro.core.schedule import CostTable
     from repro.metrics.errors import StatisticsError
-    from repro.schedule import CostTable
     from repro.search import Budget, SegmentSpace, segment_evolution
+    from repro.search import fitness as fitness_module
 
     scorer = RFIDFitness(digits, 8, range(2), batch_size=2)
     real = fitness_module.rfid

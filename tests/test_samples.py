@@ -3,8 +3,14 @@ import pytest
 import torch
 
 from repro import models
-from repro.cli import main
-from repro.samples import NonFiniteSamplesError, SampleSet, SamplesFileError, generate, parse_seeds
+from repro.cli.main import main
+from repro.sampling.samples import (
+    NonFiniteSamplesError,
+    SampleSet,
+    SamplesFileError,
+    generate,
+    parse_seeds,
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +110,7 @@ def test_cli_sample_bad_input_exits_2(tmp_path, capsys, argv, needle):
 def test_trained_digits_cond_through_the_engine_draws_the_requested_digits():
     """The committed weights, sampled by `generate` (engine path, default guidance): the
     classifier recognises the requested class, as the model card reports for the plain loop."""
-    from repro.zoo import load_classifier
+    from repro.models.zoo import load_classifier
 
     model = models.load_model("digits-cond")
     result = generate(model, 10, seeds=list(range(40)))

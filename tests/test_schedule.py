@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from repro.schedule import CostTable, Schedule, ScheduleError
+from repro.core.schedule import CostTable, Schedule, ScheduleError
 
 tokens = st.one_of(st.just("F"), st.just("N"), st.integers(0, 11).map(lambda b: f"P{b}"))
 schedules = st.lists(tokens, min_size=0, max_size=30).map(lambda rest: Schedule(("F", *rest)))
@@ -93,6 +93,6 @@ def test_generators_reject_impossible_arguments():
 def test_the_documented_examples_hold():
     import doctest
 
-    import repro.schedule
+    import repro.core.schedule
 
-    assert doctest.testmod(repro.schedule).failed == 0
+    assert doctest.testmod(repro.core.schedule).failed == 0

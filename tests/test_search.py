@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repro.schedule import CostTable, Schedule
+from repro.core.schedule import CostTable, Schedule
 from repro.search import (
     SEARCH_METHODS,
     Budget,
@@ -375,7 +375,7 @@ def test_generations_bound_the_search():
 def test_cli_search_logs_and_resumes_without_rescoring(tmp_path, capsys):
     import json
 
-    from repro.cli import main
+    from repro.cli.main import main
 
     log = tmp_path / "search.jsonl"
     argv = ["search", "--model", "digits-ddpm", "--steps", "4", "--budget", "2", "--n-eval", "3",
@@ -393,7 +393,7 @@ def test_cli_search_logs_and_resumes_without_rescoring(tmp_path, capsys):
 
 
 def test_cli_search_rejects_an_unreachable_budget_before_sampling(capsys):
-    from repro.cli import main
+    from repro.cli.main import main
 
     code = main(["search", "--model", "digits-ddpm", "--steps", "20", "--budget", "40"])
     err = capsys.readouterr().err
@@ -403,7 +403,7 @@ def test_cli_search_rejects_an_unreachable_budget_before_sampling(capsys):
 def test_cli_search_on_a_conditional_model_uses_the_given_labels(tmp_path, capsys):
     import json
 
-    from repro.cli import main
+    from repro.cli.main import main
 
     log = tmp_path / "cond.jsonl"
     assert main(["search", "--model", "digits-cond", "--steps", "4", "--budget", "2",

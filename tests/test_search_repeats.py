@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from conftest import error_lines
 
-from repro import cli
-from repro.samples import SampleSet
-from repro.schedule import CostTable, Schedule
-from repro.suite import cautions, check, load
+from repro.cli import main as cli
+from repro.config.suite import cautions, check, load
+from repro.core.schedule import CostTable, Schedule
+from repro.sampling.samples import SampleSet
 
 SUITE = """
 name: repeats

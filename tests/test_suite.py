@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repro import cli, models, suite
+from repro import models
+from repro.cli import main as cli
+from repro.config import suite
+from repro.config.suite import SuiteError
 from repro.metrics.protocols import METRICS
-from repro.suite import SuiteError
 
 HEAD = "name: t\nversion: 1\n"
 
@@ -481,7 +483,7 @@ def test_validate_good_suites(capsys, monkeypatch, tmp_path):
 
     smoke = suite.find("smoke")
     # the package's own copy (an editable install: the checkout's; tox: site-packages')
-    assert smoke.resolve() == (Path(suite.__file__).parent / "suites" / "smoke.yaml").resolve()
+    assert smoke.resolve() == (Path(suite.__file__).parents[1] / "suites" / "smoke.yaml").resolve()
     code, out, _ = validate(capsys, "smoke")
     assert code == 0 and out.startswith(f"{smoke}: ok (suite 'smoke' ")
     assert out.endswith(f"{suite.load(smoke).digest})\n")

@@ -20,12 +20,13 @@ from conftest import (
 )
 from test_prompts import COCO, COCO_ORDER, PARTI
 
-from repro import cli, models
+from repro import models
+from repro.cli import main as cli
+from repro.config.suite import SuiteError, check, load
+from repro.core.schedule import Schedule
 from repro.metrics.clip import CLIP_PROTOCOL, ClipScorer
 from repro.metrics.extractors import INCEPTION, FeatureExtractor
-from repro.samples import SampleSet, generate
-from repro.schedule import Schedule
-from repro.suite import SuiteError, check, load
+from repro.sampling.samples import SampleSet, generate
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 RFID = f"rfid:{INCEPTION}"
@@ -101,7 +102,7 @@ def stand_ins(data, tmp_path_factory):
         patch.setenv("REPRO_INCEPTION_WEIGHTS", str(data / "w"))
         patch.setenv("REPRO_CACHE", str(tmp_path_factory.mktemp("cache")))
         patch.setattr(ClipScorer, "load", classmethod(lambda cls, *args, **kwargs: scorer))
-        for module in ("repro.fitness", "repro.metrics.evaluate"):
+        for module in ("repro.search.fitness", "repro.metrics.evaluate"):
             patch.setattr(importlib.import_module(module), "load_extractor",
                           lambda name, **kwargs: TinyExtractor())
         yield scorer
@@ -312,7 +313,7 @@ def test_text_suite_rows_carry_clip_rfid_guidance_and_speedups(text_run):
 def test_a_sampler_steps_row_is_the_pipeline_at_its_own_steps(text_run, sd_model, tmp_path):
     from PIL import Image
 
-    from repro.report import sample_grid
+    from repro.reporting.report import sample_grid
 
     run_dir, _, results = text_run
     rows = {row["name"]: row for row in results["rows"]}

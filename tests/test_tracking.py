@@ -1,4 +1,5 @@
-"""repro.tracking against throwaway sqlite stores and a real ``mlflow server`` on localhost."""
+"""repro.reporting.tracking against throwaway sqlite stores and a real ``mlflow server`` on
+localhost."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from repro.tracking import (
+from repro.reporting.tracking import (
     TrackingError,
     check_reachable,
     load_results,
@@ -281,7 +282,7 @@ def test_a_half_made_sqlite_store_is_refused_naming_the_file(tmp_path):
         check_reachable(store(tmp_path))
 
 
-_CREATE = ("import sys; from repro.tracking import _experiment\n"
+_CREATE = ("import sys; from repro.reporting.tracking import _experiment\n"
            "with _experiment(sys.argv[1], 'e') as (client, experiment_id): pass\n")
 
 
@@ -319,7 +320,7 @@ def test_two_first_runs_at_once_in_an_empty_folder_both_log(tmp_path):
 
 _FILL = """import sys
 from pathlib import Path
-from repro.tracking import TrackingError, log_run
+from repro.reporting.tracking import TrackingError, log_run
 sys.path.insert(0, sys.argv[3])
 from test_tracking import make_results
 run_dir = Path(sys.argv[2])
@@ -500,7 +501,7 @@ def test_a_real_server_killed_while_logging_fails_fast_and_a_relog_leaves_one_ru
         trigger, run_dir, tmp_path, monkeypatch):
     import requests
 
-    from repro.tracking import HTTP_LIMITS
+    from repro.reporting.tracking import HTTP_LIMITS
 
     monkeypatch.chdir(tmp_path)
     results = make_results()

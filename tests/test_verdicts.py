@@ -1,11 +1,11 @@
-"""Verdicts of a run at equal speed (repro.verdicts) on synthetic per-seed qualities: a
+"""Verdicts of a run at equal speed (repro.results.verdicts) on synthetic per-seed qualities: a
 searched method clearly better than a family's front, one equal to it, one outside it."""
 
 import numpy as np
 import pytest
 
-from repro import verdicts
-from repro.compare import Point, per_seed_mean
+from repro.results import verdicts
+from repro.results.compare import Point, per_seed_mean
 
 N = 400
 RNG = np.random.default_rng(0)
@@ -85,7 +85,7 @@ def _verdict(family, outcome, difference):
 
 
 def test_verdict_changes_pair_two_runs_by_method_budget_family_metric_and_speed(tmp_path):
-    from repro import comparison_report
+    from repro.reporting import comparison_report
 
     old = {"verdicts": [_verdict("deepcache", "better", -1.0), _verdict("fewer-steps", "tie", 0.1)]}
     new = {"verdicts": [_verdict("deepcache", "tie", -0.2), _verdict("random", "worse", 2.0)]}
@@ -99,7 +99,7 @@ def test_verdict_changes_pair_two_runs_by_method_budget_family_metric_and_speed(
 
 
 def test_convergence_is_the_best_fitness_so_far():
-    from repro.comparison_report import convergence
+    from repro.reporting.comparison_report import convergence
 
     row = {"search": {"trace": [5.0, 7.0, 3.0, 4.0, 1.0]}}
     assert convergence(row).tolist() == [5.0, 5.0, 3.0, 3.0, 1.0]
@@ -243,8 +243,8 @@ def test_primary_verdicts_of_rows_from_per_seed_features():
 
 
 def test_tables_and_mlflow_tags_show_the_label_and_the_adjusted_verdict(tmp_path):
-    from repro import comparison_report
-    from repro.tracking import verdict_tags
+    from repro.reporting import comparison_report
+    from repro.reporting.tracking import verdict_tags
 
     run = {"verdicts": verdicts.adjust([
         _verdict("deepcache", "better", -1.0) | {"p": 0.001, "label": "primary"},

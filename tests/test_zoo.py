@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from repro.zoo import (
+from repro.models.zoo import (
     DIFFUSION_NAMES,
     WEIGHTS_DIR,
     ZOO_NAMES,
@@ -18,9 +18,9 @@ from repro.zoo import (
     load_classifier,
     read_card,
 )
-from repro.zoo.data import digits_images, digits_split
-from repro.zoo.evaluate import ddim_sample, frechet_distance, requested_class_accuracy
-from repro.zoo.train import train
+from repro.models.zoo.data import digits_images, digits_split
+from repro.training.evaluate import ddim_sample, frechet_distance, requested_class_accuracy
+from repro.training.train import train
 
 
 def test_digits_images_are_16x16_in_unit_range():

@@ -7,9 +7,9 @@ names themselves are in ``protocols`` (no torch); importing this package loads o
 errors, the names and the result type, the rest on first use.
 """
 
-from .errors import MetricInputError, MissingMetricWeightsError, StatisticsError
-from .protocols import METRICS
-from .result import MetricResult
+from repro.metrics.errors import MetricInputError, MissingMetricWeightsError, StatisticsError
+from repro.metrics.protocols import METRICS
+from repro.metrics.result import MetricResult
 
 __all__ = ["METRICS", "FeatureStatistics", "MetricInputError", "MetricResult",
            "MissingMetricWeightsError", "StatisticsError", "frechet_distance"]

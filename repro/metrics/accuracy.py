@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from repro.samples import SampleSet
-
-from .errors import MetricInputError
-from .extractors import DigitsCNNExtractor
-from .result import MetricResult
+from repro.metrics.errors import MetricInputError
+from repro.metrics.extractors import DigitsCNNExtractor
+from repro.metrics.result import MetricResult
+from repro.sampling.samples import SampleSet
 
 
 def class_accuracy(samples: SampleSet, classifier: DigitsCNNExtractor) -> MetricResult:

@@ -1,24 +1,18 @@
-"""The user cache of derived metric data: identity keys and atomic writes.
+"""The user cache of derived metric data: where it lives and how a cached file is read.
 
-Everything cached is keyed by all inputs that change it, so a stale entry is never read; a
-write goes to a temporary file first and is renamed, so a crash never leaves half a file.
+Everything cached is keyed by all inputs that change it (:mod:`repro.infra.digests`), so a
+stale entry is never read; writes are atomic (:mod:`repro.infra.atomic`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
-import torch
-
-from repro.atomic import NPZ_READ_ERRORS
-
-from .errors import MetricInputError
+from repro.infra.atomic import NPZ_READ_ERRORS
+from repro.metrics.errors import MetricInputError
 
 T = TypeVar("T")
 
@@ -35,36 +29,3 @@ def read_cached(path: Path, read: Callable[[Path], T]) -> T:
     except NPZ_READ_ERRORS as error:
         raise MetricInputError(f"corrupted cache file {path} ({type(error).__name__}); delete "
                                "it to compute it again") from None
-
-
-def file_digest(path: Path) -> str:
-    """A short digest of a file's bytes, read in chunks (weights files run to gigabytes)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()[:16]
-
-
-def key_digest(fields: Mapping) -> str:
-    """A short stable digest of JSON-able identity fields."""
-    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def array_digest(array: np.ndarray) -> str:
-    """Digest of an array's dtype, shape and bytes."""
-    array = np.ascontiguousarray(array)
-    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
-    digest.update(array.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def state_dict_digest(*modules: torch.nn.Module) -> str:
-    """Digest of networks' weights (any dtype): the identity of a feature extractor or of
-    the networks a model samples with."""
-    digest = hashlib.sha256()
-    for module in modules:
-        for name, tensor in sorted(module.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-                          .numpy().tobytes())
-    return digest.hexdigest()[:16]
-

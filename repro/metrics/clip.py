@@ -15,11 +15,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from repro.progress import bar
-
-from .errors import MetricInputError, MissingMetricWeightsError
-from .protocols import CLIP_ARCH, CLIP_ENV, CLIP_PROTOCOL, CLIP_TAG
-from .result import MetricResult
+from repro.infra.progress import bar
+from repro.metrics.errors import MetricInputError, MissingMetricWeightsError
+from repro.metrics.protocols import CLIP_ARCH, CLIP_ENV, CLIP_PROTOCOL, CLIP_TAG
+from repro.metrics.result import MetricResult
 
 HF_REPO = "laion/CLIP-ViT-g-14-laion2B-s34B-b88K"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")

@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from repro.samples import SampleSet
-
-from .clip import clip_weights_path
-from .errors import MetricInputError
-from .extractors import FeatureExtractor, inception_weights_path, load_extractor
-from .protocols import INCEPTION, METRICS, NEEDS_REFERENCE, REFERENCES
-from .references import locate
-from .result import MetricResult
+from repro.metrics.clip import clip_weights_path
+from repro.metrics.errors import MetricInputError
+from repro.metrics.extractors import FeatureExtractor, inception_weights_path, load_extractor
+from repro.metrics.protocols import INCEPTION, METRICS, NEEDS_REFERENCE, REFERENCES
+from repro.metrics.references import locate
+from repro.metrics.result import MetricResult
+from repro.sampling.samples import SampleSet
 
 
 @dataclass(frozen=True)
@@ -75,8 +74,8 @@ def resource_digests(metrics: Sequence[str], reference: str | None = None) -> di
     reference data and the Inception and CLIP weights. A run keys each row's metrics by
     them: a file replaced at the same path between an interrupt and a resume is a new
     input, not the one the finished rows were scored against."""
-    from .cache import file_digest
-    from .references import reference_digest
+    from repro.infra.digests import file_digest
+    from repro.metrics.references import reference_digest
 
     kinds = {name.partition(":")[0] for name in metrics}
     digests = {}
@@ -113,38 +112,38 @@ def evaluate(samples: SampleSet, metrics: Sequence[str],
     for name in metrics:
         kind, _, arg = name.partition(":")
         if kind == "fid":
-            from .fid import fid
+            from repro.metrics.fid import fid
 
             results.append(fid(samples, options.reference, extractor(arg)))
         elif kind == "rfid":
-            from .fid import rfid
+            from repro.metrics.fid import rfid
 
             results.append(rfid(samples, options.teacher, extractor(arg)))
         elif kind == "kid":
-            from .kid import kid
+            from repro.metrics.kid import kid
 
             results.append(kid(samples, options.reference, extractor(arg), features.get(arg)))
         elif kind == "rkid":
-            from .kid import rkid
+            from repro.metrics.kid import rkid
 
             results.append(rkid(samples, options.teacher, extractor(arg), features.get(arg)))
         elif kind in ("precision", "recall"):
-            from .precision_recall import precision_recall
+            from repro.metrics.precision_recall import precision_recall
 
             if arg not in against_reference:
                 against_reference[arg] = precision_recall(samples, options.reference,
                                                           extractor(arg))
             results.append(against_reference[arg][name])
         elif kind == "is":
-            from .inception_score import inception_score
+            from repro.metrics.inception_score import inception_score
 
             results.append(inception_score(samples, extractor(arg)))
         elif kind == "acc":
-            from .accuracy import class_accuracy
+            from repro.metrics.accuracy import class_accuracy
 
             results.append(class_accuracy(samples, extractor(arg)))
         elif kind == "clip":
-            from .clip import ClipScorer
+            from repro.metrics.clip import ClipScorer
 
             if name not in networks:
                 networks[name] = ClipScorer.load(options.clip_weights, options.device)
@@ -158,9 +157,8 @@ def evaluate(samples: SampleSet, metrics: Sequence[str],
 
 def _latency(samples: SampleSet, options: EvalOptions) -> MetricResult:
     """The file's (model, steps, schedule) timed; with a teacher, the speedup over it."""
+    from repro.metrics.latency import sampler_latency
     from repro.models import load_model
-
-    from .latency import sampler_latency
 
     model = load_model(samples.model, options.model_weights, device=options.device,
                        dtype=options.dtype)

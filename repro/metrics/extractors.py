@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repro.progress import bar
-
-from .cache import state_dict_digest
-from .errors import MetricInputError, MissingMetricWeightsError
-from .protocols import DIGITS_CNN, EXTRACTORS, INCEPTION, INCEPTION_ENV
+from repro.infra.digests import state_dict_digest
+from repro.infra.progress import bar
+from repro.metrics.errors import MetricInputError, MissingMetricWeightsError
+from repro.metrics.protocols import DIGITS_CNN, EXTRACTORS, INCEPTION, INCEPTION_ENV
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 # torch-fidelity caches the same weights (same hash suffix) under its own name.
@@ -84,7 +83,7 @@ class DigitsCNNExtractor(FeatureExtractor):
 
 
 def digits_input(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 NCHW -> float in [-1, 1], the inverse of ``repro.samples.to_uint8``."""
+    """uint8 NCHW -> float in [-1, 1], the inverse of ``repro.sampling.samples.to_uint8``."""
     return batch.float() / 127.5 - 1.0
 
 
@@ -147,7 +146,7 @@ def load_extractor(name: str, *, inception_weights: str | Path | None = None,
                    device: str | torch.device = "cpu") -> FeatureExtractor:
     """The extractor of protocol ``name`` (``digits-cnn`` or ``inception-2015-12-05``)."""
     if name == DIGITS_CNN:
-        from repro import zoo
+        from repro.models import zoo
 
         try:
             return DigitsCNNExtractor(zoo.load_classifier(), device)

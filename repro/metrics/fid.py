@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from repro.atomic import atomic_save_npz
-from repro.samples import SampleSet
-
-from .cache import array_digest, cache_dir, key_digest, read_cached
-from .errors import MetricInputError
-from .extractors import FeatureExtractor
-from .frechet import FeatureStatistics, frechet_distance
-from .references import load_features, reference_statistics
-from .result import MetricResult
+from repro.infra.atomic import atomic_save_npz
+from repro.infra.digests import array_digest, key_digest
+from repro.metrics.cache import cache_dir, read_cached
+from repro.metrics.errors import MetricInputError
+from repro.metrics.extractors import FeatureExtractor
+from repro.metrics.frechet import FeatureStatistics, frechet_distance
+from repro.metrics.references import load_features, reference_statistics
+from repro.metrics.result import MetricResult
+from repro.sampling.samples import SampleSet
 
 
 def fid(samples: SampleSet, reference: str, extractor: FeatureExtractor) -> MetricResult:

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 from scipy import linalg
 
-from repro.atomic import atomic_save_npz
-from repro.files import read_npz
-
-from .errors import MetricInputError, StatisticsError
+from repro.infra.atomic import atomic_save_npz
+from repro.infra.files import read_npz
+from repro.metrics.errors import MetricInputError, StatisticsError
 
 # Imaginary parts of sqrtm's diagonal below this are rounding noise (pytorch-fid's tolerance).
 IMAGINARY_TOLERANCE = 1e-3

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from repro.samples import SampleSet
-
-from .errors import MetricInputError
-from .extractors import InceptionExtractor
-from .protocols import INCEPTION
-from .result import MetricResult
+from repro.metrics.errors import MetricInputError
+from repro.metrics.extractors import InceptionExtractor
+from repro.metrics.protocols import INCEPTION
+from repro.metrics.result import MetricResult
+from repro.sampling.samples import SampleSet
 
 IS_PROTOCOL = f"is:{INCEPTION}"
 SPLITS = 10  # torch-fidelity's isc_splits default

@@ -23,7 +23,7 @@ over many resamples at once. Beyond :data:`EXACT_ROWS` seeds the n x n pair matr
 fit in memory (50,000 seeds: 20 GB); there the resampled value is the U-statistic's
 per-seed decomposition (its Hoeffding projection: twice the resampled mean of each seed's
 mean pair value, minus the value), which has the same mean and, to first order, the same
-spread, from row sums computed in blocks. numpy only: ``repro.compare`` and the gate use
+spread, from row sums computed in blocks. numpy only: ``repro.results.compare`` and the gate use
 these without torch.
 """
 
@@ -33,8 +33,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import StatisticsError
-from .result import MetricResult
+from repro.metrics.errors import StatisticsError
+from repro.metrics.result import MetricResult
 
 DEGREE, COEF0 = 3, 1.0  # torch-fidelity's kid_kernel_poly_degree / _coef0; gamma = 1 / d
 # Rows of the reference its own kernel mean is taken over at most (a fixed random subset
@@ -46,7 +46,7 @@ CHUNK_ROWS = 512  # kernel blocks of CHUNK_ROWS x (rows of a set): 200 MB at 50,
 EXACT_ROWS = 4096
 BATCH_RESAMPLES = 100  # resamples whose seed counts are in memory at once
 
-Quality = Callable[[np.ndarray], np.ndarray]  # as repro.compare.Quality
+Quality = Callable[[np.ndarray], np.ndarray]  # as repro.results.compare.Quality
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -58,7 +58,7 @@ def kid(samples, reference: str, extractor, features: np.ndarray | None = None
         ) -> MetricResult:
     """``kid:<extractor>`` of a samples file against the named reference's images;
     ``features``: the samples' features when already extracted (for FID)."""
-    from .references import reference_features
+    from repro.metrics.references import reference_features
 
     features = extractor.features(samples.images) if features is None else features
     value = kid_value(features, reference_features(reference, extractor),
@@ -72,7 +72,7 @@ def rkid(candidate, teacher, extractor, features: np.ndarray | None = None) -> M
     """``rkid:<extractor>``: KID of the candidate's samples against the teacher's samples of
     the same seeds and conditions (the teacher's features cached as rFID caches them);
     ``features``: the candidate's features when already extracted (for rFID)."""
-    from .fid import TEACHER_FEATURES, paired_rows
+    from repro.metrics.fid import TEACHER_FEATURES, paired_rows
 
     rows = paired_rows(candidate, teacher)
     features = extractor.features(candidate.images) if features is None else features

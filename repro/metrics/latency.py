@@ -1,6 +1,6 @@
 """``latency``: median wall time of one sampler batch under a schedule.
 
-Timing follows ``repro.timing`` (warm-up, device synchronised, median of repeats) and only
+Timing follows ``repro.infra.timing`` (warm-up, device synchronised, median of repeats) and only
 covers the denoising loop on prepared noise and conditioning, so that what differs between
 schedules is what is timed. Speedups are ratios measured in one process.
 """
@@ -12,13 +12,12 @@ from collections.abc import Sequence
 
 import torch
 
+from repro.core.schedule import Schedule
 from repro.engine import denoise
-from repro.guidance import classifier_free, model_scale
+from repro.infra.timing import environment, median_seconds
+from repro.metrics.result import MetricResult
 from repro.models import LoadedModel
-from repro.schedule import Schedule
-from repro.timing import environment, median_seconds
-
-from .result import MetricResult
+from repro.models.guidance import classifier_free, model_scale
 
 
 def latency_inputs(model: LoadedModel, batch: int, guidance: float | None = None,

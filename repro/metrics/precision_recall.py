@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from repro.samples import SampleSet
-
-from .errors import MetricInputError
-from .extractors import FeatureExtractor
-from .references import reference_features
-from .result import MetricResult
+from repro.metrics.errors import MetricInputError
+from repro.metrics.extractors import FeatureExtractor
+from repro.metrics.references import reference_features
+from repro.metrics.result import MetricResult
+from repro.sampling.samples import SampleSet
 
 NEIGHBORHOOD = 3  # k of the k-NN manifold, torch-fidelity's and the ADM evaluator's default
 NOT_ADM = ("torch-fidelity prc on this extractor's features; the ADM evaluator uses the TF "

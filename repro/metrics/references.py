@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from repro.atomic import atomic_save_npz
-from repro.files import InputFileError, check_npz, open_regular, read_npz
-
-from .cache import cache_dir, key_digest, read_cached
-from .errors import MetricInputError
-from .extractors import FeatureExtractor
-from .frechet import FeatureStatistics
-from .protocols import CIFAR10_FOLDER, INCEPTION, REFERENCES, is_path
+from repro.infra.atomic import atomic_save_npz
+from repro.infra.digests import key_digest
+from repro.infra.files import InputFileError, check_npz, open_regular, read_npz
+from repro.metrics.cache import cache_dir, read_cached
+from repro.metrics.errors import MetricInputError
+from repro.metrics.extractors import FeatureExtractor
+from repro.metrics.frechet import FeatureStatistics
+from repro.metrics.protocols import CIFAR10_FOLDER, INCEPTION, REFERENCES, is_path
 
 DATA_ENV = "REPRO_DATA"
 IMAGE_SUFFIXES = "png,jpg,jpeg"  # torch-fidelity's default for folders of samples
@@ -150,8 +150,8 @@ def reference_features(name: str, extractor: FeatureExtractor) -> np.ndarray:
     evaluator reads them for precision / recall."""
     source = locate(name)
     if source.format == "digits":
-        from repro.samples import to_uint8
-        from repro.zoo.data import digits_images
+        from repro.models.zoo.data import digits_images
+        from repro.sampling.samples import to_uint8
 
         return extractor.features(to_uint8(digits_images()[0])).astype(np.float32)
     files = _files(source)
@@ -293,8 +293,8 @@ def _folder_images(files: list[Path], folder: Path) -> np.ndarray:
 
 
 def _digits_statistics(extractor: FeatureExtractor) -> FeatureStatistics:
-    from repro.samples import to_uint8
-    from repro.zoo.data import PREPROCESSING, digits_images
+    from repro.models.zoo.data import PREPROCESSING, digits_images
+    from repro.sampling.samples import to_uint8
 
     images, _ = digits_images()
     identity = {"dataset": "digits", "split": "all", "n": len(images),

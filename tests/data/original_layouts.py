@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_convert import ADM_TINY, LDM_TINY, tiny_specs  # noqa: E402
 
-from repro.convert import convert_adm, convert_ldm  # noqa: E402
+from repro.models.convert import convert_adm, convert_ldm
 
 
 def ldm_original():

@@ -1,0 +1,1 @@
+"""The `repro` command line."""

@@ -1,0 +1,1 @@
+"""Suites: YAML experiments loaded, checked and planned."""

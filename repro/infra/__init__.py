@@ -1,0 +1,1 @@
+"""Plumbing every layer uses: atomic writes, guarded reads, timing, progress, processes."""

@@ -1,0 +1,346 @@
+"""Comparison tables, regression diffs, Pareto plots and sample grids from ``results.json``.
+
+Only stdlib, numpy, pandas and (lazily) matplotlib / PIL: reporting never imports torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from repro.core.pareto import front_indices
+from repro.infra.atomic import atomic_path
+
+SCHEMA_PREFIX = "flexiffusion-repro/results@"
+FORMATS = ("md", "csv", "tex")
+_TEXT_COLUMNS = ("run", "experiment", "name", "kind", "source", "schedule")
+_SPEEDUPS = ("predicted speedup", "measured speedup")
+_QUALITY_PREFIXES = (("fid:",), ("rfid:",), ("clip:", "acc:"))  # pareto y axis, by preference
+_MIN_TILE = 64  # px: sample grids upscale smaller images (nearest neighbour) to at least this
+_GRID_PAD = 2  # px of white between grid tiles
+
+
+class ReportError(ValueError):
+    """A results file or report request that cannot be rendered; one line for the CLI."""
+
+
+def load_results(path: Path | str) -> dict:
+    """Read a run directory's ``results.json`` (or the file itself), refusing other schemas so
+    a stray JSON file cannot silently render as an empty table."""
+    path = Path(path)
+    file = path if path.is_file() or path.suffix == ".json" else path / "results.json"
+    try:
+        results = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{file}: no such results file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ReportError(f"{file}: cannot read ({error})") from None
+    except json.JSONDecodeError as error:
+        raise ReportError(f"{file}: not valid JSON ({error})") from None
+    schema = results.get("schema") if isinstance(results, dict) else None
+    if not (isinstance(schema, str) and schema.startswith(SCHEMA_PREFIX)):
+        raise ReportError(f"{file}: schema {schema!r} is not {SCHEMA_PREFIX}N")
+    if not isinstance(results.get("rows"), list):
+        raise ReportError(f"{file}: no 'rows' list")
+    return results
+
+
+def _protocols(rows: list[dict]) -> list[str]:
+    """Metric protocols of all rows, first-seen order."""
+    return list(dict.fromkeys(p for row in rows for p in (row.get("metrics") or {})))
+
+
+def _columns(protocols: list[str], published: list[str], has_published: bool,
+             multi: bool) -> list[str]:
+    """Table column order; each ``published <key>`` sits right after the metric it matches."""
+    columns = ["run"] * multi + ["experiment", "name", "kind", "budget", *_SPEEDUPS]
+    columns += ["published speedup"] * ("speedup" in published)
+    unplaced = [key for key in published if key != "speedup"]
+    for protocol in protocols:
+        columns.append(protocol)
+        key = next((k for k in unplaced if protocol.startswith(f"{k}:") or protocol == k), None)
+        if key is not None:
+            columns.append(f"published {key}")
+            unplaced.remove(key)
+    columns += [f"published {key}" for key in unplaced]
+    return columns + ["search fitness"] + ["source"] * has_published + ["schedule"]
+
+
+def _record(run_id: str | None, row: dict) -> dict:
+    published = row.get("published") or {}
+    return {
+        "run": run_id, "experiment": row.get("experiment"), "name": row.get("name"),
+        "kind": row.get("kind"), "budget": row.get("budget"),
+        "predicted speedup": row.get("predicted_speedup"),
+        "measured speedup": row.get("measured_speedup"),
+        **(row.get("metrics") or {}),
+        **{f"published {k}": v for k, v in published.items() if k != "source"},
+        "search fitness": (row.get("search") or {}).get("fitness"),
+        "source": published.get("source"), "schedule": row.get("schedule"),
+    }
+
+
+def table(results: dict | list[dict]) -> pd.DataFrame:
+    """One row per evaluated schedule of one or more runs (a ``run`` column when several).
+
+    Columns: experiment, name, kind, budget, predicted / measured speedup, one column per
+    metric protocol (first-seen order), search fitness, schedule. When any row has a
+    ``published`` dict, ``published speedup`` / ``published <key>`` (the short key: ``fid``,
+    ``clip``, ...; its protocol is the paper's, not ours) follow the reproduced column the key
+    maps to, and a ``source`` column precedes the schedule. Missing values are NaN.
+    """
+    runs = [results] if isinstance(results, dict) else list(results)
+    pairs = [(run.get("run_id"), row) for run in runs for row in run.get("rows", [])]
+    rows = [row for _, row in pairs]
+    published = [row["published"] for row in rows if isinstance(row.get("published"), dict)]
+    keys = list(dict.fromkeys(k for p in published for k in p if k != "source"))
+    columns = _columns(_protocols(rows), keys, bool(published), len(runs) > 1)
+    df = pd.DataFrame([_record(run_id, row) for run_id, row in pairs], columns=columns)
+    numeric = [c for c in columns if c not in _TEXT_COLUMNS]
+    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
+    return df
+
+
+def display_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Cells as display strings: floats with 2 decimals (accuracy 3), missing values blank."""
+    out = pd.DataFrame(index=df.index)
+    for column in df.columns:
+        values = df[column]
+        if pd.api.types.is_float_dtype(values):
+            decimals = 3 if column.removeprefix("published ").startswith("acc") else 2
+            out[column] = ["" if pd.isna(v) else f"{v:.{decimals}f}" for v in values]
+        else:
+            out[column] = ["" if pd.isna(v) else str(v) for v in values]
+    if "schedule" in out:
+        out["schedule"] = out["schedule"].map(_display_schedule)
+    return out
+
+
+def _display_schedule(text: str, longest: int = 200) -> str:
+    """A schedule as tables show it: a long F/N schedule (the step-wise search on the
+    training grid has 1000 steps) as its F positions; csv keeps the full text."""
+    tokens = [t for t in text.split() if t != "|"]
+    if len(tokens) <= longest or set(tokens) - {"F", "N"}:
+        return text
+    at = " ".join(str(i) for i, t in enumerate(tokens) if t == "F")
+    return f"{len(tokens)} steps: F at {at}, N elsewhere"
+
+
+def render(df: pd.DataFrame, fmt: str) -> str:
+    """``df`` as ``md`` (pipe table), ``csv`` (full precision) or ``tex`` (booktabs tabular).
+
+    md and tex show floats with 2 decimals (accuracy columns 3) and missing values blank;
+    csv keeps every digit, writes missing values empty (``pandas.read_csv`` reads NaN) and
+    quotes text, a cell a spreadsheet would run as a formula after a leading apostrophe; md
+    escapes ``|`` and writes line breaks as ``<br>``, so a hostile name stays in its cell.
+    """
+    if fmt == "csv":  # text quoted: a CR inside a name would otherwise end the record
+        cells = df.map(_no_formula).rename(columns=_no_formula)
+        return cells.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
+    if fmt not in FORMATS:
+        raise ReportError(f"unknown report format {fmt!r}; known: {', '.join(FORMATS)}")
+    cells = display_cells(df)
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    if fmt == "md":  # a '|' (schedule segments) or a line break would split the row
+        def escape(text: str) -> str:
+            return _LINE_BREAK.sub("<br>", text.replace("|", r"\|"))
+
+        cells = cells.map(escape).rename(columns=escape)
+        return cells.to_markdown(index=False, disable_numparse=True,
+                                 colalign=["right" if n else "left" for n in numeric]) + "\n"
+    cells = cells.map(lambda text: _LINE_BREAK.sub(" ", text))  # a blank line ends a tabular
+    return cells.to_latex(index=False, escape=True,
+                          column_format="".join("r" if n else "l" for n in numeric))
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")  # str.splitlines'
+
+
+def _no_formula(value):
+    """A text cell that a spreadsheet would run as a formula (``=HYPERLINK(...)``), with a
+    leading apostrophe as OWASP recommends; numbers and other text as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
+def _higher_is_better(column: str) -> bool | None:
+    """Direction of a speedup or metric column; None when unknown."""
+    if "speedup" in column:
+        return True
+    protocol = column.split(":")[0]
+    return {"fid": False, "rfid": False, "latency": False, "acc": True, "clip": True}.get(protocol)
+
+
+def _delta(column: str, old: float, new: float) -> str:
+    """``"+1.2 ↑ worse"``: signed change, arrow, and verdict by the column's direction."""
+    if pd.isna(old) or pd.isna(new):
+        return ""
+    delta = new - old
+    if delta == 0:
+        return "="
+    higher = _higher_is_better(column)
+    verdict = "" if higher is None else (" better" if (delta > 0) == higher else " worse")
+    return f"{delta:+.3g} {'↑' if delta > 0 else '↓'}{verdict}"
+
+
+def _match(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[int | None, int | None, str]]:
+    """(old position, new position, note) pairs: same schedule first (same name before
+    renamed), then same name with a changed schedule, then rows only on one side."""
+    left, right, pairs = list(range(len(a))), list(range(len(b))), []
+    passes = ((("experiment", "schedule", "name"), ""), (("experiment", "schedule"), "renamed"),
+              (("experiment", "name"), "schedule changed"))
+    for keys, note in passes:
+        for j in list(right):
+            key = tuple(b.iloc[j][k] for k in keys)
+            i = next((i for i in left if tuple(a.iloc[i][k] for k in keys) == key), None)
+            if i is not None:
+                left.remove(i)
+                right.remove(j)
+                pairs.append((i, j, note))
+    pairs += [(None, j, "only in new") for j in right] + [(i, None, "only in old") for i in left]
+    return sorted(pairs, key=lambda p: p[1] if p[1] is not None else len(b) + p[0])
+
+
+def compare(old: dict, new: dict) -> pd.DataFrame:
+    """Regression table of two runs, one row per schedule (new run's order, then old-only).
+
+    Columns: experiment, name, note (``""``, ``renamed``, ``schedule changed``, ``only in
+    old``, ``only in new``), then for predicted / measured speedup and every metric protocol
+    in both runs three columns ``<q> old``, ``<q> new`` (floats) and ``<q> Δ``: a string
+    ``"+1.2 ↑ worse"`` -- signed change (3 significant digits), arrow, and ``better`` /
+    ``worse`` by direction (lower is better for ``fid:*``, ``rfid:*``, ``latency``; higher for
+    speedups, ``acc:*``, ``clip:*``); ``"="`` when unchanged, blank when a side is missing.
+    The new schedule (the old one for old-only rows) comes last.
+    """
+    a, b = table(old), table(new)
+    shared = [p for p in _protocols(new.get("rows", [])) if p in _protocols(old.get("rows", []))]
+    quantities = [*_SPEEDUPS, *shared]
+    records = []
+    for i, j, note in _match(a, b):
+        side = b.iloc[j] if j is not None else a.iloc[i]
+        record = {"experiment": side["experiment"], "name": side["name"], "note": note}
+        for q in quantities:
+            before = a.iloc[i][q] if i is not None else math.nan
+            after = b.iloc[j][q] if j is not None else math.nan
+            record |= {f"{q} old": before, f"{q} new": after, f"{q} Δ": _delta(q, before, after)}
+        records.append(record | {"schedule": side["schedule"]})
+    columns = ["experiment", "name", "note",
+               *(f"{q} {s}" for q in quantities for s in ("old", "new", "Δ")), "schedule"]
+    return pd.DataFrame(records, columns=columns)
+
+
+def _number(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _quality_metric(rows: list[dict]) -> str | None:
+    """The y axis of a Pareto plot: the first fid:*, else rfid:*, else clip:* / acc:* metric."""
+    protocols = [p for p in _protocols(rows) if any(
+        _number((r.get("metrics") or {}).get(p)) is not None for r in rows)]
+    for prefixes in _QUALITY_PREFIXES:
+        found = next((p for p in protocols if p.startswith(prefixes)), None)
+        if found:
+            return found
+    return None
+
+
+def pareto_plot(results: dict, path: Path | str) -> Path:
+    """Speedup vs quality, one subplot per experiment, non-dominated front as a step line.
+
+    x is the measured speedup (predicted where not measured); one marker and colour per
+    method, the teacher a star. Written atomically as PNG.
+    """
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = results.get("rows", [])
+    experiments = list(dict.fromkeys(row.get("experiment") for row in rows)) or [None]
+    methods = list(dict.fromkeys(row.get("method") for row in rows))
+    colours, markers = colormaps["tab10"], "os^DvP<>Xhp"
+    fig = Figure(figsize=(5.5 * len(experiments), 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    suite = (results.get("suite") or {}).get("name", "")
+    for ax, experiment in zip(fig.subplots(1, len(experiments), squeeze=False)[0], experiments,
+                              strict=True):
+        group = [row for row in rows if row.get("experiment") == experiment]
+        metric = _quality_metric(group)
+        points = []
+        for row in group:
+            measured = _number(row.get("measured_speedup"))
+            x = measured if measured is not None else _number(row.get("predicted_speedup"))
+            y = _number((row.get("metrics") or {}).get(metric))
+            if x is not None and y is not None:
+                points.append((x, y, row, measured is None))
+        for method in methods:
+            mine = [(x, y, row) for x, y, row, _ in points if row.get("method") == method]
+            if mine:
+                teacher = method == "teacher" or mine[0][2].get("kind") == "teacher"
+                k = methods.index(method)
+                ax.scatter([p[0] for p in mine], [p[1] for p in mine], label=method,
+                           marker="*" if teacher else markers[k % len(markers)],
+                           s=160 if teacher else 45, color=colours(k % 10), zorder=3)
+        lower = _higher_is_better(metric or "") is not True
+        front = front_indices([p[0] for p in points], [p[1] for p in points], lower)
+        if front:
+            ax.step([points[k][0] for k in front], [points[k][1] for k in front], where="pre",
+                    color="0.4", linestyle="--", linewidth=1, label="front", zorder=2)
+            ax.legend(fontsize="small")
+        fallback = any(p[3] for p in points)
+        ax.set_xlabel("speedup (measured; predicted where not measured)" if fallback
+                      else "measured speedup")
+        ax.set_ylabel(f"{metric} ({'lower' if lower else 'higher'} is better)" if metric
+                      else "no quality metric")
+        ax.set_title(f"{suite}: {experiment}")
+        ax.grid(alpha=0.3)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return Path(path)
+
+
+def sample_grid(images: np.ndarray, path: Path | str, ncols: int = 8) -> Path:
+    """Images (uint8 NHWC, C 1 or 3) as a PNG grid, ``ncols`` wide, tiles 2 px apart on white,
+    each upscaled by an integer nearest-neighbour factor to at least 64 px so pixels stay exact."""
+    from PIL import Image
+
+    images = np.asarray(images)
+    if (images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3)
+            or not len(images) or ncols < 1):
+        raise ReportError(f"sample_grid needs uint8 NHWC images with 1 or 3 channels and "
+                          f"ncols >= 1, got {images.dtype} {images.shape}, ncols {ncols}")
+    n, h, w, c = images.shape
+    scale = -(-_MIN_TILE // min(h, w))  # ceil; 1 when the images are big enough
+    tiles = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    th, tw, ncols = h * scale, w * scale, min(ncols, n)
+    nrows = -(-n // ncols)
+    grid = np.full((nrows * (th + _GRID_PAD) + _GRID_PAD, ncols * (tw + _GRID_PAD) + _GRID_PAD,
+                    c), 255, np.uint8)
+    for k, tile in enumerate(tiles):
+        top, left = (_GRID_PAD + q * (size + _GRID_PAD)
+                     for q, size in zip(divmod(k, ncols), (th, tw), strict=True))
+        grid[top:top + th, left:left + tw] = tile
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid[..., 0] if c == 1 else grid).save(tmp, format="PNG")
+    return Path(path)
+
+
+def write_tables(results: dict | list[dict], directory: Path | str) -> list[Path]:
+    """``table.md``, ``table.csv`` and ``table.tex`` of :func:`table`, each written atomically."""
+    df = table(results)
+    paths = []
+    for fmt in FORMATS:
+        path = Path(directory) / f"table.{fmt}"
+        with atomic_path(path) as tmp:
+            tmp.write_text(render(df, fmt))
+        paths.append(path)
+    return paths

@@ -1,0 +1,1 @@
+"""A suite end to end, and a suite's speed claims timed."""

@@ -1,0 +1,1 @@
+"""Samples from a model under a schedule: generation, seed shards, loop prefixes, prompts."""

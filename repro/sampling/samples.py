@@ -1,0 +1,447 @@
+"""Generation meets evaluation at a file: ``samples.npz``.
+
+The file holds uint8 NHWC images with the seeds, labels (class-conditional models) or
+prompts (text-conditional models), schedule text, model id, steps and guidance that produced
+them. Each image's initial noise comes from its own seed, so the same seed gives the same
+starting point under every schedule and batch size: the premise of rFID.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from repro.infra.atomic import atomic_save_npz
+from repro.infra.files import InputFileError, npz_key, read_npz
+from repro.infra.progress import bar
+from repro.infra.quoting import short
+from repro.models.guidance import classifier_free, model_scale
+
+FORMAT_VERSION = 1
+
+
+class SamplesFileError(ValueError):
+    """A samples file that is missing, unreadable or lacks a field."""
+
+
+class NonFiniteSamplesError(RuntimeError):
+    """A sampler produced NaN or infinite values."""
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    images: np.ndarray  # uint8, N x H x W x C
+    seeds: np.ndarray  # int64, N
+    labels: np.ndarray | None  # int64, N; None for unconditional models
+    model: str
+    schedule: str
+    steps: int
+    guidance: float | None
+    prompts: tuple[str, ...] | None = None  # text-conditioned models: one per image
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise SamplesFileError(f"images must be uint8 NHWC, got {self.images.dtype} "
+                                   f"{self.images.shape}")
+        if len(self.seeds) != len(self.images):
+            raise SamplesFileError(f"{len(self.seeds)} seeds for {len(self.images)} images")
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise SamplesFileError(f"{len(self.labels)} labels for {len(self.images)} images")
+        if self.prompts is not None:
+            object.__setattr__(self, "prompts", tuple(str(p) for p in self.prompts))
+            if len(self.prompts) != len(self.images):
+                raise SamplesFileError(f"{len(self.prompts)} prompts for {len(self.images)} "
+                                       "images")
+
+    def save(self, path: Path | str, key: dict | None = None) -> Path:
+        """Write atomically: a crash leaves the old file or none, never half a file.
+        ``key``: what produced the samples (JSON), kept in the file for :meth:`stored_key`."""
+        fields = {
+            "images": self.images, "seeds": self.seeds, "model": np.array(self.model),
+            "schedule": np.array(self.schedule), "steps": np.array(self.steps),
+            "guidance": np.array(np.nan if self.guidance is None else self.guidance),
+            "format_version": np.array(FORMAT_VERSION),
+        }
+        if self.labels is not None:
+            fields["labels"] = self.labels
+        if self.prompts is not None:
+            fields["prompts"] = np.array(self.prompts, dtype=np.str_)
+        if key is not None:
+            fields["key"] = np.array(json.dumps(key, sort_keys=True))
+        return atomic_save_npz(path, **fields)
+
+    @classmethod
+    def concat(cls, parts: Sequence[SampleSet]) -> SampleSet:
+        """One set from shards of the same sampling (same model, schedule, steps and
+        guidance), in the order given."""
+        first = parts[0]
+        ours = (first.model, first.schedule, first.steps, first.guidance)
+        for part in parts[1:]:
+            theirs = (part.model, part.schedule, part.steps, part.guidance)
+            if theirs != ours:
+                raise SamplesFileError(f"cannot join samples of {theirs} to samples of {ours}")
+            if (part.labels is None) != (first.labels is None) or \
+                    (part.prompts is None) != (first.prompts is None):
+                raise SamplesFileError("cannot join samples with and without labels or prompts")
+        return cls(
+            images=np.concatenate([p.images for p in parts]),
+            seeds=np.concatenate([p.seeds for p in parts]),
+            labels=None if first.labels is None else np.concatenate([p.labels for p in parts]),
+            model=first.model, schedule=first.schedule, steps=first.steps,
+            guidance=first.guidance,
+            prompts=None if first.prompts is None else sum((p.prompts for p in parts), ()))
+
+    @staticmethod
+    def stored_key(path: Path | str) -> dict | None:
+        """The key saved with the samples at ``path`` when the whole file reads; None when
+        there is none or the file is damaged (either way the samples are made again)."""
+        return npz_key(path)
+
+    @classmethod
+    def load(cls, path: Path | str) -> SampleSet:
+        path = Path(path)
+        try:
+            fields = read_npz(path)
+        except InputFileError as error:
+            raise SamplesFileError(f"cannot read samples file {error}") from None
+        missing = {"images", "seeds", "model", "schedule", "steps", "guidance"} - set(fields)
+        if missing:
+            raise SamplesFileError(f"samples file {path} lacks {', '.join(sorted(missing))}")
+        _check_format(path, fields.get("format_version"))
+        flat = [k for k in ("seeds", "labels", "prompts") if k in fields and fields[k].ndim != 1]
+        if flat:
+            raise SamplesFileError(f"samples file {path}: {flat[0]} is not a list (shape "
+                                   f"{fields[flat[0]].shape})")
+        try:
+            guidance, steps = float(fields["guidance"]), int(fields["steps"])
+            seeds = fields["seeds"].astype(np.int64)
+            labels = fields["labels"].astype(np.int64) if "labels" in fields else None
+        except (TypeError, ValueError) as error:
+            raise SamplesFileError(f"samples file {path}: steps, guidance, seeds or labels "
+                                   f"is not numeric ({type(error).__name__})") from None
+        return cls(
+            images=fields["images"], seeds=seeds, labels=labels,
+            model=str(fields["model"]), schedule=str(fields["schedule"]),
+            steps=steps, guidance=None if np.isnan(guidance) else guidance,
+            prompts=tuple(fields["prompts"].tolist()) if "prompts" in fields else None,
+        )
+
+
+def _check_format(path: Path, stored) -> None:
+    """Files this version can read: format 1 and those written before the field existed
+    (the same fields, prompts optional); a newer format is refused, not misread."""
+    if stored is None:
+        return
+    try:
+        version = int(stored)
+    except (TypeError, ValueError):
+        raise SamplesFileError(f"samples file {path}: format_version {short(str(stored))} is "
+                               "not a number") from None
+    if not 1 <= version <= FORMAT_VERSION:
+        raise SamplesFileError(f"samples file {path} has format {version}; this repro reads "
+                               f"format 1..{FORMAT_VERSION} (written by another version?)")
+
+
+MAX_SEEDS = 1_000_000  # far above FID-50k; a range is counted before it is built
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``A:B`` (B excluded) or a comma-separated list of distinct seeds (a repeated seed
+    would count one image twice in every metric)."""
+    try:
+        if ":" in text:
+            start, stop = (int(part) for part in text.split(":"))
+            parts = range(start, stop)
+        else:
+            parts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds expects A:B or a comma list of integers, got "
+                         f"{short(text)}") from None
+    ends = (parts.start, parts.stop - 1) if isinstance(parts, range) else parts
+    outside = next((seed for seed in ends if not SEED_MIN <= seed <= SEED_MAX), None)
+    if outside is not None:
+        raise ValueError(f"--seeds: seed {short(outside)} is outside {SEED_MIN}..{SEED_MAX} "
+                         "(samples files keep seeds as int64)")
+    if not parts:
+        raise ValueError(f"--seeds {short(text)} selects no seed")
+    if len(parts) > MAX_SEEDS:
+        raise ValueError(f"--seeds {short(text)} selects {len(parts)} seeds; at most {MAX_SEEDS}")
+    repeated = _first_repeat(parts)
+    if repeated is not None:
+        raise ValueError(f"--seeds {short(text)} repeats seed {repeated}")
+    return list(parts)
+
+
+def _first_repeat(values: Sequence[int]) -> int | None:
+    seen: set[int] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
+
+
+def to_uint8(images) -> np.ndarray:
+    """NCHW torch floats in [-1, 1] -> NHWC uint8 numpy (values outside are clipped)."""
+    scaled = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return scaled.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
+             labels: Sequence[int] | None = None, guidance: float | None = None,
+             batch_size: int = 64, prompts: Sequence[str] | None = None,
+             prefixes=None) -> SampleSet:
+    """Sample ``model`` (a :class:`repro.models.LoadedModel`) under ``schedule`` (all-F when
+    None) with the model's sampler at ``steps``; class-conditional models use ``labels``
+    (default: seed mod classes), text-conditioned ones ``prompts`` (the i-th seed takes
+    prompt i mod len(prompts)), both with ``guidance`` (default: the model's).
+
+    ``prefixes`` (a :class:`repro.sampling.prefix.PrefixStore`): each batch starts from the longest
+    prefix of ``schedule`` already sampled on it and records its own steps; the images are
+    the same bit for bit. Ignored where the sampler keeps state between steps or the UNet's
+    step outputs are overwritten (CUDA graphs)."""
+    if getattr(model, "pipeline", None) is not None:
+        return _generate_text(model, steps, schedule, seeds, labels, guidance, batch_size,
+                              prompts)
+    if prompts:
+        raise ValueError(f"model {model.name!r} is not text-conditioned: prompts do not apply")
+    import torch
+
+    from repro.core.schedule import Schedule
+    from repro.engine import denoise, keeps_outputs
+    from repro.sampling.prefix import reusable
+
+    scheduler = model.scheduler
+    prefixes = prefixes if reusable(scheduler) and keeps_outputs(model.unet) else None
+    scheduler.set_timesteps(steps)
+    schedule = Schedule.full(len(scheduler.timesteps)) if schedule is None else \
+        Schedule.parse(schedule)
+    labels = _labels_for(model, seeds, labels)
+    guidance = model_scale(model, guidance)
+    cfg = classifier_free(guidance)
+    chunks = []
+    with torch.inference_mode():
+        for batch_seeds, batch, kwargs in _batches(model, steps, seeds, labels, guidance,
+                                                   batch_size):
+            generators = _seed_generators(batch_seeds)
+            scheduler.set_timesteps(steps)
+            final = denoise(model.unet, scheduler, _seed_noise(model, generators), schedule,
+                            guidance_scale=guidance if cfg else None,
+                            step_kwargs=_step_noise(scheduler, generators),
+                            resume=prefixes and prefixes.longest(batch, schedule),
+                            on_step=prefixes and prefixes.recorder(batch, schedule), **kwargs)
+            chunks.append(_images(model, final, schedule, batch_seeds))
+    return _sample_set(model, steps, schedule, seeds, labels, guidance, chunks)
+
+
+DEFAULT_PASS_SAMPLES = 512  # candidates x seeds per batched pass: the digits zoo on CPU
+
+
+def generate_many(model, steps: int, schedules: Sequence, seeds: Sequence[int] = (0,),
+                  labels: Sequence[int] | None = None, guidance: float | None = None,
+                  batch_size: int = 64, prefixes=None,
+                  pass_samples: int = DEFAULT_PASS_SAMPLES) -> list[SampleSet]:
+    """:func:`generate` of several schedules on the same seeds, in batched passes
+    (:func:`repro.engine.denoise_many`): per batch of ``batch_size`` seeds, as many
+    schedules at once as keep schedules x seeds within ``pass_samples`` (at least one; the
+    UNet sees up to twice that under guidance). Each set equals ``generate`` of its
+    schedule alone where the UNet's kernels are batch-size independent.
+
+    With ``prefixes``, a schedule starts from the longest prefix already stored, and
+    schedules of a pass with the same tokens so far are computed once until they differ;
+    without, every schedule is sampled from its start. Text-conditioned models are refused:
+    they sample through their diffusers pipeline, one schedule at a time."""
+    if getattr(model, "pipeline", None) is not None:
+        raise ValueError(f"model {model.name!r} is text-conditioned and samples through its "
+                         "pipeline: batched passes do not apply (sample one schedule at a "
+                         "time with generate)")
+    import torch
+
+    from repro.core.schedule import Schedule
+    from repro.engine import denoise_many, keeps_outputs
+    from repro.sampling.prefix import reusable
+
+    scheduler = model.scheduler
+    prefixes = prefixes if reusable(scheduler) and keeps_outputs(model.unet) else None
+    scheduler.set_timesteps(steps)
+    schedules = [Schedule.parse(s) for s in schedules]
+    labels = _labels_for(model, seeds, labels)
+    guidance = model_scale(model, guidance)
+    cfg = classifier_free(guidance)
+    chunks: list[list] = [[] for _ in schedules]
+    with torch.inference_mode():
+        for batch_seeds, batch, kwargs in _batches(model, steps, seeds, labels, guidance,
+                                                   batch_size):
+            per_pass = max(1, pass_samples // len(batch_seeds))
+            for first in range(0, len(schedules), per_pass):
+                part = schedules[first:first + per_pass]
+                generators = [_seed_generators(batch_seeds) for _ in part]
+                scheduler.set_timesteps(steps)
+                finals = denoise_many(
+                    model.unet, scheduler, [_seed_noise(model, g) for g in generators], part,
+                    guidance_scale=guidance if cfg else None,
+                    step_kwargs=[_step_noise(scheduler, g) for g in generators],
+                    resume=prefixes and [prefixes.longest(batch, s) for s in part],
+                    on_step=prefixes and prefixes.recording(batch),
+                    share_prefixes=prefixes is not None, **kwargs)
+                for i, (schedule, final) in enumerate(zip(part, finals, strict=True)):
+                    chunks[first + i].append(_images(model, final, schedule, batch_seeds))
+    return [_sample_set(model, steps, schedule, seeds, labels, guidance, parts)
+            for schedule, parts in zip(schedules, chunks, strict=True)]
+
+
+def _batches(model, steps: int, seeds: Sequence[int], labels: list[int] | None,
+             guidance: float | None, batch_size: int):
+    """Per batch of seeds: the seeds, the batch's key in a prefix store and the UNet
+    kwargs of its labels."""
+    cfg = classifier_free(guidance)
+    for start in bar(range(0, len(seeds), batch_size), desc=f"sampling {model.name}",
+                     unit="batch"):
+        batch_labels = None if labels is None else labels[start:start + batch_size]
+        batch_seeds = seeds[start:start + batch_size]
+        kwargs = {} if batch_labels is None else model.condition(batch_labels, cfg)
+        yield batch_seeds, (steps, guidance, tuple(batch_seeds),
+                            None if batch_labels is None else tuple(batch_labels)), kwargs
+
+
+def _images(model, final, schedule, batch_seeds: Sequence[int]) -> np.ndarray:
+    import torch
+
+    images = model.decode(final)
+    _check_finite(bool(torch.isfinite(images).all()), model, schedule, batch_seeds)
+    return to_uint8(images)
+
+
+def _sample_set(model, steps: int, schedule, seeds: Sequence[int], labels: list[int] | None,
+                guidance: float | None, chunks: list) -> SampleSet:
+    return SampleSet(
+        images=np.concatenate(chunks), seeds=np.asarray(seeds, dtype=np.int64),
+        labels=None if labels is None else np.asarray(labels, dtype=np.int64),
+        model=model.name, schedule=str(schedule), steps=steps, guidance=guidance,
+    )
+
+
+def _generate_text(model, steps: int, schedule, seeds: Sequence[int],
+                   labels: Sequence[int] | None, guidance: float | None, batch_size: int,
+                   prompts: Sequence[str] | None) -> SampleSet:
+    """Text-to-image through the model's own diffusers pipeline under ``apply_schedule``:
+    per-seed initial latents, ``num_inference_steps=steps``, images as ``output_type="np"``
+    rounded to uint8."""
+    import torch
+
+    from repro.core.schedule import Schedule
+    from repro.engine import apply_schedule
+
+    if labels:
+        raise ValueError(f"model {model.name!r} is text-conditioned: labels do not apply "
+                         "(give prompts)")
+    if not prompts:
+        raise ValueError(f"model {model.name!r} is text-conditioned: it needs prompts")
+    pipe, scheduler = model.pipeline, model.scheduler
+    pipe.scheduler = scheduler  # the model's sampler (a suite may have replaced it)
+    scheduler.set_timesteps(steps)
+    schedule = Schedule.full(len(scheduler.timesteps)) if schedule is None else \
+        Schedule.parse(schedule)
+    guidance = model_scale(model, guidance)
+    per_seed = [str(prompts[i % len(prompts)]) for i in range(len(seeds))]
+    kwargs = {} if guidance is None else {"guidance_scale": guidance}
+    chunks = []
+    with torch.inference_mode():
+        for start in bar(range(0, len(seeds), batch_size), desc=f"sampling {model.name}",
+                         unit="batch"):
+            batch_seeds = seeds[start:start + batch_size]
+            latents = _seed_noise(model, _seed_generators(batch_seeds))
+            with apply_schedule(pipe, schedule):
+                images = pipe(prompt=per_seed[start:start + batch_size], latents=latents,
+                              num_inference_steps=steps, output_type="np", **kwargs).images
+            _check_finite(bool(np.isfinite(images).all()), model, schedule, batch_seeds)
+            chunks.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+    return SampleSet(
+        images=np.concatenate(chunks), seeds=np.asarray(seeds, dtype=np.int64), labels=None,
+        model=model.name, schedule=str(schedule), steps=steps, guidance=guidance,
+        prompts=tuple(per_seed),
+    )
+
+
+def _seed_generators(seeds: Sequence[int]) -> list:
+    """One CPU generator per image, seeded with its seed: its initial noise and then the noise
+    of every stochastic sampler step come from it, independent of batch composition."""
+    import torch
+
+    return [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+
+
+def _seed_noise(model, generators: Sequence):
+    """Each image's initial noise, the first draw of its own generator."""
+    import torch
+
+    unet = model.unet
+    shape = (unet.config.in_channels, model.resolution, model.resolution)
+    return torch.stack([torch.randn(shape, generator=generator)
+                        for generator in generators]).to(unet.device, unet.dtype)
+
+
+def _step_noise(scheduler, generators: Sequence) -> dict:
+    """``scheduler.step`` kwargs that make a stochastic sampler (DDPM's ancestral steps) draw
+    each image's noise from that image's generator, so an image's noise is the same under
+    every schedule and batch; deterministic steps (DDIM, eta=0) never draw from it."""
+    import inspect
+
+    if "generator" not in inspect.signature(scheduler.step).parameters:
+        return {}
+    return {"generator": list(generators)}
+
+
+def _check_finite(finite: bool, model, schedule, seeds: Sequence[int]) -> None:
+    if not finite:
+        raise NonFiniteSamplesError(
+            f"model {model.name!r} produced NaN/inf samples under schedule '{schedule}' "
+            f"(seeds {seeds[0]}..{seeds[-1]})")
+
+
+def _labels_for(model, seeds: Sequence[int], labels: Sequence[int] | None) -> list[int] | None:
+    problem = labels_problem(model.name, model.num_classes, labels)
+    if problem:
+        raise ValueError(problem)
+    if model.num_classes is None:
+        return None
+    if not labels:
+        return [int(seed) % model.num_classes for seed in seeds]
+    return [labels[i % len(labels)] for i in range(len(seeds))]
+
+
+def labels_problem(model: str, num_classes: int | None, labels) -> str | None:
+    """Why ``labels`` cannot condition ``model`` (of ``num_classes``, None: unconditional),
+    or None."""
+    labels = [] if labels is None else [int(label) for label in labels]
+    if num_classes is None:
+        return f"model {model!r} is unconditional: --labels does not apply" if labels else None
+    bad = [label for label in labels if not 0 <= label < num_classes]
+    return f"labels {bad[:5]} outside 0..{num_classes - 1} for {model!r}" if bad else None
+
+
+def check_samples(samples: SampleSet, path: Path | str) -> None:
+    """Refuse what sampling and suites refuse, in a samples file scored on its own (``repro
+    eval``): a repeated seed (the rule of :func:`parse_seeds`: repeats are one image
+    counted twice, and all-equal seeds score a Frechet distance of copies), labels the
+    file's model cannot take (:func:`labels_problem`), a step count below 1 or a non-finite
+    guidance scale."""
+    from repro.models import get
+
+    repeated = _first_repeat(samples.seeds.tolist())
+    problem = (f"seed {repeated} is repeated; each seed must be one image"
+               if repeated is not None else None)
+    if problem is None and samples.labels is not None:
+        problem = labels_problem(samples.model, get(samples.model).num_classes,
+                                 samples.labels.tolist())
+    if problem is None and samples.steps < 1:
+        problem = f"steps {samples.steps}; at least 1"
+    if problem is None and samples.guidance is not None and not np.isfinite(samples.guidance):
+        problem = f"guidance {samples.guidance} is not finite"
+    if problem:
+        raise SamplesFileError(f"samples file {path}: {problem}")

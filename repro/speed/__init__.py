@@ -1,0 +1,1 @@
+"""What a schedule costs: cost tables counted or calibrated, whole loops timed, `repro bench`."""

@@ -1,0 +1,191 @@
+"""Whole sampling loops timed under schedules, and DeepCache's own helper as the oracle.
+
+Rows are interleaved per repeat in one process, so drift in machine speed hits every row
+alike; speedups are ratios of medians to the longest all-F loop of the same timing.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from repro.core.schedule import CostTable, Schedule
+from repro.engine import denoise
+from repro.infra.progress import bar
+from repro.infra.timing import Clock, median_seconds
+from repro.speed.costs import calibrate, calibration_schedules, fitted_table, time_unet_call
+
+
+@dataclass
+class LoopTiming:
+    name: str
+    schedule: str
+    seconds: list[float]
+    predicted_speedup: float | None = None
+    measured_speedup: float | None = None  # over the eager all-F loop
+    mode: str = "eager"  # step mode (repro.engine.accel)
+    speedup_in_mode: float | None = None  # over the all-F loop of the same step mode
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def plain_loop(unet, scheduler, latents, unet_kwargs):
+    """The diffusers loop with no hooks: what the engine's all-F loop is compared against."""
+    for t in scheduler.timesteps:
+        latents = scheduler.step(unet(latents, t, **unet_kwargs).sample, t, latents).prev_sample
+    return latents
+
+
+@torch.no_grad()
+def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Schedule],
+               repeats: int, warmup: int, table: CostTable | None,
+               plain: bool = False, oracle: dict[str, tuple[int, int]] | None = None,
+               clock: Clock = time.perf_counter,
+               schedulers: dict[str, Callable[[], object]] | None = None,
+               modes: Sequence[str] = ()) -> list[LoopTiming]:
+    """Time each schedule's whole loop (UNet + scheduler steps), interleaved per repeat so
+    that drift in machine speed hits every row alike; speedups are against the longest
+    all-F row. ``schedulers``: per-name sampler factories for rows that run the sampler at
+    other steps than ``make_scheduler``'s (sampler-steps baselines). ``modes``: also every
+    schedule under these step modes (:mod:`repro.engine.accel`: ``compile``, ``cuda-graphs``), as
+    rows ``NAME [mode]`` with their speedup over the all-F row of the same mode too."""
+    from repro.engine import accel
+
+    runs: dict[str, tuple[str, Callable[[], object]]] = {}
+    for mode in ("eager", *modes):
+        runner = accel.runner_for(mode, unet)
+        for name, schedule in schedules.items():
+            make = (schedulers or {}).get(name, make_scheduler)
+
+            def run(s=schedule, make=make, runner=runner):
+                with accel.running(unet, runner):
+                    return denoise(unet, make(), latents, s, **unet_kwargs)
+
+            runs[in_mode(name, mode)] = (str(schedule), run)
+    if plain:
+        runs["plain diffusers loop"] = ("(no hooks)", lambda: plain_loop(
+            unet, make_scheduler(), latents, unet_kwargs))
+    for name, (interval, branch) in (oracle or {}).items():
+        def helper_run(interval=interval, branch=branch):
+            scheduler = make_scheduler()
+            helper = _deepcache_helper(unet, scheduler, interval, branch)
+            helper.enable()
+            try:
+                return plain_loop(unet, scheduler, latents, unet_kwargs)
+            finally:
+                helper.disable()
+        runs[name] = (f"DeepCacheSDHelper(cache_interval={interval}, cache_branch_id={branch})",
+                      helper_run)
+    device = latents.device
+    for _, fn in runs.values():
+        median_seconds(fn, device, repeats=0, warmup=warmup)
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in bar(range(repeats), desc=f"timing {len(runs)} loops", unit="repeat"):
+        for name, (_, fn) in runs.items():
+            seconds[name] += median_seconds(fn, device, repeats=1, warmup=0, clock=clock)
+    full_name = max((n for n, s in schedules.items() if s.count("F") == len(s)),
+                    key=lambda n: len(schedules[n]))
+    base = statistics.median(seconds[full_name])
+    calls = len(schedules[full_name])
+    timings = []
+    for name, (text, _) in runs.items():
+        plain_name, _, mode = name.partition(" [")
+        mode = mode.rstrip("]") or "eager"
+        schedule = schedules.get(plain_name)
+        own_base = statistics.median(seconds[in_mode(full_name, mode)]) if schedule else base
+        timings.append(LoopTiming(
+            name=name, schedule=text, seconds=seconds[name],
+            predicted_speedup=schedule.speedup(table, calls) if schedule and table else None,
+            measured_speedup=base / statistics.median(seconds[name]),
+            mode=mode, speedup_in_mode=own_base / statistics.median(seconds[name]),
+        ))
+    return timings
+
+
+class Fit(NamedTuple):
+    """A cost model fitted on the device at hand, with the timings it was fitted to."""
+
+    table: CostTable
+    call_seconds: dict[str, float]
+    loops: list[LoopTiming]
+
+
+def fit_on_device(unet, make_scheduler, call_inputs: tuple, loop_inputs: tuple, calls: int,
+                  branch: int, repeats: int, warmup: int = 1,
+                  clock: Clock = time.perf_counter) -> Fit:
+    """:func:`repro.speed.costs.fit_cost_table` on this device: per-call times of F and every
+    P<b> on ``call_inputs`` (latents, kwargs: the UNet's batch), then the calibration loops
+    of ``branch`` on ``loop_inputs`` (the images' latents and the loop's kwargs), each
+    ``repeats`` times interleaved. ``repro bench --suite`` and a suite's ``cost_table:
+    calibrate`` both fit this way."""
+    latents, kwargs = call_inputs
+    _, medians = calibrate(unet, latents, kwargs, repeats, clock=clock, rounds=repeats)
+    fit_rows = calibration_schedules(calls, [branch])
+    timings = time_loops(unet, make_scheduler, *loop_inputs, fit_rows, repeats, warmup, None,
+                         clock=clock)
+    table = fitted_table(fit_rows, {t.name: t.median for t in timings}, medians,
+                         latents.device, clock)
+    return Fit(table, medians, timings)
+
+
+def in_mode(name: str, mode: str) -> str:
+    """A row's name in a step mode (eager rows keep their name)."""
+    return name if mode == "eager" else f"{name} [{mode}]"
+
+
+# -- DeepCache's own helper, the "as published" oracle ------------------------------------
+def _deepcache_helper(unet, scheduler, interval: int, branch: int):
+    try:
+        from DeepCache import DeepCacheSDHelper
+    except ImportError as error:
+        raise RuntimeError(
+            "the DeepCache package is needed for --oracle: pip install DeepCache==0.1.1"
+        ) from error
+    helper = DeepCacheSDHelper(pipe=types.SimpleNamespace(unet=unet, scheduler=scheduler))
+    helper.set_params(cache_interval=interval, cache_branch_id=branch)
+    return helper
+
+
+@torch.no_grad()
+def time_helper_partial_call(unet, scheduler, latents, unet_kwargs, branch: int,
+                             repeats: int, clock: Clock = time.perf_counter) -> list[float]:
+    """Per-call wall times of DeepCacheSDHelper's partial step at ``branch``."""
+    scheduler.set_timesteps(repeats + 2)
+    timesteps = list(scheduler.timesteps)
+    helper = _deepcache_helper(unet, scheduler, repeats + 2, branch)
+    helper.enable()
+    try:
+        unet(latents, timesteps[0], **unet_kwargs)  # index 0: full step
+        calls = iter(timesteps[1:])
+        return median_seconds(lambda: unet(latents, next(calls), **unet_kwargs),
+                              latents.device, repeats, clock=clock)
+    finally:
+        helper.disable()
+
+
+def compare_partial_calls(unet, scheduler, latents, unet_kwargs, branches: Sequence[int],
+                          rounds: int, calls_per_round: int = 5,
+                          clock: Clock = time.perf_counter,
+                          ) -> tuple[dict[str, float], dict[str, float]]:
+    """Median per-call time of P<b> under the engine and under DeepCache's helper, measured
+    in alternating rounds so that drift in machine speed hits both alike."""
+    engine: dict[str, list[float]] = {f"P{b}": [] for b in branches}
+    helper: dict[str, list[float]] = {f"P{b}": [] for b in branches}
+    for _ in range(rounds):
+        for b in branches:
+            engine[f"P{b}"] += time_unet_call(unet, latents, unet_kwargs, f"P{b}",
+                                              calls_per_round, clock=clock)
+            helper[f"P{b}"] += time_helper_partial_call(unet, scheduler, latents, unet_kwargs,
+                                                        b, calls_per_round, clock)
+    return ({k: statistics.median(v) for k, v in engine.items()},
+            {k: statistics.median(v) for k, v in helper.items()})
+
+

@@ -1,0 +1,1 @@
+"""Baseline acceleration techniques at a knob or a speed budget."""

@@ -1,0 +1,1 @@
+"""Training and model cards of the embedded digits zoo."""
