@@ -11,7 +11,9 @@ from torch.overrides import TorchFunctionMode
 
 from repro.cli import main as cli
 from repro.core.schedule import Schedule
-from repro.engine import accel, denoise, scheduled, set_step_runner, step_runner
+from repro.engine import accel
+from repro.engine.hooks import set_step_runner, step_runner
+from repro.engine.loop import denoise, scheduled
 from repro.speed import loops
 
 SCHEDULE = "F P0 N F P4 N"  # every step kind: full, two partial branches, null

@@ -26,7 +26,7 @@ from diffusers import (
 
 import repro
 from repro.core.schedule import Schedule, ScheduleError
-from repro.engine import apply_schedule, denoise, is_scheduled
+from repro.engine.loop import apply_schedule, denoise, is_scheduled
 
 STEPS = 6
 SCHEDULE = Schedule.parse("F P0 N F P2 N")

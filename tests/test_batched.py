@@ -24,7 +24,10 @@ from diffusers import DDPMScheduler, PNDMScheduler
 
 from repro import models, search
 from repro.core.schedule import Schedule, ScheduleError
-from repro.engine import denoise, denoise_many, num_branches, set_step_runner
+from repro.engine.batched import denoise_many
+from repro.engine.branches import num_branches
+from repro.engine.hooks import set_step_runner
+from repro.engine.loop import denoise
 from repro.run.runner import _SpreadFitness
 from repro.sampling.prefix import PrefixStore
 from repro.sampling.samples import generate, generate_many

@@ -136,7 +136,7 @@ def test_ldm4g_macs_per_step_are_deepcaches_table():
     products QK^T and AV (4.46 G of a full step here), so neither is counted here."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from repro.engine import scheduled
+    from repro.engine.loop import scheduled
 
     spec = models.LDM4G_IMAGENET256
     with torch.device("meta"):

@@ -7,7 +7,8 @@ from DeepCache import DeepCacheSDHelper
 from diffusers import DDIMPipeline
 
 from repro.core.schedule import Schedule, ScheduleError
-from repro.engine import apply_schedule, denoise, is_scheduled, num_branches, scheduled
+from repro.engine.branches import num_branches
+from repro.engine.loop import apply_schedule, denoise, is_scheduled, scheduled
 
 STEPS = 6
 

@@ -269,18 +269,18 @@ def test_a_slower_partial_step_is_caught_by_gating_two_benchmarks(capsys, tmp_pa
 
     from conftest import logged_runs
 
-    from repro import engine
+    from repro.engine import hooks
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.chdir(tmp_path)  # MLflow's sqlite store keeps artifacts under ./mlruns
     fast = _bench(capsys, tmp_path / "fast.json", uri)
-    replay = engine.DeepCacheHook.new_forward
+    replay = hooks.DeepCacheHook.new_forward
 
     def slow(self, module, *args, **kwargs):  # the partial step now costs 0.2 s more
         if self.state.branch is not None and self.state.branch < self.threshold:
             time.sleep(0.2)
         return replay(self, module, *args, **kwargs)
-    monkeypatch.setattr(engine.DeepCacheHook, "new_forward", slow)
+    monkeypatch.setattr(hooks.DeepCacheHook, "new_forward", slow)
     slowed = _bench(capsys, tmp_path / "slow.json", uri)
     assert fast["schema"] == slowed["schema"] and fast["run_id"] != slowed["run_id"]
 

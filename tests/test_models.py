@@ -49,7 +49,7 @@ def test_cli_reports_missing_weights_in_one_line(monkeypatch, tmp_path, capsys):
 
 
 def test_spec_branch_count_matches_the_built_unet():
-    from repro.engine import num_branches
+    from repro.engine.branches import num_branches
 
     for model_id in models.model_ids():
         spec = models.get(model_id)

@@ -13,7 +13,8 @@ from diffusers import PNDMScheduler
 
 from repro import models
 from repro.core.schedule import Schedule
-from repro.engine import denoise, num_branches
+from repro.engine.branches import num_branches
+from repro.engine.loop import denoise
 from repro.sampling.prefix import PrefixStore, _tensors, reusable
 from repro.sampling.samples import generate
 from repro.search.fitness import RFIDFitness

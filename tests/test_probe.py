@@ -9,7 +9,8 @@ import torch
 from conftest import ddim, tiny_unet2d
 
 from repro import models
-from repro.engine import denoise, num_branches
+from repro.engine.branches import num_branches
+from repro.engine.loop import denoise
 from repro.metrics.extractors import load_extractor
 from repro.metrics.fid import TeacherFeatureCache
 from repro.search import probe

@@ -15,7 +15,7 @@ from repro import models
 from repro.config import suite
 from repro.core.sampler_calls import CALL_RULES, known_calls
 from repro.core.schedule import Schedule
-from repro.engine import denoise
+from repro.engine.loop import denoise
 from repro.search.fitness import RFIDFitness
 
 SPEC = models.get("digits-ddpm")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from repro.core.schedule import Schedule
-from repro.engine import denoise
+from repro.engine.loop import denoise
 from repro.infra.timing import environment, median_seconds
 from repro.metrics.result import MetricResult
 from repro.models import LoadedModel

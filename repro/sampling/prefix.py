@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from repro.core.schedule import Schedule
-from repro.engine import LoopState
+from repro.engine.hooks import LoopState
 
 
 def reusable(scheduler: Any, step_kwargs: dict | None = None) -> bool:
@@ -58,7 +58,7 @@ class PrefixStore:
         return lambda state: record(schedule.steps[:state.step], state)
 
     def recording(self, batch: Hashable) -> Callable[[tuple[str, ...], LoopState], None]:
-        """An ``on_step`` callback for :func:`repro.engine.denoise_many`: stores the state
+        """An ``on_step`` callback for :func:`repro.engine.batched.denoise_many`: stores the state
         after each token prefix."""
         def record(tokens: tuple[str, ...], state: LoopState) -> None:
             key = (batch, tuple(tokens))

@@ -213,7 +213,8 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
     import torch
 
     from repro.core.schedule import Schedule
-    from repro.engine import denoise, keeps_outputs
+    from repro.engine.hooks import keeps_outputs
+    from repro.engine.loop import denoise
     from repro.sampling.prefix import reusable
 
     scheduler = model.scheduler
@@ -247,7 +248,7 @@ def generate_many(model, steps: int, schedules: Sequence, seeds: Sequence[int] =
                   batch_size: int = 64, prefixes=None,
                   pass_samples: int = DEFAULT_PASS_SAMPLES) -> list[SampleSet]:
     """:func:`generate` of several schedules on the same seeds, in batched passes
-    (:func:`repro.engine.denoise_many`): per batch of ``batch_size`` seeds, as many
+    (:func:`repro.engine.batched.denoise_many`): per batch of ``batch_size`` seeds, as many
     schedules at once as keep schedules x seeds within ``pass_samples`` (at least one; the
     UNet sees up to twice that under guidance). Each set equals ``generate`` of its
     schedule alone where the UNet's kernels are batch-size independent.
@@ -263,7 +264,8 @@ def generate_many(model, steps: int, schedules: Sequence, seeds: Sequence[int] =
     import torch
 
     from repro.core.schedule import Schedule
-    from repro.engine import denoise_many, keeps_outputs
+    from repro.engine.batched import denoise_many
+    from repro.engine.hooks import keeps_outputs
     from repro.sampling.prefix import reusable
 
     scheduler = model.scheduler
@@ -335,7 +337,7 @@ def _generate_text(model, steps: int, schedule, seeds: Sequence[int],
     import torch
 
     from repro.core.schedule import Schedule
-    from repro.engine import apply_schedule
+    from repro.engine.loop import apply_schedule
 
     if labels:
         raise ValueError(f"model {model.name!r} is text-conditioned: labels do not apply "

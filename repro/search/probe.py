@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from repro.core.schedule import NULL, Schedule
-from repro.engine import branches
+from repro.engine.branches import branches
 from repro.infra.atomic import atomic_path
 from repro.metrics.extractors import FeatureExtractor
 from repro.metrics.fid import TEACHER_FEATURES, TeacherFeatureCache, rfid

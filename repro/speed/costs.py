@@ -17,7 +17,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from repro.core.schedule import FULL, NULL, CostTable, Schedule, branch_of
-from repro.engine import num_branches, scheduled
+from repro.engine.branches import num_branches
+from repro.engine.loop import scheduled
 from repro.infra.timing import CLOCKS, Clock, device_name, median_seconds
 
 

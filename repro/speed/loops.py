@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 
 from repro.core.schedule import CostTable, Schedule
-from repro.engine import denoise
+from repro.engine.loop import denoise
 from repro.infra.progress import bar
 from repro.infra.timing import Clock, median_seconds
 from repro.speed.costs import calibrate, calibration_schedules, fitted_table, time_unet_call
