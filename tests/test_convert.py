@@ -140,7 +140,7 @@ def test_ldm4g_macs_per_step_are_deepcaches_table():
 
     spec = models.LDM4G_IMAGENET256
     with torch.device("meta"):
-        unet = models._diffusers_class(spec.unet_class).from_config(dict(spec.unet_config))
+        unet = models.diffusers_class(spec.unet_class).from_config(dict(spec.unet_config))
         x, context = torch.randn(1, *spec.sample_shape), torch.randn(1, 1, 512)
 
     def gmacs(schedule: str) -> float:

@@ -55,7 +55,7 @@ def test_spec_branch_count_matches_the_built_unet():
         spec = models.get(model_id)
         meta = torch.device("meta")
         with meta:
-            unet = models._diffusers_class(spec.unet_class).from_config(dict(spec.unet_config))
+            unet = models.diffusers_class(spec.unet_class).from_config(dict(spec.unet_config))
         assert spec.num_branches == num_branches(unet) == (16 if model_id == "adm-imagenet64"
                                                            else 12)  # 3 layers per block
 
@@ -78,3 +78,16 @@ def test_example_inputs_label_a_class_embedded_unet():
     assert unet(latents, 10, **kwargs).sample.shape == latents.shape
     assert "class_labels" not in models.example_inputs(
         spec, tiny_unet2d(), batch=2)[1]  # no embedding, no labels
+
+
+def test_each_spec_names_a_loader_that_fits_its_weights():
+    """load_model dispatches on the spec's loader (no model ids special-cased); a spec whose
+    loader contradicts its pipeline or converted weights is refused when written."""
+    import dataclasses
+
+    assert {models.get(i).loader for i in models.model_ids()} == {"unet", "pipeline",
+                                                                   "converted", "zoo"}
+    with pytest.raises(ValueError, match="pipeline_class exactly when loader is 'pipeline'"):
+        dataclasses.replace(models.SD15, loader="unet")
+    with pytest.raises(ValueError, match="loader 'hub' is not one of"):
+        dataclasses.replace(models.DDPM_CIFAR10, loader="hub")
