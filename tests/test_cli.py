@@ -141,3 +141,23 @@ def test_a_reader_that_leaves_the_pipe_ends_the_command_quietly(monkeypatch, cap
     monkeypatch.setattr(cli, "cmd_env", env)
     assert cli.main(["env"]) == 1  # (capfd puts the real stdout back afterwards)
     assert capfd.readouterr().err == ""
+
+
+def test_user_errors_exit_2_and_library_bugs_keep_their_traceback(capsys, monkeypatch, tmp_path):
+    """Bad input is any UserError (labels an unconditional model cannot take); a ValueError
+    from deeper down is a bug, not "bad input": it propagates instead of exiting 2."""
+    from repro.sampling import samples
+
+    out = tmp_path / "s.npz"
+    argv = ["sample", "--model", "digits-ddpm", "--steps", "2", "--seeds", "0:2",
+            "--out", str(out)]
+    assert cli.main([*argv, "--labels", "3"]) == 2
+    assert capsys.readouterr().err == ("repro: error: model 'digits-ddpm' is unconditional: "
+                                       "--labels does not apply\n")
+
+    def buggy(*args, **kwargs):
+        raise ValueError("an internal shape mismatch")
+
+    monkeypatch.setattr(samples, "generate", buggy)
+    with pytest.raises(ValueError, match="internal shape mismatch"):
+        cli.main(argv)

@@ -18,36 +18,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from repro.infra.errors import RunFailure, UserError
+
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 SUITE_HELP = "suite file, or the name of a packaged suite (see `repro ls`)"
-
-
-class BadInput(Exception):
-    """Raised for user errors; reported as one line, exit code 2."""
-
-
-def _bad_input_types() -> tuple[type[BaseException], ...]:
-    from repro.config.suite import SuiteError
-    from repro.core.schedule import ScheduleError
-    from repro.engine.accel import AccelError
-    from repro.infra.atomic import TargetError
-    from repro.infra.distributed import LaunchError
-    from repro.infra.files import InputFileError
-    from repro.metrics import MetricInputError
-    from repro.models import MissingWeightsError, UnknownModelError, WeightsMismatchError
-    from repro.reporting.gate import GateError
-    from repro.reporting.report import ReportError
-    from repro.reporting.tracking import TrackingError
-    from repro.sampling.prompts import PromptsError
-    from repro.sampling.samples import SamplesFileError
-    from repro.search import BudgetError
-    from repro.search.search_log import SearchLogError
-
-    return (BadInput, ScheduleError, UnknownModelError, MissingWeightsError, SamplesFileError,
-            BudgetError, SearchLogError, MetricInputError, ReportError, SuiteError,
-            TrackingError, PromptsError, GateError, LaunchError, WeightsMismatchError,
-            AccelError, TargetError, InputFileError)
 
 
 def _configure_output(args: argparse.Namespace) -> None:
@@ -189,7 +164,7 @@ def _only(loaded, names: list[str]):
     known = [e.name for e in loaded.experiments]
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise BadInput(f"--experiment: {unknown[0]!r} is not in suite {loaded.name!r} "
+        raise UserError(f"--experiment: {unknown[0]!r} is not in suite {loaded.name!r} "
                        f"(known: {', '.join(known)})")
     return replace(loaded, experiments=tuple(e for e in loaded.experiments if e.name in names))
 
@@ -198,7 +173,7 @@ def _required(args: argparse.Namespace, *flags: str) -> None:
     """Shared flags that this command cannot run without."""
     for flag in flags:
         if getattr(args, flag) is None:
-            raise BadInput(f"{args.command} needs --{flag.replace('_', '-')}")
+            raise UserError(f"{args.command} needs --{flag.replace('_', '-')}")
 
 
 def _at_least_one(args: argparse.Namespace, *flags: str) -> None:
@@ -207,7 +182,7 @@ def _at_least_one(args: argparse.Namespace, *flags: str) -> None:
     for flag in flags:
         value = getattr(args, flag)
         if value is not None and value < 1:
-            raise BadInput(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
 
 
 def _replaceable(path: Path | None, flag: str) -> None:
@@ -217,14 +192,14 @@ def _replaceable(path: Path | None, flag: str) -> None:
 
     problem = path is not None and target_problem(path)
     if problem:
-        raise BadInput(f"{flag}: {problem}")
+        raise UserError(f"{flag}: {problem}")
 
 
 def _step_mode(args: argparse.Namespace) -> str:
     """The one step mode a run or sampling uses (:data:`repro.engine.accel.MODES`), checked
     against ``--device`` before anything is loaded."""
     if args.compile and args.cuda_graphs:
-        raise BadInput("--compile and --cuda-graphs: choose one")
+        raise UserError("--compile and --cuda-graphs: choose one")
     return _checked(args, "compile" if args.compile else "cuda-graphs" if args.cuda_graphs
                     else "eager")
 
@@ -249,16 +224,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
         seeds = samples.parse_seeds(args.seeds)
         labels = [int(x) for x in args.labels.split(",")] if args.labels else None
     except ValueError as error:
-        raise BadInput(str(error)) from None
+        raise UserError(str(error)) from None
     prompts = read_prompts(args.prompts, limit=args.prompts_limit) if args.prompts else None
     mode = _step_mode(args)
     model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
     accel.apply(model.unet, mode)
-    try:
-        result = samples.generate(model, args.steps, args.schedule, seeds, labels,
-                                  args.guidance, batch_size=args.batch, prompts=prompts)
-    except ValueError as error:  # labels that do not fit the model
-        raise BadInput(str(error)) from None
+    result = samples.generate(model, args.steps, args.schedule, seeds, labels, args.guidance,
+                              batch_size=args.batch, prompts=prompts)
     path = result.save(args.out)
     if not args.quiet:
         print(f"{len(result.images)} images of {result.model} under '{result.schedule}' "
@@ -279,7 +251,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     try:
         seeds = samples.parse_seeds(args.seeds)
     except ValueError as error:
-        raise BadInput(str(error)) from None
+        raise UserError(str(error)) from None
     model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
     result = probe(model, args.steps, args.interval, seeds, load_extractor(args.extractor))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -301,7 +273,7 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
     from repro.training.train import train
 
     if args.name not in ZOO_NAMES:
-        raise BadInput(f"unknown zoo model {args.name!r}; known: {', '.join(ZOO_NAMES)}")
+        raise UserError(f"unknown zoo model {args.name!r}; known: {', '.join(ZOO_NAMES)}")
     _at_least_one(args, "threads")
     print(train(args.name, args.out or WEIGHTS_DIR, seed=args.seed, minutes=args.minutes,
                 threads=args.threads))
@@ -312,18 +284,15 @@ def _int_list(text: str, flag: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",")]
     except ValueError:
-        raise BadInput(f"{flag} expects a comma list of integers, got {text!r}") from None
+        raise UserError(f"{flag} expects a comma list of integers, got {text!r}") from None
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from repro.models.convert import ConversionError, convert_file
+    from repro.models.convert import convert_file
 
     if args.out.exists():
-        raise BadInput(f"{args.out} already exists; convert writes a new directory")
-    try:
-        out = convert_file(args.kind, args.checkpoint, args.out)
-    except ConversionError as error:
-        raise BadInput(str(error)) from None
+        raise UserError(f"{args.out} already exists; convert writes a new directory")
+    out = convert_file(args.kind, args.checkpoint, args.out)
     print(f"{args.kind} checkpoint {args.checkpoint} -> {out} (use it with --weights {out})")
     return 0
 
@@ -345,16 +314,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     _replaceable(args.log, "--log")
     spec = models.get(args.model)
     if args.extractor not in EXTRACTORS:
-        raise BadInput(f"--extractor: unknown {args.extractor!r}; known: {', '.join(EXTRACTORS)}")
+        raise UserError(f"--extractor: unknown {args.extractor!r}; known: {', '.join(EXTRACTORS)}")
     try:
         seeds = samples.parse_seeds(args.seeds)
         sampler = models.Sampler(args.scheduler)
         calls = models.sampler_calls(spec, args.steps, sampler)
     except ValueError as error:
-        raise BadInput(str(error)) from None
+        raise UserError(str(error)) from None
     labels = _int_list(args.labels, "--labels") if args.labels else None
     if args.pass_samples is not None and args.pass_samples < 0:
-        raise BadInput(f"--pass-samples must be 0 or more, got {args.pass_samples}")
+        raise UserError(f"--pass-samples must be 0 or more, got {args.pass_samples}")
     pass_samples = {} if args.pass_samples is None else {"pass_samples": args.pass_samples or None}
     branches = (_int_list(args.branches, "--branches") if args.branches
                 else list(range(spec.num_branches)))
@@ -372,12 +341,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         model = replace(model, scheduler=models.build_scheduler(spec, sampler))
     table = table or model_cost_table(spec, model.unet)
     budgets = [search.Budget(b, table, args.tol) for b in args.budget]
-    try:
-        fitness = FITNESSES[args.fitness](
-            model, args.steps, seeds, labels, guidance=args.guidance, extractor=args.extractor,
-            batch_size=args.batch, prompts=prompts, **pass_samples)
-    except ValueError as error:  # labels or prompts that do not fit the model
-        raise BadInput(str(error)) from None
+    fitness = FITNESSES[args.fitness](
+        model, args.steps, seeds, labels, guidance=args.guidance, extractor=args.extractor,
+        batch_size=args.batch, prompts=prompts, **pass_samples)
     known = search_log.read_scores(args.log, fitness.context) if args.log else {}
     on_record = search_log.appender(args.log, fitness.context) if args.log else None
     with bar(total=args.n_eval * len(budgets), desc="search", unit="schedule") as progress:
@@ -426,7 +392,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from repro.speed import bench
 
     if bool(args.model) == bool(args.suite):
-        raise BadInput("bench takes --model MODEL or --suite SUITE (exactly one)")
+        raise UserError("bench takes --model MODEL or --suite SUITE (exactly one)")
     _replaceable(args.out, "--out")
     _at_least_one(args, "batch", "steps", "repeats")
     if args.suite:
@@ -435,14 +401,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                                ("--plain", args.plain),
                                                ("--scheduler", args.scheduler)) if given]
         if model_only:
-            raise BadInput(f"{model_only[0]} is a --model option; --suite times the suite's "
+            raise UserError(f"{model_only[0]} is a --model option; --suite times the suite's "
                            "sampler, its baselines and DeepCache N=2..10")
     elif args.budget:
-        raise BadInput("--budget needs --suite (segment schedules at a budget)")
+        raise UserError("--budget needs --suite (segment schedules at a budget)")
     try:
         clock_for(args.clock, args.device)
     except ValueError as error:
-        raise BadInput(str(error)) from None
+        raise UserError(str(error)) from None
     modes = [_checked(args, mode) for mode, given in (("compile", args.compile),
                                                       ("cuda-graphs", args.cuda_graphs)) if given]
     tracking_uri = _bench_tracking(args)
@@ -460,7 +426,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         try:
             deepcache = [f"{i}:{b}" for i, b in map(bench.parse_deepcache, args.deepcache)]
         except ValueError as error:
-            raise BadInput(str(error)) from None
+            raise UserError(str(error)) from None
         report = bench.bench_model(
             args.model, weights=args.weights, device=args.device, dtype=args.dtype,
             batch=args.batch or 1, steps=args.steps or 50, repeats=args.repeats or 3,
@@ -506,11 +472,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from repro.reporting import comparison_report, report
 
     if sum(map(bool, (args.runs, args.compare, args.experiment))) != 1:
-        raise BadInput("report takes RUN_DIR..., --compare OLD NEW or --experiment NAME")
+        raise UserError("report takes RUN_DIR..., --compare OLD NEW or --experiment NAME")
     _replaceable(args.out, "--out")
     if args.format == "html":
         if len(args.runs) != 1:
-            raise BadInput("--format html takes one RUN_DIR (its plots and grids go inside)")
+            raise UserError("--format html takes one RUN_DIR (its plots and grids go inside)")
         from repro.reporting.html_report import write_html
 
         run_dir = args.runs[0].parent if args.runs[0].suffix == ".json" else args.runs[0]
@@ -523,7 +489,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         runs = load_results(args.experiment, uri=resolve_uri(args.tracking_uri))
         if args.regression and len(runs) < 2:
-            raise BadInput(f"MLflow experiment {args.experiment!r} has {len(runs)} finished "
+            raise UserError(f"MLflow experiment {args.experiment!r} has {len(runs)} finished "
                            "run(s); --regression needs two")
         text = (report.render(report.compare(runs[1], runs[0]), "md") if args.regression
                 else report.render(report.table(runs[0]), args.format))
@@ -551,7 +517,7 @@ def _writing(path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        raise BadInput(f"cannot write {path}: {error.strerror or error}") from None
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
@@ -561,14 +527,14 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from repro.reporting import gate, tracking
 
     if bool(args.baseline) == bool(args.experiment):
-        raise BadInput("gate takes a BASELINE run or --experiment NAME (exactly one)")
+        raise UserError("gate takes a BASELINE run or --experiment NAME (exactly one)")
     if (args.branch or args.tag) and not args.experiment:
-        raise BadInput("--branch and --tag choose the baseline among --experiment's runs")
+        raise UserError("--branch and --tag choose the baseline among --experiment's runs")
     tags = {}
     for text in args.tag:
         key, sep, value = text.partition("=")
         if not sep or not key:
-            raise BadInput(f"--tag expects KEY=VALUE, got {text!r}")
+            raise UserError(f"--tag expects KEY=VALUE, got {text!r}")
         tags[key] = value
     if args.branch:
         tags["repro.git_branch"] = args.branch
@@ -850,27 +816,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from repro.infra.atomic import WriteFailed
-    from repro.infra.distributed import RankFailure
-    from repro.metrics import StatisticsError
-    from repro.sampling.samples import NonFiniteSamplesError
-
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # what `repro bench` reports as its command
     _configure_output(args)
     try:
         if getattr(args, "threads", 0) < 0:
-            raise BadInput(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+            raise UserError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
         if getattr(args, "threads", 0) and args.command != "zoo":
             import torch
 
             torch.set_num_threads(args.threads)
         return args.func(args)
-    except _bad_input_types() as error:
+    except UserError as error:
         print(f"repro: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (NonFiniteSamplesError, StatisticsError, RankFailure, WriteFailed) as error:
+    except RunFailure as error:
         print(f"repro: failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -32,6 +32,7 @@ from pydantic import (
     ValidationError,
 )
 
+from repro.infra.errors import UserError
 from repro.infra.quoting import short
 from repro.search import SEARCH_METHODS, Evolution
 
@@ -47,7 +48,7 @@ KNOB_FIELDS = {"deepcache": "intervals", "deepcache-nonuniform": "intervals",
 PUBLISHED_KEYS = ("speedup", "fid", "rfid", "clip", "acc")
 
 
-class SuiteError(ValueError):
+class SuiteError(UserError, ValueError):
     """A suite that cannot run; the message names the file and the field."""
 
 

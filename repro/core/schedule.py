@@ -20,13 +20,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from repro.infra.errors import UserError
+
 FULL = "F"
 NULL = "N"
 _PARTIAL = re.compile(r"P(\d+)")
 COST_TABLE_MAX_BYTES = 1 << 24  # a `repro bench --json` report is far smaller
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UserError, ValueError):
     """A schedule text or generator argument that cannot describe a valid schedule."""
 
 

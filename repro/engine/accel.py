@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from repro.infra.errors import UserError
+
 MODES = ("eager", "compile", "cuda-graphs")
 
 
-class AccelError(ValueError):
+class AccelError(UserError, ValueError):
     """A switch that cannot work here (bad input: no CUDA for CUDA graphs)."""
 
 

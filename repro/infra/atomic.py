@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from repro.infra.errors import RunFailure, UserError
+
 # what reading a missing, truncated or corrupted .npz raises: numpy, zipfile (a damaged
 # directory, a bad CRC, an unknown compression method or flag: NotImplementedError and
 # RuntimeError), zlib (deflate damage), struct, a lacking key
@@ -28,11 +30,11 @@ NPZ_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, 
                    RuntimeError, struct.error, OverflowError)
 
 
-class TargetError(ValueError):
+class TargetError(UserError, ValueError):
     """A path that a write would have to destroy to replace (not a regular file)."""
 
 
-class WriteFailed(OSError):
+class WriteFailed(RunFailure, OSError):
     """Writing a file failed (disk full, I/O error); one line naming the file."""
 
     def __str__(self) -> str:

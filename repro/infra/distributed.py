@@ -20,17 +20,19 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from repro.infra.errors import RunFailure, UserError
+
 TIMEOUT_ENV = "REPRO_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 3600.0  # a rank may wait this long at a barrier (rank 0 timing, metrics)
 
 T = TypeVar("T")
 
 
-class LaunchError(ValueError):
+class LaunchError(UserError, ValueError):
     """The launcher's environment is incomplete or inconsistent (bad input)."""
 
 
-class RankFailure(RuntimeError):
+class RankFailure(RunFailure, RuntimeError):
     """A rank died or stopped answering: the run fails naming it."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from repro.infra.atomic import NPZ_READ_ERRORS
+from repro.infra.errors import UserError
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -36,7 +37,7 @@ _DESCRIPTOR_SIZES = (12, 16, 20, 24)  # a data descriptor, with or without signa
 DEFLATE_MAX_RATIO = 1032  # deflate cannot expand one stored byte to more than this
 
 
-class InputFileError(ValueError):
+class InputFileError(UserError, ValueError):
     """A file that is missing, not a regular file, too large or unreadable; one line."""
 
 

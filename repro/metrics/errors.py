@@ -5,8 +5,10 @@ CLI reports it as one line with exit code 2. :class:`StatisticsError` means the 
 themselves went wrong (NaN, complex square root) and is a failure, not bad input.
 """
 
+from repro.infra.errors import RunFailure, UserError
 
-class MetricInputError(ValueError):
+
+class MetricInputError(UserError, ValueError):
     """Input a metric cannot use: unknown metric, unpaired seeds, wrong image shape, ..."""
 
 
@@ -15,5 +17,5 @@ class MissingMetricWeightsError(MetricInputError):
     the message names the file and where to put it."""
 
 
-class StatisticsError(ArithmeticError):
+class StatisticsError(RunFailure, ArithmeticError):
     """Feature statistics or a Frechet distance that is not a finite real number."""

@@ -20,6 +20,7 @@ import yaml
 from diffusers import ModelMixin
 
 from repro import models
+from repro.infra.errors import UserError
 from repro.models.networks import ClassEmbedder
 
 # The parts of CompVis latent-diffusion configs/latent-diffusion/cin256-v2.yaml the
@@ -48,7 +49,7 @@ model:
 """)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """A checkpoint whose keys or shapes are not the architecture's."""
 
 

@@ -8,15 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from repro.infra.errors import UserError
 from repro.models.registry import ModelSpec, UnknownModelError, get
 from repro.models.samplers import build_scheduler, diffusers_class
 
 
-class MissingWeightsError(RuntimeError):
+class MissingWeightsError(UserError, RuntimeError):
     """Weights that are not on this machine; the message says which and how to get them."""
 
 
-class WeightsMismatchError(RuntimeError):
+class WeightsMismatchError(UserError, RuntimeError):
     """Weights that are there but do not load into the architecture (shapes, config)."""
 
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from repro.core.schedule import CostTable
+from repro.infra.errors import UserError
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserError, ValueError):
     """A model id that is not in the registry."""
 
 

@@ -46,6 +46,7 @@ import yaml
 from scipy import stats
 
 from repro.config.suite import DEFAULT_TOLERANCES, MIN_TIMING_REPEATS, Regression
+from repro.infra.errors import UserError
 from repro.metrics.protocols import LOWER_IS_BETTER
 from repro.reporting.report import SCHEMA_PREFIX, ReportError, load_results
 from repro.results import bench_report, per_seed
@@ -57,7 +58,7 @@ MIN_REPEATS = MIN_TIMING_REPEATS  # timing repeats a run below which a speedup g
 ALONE = "no interval: tolerance alone"
 
 
-class GateError(ValueError):
+class GateError(UserError, ValueError):
     """Two runs that cannot be gated (unreadable, rows or metrics that do not match, runs of
     another suite or protocol); one line naming the culprit."""
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from repro.core.pareto import front_indices
 from repro.infra.atomic import atomic_path
+from repro.infra.errors import UserError
 
 SCHEMA_PREFIX = "flexiffusion-repro/results@"
 FORMATS = ("md", "csv", "tex")
@@ -26,7 +27,7 @@ _MIN_TILE = 64  # px: sample grids upscale smaller images (nearest neighbour) to
 _GRID_PAD = 2  # px of white between grid tiles
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """A results file or report request that cannot be rendered; one line for the CLI."""
 
 

@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from repro.infra.errors import UserError
+
 RUN_TAG = "repro.run_id"
 PARENT_TAG = "mlflow.parentRunId"
 PARENT_FILES = ("results.json", "suite.yaml", "table.md", "table.csv", "table.tex", "pareto.png",
@@ -36,7 +38,7 @@ HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     """The tracking store cannot be used; the message is one line naming its URI."""
 
 

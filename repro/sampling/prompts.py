@@ -19,13 +19,14 @@ import csv
 import json
 from pathlib import Path
 
+from repro.infra.errors import UserError
 from repro.infra.files import InputFileError, read_capped
 
 FORMATS = ("auto", "coco", "parti", "lines")
 PROMPTS_MAX_BYTES = 1 << 28  # COCO's train captions are under 100 MB
 
 
-class PromptsError(ValueError):
+class PromptsError(UserError, ValueError):
     """A prompts file that is missing, empty or not in the expected format."""
 
 

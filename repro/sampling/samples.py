@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from repro.infra.atomic import atomic_save_npz
+from repro.infra.errors import RunFailure, UserError
 from repro.infra.files import InputFileError, npz_key, read_npz
 from repro.infra.progress import bar
 from repro.infra.quoting import short
@@ -24,11 +25,16 @@ from repro.models.guidance import classifier_free, model_scale
 FORMAT_VERSION = 1
 
 
-class SamplesFileError(ValueError):
+class SamplesFileError(UserError, ValueError):
     """A samples file that is missing, unreadable or lacks a field."""
 
 
-class NonFiniteSamplesError(RuntimeError):
+class ConditioningError(UserError, ValueError):
+    """Labels or prompts that do not fit the model (none where it needs them, or out of
+    range): bad input, found before any sampling."""
+
+
+class NonFiniteSamplesError(RunFailure, RuntimeError):
     """A sampler produced NaN or infinite values."""
 
 
@@ -209,7 +215,8 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
         return _generate_text(model, steps, schedule, seeds, labels, guidance, batch_size,
                               prompts)
     if prompts:
-        raise ValueError(f"model {model.name!r} is not text-conditioned: prompts do not apply")
+        raise ConditioningError(f"model {model.name!r} is not text-conditioned: prompts do "
+                                "not apply")
     import torch
 
     from repro.core.schedule import Schedule
@@ -340,10 +347,10 @@ def _generate_text(model, steps: int, schedule, seeds: Sequence[int],
     from repro.engine.loop import apply_schedule
 
     if labels:
-        raise ValueError(f"model {model.name!r} is text-conditioned: labels do not apply "
-                         "(give prompts)")
+        raise ConditioningError(f"model {model.name!r} is text-conditioned: labels do not apply "
+                                "(give prompts)")
     if not prompts:
-        raise ValueError(f"model {model.name!r} is text-conditioned: it needs prompts")
+        raise ConditioningError(f"model {model.name!r} is text-conditioned: it needs prompts")
     pipe, scheduler = model.pipeline, model.scheduler
     pipe.scheduler = scheduler  # the model's sampler (a suite may have replaced it)
     scheduler.set_timesteps(steps)
@@ -409,7 +416,7 @@ def _check_finite(finite: bool, model, schedule, seeds: Sequence[int]) -> None:
 def _labels_for(model, seeds: Sequence[int], labels: Sequence[int] | None) -> list[int] | None:
     problem = labels_problem(model.name, model.num_classes, labels)
     if problem:
-        raise ValueError(problem)
+        raise ConditioningError(problem)
     if model.num_classes is None:
         return None
     if not labels:

@@ -25,6 +25,7 @@ from typing import Any
 
 from repro.core.pareto import front_indices
 from repro.core.schedule import FULL, NULL, CostTable, Schedule, branch_of, partial
+from repro.infra.errors import UserError
 
 Fitness = Callable[[Schedule], float]
 FULL_FILL = None  # the gene fill that makes a segment's active steps full (F), not P<b>
@@ -32,7 +33,7 @@ Gene = tuple[int, int | None]  # (active steps i, fill: a cache branch b or FULL
 LENGTH_MUTATION = 0.15  # share of segment mutations that change L instead of one gene
 
 
-class BudgetError(ValueError):
+class BudgetError(UserError, ValueError):
     """A speed budget that no schedule of the search space can meet."""
 
 

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 from repro.infra.atomic import WriteFailed
+from repro.infra.errors import UserError
 from repro.search import Record
 
 
-class SearchLogError(ValueError):
+class SearchLogError(UserError, ValueError):
     """A log line that cannot be read back."""
 
 
