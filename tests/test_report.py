@@ -333,3 +333,17 @@ def test_markdown_and_tex_keep_one_line_per_row_for_hostile_names(tmp_path):
     assert [r["name"] for r in rows][6:8] == ["two<br>lines | and a bar", "ok<br>CRLF"]
     tex = report.render(df, "tex")
     assert tex.count(r"\\") == len(df) + 1 and "\n\n" not in tex
+
+
+def test_every_metric_has_one_direction_that_tables_and_the_gate_share():
+    """metrics.protocols.lower_is_better is the one definition: IS, precision and recall
+    (once without a direction in tables) get better/worse like FID and latency do."""
+    from repro.metrics.protocols import METRICS, lower_is_better
+    from repro.reporting.report import _delta
+
+    assert all(lower_is_better(m) is not None for m in METRICS)
+    assert _delta("precision:digits-cnn", 0.5, 0.6) == "+0.1 ↑ better"
+    assert _delta("is:inception-2015-12-05", 9.0, 8.0) == "-1 ↓ worse"
+    assert _delta("latency", 1.0, 2.0) == "+1 ↑ worse"
+    assert _delta("predicted_speedup", 2.0, 3.0) == "+1 ↑ better"
+    assert _delta("name", 1.0, 2.0) == "+1 ↑"

@@ -29,8 +29,10 @@ METRICS = (*(f"{kind}:{e}" for kind in ("fid", "rfid", "kid", "rkid", "precision
            f"is:{INCEPTION}", CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "latency")
 # Every FID also reports KID on the same features, every rFID rKID (unbiased at any n)
 KID_OF = {"fid": "kid", "rfid": "rkid"}
-# Metric kinds where lower is better (distances); every other kind: higher is better
-LOWER_IS_BETTER = ("fid", "rfid", "kid", "rkid")
+# Which way is better, by metric kind (the protocol before ':'): the one definition that
+# the gate, the tables' deltas, the plots' fronts and the verdicts read
+LOWER_IS_BETTER = ("fid", "rfid", "kid", "rkid", "latency")
+HIGHER_IS_BETTER = ("is", "precision", "recall", "clip", "acc")
 # search.fitness -> the protocol kind it scores candidates with (against the teacher)
 SEARCH_FITNESSES = {"rfid": "rfid", "kid": "rkid"}
 # Metrics of samples against a reference data set (evaluation.reference, --reference).
@@ -70,3 +72,14 @@ REFERENCES = {ref.name: ref for ref in (
 def is_path(reference: str) -> bool:
     """A reference given as data on disk rather than by name."""
     return os.sep in reference or reference.endswith(".npz")
+
+
+def lower_is_better(name: str) -> bool | None:
+    """Whether a smaller value is better for a metric protocol (``fid:digits-cnn``) or a
+    results column (``predicted_speedup``: no); None for a name with no direction."""
+    if "speedup" in name:
+        return False
+    kind = name.partition(":")[0]
+    if kind in LOWER_IS_BETTER:
+        return True
+    return False if kind in HIGHER_IS_BETTER else None

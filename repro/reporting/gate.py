@@ -47,7 +47,7 @@ from scipy import stats
 
 from repro.config.suite import DEFAULT_TOLERANCES, MIN_TIMING_REPEATS, Regression
 from repro.infra.errors import UserError
-from repro.metrics.protocols import LOWER_IS_BETTER
+from repro.metrics.protocols import lower_is_better
 from repro.reporting.report import SCHEMA_PREFIX, ReportError, load_results
 from repro.results import bench_report, per_seed
 from repro.results.compare import Point, Quality, holm, per_seed_mean
@@ -472,7 +472,7 @@ def _metric_check(protocol: str, old_value, old_row: dict, new_row: dict, old: G
     where = f"{' / '.join(_key(old_row))}: {protocol}"
     kind = protocol.partition(":")[0]
     if kind not in DEFAULT_TOLERANCES:
-        raise GateError(f"{where}: no direction known for metric kind {kind!r}")
+        raise GateError(f"{where}: no regression tolerance is known for metric kind {kind!r}")
     before = _number(old_value)
     after = _number((new_row.get("metrics") or {}).get(protocol))
     if before is None:
@@ -496,8 +496,9 @@ def metric_check(experiment: str, row: str, protocol: str, new: Point | None,
     row's quality on resampled evaluation seeds (None: no per-seed data, the tolerance
     alone decides); ``values``: (old, new) as reported, default the points' own."""
     before, after = values if values is not None else (old.observed, new.observed)
-    kind = protocol.partition(":")[0]
-    lower = kind in LOWER_IS_BETTER
+    lower = lower_is_better(protocol)
+    if lower is None:
+        raise GateError(f"{experiment}/{row}: no direction is known for {protocol!r}")
     check = Check(experiment, row, protocol, before, after,
                   (after - before) if lower else (before - after),
                   regression.tolerance(protocol).allowed(before))

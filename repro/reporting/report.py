@@ -17,6 +17,7 @@ import pandas as pd
 from repro.core.pareto import front_indices
 from repro.infra.atomic import atomic_path
 from repro.infra.errors import UserError
+from repro.metrics.protocols import lower_is_better
 
 SCHEMA_PREFIX = "flexiffusion-repro/results@"
 FORMATS = ("md", "csv", "tex")
@@ -170,14 +171,6 @@ def _no_formula(value):
     return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
 
 
-def _higher_is_better(column: str) -> bool | None:
-    """Direction of a speedup or metric column; None when unknown."""
-    if "speedup" in column:
-        return True
-    protocol = column.split(":")[0]
-    return {"fid": False, "rfid": False, "latency": False, "acc": True, "clip": True}.get(protocol)
-
-
 def _delta(column: str, old: float, new: float) -> str:
     """``"+1.2 ↑ worse"``: signed change, arrow, and verdict by the column's direction."""
     if pd.isna(old) or pd.isna(new):
@@ -185,8 +178,8 @@ def _delta(column: str, old: float, new: float) -> str:
     delta = new - old
     if delta == 0:
         return "="
-    higher = _higher_is_better(column)
-    verdict = "" if higher is None else (" better" if (delta > 0) == higher else " worse")
+    lower = lower_is_better(column)
+    verdict = "" if lower is None else (" better" if (delta < 0) == lower else " worse")
     return f"{delta:+.3g} {'↑' if delta > 0 else '↓'}{verdict}"
 
 
@@ -291,7 +284,7 @@ def pareto_plot(results: dict, path: Path | str) -> Path:
                 ax.scatter([p[0] for p in mine], [p[1] for p in mine], label=method,
                            marker="*" if teacher else markers[k % len(markers)],
                            s=160 if teacher else 45, color=colours(k % 10), zorder=3)
-        lower = _higher_is_better(metric or "") is not True
+        lower = lower_is_better(metric or "") is not False
         front = front_indices([p[0] for p in points], [p[1] for p in points], lower)
         if front:
             ax.step([points[k][0] for k in front], [points[k][1] for k in front], where="pre",
