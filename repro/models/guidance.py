@@ -36,7 +36,9 @@ def default_guidance(spec) -> float | None:
 
 
 def cfg_scale(spec, guidance: float | None) -> float | None:
-    """The classifier-free guidance scale ``spec``'s sampling loop runs with: the suite's
+    """The classifier-free guidance scale ``spec``'s sampling loop runs with, by the same
+    rule as :func:`model_scale` on the loaded model (whose default is
+    :func:`default_guidance` for every weights source, random included): the suite's
     ``guidance``, else the model's default; None for no guidance (an unconditioned model,
     or guidance 1). With guidance the UNet batch is twice the images (SD v1.5 at one image
     runs the UNet at batch 2)."""

@@ -290,13 +290,14 @@ def _load_pipeline(spec: ModelSpec, weights: str, device: str, dtype: str) -> Lo
 
 def _load_zoo(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedModel:
     from repro.models import zoo
+    from repro.models.guidance import default_guidance
     from repro.models.zoo.architectures import ClassEncoder
 
     conditional = spec.conditioning == "class"
     if weights == "random":
         unet = build_unet(spec, "random", device=device, dtype=dtype)
         encoder = ClassEncoder(unet.config.cross_attention_dim) if conditional else None
-        guidance = None
+        guidance = default_guidance(spec)  # the card's: random weights sample as trained ones
     else:
         try:
             loaded = zoo.load(spec.id, None if weights == "pretrained" else Path(weights))
