@@ -2,9 +2,11 @@ import pytest
 
 from repro import models
 from repro.config.suite import Baseline
+from repro.core.budget import Budget, BudgetError
 from repro.core.schedule import CostTable, Schedule
-from repro.search import Budget, BudgetError
-from repro.techniques.baselines import deepcache_at_budget, fewer_steps, sampler_steps
+from repro.techniques.deepcache import deepcache_at_budget
+from repro.techniques.fewer_steps import fewer_steps
+from repro.techniques.sampler_steps import sampler_steps
 
 TABLE = CostTable({0: 0.1, 2: 0.3}, source="synthetic")
 

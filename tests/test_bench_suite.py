@@ -11,10 +11,11 @@ import pytest
 from repro import models
 from repro.cli.main import main
 from repro.config import suite as suites
+from repro.core.budget import Budget, BudgetError
 from repro.core.schedule import CostTable, Schedule
 from repro.models.guidance import cfg_scale
 from repro.run.bench_suite import suite_rows
-from repro.search import Budget, BudgetError, SegmentSpace, segment_schedule_at
+from repro.search.space import SegmentSpace, segment_schedule_at
 from repro.speed.costs import calibration_schedules
 
 TABLE = CostTable({0: 0.1, 1: 0.25, 2: 0.4}, source="synthetic")

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from repro.core.budget import Budget
 from repro.core.schedule import CostTable, Schedule
-from repro.search import Budget, SegmentSpace, repair
+from repro.search.operators import repair
+from repro.search.space import SegmentSpace
 from repro.speed.costs import _loop_seconds_per_kind, calibration_schedules, fit_cost_table
 
 ROOT = Path(__file__).resolve().parents[1]

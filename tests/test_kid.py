@@ -10,8 +10,9 @@ from repro import models
 from repro.core.schedule import Schedule
 from repro.metrics.errors import StatisticsError
 from repro.metrics.kid import kid_quality, kid_value, rkid_quality, rkid_value
-from repro.search import Record, search_log
+from repro.search import search_log
 from repro.search.fitness import KIDFitness, RFIDFitness
+from repro.search.loop import Record
 
 FIDELITY_KERNEL = {"kid_kernel_poly_degree": 3, "kid_kernel_poly_gamma": None,
                    "kid_kernel_poly_coef0": 1}

@@ -139,7 +139,8 @@ def test_a_second_process_on_a_held_run_id_refuses(tmp_path, capsys):
 
 # -- 5. the search log ------------------------------------------------------------------
 def test_a_torn_last_search_log_line_is_cut_before_appending(tmp_path):
-    from repro.search import Record, search_log
+    from repro.search import search_log
+    from repro.search.loop import Record
 
     path, context = tmp_path / "search.jsonl", {"model": "m"}
     search_log.appender(path, context)(Record("F F", "segment", 2.0, 1.0, 1.0, 0.1))

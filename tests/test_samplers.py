@@ -100,8 +100,8 @@ def test_a_bad_solver_is_a_suite_error(tmp_path, baseline, where, message):
 
 
 def test_a_named_solver_reaches_the_budget_against_the_teachers_calls(tmp_path):
+    from repro import techniques
     from repro.core.schedule import CostTable
-    from repro.techniques import baselines
 
     loaded = suite.load(write(tmp_path, "spacing: trailing\nbaselines: [{technique: "
                                         "sampler-steps, scheduler: UniPCMultistepScheduler}]\n"))
@@ -112,8 +112,8 @@ def test_a_named_solver_reaches_the_budget_against_the_teachers_calls(tmp_path):
     sampler = suite.row_sampler(experiment, row.baseline)
     assert sampler == models.Sampler("UniPCMultistepScheduler", "trailing")
     calls_at = lambda k, s=None: models.sampler_calls(SPEC, k, s or experiment.sampler)  # noqa: E731
-    planned = baselines.plan_schedule(row, 20, calls_at, CostTable({}, "unit"), 0.1,
-                                      own_calls_at=lambda k: calls_at(k, sampler))
+    planned = techniques.plan_schedule(row, 20, calls_at, CostTable({}, "unit"), 0.1,
+                                       own_calls_at=lambda k: calls_at(k, sampler))
     assert (planned.steps, planned.schedule) == (10, Schedule.full(10))
 
 
@@ -123,10 +123,12 @@ def test_a_candidate_whose_rfid_is_undefined_scores_worst(digits, monkeypatch):
     and the search goes on to a finite winner."""
     import math
 
+    from repro.core.budget import Budget
     from repro.core.schedule import CostTable
     from repro.metrics.errors import StatisticsError
-    from repro.search import Budget, SegmentSpace, segment_evolution
     from repro.search import fitness as fitness_module
+    from repro.search.methods import segment_evolution
+    from repro.search.space import SegmentSpace
 
     scorer = RFIDFitness(digits, 8, range(2), batch_size=2)
     real = fitness_module.rfid

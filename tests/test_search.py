@@ -7,23 +7,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from repro.core.budget import Budget, BudgetError
 from repro.core.schedule import CostTable, Schedule
-from repro.search import (
-    SEARCH_METHODS,
-    Budget,
-    BudgetError,
-    Evolution,
-    SegmentOps,
-    SegmentSpace,
-    StepOps,
-    multi_budget,
+from repro.search.loop import Evolution, multi_budget
+from repro.search.methods import (
+    METHODS,
     random_search,
-    reexpress,
-    repair,
     run_method,
     segment_evolution,
     stepwise_evolution,
 )
+from repro.search.operators import SegmentOps, StepOps, reexpress, repair
+from repro.search.space import SegmentSpace
 
 TABLE = CostTable({0: 0.1, 1: 0.25, 2: 0.4}, source="synthetic")  # MAC-ratio style: P < 1
 SPACE = SegmentSpace(steps=24, seg_lens=(3, 4, 6), branches=(0, 1, 2))
@@ -182,7 +177,7 @@ def test_every_method_is_seeded_with_its_uniform_schedules_unless_turned_off():
         assert [r.schedule for r in unseeded][:len(seeds)] != seeds, method
 
 
-@pytest.mark.parametrize("method", SEARCH_METHODS.values())
+@pytest.mark.parametrize("method", [m.result_name for m in METHODS.values()])
 def test_every_method_scores_exactly_n_eval_distinct_schedules_unless_its_space_is_smaller(
         method):
     calls = []

@@ -359,7 +359,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         scored.score_many = score_many
         results, front = search.multi_budget(
-            search.run_method, budgets, method=search.SEARCH_METHODS[args.method],
+            search.run_method, budgets, method=search.METHODS[args.method].result_name,
             space=space, evolution=search.Evolution(args.population, args.parents,
                                                     args.mutations, args.crossovers),
             generations=args.generations, fitness=scored, n_eval=args.n_eval,
@@ -612,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     from repro import __version__
     from repro.cli.eval import add_eval_parser
     from repro.metrics.protocols import SEARCH_FITNESSES
-    from repro.search import SEARCH_METHODS
+    from repro.search.methods import METHODS
 
     def parents(*groups: str) -> list[ArgumentParser]:
         # fresh parents per command: argparse shares a parent's actions, so one command's
@@ -683,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--budget", type=float, action="append", required=True,
                       help="target predicted speedup (repeatable)")
     srch.add_argument("--n-eval", type=int, default=40, help="schedules scored per budget")
-    srch.add_argument("--method", choices=list(SEARCH_METHODS), default="segment")
+    srch.add_argument("--method", choices=list(METHODS), default="segment")
     srch.add_argument("--population", type=int, default=50, help="first generation's size")
     srch.add_argument("--parents", type=int, default=10, help="best candidates bred from")
     srch.add_argument("--mutations", type=int, default=25, help="mutated children a generation")

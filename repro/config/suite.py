@@ -32,19 +32,15 @@ from pydantic import (
     ValidationError,
 )
 
+from repro import techniques
 from repro.infra.errors import UserError
 from repro.infra.quoting import short
-from repro.search import SEARCH_METHODS, Evolution
+from repro.search.loop import Evolution
+from repro.search.methods import METHODS
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN guidance: refused
 
-TECHNIQUES = ("deepcache", "deepcache-nonuniform", "deepcache-quad", "fewer-steps",
-              "sampler-steps", "schedule")
-# each technique's fixed-knob field (a technique without one runs at each search budget)
 STEPWISE_GRIDS = ("training", "teacher")
-KNOB_FIELDS = {"deepcache": "intervals", "deepcache-nonuniform": "intervals",
-               "deepcache-quad": "intervals",
-               "fewer-steps": "keep", "sampler-steps": "steps"}
 PUBLISHED_KEYS = ("speedup", "fid", "rfid", "clip", "acc")
 
 
@@ -767,11 +763,10 @@ def _check_fitness(suite: Suite, e: Experiment) -> None:
 
 def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     from repro import models
-    from repro.core.schedule import Schedule, ScheduleError
+    from repro.core.budget import Budget, BudgetError
     from repro.metrics.protocols import EXTRACTORS, METRICS, NEEDS_REFERENCE, REFERENCES, is_path
     from repro.sampling.samples import parse_seeds
-    from repro.search import Budget, BudgetError, stepwise_feasible
-    from repro.techniques.baselines import deepcache_row
+    from repro.search.operators import stepwise_feasible
 
     _choice(e.model, models.model_ids(), suite, e, "model")
     spec = models.get(e.model)
@@ -784,7 +779,7 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
             raise _fail(suite, e, where, str(error)) from None
     _check_seed_sets(suite, e)
     for method in e.search.methods:
-        _choice(method, SEARCH_METHODS, suite, e, "search.methods")
+        _choice(method, METHODS, suite, e, "search.methods")
     _choice(e.search.extractor, EXTRACTORS, suite, e, "search.extractor")
     _check_fitness(suite, e)
     for metric in e.evaluation.metrics:
@@ -850,45 +845,35 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
         raise _fail(suite, e, "search.budgets", str(error)) from None
     plan = [RowPlan("teacher", "teacher", "teacher")]
     plan += [RowPlan(searched_name(m, b, seed, e.search.repeats), "searched",
-                     SEARCH_METHODS[m], b, seed=seed)
+                     METHODS[m].result_name, b, seed=seed)
              for b in e.search.budgets for m in e.search.methods
              for seed in e.search.search_seeds]
+    setting = techniques.Setting(spec, e.steps, calls, e.sampler, tuple(e.search.budgets))
     for index, baseline in enumerate(e.baselines):
         where = f"baselines[{index}]"
-        _choice(baseline.technique, TECHNIQUES, suite, e, f"{where}.technique")
-        if baseline.technique == "schedule":
-            if not baseline.schedule or not baseline.name:
-                raise _fail(suite, e, where, "technique 'schedule' needs 'schedule' and 'name'")
-            try:
-                schedule = Schedule.parse(baseline.schedule, spec.num_branches)
-            except ScheduleError as error:
-                raise _fail(suite, e, f"{where}.schedule", str(error)) from None
-            if len(schedule) != calls:
-                raise _fail(suite, e, f"{where}.schedule", f"{len(schedule)} steps, but the "
-                            f"sampler makes {calls} UNet calls")
-            plan.append(RowPlan(baseline.name, "baseline", "schedule", None, baseline))
-            continue
-        knob_field = KNOB_FIELDS[baseline.technique]
-        knobs = getattr(baseline, knob_field)
+        _choice(baseline.technique, techniques.TECHNIQUES, suite, e, f"{where}.technique")
+        technique = techniques.get(baseline.technique)
         _check_technique_fields(suite, e, baseline, where)
-        top = e.steps if baseline.technique == "sampler-steps" else calls
+        knobs = getattr(baseline, technique.knob) if technique.knob else ()
+        top, _ = technique.knob_limit(e.steps, calls)
         out_of_range = [k for k in knobs if not 1 <= k <= top]
         if out_of_range:
-            raise _fail(suite, e, f"{where}.{knob_field}", f"{out_of_range[0]} outside 1..{top}")
-        if baseline.technique == "sampler-steps":
-            _check_sampler_steps(suite, e, spec, baseline, where)
-        elif baseline.technique.startswith("deepcache"):
-            for knob in knobs:
-                try:
-                    deepcache_row(baseline, knob, e.steps, calls)
-                except ScheduleError as error:
-                    raise _fail(suite, e, f"{where}.{knob_field}", str(error)) from None
+            raise _fail(suite, e, f"{where}.{technique.knob}",
+                        f"{out_of_range[0]} outside 1..{top}")
+        try:
+            technique.check(baseline, setting)
+        except techniques.TechniqueError as error:
+            raise _fail(suite, e, f"{where}.{error.field}" if error.field else where,
+                        str(error)) from None
+        if technique.knob is None:
+            plan.append(RowPlan(baseline.name, "baseline", technique.name, None, baseline))
+            continue
         for knob in knobs:
-            plan.append(RowPlan(baseline.name or _knob_name(baseline, knob), "baseline",
-                                baseline.technique, None, baseline, knob))
+            plan.append(RowPlan(baseline.name or technique.row_name(baseline, knob), "baseline",
+                                technique.name, None, baseline, knob))
         if not knobs:
-            plan += [RowPlan(f"{baseline.name or technique_label(baseline)} @{b:g}x", "baseline",
-                             baseline.technique, b, baseline) for b in e.search.budgets]
+            plan += [RowPlan(f"{baseline.name or technique.label(baseline)} @{b:g}x", "baseline",
+                             technique.name, b, baseline) for b in e.search.budgets]
     row_names = [row.name for row in plan]
     for row in plan:
         if len(row.name) > ROW_NAME_MAX:
@@ -914,7 +899,7 @@ def _check_primary(suite: Suite, e: Experiment) -> None:
         raise _fail(suite, e, "evaluation.primary", "needs evaluation.bootstrap > 0 "
                     "(no verdicts are made without resamples)")
     families = [*e.search.methods, *(technique_label(b) for b in e.baselines
-                                     if b.technique != "schedule")]
+                                     if techniques.get(b.technique).knob is not None)]
     for index, primary in enumerate(e.evaluation.primary or ()):
         where = f"evaluation.primary[{index}]"
         _choice(primary.method, e.search.methods, suite, e, f"{where}.method")
@@ -965,7 +950,7 @@ def segment_space(experiment: Experiment, calls: int):
     """The experiment's segment search space at ``calls`` UNet calls (default: every branch
     of its model, every segment length up to ``max_seg_len``)."""
     from repro import models
-    from repro.search import SegmentSpace
+    from repro.search.space import SegmentSpace
 
     s = experiment.search
     branches = s.branches or tuple(range(models.get(experiment.model).num_branches))
@@ -1007,36 +992,6 @@ def _check_cost_table(suite: Suite, e: Experiment) -> None:
             raise _fail(suite, e, "cost_table", str(error)) from None
 
 
-def _check_sampler_steps(suite: Suite, e: Experiment, spec, baseline: Baseline, where: str,
-                         ) -> None:
-    """Each fixed step count runs on the sampler (PNDM's warm-up needs 4); without knobs
-    each search budget is reachable by fewer steps, whatever the costs."""
-    from functools import partial
-
-    from repro import models
-    from repro.search import Budget, BudgetError
-    from repro.techniques.baselines import sampler_steps
-
-    knobs = baseline.steps
-    sampler = row_sampler(e, baseline) or e.sampler
-    try:
-        models.scheduler_setting(spec, sampler)
-    except (ValueError, AttributeError) as error:
-        raise _fail(suite, e, f"{where}.scheduler", str(error)) from None
-    calls_at = partial(models.sampler_calls, spec, sampler=sampler)
-    try:
-        for knob in knobs:
-            calls_at(knob)
-    except ValueError as error:
-        raise _fail(suite, e, f"{where}.steps", str(error)) from None
-    try:
-        for target in () if knobs else e.search.budgets:
-            sampler_steps(e.steps, Budget(target, _unit_table()), calls_at,
-                          reference_calls=models.sampler_calls(spec, e.steps, e.sampler))
-    except BudgetError as error:
-        raise _fail(suite, e, where, str(error)) from None
-
-
 def searched_name(method: str, budget: float, seed: int, repeats: int) -> str:
     """``segment @2x``; with several searches per method and budget, ``... seed 1``."""
     return f"{method} @{budget:g}x" + (f" seed {seed}" if repeats > 1 else "")
@@ -1051,46 +1006,36 @@ def training_steps(e: Experiment) -> int:
 
 
 def row_sampler(e: Experiment, baseline: Baseline | None):
-    """The sampler of a sampler-steps row that names its own scheduler (on the experiment's
-    spacing); None for rows that run on the experiment's sampler."""
-    if baseline is None or baseline.technique != "sampler-steps" or not baseline.scheduler:
-        return None
-    from repro.models import Sampler
-
-    return Sampler(baseline.scheduler, e.spacing)
+    """The sampler of a baseline row that runs its own (a sampler-steps row naming a
+    scheduler, on the experiment's spacing); None for rows on the experiment's sampler."""
+    return None if baseline is None else techniques.get(baseline.technique).sampler(
+        baseline, e.spacing)
 
 
 def technique_label(baseline: Baseline) -> str:
-    """A baseline's technique as row names show it: sampler-steps rows name their solver."""
-    if baseline.scheduler:
-        return f"{baseline.technique} {baseline.scheduler.removesuffix('Scheduler')}"
-    return baseline.technique
-
-
-# baseline fields that only some techniques take; DeepCache's non-uniform samplers need
-# theirs (its code has no default centre or power)
-FIELD_TECHNIQUES = {"center": ("deepcache-nonuniform",),
-                    "power": ("deepcache-nonuniform", "deepcache-quad"),
-                    "scheduler": ("sampler-steps",)}
-REQUIRED_FIELDS = {"deepcache-nonuniform": ("center", "power"), "deepcache-quad": ("power",)}
+    """A baseline's technique as row names and verdicts show it (its front's name)."""
+    return techniques.get(baseline.technique).label(baseline)
 
 
 def _check_technique_fields(suite: Suite, e: Experiment, baseline: Baseline, where: str,
                             ) -> None:
-    for name, users in FIELD_TECHNIQUES.items():
+    """Optional fields (``center``, ``power``, ``scheduler``) only where the technique takes
+    them, and present where it needs them: DeepCache's non-uniform samplers have no default
+    centre or power."""
+    technique = techniques.get(baseline.technique)
+    for name in OPTIONAL_FIELDS:
         given = getattr(baseline, name) is not None
-        if name in REQUIRED_FIELDS.get(baseline.technique, ()) and not given:
+        if name in technique.required and not given:
             raise _fail(suite, e, f"{where}.{name}", f"{baseline.technique} needs '{name}': "
                         "DeepCache sets it per model, state the value used")
-        if given and baseline.technique not in users:
-            raise _fail(suite, e, f"{where}.{name}", f"'{name}' applies to {' and '.join(users)} "
-                        f"only, not {baseline.technique}")
+        if given and name not in technique.fields:
+            raise _fail(suite, e, f"{where}.{name}", f"'{name}' applies to "
+                        f"{' and '.join(techniques.takers(name))} only, not "
+                        f"{baseline.technique}")
 
 
-def _knob_name(baseline: Baseline, knob: int) -> str:
-    if baseline.technique in ("fewer-steps", "sampler-steps"):
-        return f"{technique_label(baseline)} {knob}"
-    return f"{baseline.technique} N={knob} b={baseline.branch}"
+# Baseline fields that only some techniques take (Technique.fields)
+OPTIONAL_FIELDS = ("center", "power", "scheduler")
 
 
 def _unit_table():

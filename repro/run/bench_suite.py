@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-from repro import models, search
+from repro import models, search, techniques
 from repro.config import suite as suites
 from repro.core.schedule import CostTable, Schedule
 from repro.infra.timing import clock_for, environment
@@ -30,7 +30,6 @@ from repro.speed.bench import (
 )
 from repro.speed.costs import model_cost_table
 from repro.speed.loops import LoopTiming, fit_on_device, in_mode, time_loops
-from repro.techniques import baselines
 
 DEEPCACHE_SWEEP = range(2, 11)
 
@@ -53,20 +52,6 @@ class BenchRow:
         """The timed loop: rows with equal keys share one timing."""
         return models.loop_key(self.schedule, self.steps, self.sampler)
 
-
-
-def _untimeable(row, steps: int, calls: int) -> str | None:
-    """Why a baseline row of the suite's plan does not fit ``steps`` sampler steps making
-    ``calls`` UNet calls (``repro bench --steps`` may be fewer than the suite's), if so."""
-    if row.method == "schedule":
-        length = len(Schedule.parse(row.baseline.schedule))
-        return None if length == calls else f"{length} steps, but the sampler makes {calls} calls"
-    if row.knob is None:
-        return None
-    if row.method == "sampler-steps":
-        return None if row.knob <= steps else f"steps={row.knob} > {steps} sampler steps"
-    knob = "keep" if row.method == "fewer-steps" else "N"
-    return None if row.knob <= calls else f"{knob}={row.knob} > {calls} UNet calls"
 
 
 def deepcache_branch(experiment) -> int:
@@ -95,10 +80,10 @@ def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], tab
             skipped.append({"name": row.name, "reason": "a search needs a fitness (trained "
                             "weights); see the segment (uniform genes) rows"})
             continue
-        reason = _untimeable(row, steps, calls)
+        reason = techniques.get(row.method).untimeable(row.baseline, row.knob, steps, calls)
         sampler = suites.row_sampler(experiment, row.baseline)
         try:
-            planned = None if reason else baselines.plan_schedule(
+            planned = None if reason else techniques.plan_schedule(
                 row, steps, calls_at, table, experiment.search.tol,
                 own_calls_at=sampler and partial(models.sampler_calls, models.get(
                     experiment.model), sampler=sampler))

@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from repro import models, search
+from repro import models, search, techniques
 from repro.config.suite import (
     COST_TABLES,
     Experiment,
@@ -57,7 +57,6 @@ from repro.metrics.protocols import with_kid
 from repro.sampling import shards
 from repro.sampling.samples import SampleSet, generate, parse_seeds
 from repro.search import search_log
-from repro.techniques import baselines
 
 RESULTS_SCHEMA = "flexiffusion-repro/results@1"
 RUN_ID_MAX = 128
@@ -440,7 +439,7 @@ class _ExperimentRun:
         default)."""
         if self.e.evaluation.primary is None:
             return None
-        named = search.SEARCH_METHODS
+        named = {name: method.result_name for name, method in search.METHODS.items()}
         return [{"method": named.get(p.method, p.method),
                  "family": named.get(p.against, p.against), "budget": p.budget,
                  "metric": p.metric, "speed": p.speed} for p in self.e.evaluation.primary]
@@ -611,7 +610,7 @@ class _ExperimentRun:
             else:
                 sampler = row_sampler(self.e, row.baseline)
                 own = sampler and partial(models.sampler_calls, self.spec, sampler=sampler)
-                planned = baselines.plan_schedule(row, self.e.steps, self.calls_at, self.table,
+                planned = techniques.plan_schedule(row, self.e.steps, self.calls_at, self.table,
                                                   self.e.search.tol, own_calls_at=own)
                 out[row.name] = _Planned(planned.schedule, planned.steps or self.e.steps,
                                          sampler)
@@ -620,7 +619,8 @@ class _ExperimentRun:
     def _search_steps(self, row: RowPlan) -> int:
         """The sampler steps a searched row's candidates run at: the teacher's, or every
         training timestep for the step-wise search on the training grid."""
-        if row.method == "stepwise-evolution" and self.e.search.stepwise_grid == "training":
+        if (search.by_result_name(row.method).training_grid
+                and self.e.search.stepwise_grid == "training"):
             return training_steps(self.e)
         return self.e.steps
 
@@ -871,7 +871,7 @@ def _family(row: RowPlan) -> str | None:
     solver of sampler-steps apart); None for the teacher and fixed schedules."""
     if row.kind == "searched":
         return row.method
-    if row.kind == "baseline" and row.baseline.technique != "schedule":
+    if row.kind == "baseline" and techniques.get(row.baseline.technique).knob is not None:
         return technique_label(row.baseline)
     return None
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from repro.infra.atomic import WriteFailed
 from repro.infra.errors import UserError
-from repro.search import Record
+from repro.search.loop import Record
 
 
 class SearchLogError(UserError, ValueError):

@@ -1,1 +1,19 @@
-"""Baseline acceleration techniques at a knob or a speed budget."""
+"""Baseline techniques: closed-form ways to go faster that a search must beat at equal
+speed, each a :class:`Technique` registered by name (:mod:`.registry`). A new technique is
+one module that subclasses it and calls :func:`register`, plus its import below."""
+
+from repro.techniques import deepcache, fewer_steps, given, sampler_steps  # noqa: F401 (register)
+from repro.techniques.registry import (
+    TECHNIQUES,
+    Planned,
+    Setting,
+    Technique,
+    TechniqueError,
+    get,
+    plan_schedule,
+    register,
+    takers,
+)
+
+__all__ = ["TECHNIQUES", "Planned", "Setting", "Technique", "TechniqueError", "get",
+           "plan_schedule", "register", "takers"]
