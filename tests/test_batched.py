@@ -28,7 +28,7 @@ from repro.engine.batched import denoise_many
 from repro.engine.branches import num_branches
 from repro.engine.hooks import set_step_runner
 from repro.engine.loop import denoise
-from repro.run.runner import _SpreadFitness
+from repro.run.searching import SpreadFitness
 from repro.sampling.prefix import PrefixStore
 from repro.sampling.samples import generate, generate_many
 from repro.search import search_log
@@ -230,7 +230,7 @@ def test_ranks_batch_their_share_and_every_rank_gets_every_score():
     world = types.SimpleNamespace(size=2, map=lambda what, fn, items: [fn(i) for i in items])
     fitness = Fitness()
     schedules = ["F", "F N", "F N N", "F F N N", "F N N N N"]
-    assert _SpreadFitness(fitness, world).score_many(schedules) == [1, 3, 5, 7, 9]
+    assert SpreadFitness(fitness, world).score_many(schedules) == [1, 3, 5, 7, 9]
     assert fitness.batches == [schedules[0::2], schedules[1::2]]
 
 

@@ -1,0 +1,178 @@
+"""One experiment of a suite run: the stages in order, on state they share."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+from repro import models, techniques
+from repro.config.suite import (
+    COST_TABLES,
+    Experiment,
+    RowPlan,
+    row_sampler,
+    slug,
+)
+from repro.core.schedule import CostTable, Schedule
+from repro.engine import accel
+from repro.infra import distributed
+from repro.run.evaluate import EvaluationStage
+from repro.run.latency import LatencyStage
+from repro.run.searching import SearchStage
+from repro.run.teacher import TeacherStage
+from repro.run.verdicts import VerdictStage, family
+from repro.run.work import Log, Planned
+from repro.sampling.samples import SampleSet
+
+
+class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, VerdictStage):
+    """One experiment of a run: its identity and keys, the rows it plans, and :meth:`run`,
+    which takes the stages in order (teacher, search, evaluation, latency; the verdicts come
+    after every experiment's rows are in)."""
+
+    def __init__(self, experiment: Experiment, plan: list[RowPlan], model, run_dir: Path,
+                 log: Log, prompts: list[str] | None = None,
+                 world: distributed.World | None = None):
+        self.e, self.plan, self.model, self.run_dir = experiment, plan, model, run_dir
+        self.world = world or distributed.World()
+        self.log = lambda message: log(f"[{experiment.name}] {message}")
+        self.work = run_dir / "work" / slug(experiment.name)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.spec = spec = models.get(experiment.model)
+        self.calls_at = partial(models.sampler_calls, spec, sampler=experiment.sampler)
+        self.calls = self.calls_at(experiment.steps)
+        if experiment.sampler != models.Sampler():  # LoadedModel is frozen: a copy
+            self.model = model = self._on(experiment.sampler)
+        self.table: CostTable | None = None  # known in run(): calibration times loops
+        self.labels = list(experiment.labels) if experiment.labels else None
+        self.prompts = prompts
+        self.identity = self._identity()
+        self.inputs = self._inputs()
+        self.teachers: dict[str, SampleSet] = {}
+        self.networks: dict = {}  # metric networks, loaded once for all rows
+        self.references_kept: set[Path] = set()
+
+    def _identity(self) -> dict:
+        """What every work file of this experiment depends on besides its own inputs."""
+        from repro.infra.digests import key_digest
+
+        mode = accel.mode_of(self.model.unet)  # compiled kernels may round differently
+        return {"model": self.e.model, "weights": self.e.weights,
+                "weights_digest": models.weights_digest(self.model),
+                **models.sampler_record(self.model.scheduler),
+                "guidance": self._guidance(),
+                "labels": self.labels,
+                "prompts": None if self.prompts is None else key_digest(self.prompts),
+                **({} if mode == "eager" else {"step_mode": mode})}
+
+    def _inputs(self) -> dict:
+        """Content digests of the files besides the model that results depend on: the
+        metrics' (reference data, metric weights: :func:`resource_digests`), the search
+        extractor's and the cost table's. Kept in the keys of what each one changes and in
+        results.json, so a file replaced at the same path is never mixed with the old."""
+        from repro.infra.digests import file_digest
+        from repro.metrics.evaluate import resource_digests
+
+        ev = self.e.evaluation
+        return {"metrics": resource_digests(ev.metrics, ev.reference),
+                "search": resource_digests([f"rfid:{self.e.search.extractor}"]),
+                "cost_table": (None if self.e.cost_table in COST_TABLES
+                               else file_digest(Path(self.e.cost_table))),
+                "weights": self.identity["weights_digest"], "prompts": self.identity["prompts"]}
+
+    def _key(self, **inputs) -> dict:
+        """A work file's key: the experiment's identity and the file's own inputs, as they
+        read back from JSON (so a stored key compares equal)."""
+        return json.loads(json.dumps({"identity": self.identity, **inputs}))
+
+    def run(self) -> list[dict]:
+        """The experiment's rows (on rank 0; other ranks take part and return none)."""
+        self.table = self._cost_table()
+        schedules = self._schedules()
+        evaluated = self._evaluate(schedules)
+        latency = self._latency(list(schedules.values()))
+        if not self.world.is_main:
+            return []
+        published = {p.row: {**p.values(), "source": p.source} for p in self.e.published}
+        rows = []
+        for row in self.plan:
+            planned = schedules[row.name]
+            schedule, steps = planned.schedule, planned.steps
+            timing = latency.get(planned.key, {})
+            rows.append({
+                "experiment": self.e.name, "model": self.e.model, "steps": steps,
+                "sampler": models.sampler_record(self._on(planned.sampler).scheduler),
+                "guidance": self._guidance(), "name": row.name, "kind": row.kind,
+                "method": row.method, "family": family(row), "budget": row.budget,
+                "schedule": str(schedule),
+                "predicted_speedup": self._timed_schedule(planned).speedup(self.table,
+                                                                           self.calls),
+                "measured_speedup": timing.get("measured_speedup"),
+                "latency": timing.get("latency"), "search": planned.search,
+                **evaluated[row.name], "published": published.get(row.name),
+            })
+        return rows
+
+
+    def _cost_table(self) -> CostTable:
+        """The suite's cost table: the model's MAC/FLOP ratios, a file, or (``calibrate``)
+        the cost model fitted on rank 0's device before anything is searched, so that
+        searched rows land at their budget in measured speed too."""
+        from repro.speed.costs import model_cost_table
+
+        if self.e.cost_table == "default":
+            return model_cost_table(self.spec, self.model.unet)
+        if self.e.cost_table != "calibrate":
+            return CostTable.load(self.e.cost_table)
+        with self._stage("calibration"):
+            return CostTable.from_dict(self.world.share("cost table: rank 0 calibrating",
+                                                        self._calibrated))
+
+
+    def _on(self, sampler: models.Sampler | None):
+        """The model on ``sampler`` (None: the experiment's sampler)."""
+        if sampler is None:
+            return self.model
+        return replace(self.model, scheduler=models.build_scheduler(self.spec, sampler))
+
+    def _guidance(self) -> float | None:
+        from repro.models.guidance import model_scale
+
+        return model_scale(self.model, self.e.guidance)
+
+    # teacher and search ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        """Log the wall time of a stage of the run (benchmarks/scale_out.py reads it)."""
+        started = time.perf_counter()
+        yield
+        self.log(f"stage {name}: {time.perf_counter() - started:.1f} s")
+
+
+    def _schedules(self) -> dict[str, Planned]:
+        """Row name -> what it samples; searches replay their logged scores."""
+        out: dict[str, Planned] = {}
+        fitness, made_for = None, None  # one at a time: each holds a prefix store
+        for row in self.plan:
+            if row.kind == "teacher":
+                out[row.name] = Planned(Schedule.full(self.calls), self.e.steps)
+            elif row.kind == "searched":
+                steps = self._search_steps(row)
+                if made_for != (steps, row.seed):
+                    fitness, made_for = None, (steps, row.seed)
+                    fitness = self._fitness(steps, row.seed)
+                best, summary = self._search(row, fitness)
+                out[row.name] = Planned(best, steps, search=summary)
+            else:
+                sampler = row_sampler(self.e, row.baseline)
+                own = sampler and partial(models.sampler_calls, self.spec, sampler=sampler)
+                planned = techniques.plan_schedule(row, self.e.steps, self.calls_at, self.table,
+                                                  self.e.search.tol, own_calls_at=own)
+                out[row.name] = Planned(planned.schedule, planned.steps or self.e.steps,
+                                         sampler)
+        return out
