@@ -138,7 +138,9 @@ def test_a_reader_that_leaves_the_pipe_ends_the_command_quietly(monkeypatch, cap
     def env(args):
         raise BrokenPipeError(32, "Broken pipe")  # what print() raises once the reader left
 
-    monkeypatch.setattr(cli, "cmd_env", env)
+    from repro.cli import env as env_command
+
+    monkeypatch.setattr(env_command, "cmd_env", env)
     assert cli.main(["env"]) == 1  # (capfd puts the real stdout back afterwards)
     assert capfd.readouterr().err == ""
 

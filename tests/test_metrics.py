@@ -5,7 +5,6 @@ open_clip and InceptionV3 networks; no weights are downloaded.
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -300,10 +299,6 @@ def test_teacher_features_are_cached_in_memory_and_on_disk(cnn, digits, user_cac
         TeacherFeatureCache().features(other, cnn)
 
 
-DDPM_WEIGHTS = Path(__file__).parents[1] / "repro" / "zoo" / "weights" / "digits-ddpm.safetensors"
-
-
-@pytest.mark.skipif(not DDPM_WEIGHTS.is_file(), reason="trained digits-ddpm weights not present")
 def test_rfid_grows_as_deepcache_caches_longer_on_digits_ddpm(cnn):
     from repro.core.schedule import Schedule
     from repro.models import load_model

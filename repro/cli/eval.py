@@ -1,4 +1,4 @@
-"""``repro eval FILE.npz --metric M ...``: argparse wiring, to be hooked into ``repro.cli.main``.
+"""``repro eval FILE.npz --metric M ...``: metrics of a samples file, with protocols.
 
 Bad input raises :class:`MetricInputError` (missing weights included), which the main CLI
 reports as one line with exit code 2.
@@ -14,11 +14,12 @@ from repro.metrics.protocols import CLIP_ENV, INCEPTION_ENV, METRICS, REFERENCES
 from repro.metrics.result import MetricResult
 
 
-def add_eval_parser(subparsers, parents=()) -> argparse.ArgumentParser:
-    """``eval`` under ``subparsers``; ``parents``: the command line's shared flags (weights,
-    device, threads, batch: the latency batch)."""
-    parser = subparsers.add_parser("eval", help="metrics of a samples file, with protocols",
-                                   parents=list(parents))
+def add_parser(command) -> argparse.ArgumentParser:
+    """``eval``, with the command line's shared flags (weights, device, threads, batch: the
+    latency batch)."""
+    parser = command.sub.add_parser("eval", help="metrics of a samples file, with protocols",
+                                    parents=command.parents("weights", "device", "threads",
+                                                            "batch"))
     parser.add_argument("file", type=Path, help="samples file (.npz) from `repro sample`")
     parser.add_argument("--metric", action="append", required=True, metavar="M",
                         help=f"repeatable; one of: {', '.join(METRICS)}")

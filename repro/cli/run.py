@@ -1,0 +1,66 @@
+"""``repro run``: run a suite: teacher -> search -> evaluation -> results"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from repro.cli.common import (
+    SUITE_HELP,
+    Command,
+    add_tracking_uri,
+    command_line,
+    log_for,
+    step_mode,
+    suite_path,
+)
+from repro.infra.errors import UserError
+
+
+def add_parser(command: Command) -> None:
+    run = command("run", cmd_run, "run a suite: teacher -> search -> evaluation -> results",
+                  "device", "threads", "step_mode")
+    run.add_argument("suite", help=SUITE_HELP)
+    run.add_argument("--results", type=Path, default=Path("results"),
+                     help="results root (default: results/)")
+    run.add_argument("--run-id", help="run directory name; an existing one is resumed "
+                     "(default: resume this suite's latest unfinished run, else a new id)")
+    run.add_argument("--experiment", action="append", default=[],
+                     help="run only this experiment of the suite (repeatable)")
+    run.add_argument("--new", action="store_true", help="start a new run even if one is "
+                     "unfinished")
+    add_tracking_uri(run)
+    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from repro.config import suite
+    from repro.infra import distributed
+    from repro.run import runner
+
+    loaded = suite.load(suite_path(args.suite))
+    if args.no_tracking:
+        loaded = replace(loaded, tracking=replace(loaded.tracking, enabled=False))
+    if args.experiment:
+        loaded = _only(loaded, args.experiment)
+    run_dir = runner.run_suite(loaded, results_root=args.results, run_id=args.run_id,
+                               new=args.new, tracking_uri=args.tracking_uri,
+                               device=args.device, dtype=args.dtype, log=log_for("runner"),
+                               step_mode=step_mode(args), command=command_line(args))
+    if not args.quiet and distributed.launch_env()[0] == 0:  # rank 0 wrote the results
+        print((run_dir / "table.md").read_text())
+        print(f"results: {run_dir}")
+    return 0
+
+
+def _only(loaded, names: list[str]):
+    """The suite with only the named experiments: one process per experiment, each in its
+    own run directory; work files are keyed by what made them, so a whole-suite run on
+    one of those directories (``--run-id``) reuses them."""
+    known = [e.name for e in loaded.experiments]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UserError(f"--experiment: {unknown[0]!r} is not in suite {loaded.name!r} "
+                       f"(known: {', '.join(known)})")
+    return replace(loaded, experiments=tuple(e for e in loaded.experiments if e.name in names))

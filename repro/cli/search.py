@@ -1,0 +1,148 @@
+"""``repro search``: search schedules under speed budgets, rFID fitness"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from repro.cli.common import Command, at_least_one, replaceable, required_flags
+from repro.infra.errors import UserError
+
+
+def add_parser(command: Command) -> None:
+    from repro.metrics.protocols import SEARCH_FITNESSES
+    from repro.search.methods import METHODS
+
+    srch = command("search", cmd_search, "search schedules under speed budgets, rFID fitness",
+                   "model", "steps", "seeds", "prompts", "scheduler", "weights", "device",
+                   "threads", "batch")
+    srch.add_argument("--budget", type=float, action="append", required=True,
+                      help="target predicted speedup (repeatable)")
+    srch.add_argument("--n-eval", type=int, default=40, help="schedules scored per budget")
+    srch.add_argument("--method", choices=list(METHODS), default="segment")
+    srch.add_argument("--population", type=int, default=50, help="first generation's size")
+    srch.add_argument("--parents", type=int, default=10, help="best candidates bred from")
+    srch.add_argument("--mutations", type=int, default=25, help="mutated children a generation")
+    srch.add_argument("--crossovers", type=int, default=15,
+                      help="crossed children a generation")
+    srch.add_argument("--generations", type=int, help="stop after this many generations")
+    srch.add_argument("--no-seed-uniform", dest="seed_uniform", action="store_false",
+                      help="start from random candidates, not the uniform schedules")
+    srch.add_argument("--seed", type=int, default=0)
+    srch.add_argument("--labels", help="class labels, comma list cycled over the seeds "
+                      "(default: seed mod classes)")
+    srch.add_argument("--guidance", type=float, help="guidance (default: the model's)")
+    srch.add_argument("--extractor", default="digits-cnn", help="fitness features (default "
+                      "digits-cnn; inception-2015-12-05 for real images)")
+    srch.add_argument("--fitness", choices=list(SEARCH_FITNESSES), default="rfid",
+                      help="distance to the teacher's samples: rfid (the paper's; needs twice "
+                      "as many seeds as feature dimensions) or kid (unbiased at any n)")
+    srch.add_argument("--branches", help="allowed cache branches, comma list (default: all)")
+    srch.add_argument("--seg-lens", help="allowed segment lengths (default: 1..--max-seg-len)")
+    srch.add_argument("--max-seg-len", type=int, default=10, help="longest segment length")
+    srch.add_argument("--tol", type=float, default=0.1, help="budget window above the target")
+    srch.add_argument("--cost-table", type=Path, help="JSON from `repro bench --json` "
+                      "(default: MAC ratios)")
+    srch.add_argument("--log", type=Path, help="JSONL log; a rerun reuses its scores")
+    srch.add_argument("--pass-samples", type=int,
+                      help="candidates x seeds sampled in one batched pass (default 512; "
+                      "0: one candidate at a time)")
+    srch.add_argument("--json", action="store_true")
+    srch.set_defaults(seeds="0:128", batch=128)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from repro import models, search
+    from repro.core.schedule import CostTable
+    from repro.infra.progress import bar
+    from repro.metrics.protocols import EXTRACTORS
+    from repro.sampling import samples
+    from repro.sampling.prompts import read_prompts
+    from repro.search import search_log
+    from repro.search.fitness import FITNESSES
+    from repro.speed.costs import model_cost_table
+
+    required_flags(args, "model", "steps")
+    at_least_one(args, "steps", "n_eval", "population", "generations", "batch",
+                  "prompts_limit")
+    replaceable(args.log, "--log")
+    spec = models.get(args.model)
+    if args.extractor not in EXTRACTORS:
+        raise UserError(f"--extractor: unknown {args.extractor!r}; known: {', '.join(EXTRACTORS)}")
+    try:
+        seeds = samples.parse_seeds(args.seeds)
+        sampler = models.Sampler(args.scheduler)
+        calls = models.sampler_calls(spec, args.steps, sampler)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    labels = _int_list(args.labels, "--labels") if args.labels else None
+    if args.pass_samples is not None and args.pass_samples < 0:
+        raise UserError(f"--pass-samples must be 0 or more, got {args.pass_samples}")
+    pass_samples = {} if args.pass_samples is None else {"pass_samples": args.pass_samples or None}
+    branches = (_int_list(args.branches, "--branches") if args.branches
+                else list(range(spec.num_branches)))
+    lens = _int_list(args.seg_lens, "--seg-lens") if args.seg_lens else None
+    # one token per UNet call of the sampler: PLMS at 50 steps makes 51
+    space = search.SegmentSpace.of(calls, branches, lens, args.max_seg_len)
+    table = CostTable.load(args.cost_table) if args.cost_table else None
+    budgets = [search.Budget(b, table or CostTable({}, "bounds"), args.tol)
+               for b in args.budget]
+    for budget in budgets:  # before any weights are loaded
+        space.check_reachable(budget)
+    prompts = read_prompts(args.prompts, limit=args.prompts_limit) if args.prompts else None
+    model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
+    if args.scheduler:
+        model = replace(model, scheduler=models.build_scheduler(spec, sampler))
+    table = table or model_cost_table(spec, model.unet)
+    budgets = [search.Budget(b, table, args.tol) for b in args.budget]
+    fitness = FITNESSES[args.fitness](
+        model, args.steps, seeds, labels, guidance=args.guidance, extractor=args.extractor,
+        batch_size=args.batch, prompts=prompts, **pass_samples)
+    known = search_log.read_scores(args.log, fitness.context) if args.log else {}
+    on_record = search_log.appender(args.log, fitness.context) if args.log else None
+    with bar(total=args.n_eval * len(budgets), desc="search", unit="schedule") as progress:
+        def scored(schedule):
+            value = fitness(schedule)
+            progress.update(1)
+            return value
+
+        def score_many(schedules):  # a generation at a time: batched passes
+            values = fitness.score_many(schedules)
+            progress.update(len(schedules))
+            return values
+
+        scored.score_many = score_many
+        results, front = search.multi_budget(
+            search.run_method, budgets, method=search.METHODS[args.method].result_name,
+            space=space, evolution=search.Evolution(args.population, args.parents,
+                                                    args.mutations, args.crossovers),
+            generations=args.generations, fitness=scored, n_eval=args.n_eval,
+            seed_uniform=args.seed_uniform, seed=args.seed, known=known, on_record=on_record)
+    summary = {
+        "model": spec.id, "steps": args.steps, "unet_calls": calls,
+        "sampler": models.sampler_record(model.scheduler), "method": results[0].method,
+        "cost_table": table.to_dict(), "fitness": fitness.context["protocol"],
+        "budgets": [{"budget": r.budget, "schedule": str(r.best), "fitness": r.fitness,
+                     "predicted_speedup": r.predicted_speedup, "evaluated": len(r.records),
+                     "reused_from_log": sum(rec.cached for rec in r.records)}
+                    for r in results],
+        "pareto": [{"schedule": r.schedule, "predicted_speedup": r.predicted_speedup,
+                    "fitness": r.fitness} for r in front],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for row in summary["budgets"]:
+            print(f"{row['budget']}x  {summary['fitness']} {row['fitness']:.3f}  predicted "
+                  f"{row['predicted_speedup']:.2f}x  ({row['evaluated']} scored, "
+                  f"{row['reused_from_log']} from the log)  {row['schedule']}")
+    return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"{flag} expects a comma list of integers, got {text!r}") from None
