@@ -15,8 +15,8 @@ from PIL import Image
 
 from repro.cli import main as cli
 from repro.reporting import report
-from repro.reporting.comparison_report import verdict_table
 from repro.reporting.html_report import PLOTS, write_html
+from repro.reporting.verdict_report import verdict_table
 
 # the newest committed smoke run (run ids end in their start time)
 SMOKE_RUN = max((p for p in (Path(__file__).resolve().parents[1] / "results" / "smoke").iterdir()

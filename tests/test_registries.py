@@ -10,7 +10,7 @@ from repro.config import suite
 from repro.core.schedule import CostTable, Schedule
 from repro.search.methods import SearchMethod, random_search
 from repro.search.space import SegmentSpace
-from repro.techniques import Planned, Technique
+from repro.techniques import Resolved, Technique
 
 SUITE = "name: t\nversion: 1\nmodel: digits-ddpm\nsteps: 20\n"
 
@@ -27,12 +27,12 @@ class EveryOther(Technique):
         return Schedule.parse(" ".join("F" if i % k == 0 else "N" for i in range(calls)))
 
     def at_knob(self, baseline, knob, steps, calls, calls_at):
-        return Planned(f"every {knob}", self.schedule(calls, knob))
+        return Resolved(f"every {knob}", self.schedule(calls, knob))
 
     def at_budget(self, baseline, budget, steps, calls, calls_at):
         k = next(k for k in range(1, calls + 1)
                  if budget.speedup(self.schedule(calls, k)) >= budget.target)
-        return Planned(f"every {k}", self.schedule(calls, k))
+        return Resolved(f"every {k}", self.schedule(calls, k))
 
 
 @pytest.fixture
@@ -65,9 +65,9 @@ def test_a_technique_from_outside_is_validated_planned_and_resolved(tmp_path, to
     assert set(rows) == {"toy-every-other 4", "toy-every-other @2x"}
     table = CostTable({}, "unit")
     fixed = techniques.plan_schedule(rows["toy-every-other 4"], 20, lambda k: k, table, 0.1)
-    assert fixed == Planned("every 4", EveryOther.schedule(20, 4))
+    assert fixed == Resolved("every 4", EveryOther.schedule(20, 4))
     at_budget = techniques.plan_schedule(rows["toy-every-other @2x"], 20, lambda k: k, table, 0.1)
-    assert at_budget == Planned("every 2", EveryOther.schedule(20, 2))
+    assert at_budget == Resolved("every 2", EveryOther.schedule(20, 2))
     path.write_text(SUITE + "baselines: [{technique: toy-every-other, keep: [30]}]\n")
     with pytest.raises(suite.SuiteError, match=r"field 'baselines\[0\]\.keep': 30 outside 1\.\.20"):
         suite.check(suite.load(path))

@@ -138,7 +138,7 @@ def _regressed():
 
 
 def test_compare_arrows_and_verdicts():
-    df = report.compare(_results(), _regressed())
+    df = report.regression_diff(_results(), _regressed())
     assert list(df.columns[:3]) == ["experiment", "name", "note"]
     assert df.columns[-1] == "schedule"
     by_name = df[df["experiment"] == "digits-ddpm"].set_index("name")
@@ -166,7 +166,7 @@ def test_compare_arrows_and_verdicts():
 def test_compare_matches_renamed_rows_by_schedule():
     new = copy.deepcopy(_results())
     new["rows"][1]["name"] = "segment-evolution @2x"
-    df = report.compare(_results(), new)
+    df = report.regression_diff(_results(), new)
     assert len(df) == 6
     row = df[df["name"] == "segment-evolution @2x"].iloc[0]
     assert row["note"] == "renamed" and row["fid:digits-cnn Δ"] == "="

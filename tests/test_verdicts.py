@@ -85,21 +85,21 @@ def _verdict(family, outcome, difference):
 
 
 def test_verdict_changes_pair_two_runs_by_method_budget_family_metric_and_speed(tmp_path):
-    from repro.reporting import comparison_report
+    from repro.reporting import verdict_report
 
     old = {"verdicts": [_verdict("deepcache", "better", -1.0), _verdict("fewer-steps", "tie", 0.1)]}
     new = {"verdicts": [_verdict("deepcache", "tie", -0.2), _verdict("random", "worse", 2.0)]}
-    changes = comparison_report.verdict_changes(old, new).set_index("family")["changed"]
+    changes = verdict_report.verdict_changes(old, new).set_index("family")["changed"]
     assert changes.to_dict() == {"deepcache": "better -> tie", "random": "only in new",
                                  "fewer-steps": "only in old"}
-    paths = comparison_report.write_verdicts(new, tmp_path)
+    paths = verdict_report.write_verdicts(new, tmp_path)
     assert [p.name for p in paths] == ["verdicts.md", "verdicts.csv"]
     assert "| worse" in (tmp_path / "verdicts.md").read_text()
-    assert comparison_report.write_verdicts({"verdicts": []}, tmp_path / "none") == []
+    assert verdict_report.write_verdicts({"verdicts": []}, tmp_path / "none") == []
 
 
 def test_convergence_is_the_best_fitness_so_far():
-    from repro.reporting.comparison_report import convergence
+    from repro.reporting.verdict_report import convergence
 
     row = {"search": {"trace": [5.0, 7.0, 3.0, 4.0, 1.0]}}
     assert convergence(row).tolist() == [5.0, 5.0, 3.0, 3.0, 1.0]
@@ -243,7 +243,7 @@ def test_primary_verdicts_of_rows_from_per_seed_features():
 
 
 def test_tables_and_mlflow_tags_show_the_label_and_the_adjusted_verdict(tmp_path):
-    from repro.reporting import comparison_report
+    from repro.reporting import verdict_report
     from repro.reporting.tracking import verdict_tags
 
     run = {"verdicts": verdicts.adjust([
@@ -251,16 +251,16 @@ def test_tables_and_mlflow_tags_show_the_label_and_the_adjusted_verdict(tmp_path
         _verdict("fewer-steps", "better", -0.5) | {"p": 0.04, "label": "primary"},
         _verdict("sampler-steps", "worse", 0.5) | {"p": 0.03, "label": "primary"},
         _verdict("segment-random", "worse", 2.0) | {"p": 0.01, "label": "exploratory"}])}
-    table = comparison_report.verdict_table(run).set_index("family")
+    table = verdict_report.verdict_table(run).set_index("family")
     assert table["label"].to_dict() == {"deepcache": "primary", "fewer-steps": "primary",
                                         "sampler-steps": "primary",
                                         "segment-random": "exploratory"}
     assert table.loc["fewer-steps", "adjusted verdict"] == "tie"
     assert table.loc["fewer-steps", "Holm p"] == pytest.approx(0.06)
-    comparison_report.write_verdicts(run, tmp_path)
+    verdict_report.write_verdicts(run, tmp_path)
     text = (tmp_path / "verdicts.csv").read_text()
     assert "label" in text and "exploratory" in text and "adjusted verdict" in text
     assert verdict_tags(run) == {"repro.verdicts.primary": "better 1, tie 2",
                                  "repro.verdicts.exploratory": "worse 1"}
-    old = comparison_report.verdict_table({"verdicts": [_verdict("deepcache", "tie", 0.1)]})
+    old = verdict_report.verdict_table({"verdicts": [_verdict("deepcache", "tie", 0.1)]})
     assert old["label"].isna().all()  # a run from before labels still renders

@@ -28,7 +28,7 @@ def add_parser(command: Command) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from repro.infra.atomic import atomic_path
-    from repro.reporting import comparison_report, report
+    from repro.reporting import report, verdict_report
 
     if sum(map(bool, (args.runs, args.compare, args.experiment))) != 1:
         raise UserError("report takes RUN_DIR..., --compare OLD NEW or --experiment NAME")
@@ -50,18 +50,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.regression and len(runs) < 2:
             raise UserError(f"MLflow experiment {args.experiment!r} has {len(runs)} finished "
                            "run(s); --regression needs two")
-        text = (report.render(report.compare(runs[1], runs[0]), "md") if args.regression
+        text = (report.render(report.regression_diff(runs[1], runs[0]), "md") if args.regression
                 else report.render(report.table(runs[0]), args.format))
     elif args.compare:
         old, new = (report.load_results(p) for p in args.compare)
-        text = report.render(report.compare(old, new), "md")
+        text = report.render(report.regression_diff(old, new), "md")
         if old.get("verdicts") or new.get("verdicts"):
-            text += "\n" + report.render(comparison_report.verdict_changes(old, new), "md")
+            text += "\n" + report.render(verdict_report.verdict_changes(old, new), "md")
     else:
         runs = [report.load_results(p) for p in args.runs]
         text = report.render(report.table(runs), args.format)
         if len(runs) == 1 and runs[0].get("verdicts") and args.format == "md":
-            text += "\n" + report.render(comparison_report.verdict_table(runs[0]), "md")
+            text += "\n" + report.render(verdict_report.verdict_table(runs[0]), "md")
     if args.out:
         with writing(args.out), atomic_path(args.out) as tmp:
             tmp.write_text(text)

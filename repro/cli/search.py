@@ -12,37 +12,46 @@ from repro.infra.errors import UserError
 
 
 def add_parser(command: Command) -> None:
+    from repro.config.schema import Search
     from repro.metrics.protocols import SEARCH_FITNESSES
     from repro.search.methods import METHODS
+
+    suite = Search()  # a suite's defaults are the command's: one source
 
     srch = command("search", cmd_search, "search schedules under speed budgets, rFID fitness",
                    "model", "steps", "seeds", "prompts", "scheduler", "weights", "device",
                    "threads", "batch")
     srch.add_argument("--budget", type=float, action="append", required=True,
                       help="target predicted speedup (repeatable)")
-    srch.add_argument("--n-eval", type=int, default=40, help="schedules scored per budget")
+    srch.add_argument("--n-eval", type=int, default=suite.n_eval,
+                      help="schedules scored per budget")
     srch.add_argument("--method", choices=list(METHODS), default="segment")
-    srch.add_argument("--population", type=int, default=50, help="first generation's size")
-    srch.add_argument("--parents", type=int, default=10, help="best candidates bred from")
-    srch.add_argument("--mutations", type=int, default=25, help="mutated children a generation")
-    srch.add_argument("--crossovers", type=int, default=15,
+    srch.add_argument("--population", type=int, default=suite.population,
+                      help="first generation's size")
+    srch.add_argument("--parents", type=int, default=suite.parents,
+                      help="best candidates bred from")
+    srch.add_argument("--mutations", type=int, default=suite.mutations,
+                      help="mutated children a generation")
+    srch.add_argument("--crossovers", type=int, default=suite.crossovers,
                       help="crossed children a generation")
     srch.add_argument("--generations", type=int, help="stop after this many generations")
     srch.add_argument("--no-seed-uniform", dest="seed_uniform", action="store_false",
                       help="start from random candidates, not the uniform schedules")
-    srch.add_argument("--seed", type=int, default=0)
+    srch.add_argument("--seed", type=int, default=suite.seed)
     srch.add_argument("--labels", help="class labels, comma list cycled over the seeds "
                       "(default: seed mod classes)")
     srch.add_argument("--guidance", type=float, help="guidance (default: the model's)")
-    srch.add_argument("--extractor", default="digits-cnn", help="fitness features (default "
+    srch.add_argument("--extractor", default=suite.extractor, help="fitness features (default "
                       "digits-cnn; inception-2015-12-05 for real images)")
-    srch.add_argument("--fitness", choices=list(SEARCH_FITNESSES), default="rfid",
+    srch.add_argument("--fitness", choices=list(SEARCH_FITNESSES), default=suite.fitness,
                       help="distance to the teacher's samples: rfid (the paper's; needs twice "
                       "as many seeds as feature dimensions) or kid (unbiased at any n)")
     srch.add_argument("--branches", help="allowed cache branches, comma list (default: all)")
     srch.add_argument("--seg-lens", help="allowed segment lengths (default: 1..--max-seg-len)")
-    srch.add_argument("--max-seg-len", type=int, default=10, help="longest segment length")
-    srch.add_argument("--tol", type=float, default=0.1, help="budget window above the target")
+    srch.add_argument("--max-seg-len", type=int, default=suite.max_seg_len,
+                      help="longest segment length")
+    srch.add_argument("--tol", type=float, default=suite.tol,
+                      help="budget window above the target")
     srch.add_argument("--cost-table", type=Path, help="JSON from `repro bench --json` "
                       "(default: MAC ratios)")
     srch.add_argument("--log", type=Path, help="JSONL log; a rerun reuses its scores")
@@ -50,7 +59,7 @@ def add_parser(command: Command) -> None:
                       help="candidates x seeds sampled in one batched pass (default 512; "
                       "0: one candidate at a time)")
     srch.add_argument("--json", action="store_true")
-    srch.set_defaults(seeds="0:128", batch=128)
+    srch.set_defaults(seeds=suite.seeds, batch=128)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from repro.infra.errors import UserError
-from repro.search.loop import Evolution
+from repro.search.loop import DEFAULT_EVOLUTION, Evolution
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN guidance: refused
 
@@ -42,10 +42,10 @@ class Search:
     methods: tuple[str, ...] = ("segment", "stepwise", "random")
     budgets: tuple[float, ...] = ()
     n_eval: PositiveInt = 40
-    population: PositiveInt = 50
-    parents: PositiveInt = 10
-    mutations: NonNegativeInt = 25
-    crossovers: NonNegativeInt = 15
+    population: PositiveInt = DEFAULT_EVOLUTION.population
+    parents: PositiveInt = DEFAULT_EVOLUTION.parents
+    mutations: NonNegativeInt = DEFAULT_EVOLUTION.mutations
+    crossovers: NonNegativeInt = DEFAULT_EVOLUTION.crossovers
     generations: int | None = None
     seed: int = 0
     # independent searches per method and budget: search seeds seed, seed+1, ..., each

@@ -18,8 +18,8 @@ import pandas as pd
 
 from repro.infra.atomic import atomic_path
 from repro.infra.files import InputFileError, read_capped
-from repro.reporting.comparison_report import verdict_table
 from repro.reporting.report import display_cells, table
+from repro.reporting.verdict_report import verdict_table
 
 FILENAME = "report.html"
 PLOTS = (("pareto.png", "speedup against quality, the non-dominated front per experiment"),

@@ -201,7 +201,7 @@ def _match(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[int | None, int | Non
     return sorted(pairs, key=lambda p: p[1] if p[1] is not None else len(b) + p[0])
 
 
-def compare(old: dict, new: dict) -> pd.DataFrame:
+def regression_diff(old: dict, new: dict) -> pd.DataFrame:
     """Regression table of two runs, one row per schedule (new run's order, then old-only).
 
     Columns: experiment, name, note (``""``, ``renamed``, ``schedule changed``, ``only in

@@ -12,7 +12,7 @@ from repro.config.suite import (
 )
 from repro.infra.faults import checkpoint
 from repro.metrics.protocols import with_kid
-from repro.run.work import Planned, RowFiles, read_keyed, write_keyed
+from repro.run.work import RowFiles, RowLoop, read_keyed, write_keyed
 from repro.sampling import shards
 from repro.sampling.samples import SampleSet, parse_seeds
 
@@ -22,7 +22,7 @@ class EvaluationStage:
     state (``self.e``, ``self.model``, ``self.work``, ...)."""
 
     # evaluation ------------------------------------------------------------------------
-    def _evaluate(self, schedules: dict[str, Planned]) -> dict[str, dict]:
+    def _evaluate(self, schedules: dict[str, RowLoop]) -> dict[str, dict]:
         """Row name -> quality metrics, each row sampled at its steps on the evaluation seeds
         with its sample grid, kept with everything that produced it. The shards of every
         unfinished row and of the teacher are sampled in one pass over the ranks; rank 0 then
@@ -57,7 +57,7 @@ class EvaluationStage:
             loop.discard()
         return done
 
-    def _metrics(self, todo: list[RowPlan], schedules: dict[str, Planned], loops: dict,
+    def _metrics(self, todo: list[RowPlan], schedules: dict[str, RowLoop], loops: dict,
                  teacher: SampleSet, done: dict, files: dict[str, RowFiles]) -> None:
         """Rank 0: each row's metrics and features from its gathered samples, into ``done``
         and its work files."""

@@ -26,7 +26,7 @@ from repro.run.latency import LatencyStage
 from repro.run.searching import SearchStage
 from repro.run.teacher import TeacherStage
 from repro.run.verdicts import VerdictStage, family
-from repro.run.work import Log, Planned
+from repro.run.work import Log, RowLoop
 from repro.sampling.samples import SampleSet
 
 
@@ -154,25 +154,25 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         self.log(f"stage {name}: {time.perf_counter() - started:.1f} s")
 
 
-    def _schedules(self) -> dict[str, Planned]:
+    def _schedules(self) -> dict[str, RowLoop]:
         """Row name -> what it samples; searches replay their logged scores."""
-        out: dict[str, Planned] = {}
+        out: dict[str, RowLoop] = {}
         fitness, made_for = None, None  # one at a time: each holds a prefix store
         for row in self.plan:
             if row.kind == "teacher":
-                out[row.name] = Planned(Schedule.full(self.calls), self.e.steps)
+                out[row.name] = RowLoop(Schedule.full(self.calls), self.e.steps)
             elif row.kind == "searched":
                 steps = self._search_steps(row)
                 if made_for != (steps, row.seed):
                     fitness, made_for = None, (steps, row.seed)
                     fitness = self._fitness(steps, row.seed)
                 best, summary = self._search(row, fitness)
-                out[row.name] = Planned(best, steps, search=summary)
+                out[row.name] = RowLoop(best, steps, search=summary)
             else:
                 sampler = row_sampler(self.e, row.baseline)
                 own = sampler and partial(models.sampler_calls, self.spec, sampler=sampler)
                 planned = techniques.plan_schedule(row, self.e.steps, self.calls_at, self.table,
                                                   self.e.search.tol, own_calls_at=own)
-                out[row.name] = Planned(planned.schedule, planned.steps or self.e.steps,
+                out[row.name] = RowLoop(planned.schedule, planned.steps or self.e.steps,
                                          sampler)
         return out

@@ -7,19 +7,19 @@ from repro import models
 from repro.core.schedule import Schedule
 from repro.engine import accel
 from repro.infra.faults import checkpoint
-from repro.run.work import Planned, read_keyed, write_keyed
+from repro.run.work import RowLoop, read_keyed, write_keyed
 
 
 class LatencyStage:
     """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run\'s
     state (``self.e``, ``self.model``, ``self.work``, ...)."""
 
-    def _timed_schedule(self, row: Planned) -> Schedule:
+    def _timed_schedule(self, row: RowLoop) -> Schedule:
         if self._on_training_grid(row):
             return Schedule.full(row.schedule.count("F"))
         return row.schedule
 
-    def _timed_sampler(self, row: Planned, device):
+    def _timed_sampler(self, row: RowLoop, device):
         """The sampler a row's timed loop runs on. A training-grid row runs DDIM at its F
         count on DDIM's own grid: the UNet and a DDIM step cost the same at any timestep,
         so this is the cost of DDIM at exactly its F timesteps, which diffusers' DDIM cannot
@@ -29,8 +29,8 @@ class LatencyStage:
         return models.scheduler_factory(self.spec, row.sampler or self.e.sampler, steps,
                                         device)
 
-    def _latency(self, rows: list[Planned]) -> dict[str, dict]:
-        """Sampled loop (``Planned.key``) -> measured speedup and latency, all rows timed
+    def _latency(self, rows: list[RowLoop]) -> dict[str, dict]:
+        """Sampled loop (``RowLoop.key``) -> measured speedup and latency, all rows timed
         interleaved in one process (cached as one table: speedups are only comparable
         within one timing): on rank 0's device while the other ranks wait at a barrier."""
         if not self.e.evaluation.latency:
@@ -38,7 +38,7 @@ class LatencyStage:
         with self._stage("latency"):
             return self.world.share("latency: rank 0 timing", lambda: self._timed(rows))
 
-    def _timed(self, rows: list[Planned]) -> dict[str, dict]:
+    def _timed(self, rows: list[RowLoop]) -> dict[str, dict]:
         from repro.infra.timing import device_name
         from repro.metrics.latency import latency_inputs
         from repro.speed.loops import time_loops

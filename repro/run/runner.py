@@ -280,13 +280,13 @@ def resolved_yaml(suite: Suite) -> str:
 
 
 def _write_outputs(results: dict, run_dir: Path) -> None:
-    from repro.reporting import comparison_report, html_report, report
+    from repro.reporting import html_report, report, verdict_report
 
     report.write_tables(results, run_dir)
     report.pareto_plot(results, run_dir / "pareto.png")
-    comparison_report.write_verdicts(results, run_dir)
-    comparison_report.fronts_plot(results, run_dir / "fronts.png")
-    comparison_report.convergence_plot(results, run_dir / "convergence.png")
+    verdict_report.write_verdicts(results, run_dir)
+    verdict_report.fronts_plot(results, run_dir / "fronts.png")
+    verdict_report.convergence_plot(results, run_dir / "convergence.png")
     html_report.write_html(results, run_dir)  # after the plots and grids it embeds
     write_json(run_dir / "results.json", results)
 

@@ -18,7 +18,7 @@ from repro.config.suite import (
 from repro.core.schedule import Schedule
 from repro.infra import distributed
 from repro.infra.faults import checkpoint
-from repro.run.work import Planned
+from repro.run.work import RowLoop
 from repro.search import search_log
 
 
@@ -110,7 +110,7 @@ class SearchStage:
                              "reused": reused, "seed": row.seed, "grid_steps": fitness.steps,
                              "trace": [r.fitness for r in result.records]}
 
-    def _on_training_grid(self, row: Planned) -> bool:
+    def _on_training_grid(self, row: RowLoop) -> bool:
         """An F/N schedule of the step-wise search on the training grid: its null steps
         chain, so it is timed as the loop over its F timesteps alone (as AutoDiffusion runs
         it), not with hundreds of null scheduler steps."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from repro.run.work import Planned
+from repro.run.work import RowLoop
 from repro.sampling import shards
 from repro.sampling.samples import SampleSet, generate
 
@@ -38,7 +38,7 @@ class TeacherStage:
             self.teachers[name] = SampleSet.load(path)
         return self.teachers[name]
 
-    def _sharded(self, name: str, planned: Planned | None, steps: int, seeds: list[int],
+    def _sharded(self, name: str, planned: RowLoop | None, steps: int, seeds: list[int],
                  stage: str = "shard") -> shards.ShardedSamples:
         """The shards of one sampling of ``seeds``: the teacher (``planned`` None) or a
         row's loop, each shard one evaluation batch with its seeds' labels and prompts."""

@@ -16,7 +16,7 @@ from repro.infra.atomic import atomic_path
 Log = Callable[[str], None]
 
 
-class Planned(NamedTuple):
+class RowLoop(NamedTuple):
     """What a row samples: its schedule at its sampler's step count, on its own sampler
     (None: the experiment's), and its search summary."""
 

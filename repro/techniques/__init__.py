@@ -5,7 +5,7 @@ one module that subclasses it and calls :func:`register`, plus its import below.
 from repro.techniques import deepcache, fewer_steps, given, sampler_steps  # noqa: F401 (register)
 from repro.techniques.registry import (
     TECHNIQUES,
-    Planned,
+    Resolved,
     Setting,
     Technique,
     TechniqueError,
@@ -15,5 +15,5 @@ from repro.techniques.registry import (
     takers,
 )
 
-__all__ = ["TECHNIQUES", "Planned", "Setting", "Technique", "TechniqueError", "get",
+__all__ = ["TECHNIQUES", "Resolved", "Setting", "Technique", "TechniqueError", "get",
            "plan_schedule", "register", "takers"]

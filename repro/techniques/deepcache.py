@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from repro.core.budget import Budget
 from repro.core.schedule import Schedule, ScheduleError
 from repro.techniques.registry import (
-    Planned,
+    Resolved,
     Setting,
     Technique,
     TechniqueError,
@@ -66,11 +66,11 @@ class DeepCache(Technique):
             except ScheduleError as error:
                 raise TechniqueError(self.knob, str(error)) from None
 
-    def at_knob(self, baseline, knob, steps, calls, calls_at) -> Planned:
-        return Planned(*deepcache_row(baseline, knob, steps, calls))
+    def at_knob(self, baseline, knob, steps, calls, calls_at) -> Resolved:
+        return Resolved(*deepcache_row(baseline, knob, steps, calls))
 
-    def at_budget(self, baseline, budget, steps, calls, calls_at) -> Planned:
-        return Planned(*deepcache_at_budget(steps, calls, budget, baseline))
+    def at_budget(self, baseline, budget, steps, calls, calls_at) -> Resolved:
+        return Resolved(*deepcache_at_budget(steps, calls, budget, baseline))
 
 
 register(DeepCache("deepcache"))

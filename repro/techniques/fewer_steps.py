@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from repro.core.budget import Budget
 from repro.core.schedule import Schedule
-from repro.techniques.registry import Planned, Technique, first_reaching, register
+from repro.techniques.registry import Resolved, Technique, first_reaching, register
 
 
 def fewer_steps(steps: int, budget: Budget) -> tuple[str, Schedule]:
@@ -19,11 +19,11 @@ class FewerSteps(Technique):
     knob = "keep"
     knob_symbol = "keep"
 
-    def at_knob(self, baseline, knob, steps, calls, calls_at) -> Planned:
-        return Planned(f"ddim {knob} steps", Schedule.fewer_steps(calls, knob))
+    def at_knob(self, baseline, knob, steps, calls, calls_at) -> Resolved:
+        return Resolved(f"ddim {knob} steps", Schedule.fewer_steps(calls, knob))
 
-    def at_budget(self, baseline, budget, steps, calls, calls_at) -> Planned:
-        return Planned(*fewer_steps(calls, budget))
+    def at_budget(self, baseline, budget, steps, calls, calls_at) -> Resolved:
+        return Resolved(*fewer_steps(calls, budget))
 
 
 register(FewerSteps())

@@ -4,7 +4,7 @@ evaluated beside the rest, on no front of its own."""
 from __future__ import annotations
 
 from repro.core.schedule import Schedule, ScheduleError
-from repro.techniques.registry import Planned, Setting, Technique, TechniqueError, register
+from repro.techniques.registry import Resolved, Setting, Technique, TechniqueError, register
 
 
 class Given(Technique):
@@ -26,8 +26,8 @@ class Given(Technique):
         length = len(Schedule.parse(baseline.schedule))
         return None if length == calls else f"{length} steps, but the sampler makes {calls} calls"
 
-    def at_knob(self, baseline, knob, steps, calls, calls_at) -> Planned:
-        return Planned(baseline.name, Schedule.parse(baseline.schedule))
+    def at_knob(self, baseline, knob, steps, calls, calls_at) -> Resolved:
+        return Resolved(baseline.name, Schedule.parse(baseline.schedule))
 
 
 register(Given())

@@ -28,7 +28,7 @@ class TechniqueError(ValueError):
         self.field = field
 
 
-class Planned(NamedTuple):
+class Resolved(NamedTuple):
     """A baseline row resolved: what its knob became, its schedule, and the sampler steps it
     runs (None: the experiment's; a sampler-steps row runs its own)."""
 
@@ -86,11 +86,11 @@ class Technique:
         return None if knob <= limit else f"{self.knob_symbol}={knob} > {limit} {unit}"
 
     def at_knob(self, baseline, knob: int | None, steps: int, calls: int,
-                calls_at: CallsAt) -> Planned:
+                calls_at: CallsAt) -> Resolved:
         raise NotImplementedError
 
     def at_budget(self, baseline, budget: Budget, steps: int, calls: int,
-                  calls_at: CallsAt) -> Planned:
+                  calls_at: CallsAt) -> Resolved:
         raise NotImplementedError
 
 
@@ -128,7 +128,7 @@ def first_reaching(technique: str, budget: Budget,
 
 
 def plan_schedule(row, steps: int, calls_at: CallsAt, table: CostTable, tol: float,
-                  own_calls_at: CallsAt | None = None) -> Planned:
+                  own_calls_at: CallsAt | None = None) -> Resolved:
     """A suite's baseline row (``repro.config.suite.RowPlan``) of an experiment sampling
     ``steps`` steps (``calls_at(k)``: the UNet calls of k steps): its fixed knob or given
     schedule, or the knob that reaches its budget under ``table``. ``own_calls_at``: the

@@ -10,7 +10,7 @@ from repro.core.budget import Budget, BudgetError
 from repro.core.schedule import CostTable, Schedule
 from repro.techniques.registry import (
     CallsAt,
-    Planned,
+    Resolved,
     Setting,
     Technique,
     TechniqueError,
@@ -87,11 +87,11 @@ class SamplerSteps(Technique):
         except BudgetError as error:
             raise TechniqueError("", str(error)) from None
 
-    def at_knob(self, baseline, knob, steps, calls, calls_at) -> Planned:
-        return Planned(f"sampler {knob} steps", Schedule.full(calls_at(knob)), knob)
+    def at_knob(self, baseline, knob, steps, calls, calls_at) -> Resolved:
+        return Resolved(f"sampler {knob} steps", Schedule.full(calls_at(knob)), knob)
 
-    def at_budget(self, baseline, budget, steps, calls, calls_at) -> Planned:
-        return Planned(*sampler_steps(steps, budget, calls_at, calls))
+    def at_budget(self, baseline, budget, steps, calls, calls_at) -> Resolved:
+        return Resolved(*sampler_steps(steps, budget, calls_at, calls))
 
 
 register(SamplerSteps())
