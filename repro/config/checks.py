@@ -166,14 +166,31 @@ def _check_fitness(suite: Suite, e: Experiment) -> None:
 
 
 def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
+    """Every check of one experiment, cheapest first, and its row plan."""
     from repro import models
-    from repro.core.budget import Budget, BudgetError
-    from repro.metrics.protocols import EXTRACTORS, METRICS, NEEDS_REFERENCE, REFERENCES, is_path
-    from repro.sampling.samples import parse_seeds
-    from repro.search.operators import stepwise_feasible
 
     _choice(e.model, models.model_ids(), suite, e, "model")
     spec = models.get(e.model)
+    _check_names(suite, e, spec)
+    calls = _check_sampler(suite, e, spec)
+    _check_bounds(suite, e, spec)
+    _check_cost_table(suite, e)
+    _check_reachable(suite, e, calls)
+    plan = [RowPlan("teacher", "teacher", "teacher")]
+    plan += [RowPlan(searched_name(m, b, seed, e.search.repeats), "searched",
+                     METHODS[m].result_name, b, seed=seed)
+             for b in e.search.budgets for m in e.search.methods
+             for seed in e.search.search_seeds]
+    plan += _baseline_rows(suite, e, spec, calls)
+    _check_plan(suite, e, plan)
+    return plan
+
+
+def _check_names(suite: Suite, e: Experiment, spec) -> None:
+    """Prompts, labels, seed sets, search methods, extractors, metrics and references."""
+    from repro.metrics.protocols import EXTRACTORS, METRICS, NEEDS_REFERENCE, REFERENCES, is_path
+    from repro.sampling.samples import parse_seeds
+
     _check_prompts(suite, e, spec)
     _check_labels(suite, e, spec)
     for where, text in (("search.seeds", e.search.seeds), ("evaluation.seeds", e.evaluation.seeds)):
@@ -194,6 +211,12 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
                         f"(known: {', '.join(REFERENCES)})")
         if not is_path(e.evaluation.reference):  # a path is checked before a run
             _choice(e.evaluation.reference, REFERENCES, suite, e, "evaluation.reference")
+
+
+def _check_sampler(suite: Suite, e: Experiment, spec) -> int:
+    """The sampler, the step-wise grid and the step count; the UNet calls they make."""
+    from repro import models
+
     try:
         scheduler, _ = models.scheduler_setting(spec, e.sampler)
     except (ValueError, AttributeError) as error:
@@ -217,6 +240,11 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
         calls = models.sampler_calls(spec, e.steps, e.sampler)
     except ValueError as error:  # e.g. more steps than the training timesteps
         raise _fail(suite, e, "steps", str(error)) from None
+    return calls
+
+
+def _check_bounds(suite: Suite, e: Experiment, spec) -> None:
+    """Branches, the latency batch, the budget window and the generation count."""
     branches = e.search.branches or tuple(range(spec.num_branches))
     for where, branch in (*(("search.branches", b) for b in branches),
                           *((f"baselines[{i}].branch", x.branch)
@@ -232,7 +260,13 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     if e.search.generations is not None and e.search.generations < 1:
         raise _fail(suite, e, "search.generations", "must be at least 1 (or absent: "
                     f"until n_eval schedules are scored), got {e.search.generations}")
-    _check_cost_table(suite, e)
+
+
+def _check_reachable(suite: Suite, e: Experiment, calls: int) -> None:
+    """Each search budget reachable in each method's space, whatever the costs."""
+    from repro.core.budget import Budget, BudgetError
+    from repro.search.operators import stepwise_feasible
+
     try:
         space = segment_space(e, calls)
     except BudgetError as error:
@@ -247,11 +281,12 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
                 stepwise_feasible(grid, replace(budget, reference_calls=calls))
     except BudgetError as error:
         raise _fail(suite, e, "search.budgets", str(error)) from None
-    plan = [RowPlan("teacher", "teacher", "teacher")]
-    plan += [RowPlan(searched_name(m, b, seed, e.search.repeats), "searched",
-                     METHODS[m].result_name, b, seed=seed)
-             for b in e.search.budgets for m in e.search.methods
-             for seed in e.search.search_seeds]
+
+
+def _baseline_rows(suite: Suite, e: Experiment, spec, calls: int) -> list[RowPlan]:
+    """Each baseline entry checked by its technique, and its rows: one per fixed knob, else
+    one per search budget (a given schedule: one row)."""
+    plan: list[RowPlan] = []
     setting = techniques.Setting(spec, e.steps, calls, e.sampler, tuple(e.search.budgets))
     for index, baseline in enumerate(e.baselines):
         where = f"baselines[{index}]"
@@ -278,6 +313,11 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
         if not knobs:
             plan += [RowPlan(f"{baseline.name or technique.label(baseline)} @{b:g}x", "baseline",
                              technique.name, b, baseline) for b in e.search.budgets]
+    return plan
+
+
+def _check_plan(suite: Suite, e: Experiment, plan: list[RowPlan]) -> None:
+    """Row names (length, folder clashes), published rows and primary comparisons."""
     row_names = [row.name for row in plan]
     for row in plan:
         if len(row.name) > ROW_NAME_MAX:
@@ -291,7 +331,6 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     for index, published in enumerate(e.published):
         _choice(published.row, row_names, suite, e, f"published[{index}].row")
     _check_primary(suite, e)
-    return plan
 
 
 def _check_primary(suite: Suite, e: Experiment) -> None:
