@@ -109,7 +109,11 @@ def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
         rows += runner.run()
         tables[experiment.name] = runner.table.to_dict()
         if world.is_main:
-            verdicts += runner.verdicts(rows)
+            found, intervals = runner.verdicts(rows)
+            verdicts += found
+            for row in rows:
+                if row["experiment"] == experiment.name and row["name"] in intervals:
+                    row["intervals"] = intervals[row["name"]]
     if world.is_main:
         from repro.results.verdicts import adjust
 

@@ -25,19 +25,19 @@ class VerdictStage:
     """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run\'s
     state (``self.e``, ``self.model``, ``self.work``, ...)."""
 
-    def verdicts(self, rows: list[dict]) -> list[dict]:
+    def verdicts(self, rows: list[dict]) -> tuple[list[dict], dict[str, dict]]:
         """Each search method and budget against every baseline family's front at equal
         speed and every other search method at the same budget, with intervals
-        (:mod:`repro.results.verdicts`; labelled primary or exploratory, Holm-adjusted later across
-        the run); each row of this experiment gains the interval of every judged protocol
-        (``intervals``)."""
+        (:mod:`repro.results.verdicts`; labelled primary or exploratory, Holm-adjusted later
+        across the run), and the interval of every judged protocol (and the KID beside each
+        FID) by this experiment's row name. ``rows`` are read, not changed."""
         from repro.results import verdicts
 
         ev = self.e.evaluation
         mine = [row for row in rows if row["experiment"] == self.e.name]
         protocols = verdicts.judged(ev.metrics)
         if not ev.bootstrap or not protocols:
-            return []
+            return [], {}
         self.log(f"verdicts: {len(protocols)} metrics, {ev.bootstrap} bootstrap resamples")
         features = {row["name"]: self._stored_features(row) for row in mine}
         teacher = next(row["name"] for row in mine if row["kind"] == "teacher")
@@ -51,10 +51,11 @@ class VerdictStage:
         qualities = verdicts.point_qualities(features, protocols, teacher, references)
         records, intervals = verdicts.verdicts(mine, qualities, ev.bootstrap,
                                                self._primary())
-        for row in mine:
-            row["intervals"] = {m: list(intervals[(row["name"], m)]) for m in protocols}
-        self._kid_intervals(mine, features, teacher)
-        return [{"experiment": self.e.name, **record} for record in records]
+        by_row = {row["name"]: {m: list(intervals[(row["name"], m)]) for m in protocols}
+                  for row in mine}
+        for name, kid in self._kid_intervals(mine, features, teacher).items():
+            by_row[name].update(kid)
+        return [{"experiment": self.e.name, **record} for record in records], by_row
 
     def _primary(self) -> list[dict] | None:
         """The suite's primary comparisons with methods named as in results (None: the
@@ -66,7 +67,8 @@ class VerdictStage:
                  "family": named.get(p.against, p.against), "budget": p.budget,
                  "metric": p.metric, "speed": p.speed} for p in self.e.evaluation.primary]
 
-    def _kid_intervals(self, rows: list[dict], features: dict, teacher: str) -> None:
+    def _kid_intervals(self, rows: list[dict], features: dict, teacher: str,
+                       ) -> dict[str, dict]:
         """Each row's 95% interval of the KID beside each of its FID protocols (kid against
         the reference's features, rkid against the teacher row's), a percentile bootstrap
         over the evaluation seeds (:func:`repro.metrics.kid.interval`)."""
@@ -74,6 +76,7 @@ class VerdictStage:
         from repro.metrics.protocols import KID_OF
 
         ev = self.e.evaluation
+        found: dict[str, dict] = {row["name"]: {} for row in rows}
         for protocol in ev.metrics:
             kind, _, name = protocol.partition(":")
             if kind == "fid":
@@ -85,5 +88,6 @@ class VerdictStage:
                 x = features[row["name"]][name]
                 quality = (kid_quality(x, reference, self_term=self_term) if kind == "fid"
                            else rkid_quality(x, features[teacher][name]))
-                row["intervals"][f"{KID_OF[kind]}:{name}"] = list(
+                found[row["name"]][f"{KID_OF[kind]}:{name}"] = list(
                     interval(quality, len(x), ev.bootstrap))
+        return found
