@@ -16,7 +16,7 @@ import pytest
 from repro.cli import main as cli
 from repro.config.suite import slug
 from repro.infra.faults import KILL_ENV, STAGES
-from repro.run import runner
+from repro.run import teacher as teacher_stage
 from repro.search import fitness as fitness_module
 
 SUITE = """
@@ -95,7 +95,7 @@ def test_a_run_killed_after_each_stage_resumes_without_redoing_work(
         else set()
 
     calls = {"generate": [], "fitness": []}
-    real_generate, real_score = runner.generate, fitness_module.TeacherFitness.__call__
+    real_generate, real_score = teacher_stage.generate, fitness_module.TeacherFitness.__call__
 
     def counting_generate(model, steps, schedule=None, *args, **kwargs):
         calls["generate"].append(str(schedule))
@@ -105,7 +105,7 @@ def test_a_run_killed_after_each_stage_resumes_without_redoing_work(
         calls["fitness"].append(str(schedule))
         return real_score(self, schedule)
 
-    monkeypatch.setattr(runner, "generate", counting_generate)
+    monkeypatch.setattr(teacher_stage, "generate", counting_generate)
     monkeypatch.setattr(fitness_module.TeacherFitness, "__call__", counting_score)
     assert cli.main(run_command(directory)) == 0
     assert [p.name for p in (directory / "results" / "kills").iterdir()] == [run_dir.name]

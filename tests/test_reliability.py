@@ -19,6 +19,7 @@ from repro.cli import main as cli
 from repro.config.suite import load
 from repro.infra.faults import KILL_ENV, with_ctrl_c
 from repro.run import runner
+from repro.run import teacher as teacher_stage
 from repro.speed import loops
 
 SMALL = """
@@ -73,8 +74,8 @@ def test_work_files_of_another_model_are_not_reused(tmp_path, monkeypatch):
     second_dir = tmp_path / "r2" / "rel" / "x"
     shutil.copytree(first / "work" / "a", second_dir / "work" / "a")
     generated, timed = [], []
-    real_generate, real_time = runner.generate, loops.time_loops
-    monkeypatch.setattr(runner, "generate", lambda model, *a, **k: generated.append(
+    real_generate, real_time = teacher_stage.generate, loops.time_loops
+    monkeypatch.setattr(teacher_stage, "generate", lambda model, *a, **k: generated.append(
         model.name) or real_generate(model, *a, **k))
     monkeypatch.setattr(loops, "time_loops", lambda *a, **k: timed.append(1) or real_time(*a, **k))
     runner.run_suite(load(write(tmp_path, cond, "cond.yaml")), results_root=tmp_path / "r2",
@@ -414,7 +415,7 @@ def test_editing_tracking_keeps_the_run_and_its_work(tmp_path, monkeypatch):
     edited = load(write(tmp_path, SMALL.replace("tracking: {enabled: false}", "tracking: "
                                                 "{enabled: false, experiment: elsewhere}")))
     sampled = []
-    monkeypatch.setattr(runner, "generate", lambda *a, **k: sampled.append(1))
+    monkeypatch.setattr(teacher_stage, "generate", lambda *a, **k: sampled.append(1))
     runner.run_suite(edited, results_root=tmp_path / "r", run_id="x")
     assert sampled == []
 
