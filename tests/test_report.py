@@ -257,6 +257,10 @@ def test_load_results(tmp_path):
     bad = _write_run(tmp_path / "bad", {**_results(), "schema": "other@1"}) / "results.json"
     with pytest.raises(report.ReportError, match=r"bad[/\\]results\.json: schema 'other@1'"):
         report.load_results(bad)
+    newer = _write_run(tmp_path / "newer", {**_results(), "schema": "flexiffusion-repro/results@2"})
+    with pytest.raises(report.ReportError, match=r"schema flexiffusion-repro/results@2 is not "
+                                                 r"one this harness reads \(.*@1 and earlier\)"):
+        report.load_results(newer)  # a newer format is refused, never misread
     bad.write_text("{not json")
     with pytest.raises(report.ReportError, match=r"results\.json: not valid JSON"):
         report.load_results(bad)

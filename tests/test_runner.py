@@ -15,7 +15,6 @@ from conftest import assert_speedup_is_the_ratio_of_medians, error_lines, logged
 
 from repro.cli import main as cli
 from repro.config.suite import check, load
-from repro.run import runner
 
 TINY = """
 name: tiny
@@ -135,7 +134,7 @@ def test_the_stepwise_row_chooses_among_training_timesteps(finished_run):
 def test_run_writes_one_row_per_planned_schedule(finished_run):
     run_dir, _, suite = finished_run
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["schema"] == runner.RESULTS_SCHEMA and results["run_id"] == run_dir.name
+    assert results["schema"] == "flexiffusion-repro/results@1" and results["run_id"] == run_dir.name
     plans = check(suite)
     for name, plan in plans.items():
         rows = [r for r in results["rows"] if r["experiment"] == name]

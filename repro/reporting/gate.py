@@ -48,9 +48,10 @@ from scipy import stats
 from repro.config.suite import DEFAULT_TOLERANCES, MIN_TIMING_REPEATS, Regression
 from repro.infra.errors import UserError
 from repro.metrics.protocols import lower_is_better
-from repro.reporting.report import SCHEMA_PREFIX, ReportError, load_results
+from repro.reporting.report import ReportError, load_results
 from repro.results import bench_report, per_seed
 from repro.results.compare import Point, Quality, holm, per_seed_mean
+from repro.results.schema import is_results
 
 SPEED = "measured speedup"
 EXIT_REGRESSED = 1
@@ -193,8 +194,7 @@ def _newest_run(folder: Path, exclude_run_id: str | None) -> Path:
             data = json.loads(results.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue
-        if (isinstance(data, dict) and str(data.get("schema", "")).startswith(SCHEMA_PREFIX)
-                and data.get("run_id") != exclude_run_id):
+        if is_results(data) and data.get("run_id") != exclude_run_id:
             found.append((str(data.get("finished", "")), results.parent))
     if not found:
         raise GateError(f"{folder}: no finished run (a directory with results.json) in it"

@@ -18,8 +18,8 @@ from repro.core.pareto import front_indices
 from repro.infra.atomic import atomic_path
 from repro.infra.errors import UserError
 from repro.metrics.protocols import lower_is_better
+from repro.results.schema import schema_problem
 
-SCHEMA_PREFIX = "flexiffusion-repro/results@"
 FORMATS = ("md", "csv", "tex")
 _TEXT_COLUMNS = ("run", "experiment", "name", "kind", "source", "schedule")
 _SPEEDUPS = ("predicted speedup", "measured speedup")
@@ -45,9 +45,9 @@ def load_results(path: Path | str) -> dict:
         raise ReportError(f"{file}: cannot read ({error})") from None
     except json.JSONDecodeError as error:
         raise ReportError(f"{file}: not valid JSON ({error})") from None
-    schema = results.get("schema") if isinstance(results, dict) else None
-    if not (isinstance(schema, str) and schema.startswith(SCHEMA_PREFIX)):
-        raise ReportError(f"{file}: schema {schema!r} is not {SCHEMA_PREFIX}N")
+    problem = schema_problem(results.get("schema") if isinstance(results, dict) else None)
+    if problem:
+        raise ReportError(f"{file}: {problem}")
     if not isinstance(results.get("rows"), list):
         raise ReportError(f"{file}: no 'rows' list")
     return results

@@ -41,10 +41,10 @@ from repro.infra import distributed
 from repro.infra.atomic import atomic_path, writable_problem
 from repro.infra.faults import checkpoint
 from repro.infra.provenance import git_state
+from repro.results.schema import SCHEMA
 from repro.run.experiment import ExperimentRun
 from repro.run.work import Log, now, write_json
 
-RESULTS_SCHEMA = "flexiffusion-repro/results@1"
 RUN_ID_MAX = 128
 
 
@@ -120,7 +120,7 @@ def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
         verdicts = adjust(verdicts)  # Holm across the run's primary comparisons
         state = json.loads((run_dir / "work" / "state.json").read_text())
         results = {
-            "schema": RESULTS_SCHEMA, "run_id": run_dir.name,
+            "schema": SCHEMA, "run_id": run_dir.name,
             "suite": {"name": suite.name, "version": suite.version, "file": suite.file,
                       "digest": suite.digest},
             "started": state["started"], "finished": now(), "command": command,
