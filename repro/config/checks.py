@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import replace
 
 from repro import techniques
 from repro.config.plan import searched_name, segment_space, slug, technique_label, training_steps
@@ -223,12 +222,13 @@ def _check_sampler(suite: Suite, e: Experiment, spec) -> int:
         field_name = "spacing" if "spacing" in str(error) else "scheduler"
         raise _fail(suite, e, field_name, str(error)) from None
     _choice(e.search.stepwise_grid, STEPWISE_GRIDS, suite, e, "search.stepwise_grid")
-    if ("stepwise" in e.search.methods and e.search.stepwise_grid == "training"
-            and scheduler != "DDIMScheduler"):
+    on_training_grid = (e.search.stepwise_grid == "training"
+                        and any(METHODS[m].training_grid for m in e.search.methods))
+    if on_training_grid and scheduler != "DDIMScheduler":
         raise _fail(suite, e, "search.stepwise_grid", "'training' needs a DDIM sampler (null "
                     f"steps chain exactly only there); {scheduler} samples this "
                     "experiment: set 'teacher'")
-    if "stepwise" in e.search.methods and e.search.stepwise_grid == "training":
+    if on_training_grid:
         try:
             models.sampler_calls(spec, training_steps(e), e.sampler)
         except ValueError as error:
@@ -265,7 +265,6 @@ def _check_bounds(suite: Suite, e: Experiment, spec) -> None:
 def _check_reachable(suite: Suite, e: Experiment, calls: int) -> None:
     """Each search budget reachable in each method's space, whatever the costs."""
     from repro.core.budget import Budget, BudgetError
-    from repro.search.operators import stepwise_feasible
 
     try:
         space = segment_space(e, calls)
@@ -274,11 +273,10 @@ def _check_reachable(suite: Suite, e: Experiment, calls: int) -> None:
     try:
         for target in e.search.budgets:
             budget = Budget(target, _unit_table(), e.search.tol)
-            if "segment" in e.search.methods or "random" in e.search.methods:
-                space.check_reachable(budget)
-            if "stepwise" in e.search.methods:
-                grid = training_steps(e) if e.search.stepwise_grid == "training" else calls
-                stepwise_feasible(grid, replace(budget, reference_calls=calls))
+            for method in map(METHODS.get, e.search.methods):
+                on_training = method.training_grid and e.search.stepwise_grid == "training"
+                method.reachable(space, budget, training_steps(e) if on_training else calls,
+                                 calls)
     except BudgetError as error:
         raise _fail(suite, e, "search.budgets", str(error)) from None
 

@@ -4,11 +4,11 @@ AutoDiffusion's step-wise evolution and random search, on equal terms."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from repro.core.budget import Budget
 from repro.search.loop import DEFAULT_EVOLUTION, Evolution, Record, SearchResult, run_search
-from repro.search.operators import SegmentOps, StepOps
+from repro.search.operators import SegmentOps, StepOps, stepwise_feasible
 from repro.search.space import Fitness, SegmentSpace
 
 
@@ -50,18 +50,32 @@ def stepwise_evolution(steps: int, fitness: Fitness, budget: Budget, *, n_eval: 
                    max_stall=max_stall)
 
 
+def segment_reachable(space: SegmentSpace, budget: Budget, grid: int, calls: int) -> None:
+    """Raise BudgetError where no segment genome of ``space`` meets ``budget``."""
+    space.check_reachable(budget)
+
+
+def stepwise_reachable(space: SegmentSpace, budget: Budget, grid: int, calls: int) -> None:
+    """Raise BudgetError where no step-wise schedule on a grid of ``grid`` steps meets
+    ``budget`` against the teacher's ``calls``."""
+    stepwise_feasible(grid, replace(budget, reference_calls=calls))
+
+
 @dataclass(frozen=True)
 class SearchMethod:
     """A search method as suites and ``repro search --method`` name it (``name``) and as
     results name it (``result_name``). ``run(space, *, evolution, generations,
     stepwise_steps, **common)`` runs one search on equal terms with the others (``common``:
     fitness, budget, n_eval, seed_uniform, seed, known, on_record). ``training_grid``: it
-    may search on the model's training-timestep grid (a suite's ``search.stepwise_grid``)."""
+    may search on the model's training-timestep grid (a suite's ``search.stepwise_grid``).
+    ``reachable(space, budget, grid, calls)`` raises BudgetError before a run where its
+    search cannot meet a budget, whatever the costs."""
 
     name: str
     result_name: str
     run: Callable[..., SearchResult]
     training_grid: bool = False
+    reachable: Callable[[SegmentSpace, Budget, int, int], None] = segment_reachable
 
 
 METHODS: dict[str, SearchMethod] = {}  # name -> method, in registration order
@@ -110,5 +124,6 @@ def _random(space, *, evolution, generations, stepwise_steps, **common):
 
 
 register(SearchMethod("segment", "segment-evolution", _segment))
-register(SearchMethod("stepwise", "stepwise-evolution", _stepwise, training_grid=True))
+register(SearchMethod("stepwise", "stepwise-evolution", _stepwise, training_grid=True,
+                      reachable=stepwise_reachable))
 register(SearchMethod("random", "segment-random", _random))
