@@ -32,7 +32,7 @@ def latency_inputs(model: LoadedModel, batch: int, guidance: float | None = None
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     latents = latents.to(unet.device, unet.dtype)
     guidance = model_scale(model, guidance)
-    if model.num_classes is None and model.pipeline is None:
+    if not model.conditioned:
         return latents, {}
     cfg = classifier_free(guidance)
     if model.pipeline is not None:

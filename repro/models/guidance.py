@@ -13,11 +13,17 @@ def classifier_free(scale: float | None) -> bool:
     return scale is not None and scale != 1.0
 
 
+def guidance_scale(conditioned: bool, requested: float | None, default) -> float | None:
+    """The rule: no scale without conditioning; else the one asked for, else the model's
+    default (``default()``, called only when needed: reading a model card may fail)."""
+    if not conditioned:
+        return None
+    return default() if requested is None else requested
+
+
 def model_scale(model, requested: float | None) -> float | None:
     """The scale a loaded model (:class:`repro.models.LoadedModel`) samples and records."""
-    if model.num_classes is None and model.pipeline is None:
-        return None
-    return model.default_guidance if requested is None else requested
+    return guidance_scale(model.conditioned, requested, lambda: model.default_guidance)
 
 
 def default_guidance(spec) -> float | None:
@@ -42,7 +48,5 @@ def cfg_scale(spec, guidance: float | None) -> float | None:
     ``guidance``, else the model's default; None for no guidance (an unconditioned model,
     or guidance 1). With guidance the UNet batch is twice the images (SD v1.5 at one image
     runs the UNet at batch 2)."""
-    if spec.conditioning == "none":
-        return None
-    scale = default_guidance(spec) if guidance is None else guidance
-    return scale if classifier_free(scale) else None
+    chosen = guidance_scale(spec.conditioned, guidance, lambda: default_guidance(spec))
+    return chosen if classifier_free(chosen) else None

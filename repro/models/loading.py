@@ -111,6 +111,11 @@ class LoadedModel:
     pipeline: Any = None  # text-conditioned models: the diffusers pipeline that samples them
     decoder: Any = None  # latent models: the first stage (latents -> images)
 
+    @property
+    def conditioned(self) -> bool:
+        """Sampled on labels or prompts (what guidance applies to); as ModelSpec's."""
+        return self.num_classes is not None or self.pipeline is not None
+
     def condition(self, labels, guidance: bool) -> dict:
         """UNet kwargs for ``labels``; with ``guidance``, the batch is [null, labels]. Without
         a label encoder the UNet embeds labels itself (ADM's ``class_labels``)."""

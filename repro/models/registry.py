@@ -67,6 +67,11 @@ class ModelSpec:
         return (self.unet_config["in_channels"], size, size)
 
     @property
+    def conditioned(self) -> bool:
+        """Sampled on labels or prompts (what guidance applies to): the one test of it."""
+        return self.conditioning != "none"
+
+    @property
     def num_branches(self) -> int:
         """Cache branches: blocks x (layers_per_block + 1), as ``engine.num_branches``."""
         config = self.unet_config
