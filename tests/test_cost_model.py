@@ -60,6 +60,18 @@ def test_a_negative_null_step_cost_from_noise_is_fitted_at_zero_and_the_table_lo
     assert CostTable.from_dict(fitted.to_dict()) == fitted
 
 
+def test_a_per_call_saving_larger_than_a_call_is_noise_and_the_table_loads():
+    """In-loop F 1.0 s and P3 0.2 s against isolated 0.5 s and 0.2 s fit a per-call term
+    of -1/3 s, which would make the P0 step (isolated 0.01 s) cost less than nothing: the
+    fit drops the per-call term (CI met this as a 1-repeat bench that wrote a table its own
+    reader refused)."""
+    loops = [(Schedule.full(4), 4.0), (Schedule.parse("F P3 F P3"), 2.4)]
+    fitted = fit_cost_table(loops, {"F": 0.5, "P3": 0.2, "P0": 0.01}, "fit")
+    assert fitted.per_call == 0.0
+    assert fitted.partial == pytest.approx({0: 0.02, 3: 0.2})
+    assert CostTable.from_dict(fitted.to_dict()) == fitted
+
+
 def test_fit_goes_through_the_all_full_loop_and_refuses_loops_without_one():
     loops = [(Schedule.full(10), 1.0), (Schedule.deepcache(10, 2), 0.62),
              (Schedule.deepcache(10, 5), 0.35), (Schedule.deepcache(10, 10), 0.30)]

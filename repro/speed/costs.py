@@ -118,7 +118,8 @@ def fit_cost_table(loops: Sequence[tuple[Schedule, float]], call_seconds: Mappin
        work, the scheduler handing over latents; negative where a GPU overlaps the next
        launch with the last call); ``scale`` carries the isolated times of kinds no loop
        ran onto the loop's clock. With fewer than two kinds timed both ways there is
-       nothing to fit: no per-call term, and the F times give the scale.
+       nothing to fit: no per-call term, and the F times give the scale; the same where
+       the fitted per-call term would make the cheapest call cost nothing or less (noise).
 
     Kind costs are the in-loop seconds less ``per_call``, in units of F's.
     """
@@ -183,6 +184,10 @@ def _loop_against_isolated(in_loop: Mapping[str, float], call_seconds: Mapping[s
     loop = np.array([in_loop[k] for k in shared])
     design = np.array([[call_seconds[k], 1.0] for k in shared]) / loop[:, None]
     scale, call_s = np.linalg.lstsq(design, np.ones_like(loop), rcond=None)[0]
+    if scale * min(call_seconds.values()) + call_s <= 0:
+        # a per-call saving larger than the cheapest call is timing noise (1-repeat fits on
+        # a shared CPU gave -0.17 of an F call): no per-call term, F gives the scale
+        return in_loop[FULL] / call_seconds[FULL], 0.0
     return float(scale), float(call_s)
 
 
