@@ -13,8 +13,6 @@ from pathlib import Path
 from repro.infra.errors import UserError
 
 EXIT_BAD_INPUT = 2
-
-
 SUITE_HELP = "suite file, or the name of a packaged suite (see `repro ls`)"
 
 
