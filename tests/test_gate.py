@@ -16,7 +16,7 @@ import pytest
 from repro.cli import main as cli
 from repro.config.suite import Regression, Tolerance
 from repro.metrics.frechet import FeatureStatistics
-from repro.reporting import gate
+from repro.reporting import gate, gate_checks
 from repro.results import per_seed
 from repro.results.compare import Point, per_seed_mean
 
@@ -442,7 +442,7 @@ def test_the_fid_p_value_keeps_its_level_when_images_change_without_changing_qua
     reference = FeatureStatistics.of(rng.normal(size=(4000, d)), "x")
 
     def point(features):
-        return Point("p", 0.0, gate._frechet(features, reference), n)
+        return Point("p", 0.0, gate_checks.frechet(features, reference), n)
     p = np.array([gate.bootstrap_test(
         point(rng.normal(size=(n, d)) @ root + 0.3), point(rng.normal(size=(n, d)) @ root + 0.3),
         0.0, resamples=199, rng=rng).p for _ in range(cases)])
