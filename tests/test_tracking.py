@@ -282,8 +282,8 @@ def test_a_half_made_sqlite_store_is_refused_naming_the_file(tmp_path):
         check_reachable(store(tmp_path))
 
 
-_CREATE = ("import sys; from repro.reporting.tracking import _experiment\n"
-           "with _experiment(sys.argv[1], 'e') as (client, experiment_id): pass\n")
+_CREATE = ("import sys; from repro.reporting.tracking_store import experiment_for\n"
+           "with experiment_for(sys.argv[1], 'e') as (client, experiment_id): pass\n")
 
 
 def _tracking_child(uri: str, cwd: Path) -> subprocess.Popen:

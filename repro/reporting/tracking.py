@@ -4,155 +4,42 @@ One parent run per suite run carries its files (results.json, suite.yaml, tables
 grids/, per_seed/); one nested child run per results row carries that schedule's params and
 metrics, so runs and schedules can be compared in the MLflow UI. MLflow is imported inside the
 functions: importing this module stays cheap for commands that never track.
+
+The store itself (URIs, checks, the quiet client) is :mod:`.tracking_store`; reading runs
+back is :mod:`.tracking_read`; the names below are the tracking API.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
-import logging
 import math
-import os
 import re
-import sqlite3
-import tempfile
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
-from repro.infra.errors import UserError
+from repro.reporting.tracking_read import download_run, find_run, load_results
+from repro.reporting.tracking_store import (
+    HTTP_LIMITS,
+    PARENT_TAG,
+    RUN_TAG,
+    TrackingError,
+    check_reachable,
+    experiment_for,
+    quoted,
+    resolve_uri,
+    search_runs,
+)
 
-RUN_TAG = "repro.run_id"
-PARENT_TAG = "mlflow.parentRunId"
+__all__ = ["HTTP_LIMITS", "RUN_TAG", "TrackingError", "bench_data", "check_reachable",
+           "download_run", "find_run", "load_results", "log_bench", "log_run", "metric_key",
+           "resolve_uri", "row_data", "verdict_tags"]
+
+
 PARENT_FILES = ("results.json", "suite.yaml", "table.md", "table.csv", "table.tex", "pareto.png",
                 "verdicts.md", "verdicts.csv", "fronts.png", "convergence.png", "report.html")
+
+
 PARENT_DIRS = ("grids", "per_seed")  # sample grids; per-seed quality data (repro gate)
-# MLflow's defaults retry a dead server for minutes (7 retries, backoff factor 2, 120 s
-# timeout); a user's own settings of these variables win
-HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-               "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
-
-
-class TrackingError(UserError, RuntimeError):
-    """The tracking store cannot be used; the message is one line naming its URI."""
-
-
-def resolve_uri(uri: str | None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else MLflow's own default (``sqlite:///mlflow.db``
-    in the working directory, or ``./mlruns`` where an old file store already exists)."""
-    if uri:
-        return uri
-    if env := os.environ.get("MLFLOW_TRACKING_URI"):
-        return env
-    import mlflow
-
-    return mlflow.get_tracking_uri()
-
-
-# SQLAlchemy databases besides sqlite (``postgresql+psycopg2://`` too): MLflow connects at
-# once, so a missing driver or a refused connection shows before the work
-DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail in seconds, before any sampling, where logging at the end would fail: an http(s)
-    server must answer ``/health``; a sqlite store must be whole (:func:`_sqlite_store`) or
-    creatable in a writable directory, where it is made now; a file store must be creatable
-    in a writable directory; a database store must be connectable (its driver installed).
-    Other schemes (databricks, ...) are left to MLflow."""
-    parts = urlsplit(uri)
-    if parts.scheme in ("http", "https"):
-        _check_server(uri, timeout)
-    elif parts.scheme == "sqlite" and parts.path[1:] not in ("", ":memory:"):
-        path = Path(unquote(parts.path[1:]))  # sqlite:///rel, sqlite:////abs
-        _check_writable(path, uri)
-        _sqlite_store(path, uri)
-    elif parts.scheme.partition("+")[0] in DATABASE_SCHEMES:
-        with _talking_to(uri):
-            _client(uri).search_experiments(max_results=1)
-    elif parts.scheme == "file":
-        _check_writable(Path(unquote(parts.path)), uri)
-    elif not parts.scheme:
-        _check_writable(Path(uri), uri)
-
-
-def _check_server(uri: str, timeout: float) -> None:
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-            return
-    except urllib.error.HTTPError as error:
-        if error.code in (401, 403):  # there; MLflow's client brings the credentials
-            return
-        reason = f"HTTP {error.code} from /health"
-    except (OSError, ValueError) as error:
-        reason = str(getattr(error, "reason", error))
-    raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); "
-                        "start it or pass --tracking-uri")
-
-
-def _check_writable(path: Path, uri: str) -> None:
-    """The store's file or directory must be writable where it exists, else (MLflow creates
-    missing directories) its nearest existing ancestor must be a writable directory."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing != path and not existing.is_dir():
-        raise TrackingError(f"MLflow store {uri}: {existing} is not a directory")
-    if not os.access(existing, os.W_OK):
-        raise TrackingError(f"MLflow store {uri}: {existing} is not writable")
-
-
-def _sqlite_store(path: Path, uri: str) -> None:
-    """A whole MLflow sqlite store at ``path``. A missing one is created in a temporary file
-    beside it and linked into place (never over a store another process made meanwhile), so
-    a kill during MLflow's table creation and migrations leaves a stray temporary file, not
-    a store that fails every later run; one left half-made by such a kill before (alembic's
-    ``_alembic_tmp_*`` tables, or tables without a schema revision) is refused naming it."""
-    if path.is_file() and path.stat().st_size:
-        problem = _half_made(path)
-        if problem:
-            raise TrackingError(f"MLflow store {path} is half-made ({problem}; a process was "
-                                "killed while creating it): move it away and a new one is "
-                                "created")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # as MLflow would create it (mkstemp's are 0600)
-    try:
-        with _talking_to(uri):
-            _client(f"sqlite:///{Path(tmp).absolute()}").search_experiments(max_results=1)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:  # another first run made it meanwhile (theirs is kept and
-            if not path.stat().st_size:  # may be open), or an empty file: nothing to lose
-                os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _half_made(path: Path) -> str | None:
-    """What shows the sqlite store at ``path`` was left mid-creation, or None."""
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            tables = {name for (name,) in db.execute(
-                "select name from sqlite_master where type = 'table'")}
-            stray = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
-            if stray:
-                return f"table {stray[0]} left by a migration"
-            if tables and ("alembic_version" not in tables or
-                           db.execute("select count(*) from alembic_version").fetchone()[0] == 0):
-                return "tables without a schema revision"
-    except sqlite3.DatabaseError as error:
-        return f"not a sqlite database: {error}"
-    return None
 
 
 def log_run(results: dict, run_dir: Path, *, uri: str | None = None,
@@ -170,10 +57,10 @@ def log_run(results: dict, run_dir: Path, *, uri: str | None = None,
     resumed run leaves exactly one parent and its children, and a logging that fails midway
     leaves the earlier one in place.
     """
-    with _experiment(uri, experiment or f"repro/{results['suite']['name']}") as (
+    with experiment_for(uri, experiment or f"repro/{results['suite']['name']}") as (
             client, experiment_id):
-        same_run = f"tags.`{RUN_TAG}` = {_quoted(results['run_id'])}"
-        earlier = [run.info.run_id for run in _search(client, experiment_id, same_run)]
+        same_run = f"tags.`{RUN_TAG}` = {quoted(results['run_id'])}"
+        earlier = [run.info.run_id for run in search_runs(client, experiment_id, same_run)]
         parent = _log_parent(client, experiment_id, results, Path(run_dir))
         for run_id in earlier:  # parents and their children
             client.delete_run(run_id)
@@ -190,7 +77,7 @@ def log_bench(report: dict, *, uri: str | None = None, experiment: str | None = 
 
     from repro.results import bench_report
 
-    with _experiment(uri, experiment or f"repro/bench/{bench_report.subject(report)}") as (
+    with experiment_for(uri, experiment or f"repro/bench/{bench_report.subject(report)}") as (
             client, experiment_id):
         environment = report.get("environment") or {}
         tags = {RUN_TAG: report["run_id"], "repro.kind": "bench",
@@ -249,163 +136,6 @@ def bench_data(report: dict) -> tuple[dict, dict[str, float]]:
                 metrics[metric_key(f"{at}{key}/{row.get('name')}")] = row.get(key)
     return ({key: value for key, value in params.items() if value is not None},
             {key: float(value) for key, value in metrics.items() if _number(value)})
-
-
-def load_results(experiment: str, *, uri: str | None = None) -> list[dict]:
-    """The results.json of each finished parent run of ``experiment``, newest first."""
-    uri = resolve_uri(uri)
-    with _experiment(uri, experiment, create=False) as (client, experiment_id):
-        runs = [run for run in _search(client, experiment_id, "attributes.status = 'FINISHED'",
-                                       order_by=["attributes.start_time DESC"])
-                if RUN_TAG in run.data.tags and PARENT_TAG not in run.data.tags]
-        if not runs:
-            raise TrackingError(f"MLflow experiment {experiment!r} at {uri} has no finished runs")
-        return [_download_results(client, run.info.run_id) for run in runs]
-
-
-def find_run(experiment: str, *, uri: str | None = None, tags: Mapping[str, str] | None = None,
-             exclude_run_id: str | None = None) -> str:
-    """The MLflow id of the newest finished parent run of ``experiment`` carrying every one
-    of ``tags`` (``repro.git_branch``: the branch it ran on), other than the run whose
-    ``repro.run_id`` is ``exclude_run_id`` (the run being compared with it)."""
-    uri, tags = resolve_uri(uri), dict(tags or {})
-    with _experiment(uri, experiment, create=False) as (client, experiment_id):
-        wanted = " and ".join(["attributes.status = 'FINISHED'",
-                               *(f"tags.`{key}` = {_quoted(value)}"
-                                 for key, value in tags.items())])
-        newest_first = ["attributes.start_time DESC"]
-        for run in _search(client, experiment_id, wanted, order_by=newest_first):
-            run_tags = run.data.tags
-            if RUN_TAG in run_tags and PARENT_TAG not in run_tags \
-                    and run_tags[RUN_TAG] != exclude_run_id:
-                return run.info.run_id
-    having = "".join(f", {key}={value}" for key, value in tags.items())
-    raise TrackingError(f"MLflow experiment {experiment!r} at {uri} has no finished run"
-                        f"{' with ' + having[2:] if having else ''}"
-                        f"{' other than ' + exclude_run_id if exclude_run_id else ''}")
-
-
-def download_run(run_id: str, destination: Path, *, uri: str | None = None) -> Path:
-    """The run's results file (results.json, or a benchmark's bench.json), suite.yaml and
-    per_seed/ under ``destination``; returns the results file's path."""
-    from repro.results import bench_report
-
-    uri = resolve_uri(uri)
-    with _talking_to(uri):
-        client = _client(uri)
-        logged = {artifact.path for artifact in client.list_artifacts(run_id)}
-        results = next((name for name in ("results.json", bench_report.FILE)
-                        if name in logged), None)
-        if results is None:
-            raise TrackingError(f"MLflow run {run_id} at {uri} has neither results.json nor "
-                                f"{bench_report.FILE}")
-        for name in (results, "suite.yaml", "per_seed"):
-            if name in logged:
-                client.download_artifacts(run_id, name, str(destination))
-    return Path(destination) / results
-
-
-@contextlib.contextmanager
-def _experiment(uri: str | None, name: str, *, create: bool = True) -> Iterator[tuple]:
-    """``(client, experiment id)`` of experiment ``name`` on the resolved store, checked
-    reachable first, with MLflow's failures turned into one line; made if absent when
-    ``create``, else a TrackingError (a reader asked for an experiment that is not there)."""
-    uri = resolve_uri(uri)
-    check_reachable(uri)
-    with _talking_to(uri):
-        client = _client(uri)
-        experiment_id = _experiment_id(client, name, create=create)
-        if experiment_id is None:
-            raise TrackingError(f"MLflow experiment {name!r} does not exist at {uri}")
-        yield client, experiment_id
-
-
-# MLflow's database code logs each error it then raises, traceback and all, and its table
-# creation and migrations at INFO: quiet while it talks, so its error is our one line
-QUIET_LOGGERS = {"mlflow.store.db.utils": logging.CRITICAL, "alembic": logging.WARNING}
-
-
-@contextlib.contextmanager
-def _talking_to(uri: str) -> Iterator[None]:
-    """MLflow calls to ``uri`` under :data:`HTTP_LIMITS` and :data:`QUIET_LOGGERS`, their
-    errors one TrackingError (a missing database driver included); a full disk is named as
-    such, whatever layer reports it."""
-    from mlflow.exceptions import MlflowException
-
-    unset = [name for name in HTTP_LIMITS if name not in os.environ]
-    os.environ.update({name: HTTP_LIMITS[name] for name in unset})
-    loggers = {logging.getLogger(name): level for name, level in QUIET_LOGGERS.items()}
-    levels = {logger: logger.level for logger in loggers}
-    for logger, level in loggers.items():
-        logger.setLevel(max(level, logger.getEffectiveLevel()))
-    try:
-        yield
-    except (MlflowException, OSError, ImportError) as error:
-        if isinstance(error, MlflowException):
-            message = error.message
-        elif isinstance(error, ImportError):
-            message = (f"needs the Python module {error.name or error} (install it, or pass "
-                       "another --tracking-uri)")
-        else:
-            message = str(error)
-        full = " (ENOSPC: the disk is full)" if _disk_full(error) else ""
-        raise TrackingError(f"MLflow at {uri}{full}: {_first_line(message)}") from None
-    finally:
-        for name in unset:
-            os.environ.pop(name, None)
-        for logger, level in levels.items():
-            logger.setLevel(level)
-
-
-def _disk_full(error: BaseException | None) -> bool:
-    """Whether ``error`` or one it came from is a full disk (an OSError's ENOSPC, or the
-    database's own words for it)."""
-    seen = 0
-    while error is not None and seen < 20:
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "disk is full" in str(error) or "No space left on device" in str(error):
-            return True
-        error, seen = error.__cause__ or error.__context__, seen + 1
-    return False
-
-
-def _download_results(client, run_id: str) -> dict:
-    """The run's results.json, read (and its schema checked) as ``repro report`` reads one."""
-    from repro.reporting.report import load_results as read_results
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return read_results(client.download_artifacts(run_id, "results.json", tmp))
-
-
-def _client(uri: str):
-    """A client bound to ``uri``: nothing is set in MLflow's process-wide state."""
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
-
-
-def _experiment_id(client, name: str, *, create: bool) -> str | None:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        return client.create_experiment(name) if create else None
-    if experiment.lifecycle_stage == "deleted":
-        raise TrackingError(f"MLflow experiment {name!r} is deleted at {client.tracking_uri}; "
-                            "restore it or pass another --experiment")
-    return experiment.experiment_id
-
-
-def _search(client, experiment_id: str, filter_string: str,
-            order_by: list[str] | None = None) -> Iterator:
-    """Every active run matching ``filter_string``, page by page."""
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], filter_string, order_by=order_by,
-                                  page_token=token)
-        yield from page
-        token = page.token
-        if not token:
-            return
 
 
 def _log_parent(client, experiment_id: str, results: dict, run_dir: Path) -> str:
@@ -558,12 +288,3 @@ def _millis(timestamp: str | None) -> int:
     """An ISO timestamp (now when missing) as MLflow's epoch milliseconds."""
     moment = datetime.fromisoformat(timestamp) if timestamp else datetime.now().astimezone()
     return int(moment.timestamp() * 1000)
-
-
-def _quoted(value: str) -> str:
-    """A search-filter string literal (MLflow's filters have no escapes, only two quotes)."""
-    return f'"{value}"' if "'" in value else f"'{value}'"
-
-
-def _first_line(message: str) -> str:
-    return (message.strip().splitlines() or ["(no message)"])[0]
