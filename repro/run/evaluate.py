@@ -18,7 +18,7 @@ from repro.sampling.samples import SampleSet, parse_seeds
 
 
 class EvaluationStage:
-    """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run\'s
+    """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run's
     state (``self.e``, ``self.model``, ``self.work``, ...)."""
 
     # evaluation ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from repro.run.work import RowLoop, read_keyed, write_keyed
 
 
 class LatencyStage:
-    """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run\'s
+    """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run's
     state (``self.e``, ``self.model``, ``self.work``, ...)."""
 
     def _timed_schedule(self, row: RowLoop) -> Schedule:

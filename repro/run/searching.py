@@ -49,7 +49,7 @@ class SpreadFitness:
 
 
 class SearchStage:
-    """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run\'s
+    """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run's
     state (``self.e``, ``self.model``, ``self.work``, ...)."""
 
     def _search_steps(self, row: RowPlan) -> int:

@@ -11,7 +11,7 @@ from repro.sampling.samples import SampleSet, generate
 
 
 class TeacherStage:
-    """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run\'s
+    """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run's
     state (``self.e``, ``self.model``, ``self.work``, ...)."""
 
     def _teacher(self, name: str, seeds: list[int], more: Sequence[shards.ShardedSamples] = (),

@@ -22,7 +22,7 @@ def family(row: RowPlan) -> str | None:
 
 
 class VerdictStage:
-    """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run\'s
+    """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run's
     state (``self.e``, ``self.model``, ``self.work``, ...)."""
 
     def verdicts(self, rows: list[dict]) -> tuple[list[dict], dict[str, dict]]:
