@@ -96,7 +96,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     # one token per UNet call of the sampler: PLMS at 50 steps makes 51
     space = search.SegmentSpace.of(calls, branches, lens, args.max_seg_len)
     table = CostTable.load(args.cost_table) if args.cost_table else None
-    budgets = [search.Budget(b, table or CostTable({}, "bounds"), args.tol)
+    budgets = [search.Budget(b, table or CostTable.bounds(), args.tol)
                for b in args.budget]
     for budget in budgets:  # before any weights are loaded
         space.check_reachable(budget)

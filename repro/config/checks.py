@@ -265,6 +265,7 @@ def _check_bounds(suite: Suite, e: Experiment, spec) -> None:
 def _check_reachable(suite: Suite, e: Experiment, calls: int) -> None:
     """Each search budget reachable in each method's space, whatever the costs."""
     from repro.core.budget import Budget, BudgetError
+    from repro.core.schedule import CostTable
 
     try:
         space = segment_space(e, calls)
@@ -272,7 +273,7 @@ def _check_reachable(suite: Suite, e: Experiment, calls: int) -> None:
         raise _fail(suite, e, "search.seg_lens", str(error)) from None
     try:
         for target in e.search.budgets:
-            budget = Budget(target, _unit_table(), e.search.tol)
+            budget = Budget(target, CostTable.bounds(), e.search.tol)
             for method in map(METHODS.get, e.search.methods):
                 on_training = method.training_grid and e.search.stepwise_grid == "training"
                 method.reachable(space, budget, training_steps(e) if on_training else calls,
@@ -435,10 +436,3 @@ def _check_technique_fields(suite: Suite, e: Experiment, baseline: Baseline, whe
 
 # Baseline fields that only some techniques take (Technique.fields)
 OPTIONAL_FIELDS = ("center", "power", "scheduler")
-
-
-def _unit_table():
-    """Reachability only needs the cost-independent bounds (null steps cost 0)."""
-    from repro.core.schedule import CostTable
-
-    return CostTable({}, source="bounds")

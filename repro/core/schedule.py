@@ -72,6 +72,12 @@ class CostTable:
     per_call: float = 0.0
     per_step: float = 0.0
 
+    @classmethod
+    def bounds(cls) -> CostTable:
+        """The table of reachability checks made before any cost is known: no partial kind,
+        so only F/N schedules are priced (null steps cost 0), whatever the device."""
+        return cls({}, source="bounds")
+
     def kind_cost(self, token: str) -> float:
         if token == FULL:
             return 1.0

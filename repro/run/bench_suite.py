@@ -145,7 +145,7 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
                          given_schedules(schedules, spec, calls, e_steps)))
         for target in budgets:  # a budget of the command line: out of reach is bad input
             suites.segment_space(e, calls).check_reachable(
-                search.Budget(target, CostTable({}, "bounds")))
+                search.Budget(target, CostTable.bounds()))
     env = environment(device, dtype, 0)
     env.pop("batch")
     report: dict = {

@@ -82,7 +82,7 @@ class SamplerSteps(Technique):
             raise TechniqueError("steps", str(error)) from None
         try:
             for target in () if baseline.steps else setting.budgets:
-                sampler_steps(setting.steps, Budget(target, CostTable({}, "bounds")), calls_at,
+                sampler_steps(setting.steps, Budget(target, CostTable.bounds()), calls_at,
                               reference_calls=setting.calls)
         except BudgetError as error:
             raise TechniqueError("", str(error)) from None
