@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from repro.reporting.report import load_results
+from repro.results.schema import Row
 
 SHORT = {"segment-evolution": "segment", "stepwise-evolution": "step-wise",
          "segment-random": "random"}
@@ -24,26 +25,26 @@ def cell(verdict: dict) -> str:
             f"[{verdict['low']:+.2f}, {verdict['high']:+.2f}]")
 
 
-def searched_rows(results: dict) -> list[str]:
+def searched_rows(rows: list[Row]) -> list[str]:
     lines = ["| method | budget | seed | predicted | measured | FID [95%] | rFID [95%] | "
              "search rFID | scored |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in results["rows"]:
-        if row["kind"] != "searched":
+    for row in rows:
+        if row.kind != "searched":
             continue
         quality = []
         for metric in ("fid:digits-cnn", "rfid:digits-cnn"):
-            low, high = row["intervals"][metric]
-            quality.append(f"{row['metrics'][metric]:.2f} [{low:.2f}, {high:.2f}]")
-        search = row["search"]
-        lines.append(f"| {SHORT.get(row['method'], row['method'])} | {row['budget']:g}x | "
-                     f"{search['seed']} | {row['predicted_speedup']:.2f} | "
-                     f"{row['measured_speedup']:.2f} | {quality[0]} | {quality[1]} | "
+            low, high = row.intervals[metric]
+            quality.append(f"{row.metrics[metric]:.2f} [{low:.2f}, {high:.2f}]")
+        search = row.search
+        lines.append(f"| {SHORT.get(row.method, row.method)} | {row.budget:g}x | "
+                     f"{search['seed']} | {row.predicted_speedup:.2f} | "
+                     f"{row.measured_speedup:.2f} | {quality[0]} | {quality[1]} | "
                      f"{search['fitness']:.2f} | {search['scored']} |")
     return lines
 
 
-def verdict_matrix(results: dict, metric: str, speed: str) -> list[str]:
-    verdicts = [v for v in results["verdicts"] if v["metric"] == metric and v["speed"] == speed]
+def verdict_matrix(records: list[dict], metric: str, speed: str) -> list[str]:
+    verdicts = [v for v in records if v["metric"] == metric and v["speed"] == speed]
     families = list(dict.fromkeys(v["family"] for v in verdicts))
     keys = list(dict.fromkeys((v["method"], v["budget"]) for v in verdicts))
     lines = ["| searched | " + " | ".join(SHORT.get(f, f) for f in families) + " |",
@@ -62,18 +63,15 @@ def main() -> None:
     out = []
     for run in args.runs:
         results = load_results(run)
-        for experiment in dict.fromkeys(r["experiment"] for r in results["rows"]):
-            mine = {**results, "rows": [r for r in results["rows"]
-                                         if r["experiment"] == experiment],
-                    "verdicts": [v for v in results["verdicts"]
-                                 if v["experiment"] == experiment]}
-            out += [f"### {experiment} ({results['run_id']})", "", "Searched rows:", "",
-                    *searched_rows(mine), ""]
+        for experiment in results.experiments:
+            verdicts = [v for v in results.verdicts if v["experiment"] == experiment]
+            out += [f"### {experiment} ({results.run_id})", "", "Searched rows:", "",
+                    *searched_rows(results.of_experiment(experiment)), ""]
             for metric in ("fid:digits-cnn", "rfid:digits-cnn"):
                 for speed in ("measured", "predicted"):
                     out += [f"Verdicts on {metric} at equal {speed} speed (searched minus "
                             "the family's front, 95% interval; lower is better):", "",
-                            *verdict_matrix(mine, metric, speed), ""]
+                            *verdict_matrix(verdicts, metric, speed), ""]
     print("\n".join(out))
 
 

@@ -31,7 +31,6 @@ harness's own code (:mod:`repro.results.compare`, :mod:`repro.results.verdicts`,
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from scipy import stats
 from repro.config.suite import load
 from repro.metrics.frechet import FeatureStatistics, frechet_distances
 from repro.reporting import gate
+from repro.reporting.report import load_results
 from repro.results import compare, per_seed, verdicts
 from repro.results.compare import Point
 
@@ -99,21 +99,19 @@ def load_experiments(data: Path) -> list[Experiment]:
     found = []
     for results_file in sorted(data.glob("*/results.json")):
         run = results_file.parent
-        results = json.loads(results_file.read_text())
-        by_experiment: dict[str, list[dict]] = {}
-        for row in results["rows"]:
-            by_experiment.setdefault(row["experiment"], []).append(row)
-        for name, rows in by_experiment.items():
+        results = load_results(results_file)
+        for name in results.experiments:
+            rows = results.of_experiment(name)
             loaded = {}
             for row in rows:
-                data_of = per_seed.load(run / row["per_seed"])
-                loaded[row["name"]] = Row(
-                    row["name"], row["kind"], row["schedule"], row.get("family"), row.get("budget"),
-                    row["predicted_speedup"], np.asarray(row["latency"]["seconds"], float),
+                data_of = per_seed.load(run / row.per_seed)
+                loaded[row.name] = Row(
+                    row.name, row.kind, row.schedule, row.family, row.budget,
+                    row.predicted_speedup, np.asarray(row.latency["seconds"], float),
                     np.asarray(data_of.features[EXTRACTOR], np.float64),
                     data_of.values.get(ACC))
             reference = FeatureStatistics.load(per_seed.reference_path(
-                run / rows[0]["per_seed"], EXTRACTOR))
+                run / rows[0].per_seed, EXTRACTOR))
             found.append(Experiment(name, loaded, reference))
     if not found:
         raise SystemExit(f"{data}: no finished run; run with --sample first")

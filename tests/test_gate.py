@@ -19,6 +19,7 @@ from repro.metrics.frechet import FeatureStatistics
 from repro.reporting import gate, gate_checks
 from repro.results import per_seed
 from repro.results.compare import Point, per_seed_mean
+from repro.results.schema import Row
 
 SUITE = """
 name: gated
@@ -206,8 +207,8 @@ def _synthetic_run(directory: Path, accuracy: np.ndarray, features: np.ndarray,
                                          {"acc:digits-cnn": accuracy}))
     reference.save(per_seed.reference_path(path, "x"))
     fid = frechet_distance(FeatureStatistics.of(features, "x"), reference)
-    row = {"experiment": "e", "name": "row", "kind": "baseline", "per_seed": "per_seed/e/row.npz",
-           "metrics": {"fid:x": fid, "acc:digits-cnn": float(accuracy.mean())}}
+    row = Row(experiment="e", name="row", kind="baseline", per_seed="per_seed/e/row.npz",
+              metrics={"fid:x": fid, "acc:digits-cnn": float(accuracy.mean())})
     return gate.GatedRun(str(directory), None, [row], directory)
 
 
@@ -244,8 +245,8 @@ def test_a_difference_inside_the_interval_passes_and_one_beyond_it_fails(tmp_pat
     assert not gate.gate(new, old, loose).regressions
 
     # without per-seed data the tolerance alone decides, and the summary says so
-    bare = [gate.GatedRun(run.label, None, [{k: v for k, v in run.rows[0].items()
-                                             if k != "per_seed"}], run.root)
+    bare = [gate.GatedRun(run.label, None, [run.rows[0].model_copy(update={"per_seed": None})],
+                          run.root)
             for run in (new, old)]
     outcome = gate.gate(*bare, exact)
     assert {c.basis for c in outcome.regressions} == {gate.ALONE}
@@ -392,12 +393,12 @@ def _timed_run(directory: Path, speedups: list[float]) -> gate.GatedRun:
     """A run of a teacher and one row timed with the given per-repeat speedups."""
     base = [1.0 + 0.01 * k for k in range(len(speedups))]
     latency = {"device": "cpu"}
-    rows = [{"experiment": "e", "name": "teacher", "kind": "teacher", "measured_speedup": 1.0,
-             "latency": {**latency, "seconds": base}},
-            {"experiment": "e", "name": "row", "kind": "baseline",
-             "measured_speedup": float(np.median(speedups)),
-             "latency": {**latency, "seconds": [b / s for b, s in zip(base, speedups,
-                                                                      strict=True)]}}]
+    rows = [Row(experiment="e", name="teacher", kind="teacher", measured_speedup=1.0,
+                latency={**latency, "seconds": base}),
+            Row(experiment="e", name="row", kind="baseline",
+                measured_speedup=float(np.median(speedups)),
+                latency={**latency, "seconds": [b / s for b, s in zip(base, speedups,
+                                                                      strict=True)]})]
     return gate.GatedRun(str(directory), None, rows)
 
 

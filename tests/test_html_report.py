@@ -60,10 +60,10 @@ class Page(HTMLParser):
         return [attrs for tag, attrs in self.elements if tag == name]
 
 
-def _expected_images(results: dict, run_dir: Path) -> list[Path]:
+def _expected_images(results, run_dir: Path) -> list[Path]:
     """The PNGs the report must carry: the run's plots, then every row's grid."""
     plots = [run_dir / name for name, _ in PLOTS if (run_dir / name).is_file()]
-    return plots + [run_dir / row["grid"] for row in results["rows"] if row.get("grid")]
+    return plots + [run_dir / row.grid for row in results.rows if row.grid]
 
 
 def _check_self_contained(page: Page, images: list[Path]) -> None:
@@ -81,7 +81,7 @@ def _check_self_contained(page: Page, images: list[Path]) -> None:
     assert "url(" not in "".join(page.text)
 
 
-def _check_tables(page: Page, results: dict) -> None:
+def _check_tables(page: Page, results) -> None:
     """The results and verdict tables, cell for cell as the markdown report shows them."""
     for df in (report.table(results), verdict_table(results)):
         cells = report.display_cells(df)
@@ -95,14 +95,14 @@ def test_report_html_of_a_real_run_is_self_contained(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out)
     results = report.load_results(SMOKE_RUN)
     images = _expected_images(results, SMOKE_RUN)
-    assert len(images) == 3 + len(results["rows"])  # pareto, fronts, convergence, grids
+    assert len(images) == 3 + len(results.rows)  # pareto, fronts, convergence, grids
     page = Page(out.read_text())
     _check_self_contained(page, images)
     _check_tables(page, results)
-    environment = [[key, str(value)] for key, value in results["environment"].items()]
+    environment = [[key, str(value)] for key, value in results.environment.items()]
     assert environment in page.tables
     text = "".join(page.text)
-    assert results["command"] in text  # the command the committed run was made with
+    assert results.command in text  # the command the committed run was made with
     assert (SMOKE_RUN / "suite.yaml").read_text() in text
 
 

@@ -297,10 +297,10 @@ LATE = {
                    "field 'evaluation.metrics'", "at least 1 item"),
     "a negative tol": ((NO_SEARCH, "search: {methods: [segment], budgets: [2], tol: -1, "
                                    'seeds: "900:916", fitness: kid}'),
-                       "field 'search.tol'", "at least 0"),
+                       "field 'search.tol'", "greater than or equal to 0 (got -1)"),
     "steps: true": (("steps: 4", "steps: true"), "field 'steps'", "true/false"),
     "negative generations": ((NO_SEARCH, "search: {methods: [], generations: -3}"),
-                             "field 'search.generations'", "at least 1"),
+                             "field 'search.generations'", "greater than 0 (got -3)"),
     "a segment budget below 1x": ((NO_SEARCH, "search: {methods: [segment], budgets: [0.5], "
                                               'seeds: "900:916", fitness: kid}'),
                                   "field 'search.budgets'", "below 1x"),

@@ -250,8 +250,8 @@ def test_write_tables(tmp_path):
 
 def test_load_results(tmp_path):
     run = _write_run(tmp_path / "run", _results())
-    assert report.load_results(run)["run_id"] == "smoke-1"
-    assert report.load_results(run / "results.json")["run_id"] == "smoke-1"
+    assert report.load_results(run).run_id == "smoke-1"
+    assert report.load_results(run / "results.json").run_id == "smoke-1"
     with pytest.raises(report.ReportError, match=r"missing[/\\]results\.json: no such"):
         report.load_results(tmp_path / "missing")
     bad = _write_run(tmp_path / "bad", {**_results(), "schema": "other@1"}) / "results.json"
@@ -264,6 +264,27 @@ def test_load_results(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(report.ReportError, match=r"results\.json: not valid JSON"):
         report.load_results(bad)
+
+
+def test_results_are_read_through_the_typed_schema(tmp_path):
+    """A field of the wrong type or one this harness does not know is refused in one line
+    naming it; a file read and written again keeps every field."""
+    results = _results()
+    loaded = report.load_results(_write_run(tmp_path / "run", results))
+    assert loaded.rows[1].metrics == results["rows"][1]["metrics"]
+    assert loaded.of_experiment("sd15")[0].name == "teacher"
+    written = loaded.to_json()
+    assert written["schema"] == SCHEMA and [
+        {k: r[k] for k in row} for r, row in zip(written["rows"], results["rows"], strict=True)
+    ] == results["rows"]
+    typo = {**results, "rows": [{**results["rows"][0], "predicted_speedup": "fast"}]}
+    with pytest.raises(report.ReportError, match=r"typo[/\\]results\.json: field "
+                                                 r"rows\[0\]\.predicted_speedup: input should "
+                                                 r"be a valid number"):
+        report.load_results(_write_run(tmp_path / "typo", typo))
+    extra = {**results, "rows": [{**results["rows"][0], "lpips": 0.1}]}
+    with pytest.raises(report.ReportError, match=r"field rows\[0\]\.lpips: unknown field"):
+        report.load_results(_write_run(tmp_path / "extra", extra))
 
 
 def test_cli_report(tmp_path, capsys):

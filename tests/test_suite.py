@@ -359,7 +359,7 @@ BAD = {
                           ["field 'scheduler': unknown diffusers scheduler class "
                            "'FooScheduler'"]),
     "zero steps": (SINGLE.replace("steps: 20", "steps: 0"),
-                   ["field 'steps': must be at least 1, got 0"]),
+                   ["field 'steps': Input should be greater than 0 (got 0)"]),
     "too many steps": (SINGLE.replace("steps: 20", "steps: 5000"),
                        ["field 'steps': ", "5000"]),
     "impossible budget": (SINGLE + "search: {budgets: [2, 50]}\n",
@@ -439,8 +439,8 @@ BAD = {
     "tolerance not a mapping": (SINGLE + "regression: {metrics: {fid: 3}}\n",
                                 ["field 'regression.metrics.fid': ", "(got 3)"]),
     "confidence not a probability": (SINGLE + "regression: {confidence: 95}\n",
-                                     ["field 'regression.confidence': must be between 0 and "
-                                      "1, got 95"]),
+                                     ["field 'regression.confidence': Input should be less "
+                                      "than 1 (got 95)"]),
     "regression typo": (SINGLE + "regresion: {}\n",
                         ["unknown field 'regresion'; did you mean 'regression'?"]),
 }

@@ -25,6 +25,7 @@ from repro.reporting.tracking import (
     resolve_uri,
     row_data,
 )
+from repro.results.schema import Results, Row
 
 EXPERIMENT = "repro/smoke"
 RUN_ID = "smoke-3f2a9c1e-20261126T081500"
@@ -171,8 +172,8 @@ def test_default_store_and_load_results_round_trip(run_dir, tmp_path, monkeypatc
         (run_dir / "results.json").write_text(json.dumps(results))
         log_run(results, run_dir)
     assert (tmp_path / "mlflow.db").is_file()
-    assert load_results(EXPERIMENT) == [newer, older]
-    assert load_results(EXPERIMENT, uri=store(tmp_path)) == [newer, older]
+    assert load_results(EXPERIMENT) == [Results.of(newer), Results.of(older)]
+    assert load_results(EXPERIMENT, uri=store(tmp_path)) == [Results.of(newer), Results.of(older)]
     with pytest.raises(TrackingError, match="'repro/nope' does not exist"):
         load_results("repro/nope")
 
@@ -183,10 +184,19 @@ def test_interrupted_logging_is_never_read_back_and_is_replaced(run_dir, tmp_pat
 
     monkeypatch.chdir(tmp_path)
     uri = store(tmp_path)
-    broken = make_results()
-    del broken["rows"][2]["experiment"]
-    with pytest.raises(KeyError):
-        log_run(broken, run_dir, uri=uri)
+    from repro.reporting import tracking
+
+    log_row, logged = tracking._log_row, []
+
+    def failing_third(*args):  # the logging stops midway (a crash, a lost connection)
+        logged.append(args)
+        if len(logged) == 3:
+            raise KeyboardInterrupt
+        log_row(*args)
+    monkeypatch.setattr(tracking, "_log_row", failing_third)
+    with pytest.raises(KeyboardInterrupt):
+        log_run(make_results(), run_dir, uri=uri)
+    monkeypatch.setattr(tracking, "_log_row", log_row)
     parent, children = runs_of(uri)
     assert parent.info.status == "FAILED" and len(children) == 2
     with pytest.raises(TrackingError, match="'repro/smoke' at sqlite.* has no finished runs"):
@@ -222,9 +232,9 @@ def test_long_schedule_is_truncated_and_kept_as_artifact(run_dir, tmp_path, monk
 
 
 def test_row_data_skips_nulls_and_maps_metric_keys():
-    row = make_results()["rows"][2]
-    row["metrics"] = {"fid:inception-2015-12-05": 5.5, "fid:digits-cnn": float("nan"),
-                      "clip:ViT-g-14/laion2b_s34b_b88k": 31.0}
+    row = Row.of({**make_results()["rows"][2], "metrics": {
+        "fid:inception-2015-12-05": 5.5, "fid:digits-cnn": float("nan"),
+        "clip:ViT-g-14/laion2b_s34b_b88k": 31.0}})
     params, metrics = row_data(row)
     assert params["protocol.fid"] == "fid:digits-cnn,fid:inception-2015-12-05"
     assert params["protocol.clip"] == "clip:ViT-g-14/laion2b_s34b_b88k"
@@ -441,7 +451,7 @@ def test_log_run_to_a_real_server(run_dir, tmp_path, monkeypatch, mlflow_server)
     assert {f["path"] for f in listing["files"]} == {
         "results.json", "suite.yaml", "table.md", "pareto.png", "grids"}
     assert any((tmp_path / "artifacts").rglob("pareto.png"))  # uploaded through the server
-    assert load_results(EXPERIMENT, uri=mlflow_server) == [results]
+    assert load_results(EXPERIMENT, uri=mlflow_server) == [Results.of(results)]
 
 
 class _KillingProxy:
@@ -533,6 +543,6 @@ def test_a_real_server_killed_while_logging_fails_fast_and_a_relog_leaves_one_ru
                    if "mlflow.parentRunId" not in t]
         assert [(p["run_id"], p["status"]) for p in parents] == [(parent, "FINISHED")]
         assert sum(t.get("mlflow.parentRunId") == parent for t in tags) == len(results["rows"])
-        assert load_results(EXPERIMENT, uri=uri) == [results]
+        assert load_results(EXPERIMENT, uri=uri) == [Results.of(results)]
     finally:
         _stop(server)

@@ -6,6 +6,7 @@ import pytest
 
 from repro.results import verdicts
 from repro.results.compare import Point, per_seed_mean
+from repro.results.schema import Results, Row
 
 N = 400
 RNG = np.random.default_rng(0)
@@ -14,9 +15,9 @@ NOISE = RNG.normal(0, 1, N)  # shared by every row: paired by seed
 
 def row(name, kind, family, budget, speed, level):
     values = level + NOISE + RNG.normal(0, 0.2, N)
-    return ({"name": name, "kind": kind, "family": family, "budget": budget,
-             "predicted_speedup": speed, "measured_speedup": speed * 1.1,
-             "metrics": {"fid:x": float(values.mean())}}, values)
+    return (Row(experiment="x", name=name, kind=kind, family=family, budget=budget,
+                predicted_speedup=speed, measured_speedup=speed * 1.1,
+                metrics={"fid:x": float(values.mean())}), values)
 
 
 def test_a_searched_method_far_below_two_fronts_is_better_at_both_speeds():
@@ -27,7 +28,7 @@ def test_a_searched_method_far_below_two_fronts_is_better_at_both_speeds():
         *(row(f"seg {k}", "searched", "segment-evolution", 2.5, 2.5, 5.0) for k in range(3)),
     ]
     rows = [r for r, _ in made]
-    points = {r["name"]: Point(r["name"], 1.0, verdicts.memoised(per_seed_mean(v)), N)
+    points = {r.name: Point(r.name, 1.0, verdicts.memoised(per_seed_mean(v)), N)
               for r, v in made}
     records, intervals = verdicts.verdicts(rows, {"fid:x": points.__getitem__}, 199)
     by = {(r["family"], r["speed"]): r for r in records}
@@ -41,7 +42,7 @@ def test_a_searched_method_far_below_two_fronts_is_better_at_both_speeds():
     assert fewer["outcome"] == "better" and abs(fewer["at_speed"] - 30) < 0.5
     assert {r["family"] for r in records} == {"deepcache", "fewer-steps"}
     low, high = intervals[("seg 0", "fid:x")]
-    assert low < rows[-3]["metrics"]["fid:x"] < high and high - low < 0.5
+    assert low < rows[-3].metrics["fid:x"] < high and high - low < 0.5
 
 
 def test_a_searched_method_level_with_the_front_is_a_tie_and_beyond_it_dominance_counts():
@@ -51,7 +52,7 @@ def test_a_searched_method_level_with_the_front_is_a_tie_and_beyond_it_dominance
         *(row(f"step {k}", "searched", "stepwise-evolution", 5.0, 5.0, 1.0) for k in range(3)),
     ]
     rows = [r for r, _ in made]
-    points = {r["name"]: Point(r["name"], 1.0, verdicts.memoised(per_seed_mean(v)), N)
+    points = {r.name: Point(r.name, 1.0, verdicts.memoised(per_seed_mean(v)), N)
               for r, v in made}
     records, _ = verdicts.verdicts(rows, {"fid:x": points.__getitem__}, 199)
     by = {(r["method"], r["family"], r["speed"]): r for r in records}
@@ -84,24 +85,29 @@ def _verdict(family, outcome, difference):
             "difference": difference, "low": None, "high": None, "outcome": outcome}
 
 
+def _run(*records):
+    return Results(run_id="r", rows=(), verdicts=records)
+
+
 def test_verdict_changes_pair_two_runs_by_method_budget_family_metric_and_speed(tmp_path):
     from repro.reporting import verdict_report
 
-    old = {"verdicts": [_verdict("deepcache", "better", -1.0), _verdict("fewer-steps", "tie", 0.1)]}
-    new = {"verdicts": [_verdict("deepcache", "tie", -0.2), _verdict("random", "worse", 2.0)]}
+    old = _run(_verdict("deepcache", "better", -1.0), _verdict("fewer-steps", "tie", 0.1))
+    new = _run(_verdict("deepcache", "tie", -0.2), _verdict("random", "worse", 2.0))
     changes = verdict_report.verdict_changes(old, new).set_index("family")["changed"]
     assert changes.to_dict() == {"deepcache": "better -> tie", "random": "only in new",
                                  "fewer-steps": "only in old"}
     paths = verdict_report.write_verdicts(new, tmp_path)
     assert [p.name for p in paths] == ["verdicts.md", "verdicts.csv"]
     assert "| worse" in (tmp_path / "verdicts.md").read_text()
-    assert verdict_report.write_verdicts({"verdicts": []}, tmp_path / "none") == []
+    assert verdict_report.write_verdicts(_run(), tmp_path / "none") == []
 
 
 def test_convergence_is_the_best_fitness_so_far():
     from repro.reporting.verdict_report import convergence
 
-    row = {"search": {"trace": [5.0, 7.0, 3.0, 4.0, 1.0]}}
+    row = Row(experiment="x", name="s", kind="searched",
+              search={"trace": [5.0, 7.0, 3.0, 4.0, 1.0]})
     assert convergence(row).tolist() == [5.0, 5.0, 3.0, 3.0, 1.0]
 
 
@@ -137,7 +143,7 @@ def test_a_rows_fid_interval_covers_what_other_seed_sets_give():
 
 def judged(made, primary=None, resamples=99):
     rows = [r for r, _ in made]
-    points = {r["name"]: Point(r["name"], 1.0, per_seed_mean(v), N) for r, v in made}
+    points = {r.name: Point(r.name, 1.0, per_seed_mean(v), N) for r, v in made}
     return verdicts.verdicts(rows, {"fid:x": points.__getitem__, "rfid:x": points.__getitem__},
                              resamples, primary)[0]
 
@@ -202,9 +208,9 @@ def test_measured_speed_verdicts_resample_timing_and_need_five_repeats():
     def timed(made, repeats, noise):
         out = []
         for r, v in made:
-            times = 1 / r["measured_speedup"] * (1 + noise * RNG.normal(0, 1, repeats))
-            times *= (1 / r["measured_speedup"]) / np.median(times)  # keep the median
-            out.append(({**r, "latency": {"seconds": times.tolist()}}, v))
+            times = 1 / r.measured_speedup * (1 + noise * RNG.normal(0, 1, repeats))
+            times *= (1 / r.measured_speedup) / np.median(times)  # keep the median
+            out.append((r.model_copy(update={"latency": {"seconds": times.tolist()}}), v))
         return out
     base = [row("teacher", "teacher", None, None, 1.0 / 1.1, 0.0),
             *(row(f"dc {s}", "baseline", "deepcache", None, s, 10 * s) for s in (1.5, 2.5)),
@@ -226,16 +232,14 @@ def test_primary_verdicts_of_rows_from_per_seed_features():
     rng = np.random.default_rng(5)
     teacher = rng.normal(size=(150, 3))
     features = {"teacher": {"x": teacher}}
-    rows = [{"name": "teacher", "kind": "teacher", "family": None, "budget": None,
-             "predicted_speedup": 1.0, "measured_speedup": None}]
+    rows = [Row(experiment="x", name="teacher", kind="teacher", predicted_speedup=1.0)]
     for name, kind, fam, speed, noise in (
             ("dc 1.5", "baseline", "deepcache", 1.5, 0.3), ("dc 2.5", "baseline", "deepcache",
                                                             2.5, 1.0),
             *((f"seg {k}", "searched", "segment-evolution", 2.0, 0.1) for k in range(3))):
         features[name] = {"x": teacher + rng.normal(0, noise, teacher.shape)}
-        rows.append({"name": name, "kind": kind, "family": fam, "budget": 2.0
-                     if kind == "searched" else None, "predicted_speedup": speed,
-                     "measured_speedup": None})
+        rows.append(Row(experiment="x", name=name, kind=kind, family=fam,
+                        budget=2.0 if kind == "searched" else None, predicted_speedup=speed))
     out = verdicts.primary_verdicts(rows, features, ["rfid:x"], resamples=49)
     assert [(r["method"], r["family"], r["metric"], r["speed"], r["label"]) for r in out] == [
         ("segment-evolution", "deepcache", "rfid:x", "predicted", "primary")]
@@ -246,11 +250,11 @@ def test_tables_and_mlflow_tags_show_the_label_and_the_adjusted_verdict(tmp_path
     from repro.reporting import verdict_report
     from repro.reporting.tracking import verdict_tags
 
-    run = {"verdicts": verdicts.adjust([
+    run = _run(*verdicts.adjust([
         _verdict("deepcache", "better", -1.0) | {"p": 0.001, "label": "primary"},
         _verdict("fewer-steps", "better", -0.5) | {"p": 0.04, "label": "primary"},
         _verdict("sampler-steps", "worse", 0.5) | {"p": 0.03, "label": "primary"},
-        _verdict("segment-random", "worse", 2.0) | {"p": 0.01, "label": "exploratory"}])}
+        _verdict("segment-random", "worse", 2.0) | {"p": 0.01, "label": "exploratory"}]))
     table = verdict_report.verdict_table(run).set_index("family")
     assert table["label"].to_dict() == {"deepcache": "primary", "fewer-steps": "primary",
                                         "sampler-steps": "primary",
@@ -262,5 +266,5 @@ def test_tables_and_mlflow_tags_show_the_label_and_the_adjusted_verdict(tmp_path
     assert "label" in text and "exploratory" in text and "adjusted verdict" in text
     assert verdict_tags(run) == {"repro.verdicts.primary": "better 1, tie 2",
                                  "repro.verdicts.exploratory": "worse 1"}
-    old = verdict_report.verdict_table({"verdicts": [_verdict("deepcache", "tie", 0.1)]})
+    old = verdict_report.verdict_table(_run(_verdict("deepcache", "tie", 0.1)))
     assert old["label"].isna().all()  # a run from before labels still renders

@@ -55,12 +55,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif args.compare:
         old, new = (report.load_results(p) for p in args.compare)
         text = report.render(report.regression_diff(old, new), "md")
-        if old.get("verdicts") or new.get("verdicts"):
+        if old.verdicts or new.verdicts:
             text += "\n" + report.render(verdict_report.verdict_changes(old, new), "md")
     else:
         runs = [report.load_results(p) for p in args.runs]
         text = report.render(report.table(runs), args.format)
-        if len(runs) == 1 and runs[0].get("verdicts") and args.format == "md":
+        if len(runs) == 1 and runs[0].verdicts and args.format == "md":
             text += "\n" + report.render(verdict_report.verdict_table(runs[0]), "md")
     if args.out:
         with writing(args.out), atomic_path(args.out) as tmp:

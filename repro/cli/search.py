@@ -64,43 +64,19 @@ def add_parser(command: Command) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from repro import models, search
-    from repro.core.schedule import CostTable
     from repro.infra.progress import bar
-    from repro.metrics.protocols import EXTRACTORS
-    from repro.sampling import samples
-    from repro.sampling.prompts import read_prompts
     from repro.search import search_log
     from repro.search.fitness import FITNESSES
     from repro.speed.costs import model_cost_table
 
-    required_flags(args, "model", "steps")
-    at_least_one(args, "steps", "n_eval", "population", "generations", "batch",
-                  "prompts_limit")
-    replaceable(args.log, "--log")
-    spec = models.get(args.model)
-    if args.extractor not in EXTRACTORS:
-        raise UserError(f"--extractor: unknown {args.extractor!r}; known: {', '.join(EXTRACTORS)}")
-    try:
-        seeds = samples.parse_seeds(args.seeds)
-        sampler = models.Sampler(args.scheduler)
-        calls = models.sampler_calls(spec, args.steps, sampler)
-    except ValueError as error:
-        raise UserError(str(error)) from None
+    spec, seeds, sampler, calls, space, table = _checked(args)
     labels = _int_list(args.labels, "--labels") if args.labels else None
-    if args.pass_samples is not None and args.pass_samples < 0:
-        raise UserError(f"--pass-samples must be 0 or more, got {args.pass_samples}")
     pass_samples = {} if args.pass_samples is None else {"pass_samples": args.pass_samples or None}
-    branches = (_int_list(args.branches, "--branches") if args.branches
-                else list(range(spec.num_branches)))
-    lens = _int_list(args.seg_lens, "--seg-lens") if args.seg_lens else None
-    # one token per UNet call of the sampler: PLMS at 50 steps makes 51
-    space = search.SegmentSpace.of(calls, branches, lens, args.max_seg_len)
-    table = CostTable.load(args.cost_table) if args.cost_table else None
-    budgets = [search.Budget(b, table or CostTable.bounds(), args.tol)
-               for b in args.budget]
-    for budget in budgets:  # before any weights are loaded
-        space.check_reachable(budget)
-    prompts = read_prompts(args.prompts, limit=args.prompts_limit) if args.prompts else None
+    prompts = None
+    if args.prompts:
+        from repro.sampling.prompts import read_prompts
+
+        prompts = read_prompts(args.prompts, limit=args.prompts_limit)
     model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
     if args.scheduler:
         model = replace(model, scheduler=models.build_scheduler(spec, sampler))
@@ -129,7 +105,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                                     args.mutations, args.crossovers),
             generations=args.generations, fitness=scored, n_eval=args.n_eval,
             seed_uniform=args.seed_uniform, seed=args.seed, known=known, on_record=on_record)
-    summary = {
+    _report(args, {
         "model": spec.id, "steps": args.steps, "unet_calls": calls,
         "sampler": models.sampler_record(model.scheduler), "method": results[0].method,
         "cost_table": table.to_dict(), "fitness": fitness.context["protocol"],
@@ -139,15 +115,53 @@ def cmd_search(args: argparse.Namespace) -> int:
                     for r in results],
         "pareto": [{"schedule": r.schedule, "predicted_speedup": r.predicted_speedup,
                     "fitness": r.fitness} for r in front],
-    }
+    })
+    return 0
+
+
+def _checked(args: argparse.Namespace) -> tuple:
+    """The flags checked before any weights are loaded: the model's spec, the seeds, the
+    sampler and its UNet calls, the search space and the cost table given (None: the
+    model's), every budget reachable in the space."""
+    from repro import models, search
+    from repro.core.schedule import CostTable
+    from repro.metrics.protocols import EXTRACTORS
+    from repro.sampling import samples
+
+    required_flags(args, "model", "steps")
+    at_least_one(args, "steps", "n_eval", "population", "generations", "batch",
+                  "prompts_limit")
+    replaceable(args.log, "--log")
+    spec = models.get(args.model)
+    if args.extractor not in EXTRACTORS:
+        raise UserError(f"--extractor: unknown {args.extractor!r}; known: {', '.join(EXTRACTORS)}")
+    try:
+        seeds = samples.parse_seeds(args.seeds)
+        sampler = models.Sampler(args.scheduler)
+        calls = models.sampler_calls(spec, args.steps, sampler)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.pass_samples is not None and args.pass_samples < 0:
+        raise UserError(f"--pass-samples must be 0 or more, got {args.pass_samples}")
+    branches = (_int_list(args.branches, "--branches") if args.branches
+                else list(range(spec.num_branches)))
+    lens = _int_list(args.seg_lens, "--seg-lens") if args.seg_lens else None
+    # one token per UNet call of the sampler: PLMS at 50 steps makes 51
+    space = search.SegmentSpace.of(calls, branches, lens, args.max_seg_len)
+    table = CostTable.load(args.cost_table) if args.cost_table else None
+    for budget in args.budget:
+        space.check_reachable(search.Budget(budget, table or CostTable.bounds(), args.tol))
+    return spec, seeds, sampler, calls, space, table
+
+
+def _report(args: argparse.Namespace, summary: dict) -> None:
     if args.json:
         print(json.dumps(summary, indent=2))
-    else:
-        for row in summary["budgets"]:
-            print(f"{row['budget']}x  {summary['fitness']} {row['fitness']:.3f}  predicted "
-                  f"{row['predicted_speedup']:.2f}x  ({row['evaluated']} scored, "
-                  f"{row['reused_from_log']} from the log)  {row['schedule']}")
-    return 0
+        return
+    for row in summary["budgets"]:
+        print(f"{row['budget']}x  {summary['fitness']} {row['fitness']:.3f}  predicted "
+              f"{row['predicted_speedup']:.2f}x  ({row['evaluated']} scored, "
+              f"{row['reused_from_log']} from the log)  {row['schedule']}")
 
 
 def _int_list(text: str, flag: str) -> list[int]:

@@ -21,6 +21,7 @@ _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN guidance: refus
 
 
 STEPWISE_GRIDS = ("training", "teacher")
+LATENCY_BATCH_MAX = 4096
 
 
 PUBLISHED_KEYS = ("speedup", "fid", "rfid", "clip", "acc")
@@ -46,7 +47,7 @@ class Search:
     parents: PositiveInt = DEFAULT_EVOLUTION.parents
     mutations: NonNegativeInt = DEFAULT_EVOLUTION.mutations
     crossovers: NonNegativeInt = DEFAULT_EVOLUTION.crossovers
-    generations: int | None = None
+    generations: PositiveInt | None = None  # absent: until n_eval schedules are scored
     seed: int = 0
     # independent searches per method and budget: search seeds seed, seed+1, ..., each
     # scoring on its own fitness seeds (:meth:`fitness_seeds`)
@@ -59,7 +60,7 @@ class Search:
     # the step-wise search's grid: every training timestep (AutoDiffusion; DDIM samplers
     # only, where null steps chain exactly) or the teacher's sampler grid
     stepwise_grid: str = "training"
-    tol: float = 0.1
+    tol: NonNegativeFloat = 0.1
     extractor: str = "digits-cnn"
     fitness: str = "rfid"
 
@@ -130,7 +131,7 @@ class Evaluation:
     reference: str | None = None
     batch_size: PositiveInt = 64
     latency: bool = True
-    latency_batch: PositiveInt = 64
+    latency_batch: Annotated[int, Field(gt=0, le=LATENCY_BATCH_MAX)] = 64  # latents timed at once
     latency_repeats: PositiveInt = 5  # interleaved; verdicts at measured speed need 5+
     grid: NonNegativeInt = 64
     # resamples of the bootstrap intervals and verdicts at equal speed (0: none)
@@ -181,7 +182,7 @@ class Experiment:
     __pydantic_config__ = _STRICT
     name: str
     model: str
-    steps: int
+    steps: PositiveInt
     weights: str = "pretrained"
     scheduler: str | None = None  # diffusers class name; default: the model's
     spacing: str | None = None  # timestep spacing (leading, trailing, linspace); the model's
@@ -255,7 +256,7 @@ class Regression:
     __pydantic_config__ = _STRICT
     metrics: dict[str, Tolerance] = field(default_factory=dict)
     speed: Tolerance = field(default_factory=lambda: Tolerance(0.0, 0.05))
-    confidence: float = 0.95
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
     resamples: PositiveInt = 999
 
     def tolerance(self, protocol: str) -> Tolerance:
@@ -307,7 +308,6 @@ ROW_NAME_MAX = 100
 
 
 # latents timed at once: far above any timing batch used, far below exhausting memory
-LATENCY_BATCH_MAX = 4096
 
 
 MIN_TIMING_REPEATS = 5  # verdicts at measured speed resample the timing repeats

@@ -64,20 +64,10 @@ def denoise_many(
     own, like ``resume``; otherwise every schedule is stepped on every step so a stateful
     sampler sees one batch throughout).
     """
-    schedules = [Schedule.parse(s, num_branches=num_branches(unet)) for s in schedules]
+    schedules = _checked(unet, scheduler, schedules, resume)
     if not schedules:
         return []
-    count = len(scheduler.timesteps)
-    wrong = [s for s in schedules if len(s) != count]
-    if wrong:
-        raise ScheduleError(f"schedule has {len(wrong[0])} steps but the "
-                            f"scheduler runs {count} UNet calls; give one token per UNet call")
-    if not keeps_outputs(unet):
-        raise ScheduleError("a batched pass keeps step outputs, which this UNet's step runner "
-                            "(CUDA graphs) overwrites; sample one schedule at a time")
     resume = list(resume or [None] * len(schedules))
-    for state in resume:
-        check_resume(state, count)
     step_kwargs = list(step_kwargs or [{}] * len(schedules))
 
     def key(lane: int, step: int) -> tuple:
@@ -93,16 +83,7 @@ def denoise_many(
                          unet_hook=KindHook) as (state, hooks):
         outer = _outer_hooks(unet, hooks)
         for step, t in enumerate(scheduler.timesteps, start=1):
-            children: dict[tuple, tuple[_Path, str, list[int]]] = {}
-            for at in [k for k in paths if len(k[1]) == step - 1]:
-                parent = paths.pop(at)
-                for lane in parent.lanes:
-                    child = key(lane, step)
-                    if child in paths:  # another schedule resumed right there
-                        paths[child].lanes.append(lane)
-                    else:
-                        token = schedules[lane].steps[step - 1]
-                        children.setdefault(child, (parent, token, []))[2].append(lane)
+            children = _children(paths, step, key, schedules)
             if children:
                 paths.update(_step_paths(unet, scheduler, t, step, list(children.items()),
                                          state, hooks, outer, guidance_scale, step_kwargs,
@@ -112,6 +93,42 @@ def denoise_many(
         for lane in path.lanes:
             finals[lane] = path.latents
     return finals
+
+
+def _checked(unet: torch.nn.Module, scheduler: Any, schedules: Sequence[Schedule | str],
+             resume: Sequence[LoopState | None] | None) -> list[Schedule]:
+    """The schedules parsed, each one token per UNet call of ``scheduler``, on a UNet whose
+    step outputs survive the next call, and every resumed state within the loop."""
+    schedules = [Schedule.parse(s, num_branches=num_branches(unet)) for s in schedules]
+    count = len(scheduler.timesteps)
+    wrong = [s for s in schedules if len(s) != count]
+    if wrong:
+        raise ScheduleError(f"schedule has {len(wrong[0])} steps but the "
+                            f"scheduler runs {count} UNet calls; give one token per UNet call")
+    if schedules and not keeps_outputs(unet):
+        raise ScheduleError("a batched pass keeps step outputs, which this UNet's step runner "
+                            "(CUDA graphs) overwrites; sample one schedule at a time")
+    for state in resume or ():
+        check_resume(state, count)
+    return schedules
+
+
+def _children(paths: dict, step: int, key: Callable[[int, int], tuple],
+              schedules: list[Schedule]) -> dict[tuple, tuple[_Path, str, list[int]]]:
+    """The paths that take ``step`` next, taken out of ``paths``: each one's lanes split by
+    the token they run at ``step`` (a lane whose next path already exists, one resumed
+    right there, joins it instead)."""
+    children: dict[tuple, tuple[_Path, str, list[int]]] = {}
+    for at in [k for k in paths if len(k[1]) == step - 1]:
+        parent = paths.pop(at)
+        for lane in parent.lanes:
+            child = key(lane, step)
+            if child in paths:  # another schedule resumed right there
+                paths[child].lanes.append(lane)
+            else:
+                token = schedules[lane].steps[step - 1]
+                children.setdefault(child, (parent, token, []))[2].append(lane)
+    return children
 
 
 def _outer_hooks(unet: torch.nn.Module, hooks: Mapping[torch.nn.Module, DeepCacheHook],

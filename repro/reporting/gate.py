@@ -50,7 +50,6 @@ from repro.reporting.gate_checks import (
 from repro.reporting.gate_runs import (
     GatedRun,
     GateError,
-    device,
     load_notes,
     match_rows,
     mismatches,
@@ -119,20 +118,20 @@ def gate(new: GatedRun, old: GatedRun, regression: Regression | None = None, *,
     outcome = Outcome(notes=[f"mismatch allowed: {d}" for d in differences],
                       alpha=1 - regression.confidence)
     missing_seeds = [run.label for run in (old, new)
-                     if any(row.get("metrics") for row in run.rows)
-                     and not any(row.get("per_seed") for row in run.rows)]
+                     if any(row.metrics for row in run.rows)
+                     and not any(row.per_seed for row in run.rows)]
     if missing_seeds:
         outcome.notes.append(f"no per-seed data in {' and '.join(missing_seeds)}: metrics are "
                              "gated on their tolerances alone, without intervals")
     elsewhere: dict[tuple[str, str], int] = {}  # (old, new) device -> rows timed apart
     checks = []
     for old_row, new_row in pairs:
-        for protocol, value in (old_row.get("metrics") or {}).items():
-            if allow_mismatch and protocol not in (new_row.get("metrics") or {}):
+        for protocol, value in old_row.metrics.items():
+            if allow_mismatch and protocol not in new_row.metrics:
                 continue  # noted as a mismatch
             checks.append(row_metric_check(protocol, value, old_row, new_row, old, new,
                                         regression))
-        devices = (device(old_row), device(new_row))
+        devices = (old_row.device, new_row.device)
         if None not in devices and devices[0] != devices[1]:
             elsewhere[devices] = elsewhere.get(devices, 0) + 1
             continue
@@ -140,7 +139,7 @@ def gate(new: GatedRun, old: GatedRun, regression: Regression | None = None, *,
         if check is not None:
             checks.append(check)
     outcome.checks = decide(checks, outcome.alpha)
-    unmeasured = sum(number(row.get("measured_speedup")) is None for row, _ in pairs)
+    unmeasured = sum(number(row.measured_speedup) is None for row, _ in pairs)
     if unmeasured:
         outcome.notes.append(f"{unmeasured} baseline rows have no measured speedup (latency "
                              "off): their speed is not gated")

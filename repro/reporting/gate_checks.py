@@ -13,9 +13,10 @@ from scipy import stats
 
 from repro.config.suite import DEFAULT_TOLERANCES, MIN_TIMING_REPEATS, Regression
 from repro.metrics.protocols import lower_is_better
-from repro.reporting.gate_runs import GatedRun, GateError, number, row_key
+from repro.reporting.gate_runs import GatedRun, GateError, number
 from repro.results import per_seed
 from repro.results.compare import Point, Quality, per_seed_mean
+from repro.results.schema import Row
 
 SPEED = "measured speedup"
 
@@ -141,24 +142,24 @@ def speed_test(was: np.ndarray, now: np.ndarray, allowed: float,
     return Test(change, float(interval.low), float(interval.high), float(shifted.pvalue))
 
 
-def row_metric_check(protocol: str, old_value, old_row: dict, new_row: dict, old: GatedRun,
+def row_metric_check(protocol: str, old_value, old_row: Row, new_row: Row, old: GatedRun,
                   new: GatedRun, regression: Regression) -> Check:
-    where = f"{' / '.join(row_key(old_row))}: {protocol}"
+    where = f"{' / '.join(old_row.key)}: {protocol}"
     kind = protocol.partition(":")[0]
     if kind not in DEFAULT_TOLERANCES:
         raise GateError(f"{where}: no regression tolerance is known for metric kind {kind!r}")
     before = number(old_value)
-    after = number((new_row.get("metrics") or {}).get(protocol))
+    after = number(new_row.metrics.get(protocol))
     if before is None:
         raise GateError(f"{where}: the baseline value {old_value!r} is not a number")
     if after is None:
         raise GateError(f"{where}: missing or not a number in {new.label}")
     points = [_point(run, row, protocol) for run, row in ((new, new_row), (old, old_row))]
     if any(p is None for p in points):
-        return metric_check(old_row["experiment"], old_row["name"], protocol, None, None,
+        return metric_check(old_row.experiment, old_row.name, protocol, None, None,
                             regression, values=(before, after))
     (new_point, new_seeds), (old_point, old_seeds) = points
-    return metric_check(old_row["experiment"], old_row["name"], protocol, new_point, old_point,
+    return metric_check(old_row.experiment, old_row.name, protocol, new_point, old_point,
                         regression, values=(before, after),
                         paired=np.array_equal(new_seeds, old_seeds))
 
@@ -185,11 +186,11 @@ def metric_check(experiment: str, row: str, protocol: str, new: Point | None,
     return replace(check, low=test.low, high=test.high, p=test.p, family=True)
 
 
-def _has_per_seed(run: GatedRun, row: dict) -> bool:
-    return run.root is not None and bool(row.get("per_seed"))
+def _has_per_seed(run: GatedRun, row: Row) -> bool:
+    return run.root is not None and bool(row.per_seed)
 
 
-def _point(run: GatedRun, row: dict, protocol: str) -> tuple[Point, np.ndarray] | None:
+def _point(run: GatedRun, row: Row, protocol: str) -> tuple[Point, np.ndarray] | None:
     """The row's quality on resampled evaluation seeds, from its per-seed data; None where
     the run kept none for this metric."""
     data = _per_seed(run, row)
@@ -199,15 +200,15 @@ def _point(run: GatedRun, row: dict, protocol: str) -> tuple[Point, np.ndarray] 
     if protocol in data.values:
         quality = per_seed_mean(data.values[protocol])
     elif kind == "fid" and extractor in data.features:
-        reference_file = per_seed.reference_path(run.root / row["per_seed"], extractor)
+        reference_file = per_seed.reference_path(run.root / row.per_seed, extractor)
         if not reference_file.is_file():
             return None
         from repro.metrics.frechet import FeatureStatistics
 
         quality = frechet(data.features[extractor], FeatureStatistics.load(reference_file))
     elif kind in ("rfid", "rkid") and extractor in data.features:
-        teacher = next((r for r in run.rows if r.get("experiment") == row.get("experiment")
-                        and r.get("kind") == "teacher"), None)
+        teacher = next((r for r in run.rows if r.experiment == row.experiment
+                        and r.kind == "teacher"), None)
         teacher_data = None if teacher is None else _per_seed(run, teacher)
         if (teacher_data is None or extractor not in teacher_data.features
                 or not np.array_equal(teacher_data.seeds, data.seeds)):
@@ -221,7 +222,7 @@ def _point(run: GatedRun, row: dict, protocol: str) -> tuple[Point, np.ndarray] 
             quality = rkid_quality(data.features[extractor], teacher_data.features[extractor])
     else:
         return None
-    return Point(" / ".join(row_key(row)), 0.0, quality, len(data.seeds)), data.seeds
+    return Point(" / ".join(row.key), 0.0, quality, len(data.seeds)), data.seeds
 
 
 def frechet(features: np.ndarray, other) -> Quality:
@@ -236,12 +237,12 @@ def frechet(features: np.ndarray, other) -> Quality:
     return quality
 
 
-def _per_seed(run: GatedRun, row: dict) -> per_seed.PerSeed | None:
+def _per_seed(run: GatedRun, row: Row) -> per_seed.PerSeed | None:
     if not _has_per_seed(run, row):
         return None
-    path = run.root / row["per_seed"]
+    path = run.root / row.per_seed
     if not path.is_file():
-        raise GateError(f"{run.label}: row {' / '.join(row_key(row))}: per-seed file {path} is "
+        raise GateError(f"{run.label}: row {' / '.join(row.key)}: per-seed file {path} is "
                         "missing")
     try:
         return per_seed.load(path)
@@ -249,16 +250,16 @@ def _per_seed(run: GatedRun, row: dict) -> per_seed.PerSeed | None:
         raise GateError(str(error)) from None
 
 
-def row_speed_check(old_row: dict, new_row: dict, old: GatedRun, new: GatedRun,
+def row_speed_check(old_row: Row, new_row: Row, old: GatedRun, new: GatedRun,
                  regression: Regression) -> Check | None:
-    before = number(old_row.get("measured_speedup"))
-    if before is None or old_row.get("kind") == "teacher":  # 1 by definition
+    before = number(old_row.measured_speedup)
+    if before is None or old_row.kind == "teacher":  # 1 by definition
         return None
-    after = number(new_row.get("measured_speedup"))
+    after = number(new_row.measured_speedup)
     if after is None:
-        raise GateError(f"{' / '.join(row_key(old_row))}: {SPEED}: missing in {new.label} "
+        raise GateError(f"{' / '.join(old_row.key)}: {SPEED}: missing in {new.label} "
                         "(timed in the baseline)")
-    return speed_check(old_row["experiment"], old_row["name"], (before, after),
+    return speed_check(old_row.experiment, old_row.name, (before, after),
                        _repeat_speedups(old, old_row), _repeat_speedups(new, new_row),
                        regression)
 
@@ -282,13 +283,13 @@ def speed_check(experiment: str, row: str, values: tuple[float, float], was: lis
                    worse_by=test.change, low=test.low, high=test.high, p=test.p, family=True)
 
 
-def _repeat_speedups(run: GatedRun, row: dict) -> list[float]:
+def _repeat_speedups(run: GatedRun, row: Row) -> list[float]:
     """Each repeat's all-F (teacher) time over the row's (the loops of one repeat ran one
     after the other); empty where the times are not there."""
-    teacher = next((r for r in run.rows if r.get("experiment") == row.get("experiment")
-                    and r.get("kind") == "teacher"), None)
-    mine = ((row.get("latency") or {}).get("seconds")) or []
-    base = ((teacher or {}).get("latency") or {}).get("seconds") or []
+    teacher = next((r for r in run.rows if r.experiment == row.experiment
+                    and r.kind == "teacher"), None)
+    mine = (row.latency or {}).get("seconds") or []
+    base = ((teacher and teacher.latency) or {}).get("seconds") or []
     if not mine or len(mine) != len(base):
         return []
     return [b / s for b, s in zip(base, mine, strict=True)]

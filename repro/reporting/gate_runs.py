@@ -14,7 +14,7 @@ import yaml
 from repro.infra.errors import UserError
 from repro.reporting.report import ReportError, load_results
 from repro.results import bench_report
-from repro.results.schema import is_results
+from repro.results.schema import Row, is_results
 
 
 class GateError(UserError, ValueError):
@@ -30,7 +30,7 @@ class GatedRun:
 
     label: str
     run_id: str | None
-    rows: list[dict]
+    rows: list[Row]
     root: Path | None = None
     suite: Path | None = None  # the run's resolved suite.yaml, where it has one
     identity: dict | None = None
@@ -51,7 +51,7 @@ def read_run(path: Path | str, exclude_run_id: str | None = None) -> GatedRun:
         data = None  # load_results says why
     if bench_report.is_report(data):
         identity = data.get("suite") if isinstance(data.get("suite"), dict) else None
-        return GatedRun(str(path), data.get("run_id"), bench_report.rows(data),
+        return GatedRun(str(path), data.get("run_id"), bench_report.rows(data, str(file)),
                         identity=identity, bench=True)
     try:
         results = load_results(file)
@@ -59,9 +59,8 @@ def read_run(path: Path | str, exclude_run_id: str | None = None) -> GatedRun:
         raise GateError(f"{error} (a run directory, results.json or a repro bench JSON report "
                         "is expected)") from None
     suite = file.parent / "suite.yaml"
-    identity = results.get("suite") if isinstance(results.get("suite"), dict) else None
-    return GatedRun(str(path), results.get("run_id"), results["rows"], file.parent,
-                    suite if suite.is_file() else None, identity)
+    return GatedRun(str(path), results.run_id, list(results.rows), file.parent,
+                    suite if suite.is_file() else None, results.suite)
 
 
 def _newest_run(folder: Path, exclude_run_id: str | None) -> Path:
@@ -102,23 +101,23 @@ def mismatches(new: GatedRun, old: GatedRun) -> list[str]:
     identities = (new.identity or {}, old.identity or {})
     if all("name" in i for i in identities) and identities[0]["name"] != identities[1]["name"]:
         found.append(_differs("suite", *(i["name"] for i in identities)))
-    old_rows = {row_key(row): row for row in old.rows}
+    old_rows = {row.key: row for row in old.rows}
     for row in new.rows:
-        was = old_rows.get(row_key(row))
+        was = old_rows.get(row.key)
         if was is None:
             continue
-        where = " / ".join(row_key(row))
-        found += [_differs(f"{where}: {name}", row[name], was[name]) for name in ROW_FIELDS
-                  if name in row and name in was and row[name] != was[name]]
-        metrics = [set(r.get("metrics") or {}) for r in (row, was)]
+        where = " / ".join(row.key)
+        found += [_differs(f"{where}: {name}", getattr(row, name), getattr(was, name))
+                  for name in ROW_FIELDS if getattr(row, name) != getattr(was, name)]
+        metrics = [set(r.metrics) for r in (row, was)]
         if metrics[0] != metrics[1]:
             found.append(_differs(f"{where}: metrics", *(", ".join(sorted(m)) or "none"
                                                          for m in metrics)))
-        counts = [r.get("metric_n") or {} for r in (row, was)]
+        counts = [r.metric_n or {} for r in (row, was)]
         found += [_differs(f"{where}: {protocol} seeds", counts[0][protocol], n)
                   for protocol, n in counts[1].items()
                   if protocol in counts[0] and counts[0][protocol] != n]
-        batches = [(r.get("latency") or {}).get("batch") for r in (row, was)]
+        batches = [(r.latency or {}).get("batch") for r in (row, was)]
         if None not in batches and batches[0] != batches[1]:
             found.append(_differs(f"{where}: latency batch", *batches))
     found += _suite_mismatches(new, old)
@@ -176,39 +175,31 @@ def _get(entry: dict, path: tuple[str, ...]):
     return entry
 
 
-def device(row: dict) -> str | None:
-    return (row.get("latency") or {}).get("device")
-
-
-def load_notes(pairs: list[tuple[dict, dict]]) -> list[str]:
+def load_notes(pairs: list[tuple[Row, Row]]) -> list[str]:
     """Experiments whose all-F loop took much longer or shorter than the baseline's on the
     same device: other load on the machine lowers measured speedups (fixed costs per loop
     weigh more), which the repeats of one run do not show."""
     notes = []
     for old_row, new_row in pairs:
-        was, now = ((row.get("latency") or {}).get("median_s") for row in (old_row, new_row))
-        if (old_row.get("kind") == "teacher" and device(old_row) == device(new_row)
+        was, now = old_row.median_s, new_row.median_s
+        if (old_row.kind == "teacher" and old_row.device == new_row.device
                 and number(was) and number(now) and not 1 / 1.5 < now / was < 1.5):
-            notes.append(f"{old_row['experiment']}: the all-F loop took {now / was:.2g}x as "
+            notes.append(f"{old_row.experiment}: the all-F loop took {now / was:.2g}x as "
                          "long as in the baseline on the same device: the machine was busier "
                          "or idler (or the full UNet call changed); speedups fall under load")
     return notes
 
 
-def row_key(row: dict) -> tuple[str, str]:
-    return str(row.get("experiment")), str(row.get("name"))
-
-
-def match_rows(new: GatedRun, old: GatedRun) -> list[tuple[dict, dict]]:
+def match_rows(new: GatedRun, old: GatedRun) -> list[tuple[Row, Row]]:
     """(old row, new row) by experiment and name; any row without a partner is an error."""
     for run in (old, new):
-        keys = [row_key(row) for row in run.rows]
+        keys = [row.key for row in run.rows]
         twice = next((k for k in keys if keys.count(k) > 1), None)
         if twice:
             raise GateError(f"{run.label}: row {' / '.join(twice)} appears twice")
-    by_key = {row_key(row): row for row in new.rows}
-    only_old = [row_key(r) for r in old.rows if row_key(r) not in by_key]
-    only_new = sorted(set(by_key) - {row_key(r) for r in old.rows})
+    by_key = {row.key: row for row in new.rows}
+    only_old = [r.key for r in old.rows if r.key not in by_key]
+    only_new = sorted(set(by_key) - {r.key for r in old.rows})
     if only_old or only_new:
         parts = [f"{len(keys)} only in {run.label} ({'; '.join(' / '.join(k) for k in keys[:5])}"
                  + (", ..." if len(keys) > 5 else "") + ")"
@@ -216,7 +207,7 @@ def match_rows(new: GatedRun, old: GatedRun) -> list[tuple[dict, dict]]:
         raise GateError(f"rows do not match: {', '.join(parts)}; gate runs of the same suite")
     if not old.rows:
         raise GateError(f"{old.label}: no rows to gate")
-    return [(row, by_key[row_key(row)]) for row in old.rows]
+    return [(row, by_key[row.key]) for row in old.rows]
 
 
 def number(value) -> float | None:

@@ -20,6 +20,7 @@ from repro.infra.atomic import atomic_path
 from repro.infra.files import InputFileError, read_capped
 from repro.reporting.report import display_cells, table
 from repro.reporting.verdict_report import verdict_table
+from repro.results.schema import Results, Row
 
 FILENAME = "report.html"
 PLOTS = (("pareto.png", "speedup against quality, the non-dominated front per experiment"),
@@ -40,7 +41,7 @@ figcaption { font-size: 0.85em; max-width: 40em; }
 """
 
 
-def write_html(results: dict, run_dir: Path | str, out: Path | str | None = None) -> Path:
+def write_html(results: Results | dict, run_dir: Path | str, out: Path | str | None = None) -> Path:
     """Write the report of ``results`` (whose plots and grids lie in ``run_dir``) to ``out``,
     default ``run_dir/report.html``, atomically; returns its path."""
     run_dir = Path(run_dir)
@@ -51,13 +52,14 @@ def write_html(results: dict, run_dir: Path | str, out: Path | str | None = None
     return path
 
 
-def render_html(results: dict, run_dir: Path) -> str:
+def render_html(results: Results | dict, run_dir: Path) -> str:
     """The page of ``results`` whose images lie under ``run_dir``."""
-    suite = results.get("suite") or {}
-    title = f"{suite.get('name', '?')}: {results.get('run_id', '?')}"
+    results = Results.of(results)
+    suite = results.suite or {}
+    title = f"{suite.get('name', '?')}: {results.run_id or '?'}"
     parts = [f"<h1>{_e(title)}</h1>", _summary(results),
-             "<h2>Command</h2>", _command(results.get("command")),
-             "<h2>Environment</h2>", _pairs(results.get("environment") or {}),
+             "<h2>Command</h2>", _command(results.command),
+             "<h2>Environment</h2>", _pairs(results.environment or {}),
              "<h2>Results</h2>", _table(table(results))]
     plots = [_figure(_inside(run_dir, name), name, caption) for name, caption in PLOTS
              if os.path.lexists(run_dir / name)]
@@ -66,7 +68,7 @@ def render_html(results: dict, run_dir: Path) -> str:
     verdicts = verdict_table(results)
     if not verdicts.empty:
         parts += ["<h2>Verdicts at equal speed</h2>", _table(verdicts)]
-    grids = [_grid(row, run_dir) for row in results["rows"] if row.get("grid")]
+    grids = [_grid(row, run_dir) for row in results.rows if row.grid]
     if grids:
         parts += ["<h2>Sample grids</h2>", *grids]
     if os.path.lexists(run_dir / "suite.yaml"):
@@ -93,11 +95,11 @@ def _pairs(mapping: dict) -> str:
     return df.to_html(index=False, header=False, escape=True, border=0)
 
 
-def _summary(results: dict) -> str:
-    suite = results.get("suite") or {}
-    return _pairs({"run": results.get("run_id"), "suite file": suite.get("file"),
+def _summary(results: Results) -> str:
+    suite = results.suite or {}
+    return _pairs({"run": results.run_id, "suite file": suite.get("file"),
                    "suite version": suite.get("version"), "suite digest": suite.get("digest"),
-                   "started": results.get("started"), "finished": results.get("finished")})
+                   "started": results.started, "finished": results.finished})
 
 
 def _command(command: str | None) -> str:
@@ -146,8 +148,8 @@ def _figure(path: Path | None, alt: str, caption: str, kind: str = "plot") -> st
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
-def _grid(row: dict, run_dir: Path) -> str:
+def _grid(row: Row, run_dir: Path) -> str:
     """A row's sample grid; a path leading out of the run directory is refused."""
-    label = f"{row.get('experiment')}: {row.get('name')}"
-    return _figure(_inside(run_dir, row["grid"]), label, f"{label}, first evaluation seeds",
+    label = f"{row.experiment}: {row.name}"
+    return _figure(_inside(run_dir, row.grid), label, f"{label}, first evaluation seeds",
                    "grid")

@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from repro.core.pareto import front_indices
 from repro.infra.atomic import atomic_path
 from repro.infra.errors import UserError
 from repro.metrics.protocols import lower_is_better
-from repro.results.schema import schema_problem
+from repro.results.schema import Results, Row, SchemaError
 
 FORMATS = ("md", "csv", "tex")
 _TEXT_COLUMNS = ("run", "experiment", "name", "kind", "source", "schedule")
@@ -32,9 +33,9 @@ class ReportError(UserError, ValueError):
     """A results file or report request that cannot be rendered; one line for the CLI."""
 
 
-def load_results(path: Path | str) -> dict:
-    """Read a run directory's ``results.json`` (or the file itself), refusing other schemas so
-    a stray JSON file cannot silently render as an empty table."""
+def load_results(path: Path | str) -> Results:
+    """Read a run directory's ``results.json`` (or the file itself) through the schema,
+    refusing other schemas so a stray JSON file cannot silently render as an empty table."""
     path = Path(path)
     file = path if path.is_file() or path.suffix == ".json" else path / "results.json"
     try:
@@ -45,17 +46,15 @@ def load_results(path: Path | str) -> dict:
         raise ReportError(f"{file}: cannot read ({error})") from None
     except json.JSONDecodeError as error:
         raise ReportError(f"{file}: not valid JSON ({error})") from None
-    problem = schema_problem(results.get("schema") if isinstance(results, dict) else None)
-    if problem:
-        raise ReportError(f"{file}: {problem}")
-    if not isinstance(results.get("rows"), list):
-        raise ReportError(f"{file}: no 'rows' list")
-    return results
+    try:
+        return Results.of(results, str(file))
+    except SchemaError as error:
+        raise ReportError(str(error)) from None
 
 
-def _protocols(rows: list[dict]) -> list[str]:
+def _protocols(rows: Sequence[Row]) -> list[str]:
     """Metric protocols of all rows, first-seen order."""
-    return list(dict.fromkeys(p for row in rows for p in (row.get("metrics") or {})))
+    return list(dict.fromkeys(p for row in rows for p in row.metrics))
 
 
 def _columns(protocols: list[str], published: list[str], has_published: bool,
@@ -74,21 +73,21 @@ def _columns(protocols: list[str], published: list[str], has_published: bool,
     return columns + ["search fitness"] + ["source"] * has_published + ["schedule"]
 
 
-def _record(run_id: str | None, row: dict) -> dict:
-    published = row.get("published") or {}
+def _record(run_id: str | None, row: Row) -> dict:
+    published = row.published or {}
     return {
-        "run": run_id, "experiment": row.get("experiment"), "name": row.get("name"),
-        "kind": row.get("kind"), "budget": row.get("budget"),
-        "predicted speedup": row.get("predicted_speedup"),
-        "measured speedup": row.get("measured_speedup"),
-        **(row.get("metrics") or {}),
+        "run": run_id, "experiment": row.experiment, "name": row.name,
+        "kind": row.kind, "budget": row.budget,
+        "predicted speedup": row.predicted_speedup,
+        "measured speedup": row.measured_speedup,
+        **row.metrics,
         **{f"published {k}": v for k, v in published.items() if k != "source"},
-        "search fitness": (row.get("search") or {}).get("fitness"),
-        "source": published.get("source"), "schedule": row.get("schedule"),
+        "search fitness": (row.search or {}).get("fitness"),
+        "source": published.get("source"), "schedule": row.schedule,
     }
 
 
-def table(results: dict | list[dict]) -> pd.DataFrame:
+def table(results: Results | dict | Sequence[Results | dict]) -> pd.DataFrame:
     """One row per evaluated schedule of one or more runs (a ``run`` column when several).
 
     Columns: experiment, name, kind, budget, predicted / measured speedup, one column per
@@ -97,10 +96,11 @@ def table(results: dict | list[dict]) -> pd.DataFrame:
     ``clip``, ...; its protocol is the paper's, not ours) follow the reproduced column the key
     maps to, and a ``source`` column precedes the schedule. Missing values are NaN.
     """
-    runs = [results] if isinstance(results, dict) else list(results)
-    pairs = [(run.get("run_id"), row) for run in runs for row in run.get("rows", [])]
+    runs = [Results.of(run) for run in
+            ([results] if isinstance(results, Results | dict) else results)]
+    pairs = [(run.run_id, row) for run in runs for row in run.rows]
     rows = [row for _, row in pairs]
-    published = [row["published"] for row in rows if isinstance(row.get("published"), dict)]
+    published = [row.published for row in rows if row.published is not None]
     keys = list(dict.fromkeys(k for p in published for k in p if k != "source"))
     columns = _columns(_protocols(rows), keys, bool(published), len(runs) > 1)
     df = pd.DataFrame([_record(run_id, row) for run_id, row in pairs], columns=columns)
@@ -201,7 +201,7 @@ def _match(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[int | None, int | Non
     return sorted(pairs, key=lambda p: p[1] if p[1] is not None else len(b) + p[0])
 
 
-def regression_diff(old: dict, new: dict) -> pd.DataFrame:
+def regression_diff(old: Results | dict, new: Results | dict) -> pd.DataFrame:
     """Regression table of two runs, one row per schedule (new run's order, then old-only).
 
     Columns: experiment, name, note (``""``, ``renamed``, ``schedule changed``, ``only in
@@ -212,8 +212,9 @@ def regression_diff(old: dict, new: dict) -> pd.DataFrame:
     speedups, ``acc:*``, ``clip:*``); ``"="`` when unchanged, blank when a side is missing.
     The new schedule (the old one for old-only rows) comes last.
     """
+    old, new = Results.of(old), Results.of(new)
     a, b = table(old), table(new)
-    shared = [p for p in _protocols(new.get("rows", [])) if p in _protocols(old.get("rows", []))]
+    shared = [p for p in _protocols(new.rows) if p in _protocols(old.rows)]
     quantities = [*_SPEEDUPS, *shared]
     records = []
     for i, j, note in _match(a, b):
@@ -237,10 +238,10 @@ def _number(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _quality_metric(rows: list[dict]) -> str | None:
+def _quality_metric(rows: Sequence[Row]) -> str | None:
     """The y axis of a Pareto plot: the first fid:*, else rfid:*, else clip:* / acc:* metric."""
     protocols = [p for p in _protocols(rows) if any(
-        _number((r.get("metrics") or {}).get(p)) is not None for r in rows)]
+        _number(r.metrics.get(p)) is not None for r in rows)]
     for prefixes in _QUALITY_PREFIXES:
         found = next((p for p in protocols if p.startswith(prefixes)), None)
         if found:
@@ -248,7 +249,7 @@ def _quality_metric(rows: list[dict]) -> str | None:
     return None
 
 
-def pareto_plot(results: dict, path: Path | str) -> Path:
+def pareto_plot(results: Results | dict, path: Path | str) -> Path:
     """Speedup vs quality, one subplot per experiment, non-dominated front as a step line.
 
     x is the measured speedup (predicted where not measured); one marker and colour per
@@ -258,28 +259,29 @@ def pareto_plot(results: dict, path: Path | str) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = results.get("rows", [])
-    experiments = list(dict.fromkeys(row.get("experiment") for row in rows)) or [None]
-    methods = list(dict.fromkeys(row.get("method") for row in rows))
+    results = Results.of(results)
+    rows = results.rows
+    experiments = list(dict.fromkeys(row.experiment for row in rows)) or [None]
+    methods = list(dict.fromkeys(row.method for row in rows))
     colours, markers = colormaps["tab10"], "os^DvP<>Xhp"
     fig = Figure(figsize=(5.5 * len(experiments), 4.2), layout="constrained")
     FigureCanvasAgg(fig)
-    suite = (results.get("suite") or {}).get("name", "")
+    suite = (results.suite or {}).get("name", "")
     for ax, experiment in zip(fig.subplots(1, len(experiments), squeeze=False)[0], experiments,
                               strict=True):
-        group = [row for row in rows if row.get("experiment") == experiment]
+        group = [row for row in rows if row.experiment == experiment]
         metric = _quality_metric(group)
         points = []
         for row in group:
-            measured = _number(row.get("measured_speedup"))
-            x = measured if measured is not None else _number(row.get("predicted_speedup"))
-            y = _number((row.get("metrics") or {}).get(metric))
+            measured = _number(row.measured_speedup)
+            x = measured if measured is not None else _number(row.predicted_speedup)
+            y = _number(row.metrics.get(metric))
             if x is not None and y is not None:
                 points.append((x, y, row, measured is None))
         for method in methods:
-            mine = [(x, y, row) for x, y, row, _ in points if row.get("method") == method]
+            mine = [(x, y, row) for x, y, row, _ in points if row.method == method]
             if mine:
-                teacher = method == "teacher" or mine[0][2].get("kind") == "teacher"
+                teacher = method == "teacher" or mine[0][2].kind == "teacher"
                 k = methods.index(method)
                 ax.scatter([p[0] for p in mine], [p[1] for p in mine], label=method,
                            marker="*" if teacher else markers[k % len(markers)],
@@ -328,7 +330,8 @@ def sample_grid(images: np.ndarray, path: Path | str, ncols: int = 8) -> Path:
     return Path(path)
 
 
-def write_tables(results: dict | list[dict], directory: Path | str) -> list[Path]:
+def write_tables(results: Results | dict | Sequence[Results | dict],
+                 directory: Path | str) -> list[Path]:
     """``table.md``, ``table.csv`` and ``table.tex`` of :func:`table`, each written atomically."""
     df = table(results)
     paths = []

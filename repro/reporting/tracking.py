@@ -29,6 +29,7 @@ from repro.reporting.tracking_store import (
     resolve_uri,
     search_runs,
 )
+from repro.results.schema import Results, Row
 
 __all__ = ["HTTP_LIMITS", "RUN_TAG", "TrackingError", "bench_data", "check_reachable",
            "download_run", "find_run", "load_results", "log_bench", "log_run", "metric_key",
@@ -42,9 +43,9 @@ PARENT_FILES = ("results.json", "suite.yaml", "table.md", "table.csv", "table.te
 PARENT_DIRS = ("grids", "per_seed")  # sample grids; per-seed quality data (repro gate)
 
 
-def log_run(results: dict, run_dir: Path, *, uri: str | None = None,
+def log_run(results: Results | dict, run_dir: Path, *, uri: str | None = None,
             experiment: str | None = None) -> str:
-    """Log ``results`` (a results.json dict) and the files of ``run_dir`` to the experiment
+    """Log ``results`` and the files of ``run_dir`` to the experiment
     (default ``repro/<suite name>``); returns the parent run's id.
 
     The parent run is named after the run id and carries the ``repro.*`` tags of
@@ -57,9 +58,10 @@ def log_run(results: dict, run_dir: Path, *, uri: str | None = None,
     resumed run leaves exactly one parent and its children, and a logging that fails midway
     leaves the earlier one in place.
     """
-    with experiment_for(uri, experiment or f"repro/{results['suite']['name']}") as (
+    results = Results.of(results)
+    with experiment_for(uri, experiment or f"repro/{(results.suite or {})['name']}") as (
             client, experiment_id):
-        same_run = f"tags.`{RUN_TAG}` = {quoted(results['run_id'])}"
+        same_run = f"tags.`{RUN_TAG}` = {quoted(results.run_id)}"
         earlier = [run.info.run_id for run in search_runs(client, experiment_id, same_run)]
         parent = _log_parent(client, experiment_id, results, Path(run_dir))
         for run_id in earlier:  # parents and their children
@@ -138,27 +140,27 @@ def bench_data(report: dict) -> tuple[dict, dict[str, float]]:
             {key: float(value) for key, value in metrics.items() if _number(value)})
 
 
-def _log_parent(client, experiment_id: str, results: dict, run_dir: Path) -> str:
+def _log_parent(client, experiment_id: str, results: Results, run_dir: Path) -> str:
     """The parent run, its files and one child per row; FAILED if logging stops midway, so
     an incomplete run is never read back by :func:`load_results`."""
-    run_id = client.create_run(experiment_id, run_name=results["run_id"],
-                               start_time=_millis(results.get("started")),
+    run_id = client.create_run(experiment_id, run_name=results.run_id,
+                               start_time=_millis(results.started),
                                tags=_parent_tags(results)).info.run_id
     try:
-        client.log_batch(run_id, params=_params(_suite_params(results["suite"])))
+        client.log_batch(run_id, params=_params(_suite_params(results.suite or {})))
         for name in PARENT_FILES:
             if (run_dir / name).is_file():
                 client.log_artifact(run_id, str(run_dir / name))
         for name in PARENT_DIRS:
             if (run_dir / name).is_dir():
                 client.log_artifacts(run_id, str(run_dir / name), name)
-        for row in results["rows"]:
-            _log_row(client, experiment_id, run_id, row, results["run_id"])
+        for row in results.rows:
+            _log_row(client, experiment_id, run_id, row, results.run_id)
         _check_artifacts(client, run_id, run_dir)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(run_id, end_time=_millis(results.get("finished")))
+    client.set_terminated(run_id, end_time=_millis(results.finished))
     return run_id
 
 
@@ -173,13 +175,13 @@ def _check_artifacts(client, run_id: str, run_dir: Path) -> None:
                             "logging; the store lost the upload")
 
 
-def _log_row(client, experiment_id: str, parent_id: str, row: dict, repro_run_id: str) -> None:
+def _log_row(client, experiment_id: str, parent_id: str, row: Row, repro_run_id: str) -> None:
     from mlflow.entities import Metric
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-    child = client.create_run(experiment_id, run_name=f"{row['experiment']}/{row['name']}",
+    child = client.create_run(experiment_id, run_name=f"{row.experiment}/{row.name}",
                               tags={PARENT_TAG: parent_id, RUN_TAG: repro_run_id,
-                                    "repro.row": row["name"]}).info.run_id
+                                    "repro.row": row.name}).info.run_id
     params, metrics = row_data(row)
     schedule = params.get("schedule", "")
     if len(schedule) > MAX_PARAM_VAL_LENGTH:
@@ -191,28 +193,28 @@ def _log_row(client, experiment_id: str, parent_id: str, row: dict, repro_run_id
     client.set_terminated(child)
 
 
-def _parent_tags(results: dict) -> dict[str, str]:
+def _parent_tags(results: Results) -> dict[str, str]:
     """``repro.run_id``, ``repro.suite``, ``repro.suite_version``, ``repro.<key>`` for each
     environment entry (``repro.git_commit``, ``repro.device``, ``repro.torch``, ...) and
     :func:`verdict_tags`."""
-    environment = results.get("environment") or {}
-    tags = {RUN_TAG: results["run_id"], "repro.suite": results["suite"]["name"],
-            "repro.suite_version": results["suite"].get("version"),
-            "repro.schema": results.get("schema"),
+    environment, suite = results.environment or {}, results.suite or {}
+    tags = {RUN_TAG: results.run_id, "repro.suite": suite.get("name"),
+            "repro.suite_version": suite.get("version"),
+            "repro.schema": results.schema_,
             "mlflow.source.git.commit": environment.get("git_commit"),
             **{f"repro.{key}": value for key, value in environment.items()},
             **verdict_tags(results)}
     return {key: str(value) for key, value in tags.items() if value is not None}
 
 
-def verdict_tags(results: dict) -> dict[str, str]:
+def verdict_tags(results: Results | dict) -> dict[str, str]:
     """``repro.verdicts.primary`` (outcomes after Holm's adjustment across the run) and
     ``repro.verdicts.exploratory`` (unadjusted), as counts: ``"better 2, tie 5"``; the
     records themselves are in results.json and verdicts.csv."""
     from collections import Counter
 
     counts = {"primary": Counter(), "exploratory": Counter()}
-    for record in results.get("verdicts") or []:
+    for record in Results.of(results).verdicts:
         label = record.get("label")
         if label in counts:
             counts[label][record.get("adjusted") if label == "primary"
@@ -226,7 +228,7 @@ def _suite_params(suite: dict) -> dict:
             if suite.get(key) is not None}
 
 
-def row_data(row: dict) -> tuple[dict, dict[str, float]]:
+def row_data(row: Row) -> tuple[dict, dict[str, float]]:
     """A results row -> (params, metrics) of its child run; null values are left out.
 
     Params: experiment, model, steps, guidance, name, kind, method, budget, schedule, grid,
@@ -238,23 +240,24 @@ def row_data(row: dict) -> tuple[dict, dict[str, float]]:
     metric protocol under :func:`metric_key` (``fid:digits-cnn`` -> ``fid_digits-cnn``) and
     ``published_<key>`` for each published number (``published_speedup``, ``published_fid``).
     """
-    latency, search = row.get("latency") or {}, row.get("search") or {}
-    measured, published = row.get("metrics") or {}, row.get("published") or {}
+    latency, search = row.latency or {}, row.search or {}
+    measured, published = row.metrics, row.published or {}
     protocols: dict[str, list[str]] = {}
     for protocol in sorted(measured):
         protocols.setdefault(protocol.split(":")[0], []).append(protocol)
     params = {
-        **{key: row.get(key) for key in ("experiment", "model", "steps", "guidance", "name",
-                                         "kind", "method", "budget", "schedule", "grid")},
+        **{key: getattr(row, key) for key in ("experiment", "model", "steps", "guidance",
+                                              "name", "kind", "method", "budget", "schedule",
+                                              "grid")},
         **{f"latency.{key}": latency.get(key) for key in ("device", "dtype", "batch")},
         **{f"search.{key}": search.get(key) for key in ("protocol", "n")},
         **{f"protocol.{short}": ",".join(names) for short, names in protocols.items()},
-        **{f"metric_n.{metric_key(key)}": n for key, n in (row.get("metric_n") or {}).items()},
+        **{f"metric_n.{metric_key(key)}": n for key, n in (row.metric_n or {}).items()},
         "published.source": published.get("source"),
     }
     metrics = {
-        "predicted_speedup": row.get("predicted_speedup"),
-        "measured_speedup": row.get("measured_speedup"),
+        "predicted_speedup": row.predicted_speedup,
+        "measured_speedup": row.measured_speedup,
         "latency_median_s": latency.get("median_s"),
         "search_fitness": search.get("fitness"),
         **{metric_key(protocol): value for protocol, value in measured.items()},

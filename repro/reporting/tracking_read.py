@@ -19,9 +19,10 @@ from repro.reporting.tracking_store import (
     search_runs,
     talking_to,
 )
+from repro.results.schema import Results
 
 
-def load_results(experiment: str, *, uri: str | None = None) -> list[dict]:
+def load_results(experiment: str, *, uri: str | None = None) -> list[Results]:
     """The results.json of each finished parent run of ``experiment``, newest first."""
     uri = resolve_uri(uri)
     with experiment_for(uri, experiment, create=False) as (client, experiment_id):
@@ -75,7 +76,7 @@ def download_run(run_id: str, destination: Path, *, uri: str | None = None) -> P
     return Path(destination) / results
 
 
-def _download_results(client, run_id: str) -> dict:
+def _download_results(client, run_id: str) -> Results:
     """The run's results.json, read (and its schema checked) as ``repro report`` reads one."""
     from repro.reporting.report import load_results as read_results
 

@@ -14,13 +14,14 @@ import pandas as pd
 
 from repro.core.pareto import front_indices
 from repro.infra.atomic import atomic_path
+from repro.results.schema import Results, Row
 
 VERDICT_COLUMNS = ["experiment", "method", "budget", "family", "metric", "speed", "searched",
                    "family at speed", "difference", "95% low", "95% high", "verdict", "against",
                    "repeats", "p", "label", "Holm p", "adjusted verdict"]
 
 
-def verdict_table(results: dict) -> pd.DataFrame:
+def verdict_table(results: Results | dict) -> pd.DataFrame:
     """One row per searched method, budget, family, metric and speed (predicted, measured):
     the searched rows' mean quality, the family's front interpolated at their speeds (or the
     other method's mean), the difference (searched minus family) with its 95% interval, the
@@ -36,14 +37,14 @@ def verdict_table(results: dict) -> pd.DataFrame:
         "verdict": v["outcome"], "against": v.get("basis"),
         "repeats": v.get("n_search_seeds"), "p": v.get("p"), "label": v.get("label"),
         "Holm p": v.get("p_holm"), "adjusted verdict": v.get("adjusted")}
-        for v in results.get("verdicts") or []]
+        for v in Results.of(results).verdicts]
     return pd.DataFrame(records, columns=VERDICT_COLUMNS)
 
 
 _KEY = ["experiment", "method", "budget", "family", "metric", "speed"]
 
 
-def verdict_changes(old: dict, new: dict) -> pd.DataFrame:
+def verdict_changes(old: Results | dict, new: Results | dict) -> pd.DataFrame:
     """The verdicts of two runs side by side (the new run's order, then old-only ones):
     each run's difference and verdict, and whether the verdict changed."""
     a, b = verdict_table(old), verdict_table(new)
@@ -56,7 +57,7 @@ def verdict_changes(old: dict, new: dict) -> pd.DataFrame:
                    "changed"]]
 
 
-def write_verdicts(results: dict, directory: Path | str) -> list[Path]:
+def write_verdicts(results: Results | dict, directory: Path | str) -> list[Path]:
     """``verdicts.md`` and ``verdicts.csv`` (nothing when the run has no verdicts)."""
     df = verdict_table(results)
     if df.empty:
@@ -72,50 +73,50 @@ def write_verdicts(results: dict, directory: Path | str) -> list[Path]:
     return paths
 
 
-def _speed(row: dict) -> float | None:
-    value = row.get("measured_speedup")
-    return row.get("predicted_speedup") if value is None else value
+def _speed(row: Row) -> float | None:
+    value = row.measured_speedup
+    return row.predicted_speedup if value is None else value
 
 
-def fronts_plot(results: dict, path: Path | str) -> Path | None:
+def fronts_plot(results: Results | dict, path: Path | str) -> Path | None:
     """Quality against measured speed (predicted where not measured) with 95% intervals
     (percentile bootstrap of the metric, drawn as vertical lines),
     one panel per experiment and FID protocol: each baseline family's front as a line
     through its non-dominated points, searched rows as points (one per budget and search
     seed), published rows as hollow markers. None when no row has an interval."""
-    rows = [r for r in results.get("rows", []) if r.get("intervals")]
+    rows = [r for r in Results.of(results).rows if r.intervals]
     if not rows:
         return None
     from matplotlib import colormaps
 
-    experiments = list(dict.fromkeys(r["experiment"] for r in rows))
-    metrics = list(dict.fromkeys(m for r in rows for m in r["intervals"]))
-    families = list(dict.fromkeys(r.get("family") or r["kind"] for r in rows))
+    experiments = list(dict.fromkeys(r.experiment for r in rows))
+    metrics = list(dict.fromkeys(m for r in rows for m in r.intervals))
+    families = list(dict.fromkeys(r.family or r.kind for r in rows))
     colours, markers = colormaps["tab10"], "os^DvP<>Xhp"
     fig, axes = _panels(len(experiments), len(metrics), (6, 4.5))
     for i, experiment in enumerate(experiments):
         for j, metric in enumerate(metrics):
             ax = axes[i][j]
             for k, name in enumerate(families):
-                members = [r for r in rows if r["experiment"] == experiment
-                           and (r.get("family") or r["kind"]) == name and _speed(r) is not None
-                           and metric in r["intervals"]]
+                members = [r for r in rows if r.experiment == experiment
+                           and (r.family or r.kind) == name and _speed(r) is not None
+                           and metric in r.intervals]
                 if not members:
                     continue
                 x = np.array([_speed(r) for r in members], dtype=float)
-                y = np.array([r["metrics"][metric] for r in members], dtype=float)
-                low, high = np.array([r["intervals"][metric] for r in members], dtype=float).T
+                y = np.array([r.metrics[metric] for r in members], dtype=float)
+                low, high = np.array([r.intervals[metric] for r in members], dtype=float).T
                 style = dict(color=colours(k % 10), marker=markers[k % len(markers)])
                 ax.scatter(x, y, s=25, label=name, zorder=3, **style)
                 # a bootstrap FID is biased upwards (resamples repeat images): the interval
                 # shows the spread and may lie above the value as drawn
                 ax.vlines(x, low, high, color=style["color"], linewidth=1, alpha=0.6)
-                if members[0]["kind"] == "baseline" and len(members) > 1:
+                if members[0].kind == "baseline" and len(members) > 1:
                     front = front_indices(list(x), list(y))
                     ax.plot(x[front], y[front], color=style["color"], linewidth=1)
                 key = metric.partition(":")[0]
-                published = [(r["published"].get("speedup"), r["published"].get(key))
-                             for r in members if r.get("published")]
+                published = [(r.published.get("speedup"), r.published.get(key))
+                             for r in members if r.published]
                 published = [(a, b) for a, b in published if a is not None and b is not None]
                 if published:
                     ax.scatter(*zip(*published, strict=True), facecolors="none",
@@ -129,32 +130,32 @@ def fronts_plot(results: dict, path: Path | str) -> Path | None:
     return _save(fig, path)
 
 
-def convergence(row: dict) -> np.ndarray:
+def convergence(row: Row) -> np.ndarray:
     """Best fitness so far after each scored schedule of a searched row's search."""
-    return np.minimum.accumulate(np.asarray(row["search"]["trace"], dtype=float))
+    return np.minimum.accumulate(np.asarray(row.search["trace"], dtype=float))
 
 
-def convergence_plot(results: dict, path: Path | str) -> Path | None:
+def convergence_plot(results: Results | dict, path: Path | str) -> Path | None:
     """Best fitness so far against schedules scored, one panel per experiment and budget,
     one line per search method: the mean over search seeds and their range. None when no
     searched row kept its trace."""
-    rows = [r for r in results.get("rows", []) if r.get("kind") == "searched"
-            and (r.get("search") or {}).get("trace")]
+    rows = [r for r in Results.of(results).rows if r.kind == "searched"
+            and (r.search or {}).get("trace")]
     if not rows:
         return None
     from matplotlib import colormaps
 
-    experiments = list(dict.fromkeys(r["experiment"] for r in rows))
-    budgets = sorted({r["budget"] for r in rows})
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    experiments = list(dict.fromkeys(r.experiment for r in rows))
+    budgets = sorted({r.budget for r in rows})
+    methods = list(dict.fromkeys(r.method for r in rows))
     colours = colormaps["tab10"]
     fig, axes = _panels(len(experiments), len(budgets), (5, 4))
     for i, experiment in enumerate(experiments):
         for j, budget in enumerate(budgets):
             ax = axes[i][j]
             for k, method in enumerate(methods):
-                curves = [convergence(r) for r in rows if r["experiment"] == experiment
-                          and r["budget"] == budget and r["method"] == method]
+                curves = [convergence(r) for r in rows if r.experiment == experiment
+                          and r.budget == budget and r.method == method]
                 if not curves:
                     continue
                 length = min(len(c) for c in curves)

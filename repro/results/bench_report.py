@@ -9,6 +9,7 @@ import secrets
 from datetime import UTC, datetime
 
 from repro.infra.provenance import git_state
+from repro.results.schema import Row
 
 SCHEMA = "flexiffusion-repro/bench@1"
 SCHEMA_PREFIX = "flexiffusion-repro/bench@"
@@ -36,11 +37,12 @@ def stamp(report: dict, started: datetime) -> dict:
             **report, "environment": {**(report.get("environment") or {}), **git_state()}}
 
 
-def rows(report: dict) -> list[dict]:
+def rows(report: dict, where: str = "bench report") -> list[Row]:
     """The timed loops as results rows: experiment (the suite's experiment, or the model),
     name, kind (``teacher`` for the all-F loop the speedups are over), schedule, steps,
     predicted and measured speedup and ``latency`` (median, per-repeat seconds, batch,
-    device, dtype); no quality metrics."""
+    device, dtype); no quality metrics. A loop whose fields do not fit the results schema
+    is refused in one line naming ``where``."""
     environment = report.get("environment") or {}
     experiments = report.get("experiments")
     if experiments is None:  # --model: one loop list
@@ -48,7 +50,7 @@ def rows(report: dict) -> list[dict]:
                         "steps": report.get("steps"), "images": environment.get("batch"),
                         "rows": [{**loop, "kind": "teacher" if loop.get("name") == TEACHER
                                   else "loop"} for loop in report.get("loops", [])]}]
-    return [{
+    loops = [{
         "experiment": e.get("experiment"), "model": e.get("model"),
         "steps": row.get("steps", e.get("steps")), "name": row.get("name"),
         "kind": row.get("kind"), "method": row.get("method"), "budget": row.get("budget"),
@@ -57,5 +59,5 @@ def rows(report: dict) -> list[dict]:
         "latency": {"median_s": row.get("median_s"), "seconds": row.get("seconds"),
                     "batch": e.get("images"), "device": environment.get("device"),
                     "dtype": environment.get("dtype")},
-        "metrics": {},
     } for e in experiments for row in e.get("rows", [])]
+    return [Row.of(loop, f"{where}: loop {k}") for k, loop in enumerate(loops)]

@@ -28,6 +28,7 @@ from scipy import stats
 
 from repro.results import compare
 from repro.results.compare import Point
+from repro.results.schema import Row
 
 CONFIDENCE = 0.95
 SPEEDS = {"predicted": "predicted_speedup", "measured": "measured_speedup"}
@@ -114,13 +115,13 @@ def interval(point: Point, resamples: int) -> tuple[float, float]:
     return (max(value - half, 0.0) if value >= 0 else value - half), value + half
 
 
-def family(row: Mapping) -> str | None:
+def family(row: Row) -> str | None:
     """The front a row belongs to: its search method or baseline technique (teacher and
     fixed schedules belong to none)."""
-    return row.get("family") if row.get("kind") in ("searched", "baseline") else None
+    return row.family if row.kind in ("searched", "baseline") else None
 
 
-def verdicts(rows: Sequence[Mapping], qualities: Mapping[str, Callable[[str], Point]],
+def verdicts(rows: Sequence[Row], qualities: Mapping[str, Callable[[str], Point]],
              resamples: int, primary: Sequence[Mapping] | None = None,
              ) -> tuple[list[dict], dict[tuple[str, str], tuple[float, float]]]:
     """Verdicts of one experiment's rows and the interval of every row and metric.
@@ -133,23 +134,23 @@ def verdicts(rows: Sequence[Mapping], qualities: Mapping[str, Callable[[str], Po
     (not yet Holm-adjusted: :func:`adjust` does that across a run), and
     {(row, metric): interval}."""
     records, intervals = [], {}
-    by_family: dict[str, list[Mapping]] = {}
+    by_family: dict[str, list[Row]] = {}
     for row in rows:
         if family(row):
             by_family.setdefault(family(row), []).append(row)
-    teacher = next((r for r in rows if r.get("kind") == "teacher"), None)
+    teacher = next((r for r in rows if r.kind == "teacher"), None)
     for metric, point_of in qualities.items():
         for row in rows:
-            intervals[(row["name"], metric)] = interval(point_of(row["name"]), resamples)
-        for method, budget in dict.fromkeys((r["family"], r["budget"]) for r in rows
-                                            if r.get("kind") == "searched"):
-            searched = [r for r in by_family[method] if r["budget"] == budget]
+            intervals[(row.name, metric)] = interval(point_of(row.name), resamples)
+        for method, budget in dict.fromkeys((r.family, r.budget) for r in rows
+                                            if r.kind == "searched"):
+            searched = [r for r in by_family[method] if r.budget == budget]
             for other, members in by_family.items():
                 if other == method:
                     continue
-                kind = members[0]["kind"]
+                kind = members[0].kind
                 if kind == "searched":
-                    members = [r for r in members if r["budget"] == budget]
+                    members = [r for r in members if r.budget == budget]
                     if not members:
                         continue
                 for speed in SPEEDS:
@@ -201,7 +202,7 @@ def adjust(records: Sequence[dict], confidence: float = CONFIDENCE) -> list[dict
     return records
 
 
-def primary_verdicts(rows: Sequence[Mapping], features: Mapping[str, Mapping[str, np.ndarray]],
+def primary_verdicts(rows: Sequence[Row], features: Mapping[str, Mapping[str, np.ndarray]],
                      protocols: Sequence[str], *, teacher: str = "teacher",
                      references: Mapping[str, object] | None = None, resamples: int = 200,
                      primary: Sequence[Mapping] | None = None) -> list[dict]:
@@ -214,28 +215,28 @@ def primary_verdicts(rows: Sequence[Mapping], features: Mapping[str, Mapping[str
     return [r for r in adjust(records) if r["label"] == PRIMARY]
 
 
-def _timing(row: Mapping, teacher: Mapping | None, speed: str) -> dict:
+def _timing(row: Row, teacher: Row | None, speed: str) -> dict:
     """The per-repeat times of a row and of the teacher, where a measured speed has both."""
     if speed != "measured" or teacher is None:
         return {}
-    own = (row.get("latency") or {}).get("seconds")
-    ref = (teacher.get("latency") or {}).get("seconds")
+    own = (row.latency or {}).get("seconds")
+    ref = (teacher.latency or {}).get("seconds")
     if not own or not ref or len(own) != len(ref):
         return {}
     return {"seconds": np.asarray(own, float), "reference_seconds": np.asarray(ref, float)}
 
 
-def _verdict(searched: Sequence[Mapping], members: Sequence[Mapping], other: str, kind: str,
+def _verdict(searched: Sequence[Row], members: Sequence[Row], other: str, kind: str,
              speed: str, metric: str, point_of: Callable[[str], Point],
-             teacher: Mapping | None, resamples: int) -> dict:
+             teacher: Row | None, resamples: int) -> dict:
     field = SPEEDS[speed]
 
-    def at(row: Mapping) -> Point | None:
-        value = row.get(field)
+    def at(row: Row) -> Point | None:
+        value = getattr(row, field)
         if value is None:
             return None
-        return Point(row["name"], float(value), point_of(row["name"]).quality,
-                     point_of(row["name"]).n, **_timing(row, teacher, speed))
+        return Point(row.name, float(value), point_of(row.name).quality,
+                     point_of(row.name).n, **_timing(row, teacher, speed))
 
     points = [at(r) for r in searched]
     others = [at(r) for r in members]

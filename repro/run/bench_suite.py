@@ -141,59 +141,85 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
         e_steps = steps or e.steps
         calls_at = partial(models.sampler_calls, spec, sampler=e.sampler)
         calls = calls_at(e_steps)
-        prepared.append((e, spec, e_steps, calls_at, calls,
+        prepared.append((e, spec, e_steps, calls_at,
                          given_schedules(schedules, spec, calls, e_steps)))
         for target in budgets:  # a budget of the command line: out of reach is bad input
             suites.segment_space(e, calls).check_reachable(
                 search.Budget(target, CostTable.bounds()))
     env = environment(device, dtype, 0)
     env.pop("batch")
-    report: dict = {
+    options = _Options(weights, device, dtype, batch, repeats, warmup, budgets, seed, tick,
+                       log, tuple(modes))
+    return {
         "suite": {"name": loaded.name, "version": loaded.version, "file": loaded.file,
                   "digest": loaded.digest},
-        "weights": weights, "clock": clock, "environment": env, "experiments": [],
+        "weights": weights, "clock": clock, "environment": env,
+        "experiments": [_bench_experiment(e, spec, e_steps, calls_at, given, plans[e.name],
+                                          options)
+                        for e, spec, e_steps, calls_at, given in prepared],
         "modes": ["eager", *modes],
     }
-    for e, spec, e_steps, calls_at, calls, given in prepared:
-        images = batch or e.evaluation.latency_batch
-        e_repeats = repeats or e.evaluation.latency_repeats
-        guidance = cfg_scale(spec, e.guidance)
-        unet, make_scheduler = loop_setup(spec, weights, device, dtype, e_steps, e.sampler,
-                                           seed)
-        latents, kwargs = models.example_inputs(spec, unet, 2 * images if guidance else images,
-                                                seed=seed)
-        # the calls see the UNet batch; the loop takes the images' noise and guides
-        loop_latents, loop_kwargs = ((latents[:images], {**kwargs, "guidance_scale": guidance})
-                                     if guidance else (latents, kwargs))
-        log(f"[{e.name}] calibrating F and P0..P{spec.num_branches - 1} "
-            f"(UNet batch {len(latents)}, {e_repeats} repeats), then fitting the overheads "
-            "to the calibration loops")
-        table, medians, fit_timings = fit_on_device(
-            unet, make_scheduler, (latents, kwargs), (loop_latents, loop_kwargs), calls,
-            deepcache_branch(e), e_repeats, warmup, clock=tick)
-        macs = model_cost_table(spec, unet)
-        rows, skipped = suite_rows(e, plans[e.name], e_steps, calls_at, table, budgets, given)
-        unique = {r.key: r.schedule for r in rows}
-        own_steps = {r.key: models.scheduler_factory(spec, r.sampler or e.sampler, r.steps,
-                                                     unet.device)
-                     for r in rows if r.steps is not None}
-        log(f"[{e.name}] timing {len(unique)} loops x {e_repeats} repeats, {calls} UNet calls")
-        timings = {t.name: t for t in time_loops(unet, make_scheduler, loop_latents,
-                                                  loop_kwargs, unique, e_repeats, warmup, table,
-                                                  clock=tick, schedulers=own_steps,
-                                                  modes=modes)}
-        report["experiments"].append({
-            "experiment": e.name,
-            **header(spec, weights, e_steps, calls, make_scheduler, e_repeats, warmup),
-            "images": images, "unet_batch": len(latents), "guidance": guidance,
-            "cost_table": table.to_dict(), "calibration_median_s": medians,
-            "calibration_loops": [{**asdict(t), "median_s": t.median} for t in fit_timings],
-            "mac_cost_table": macs.to_dict(),
-            "rows": [_suite_row(r, timings[in_mode(r.key, mode)], table, macs, e_steps, calls)
-                     for mode in ("eager", *modes) for r in rows],
-            "skipped": skipped,
-        })
-    return report
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The command's settings every experiment of :func:`bench_suite` is timed under."""
+
+    weights: str
+    device: str
+    dtype: str
+    batch: int | None
+    repeats: int | None
+    warmup: int
+    budgets: Sequence[float]
+    seed: int
+    tick: Callable
+    log: Callable[[str], None]
+    modes: tuple[str, ...]
+
+
+def _bench_experiment(e, spec, steps: int, calls_at: Callable[[int], int],
+                      given: dict[str, Schedule], plan, o: _Options) -> dict:
+    """One experiment's cost model fitted on the device and its rows timed against the
+    all-F loop."""
+    calls = calls_at(steps)
+    images = o.batch or e.evaluation.latency_batch
+    repeats = o.repeats or e.evaluation.latency_repeats
+    guidance = cfg_scale(spec, e.guidance)
+    unet, make_scheduler = loop_setup(spec, o.weights, o.device, o.dtype, steps, e.sampler,
+                                      o.seed)
+    latents, kwargs = models.example_inputs(spec, unet, 2 * images if guidance else images,
+                                            seed=o.seed)
+    # the calls see the UNet batch; the loop takes the images' noise and guides
+    loop_latents, loop_kwargs = ((latents[:images], {**kwargs, "guidance_scale": guidance})
+                                 if guidance else (latents, kwargs))
+    o.log(f"[{e.name}] calibrating F and P0..P{spec.num_branches - 1} "
+          f"(UNet batch {len(latents)}, {repeats} repeats), then fitting the overheads "
+          "to the calibration loops")
+    table, medians, fit_timings = fit_on_device(
+        unet, make_scheduler, (latents, kwargs), (loop_latents, loop_kwargs), calls,
+        deepcache_branch(e), repeats, o.warmup, clock=o.tick)
+    macs = model_cost_table(spec, unet)
+    rows, skipped = suite_rows(e, plan, steps, calls_at, table, o.budgets, given)
+    unique = {r.key: r.schedule for r in rows}
+    own_steps = {r.key: models.scheduler_factory(spec, r.sampler or e.sampler, r.steps,
+                                                 unet.device)
+                 for r in rows if r.steps is not None}
+    o.log(f"[{e.name}] timing {len(unique)} loops x {repeats} repeats, {calls} UNet calls")
+    timings = {t.name: t for t in time_loops(unet, make_scheduler, loop_latents, loop_kwargs,
+                                              unique, repeats, o.warmup, table, clock=o.tick,
+                                              schedulers=own_steps, modes=o.modes)}
+    return {
+        "experiment": e.name,
+        **header(spec, o.weights, steps, calls, make_scheduler, repeats, o.warmup),
+        "images": images, "unet_batch": len(latents), "guidance": guidance,
+        "cost_table": table.to_dict(), "calibration_median_s": medians,
+        "calibration_loops": [{**asdict(t), "median_s": t.median} for t in fit_timings],
+        "mac_cost_table": macs.to_dict(),
+        "rows": [_suite_row(r, timings[in_mode(r.key, mode)], table, macs, steps, calls)
+                 for mode in ("eager", *o.modes) for r in rows],
+        "skipped": skipped,
+    }
 
 
 def _suite_row(row: BenchRow, timing: LoopTiming, table: CostTable, macs: CostTable,
@@ -216,7 +242,6 @@ def _suite_row(row: BenchRow, timing: LoopTiming, table: CostTable, macs: CostTa
 def suite_markdown(report: dict, command: str | None = None) -> str:
     """``repro bench --suite``'s report as markdown: environment, then per experiment the
     cost table and one row per schedule (measured vs predicted speedup)."""
-    import pandas as pd
 
     suite, env = report["suite"], report["environment"]
     lines = [f"# repro bench --suite {suite['name']} ({report['weights']} weights)", ""]
@@ -237,44 +262,53 @@ def suite_markdown(report: dict, command: str | None = None) -> str:
               "(i, b) for every segment) whose predicted speedup is the smallest meeting the "
               "budget", ""]
     for exp in report["experiments"]:
-        guided = (f", guidance {exp['guidance']:g} (the UNet batch holds the unconditional "
-                  "half)" if exp["unet_batch"] != exp["images"] else "")
-        lines += [f"## {exp['experiment']} ({exp['model']})", "",
-                  f"- {exp['scheduler']}, {exp['steps']} steps ({exp['unet_calls']} UNet "
-                  f"calls); {exp['images']} images per batch, UNet batch {exp['unet_batch']}"
-                  f"{guided}",
-                  f"- median of {exp['repeats']} interleaved repeats after {exp['warmup']} "
-                  f"warm-up; calibration: median of {exp['repeats'] ** 2} calls per step kind "
-                  f"({exp['repeats']} interleaved rounds of {exp['repeats']})", ""]
-        rows = pd.DataFrame([{
-            "row": row["name"] + (f" ({row['resolved']})" if row["budget"] is not None
-                                  else ""),
-            "kind": row["kind"], "median s": f"{row['median_s']:.3f}",
-            "measured": f"{row['measured_speedup']:.2f}x",
-            **({"over its mode's all-F": f"{row['speedup_in_mode']:.2f}x"}
-               if len(report.get("modes", ())) > 1 else {}),
-            "predicted (calibrated)": f"{row['predicted_speedup']:.2f}x",
-            "predicted (no overheads)": f"{row['predicted_speedup_kinds']:.2f}x",
-            "predicted (MACs)": f"{row['predicted_speedup_macs']:.2f}x",
-            "error": f"{row['error_pct']:+.1f}%", "schedule": short_schedule(row["schedule"]),
-        } for row in exp["rows"]])
-        lines += [rows.to_markdown(index=False), ""]
-        calibrated = exp["cost_table"]["partial"]
-        macs = exp["mac_cost_table"]["partial"]
-        cost_rows = {
-            "P<b>/F calibrated": {f"b={b}": f"{c:.3f}" for b, c in calibrated.items()},
-            "P<b>/F MACs": {f"b={b}": f"{c:.3f}" for b, c in macs.items()},
-            "call ms (median)": milliseconds(exp["calibration_median_s"]),
-        }
-        table = exp["cost_table"]
-        lines += [f"Per-call costs (calibrated: {table['source']}; MACs: "
-                  f"{exp['mac_cost_table']['source']}):", "",
-                  cost_markdown(cost_rows), "",
-                  f"Overheads (units of one F call's kind cost): {table['per_call']:.4f} per UNet "
-                  f"call, {table['per_step']:.4f} per sampler step; fitted to the loops "
-                  + ", ".join(f"{t['name']} {t['median_s']:.3f} s"
-                              for t in exp["calibration_loops"]), ""]
-        if exp["skipped"]:
-            lines += ["Not timed:", ""] + [f"- {s['name']}: {s['reason']}"
-                                           for s in exp["skipped"]] + [""]
+        lines += _experiment_markdown(exp, len(report.get("modes", ())) > 1)
     return "\n".join(lines)
+
+
+def _experiment_markdown(exp: dict, modes: bool) -> list[str]:
+    """One experiment's section: its sampler and batch, one row per timed schedule (with
+    the speedup over its mode's all-F loop where ``modes``), the cost table and what was
+    not timed."""
+    import pandas as pd
+
+    guided = (f", guidance {exp['guidance']:g} (the UNet batch holds the unconditional "
+              "half)" if exp["unet_batch"] != exp["images"] else "")
+    lines = [f"## {exp['experiment']} ({exp['model']})", "",
+              f"- {exp['scheduler']}, {exp['steps']} steps ({exp['unet_calls']} UNet "
+              f"calls); {exp['images']} images per batch, UNet batch {exp['unet_batch']}"
+              f"{guided}",
+              f"- median of {exp['repeats']} interleaved repeats after {exp['warmup']} "
+              f"warm-up; calibration: median of {exp['repeats'] ** 2} calls per step kind "
+              f"({exp['repeats']} interleaved rounds of {exp['repeats']})", ""]
+    rows = pd.DataFrame([{
+        "row": row["name"] + (f" ({row['resolved']})" if row["budget"] is not None
+                              else ""),
+        "kind": row["kind"], "median s": f"{row['median_s']:.3f}",
+        "measured": f"{row['measured_speedup']:.2f}x",
+        **({"over its mode's all-F": f"{row['speedup_in_mode']:.2f}x"} if modes else {}),
+        "predicted (calibrated)": f"{row['predicted_speedup']:.2f}x",
+        "predicted (no overheads)": f"{row['predicted_speedup_kinds']:.2f}x",
+        "predicted (MACs)": f"{row['predicted_speedup_macs']:.2f}x",
+        "error": f"{row['error_pct']:+.1f}%", "schedule": short_schedule(row["schedule"]),
+    } for row in exp["rows"]])
+    lines += [rows.to_markdown(index=False), ""]
+    calibrated = exp["cost_table"]["partial"]
+    macs = exp["mac_cost_table"]["partial"]
+    cost_rows = {
+        "P<b>/F calibrated": {f"b={b}": f"{c:.3f}" for b, c in calibrated.items()},
+        "P<b>/F MACs": {f"b={b}": f"{c:.3f}" for b, c in macs.items()},
+        "call ms (median)": milliseconds(exp["calibration_median_s"]),
+    }
+    table = exp["cost_table"]
+    lines += [f"Per-call costs (calibrated: {table['source']}; MACs: "
+              f"{exp['mac_cost_table']['source']}):", "",
+              cost_markdown(cost_rows), "",
+              f"Overheads (units of one F call's kind cost): {table['per_call']:.4f} per UNet "
+              f"call, {table['per_step']:.4f} per sampler step; fitted to the loops "
+              + ", ".join(f"{t['name']} {t['median_s']:.3f} s"
+                          for t in exp["calibration_loops"]), ""]
+    if exp["skipped"]:
+        lines += ["Not timed:", ""] + [f"- {s['name']}: {s['reason']}"
+                                       for s in exp["skipped"]] + [""]
+    return lines

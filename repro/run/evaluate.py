@@ -12,6 +12,7 @@ from repro.config.suite import (
 )
 from repro.infra.faults import checkpoint
 from repro.metrics.protocols import with_kid
+from repro.results.schema import Row
 from repro.run.work import RowFiles, RowLoop, read_keyed, write_keyed
 from repro.sampling import shards
 from repro.sampling.samples import SampleSet, parse_seeds
@@ -106,11 +107,11 @@ class EvaluationStage:
                 reference_statistics(self.e.evaluation.reference,
                                      self.networks[extractor]).save(reference)
 
-    def _stored_features(self, row: dict) -> dict:
+    def _stored_features(self, row: Row) -> dict:
         """A row's per-seed features by extractor (``repro.results.per_seed``)."""
         from repro.results import per_seed
 
-        return dict(per_seed.load(self.run_dir / row["per_seed"]).features)
+        return dict(per_seed.load(self.run_dir / row.per_seed).features)
 
     def _extractor(self, name: str):
         """A metric's feature network, loaded once for all rows (shared with evaluate)."""

@@ -21,6 +21,7 @@ from repro.config.suite import (
 from repro.core.schedule import CostTable, Schedule
 from repro.engine import accel
 from repro.infra import distributed
+from repro.results.schema import Row
 from repro.run.evaluate import EvaluationStage
 from repro.run.latency import LatencyStage
 from repro.run.searching import SearchStage
@@ -90,7 +91,7 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         read back from JSON (so a stored key compares equal)."""
         return json.loads(json.dumps({"identity": self.identity, **inputs}))
 
-    def run(self) -> list[dict]:
+    def run(self) -> list[Row]:
         """The experiment's rows (on rank 0; other ranks take part and return none)."""
         self.table = self._cost_table()
         schedules = self._schedules()
@@ -104,18 +105,18 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
             planned = schedules[row.name]
             schedule, steps = planned.schedule, planned.steps
             timing = latency.get(planned.key, {})
-            rows.append({
-                "experiment": self.e.name, "model": self.e.model, "steps": steps,
-                "sampler": models.sampler_record(self._on(planned.sampler).scheduler),
-                "guidance": self._guidance(), "name": row.name, "kind": row.kind,
-                "method": row.method, "family": family(row), "budget": row.budget,
-                "schedule": str(schedule),
-                "predicted_speedup": self._timed_schedule(planned).speedup(self.table,
-                                                                           self.calls),
-                "measured_speedup": timing.get("measured_speedup"),
-                "latency": timing.get("latency"), "search": planned.search,
-                **evaluated[row.name], "published": published.get(row.name),
-            })
+            rows.append(Row(
+                experiment=self.e.name, model=self.e.model, steps=steps,
+                sampler=models.sampler_record(self._on(planned.sampler).scheduler),
+                guidance=self._guidance(), name=row.name, kind=row.kind,
+                method=row.method, family=family(row), budget=row.budget,
+                schedule=str(schedule),
+                predicted_speedup=self._timed_schedule(planned).speedup(self.table,
+                                                                        self.calls),
+                measured_speedup=timing.get("measured_speedup"),
+                latency=timing.get("latency"), search=planned.search,
+                **evaluated[row.name], published=published.get(row.name),
+            ))
         return rows
 
 

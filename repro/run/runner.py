@@ -41,7 +41,7 @@ from repro.infra import distributed
 from repro.infra.atomic import atomic_path, writable_problem
 from repro.infra.faults import checkpoint
 from repro.infra.provenance import git_state
-from repro.results.schema import SCHEMA
+from repro.results.schema import Results
 from repro.run.experiment import ExperimentRun
 from repro.run.work import Log, now, write_json
 
@@ -111,22 +111,21 @@ def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
         if world.is_main:
             found, intervals = runner.verdicts(rows)
             verdicts += found
-            for row in rows:
-                if row["experiment"] == experiment.name and row["name"] in intervals:
-                    row["intervals"] = intervals[row["name"]]
+            rows = [row.model_copy(update={"intervals": intervals[row.name]})
+                    if row.experiment == experiment.name and row.name in intervals else row
+                    for row in rows]
     if world.is_main:
         from repro.results.verdicts import adjust
 
         verdicts = adjust(verdicts)  # Holm across the run's primary comparisons
         state = json.loads((run_dir / "work" / "state.json").read_text())
-        results = {
-            "schema": SCHEMA, "run_id": run_dir.name,
-            "suite": {"name": suite.name, "version": suite.version, "file": suite.file,
-                      "digest": suite.digest},
-            "started": state["started"], "finished": now(), "command": command,
-            "environment": {**_environment(loaded), "world_size": world.size},
-            "cost_tables": tables, "inputs": inputs, "rows": rows, "verdicts": verdicts,
-        }
+        results = Results(
+            run_id=run_dir.name,
+            suite={"name": suite.name, "version": suite.version, "file": suite.file,
+                   "digest": suite.digest},
+            started=state["started"], finished=now(), command=command,
+            environment={**_environment(loaded), "world_size": world.size},
+            cost_tables=tables, inputs=inputs, rows=rows, verdicts=verdicts)
         _write_outputs(results, run_dir)
         checkpoint("results")
         if uri is not None:
@@ -283,7 +282,7 @@ def resolved_yaml(suite: Suite) -> str:
         data, sort_keys=False)
 
 
-def _write_outputs(results: dict, run_dir: Path) -> None:
+def _write_outputs(results: Results, run_dir: Path) -> None:
     from repro.reporting import html_report, report, verdict_report
 
     report.write_tables(results, run_dir)
@@ -292,7 +291,7 @@ def _write_outputs(results: dict, run_dir: Path) -> None:
     verdict_report.fronts_plot(results, run_dir / "fronts.png")
     verdict_report.convergence_plot(results, run_dir / "convergence.png")
     html_report.write_html(results, run_dir)  # after the plots and grids it embeds
-    write_json(run_dir / "results.json", results)
+    write_json(run_dir / "results.json", results.to_json())
 
 
 def _environment(loaded: dict) -> dict:

@@ -8,6 +8,7 @@ from repro.config.suite import (
     RowPlan,
     technique_label,
 )
+from repro.results.schema import Row
 
 
 # -- outputs ----------------------------------------------------------------------------
@@ -25,7 +26,7 @@ class VerdictStage:
     """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run's
     state (``self.e``, ``self.model``, ``self.work``, ...)."""
 
-    def verdicts(self, rows: list[dict]) -> tuple[list[dict], dict[str, dict]]:
+    def verdicts(self, rows: list[Row]) -> tuple[list[dict], dict[str, dict]]:
         """Each search method and budget against every baseline family's front at equal
         speed and every other search method at the same budget, with intervals
         (:mod:`repro.results.verdicts`; labelled primary or exploratory, Holm-adjusted later
@@ -34,13 +35,13 @@ class VerdictStage:
         from repro.results import verdicts
 
         ev = self.e.evaluation
-        mine = [row for row in rows if row["experiment"] == self.e.name]
+        mine = [row for row in rows if row.experiment == self.e.name]
         protocols = verdicts.judged(ev.metrics)
         if not ev.bootstrap or not protocols:
             return [], {}
         self.log(f"verdicts: {len(protocols)} metrics, {ev.bootstrap} bootstrap resamples")
-        features = {row["name"]: self._stored_features(row) for row in mine}
-        teacher = next(row["name"] for row in mine if row["kind"] == "teacher")
+        features = {row.name: self._stored_features(row) for row in mine}
+        teacher = next(row.name for row in mine if row.kind == "teacher")
         references = {}
         for protocol in protocols:
             kind, _, name = protocol.partition(":")
@@ -51,7 +52,7 @@ class VerdictStage:
         qualities = verdicts.point_qualities(features, protocols, teacher, references)
         records, intervals = verdicts.verdicts(mine, qualities, ev.bootstrap,
                                                self._primary())
-        by_row = {row["name"]: {m: list(intervals[(row["name"], m)]) for m in protocols}
+        by_row = {row.name: {m: list(intervals[(row.name, m)]) for m in protocols}
                   for row in mine}
         for name, kid in self._kid_intervals(mine, features, teacher).items():
             by_row[name].update(kid)
@@ -67,7 +68,7 @@ class VerdictStage:
                  "family": named.get(p.against, p.against), "budget": p.budget,
                  "metric": p.metric, "speed": p.speed} for p in self.e.evaluation.primary]
 
-    def _kid_intervals(self, rows: list[dict], features: dict, teacher: str,
+    def _kid_intervals(self, rows: list[Row], features: dict, teacher: str,
                        ) -> dict[str, dict]:
         """Each row's 95% interval of the KID beside each of its FID protocols (kid against
         the reference's features, rkid against the teacher row's), a percentile bootstrap
@@ -76,7 +77,7 @@ class VerdictStage:
         from repro.metrics.protocols import KID_OF
 
         ev = self.e.evaluation
-        found: dict[str, dict] = {row["name"]: {} for row in rows}
+        found: dict[str, dict] = {row.name: {} for row in rows}
         for protocol in ev.metrics:
             kind, _, name = protocol.partition(":")
             if kind == "fid":
@@ -85,9 +86,9 @@ class VerdictStage:
                 reference = reference_features(ev.reference, self._extractor(name))
                 self_term = reference_self_term(reference)
             for row in rows if kind in KID_OF else ():
-                x = features[row["name"]][name]
+                x = features[row.name][name]
                 quality = (kid_quality(x, reference, self_term=self_term) if kind == "fid"
                            else rkid_quality(x, features[teacher][name]))
-                found[row["name"]][f"{KID_OF[kind]}:{name}"] = list(
+                found[row.name][f"{KID_OF[kind]}:{name}"] = list(
                     interval(quality, len(x), ev.bootstrap))
         return found
