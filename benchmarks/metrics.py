@@ -33,7 +33,8 @@ from repro.metrics.extractors import load_extractor
 from repro.metrics.fid import TeacherFeatureCache, fid, rfid
 from repro.metrics.references import reference_statistics
 from repro.models import get, load_model
-from repro.sampling.samples import SampleSet, generate
+from repro.sampling.generate import generate
+from repro.sampling.samples import SampleSet
 from repro.speed.costs import model_cost_table
 
 DATASET_SIZE = 1797

@@ -21,7 +21,7 @@ import torch
 from repro import models, search
 from repro.core.schedule import Schedule
 from repro.infra.timing import device_name
-from repro.sampling.samples import DEFAULT_PASS_SAMPLES
+from repro.sampling.generate import DEFAULT_PASS_SAMPLES
 from repro.search.fitness import RFIDFitness
 from repro.speed.costs import model_cost_table
 

@@ -65,7 +65,7 @@ def test_compiled_steps_are_the_eager_ones_with_one_graph_per_step_kind():
     from torch._dynamo.utils import counters
 
     unet, scheduler = tiny_unet2d(), ddim(6)
-    with torch.inference_mode():  # as samples.generate makes it (dynamo guards on the kind)
+    with torch.inference_mode():  # as generate.generate makes it (dynamo guards on the kind)
         noise = torch.randn(2, 3, 16, 16)
     eager = denoise(unet, scheduler, noise, SCHEDULE)
     torch._dynamo.reset()

@@ -29,8 +29,8 @@ from repro.engine.branches import num_branches
 from repro.engine.hooks import set_step_runner
 from repro.engine.loop import denoise
 from repro.run.searching import SpreadFitness
+from repro.sampling.generate import generate, generate_many
 from repro.sampling.prefix import PrefixStore
-from repro.sampling.samples import generate, generate_many
 from repro.search import search_log
 from repro.search.fitness import RFIDFitness
 from repro.speed.costs import model_cost_table

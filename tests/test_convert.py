@@ -23,6 +23,7 @@ from repro.core.schedule import Schedule
 from repro.metrics.extractors import INCEPTION, FeatureExtractor
 from repro.models.convert import CIN256_V2, ConversionError, convert_adm, convert_ldm
 from repro.sampling import samples
+from repro.sampling.generate import generate
 
 LAYOUTS = Path(__file__).parent / "data" / "original_layouts.json"
 SUITES = Path(__file__).resolve().parent.parent / "suites"
@@ -192,7 +193,7 @@ def test_converted_ldm4g_samples_as_ldm_does_with_guidance_and_partial_steps(con
     model = models.load_model("ldm4g-imagenet256", str(converted("ldm")))
     assert (model.num_classes, model.null_label, model.default_guidance) == (10, 10, 1.5)
     deep = calls_of(model.unet.mid_block.resnets[0])  # inside what P steps replace
-    teacher = samples.generate(model, 4, None, seeds=[0, 1], labels=[3, 7], batch_size=2)
+    teacher = generate(model, 4, None, seeds=[0, 1], labels=[3, 7], batch_size=2)
     assert teacher.images.shape == (2, 64, 64, 3)  # 16x16 latents through the f4 VQ decoder
     assert (teacher.guidance, len(deep)) == (1.5, 4)
 
@@ -212,10 +213,10 @@ def test_converted_ldm4g_samples_as_ldm_does_with_guidance_and_partial_steps(con
     assert np.array_equal(teacher.images, samples.to_uint8(decoded))
 
     deep.clear()
-    cached = samples.generate(model, 4, "F P0 F P0", seeds=[0, 1], labels=[3, 7], batch_size=2)
+    cached = generate(model, 4, "F P0 F P0", seeds=[0, 1], labels=[3, 7], batch_size=2)
     assert len(deep) == 2  # the deep path runs on F steps only
     assert not np.array_equal(cached.images, teacher.images)
-    unguided = samples.generate(model, 4, None, seeds=[0, 1], labels=[3, 7], guidance=1.0)
+    unguided = generate(model, 4, None, seeds=[0, 1], labels=[3, 7], guidance=1.0)
     assert not np.array_equal(unguided.images, teacher.images)
 
 
@@ -224,13 +225,13 @@ def test_converted_adm_samples_ddpm_with_per_image_noise(converted):
     assert (model.num_classes, model.null_label, model.encoder, model.decoder) == (
         10, None, None, None)
     assert type(model.scheduler).__name__ == "DDPMScheduler"
-    pair = samples.generate(model, 3, "F P0 P0", seeds=[0, 1], batch_size=2)
+    pair = generate(model, 3, "F P0 P0", seeds=[0, 1], batch_size=2)
     assert pair.images.shape == (2, 16, 16, 3) and pair.labels.tolist() == [0, 1]
     # ancestral noise comes from each image's seed: the same image alone, in another batch
-    alone = samples.generate(model, 3, "F P0 P0", seeds=[1], batch_size=1)
+    alone = generate(model, 3, "F P0 P0", seeds=[1], batch_size=1)
     assert np.array_equal(alone.images[0], pair.images[1])
     with pytest.raises(ValueError, match="no null class"):
-        samples.generate(model, 3, None, seeds=[0], guidance=2.0)
+        generate(model, 3, None, seeds=[0], guidance=2.0)
 
 
 def test_missing_converted_weights_are_named_with_where_and_how(converted, tmp_path):

@@ -302,7 +302,7 @@ def test_teacher_features_are_cached_in_memory_and_on_disk(cnn, digits, user_cac
 def test_rfid_grows_as_deepcache_caches_longer_on_digits_ddpm(cnn):
     from repro.core.schedule import Schedule
     from repro.models import load_model
-    from repro.sampling.samples import generate
+    from repro.sampling.generate import generate
 
     model = load_model("digits-ddpm")
     seeds, steps = list(range(128)), 10

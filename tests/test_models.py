@@ -91,3 +91,11 @@ def test_each_spec_names_a_loader_that_fits_its_weights():
         dataclasses.replace(models.SD15, loader="unet")
     with pytest.raises(ValueError, match="loader 'hub' is not one of"):
         dataclasses.replace(models.DDPM_CIFAR10, loader="hub")
+
+
+def test_every_registry_loader_name_has_a_loader_and_every_model_one_of_them():
+    from repro.models import registry
+    from repro.models.loading import LOAD
+
+    assert set(LOAD) == set(registry.LOADERS)
+    assert {registry.get(model_id).loader for model_id in registry.model_ids()} <= set(LOAD)

@@ -12,7 +12,8 @@ from repro.config import suite
 from repro.core.schedule import CostTable
 from repro.metrics.latency import latency_inputs
 from repro.models import guidance
-from repro.sampling.samples import SampleSet, SamplesFileError, generate
+from repro.sampling.generate import generate
+from repro.sampling.samples import SampleSet, SamplesFileError
 
 
 # -- guidance: one rule, and no guessing when the model card is missing ---------------------

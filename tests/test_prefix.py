@@ -15,8 +15,8 @@ from repro import models
 from repro.core.schedule import Schedule
 from repro.engine.branches import num_branches
 from repro.engine.loop import denoise
+from repro.sampling.generate import generate
 from repro.sampling.prefix import PrefixStore, _tensors, reusable
-from repro.sampling.samples import generate
 from repro.search.fitness import RFIDFitness
 
 STEPS = 12

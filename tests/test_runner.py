@@ -207,7 +207,8 @@ def test_a_sampler_steps_row_runs_the_sampler_at_its_own_steps(finished_run, tmp
 
     from repro import models
     from repro.reporting.report import sample_grid
-    from repro.sampling.samples import generate, parse_seeds
+    from repro.sampling.generate import generate
+    from repro.sampling.samples import parse_seeds
 
     run_dir, _, _ = finished_run
     results = json.loads((run_dir / "results.json").read_text())
@@ -237,7 +238,8 @@ def test_a_sampler_steps_row_with_its_own_solver_samples_and_times_on_it(finishe
 
     from repro import models
     from repro.reporting.report import sample_grid
-    from repro.sampling.samples import generate, parse_seeds
+    from repro.sampling.generate import generate
+    from repro.sampling.samples import parse_seeds
 
     run_dir, _, _ = finished_run
     results = json.loads((run_dir / "results.json").read_text())

@@ -4,13 +4,8 @@ import torch
 
 from repro import models
 from repro.cli.main import main
-from repro.sampling.samples import (
-    NonFiniteSamplesError,
-    SampleSet,
-    SamplesFileError,
-    generate,
-    parse_seeds,
-)
+from repro.sampling.generate import generate
+from repro.sampling.samples import NonFiniteSamplesError, SampleSet, SamplesFileError, parse_seeds
 
 
 @pytest.fixture(scope="module")

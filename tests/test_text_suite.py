@@ -26,7 +26,8 @@ from repro.config.suite import SuiteError, check, load
 from repro.core.schedule import Schedule
 from repro.metrics.clip import CLIP_PROTOCOL, ClipScorer
 from repro.metrics.extractors import INCEPTION, FeatureExtractor
-from repro.sampling.samples import SampleSet, generate
+from repro.sampling.generate import generate
+from repro.sampling.samples import SampleSet
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 RFID = f"rfid:{INCEPTION}"

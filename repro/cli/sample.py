@@ -26,6 +26,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from repro import models
     from repro.engine import accel
     from repro.sampling import samples
+    from repro.sampling.generate import generate
     from repro.sampling.prompts import read_prompts
 
     required_flags(args, "model", "steps")
@@ -40,8 +41,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     mode = step_mode(args)
     model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
     accel.apply(model.unet, mode)
-    result = samples.generate(model, args.steps, args.schedule, seeds, labels, args.guidance,
-                              batch_size=args.batch, prompts=prompts)
+    result = generate(model, args.steps, args.schedule, seeds, labels, args.guidance,
+                      batch_size=args.batch, prompts=prompts)
     path = result.save(args.out)
     if not args.quiet:
         print(f"{len(result.images)} images of {result.model} under '{result.schedule}' "

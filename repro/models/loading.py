@@ -168,9 +168,7 @@ def load_model(model_id: str, weights: str = "pretrained", *, device: str = "cpu
     """A sampler-ready model: embedded zoo weights, HF checkpoints, a local dir or random
     (text-conditioned models: the pretrained pipeline or a local pipeline directory)."""
     spec = get(model_id)
-    load = {"unet": _load_unet, "pipeline": _load_pipeline, "converted": _load_converted,
-            "zoo": _load_zoo}[spec.loader]
-    return load(spec, weights, device, dtype)
+    return LOAD[spec.loader](spec, weights, device, dtype)
 
 
 def _load_unet(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedModel:
@@ -317,3 +315,9 @@ def _load_zoo(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedM
         null_label=ClassEncoder.NULL_CLASS if conditional else None,
         default_guidance=guidance,
     )
+
+
+# how each registry loader name (repro.models.registry.LOADERS) loads; tests/test_models
+# checks the two name the same loaders
+LOAD = {"unet": _load_unet, "pipeline": _load_pipeline, "converted": _load_converted,
+        "zoo": _load_zoo}

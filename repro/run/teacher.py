@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from repro.run.work import RowLoop
 from repro.sampling import shards
-from repro.sampling.samples import SampleSet, generate
+from repro.sampling.generate import generate
+from repro.sampling.samples import SampleSet
 
 
 class TeacherStage:

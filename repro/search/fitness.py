@@ -15,8 +15,9 @@ from repro.metrics.extractors import load_extractor
 from repro.metrics.fid import rfid
 from repro.metrics.kid import rkid
 from repro.models import sampler_record
+from repro.sampling.generate import DEFAULT_PASS_SAMPLES, generate, generate_many
 from repro.sampling.prefix import PrefixStore
-from repro.sampling.samples import DEFAULT_PASS_SAMPLES, SampleSet, generate, generate_many
+from repro.sampling.samples import SampleSet
 
 
 class TeacherFitness:

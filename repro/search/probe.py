@@ -24,7 +24,8 @@ from repro.engine.branches import branches
 from repro.infra.atomic import atomic_path
 from repro.metrics.extractors import FeatureExtractor
 from repro.metrics.fid import TEACHER_FEATURES, TeacherFeatureCache, rfid
-from repro.sampling.samples import SampleSet, generate
+from repro.sampling.generate import generate
+from repro.sampling.samples import SampleSet
 
 
 @dataclass(frozen=True)
