@@ -148,7 +148,7 @@ def test_a_reader_that_leaves_the_pipe_ends_the_command_quietly(monkeypatch, cap
 def test_user_errors_exit_2_and_library_bugs_keep_their_traceback(capsys, monkeypatch, tmp_path):
     """Bad input is any UserError (labels an unconditional model cannot take); a ValueError
     from deeper down is a bug, not "bad input": it propagates instead of exiting 2."""
-    from repro.sampling import samples
+    from repro.sampling import generate
 
     out = tmp_path / "s.npz"
     argv = ["sample", "--model", "digits-ddpm", "--steps", "2", "--seeds", "0:2",
@@ -160,6 +160,6 @@ def test_user_errors_exit_2_and_library_bugs_keep_their_traceback(capsys, monkey
     def buggy(*args, **kwargs):
         raise ValueError("an internal shape mismatch")
 
-    monkeypatch.setattr(samples, "generate", buggy)
+    monkeypatch.setattr(generate, "generate", buggy)
     with pytest.raises(ValueError, match="internal shape mismatch"):
         cli.main(argv)

@@ -432,7 +432,7 @@ LATE_25 = {
     "a 300-character row name": (("keep: [2]}]", f"keep: [2], name: {LONG}}}]"),
                                  "field 'baselines[0].name'", "longer than 100"),
     "latency_batch: 1e9": (("latency_batch: 2", "latency_batch: 1000000000"),
-                           "field 'evaluation.latency_batch'", "more than 4096"),
+                           "field 'evaluation.latency_batch'", "less than or equal to 4096"),
 }
 
 

@@ -2,11 +2,11 @@
 :class:`Results` (one run), with the schema string the runner writes and every reader checks.
 
 The runner builds these objects and writes :meth:`Results.to_json`; every reader goes through
-:func:`read` (or :meth:`Results.of` for data already parsed), so a field is named, typed and
-given its default here once. pydantic checks the types and refuses keys this harness does
-not know: a file from a newer harness is refused in one line rather than half read. Fields
-added after version 1 (``per_seed``, ``intervals``, ``command``, ``cost_tables``,
-``inputs``) default to None, so every version-1 file still reads. A change that renames a
+:meth:`Results.of` (``repro.reporting.report.load_results`` reads the file), so a field is
+named, typed and given its default here once. pydantic checks the types and refuses keys
+this harness does not know: a file from a newer harness is refused in one line rather than
+half read. Fields added within version 1 (``per_seed``, ``intervals``, ``command``,
+``cost_tables``, ``inputs``) default to None, so every version-1 file still reads. A change that renames a
 field or changes its meaning bumps :data:`VERSION` and keeps reading the older one here."""
 
 from __future__ import annotations

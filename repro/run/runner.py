@@ -41,7 +41,7 @@ from repro.infra import distributed
 from repro.infra.atomic import atomic_path, writable_problem
 from repro.infra.faults import checkpoint
 from repro.infra.provenance import git_state
-from repro.results.schema import Results
+from repro.results.schema import Results, Row
 from repro.run.experiment import ExperimentRun
 from repro.run.work import Log, now, write_json
 
@@ -111,7 +111,7 @@ def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
         if world.is_main:
             found, intervals = runner.verdicts(rows)
             verdicts += found
-            rows = [row.model_copy(update={"intervals": intervals[row.name]})
+            rows = [Row.of({**row.model_dump(), "intervals": intervals[row.name]})
                     if row.experiment == experiment.name and row.name in intervals else row
                     for row in rows]
     if world.is_main:
