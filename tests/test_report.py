@@ -270,6 +270,7 @@ def test_results_are_read_through_the_typed_schema(tmp_path):
     """A field of the wrong type or one this harness does not know is refused in one line
     naming it; a file read and written again keeps every field."""
     results = _results()
+    results["rows"][1]["search"]["trace"] = [12.3, float("inf")]  # an undefined score
     loaded = report.load_results(_write_run(tmp_path / "run", results))
     assert loaded.rows[1].metrics == results["rows"][1]["metrics"]
     assert loaded.of_experiment("sd15")[0].name == "teacher"
@@ -277,6 +278,7 @@ def test_results_are_read_through_the_typed_schema(tmp_path):
     assert written["schema"] == SCHEMA and [
         {k: r[k] for k in row} for r, row in zip(written["rows"], results["rows"], strict=True)
     ] == results["rows"]
+    assert "Infinity" in json.dumps(written)  # not null, as pydantic's JSON mode would write
     typo = {**results, "rows": [{**results["rows"][0], "predicted_speedup": "fast"}]}
     with pytest.raises(report.ReportError, match=r"typo[/\\]results\.json: field "
                                                  r"rows\[0\]\.predicted_speedup: input should "

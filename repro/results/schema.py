@@ -6,8 +6,9 @@ The runner builds these objects and writes :meth:`Results.to_json`; every reader
 named, typed and given its default here once. pydantic checks the types and refuses keys
 this harness does not know: a file from a newer harness is refused in one line rather than
 half read. Fields added within version 1 (``per_seed``, ``intervals``, ``command``,
-``cost_tables``, ``inputs``) default to None, so every version-1 file still reads. A change that renames a
-field or changes its meaning bumps :data:`VERSION` and keeps reading the older one here."""
+``cost_tables``, ``inputs``) default to None, so every version-1 file still reads. A change
+that renames a field or changes its meaning bumps :data:`VERSION` and keeps reading the
+older one here."""
 
 from __future__ import annotations
 
@@ -110,7 +111,9 @@ class Results(BaseModel):
         return _validated(cls, data, where)
 
     def to_json(self) -> dict:
-        return self.model_dump(mode="json", by_alias=True)
+        """The data ``json.dumps`` writes as results.json (Python values, so an infinite
+        search score stays ``Infinity`` as before, where pydantic's JSON mode writes null)."""
+        return self.model_dump(by_alias=True)
 
     def of_experiment(self, experiment: str) -> list[Row]:
         return [row for row in self.rows if row.experiment == experiment]
