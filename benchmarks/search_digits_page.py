@@ -26,8 +26,9 @@ def cell(verdict: dict) -> str:
 
 
 def searched_rows(rows: list[Row]) -> list[str]:
+    fitness = next((r.search["protocol"] for r in rows if r.search), "search fitness")
     lines = ["| method | budget | seed | predicted | measured | FID [95%] | rFID [95%] | "
-             "search rFID | scored |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"search {fitness} | scored |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         if row.kind != "searched":
             continue
@@ -40,6 +41,22 @@ def searched_rows(rows: list[Row]) -> list[str]:
                      f"{search['seed']} | {row.predicted_speedup:.2f} | "
                      f"{row.measured_speedup:.2f} | {quality[0]} | {quality[1]} | "
                      f"{search['fitness']:.2f} | {search['scored']} |")
+    return lines
+
+
+def primary_table(records: list[dict]) -> list[str]:
+    """The primary comparisons with Holm's adjustment across the run."""
+    lines = ["| searched | against | metric | speed | difference [95%] | p | Holm p | "
+             "adjusted verdict |", "|---|---|---|---|---:|---:|---:|---|"]
+    for v in records:
+        if v.get("label") != "primary":
+            continue
+        difference = ("" if v["difference"] is None else
+                      f"{v['difference']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]")
+        p = "" if v["p"] is None else f"{v['p']:.3f}"
+        lines.append(f"| {SHORT.get(v['method'], v['method'])} @{v['budget']:g}x | "
+                     f"{SHORT.get(v['family'], v['family'])} | {v['metric']} | {v['speed']} | "
+                     f"{difference} | {p} | {v['p_holm']:.3f} | **{v['adjusted']}** |")
     return lines
 
 
@@ -66,7 +83,9 @@ def main() -> None:
         for experiment in results.experiments:
             verdicts = [v for v in results.verdicts if v["experiment"] == experiment]
             out += [f"### {experiment} ({results.run_id})", "", "Searched rows:", "",
-                    *searched_rows(results.of_experiment(experiment)), ""]
+                    *searched_rows(results.of_experiment(experiment)), "",
+                    "Primary comparisons (Holm-adjusted across the run's primary ones):", "",
+                    *primary_table(verdicts), ""]
             for metric in ("fid:digits-cnn", "rfid:digits-cnn"):
                 for speed in ("measured", "predicted"):
                     out += [f"Verdicts on {metric} at equal {speed} speed (searched minus "

@@ -166,7 +166,9 @@ def convergence_plot(results: Results | dict, path: Path | str) -> Path | None:
                 ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), color=colours(k % 10),
                                 alpha=0.2)
             ax.set_xlabel("schedules scored")
-            ax.set_ylabel("best search fitness so far (rFID)")
+            protocol = next(r.search.get("protocol", "?") for r in rows
+                            if r.experiment == experiment)
+            ax.set_ylabel(f"best search fitness so far ({protocol})")
             ax.set_title(f"{experiment} @{budget:g}x")
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
