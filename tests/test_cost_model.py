@@ -72,6 +72,19 @@ def test_a_per_call_saving_larger_than_a_call_is_noise_and_the_table_loads():
     assert CostTable.from_dict(fitted.to_dict()) == fitted
 
 
+def test_a_kind_timed_in_loops_below_the_per_call_term_takes_its_isolated_time():
+    """In-loop F 1.0 s, P3 0.3 s and P0 0.05 s against isolated 0.5, 0.05 and 0.001 s fit a
+    per-call term of 0.051 s, more than P0's in-loop time (CI met this as a 1-repeat bench
+    whose table put P0 at -0.017 of F): P0 takes its isolated time on the loop's clock, a
+    positive cost below its in-loop 0.05 of F, and the table loads."""
+    loops = [(Schedule.full(4), 4.0), (Schedule.parse("F P3 F P3"), 2.6),
+             (Schedule.parse("F P0 F P0"), 2.1)]
+    fitted = fit_cost_table(loops, {"F": 0.5, "P3": 0.05, "P0": 0.001}, "fit")
+    assert fitted.per_call > 0.05
+    assert 0 < fitted.partial[0] < 0.01 < fitted.partial[3]
+    assert CostTable.from_dict(fitted.to_dict()) == fitted
+
+
 def test_fit_goes_through_the_all_full_loop_and_refuses_loops_without_one():
     loops = [(Schedule.full(10), 1.0), (Schedule.deepcache(10, 2), 0.62),
              (Schedule.deepcache(10, 5), 0.35), (Schedule.deepcache(10, 10), 0.30)]

@@ -121,12 +121,21 @@ def fit_cost_table(loops: Sequence[tuple[Schedule, float]], call_seconds: Mappin
        nothing to fit: no per-call term, and the F times give the scale; the same where
        the fitted per-call term would make the cheapest call cost nothing or less (noise).
 
-    Kind costs are the in-loop seconds less ``per_call``, in units of F's.
+    Kind costs are the in-loop seconds less ``per_call``, in units of F's (a kind's isolated
+    time on the loop's clock where that difference is not positive: noise).
     """
     in_loop, step_s = _loop_seconds_per_kind(loops)
     scale, call_s = _loop_against_isolated(in_loop, call_seconds)
     compute = {kind: scale * seconds for kind, seconds in call_seconds.items()}
-    compute.update({kind: seconds - call_s for kind, seconds in in_loop.items()})
+    # a kind whose fitted in-loop time is no more than the per-call term is timing noise (a
+    # 1-repeat fit on a shared CPU gave P0 -0.017 of an F call): its isolated time on the
+    # loop's clock stands, and with neither the table cannot be made
+    compute.update({kind: seconds - call_s for kind, seconds in in_loop.items()
+                    if seconds - call_s > 0 or kind not in call_seconds})
+    broken = [kind for kind, seconds in compute.items() if seconds <= 0]
+    if broken:
+        raise ValueError(f"the loops give {', '.join(broken)} no positive cost (timing noise): "
+                         "time more repeats")
     unit = compute[FULL]
     partial = {branch_of(k): s / unit for k, s in compute.items() if k != FULL}
     return CostTable(dict(sorted(partial.items())), source, per_call=call_s / unit,
