@@ -207,8 +207,7 @@ def _point(run: GatedRun, row: Row, protocol: str) -> tuple[Point, np.ndarray] |
 
         quality = frechet(data.features[extractor], FeatureStatistics.load(reference_file))
     elif kind in ("rfid", "rkid") and extractor in data.features:
-        teacher = next((r for r in run.rows if r.experiment == row.experiment
-                        and r.kind == "teacher"), None)
+        teacher = run.teacher_of(row)
         teacher_data = None if teacher is None else _per_seed(run, teacher)
         if (teacher_data is None or extractor not in teacher_data.features
                 or not np.array_equal(teacher_data.seeds, data.seeds)):
@@ -286,8 +285,7 @@ def speed_check(experiment: str, row: str, values: tuple[float, float], was: lis
 def _repeat_speedups(run: GatedRun, row: Row) -> list[float]:
     """Each repeat's all-F (teacher) time over the row's (the loops of one repeat ran one
     after the other); empty where the times are not there."""
-    teacher = next((r for r in run.rows if r.experiment == row.experiment
-                    and r.kind == "teacher"), None)
+    teacher = run.teacher_of(row)
     mine = (row.latency or {}).get("seconds") or []
     base = ((teacher and teacher.latency) or {}).get("seconds") or []
     if not mine or len(mine) != len(base):

@@ -36,6 +36,11 @@ class GatedRun:
     identity: dict | None = None
     bench: bool = False
 
+    def teacher_of(self, row: Row) -> Row | None:
+        """The all-F row of ``row``'s experiment: what rFID and speedups are relative to."""
+        return next((r for r in self.rows if r.experiment == row.experiment
+                     and r.kind == "teacher"), None)
+
 
 # -- reading runs --------------------------------------------------------------------------
 def read_run(path: Path | str, exclude_run_id: str | None = None) -> GatedRun:

@@ -151,6 +151,8 @@ def convergence_plot(results: Results | dict, path: Path | str) -> Path | None:
     colours = colormaps["tab10"]
     fig, axes = _panels(len(experiments), len(budgets), (5, 4))
     for i, experiment in enumerate(experiments):
+        protocol = next(r.search.get("protocol", "?") for r in rows
+                        if r.experiment == experiment)
         for j, budget in enumerate(budgets):
             ax = axes[i][j]
             for k, method in enumerate(methods):
@@ -166,8 +168,6 @@ def convergence_plot(results: Results | dict, path: Path | str) -> Path | None:
                 ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), color=colours(k % 10),
                                 alpha=0.2)
             ax.set_xlabel("schedules scored")
-            protocol = next(r.search.get("protocol", "?") for r in rows
-                            if r.experiment == experiment)
             ax.set_ylabel(f"best search fitness so far ({protocol})")
             ax.set_title(f"{experiment} @{budget:g}x")
             ax.grid(alpha=0.3)
