@@ -131,6 +131,22 @@ def test_the_stepwise_row_chooses_among_training_timesteps(finished_run):
         assert row["search"]["grid_steps"] == 1000
 
 
+def test_repro_search_is_the_runners_search_stage(finished_run, capsys):
+    """The same settings on the command line find the same schedule with the same fitness
+    as the runner's searched row (one stage, two front ends)."""
+    run_dir, _, _ = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    (row,) = [r for r in results["rows"]
+              if r["experiment"] == "ddpm" and r["name"] == "segment @2x"]
+    assert cli.main(["search", "--model", "digits-ddpm", "--steps", "10", "--budget", "2",
+                     "--method", "segment", "--n-eval", "3", "--population", "3",
+                     "--seeds", "0:16", "--fitness", "kid", "--batch", "16", "--json"]) == 0
+    (found,) = json.loads(capsys.readouterr().out)["budgets"]
+    assert found["schedule"] == row["schedule"]
+    assert found["fitness"] == pytest.approx(row["search"]["fitness"], rel=1e-6)
+    assert found["evaluated"] == row["search"]["scored"] == 3
+
+
 def test_run_writes_one_row_per_planned_schedule(finished_run):
     run_dir, _, suite = finished_run
     results = json.loads((run_dir / "results.json").read_text())

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from repro.core.budget import Budget, BudgetError
 from repro.core.schedule import CostTable, Schedule
-from repro.search.loop import Evolution, multi_budget
+from repro.search.loop import Evolution, pareto_front
 from repro.search.methods import (
     METHODS,
     random_search,
@@ -338,12 +338,13 @@ def test_stepwise_on_the_training_grid_is_costed_against_the_teacher():
     assert not Budget(2.0, TABLE, 0.1).admits(ops.schedule(seeds[-1]))  # 20x its own grid
 
 
-def test_multi_budget_gives_winners_per_budget_and_a_pareto_front():
+def test_searches_at_several_budgets_give_a_joint_pareto_front():
     def fitness(schedule):  # faster schedules are worse: a real trade-off
         return schedule.speedup(TABLE) ** 2
 
-    results, front = multi_budget(segment_evolution, [budget(2.0), budget(3.0), budget(5.0)],
-                                  space=SPACE, fitness=fitness, n_eval=30, seed=0)
+    results = [segment_evolution(SPACE, fitness, b, n_eval=30, seed=0)
+               for b in (budget(2.0), budget(3.0), budget(5.0))]
+    front = pareto_front(results)
     assert [r.budget for r in results] == [2.0, 3.0, 5.0]
     for r in results:
         assert r.budget <= r.predicted_speedup <= r.budget * 1.15
@@ -410,3 +411,16 @@ def test_cli_search_on_a_conditional_model_uses_the_given_labels(tmp_path, capsy
     code = main(["search", "--model", "digits-cond", "--steps", "4", "--budget", "2",
                  "--seeds", "0:4", "--labels", "11"])
     assert code == 2 and "outside 0..9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--n-eval", "0"], "--n-eval: Input should be greater than 0 (got 0)"),
+    (["--tol", "-1"], "--tol: Input should be greater than or equal to 0 (got -1.0)"),
+    (["--generations", "0"], "--generations: Input should be greater than 0"),
+])
+def test_cli_search_checks_its_flags_by_the_suite_schemas_bounds(flags, message, capsys):
+    from repro.cli.main import main
+
+    code = main(["search", "--model", "digits-ddpm", "--steps", "4", "--budget", "2", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.splitlines()) == 1

@@ -63,13 +63,16 @@ def add_parser(command: Command) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    """The runner's search stage (:func:`repro.run.searching.search_fitness` and
+    :func:`~repro.run.searching.search_once`) on settings built from the flags, once per
+    budget, with the joint Pareto front of every schedule scored."""
     from repro import models, search
     from repro.infra.progress import bar
+    from repro.run.searching import search_fitness, search_once
     from repro.search import search_log
-    from repro.search.fitness import FITNESSES
     from repro.speed.costs import model_cost_table
 
-    spec, seeds, sampler, calls, space, table = _checked(args)
+    spec, settings, sampler, calls, space, table = _checked(args)
     labels = _int_list(args.labels, "--labels") if args.labels else None
     pass_samples = {} if args.pass_samples is None else {"pass_samples": args.pass_samples or None}
     prompts = None
@@ -81,77 +84,109 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.scheduler:
         model = replace(model, scheduler=models.build_scheduler(spec, sampler))
     table = table or model_cost_table(spec, model.unet)
-    budgets = [search.Budget(b, table, args.tol) for b in args.budget]
-    fitness = FITNESSES[args.fitness](
-        model, args.steps, seeds, labels, guidance=args.guidance, extractor=args.extractor,
-        batch_size=args.batch, prompts=prompts, **pass_samples)
+    fitness = search_fitness(settings, model, args.steps, settings.fitness_seeds(settings.seed),
+                             labels,
+                             args.guidance, batch_size=args.batch, prompts=prompts,
+                             **pass_samples)
     known = search_log.read_scores(args.log, fitness.context) if args.log else {}
     on_record = search_log.appender(args.log, fitness.context) if args.log else None
-    with bar(total=args.n_eval * len(budgets), desc="search", unit="schedule") as progress:
-        def scored(schedule):
-            value = fitness(schedule)
-            progress.update(1)
-            return value
-
-        def score_many(schedules):  # a generation at a time: batched passes
-            values = fitness.score_many(schedules)
-            progress.update(len(schedules))
-            return values
-
-        scored.score_many = score_many
-        results, front = search.multi_budget(
-            search.run_method, budgets, method=search.METHODS[args.method].result_name,
-            space=space, evolution=search.Evolution(args.population, args.parents,
-                                                    args.mutations, args.crossovers),
-            generations=args.generations, fitness=scored, n_eval=args.n_eval,
-            seed_uniform=args.seed_uniform, seed=args.seed, known=known, on_record=on_record)
+    method = search.METHODS[args.method].result_name
+    with bar(total=settings.n_eval * len(settings.budgets), desc="search",
+             unit="schedule") as progress:
+        results = [search_once(settings, method, space, search.Budget(b, table, settings.tol),
+                               _Counted(fitness, progress), seed=settings.seed, known=known,
+                               on_record=on_record)
+                   for b in settings.budgets]
     _report(args, {
         "model": spec.id, "steps": args.steps, "unet_calls": calls,
-        "sampler": models.sampler_record(model.scheduler), "method": results[0].method,
+        "sampler": models.sampler_record(model.scheduler), "method": method,
         "cost_table": table.to_dict(), "fitness": fitness.context["protocol"],
         "budgets": [{"budget": r.budget, "schedule": str(r.best), "fitness": r.fitness,
                      "predicted_speedup": r.predicted_speedup, "evaluated": len(r.records),
                      "reused_from_log": sum(rec.cached for rec in r.records)}
                     for r in results],
         "pareto": [{"schedule": r.schedule, "predicted_speedup": r.predicted_speedup,
-                    "fitness": r.fitness} for r in front],
+                    "fitness": r.fitness} for r in search.pareto_front(results)],
     })
     return 0
 
 
+class _Counted:
+    """``fitness`` that advances a progress bar by each schedule it scores."""
+
+    def __init__(self, fitness, progress):
+        self.fitness, self.progress = fitness, progress
+
+    def __getattr__(self, name: str):
+        return getattr(self.fitness, name)
+
+    def __call__(self, schedule):
+        value = self.fitness(schedule)
+        self.progress.update(1)
+        return value
+
+    def score_many(self, schedules):  # a generation at a time: batched passes
+        values = self.fitness.score_many(schedules)
+        self.progress.update(len(schedules))
+        return values
+
+
+def _settings(args: argparse.Namespace):
+    """The flags as the suite's search settings (the same schema and bounds); a value out
+    of bounds is one line naming its flag."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from repro.config.schema import Search
+    from repro.infra.quoting import short
+
+    given = {"methods": (args.method,), "budgets": tuple(args.budget), "n_eval": args.n_eval,
+             "population": args.population, "parents": args.parents,
+             "mutations": args.mutations, "crossovers": args.crossovers,
+             "generations": args.generations, "seed": args.seed, "seeds": args.seeds,
+             "seed_uniform": args.seed_uniform, "max_seg_len": args.max_seg_len,
+             "tol": args.tol, "extractor": args.extractor, "fitness": args.fitness,
+             "branches": _int_list(args.branches, "--branches") if args.branches else None,
+             "seg_lens": _int_list(args.seg_lens, "--seg-lens") if args.seg_lens else None}
+    try:
+        return TypeAdapter(Search).validate_python(given)
+    except ValidationError as error:
+        first = error.errors()[0]
+        flag = {"budgets": "budget", "methods": "method"}.get(first["loc"][0], first["loc"][0])
+        raise UserError(f"--{flag.replace('_', '-')}: {first['msg']} "
+                        f"(got {short(first.get('input'))})") from None
+
+
 def _checked(args: argparse.Namespace) -> tuple:
-    """The flags checked before any weights are loaded: the model's spec, the seeds, the
-    sampler and its UNet calls, the search space and the cost table given (None: the
-    model's), every budget reachable in the space."""
+    """The flags checked before any weights are loaded: the model's spec, the search
+    settings, the sampler and its UNet calls, the search space and the cost table given
+    (None: the model's), every budget reachable in the space."""
     from repro import models, search
+    from repro.config.plan import search_space
     from repro.core.schedule import CostTable
     from repro.metrics.protocols import EXTRACTORS
     from repro.sampling import samples
 
     required_flags(args, "model", "steps")
-    at_least_one(args, "steps", "n_eval", "population", "generations", "batch",
-                  "prompts_limit")
+    at_least_one(args, "steps", "batch", "prompts_limit")
     replaceable(args.log, "--log")
     spec = models.get(args.model)
-    if args.extractor not in EXTRACTORS:
-        raise UserError(f"--extractor: unknown {args.extractor!r}; known: {', '.join(EXTRACTORS)}")
+    settings = _settings(args)
+    if settings.extractor not in EXTRACTORS:
+        raise UserError(f"--extractor: unknown {settings.extractor!r}; known: "
+                        f"{', '.join(EXTRACTORS)}")
     try:
-        seeds = samples.parse_seeds(args.seeds)
+        samples.parse_seeds(settings.seeds)
         sampler = models.Sampler(args.scheduler)
         calls = models.sampler_calls(spec, args.steps, sampler)
     except ValueError as error:
         raise UserError(str(error)) from None
     if args.pass_samples is not None and args.pass_samples < 0:
         raise UserError(f"--pass-samples must be 0 or more, got {args.pass_samples}")
-    branches = (_int_list(args.branches, "--branches") if args.branches
-                else list(range(spec.num_branches)))
-    lens = _int_list(args.seg_lens, "--seg-lens") if args.seg_lens else None
-    # one token per UNet call of the sampler: PLMS at 50 steps makes 51
-    space = search.SegmentSpace.of(calls, branches, lens, args.max_seg_len)
+    space = search_space(settings, spec.id, calls)
     table = CostTable.load(args.cost_table) if args.cost_table else None
-    for budget in args.budget:
-        space.check_reachable(search.Budget(budget, table or CostTable.bounds(), args.tol))
-    return spec, seeds, sampler, calls, space, table
+    for budget in settings.budgets:
+        space.check_reachable(search.Budget(budget, table or CostTable.bounds(), settings.tol))
+    return spec, settings, sampler, calls, space, table
 
 
 def _report(args: argparse.Namespace, summary: dict) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from repro import techniques
-from repro.config.schema import Baseline, Experiment
+from repro.config.schema import Baseline, Experiment, Search
 
 
 def slug(name: str) -> str:
@@ -15,14 +15,19 @@ def slug(name: str) -> str:
 
 
 def segment_space(experiment: Experiment, calls: int):
-    """The experiment's segment search space at ``calls`` UNet calls (default: every branch
-    of its model, every segment length up to ``max_seg_len``)."""
+    """The experiment's segment search space at ``calls`` UNet calls."""
+    return search_space(experiment.search, experiment.model, calls)
+
+
+def search_space(settings: Search, model_id: str, calls: int):
+    """The segment search space of ``settings`` on a model at ``calls`` UNet calls (one token
+    per call: PLMS at 50 steps makes 51); default: every branch of the model, every segment
+    length up to ``max_seg_len``."""
     from repro import models
     from repro.search.space import SegmentSpace
 
-    s = experiment.search
-    branches = s.branches or tuple(range(models.get(experiment.model).num_branches))
-    return SegmentSpace.of(calls, branches, s.seg_lens, s.max_seg_len)
+    branches = settings.branches or tuple(range(models.get(model_id).num_branches))
+    return SegmentSpace.of(calls, branches, settings.seg_lens, settings.max_seg_len)
 
 
 def searched_name(method: str, budget: float, seed: int, repeats: int) -> str:

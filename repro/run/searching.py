@@ -1,6 +1,7 @@
 """The search stage: each searched row's fitness (rFID or KID against the teacher, on the
 repeat's own seeds) and its search, logged as it goes so that a rerun scores nothing
-twice."""
+twice. ``repro search`` runs the same two functions, :func:`search_fitness` and
+:func:`search_once`, on settings built from its flags."""
 
 from __future__ import annotations
 
@@ -10,16 +11,42 @@ from collections.abc import Sequence
 from functools import partial
 
 from repro import search
+from repro.config.schema import Search
 from repro.config.suite import (
     RowPlan,
     segment_space,
     training_steps,
 )
+from repro.core.budget import Budget
 from repro.core.schedule import Schedule
 from repro.infra import distributed
 from repro.infra.faults import checkpoint
 from repro.run.work import RowLoop
 from repro.search import search_log
+
+
+def search_fitness(settings: Search, model, steps: int, seeds, labels, guidance, *,
+                   batch_size: int, teacher=None, prompts=None, **options):
+    """The search fitness of ``settings`` (rFID or KID with its extractor) of candidates
+    sampled at ``steps`` on ``seeds``, against ``teacher`` samples (None: sampled here);
+    ``options``: the fitness's own (``pass_samples``)."""
+    from repro.search.fitness import FITNESSES
+
+    return FITNESSES[settings.fitness](
+        model, steps, seeds, labels, guidance, extractor=settings.extractor,
+        batch_size=batch_size, teacher=teacher, prompts=prompts, **options)
+
+
+def search_once(settings: Search, method: str, space, budget: Budget, fitness, *, seed: int,
+                known, on_record) -> search.SearchResult:
+    """One search by ``method`` (its results name) under ``budget`` with the evolution,
+    evaluation count and seeding of ``settings``; the step-wise search runs on the grid the
+    fitness samples at."""
+    return search.run_method(method, space, evolution=settings.evolution,
+                             generations=settings.generations, fitness=fitness, budget=budget,
+                             n_eval=settings.n_eval, seed_uniform=settings.seed_uniform,
+                             seed=seed, known=known, on_record=on_record,
+                             stepwise_steps=fitness.steps)
 
 
 class SpreadFitness:
@@ -65,16 +92,14 @@ class SearchStage:
         candidates sampled at ``steps``, on the fitness seeds of the repeat with search seed
         ``seed`` (its own teacher samples; the first repeat's keep the name they had when
         repeats shared them)."""
-        from repro.search.fitness import FITNESSES
-
         s = self.e.search
         seeds = s.fitness_seeds(seed)
         repeat = seed - s.seed
         self.log(f"teacher on {len(seeds)} search seeds of repeat {repeat + 1}")
         teacher = self._teacher("teacher-search" + (f"-{repeat + 1}" if repeat else ""), seeds)
-        fitness = FITNESSES[s.fitness](
-            self.model, steps, seeds, self.labels, self.e.guidance, extractor=s.extractor,
-            batch_size=self.e.evaluation.batch_size, teacher=teacher, prompts=self.prompts)
+        fitness = search_fitness(s, self.model, steps, seeds, self.labels, self.e.guidance,
+                                 batch_size=self.e.evaluation.batch_size, teacher=teacher,
+                                 prompts=self.prompts)
         return fitness if self.world.size == 1 else SpreadFitness(fitness, self.world)
 
     def _search(self, row: RowPlan, fitness) -> tuple[Schedule, dict]:
@@ -91,15 +116,11 @@ class SearchStage:
                 checkpoint("candidate")
 
         table = self.table.chained() if fitness.steps != self.e.steps else self.table
-        budget = search.Budget(row.budget, table, s.tol, reference_calls=self.calls)
-        space = segment_space(self.e, self.calls)
+        budget = Budget(row.budget, table, s.tol, reference_calls=self.calls)
         started = time.perf_counter()
         with self._stage(f"search {row.name}"):
-            result = search.run_method(row.method, space, evolution=s.evolution,
-                                       generations=s.generations, fitness=fitness,
-                                       budget=budget, n_eval=s.n_eval,
-                                       seed_uniform=s.seed_uniform, seed=row.seed, known=known,
-                                       on_record=append, stepwise_steps=fitness.steps)
+            result = search_once(s, row.method, segment_space(self.e, self.calls), budget,
+                                 fitness, seed=row.seed, known=known, on_record=append)
         reused = sum(r.cached for r in result.records)
         self.log(f"{row.name}: {fitness.context['protocol']} {result.fitness:.4g} at "
                  f"{result.predicted_speedup:.2f}x "

@@ -17,7 +17,7 @@ are the package's API. The speed budget itself is :mod:`repro.core.budget`.
 """
 
 from repro.core.budget import Budget, BudgetError
-from repro.search.loop import Evolution, Record, SearchResult, multi_budget, pareto_front
+from repro.search.loop import Evolution, Record, SearchResult, pareto_front
 from repro.search.methods import (
     METHODS,
     SearchMethod,
@@ -33,6 +33,6 @@ from repro.search.space import FULL_FILL, Genome, SegmentSpace, segment_schedule
 
 __all__ = ["FULL_FILL", "METHODS", "Budget", "BudgetError", "Evolution", "Genome", "Record",
            "SearchMethod", "SearchResult", "SegmentOps", "SegmentSpace", "StepOps",
-           "by_result_name", "multi_budget", "pareto_front", "random_search", "register",
+           "by_result_name", "pareto_front", "random_search", "register",
            "repair", "run_method", "segment_evolution", "segment_schedule_at",
            "stepwise_evolution", "stepwise_feasible", "stepwise_sizes"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,9 +193,3 @@ def pareto_front(results: Iterable[SearchResult]) -> list[Record]:
     keep = front_indices([r.predicted_speedup for r in records], [r.fitness for r in records])
     return [records[k] for k in keep]
 
-
-def multi_budget(search: Callable[..., SearchResult], budgets: Sequence[Budget], **kwargs,
-                 ) -> tuple[list[SearchResult], list[Record]]:
-    """Run ``search`` once per budget; return the winners and the joint Pareto front."""
-    results = [search(budget=budget, **kwargs) for budget in budgets]
-    return results, pareto_front(results)
