@@ -30,6 +30,12 @@ def search_space(settings: Search, model_id: str, calls: int):
     return SegmentSpace.of(calls, branches, settings.seg_lens, settings.max_seg_len)
 
 
+def deepcache_branch(experiment: Experiment) -> int:
+    """The branch of the experiment's first DeepCache baseline (0 without one): where the
+    cost calibration and the bench's DeepCache sweep cache."""
+    return next((b.branch for b in experiment.baselines if b.technique == "deepcache"), 0)
+
+
 def searched_name(method: str, budget: float, seed: int, repeats: int) -> str:
     """``segment @2x``; with several searches per method and budget, ``... seed 1``."""
     return f"{method} @{budget:g}x" + (f" seed {seed}" if repeats > 1 else "")

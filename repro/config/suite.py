@@ -24,6 +24,7 @@ from repro.config.loading import (
     settings_digest,
 )
 from repro.config.plan import (
+    deepcache_branch,
     row_sampler,
     searched_name,
     segment_space,
@@ -62,6 +63,7 @@ __all__ = ["COST_TABLES", "DEFAULT_TOLERANCES", "EXPERIMENT_NAME_MAX", "LATENCY_
            "STEPWISE_GRIDS", "SUITE_MAX_BYTES", "SUITE_MAX_LIST", "SUITE_MAX_NODES",
            "SUITE_NAME_MAX", "Baseline", "Evaluation", "Evolution", "Experiment", "Primary",
            "Prompts", "Published", "Regression", "RowPlan", "Search", "Suite", "SuiteError",
-           "Tolerance", "Tracking", "cautions", "check", "find", "folder_clash", "load",
-           "packaged", "plain_name_problem", "row_sampler", "searched_name", "segment_space",
-           "settings_digest", "slug", "technique_label", "training_steps"]
+           "Tolerance", "Tracking", "cautions", "check", "deepcache_branch", "find",
+           "folder_clash", "load", "packaged", "plain_name_problem", "row_sampler",
+           "searched_name", "segment_space", "settings_digest", "slug", "technique_label",
+           "training_steps"]

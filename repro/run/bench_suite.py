@@ -54,9 +54,14 @@ class BenchRow:
 
 
 
-def deepcache_branch(experiment) -> int:
-    """The branch of the suite's DeepCache baseline (0 without one): its sweep's branch."""
-    return next((b.branch for b in experiment.baselines if b.technique == "deepcache"), 0)
+def deepcache_sweep(experiment) -> tuple:
+    """The technique and entry of the DeepCache front the bench sweeps (its knob N over
+    :data:`DEEPCACHE_SWEEP`) at the experiment's DeepCache branch."""
+    from repro.config.schema import Baseline
+
+    technique = techniques.get("deepcache")
+    return technique, Baseline(technique=technique.name,
+                               branch=suites.deepcache_branch(experiment))
 
 
 def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], table: CostTable,
@@ -95,13 +100,12 @@ def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], tab
         rows.append(BenchRow(row.name, "baseline", row.method, planned.schedule, row.budget,
                              planned.resolved, planned.steps, sampler))
 
-    branch = deepcache_branch(experiment)
+    deepcache, sweep = deepcache_sweep(experiment)
     fixed = {str(r.schedule) for r in rows if r.budget is None}  # not table-dependent
     for interval in (n for n in DEEPCACHE_SWEEP if n <= steps):
-        schedule = Schedule.deepcache(steps, interval, branch, calls=calls)
+        name, schedule, _ = deepcache.at_knob(sweep, interval, steps, calls, calls_at)
         if str(schedule) not in fixed:
-            rows.append(BenchRow(f"deepcache N={interval} b={branch}", "deepcache-sweep",
-                                 "deepcache", schedule))
+            rows.append(BenchRow(name, "deepcache-sweep", deepcache.name, schedule))
 
     for target in dict.fromkeys([*experiment.search.budgets, *budgets]):
         name = f"segment (uniform genes) @{target:g}x, not searched"
@@ -198,7 +202,7 @@ def _bench_experiment(e, spec, steps: int, calls_at: Callable[[int], int],
           "to the calibration loops")
     table, medians, fit_timings = fit_on_device(
         unet, make_scheduler, (latents, kwargs), (loop_latents, loop_kwargs), calls,
-        deepcache_branch(e), repeats, o.warmup, clock=o.tick)
+        suites.deepcache_branch(e), repeats, o.warmup, clock=o.tick)
     macs = model_cost_table(spec, unet)
     rows, skipped = suite_rows(e, plan, steps, calls_at, table, o.budgets, given)
     unique = {r.key: r.schedule for r in rows}

@@ -81,9 +81,9 @@ class LatencyStage:
     def _calibrated(self) -> dict:
         """:func:`repro.speed.loops.fit_on_device` at the latency batch and repeats, kept under a
         key of the device, so a resumed run searches under the same table."""
+        from repro.config.plan import deepcache_branch
         from repro.infra.timing import device_name
         from repro.metrics.latency import latency_inputs
-        from repro.run.bench_suite import deepcache_branch
         from repro.speed.loops import fit_on_device
 
         ev, unet = self.e.evaluation, self.model.unet
