@@ -432,3 +432,10 @@ def test_evaluate_is_usable_without_the_cli(cnn, digits):
     teacher = sample_set(images[:100], labels=labels[:100])
     (result,) = evaluate(teacher, ["rfid:digits-cnn"], EvalOptions(teacher=teacher))
     assert result.protocol == "rfid:digits-cnn" and abs(result.value) < 1e-6
+
+
+def test_every_known_metric_kind_has_one_way_to_compute_it():
+    from repro.metrics.evaluate import _KINDS
+    from repro.metrics.protocols import METRICS
+
+    assert {name.partition(":")[0] for name in METRICS} == set(_KINDS)

@@ -7,7 +7,7 @@ their required inputs are checked before any network is loaded, so bad input fai
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from repro.metrics.clip import clip_weights_path
 from repro.metrics.errors import MetricInputError
@@ -98,68 +98,94 @@ def evaluate(samples: SampleSet, metrics: Sequence[str],
     if options.prompts is None and samples.prompts is not None:
         options = replace(options, prompts=samples.prompts)
     check_request(metrics, options)
-    networks = {} if networks is None else networks
-
-    def extractor(name: str) -> FeatureExtractor:
-        if name not in networks:
-            networks[name] = load_extractor(name, inception_weights=options.inception_weights,
-                                            device=options.device)
-        return networks[name]
-
+    shared = _Shared(samples, options, {} if networks is None else networks)
     results = []
-    against_reference: dict[str, dict[str, MetricResult]] = {}  # precision and recall: one pass
-    features: dict[str, object] = {}  # the samples' features by extractor, extracted once
     for name in metrics:
         kind, _, arg = name.partition(":")
-        if kind == "fid":
-            from repro.metrics.fid import fid
-
-            results.append(fid(samples, options.reference, extractor(arg)))
-        elif kind == "rfid":
-            from repro.metrics.fid import rfid
-
-            results.append(rfid(samples, options.teacher, extractor(arg)))
-        elif kind == "kid":
-            from repro.metrics.kid import kid
-
-            results.append(kid(samples, options.reference, extractor(arg), features.get(arg)))
-        elif kind == "rkid":
-            from repro.metrics.kid import rkid
-
-            results.append(rkid(samples, options.teacher, extractor(arg), features.get(arg)))
-        elif kind in ("precision", "recall"):
-            from repro.metrics.precision_recall import precision_recall
-
-            if arg not in against_reference:
-                against_reference[arg] = precision_recall(samples, options.reference,
-                                                          extractor(arg))
-            results.append(against_reference[arg][name])
-        elif kind == "is":
-            from repro.metrics.inception_score import inception_score
-
-            results.append(inception_score(samples, extractor(arg)))
-        elif kind == "acc":
-            from repro.metrics.accuracy import class_accuracy
-
-            results.append(class_accuracy(samples, extractor(arg)))
-        elif kind == "clip":
-            from repro.metrics.clip import ClipScorer
-
-            if name not in networks:
-                networks[name] = ClipScorer.load(options.clip_weights, options.device)
-            results.append(networks[name].score(samples.images, options.prompts))
-        else:
-            results.append(_latency(samples, options))
+        results.append(_KINDS[kind](shared, name, arg))
         if kind in ("fid", "rfid", "kid", "rkid"):
-            features.setdefault(arg, results[-1].per_seed)
+            shared.features.setdefault(arg, results[-1].per_seed)
     return results
 
 
-def _latency(samples: SampleSet, options: EvalOptions) -> MetricResult:
+@dataclass
+class _Shared:
+    """What the metrics of one :func:`evaluate` call share: the loaded networks, the
+    samples' features by extractor (extracted once) and precision/recall pairs (one pass)."""
+
+    samples: SampleSet
+    options: EvalOptions
+    networks: dict
+    features: dict = field(default_factory=dict)
+    against_reference: dict = field(default_factory=dict)
+
+    def extractor(self, name: str) -> FeatureExtractor:
+        if name not in self.networks:
+            self.networks[name] = load_extractor(
+                name, inception_weights=self.options.inception_weights,
+                device=self.options.device)
+        return self.networks[name]
+
+
+def _fid(s: _Shared, name: str, arg: str) -> MetricResult:
+    from repro.metrics.fid import fid
+
+    return fid(s.samples, s.options.reference, s.extractor(arg))
+
+
+def _rfid(s: _Shared, name: str, arg: str) -> MetricResult:
+    from repro.metrics.fid import rfid
+
+    return rfid(s.samples, s.options.teacher, s.extractor(arg))
+
+
+def _kid(s: _Shared, name: str, arg: str) -> MetricResult:
+    from repro.metrics.kid import kid
+
+    return kid(s.samples, s.options.reference, s.extractor(arg), s.features.get(arg))
+
+
+def _rkid(s: _Shared, name: str, arg: str) -> MetricResult:
+    from repro.metrics.kid import rkid
+
+    return rkid(s.samples, s.options.teacher, s.extractor(arg), s.features.get(arg))
+
+
+def _precision_recall(s: _Shared, name: str, arg: str) -> MetricResult:
+    from repro.metrics.precision_recall import precision_recall
+
+    if arg not in s.against_reference:
+        s.against_reference[arg] = precision_recall(s.samples, s.options.reference,
+                                                    s.extractor(arg))
+    return s.against_reference[arg][name]
+
+
+def _inception_score(s: _Shared, name: str, arg: str) -> MetricResult:
+    from repro.metrics.inception_score import inception_score
+
+    return inception_score(s.samples, s.extractor(arg))
+
+
+def _accuracy(s: _Shared, name: str, arg: str) -> MetricResult:
+    from repro.metrics.accuracy import class_accuracy
+
+    return class_accuracy(s.samples, s.extractor(arg))
+
+
+def _clip(s: _Shared, name: str, arg: str) -> MetricResult:
+    from repro.metrics.clip import ClipScorer
+
+    if name not in s.networks:
+        s.networks[name] = ClipScorer.load(s.options.clip_weights, s.options.device)
+    return s.networks[name].score(s.samples.images, s.options.prompts)
+
+
+def _latency(s: _Shared, name: str, arg: str) -> MetricResult:
     """The file's (model, steps, schedule) timed; with a teacher, the speedup over it."""
     from repro.metrics.latency import sampler_latency
     from repro.models import load_model
 
+    samples, options = s.samples, s.options
     model = load_model(samples.model, options.model_weights, device=options.device,
                        dtype=options.dtype)
 
@@ -175,3 +201,9 @@ def _latency(samples: SampleSet, options: EvalOptions) -> MetricResult:
     return MetricResult(result.protocol, result.value, result.n, {
         **result.details, "teacher_schedule": options.teacher.schedule,
         "teacher_median_s": teacher.value, "speedup": teacher.value / result.value})
+
+
+# a metric name's kind (before the colon) -> how it is computed
+_KINDS = {"fid": _fid, "rfid": _rfid, "kid": _kid, "rkid": _rkid,
+          "precision": _precision_recall, "recall": _precision_recall,
+          "is": _inception_score, "acc": _accuracy, "clip": _clip, "latency": _latency}
