@@ -65,11 +65,9 @@ def add_parser(command: Command) -> None:
     bench.set_defaults(weights="random")
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from repro.infra.atomic import atomic_path
+def _checked(args: argparse.Namespace) -> list[str]:
+    """The flags checked before any model is built; the step modes asked for."""
     from repro.infra.timing import clock_for
-    from repro.results import bench_report
-    from repro.speed import bench
 
     if bool(args.model) == bool(args.suite):
         raise UserError("bench takes --model MODEL or --suite SUITE (exactly one)")
@@ -89,8 +87,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         clock_for(args.clock, args.device)
     except ValueError as error:
         raise UserError(str(error)) from None
-    modes = [checked_mode(args, mode) for mode, given in (("compile", args.compile),
-                                                      ("cuda-graphs", args.cuda_graphs)) if given]
+    return [checked_mode(args, mode) for mode, given in (("compile", args.compile),
+                                                         ("cuda-graphs", args.cuda_graphs))
+            if given]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from repro.infra.atomic import atomic_path
+    from repro.results import bench_report
+    from repro.speed import bench
+
+    modes = _checked(args)
     tracking_uri = _bench_tracking(args)
     started = datetime.now(UTC)
     if args.suite:

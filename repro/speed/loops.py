@@ -11,6 +11,7 @@ import time
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -45,18 +46,10 @@ def plain_loop(unet, scheduler, latents, unet_kwargs):
 
 
 @torch.no_grad()
-def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Schedule],
-               repeats: int, warmup: int, table: CostTable | None,
-               plain: bool = False, oracle: dict[str, tuple[int, int]] | None = None,
-               clock: Clock = time.perf_counter,
-               schedulers: dict[str, Callable[[], object]] | None = None,
-               modes: Sequence[str] = ()) -> list[LoopTiming]:
-    """Time each schedule's whole loop (UNet + scheduler steps), interleaved per repeat so
-    that drift in machine speed hits every row alike; speedups are against the longest
-    all-F row. ``schedulers``: per-name sampler factories for rows that run the sampler at
-    other steps than ``make_scheduler``'s (sampler-steps baselines). ``modes``: also every
-    schedule under these step modes (:mod:`repro.engine.accel`: ``compile``, ``cuda-graphs``), as
-    rows ``NAME [mode]`` with their speedup over the all-F row of the same mode too."""
+def _runs(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Schedule],
+          schedulers: dict[str, Callable[[], object]] | None, modes: Sequence[str],
+          ) -> dict[str, tuple[str, Callable[[], object]]]:
+    """Each schedule's loop under each step mode, by row name: (schedule text, run)."""
     from repro.engine import accel
 
     runs: dict[str, tuple[str, Callable[[], object]]] = {}
@@ -70,20 +63,40 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
                     return denoise(unet, make(), latents, s, **unet_kwargs)
 
             runs[in_mode(name, mode)] = (str(schedule), run)
+    return runs
+
+
+def _helper_loop(unet, make_scheduler, latents, unet_kwargs, interval: int, branch: int):
+    """The plain diffusers loop under DeepCache's own helper (the oracle row)."""
+    scheduler = make_scheduler()
+    helper = _deepcache_helper(unet, scheduler, interval, branch)
+    helper.enable()
+    try:
+        return plain_loop(unet, scheduler, latents, unet_kwargs)
+    finally:
+        helper.disable()
+
+
+def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Schedule],
+               repeats: int, warmup: int, table: CostTable | None,
+               plain: bool = False, oracle: dict[str, tuple[int, int]] | None = None,
+               clock: Clock = time.perf_counter,
+               schedulers: dict[str, Callable[[], object]] | None = None,
+               modes: Sequence[str] = ()) -> list[LoopTiming]:
+    """Time each schedule's whole loop (UNet + scheduler steps), interleaved per repeat so
+    that drift in machine speed hits every row alike; speedups are against the longest
+    all-F row. ``schedulers``: per-name sampler factories for rows that run the sampler at
+    other steps than ``make_scheduler``'s (sampler-steps baselines). ``modes``: also every
+    schedule under these step modes (:mod:`repro.engine.accel`: ``compile``, ``cuda-graphs``), as
+    rows ``NAME [mode]`` with their speedup over the all-F row of the same mode too."""
+    runs = _runs(unet, make_scheduler, latents, unet_kwargs, schedules, schedulers, modes)
     if plain:
         runs["plain diffusers loop"] = ("(no hooks)", lambda: plain_loop(
             unet, make_scheduler(), latents, unet_kwargs))
     for name, (interval, branch) in (oracle or {}).items():
-        def helper_run(interval=interval, branch=branch):
-            scheduler = make_scheduler()
-            helper = _deepcache_helper(unet, scheduler, interval, branch)
-            helper.enable()
-            try:
-                return plain_loop(unet, scheduler, latents, unet_kwargs)
-            finally:
-                helper.disable()
         runs[name] = (f"DeepCacheSDHelper(cache_interval={interval}, cache_branch_id={branch})",
-                      helper_run)
+                      partial(_helper_loop, unet, make_scheduler, latents, unet_kwargs,
+                              interval, branch))
     device = latents.device
     for _, fn in runs.values():
         median_seconds(fn, device, repeats=0, warmup=warmup)

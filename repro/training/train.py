@@ -266,42 +266,14 @@ def _zoo_model(name: str, modules: nn.ModuleDict, card: dict) -> ZooModel:
 def _card(name, modules, split, recipe, seed, log, wall_time) -> dict:
     """Model card: everything needed to rebuild, load and judge the model."""
     losses = log["losses"]
-    tail = losses[-100:]
     card = {
         "name": name,
         "resolution": RESOLUTION,
         "num_classes": NUM_CLASSES if name != "digits-ddpm" else None,
         "default_guidance": DEFAULT_GUIDANCE if name == "digits-cond" else None,
         "parameters": sum(p.numel() for p in modules.parameters()),
-        "data": {
-            "source": "sklearn.datasets.load_digits (bundled, no download)",
-            "preprocessing": PREPROCESSING,
-            "split": {
-                "seed": split.seed,
-                "stratified": True,
-                "train": len(split.train_indices),
-                "heldout": len(split.heldout_indices),
-                "heldout_indices_sha256": hashlib.sha256(
-                    split.heldout_indices.numpy().tobytes()
-                ).hexdigest(),
-            },
-            "trained_on": "train split",
-        },
-        "training": {
-            "command": f"repro zoo train {name}",
-            "seed": seed,
-            "recipe": asdict(recipe),
-            "steps": len(losses),
-            "stopped_by": "steps" if len(losses) == recipe.steps else "minutes",
-            "wall_time_s": round(wall_time, 1),
-            "final_loss": sum(tail) / len(tail),
-            "final_loss_definition": f"mean training loss over the last {len(tail)} steps",
-            "weights": "EMA" if recipe.ema_decay else "final",
-            "device": f"cpu ({platform.processor() or platform.machine()})",
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-        },
+        "data": _data_card(split),
+        "training": _training_card(name, recipe, seed, losses, wall_time),
     }
     if name == CLASSIFIER_NAME:
         card["architecture"] = {
@@ -326,6 +298,44 @@ def _card(name, modules, split, recipe, seed, log, wall_time) -> dict:
         "use_clipped_model_output is not needed",
     }
     return card
+
+
+def _data_card(split: DigitsSplit) -> dict:
+    """Where the training images came from and which ones were held out."""
+    return {
+        "source": "sklearn.datasets.load_digits (bundled, no download)",
+        "preprocessing": PREPROCESSING,
+        "split": {
+            "seed": split.seed,
+            "stratified": True,
+            "train": len(split.train_indices),
+            "heldout": len(split.heldout_indices),
+            "heldout_indices_sha256": hashlib.sha256(
+                split.heldout_indices.numpy().tobytes()
+            ).hexdigest(),
+        },
+        "trained_on": "train split",
+    }
+
+
+def _training_card(name: str, recipe: Recipe, seed: int, losses: list, wall_time: float) -> dict:
+    """How the weights were made: command, recipe, stop, loss, and the machine."""
+    tail = losses[-100:]
+    return {
+        "command": f"repro zoo train {name}",
+        "seed": seed,
+        "recipe": asdict(recipe),
+        "steps": len(losses),
+        "stopped_by": "steps" if len(losses) == recipe.steps else "minutes",
+        "wall_time_s": round(wall_time, 1),
+        "final_loss": sum(tail) / len(tail),
+        "final_loss_definition": f"mean training loss over the last {len(tail)} steps",
+        "weights": "EMA" if recipe.ema_decay else "final",
+        "device": f"cpu ({platform.processor() or platform.machine()})",
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+    }
 
 
 def _state(modules: nn.ModuleDict) -> dict[str, torch.Tensor]:
