@@ -3,7 +3,7 @@
 The Python API: :class:`Schedule` (a per-step schedule of F / P<b> / N tokens, its
 generators and predicted speedup), :func:`apply_schedule` (a user's diffusers pipeline run
 under a schedule), :func:`denoise` (a sampling loop under a schedule), :func:`branches` (the
-cache branches of a UNet) and :func:`cost_table` (what each step kind costs on a UNet).
+cache branches of a UNet or transformer) and :func:`cost_table` (what each step kind costs).
 """
 
 __version__ = "0.1.0"

@@ -1,99 +1,69 @@
-"""Branch topology of a diffusers UNet: DeepCache's branch numbering and the modules each
-branch skips."""
+"""The backbone families a schedule runs on, and each model's branches through its family.
+
+A family says which models it takes, how many cache branches a model offers, what each one
+cuts (:class:`~repro.engine.topology.Branch`) and which hooks ``P<b>`` needs
+(:mod:`.unet`: DeepCache's numbering; :mod:`.transformer`: block residuals). The loops, the
+batched pass and the step runners see only hooks with ``threshold`` and ``cached``.
+"""
 
 from __future__ import annotations
 
-import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from repro.core.schedule import ScheduleError
+from repro.engine import transformer, unet
+from repro.engine.topology import Branch
 
 
 @dataclass(frozen=True)
-class Branch:
-    """Where ``P<index>`` cuts a UNet: down block ``block`` (0 = shallowest) runs its layers
-    below ``layer`` and its mirror up block resumes from the cached feature."""
-
-    index: int
-    block: int
-    layer: int
-    skips_from: str  # the first module the partial step does not run
-    resumes_at: str  # the up-path module that receives the cached deep feature
+class Family:
+    name: str
+    takes: Callable[[torch.nn.Module], bool]
+    num_branches: Callable[[torch.nn.Module], int]
+    branches: Callable[[torch.nn.Module], list[Branch]]
+    cache_hooks: Callable[[torch.nn.Module, Any, frozenset[int]], dict]
 
 
-def _block_offsets(unet: torch.nn.Module) -> list[int]:
-    """First branch of each down block, and the branch count last: each block offers one
-    branch per layer plus one for its downsampler (DeepCache: ``block * 3 + layer`` for
-    ``layers_per_block=2``; blocks of different depth simply get their own counts)."""
-    if len(unet.up_blocks) != len(unet.down_blocks):
-        raise ScheduleError(
-            f"branch numbering needs mirrored down and up blocks, got "
-            f"{len(unet.down_blocks)} down and {len(unet.up_blocks)} up")
-    offsets = [0]
-    for block in unet.down_blocks:
-        offsets.append(offsets[-1] + len(block.resnets) + 1)
-    return offsets
+FAMILIES = (
+    Family("unet", unet.is_unet, unet.num_branches, unet.branches, unet.cache_hooks),
+    Family("transformer", transformer.is_transformer, transformer.num_branches,
+           transformer.branches, transformer.cache_hooks),
+)
 
 
-def num_branches(unet: torch.nn.Module) -> int:
-    """How many cache branches the UNet offers (12 for the DDPM CIFAR-10 and SD v1.5 UNets)."""
-    return _block_offsets(unet)[-1]
+def family(model: torch.nn.Module) -> Family:
+    """The family of ``model``; a model of none is one line naming its class."""
+    for candidate in FAMILIES:
+        if candidate.takes(model):
+            return candidate
+    raise ScheduleError(f"{type(model).__name__} is neither a diffusers UNet (down and up "
+                        "blocks) nor a transformer (blocks in a list diffusers' caches know): "
+                        "no schedule runs on it")
 
 
-def branches(unet: torch.nn.Module) -> list[Branch]:
-    """Every cache branch of ``unet``, shallowest first, with the modules it cuts at."""
-    offsets = _block_offsets(unet)
-    found = []
-    for k, block in enumerate(unet.down_blocks):
-        n_layers = len(block.resnets)
-        up = len(unet.up_blocks) - 1 - k
-        for layer in range(n_layers + 1):
-            skips = (f"down_blocks.{k}.resnets.{layer}" if layer < n_layers
-                     else f"down_blocks.{k}.downsamplers.0" if block.downsamplers
-                     else "mid_block")
-            found.append(Branch(offsets[k] + layer, k, layer, skips,
-                                f"up_blocks.{up}.resnets.{n_layers - layer}"))
-    return found
+def num_branches(model: torch.nn.Module) -> int:
+    """How many cache branches ``model`` offers (12 for the DDPM CIFAR-10 and SD v1.5 UNets;
+    a transformer's block count)."""
+    return family(model).num_branches(model)
 
 
-def cache_points(
-    unet: torch.nn.Module, branches: frozenset[int]
-) -> list[tuple[torch.nn.Module, int | float]]:
-    """(module, threshold) pairs to hook so that P<b> for every b in ``branches`` skips
-    exactly the modules DeepCache skips and nothing deeper is ever called.
+def branches(model: torch.nn.Module) -> list[Branch]:
+    """Every cache branch of ``model``, shallowest first, with the modules it cuts at."""
+    return family(model).branches(model)
 
-    Whole blocks are hooked; layers only inside blocks that some branch cuts through.
-    """
-    if not branches:
-        return []
-    offsets = _block_offsets(unet)
-    cut_blocks = {bisect.bisect_right(offsets, b) - 1 for b in branches}
-    points: list[tuple[torch.nn.Module, int | float]] = []
 
-    def add(module: torch.nn.Module | None, threshold: int | float) -> None:
-        if module is not None and min(branches) < threshold:
-            points.append((module, threshold))
+def cache_hooks(model: torch.nn.Module, state, branches: frozenset[int]) -> dict:
+    """The hooks ``P<b>`` needs for every b in ``branches``, by module."""
+    return family(model).cache_hooks(model, state, branches)
 
-    for k, block in enumerate(unet.down_blocks):
-        add(block, offsets[k] + 1)
-        if k in cut_blocks:
-            for layer, resnet in enumerate(block.resnets):
-                add(resnet, offsets[k] + layer + 1)
-            for layer, attention in enumerate(getattr(block, "attentions", None) or []):
-                add(attention, offsets[k] + layer + 1)
-            for downsampler in block.downsamplers or []:
-                add(downsampler, offsets[k + 1])
-    add(unet.mid_block, float("inf"))
-    n_up = len(unet.up_blocks)
-    for i, block in enumerate(unet.up_blocks):
-        k = n_up - 1 - i  # counted from the output side, like the down blocks
-        add(block, offsets[k])
-        if k in cut_blocks:
-            n_layers = len(block.resnets)
-            for j, resnet in enumerate(block.resnets):
-                add(resnet, offsets[k] + (n_layers - 1 - j))
-            for j, attention in enumerate(getattr(block, "attentions", None) or []):
-                add(attention, offsets[k] + (n_layers - 1 - j))
-    return points
+
+def denoiser(pipe: Any) -> torch.nn.Module:
+    """The network a pipeline calls once per step: its ``unet``, else its ``transformer``."""
+    model = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if model is None:
+        raise ScheduleError(f"{type(pipe).__name__} has neither a unet nor a transformer")
+    return model

@@ -147,7 +147,7 @@ def _begin_call(state: StepState, t: Any) -> None:
     if timesteps is None:  # no scheduler to check against: the tokens cycle
         state.index = 0
         return
-    position = _position(t, timesteps)
+    position = _position(t, timesteps, scheduler)
     if state.index == len(state.schedule) and timesteps is state.timesteps \
             and position != state.start:
         raise ScheduleError(
@@ -166,15 +166,23 @@ def _begin_call(state: StepState, t: Any) -> None:
     state.branch, state.last_output = None, None
 
 
-def _position(t: Any, timesteps: Any) -> int:
-    """Index in ``timesteps`` of the timestep a UNet call got. Pipelines iterate the
-    scheduler's tensor, so ``t`` is usually a view into it: its storage offset locates it
-    without a host sync, and exactly where PLMS repeats a value. Otherwise: the first
-    position of its value, or 0 when the value is not on the grid."""
+def _position(t: Any, timesteps: Any, scheduler: Any = None) -> int:
+    """Index in ``timesteps`` of the timestep a model call got. Pipelines iterate the
+    scheduler's tensor, so ``t`` is usually a view into it (a 0-d element, or one expanded
+    over the batch, as transformer pipelines pass it): its storage offset locates it without
+    a host sync, and exactly where PLMS repeats a value. Else a scheduler that counts its
+    own steps (``step_index``, from ``begin_index`` where img2img sets one: flow matching,
+    Euler, DPM-Solver) says where it is: FLUX pipelines pass ``t / 1000``, whose value may
+    sit elsewhere on the grid. Else the first position of its value, or 0 when the value is
+    not on the grid."""
     if isinstance(t, torch.Tensor) and isinstance(timesteps, torch.Tensor):
-        if t.dim() == 0 and timesteps.dim() == 1 and t.untyped_storage().data_ptr() == \
-                timesteps.untyped_storage().data_ptr():
+        if (t.dim() == 0 or t.dim() == 1 and t.stride(0) == 0) and timesteps.dim() == 1 \
+                and t.untyped_storage().data_ptr() == timesteps.untyped_storage().data_ptr():
             return (t.storage_offset() - timesteps.storage_offset()) // timesteps.stride(0)
+    if hasattr(scheduler, "begin_index"):
+        step = getattr(scheduler, "step_index", None)
+        return step if step is not None else scheduler.begin_index or 0
+    if isinstance(t, torch.Tensor):
         t = t.flatten()[0].item() if t.numel() else None
     values = [float(v) for v in (timesteps.tolist() if hasattr(timesteps, "tolist")
                                  else timesteps)]

@@ -11,7 +11,7 @@ import torch
 from diffusers.hooks import HookRegistry
 
 from repro.core.schedule import Schedule, ScheduleError
-from repro.engine.branches import cache_points, num_branches
+from repro.engine.branches import cache_hooks, denoiser, num_branches
 from repro.engine.hooks import (
     CACHE_HOOK,
     SCHEDULE_HOOK,
@@ -53,9 +53,8 @@ def attached(
     schedule = Schedule.parse(schedule, num_branches=num_branches(unet))
     state = StepState(schedule=schedule, scheduler_of=scheduler_of, runner=step_runner(unet))
     branches = frozenset(range(num_branches(unet))) if cache_all else schedule.branches
-    points = cache_points(unet, branches)
-    created = [m for m in [unet, *(p[0] for p in points)] if not hasattr(m, "_diffusers_hook")]
-    hooks = {module: DeepCacheHook(state, threshold) for module, threshold in points}
+    hooks = cache_hooks(unet, state, branches)
+    created = [m for m in [unet, *hooks] if not hasattr(m, "_diffusers_hook")]
     state.hooks = hooks
     try:
         for module, hook in hooks.items():
@@ -65,7 +64,7 @@ def attached(
         )
         yield state, hooks
     finally:
-        _detach(unet, [p[0] for p in points], created)
+        _detach(unet, list(hooks), created)
 
 
 def _detach(
@@ -170,9 +169,10 @@ def guided(noise: torch.Tensor, guidance_scale: float | None, loops: int) -> tor
 
 @contextlib.contextmanager
 def apply_schedule(pipe: Any, schedule: Schedule | str) -> Iterator[Any]:
-    """Make a user's own diffusers pipeline run under ``schedule`` when called normally.
+    """Make a user's own diffusers pipeline run under ``schedule`` when called normally:
+    its ``unet``, or its ``transformer`` (DiT, PixArt, SD3, FLUX, ...).
 
-    One token per UNet call of a pipeline call, and every call starts at the first token
+    One token per denoiser call of a pipeline call, and every call starts at the first token
     (an interrupted or failed call before it changes nothing). The length must equal the
     calls that call makes, checked at its first UNet call against ``pipe.scheduler`` as it
     is then (a scheduler swapped inside the block included): ``num_inference_steps``
@@ -185,5 +185,5 @@ def apply_schedule(pipe: Any, schedule: Schedule | str) -> Iterator[Any]:
         >>> with apply_schedule(pipe, Schedule.deepcache(50, 5, calls=51)):  # SD's PLMS
         ...     image = pipe(prompt, num_inference_steps=50).images[0]
     """
-    with attached(pipe.unet, schedule, lambda: pipe.scheduler):
+    with attached(denoiser(pipe), schedule, lambda: pipe.scheduler):
         yield pipe

@@ -1,0 +1,206 @@
+"""Schedules on diffusion transformers built from config (DiT, PixArt-alpha, SD3, FLUX): an
+all-F schedule is the unhooked model bit for bit, and P<b> is the residual reuse of an
+independent implementation written here with plain torch hooks (every block still runs;
+the outputs of the skipped ones are overwritten)."""
+
+import contextlib
+
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DiTTransformer2DModel,
+    FlowMatchEulerDiscreteScheduler,
+    FluxTransformer2DModel,
+    PixArtTransformer2DModel,
+    SD3Transformer2DModel,
+)
+
+from repro.engine.branches import branches, num_branches
+from repro.engine.loop import scheduled
+
+STEPS = 6
+
+
+def _dit():
+    model = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
+                                  out_channels=4, num_layers=4, sample_size=8, patch_size=2,
+                                  num_embeds_ada_norm=10, norm_num_groups=4)
+    labels = torch.tensor([1, 7])
+    return model, lambda x, t: {"hidden_states": x, "timestep": t.expand(len(x)),
+                                "class_labels": labels}, (2, 4, 8, 8), "ddim"
+
+
+def _pixart():
+    model = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
+                                     out_channels=4, num_layers=3, sample_size=8, patch_size=2,
+                                     cross_attention_dim=16, caption_channels=16,
+                                     norm_num_groups=4)
+    text = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
+    return model, lambda x, t: {"hidden_states": x, "encoder_hidden_states": text,
+                                "timestep": t.expand(len(x)),
+                                "added_cond_kwargs": {"resolution": None,
+                                                      "aspect_ratio": None}}, (2, 4, 8, 8), "ddim"
+
+
+def _sd3():
+    model = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=3,
+                                  attention_head_dim=8, num_attention_heads=2,
+                                  joint_attention_dim=16, caption_projection_dim=16,
+                                  pooled_projection_dim=8, out_channels=4, pos_embed_max_size=8)
+    g = torch.Generator().manual_seed(1)
+    text, pooled = torch.randn(2, 5, 16, generator=g), torch.randn(2, 8, generator=g)
+    return model, lambda x, t: {"hidden_states": x, "encoder_hidden_states": text,
+                                "pooled_projections": pooled,
+                                "timestep": t.expand(len(x))}, (2, 4, 8, 8), "flow"
+
+
+def _flux():
+    model = FluxTransformer2DModel(patch_size=1, in_channels=8, num_layers=2, num_single_layers=2,
+                                   attention_head_dim=8, num_attention_heads=2,
+                                   joint_attention_dim=16, pooled_projection_dim=8,
+                                   axes_dims_rope=(2, 2, 4))
+    g = torch.Generator().manual_seed(1)
+    text, pooled = torch.randn(2, 5, 16, generator=g), torch.randn(2, 8, generator=g)
+    img_ids, txt_ids = torch.zeros(16, 3), torch.zeros(5, 3)
+    img_ids[:, 1], img_ids[:, 2] = torch.arange(16) // 4, torch.arange(16) % 4
+    return model, lambda x, t: {"hidden_states": x, "encoder_hidden_states": text,
+                                "pooled_projections": pooled, "timestep": t.expand(len(x)) / 1000,
+                                "img_ids": img_ids, "txt_ids": txt_ids}, (2, 16, 8), "flow"
+
+
+MODELS = {"dit": _dit, "pixart": _pixart, "sd3": _sd3, "flux": _flux}
+
+
+def _scheduler(kind: str):
+    scheduler = (DDIMScheduler(clip_sample=False) if kind == "ddim"
+                 else FlowMatchEulerDiscreteScheduler())
+    scheduler.set_timesteps(STEPS)
+    return scheduler
+
+
+def _sample(model, inputs, shape, kind, schedule=None):
+    """The denoising loop a pipeline runs, the model called by keyword; under ``schedule``
+    through the engine when given."""
+    scheduler = _scheduler(kind)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    hooks = scheduled(model, schedule, scheduler) if schedule else contextlib.nullcontext()
+    with torch.no_grad(), hooks:
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(**inputs(x, t)).sample, t, x).prev_sample
+    return x
+
+
+def _streams(block):
+    """(image, text) positions in a block's output, by class: written here, not read from
+    diffusers' registry."""
+    return {"BasicTransformerBlock": (None, None), "JointTransformerBlock": (1, 0),
+            "FluxTransformerBlock": (1, 0), "FluxSingleTransformerBlock": (1, 0)}[
+        type(block).__name__]
+
+
+@contextlib.contextmanager
+def _reference(model, schedule: list[str]):
+    """Residual reuse with torch hooks: on F, note block b's inputs and the last block's
+    output; on P<b>, overwrite block b's output with its input plus (last output - noted
+    input) and every later block's output with its input; on N, the model's last output."""
+    blocks = [b for name in ("transformer_blocks", "single_transformer_blocks")
+              for b in getattr(model, name, [])]
+    step = {"i": -1, "noted": {}, "last": None}
+    handles = []
+
+    def streams_in(block, args, kwargs):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        return hidden, kwargs.get("encoder_hidden_states")
+
+    def streams_out(block, output):
+        image, text = _streams(block)
+        return (output, None) if image is None else (output[image], output[text])
+
+    def packed(block, hidden, text, like):
+        image, text_at = _streams(block)
+        if image is None:
+            return hidden
+        out = list(like)
+        out[image], out[text_at] = hidden, text
+        return tuple(out)
+
+    def on_model(module, args, kwargs):
+        step["i"] += 1
+
+    def after_model(module, args, kwargs, output):  # N: the last output again
+        if schedule[step["i"]] == "N":
+            return step["output"]
+        step["output"] = output
+        return output
+
+    def make(index, block):
+        def pre(module, args, kwargs):
+            if schedule[step["i"]] == "F":
+                step["noted"][index] = streams_in(block, args, kwargs)
+            step.setdefault("current", {})[index] = streams_in(block, args, kwargs)
+
+        def post(module, args, kwargs, output):
+            token = schedule[step["i"]]
+            if token == "F" and index == len(blocks) - 1:
+                step["last"] = streams_out(block, output)
+            if token in ("F", "N"):
+                return output
+            b = int(token[1:])
+            if index < b:
+                return output
+            hidden, text = step["current"][index]
+            if index == b:
+                first, last = step["noted"][b], step["last"]
+                hidden = hidden + (last[0] - first[0])
+                # SD3's last block returns no text tokens: nothing reads them after it (and
+                # every block still runs here, so they stay the block's input)
+                text = text if last[1] is None else text + (last[1] - first[1])
+            return packed(block, hidden, text, output if isinstance(output, tuple) else None)
+        return pre, post
+
+    handles.append(model.register_forward_pre_hook(on_model, with_kwargs=True))
+    handles.append(model.register_forward_hook(after_model, with_kwargs=True))
+    for index, block in enumerate(blocks):
+        pre, post = make(index, block)
+        handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(block.register_forward_hook(post, with_kwargs=True))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@pytest.fixture(params=list(MODELS))
+def built(request):
+    torch.manual_seed(0)
+    model, inputs, shape, kind = MODELS[request.param]()
+    return model.eval(), inputs, shape, kind
+
+
+def test_an_all_full_schedule_is_the_unhooked_model_bit_for_bit(built):
+    model, inputs, shape, kind = built
+    plain = _sample(model, inputs, shape, kind)
+    assert torch.equal(_sample(model, inputs, shape, kind, "F " * STEPS), plain)
+
+
+def test_a_partial_step_reuses_the_residual_of_the_blocks_it_skips(built):
+    model, inputs, shape, kind = built
+    last = num_branches(model) - 1
+    schedule = ["F", "P1", "P0", "F", f"P{last}", "N"]
+    with _reference(model, schedule):
+        expected = _sample(model, inputs, shape, kind)
+    got = _sample(model, inputs, shape, kind, " ".join(schedule))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, _sample(model, inputs, shape, kind, "F " * STEPS))
+
+
+def test_a_transformer_has_one_branch_per_block_in_run_order():
+    model = _flux()[0]
+    found = branches(model)
+    assert [b.skips_from for b in found] == ["transformer_blocks.0", "transformer_blocks.1",
+                                             "single_transformer_blocks.0",
+                                             "single_transformer_blocks.1"]
+    assert num_branches(model) == 4 and found[0].resumes_at == "after single_transformer_blocks.1"
+
