@@ -204,3 +204,28 @@ def test_a_transformer_has_one_branch_per_block_in_run_order():
                                              "single_transformer_blocks.1"]
     assert num_branches(model) == 4 and found[0].resumes_at == "after single_transformer_blocks.1"
 
+
+
+def test_first_block_cache_with_its_decisions_replayed_is_a_p1_schedule():
+    """diffusers' First Block Cache reuses the residual of every block after the first where
+    its threshold says so: its images, with the decision of each step replayed as F or P1."""
+    import copy
+
+    from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+
+    model, inputs, shape, kind = _flux()
+    model.eval()
+    plain = copy.deepcopy(model)
+    apply_first_block_cache(model, FirstBlockCacheConfig(threshold=0.3))
+    head = model.transformer_blocks[0]._diffusers_hook.get_hook("fbc_leader_block_hook")
+    decisions = []
+
+    def note(module, args, kwargs, output):
+        decisions.append("F" if head.state_manager.get_state().should_compute else "P1")
+
+    model.register_forward_hook(note, with_kwargs=True)
+    with model.cache_context("cond"):
+        cached = _sample(model, inputs, shape, kind)
+    assert decisions[0] == "F" and "P1" in decisions and decisions.count("F") > 1
+    replayed = _sample(plain, inputs, shape, kind, " ".join(decisions))
+    assert torch.equal(replayed, cached)
