@@ -16,6 +16,7 @@ from diffusers import (
     SD3Transformer2DModel,
 )
 
+from repro.core.schedule import ScheduleError
 from repro.engine.branches import branches, num_branches
 from repro.engine.loop import scheduled
 
@@ -229,3 +230,61 @@ def test_first_block_cache_with_its_decisions_replayed_is_a_p1_schedule():
     assert decisions[0] == "F" and "P1" in decisions and decisions.count("F") > 1
     replayed = _sample(plain, inputs, shape, kind, " ".join(decisions))
     assert torch.equal(replayed, cached)
+
+
+@pytest.fixture(scope="module")
+def dit_pipe():
+    """diffusers' DiTPipeline on a DiT and a VAE built from config (ImageNet's 1000 classes:
+    the pipeline's null class is 1000)."""
+    from diffusers import AutoencoderKL, DiTPipeline
+
+    torch.manual_seed(0)
+    transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8,
+                                        in_channels=4, out_channels=8, num_layers=3,
+                                        sample_size=8, patch_size=2, num_embeds_ada_norm=1000,
+                                        norm_num_groups=4)
+    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
+                        norm_num_groups=4)
+    pipe = DiTPipeline(transformer.eval(), vae.eval(), DDIMScheduler(clip_sample=False))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _images(pipe, steps=STEPS, guidance=4.0):
+    return pipe([3, 7], num_inference_steps=steps, guidance_scale=guidance, output_type="np",
+                generator=torch.Generator().manual_seed(0)).images
+
+
+def test_apply_schedule_on_a_dit_pipeline(dit_pipe):
+    """A user's DiT pipeline (guidance: one call per step on the doubled batch): all-F is
+    the plain pipeline bit for bit, a partial schedule changes the images, the wrong length
+    and nesting are refused, and the hooks leave with the block."""
+    import numpy as np
+
+    from repro.engine.loop import apply_schedule, is_scheduled
+
+    plain = _images(dit_pipe)
+    with apply_schedule(dit_pipe, "F " * STEPS):
+        assert np.array_equal(_images(dit_pipe), plain)
+    with apply_schedule(dit_pipe, "F P1 P1 F P0 N"):
+        partial = _images(dit_pipe)
+        with pytest.raises(ScheduleError, match="already runs under a schedule"):
+            with apply_schedule(dit_pipe, "F " * STEPS):
+                pass
+        with pytest.raises(ScheduleError, match="schedule has 6 steps but the scheduler runs 4"):
+            _images(dit_pipe, steps=4)
+    assert not np.allclose(partial, plain) and not is_scheduled(dit_pipe.transformer)
+    assert np.array_equal(_images(dit_pipe), plain)
+
+
+def test_a_transformers_cost_table_counts_the_blocks_each_partial_step_runs():
+    """P<b> runs b of the L blocks: its FLOP ratio grows with b, all below F."""
+    from repro.speed.costs import cost_table
+
+    model, inputs, shape, _ = _sd3()
+    kwargs = inputs(torch.zeros(shape), torch.tensor(0.0))
+    del kwargs["hidden_states"], kwargs["timestep"]
+    table = cost_table(model.eval(), torch.zeros(shape), 500, **kwargs)
+    ratios = [table.partial[b] for b in range(num_branches(model))]
+    assert ratios == sorted(ratios) and 0 < ratios[0] < ratios[-1] < 1

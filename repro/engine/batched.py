@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from repro.core.schedule import FULL, NULL, Schedule, ScheduleError, branch_of
-from repro.engine.branches import num_branches
+from repro.engine.branches import call, num_branches
 from repro.engine.hooks import DeepCacheHook, KindHook, LoopState, StepState, keeps_outputs
 from repro.engine.loop import attached, check_resume, doubled, guided
 
@@ -171,7 +171,7 @@ def _step_paths(unet, scheduler, t, step: int, children: list, state: StepState,
             hook.cached = _joined([caches[i][module] for i in members]) if reached and \
                 branch is not None and branch < hook.threshold else None
         state.token = token
-        output = unet(_cat([inputs[i * rows:(i + 1) * rows] for i in members]), t,
+        output = call(unet, _cat([inputs[i * rows:(i + 1) * rows] for i in members]), t,
                       **_repeated(unet_kwargs, rows, len(members)))
         for n, i in enumerate(members):
             outputs[i] = _rows(output, n * rows, (n + 1) * rows)

@@ -26,12 +26,26 @@ class Family:
     num_branches: Callable[[torch.nn.Module], int]
     branches: Callable[[torch.nn.Module], list[Branch]]
     cache_hooks: Callable[[torch.nn.Module, Any, frozenset[int]], dict]
+    # how the harness's own loops call it: (model, inputs, timestep, kwargs) -> output
+    call: Callable[[torch.nn.Module, torch.Tensor, Any, dict], Any]
+
+
+def _call_unet(model, x, t, kwargs):
+    return model(x, t, **kwargs)
+
+
+def _call_transformer(model, x, t, kwargs):
+    """By keyword (SD3 and FLUX take the text before the timestep) with the timestep over
+    the batch, as transformer pipelines pass it (an expanded view of the scheduler's)."""
+    t = t.expand(len(x)) if isinstance(t, torch.Tensor) and t.dim() == 0 else t
+    return model(hidden_states=x, timestep=t, **kwargs)
 
 
 FAMILIES = (
-    Family("unet", unet.is_unet, unet.num_branches, unet.branches, unet.cache_hooks),
+    Family("unet", unet.is_unet, unet.num_branches, unet.branches, unet.cache_hooks,
+           _call_unet),
     Family("transformer", transformer.is_transformer, transformer.num_branches,
-           transformer.branches, transformer.cache_hooks),
+           transformer.branches, transformer.cache_hooks, _call_transformer),
 )
 
 
@@ -59,6 +73,11 @@ def branches(model: torch.nn.Module) -> list[Branch]:
 def cache_hooks(model: torch.nn.Module, state, branches: frozenset[int]) -> dict:
     """The hooks ``P<b>`` needs for every b in ``branches``, by module."""
     return family(model).cache_hooks(model, state, branches)
+
+
+def call(model: torch.nn.Module, x: torch.Tensor, t: Any, **kwargs) -> Any:
+    """One denoiser call as the harness's loops make it, in ``model``'s family's way."""
+    return family(model).call(model, x, t, kwargs)
 
 
 def denoiser(pipe: Any) -> torch.nn.Module:

@@ -11,7 +11,7 @@ import torch
 from diffusers.hooks import HookRegistry
 
 from repro.core.schedule import Schedule, ScheduleError
-from repro.engine.branches import cache_hooks, denoiser, num_branches
+from repro.engine.branches import cache_hooks, call, denoiser, num_branches
 from repro.engine.hooks import (
     CACHE_HOOK,
     SCHEDULE_HOOK,
@@ -140,7 +140,7 @@ def denoise(
                 hook.cached = resume.caches.get(module)
         for step, t in enumerate(scheduler.timesteps[first:], start=first + 1):
             model_input = scheduler.scale_model_input(doubled(latents, guidance_scale), t)
-            noise = guided(unet(model_input, t, **unet_kwargs).sample, guidance_scale, 1)
+            noise = guided(call(unet, model_input, t, **unet_kwargs).sample, guidance_scale, 1)
             latents = scheduler.step(noise, t, latents, **step_kwargs).prev_sample
             if on_step is not None:
                 on_step(LoopState(step, latents, state.last_output,

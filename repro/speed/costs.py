@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from repro.core.schedule import FULL, NULL, CostTable, Schedule, branch_of
-from repro.engine.branches import num_branches
+from repro.engine.branches import call, num_branches
 from repro.engine.loop import scheduled
 from repro.infra.timing import CLOCKS, Clock, device_name, median_seconds
 
@@ -29,10 +29,10 @@ def flop_cost_table(unet, latents, unet_kwargs, t=None) -> CostTable:
 
     def flops(schedule: str) -> int:
         with scheduled(unet, schedule):
-            unet(latents, t, **unet_kwargs)  # the F call fills the cache
+            call(unet, latents, t, **unet_kwargs)  # the F call fills the cache
             counter = FlopCounterMode(display=False)
             with counter:
-                unet(latents, t, **unet_kwargs)
+                call(unet, latents, t, **unet_kwargs)
         return counter.get_total_flops()
 
     full = flops("F F")
@@ -46,9 +46,9 @@ def time_unet_call(unet, latents, unet_kwargs, token: str, repeats: int,
     """Per-call wall times of one step kind (``F`` or ``P<b>``) under the engine."""
     t = torch.tensor(500, device=latents.device) if t is None else t
     with scheduled(unet, "F " + " ".join([token] * (repeats + 1))):
-        unet(latents, t, **unet_kwargs)  # F: fills the cache
-        return median_seconds(lambda: unet(latents, t, **unet_kwargs), latents.device, repeats,
-                              clock=clock)
+        call(unet, latents, t, **unet_kwargs)  # F: fills the cache
+        return median_seconds(lambda: call(unet, latents, t, **unet_kwargs), latents.device,
+                              repeats, clock=clock)
 
 
 def model_cost_table(spec, unet) -> CostTable:

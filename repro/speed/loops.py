@@ -17,6 +17,7 @@ from typing import NamedTuple
 import torch
 
 from repro.core.schedule import CostTable, Schedule
+from repro.engine.branches import call
 from repro.engine.loop import denoise
 from repro.infra.progress import bar
 from repro.infra.timing import Clock, median_seconds
@@ -41,7 +42,8 @@ class LoopTiming:
 def plain_loop(unet, scheduler, latents, unet_kwargs):
     """The diffusers loop with no hooks: what the engine's all-F loop is compared against."""
     for t in scheduler.timesteps:
-        latents = scheduler.step(unet(latents, t, **unet_kwargs).sample, t, latents).prev_sample
+        noise = call(unet, latents, t, **unet_kwargs).sample
+        latents = scheduler.step(noise, t, latents).prev_sample
     return latents
 
 
@@ -176,9 +178,9 @@ def time_helper_partial_call(unet, scheduler, latents, unet_kwargs, branch: int,
     helper = _deepcache_helper(unet, scheduler, repeats + 2, branch)
     helper.enable()
     try:
-        unet(latents, timesteps[0], **unet_kwargs)  # index 0: full step
+        call(unet, latents, timesteps[0], **unet_kwargs)  # index 0: full step
         calls = iter(timesteps[1:])
-        return median_seconds(lambda: unet(latents, next(calls), **unet_kwargs),
+        return median_seconds(lambda: call(unet, latents, next(calls), **unet_kwargs),
                               latents.device, repeats, clock=clock)
     finally:
         helper.disable()
