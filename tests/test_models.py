@@ -56,8 +56,8 @@ def test_spec_branch_count_matches_the_built_unet():
         meta = torch.device("meta")
         with meta:
             unet = models.diffusers_class(spec.unet_class).from_config(dict(spec.unet_config))
-        assert spec.num_branches == num_branches(unet) == (16 if model_id == "adm-imagenet64"
-                                                           else 12)  # 3 layers per block
+        expected = {"adm-imagenet64": 16, "digits-dit": 6}.get(model_id, 12)  # 3 per block
+        assert spec.num_branches == num_branches(unet) == expected
 
 
 @torch.no_grad()

@@ -288,3 +288,16 @@ def test_a_transformers_cost_table_counts_the_blocks_each_partial_step_runs():
     table = cost_table(model.eval(), torch.zeros(shape), 500, **kwargs)
     ratios = [table.partial[b] for b in range(num_branches(model))]
     assert ratios == sorted(ratios) and 0 < ratios[0] < ratios[-1] < 1
+
+
+def test_the_probe_traces_each_branchs_residual_between_calls():
+    """The same call twice gives cosine 1 on every branch; another timestep less than 1."""
+    from repro.search.probe import residual_similarity
+
+    model, inputs, shape, _ = _dit()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), residual_similarity(model.eval()) as rows:
+        for t in (900, 900, 100):
+            model(**inputs(x, torch.tensor(t)))
+    assert len(rows) == num_branches(model) and all(len(r) == 2 for r in rows)
+    assert all(r[0] == pytest.approx(1.0) and r[1] < 0.999 for r in rows)

@@ -14,7 +14,7 @@ def add_parser(command: Command) -> None:
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     train = zoo_sub.add_parser("train", help="train an embedded model (seeded, CPU)",
                                parents=command.parents("threads"))
-    train.add_argument("name", help="digits-ddpm, digits-cond or digits-cnn")
+    train.add_argument("name", help="digits-ddpm, digits-cond, digits-dit or digits-cnn")
     train.add_argument("--out", type=Path, help="output dir (default: repro/models/zoo/weights)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--minutes", type=float, help="stop training after this wall time")

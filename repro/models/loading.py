@@ -88,8 +88,9 @@ def example_inputs(spec: ModelSpec, unet, batch: int, *, seed: int = 0) -> tuple
         dim = unet.config.cross_attention_dim
         context = torch.randn((batch, spec.context_tokens, dim), generator=generator)
         kwargs["encoder_hidden_states"] = context.to(**like)
-    classes = getattr(unet.config, "num_class_embeds", None)
-    if classes:  # a class embedding in the UNet itself (ADM)
+    classes = getattr(unet.config, "num_class_embeds", None) or (
+        spec.num_classes if spec.conditioning == "class" and not spec.context_tokens else None)
+    if classes:  # labels the network embeds itself (ADM's class embedding, DiT's adaLN)
         labels = torch.randint(0, classes, (batch,), generator=generator)
         kwargs["class_labels"] = labels.to(unet.device)
     return latents, kwargs
@@ -299,7 +300,8 @@ def _load_zoo(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedM
     conditional = spec.conditioning == "class"
     if weights == "random":
         unet = build_unet(spec, "random", device=device, dtype=dtype)
-        encoder = ClassEncoder(unet.config.cross_attention_dim) if conditional else None
+        # a cross-attention model's labels go through its encoder; DiT embeds them itself
+        encoder = ClassEncoder(unet.config.cross_attention_dim) if spec.context_tokens else None
         guidance = default_guidance(spec)  # the card's: random weights sample as trained ones
     else:
         try:

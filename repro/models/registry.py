@@ -35,7 +35,7 @@ LOADERS = ("unet", "pipeline", "converted", "zoo")
 class ModelSpec:
     id: str
     description: str
-    unet_class: str  # diffusers class name: UNet2DModel or UNet2DConditionModel
+    unet_class: str  # the denoiser's diffusers class: UNet2DModel, DiTTransformer2DModel, ...
     unet_config: Mapping[str, Any]
     scheduler_class: str
     scheduler_config: Mapping[str, Any]
@@ -72,9 +72,18 @@ class ModelSpec:
         return self.conditioning != "none"
 
     @property
+    def backbone(self) -> str:
+        """The denoiser's family (``repro.engine.branches.FAMILIES``): a UNet has down
+        blocks, a transformer a stack of blocks."""
+        return "unet" if "down_block_types" in self.unet_config else "transformer"
+
+    @property
     def num_branches(self) -> int:
-        """Cache branches: blocks x (layers_per_block + 1), as ``engine.num_branches``."""
+        """Cache branches, as ``engine.num_branches``: a UNet's blocks x (layers_per_block +
+        1), a transformer's blocks (FLUX: dual- and single-stream)."""
         config = self.unet_config
+        if self.backbone == "transformer":
+            return config["num_layers"] + config.get("num_single_layers", 0)
         return len(config["down_block_types"]) * (config["layers_per_block"] + 1)
 
     def default_cost_table(self) -> CostTable | None:
@@ -225,6 +234,11 @@ def _zoo_specs() -> tuple[ModelSpec, ...]:
                   description="embedded: class-conditional (cross-attention, CFG) 16x16 digits",
                   unet_config=configs.UNET_CONFIGS["digits-cond"], conditioning="class",
                   num_classes=configs.NUM_CLASSES, context_tokens=1, **common),
+        ModelSpec(id="digits-dit", unet_class="DiTTransformer2DModel",
+                  description="embedded: class-conditional DiT (6 blocks, patch 2, CFG) on "
+                              "16x16 digits",
+                  unet_config=configs.UNET_CONFIGS["digits-dit"], conditioning="class",
+                  num_classes=configs.NUM_CLASSES, **common),
     )
 
 

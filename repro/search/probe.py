@@ -5,7 +5,8 @@
   ``N`` between: where ``P<b>`` is no better, caching at ``b`` buys nothing over skipping.
 - How similar is the cached deep feature between adjacent steps (DeepCache's Figure 2),
   per branch and step, on the full model's trajectory: a cache only serves steps whose
-  deep feature it resembles.
+  deep feature it resembles. On a transformer, what ``P<b>`` reuses is the residual of
+  blocks ``[b, L)`` (their output minus block b's input, image tokens).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from repro.core.schedule import NULL, Schedule
-from repro.engine.branches import branches
+from repro.engine.branches import branches, family
 from repro.infra.atomic import atomic_path
 from repro.metrics.extractors import FeatureExtractor
 from repro.metrics.fid import TEACHER_FEATURES, TeacherFeatureCache, rfid
@@ -71,7 +72,9 @@ def probe(model, steps: int, interval: int, seeds: list[int], extractor: Feature
 def traced_teacher(model, steps: int, seeds: list[int]) -> tuple[SampleSet, np.ndarray]:
     """The full model's samples, and the adjacent-step similarity of every branch's deep
     feature met on the way (one batch, so consecutive UNet calls are consecutive steps)."""
-    with deep_feature_similarity(model.unet) as similarity:
+    trace = (residual_similarity if family(model.unet).name == "transformer"
+             else deep_feature_similarity)
+    with trace(model.unet) as similarity:
         teacher = generate(model, steps, None, seeds, batch_size=len(seeds))
     return teacher, np.array(similarity)
 
@@ -106,6 +109,43 @@ def deep_feature_similarity(unet: torch.nn.Module) -> Iterator[list[list[float]]
     handles = [handle for b in branches(unet) for handle in (
         modules[b.skips_from].register_forward_pre_hook(remember_skip(b.index)),
         modules[b.resumes_at].register_forward_pre_hook(compare_deep(b.index)))]
+    try:
+        yield rows
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def residual_similarity(model: torch.nn.Module) -> Iterator[list[list[float]]]:
+    """While open, each call of a transformer appends, per branch b, the mean cosine over
+    the batch between the residual of blocks ``[b, L)`` (image tokens: the last block's
+    output minus block b's input) and the previous call's."""
+    from repro.engine.transformer import Streams, blocks
+
+    found = [block for _, block in blocks(model)]
+    streams = [Streams(block) for block in found]
+    rows: list[list[float]] = [[] for _ in found]
+    inputs: dict[int, torch.Tensor] = {}
+    previous: dict[int, torch.Tensor] = {}
+
+    def note(index: int):
+        def hook(module, args, kwargs):
+            inputs[index] = streams[index].inputs(args, kwargs)[0]
+        return hook
+
+    def compare(module, args, kwargs, output):
+        last = streams[-1].outputs(output)[0]
+        for index, first in inputs.items():
+            residual = (last - first).flatten(1).float()
+            if index in previous:
+                cosine = torch.nn.functional.cosine_similarity(residual, previous[index], dim=1)
+                rows[index].append(float(cosine.mean()))
+            previous[index] = residual
+
+    handles = [block.register_forward_pre_hook(note(i), with_kwargs=True)
+               for i, block in enumerate(found)]
+    handles.append(found[-1].register_forward_hook(compare, with_kwargs=True))
     try:
         yield rows
     finally:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from repro.engine.branches import call
 from repro.models.zoo import ZooModel
 from repro.models.zoo.architectures import ClassEncoder, DigitsCNN
 
@@ -52,13 +53,21 @@ def ddim_sample(
 
 def _predict_noise(model, x, t, labels, guidance):
     if labels is None:
-        return model.unet(x, t).sample
+        return call(model.unet, x, t).sample
     if guidance is None or guidance == 1.0:
-        return model.unet(x, t, encoder_hidden_states=model.encoder(labels)).sample
+        return call(model.unet, x, t, **_conditioning(model, labels)).sample
     null = torch.full_like(labels, ClassEncoder.NULL_CLASS)
-    tokens = model.encoder(torch.cat([null, labels]))
-    uncond, cond = model.unet(torch.cat([x, x]), t, encoder_hidden_states=tokens).sample.chunk(2)
+    kwargs = _conditioning(model, torch.cat([null, labels]))
+    uncond, cond = call(model.unet, torch.cat([x, x]), t, **kwargs).sample.chunk(2)
     return uncond + guidance * (cond - uncond)
+
+
+def _conditioning(model: ZooModel, labels: torch.Tensor) -> dict:
+    """Labels as the denoiser takes them: tokens through the label encoder (cross-attention
+    UNet), else the labels themselves (DiT embeds them)."""
+    if model.encoder is None:
+        return {"class_labels": labels}
+    return {"encoder_hidden_states": model.encoder(labels)}
 
 
 @torch.inference_mode()
@@ -93,15 +102,13 @@ def image_forwards_per_second(model: ZooModel, batch_size: int = 64, repeats: in
     x = torch.randn(batch_size, model.unet.config.in_channels, model.resolution, model.resolution)
     t = torch.tensor(500)
     kwargs = {}
-    if model.encoder is not None:
-        kwargs["encoder_hidden_states"] = model.encoder(
-            torch.arange(batch_size) % model.num_classes
-        )
-    model.unet(x, t, **kwargs)  # warm-up
+    if model.num_classes is not None:
+        kwargs = _conditioning(model, torch.arange(batch_size) % model.num_classes)
+    call(model.unet, x, t, **kwargs)  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model.unet(x, t, **kwargs)
+        call(model.unet, x, t, **kwargs)
         times.append(time.perf_counter() - start)
     return batch_size / statistics.median(times)
 

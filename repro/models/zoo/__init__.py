@@ -9,8 +9,8 @@ produced by `repro zoo train <name>` (see `repro.training.train`).
 import json
 from pathlib import Path
 
-ZOO_NAMES = ("digits-ddpm", "digits-cond", "digits-cnn")
-DIFFUSION_NAMES = ("digits-ddpm", "digits-cond")
+ZOO_NAMES = ("digits-ddpm", "digits-cond", "digits-dit", "digits-cnn")
+DIFFUSION_NAMES = ("digits-ddpm", "digits-cond", "digits-dit")
 CLASSIFIER_NAME = "digits-cnn"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 

@@ -4,21 +4,68 @@ The UNets keep the block layouts of the real checkpoints they stand in for, scal
 16x16: digits-ddpm mirrors google/ddpm-cifar10-32 (self-attention at the second block);
 digits-cond mirrors Stable Diffusion's cross-attention conditioning, with cross-attention only
 at 8x8 and 4x4 because at full resolution it dominates CPU cost. Both keep layers_per_block=2
-so DeepCache branch ids mean the same thing as on the real models.
+so DeepCache branch ids mean the same thing as on the real models. digits-dit is DiT (Peebles
+& Xie) as diffusers builds it, class labels through adaLN-Zero, initialised as DiT's code does.
 """
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel, UNet2DModel
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiTTransformer2DModel,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
+from diffusers.models.embeddings import LabelEmbedding
 from torch import nn
 
 from repro.models.zoo.configs import DDIM_CONFIG, NOISE_SCHEDULE, NUM_CLASSES, RESOLUTION
 
-UNET_CLASSES = {"digits-ddpm": UNet2DModel, "digits-cond": UNet2DConditionModel}
+UNET_CLASSES = {"digits-ddpm": UNet2DModel, "digits-cond": UNet2DConditionModel,
+                "digits-dit": DiTTransformer2DModel}
 
 
-def build_unet(name: str, config: dict) -> UNet2DModel | UNet2DConditionModel:
-    """A randomly initialised UNet of the zoo model `name` from its config dict."""
-    return UNET_CLASSES[name](**config)
+def build_unet(name: str, config: dict) -> nn.Module:
+    """A randomly initialised denoiser of the zoo model `name` from its config dict."""
+    model = UNET_CLASSES[name](**config)
+    if isinstance(model, DiTTransformer2DModel):
+        dit_initialised(model)
+    return model
+
+
+def dit_initialised(model: DiTTransformer2DModel) -> DiTTransformer2DModel:
+    """DiT's own initialisation (facebookresearch/DiT ``initialize_weights``), which
+    diffusers' class, meant for converted checkpoints, does not apply: xavier-uniform linears
+    with zero bias, the patch projection as a linear, N(0, 0.02) label tables and timestep
+    MLPs, zero adaLN modulation and output layers (every block starts as the identity).
+
+    Each block carries its own label embedding whose dropout draws its own random numbers,
+    so a label would be dropped in one block and kept in the next: training drops labels
+    once per sample instead, and the embeddings' dropout is 0 (their null row stays)."""
+    def linear(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    model.apply(linear)
+    proj = model.pos_embed.proj
+    nn.init.xavier_uniform_(proj.weight.data.view(proj.weight.shape[0], -1))
+    nn.init.zeros_(proj.bias)
+    for block in model.transformer_blocks:
+        embedding = block.norm1.emb
+        nn.init.normal_(embedding.class_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(embedding.timestep_embedder.linear_1.weight, std=0.02)
+        nn.init.normal_(embedding.timestep_embedder.linear_2.weight, std=0.02)
+        nn.init.zeros_(block.norm1.linear.weight)
+        nn.init.zeros_(block.norm1.linear.bias)
+    for layer in (model.proj_out_1, model.proj_out_2):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    for module in model.modules():
+        if isinstance(module, LabelEmbedding):
+            module.dropout_prob = 0.0
+    return model
 
 
 def training_noise_scheduler() -> DDPMScheduler:

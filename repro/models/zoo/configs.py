@@ -48,4 +48,16 @@ UNET_CONFIGS = {
         "attention_head_dim": 8,
         "cross_attention_dim": 64,
     },
+    # a class-conditional DiT (adaLN-Zero, patch 2: 64 tokens); its label table has a null
+    # row at index NUM_CLASSES, the same label ClassEncoder uses for guidance
+    "digits-dit": {
+        "sample_size": RESOLUTION,
+        "in_channels": 1,
+        "out_channels": 1,
+        "patch_size": 2,
+        "num_layers": 6,
+        "num_attention_heads": 4,
+        "attention_head_dim": 24,
+        "num_embeds_ada_norm": NUM_CLASSES,
+    },
 }
