@@ -370,6 +370,20 @@ def test_malformed_suite_leaves_nothing(tmp_path, capsys):
     assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_baseline_budget_out_of_reach_fails_before_any_search(tmp_path, capsys):
+    """The cost table is known once the model loads; a closed-form row that cannot reach
+    its budget under it ends the run before the searches spend anything."""
+    suite = TINY.split("experiments:")[0].replace(
+        "  - {technique: deepcache}\n", "  - {technique: deepcache, branch: 11}\n")
+    suite += "experiments:\n  - {name: ddpm, model: digits-ddpm}\n"
+    code = cli.main(["run", str(_write_suite(tmp_path, suite)), "--results",
+                     str(tmp_path / "results"), "--tracking-uri",
+                     f"sqlite:///{tmp_path}/mlflow.db", "--quiet"])
+    err = error_lines(capsys.readouterr().err)
+    assert code == 2 and len(err) == 1 and "deepcache cannot reach 2.0x" in err[0]
+    assert not list((tmp_path / "results").rglob("search.jsonl"))
+
+
 def test_report_reads_runs_back_from_mlflow_and_diffs_the_two_newest(finished_run, tmp_path,
                                                                    capsys):
     from repro.reporting import tracking

@@ -157,6 +157,10 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
 
     def _schedules(self) -> dict[str, RowLoop]:
         """Row name -> what it samples; searches replay their logged scores."""
+        # closed-form rows first: a budget a baseline cannot reach under the cost table fails
+        # the run before any search, not after
+        closed = {row.name: self._baseline(row) for row in self.plan
+                  if row.kind not in ("teacher", "searched")}
         out: dict[str, RowLoop] = {}
         fitness, made_for = None, None  # one at a time: each holds a prefix store
         for row in self.plan:
@@ -170,10 +174,14 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
                 best, summary = self._search(row, fitness)
                 out[row.name] = RowLoop(best, steps, search=summary)
             else:
-                sampler = row_sampler(self.e, row.baseline)
-                own = sampler and partial(models.sampler_calls, self.spec, sampler=sampler)
-                planned = techniques.plan_schedule(row, self.e.steps, self.calls_at, self.table,
-                                                  self.e.search.tol, own_calls_at=own)
-                out[row.name] = RowLoop(planned.schedule, planned.steps or self.e.steps,
-                                         sampler)
+                out[row.name] = closed[row.name]
         return out
+
+    def _baseline(self, row: RowPlan) -> RowLoop:
+        """A baseline row's schedule: its fixed knob, or the knob reaching its budget under
+        the cost table."""
+        sampler = row_sampler(self.e, row.baseline)
+        own = sampler and partial(models.sampler_calls, self.spec, sampler=sampler)
+        planned = techniques.plan_schedule(row, self.e.steps, self.calls_at, self.table,
+                                          self.e.search.tol, own_calls_at=own)
+        return RowLoop(planned.schedule, planned.steps or self.e.steps, sampler)
