@@ -89,7 +89,11 @@ def test_committed_cards_meet_the_quality_gates_with_the_committed_classifier():
     cond_card = read_card("digits-cond")
     accuracy = cond_card["quality"]["requested_class_accuracy_by_guidance"]
     assert accuracy[str(cond_card["default_guidance"])] >= 0.9
-    for quality in (ddpm, cond_card["quality"]):
+    dit_card = read_card("digits-dit")
+    accuracy = dit_card["quality"]["requested_class_accuracy_by_guidance"]
+    assert accuracy[str(dit_card["default_guidance"])] >= 0.9
+    assert dit_card["training"]["stored_as"] == "float16"
+    for quality in (ddpm, cond_card["quality"], dit_card["quality"]):
         assert quality["classifier"]["sha256"] == classifier_sha.hexdigest()
 
 
