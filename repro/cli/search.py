@@ -85,8 +85,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         model = replace(model, scheduler=models.build_scheduler(spec, sampler))
     table = table or model_cost_table(spec, model.unet)
     fitness = search_fitness(settings, model, args.steps, settings.fitness_seeds(settings.seed),
-                             labels,
-                             args.guidance, batch_size=args.batch, prompts=prompts,
+                             labels, args.guidance, batch_size=args.batch, prompts=prompts,
                              **pass_samples)
     known = search_log.read_scores(args.log, fitness.context) if args.log else {}
     on_record = search_log.appender(args.log, fitness.context) if args.log else None

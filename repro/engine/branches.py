@@ -8,6 +8,7 @@ batched pass and the step runners see only hooks with ``threshold`` and ``cached
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,10 +50,18 @@ FAMILIES = (
 )
 
 
+_FAMILY_OF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its family
+
+
 def family(model: torch.nn.Module) -> Family:
-    """The family of ``model``; a model of none is one line naming its class."""
+    """The family of ``model``, found once per model (every denoiser call asks, and a
+    transformer's test walks its children); a model of none is one line naming its class."""
+    known = _FAMILY_OF.get(model)
+    if known is not None:
+        return known
     for candidate in FAMILIES:
         if candidate.takes(model):
+            _FAMILY_OF[model] = candidate
             return candidate
     raise ScheduleError(f"{type(model).__name__} is neither a diffusers UNet (down and up "
                         "blocks) nor a transformer (blocks in a list diffusers' caches know): "
