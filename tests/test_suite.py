@@ -503,18 +503,26 @@ def test_validate_good_suites(capsys, monkeypatch, tmp_path):
     assert "smoke" in err
 
 
-def test_ls_lists_suites_models_and_metrics(capsys, monkeypatch, tmp_path):
+def test_ls_lists_suites_models_techniques_and_metrics(capsys, monkeypatch, tmp_path):
+    from repro import techniques
+
     monkeypatch.chdir(tmp_path)
     assert cli.main(["ls"]) == 0
     lines = capsys.readouterr().out.splitlines()
     models_at, metrics_at = lines.index("models:"), lines.index("metrics:")
+    techniques_at = lines.index("baseline techniques (baselines[].technique):")
     assert lines[0] == "suites (repro run NAME):"
     listed = dict(line.split() for line in lines[1:models_at])
     assert listed == {name: str(path) for name, path in suite.packaged().items()}
     assert {"smoke", "search_digits", "ddpm_cifar10", "sd15_coco"} <= set(listed)
-    listed_models = [line.split()[0] for line in lines[models_at + 1:metrics_at]]
+    listed_models = [line.split()[0] for line in lines[models_at + 1:techniques_at]]
     assert listed_models == list(models.model_ids())
-    assert {"digits-ddpm", "digits-cond", "ddpm-cifar10", "sd15"} <= set(listed_models)
+    assert {"digits-ddpm", "digits-cond", "digits-dit", "ddpm-cifar10", "sd15"} <= set(
+        listed_models)
+    listed_techniques = [line.split()[0] for line in lines[techniques_at + 1:metrics_at]]
+    assert listed_techniques == list(techniques.TECHNIQUES)
+    assert {"deepcache", "sampler-steps", "first-block-cache", "taylorseer", "magcache",
+            "fastercache", "pyramid-attention-broadcast", "seacache"} <= set(listed_techniques)
     assert [line.strip() for line in lines[metrics_at + 1:]] == list(METRICS)
 
 

@@ -1,4 +1,4 @@
-"""``repro ls``: list the packaged suites, models and metrics"""
+"""``repro ls``: list the packaged suites, models, baseline techniques and metrics"""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from repro.cli.common import Command
 
 
 def add_parser(command: Command) -> None:
-    command("ls", cmd_ls, "list the packaged suites, models and metrics")
+    command("ls", cmd_ls, "list the packaged suites, models, techniques and metrics")
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from repro import models
+    from repro import models, techniques
     from repro.config.suite import find, packaged
     from repro.metrics.protocols import METRICS
 
@@ -23,6 +23,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for model_id in models.model_ids():
         spec = models.get(model_id)
         print(f"  {model_id:<14} {spec.description} [{spec.source}]")
+    print("baseline techniques (baselines[].technique):")
+    for name, technique in techniques.TECHNIQUES.items():
+        print(f"  {name:<28} {technique.about}")
     print("metrics:")
     for name in METRICS:
         print(f"  {name}")

@@ -278,11 +278,10 @@ def _baseline_rows(suite: Suite, e: Experiment, spec, calls: int) -> list[RowPla
         technique = techniques.get(baseline.technique)
         _check_technique_fields(suite, e, baseline, where)
         knobs = getattr(baseline, technique.knob) if technique.knob else ()
-        top, _ = technique.knob_limit(e.steps, calls)
-        out_of_range = [k for k in knobs if not 1 <= k <= top]
+        out_of_range = technique.knob_problem(knobs, e.steps, calls)
         if out_of_range:
-            raise _fail(suite, e, f"{where}.{technique.knob}",
-                        f"{out_of_range[0]} outside 1..{top}")
+            raise _fail(suite, e, f"{where}.{technique.knob}", out_of_range)
+        knobs = knobs or technique.default_knobs(baseline)
         try:
             technique.check(baseline, setting)
         except techniques.TechniqueError as error:
@@ -404,9 +403,9 @@ def _check_cost_table(suite: Suite, e: Experiment) -> None:
 
 def _check_technique_fields(suite: Suite, e: Experiment, baseline: Baseline, where: str,
                             ) -> None:
-    """Optional fields (``center``, ``power``, ``scheduler``) only where the technique takes
-    them, and present where it needs them: DeepCache's non-uniform samplers have no default
-    centre or power."""
+    """Optional fields (``center``, ``power``, ``scheduler``, ``options``) only where the
+    technique takes them, and present where it needs them: DeepCache's non-uniform samplers
+    have no default centre or power."""
     technique = techniques.get(baseline.technique)
     for name in OPTIONAL_FIELDS:
         given = getattr(baseline, name) is not None
@@ -420,4 +419,4 @@ def _check_technique_fields(suite: Suite, e: Experiment, baseline: Baseline, whe
 
 
 # Baseline fields that only some techniques take (Technique.fields)
-OPTIONAL_FIELDS = ("center", "power", "scheduler")
+OPTIONAL_FIELDS = ("center", "power", "scheduler", "options")

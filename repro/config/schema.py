@@ -4,7 +4,7 @@ refuses unknown keys), with its default; the one source of a suite's defaults.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     ConfigDict,
@@ -90,7 +90,10 @@ class Baseline:
     given ``schedule`` text. DeepCache's non-uniform variants take the ``center`` (a step
     index; centred variant only) and ``power`` its code was run with: no defaults.
     sampler-steps may name another diffusers ``scheduler`` (a better solver at fewer steps,
-    e.g. ``DPMSolverMultistepScheduler``) on the experiment's noise schedule and spacing."""
+    e.g. ``DPMSolverMultistepScheduler``) on the experiment's noise schedule and spacing.
+    diffusers' caches (``first-block-cache``, ``magcache``, ...) sweep ``settings`` (their
+    knob: a threshold, an interval; default: the one documented) with other fields of
+    their diffusers config in ``options``."""
 
     __pydantic_config__ = _STRICT
     technique: str
@@ -101,6 +104,8 @@ class Baseline:
     intervals: tuple[int, ...] = ()
     keep: tuple[int, ...] = ()
     steps: tuple[int, ...] = ()
+    settings: tuple[float, ...] = ()
+    options: dict[str, Any] | None = None
     schedule: str | None = None
     name: str | None = None
 
@@ -289,7 +294,8 @@ class RowPlan:
     method: str
     budget: float | None = None
     baseline: Baseline | None = None
-    knob: int | None = None  # the fixed DeepCache interval, kept steps or sampler steps
+    knob: float | None = None  # the fixed DeepCache interval, kept steps, sampler steps or
+    # a diffusers cache's setting
     seed: int = 0  # searched rows: the search's random seed
 
 

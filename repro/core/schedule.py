@@ -96,6 +96,19 @@ class CostTable:
         call = 0.0 if token == NULL else self.per_call
         return self.kind_cost(token) + call + self.per_step
 
+    def work_speedup(self, work: float, calls: int, reference_calls: int | None = None
+                     ) -> float:
+        """Predicted speedup of a loop of ``calls`` calls that did ``work`` full calls of work
+        (a diffusers cache decides inside each call) over ``reference_calls`` full calls:
+        every call pays the overheads.
+
+            >>> CostTable({}, per_call=0.1).work_speedup(5.5, 10)   # 11 / (5.5 + 1)
+            1.6923076923076923
+        """
+        overheads = self.per_call + self.per_step
+        reference = reference_calls or calls
+        return reference * (1 + overheads) / (work + calls * overheads)
+
     def without_overheads(self) -> CostTable:
         """The kind costs alone (the model before overheads, for comparisons)."""
         return CostTable(self.partial, self.source)

@@ -215,3 +215,14 @@ class DeepCacheHook(ModelHook):
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self.cached = None
         return module
+
+
+def drop_empty_registry(module: torch.nn.Module) -> None:
+    """Leave a module as it was before hooks were added to it: no empty diffusers registry,
+    and its class's forward."""
+    registry = getattr(module, "_diffusers_hook", None)
+    if registry is not None and not registry.hooks:
+        del module._diffusers_hook
+        forward = module.__dict__.get("forward")
+        if getattr(forward, "__func__", None) is type(module).forward:
+            del module.forward

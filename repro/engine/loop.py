@@ -19,6 +19,7 @@ from repro.engine.hooks import (
     LoopState,
     ScheduleHook,
     StepState,
+    drop_empty_registry,
     keeps_outputs,
     step_runner,
 )
@@ -75,13 +76,8 @@ def _detach(
         if registry is not None:
             for name in (SCHEDULE_HOOK, CACHE_HOOK):
                 registry.remove_hook(name, recurse=False)
-    for module in created:  # leave modules as we found them: no empty registry, class forward
-        registry = getattr(module, "_diffusers_hook", None)
-        if registry is not None and not registry.hooks:
-            del module._diffusers_hook
-            forward = module.__dict__.get("forward")
-            if getattr(forward, "__func__", None) is type(module).forward:
-                del module.forward
+    for module in created:
+        drop_empty_registry(module)
 
 
 def is_scheduled(unet: torch.nn.Module) -> bool:

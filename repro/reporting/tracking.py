@@ -234,9 +234,11 @@ def row_data(row: Row) -> tuple[dict, dict[str, float]]:
     Params: experiment, model, steps, guidance, name, kind, method, budget, schedule, grid,
     ``latency.device|dtype|batch``, ``search.protocol|n``, ``protocol.<short>`` (the row's
     metric protocols by short name, comma-joined: ``protocol.fid = fid:digits-cnn``),
-    ``metric_n.<key>`` and ``published.source``.
+    ``metric_n.<key>``, ``published.source`` and a diffusers cache's ``cache.technique`` and
+    ``cache.<config field>`` (MagCache's ratios aside).
 
-    Metrics: predicted_speedup, measured_speedup, latency_median_s, search_fitness, one per
+    Metrics: predicted_speedup, measured_speedup, latency_median_s, search_fitness,
+    cache_work (a diffusers cache's work in full calls), one per
     metric protocol under :func:`metric_key` (``fid:digits-cnn`` -> ``fid_digits-cnn``) and
     ``published_<key>`` for each published number (``published_speedup``, ``published_fid``).
     """
@@ -254,12 +256,16 @@ def row_data(row: Row) -> tuple[dict, dict[str, float]]:
         **{f"protocol.{short}": ",".join(names) for short, names in protocols.items()},
         **{f"metric_n.{metric_key(key)}": n for key, n in (row.metric_n or {}).items()},
         "published.source": published.get("source"),
+        **{f"cache.{key}": value for key, value in ((row.cache or {}).get("config") or {}).items()
+           if key != "mag_ratios"},
+        "cache.technique": (row.cache or {}).get("technique"),
     }
     metrics = {
         "predicted_speedup": row.predicted_speedup,
         "measured_speedup": row.measured_speedup,
         "latency_median_s": latency.get("median_s"),
         "search_fitness": search.get("fitness"),
+        "cache_work": (row.cache or {}).get("work"),
         **{metric_key(protocol): value for protocol, value in measured.items()},
         **{f"published_{key}": value for key, value in published.items() if key != "source"},
     }

@@ -5,7 +5,7 @@ The runner builds these objects and writes :meth:`Results.to_json`; every reader
 :meth:`Results.of` (``repro.reporting.report.load_results`` reads the file), so a field is
 named, typed and given its default here once. pydantic checks the types and refuses keys
 this harness does not know: a file from a newer harness is refused in one line rather than
-half read. Fields added within version 1 (``per_seed``, ``intervals``, ``command``,
+half read. Fields added within version 1 (``per_seed``, ``intervals``, ``cache``, ``command``,
 ``cost_tables``, ``inputs``) default to None, so every version-1 file still reads. A change
 that renames a field or changes its meaning bumps :data:`VERSION` and keeps reading the
 older one here."""
@@ -38,7 +38,9 @@ class Row(BaseModel):
     seconds (each timing repeat), batch, device, dtype, step_mode; ``metrics``: protocol ->
     value (None: not computed), with ``metric_n`` its seed count and ``intervals`` its
     bootstrap interval; ``grid`` and ``per_seed``: files relative to the run directory;
-    ``published``: the paper's numbers for this row, with their ``source``."""
+    ``published``: the paper's numbers for this row, with their ``source``; ``cache``: a
+    diffusers cache row's technique, config and ``work`` (its loops' mean work in full
+    calls, counted while it sampled: what its predicted speed is made of)."""
 
     model_config = _FORMAT
     experiment: str | None
@@ -62,6 +64,7 @@ class Row(BaseModel):
     per_seed: str | None = None
     published: dict[str, Any] | None = None
     intervals: dict[str, list[float | None]] | None = None
+    cache: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, data: dict, where: str = "row") -> Row:

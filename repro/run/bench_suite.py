@@ -46,11 +46,13 @@ class BenchRow:
     resolved: str | None = None  # the knob a budget or fixed-knob row resolved to
     steps: int | None = None  # sampler steps, where not the experiment's (sampler-steps)
     sampler: object = None  # a sampler-steps row's own solver (repro.models.Sampler)
+    cache: object = None  # a diffusers cache's setting (repro.engine.caches.Cache)
 
     @property
     def key(self) -> str:
         """The timed loop: rows with equal keys share one timing."""
-        return models.loop_key(self.schedule, self.steps, self.sampler)
+        under = "" if self.cache is None else f" under {self.cache.key}"
+        return models.loop_key(f"{self.schedule}{under}", self.steps, self.sampler)
 
 
 
@@ -98,12 +100,13 @@ def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], tab
             skipped.append({"name": row.name, "reason": reason})
             continue
         rows.append(BenchRow(row.name, "baseline", row.method, planned.schedule, row.budget,
-                             planned.resolved, planned.steps, sampler))
+                             planned.resolved, planned.steps, sampler, planned.cache))
 
     deepcache, sweep = deepcache_sweep(experiment)
-    fixed = {str(r.schedule) for r in rows if r.budget is None}  # not table-dependent
+    # not table-dependent
+    fixed = {str(r.schedule) for r in rows if r.budget is None and r.cache is None}
     for interval in (n for n in DEEPCACHE_SWEEP if n <= steps):
-        name, schedule, _ = deepcache.at_knob(sweep, interval, steps, calls, calls_at)
+        name, schedule = deepcache.at_knob(sweep, interval, steps, calls, calls_at)[:2]
         if str(schedule) not in fixed:
             rows.append(BenchRow(name, "deepcache-sweep", deepcache.name, schedule))
 
@@ -205,6 +208,7 @@ def _bench_experiment(e, spec, steps: int, calls_at: Callable[[int], int],
         suites.deepcache_branch(e), repeats, o.warmup, clock=o.tick)
     macs = model_cost_table(spec, unet)
     rows, skipped = suite_rows(e, plan, steps, calls_at, table, o.budgets, given)
+    rows = _calibrated_caches(rows, unet, make_scheduler, loop_latents, loop_kwargs)
     unique = {r.key: r.schedule for r in rows}
     own_steps = {r.key: models.scheduler_factory(spec, r.sampler or e.sampler, r.steps,
                                                  unet.device)
@@ -212,7 +216,8 @@ def _bench_experiment(e, spec, steps: int, calls_at: Callable[[int], int],
     o.log(f"[{e.name}] timing {len(unique)} loops x {repeats} repeats, {calls} UNet calls")
     timings = {t.name: t for t in time_loops(unet, make_scheduler, loop_latents, loop_kwargs,
                                               unique, repeats, o.warmup, table, clock=o.tick,
-                                              schedulers=own_steps, modes=o.modes)}
+                                              schedulers=own_steps, modes=o.modes,
+                                              caches={r.key: r.cache for r in rows if r.cache})}
     return {
         "experiment": e.name,
         **header(spec, o.weights, steps, calls, make_scheduler, repeats, o.warmup),
@@ -221,25 +226,49 @@ def _bench_experiment(e, spec, steps: int, calls_at: Callable[[int], int],
         "calibration_loops": [{**asdict(t), "median_s": t.median} for t in fit_timings],
         "mac_cost_table": macs.to_dict(),
         "rows": [_suite_row(r, timings[in_mode(r.key, mode)], table, macs, steps, calls)
-                 for mode in ("eager", *o.modes) for r in rows],
+                 for mode in ("eager", *o.modes) for r in rows
+                 if mode == "eager" or r.cache is None],
         "skipped": skipped,
     }
+
+
+def _calibrated_caches(rows: list[BenchRow], unet, make_scheduler, latents, loop_kwargs,
+                       ) -> list[BenchRow]:
+    """Rows under MagCache without ratios given them from its calibration mode on the
+    timed loop's inputs (once)."""
+    from dataclasses import replace
+
+    from repro.engine import caches
+
+    ratios = None
+    for i, row in enumerate(rows):
+        if row.cache is not None and caches.needs_ratios(row.cache):
+            ratios = ratios or caches.mag_ratios(unet, make_scheduler(), latents, loop_kwargs)
+            rows[i] = replace(row, cache=row.cache.with_option("mag_ratios", ratios))
+    return rows
 
 
 def _suite_row(row: BenchRow, timing: LoopTiming, table: CostTable, macs: CostTable,
                steps: int, calls: int) -> dict:
     """One timed row; predicted speedups are over the all-F loop of the experiment's
-    ``calls`` UNet calls (a sampler-steps row makes fewer), compared with the measured one
-    over the all-F loop of the row's step mode."""
-    predicted = row.schedule.speedup(table, calls)
+    ``calls`` UNet calls (a sampler-steps row makes fewer; a diffusers cache's from the work
+    its timed loop did), compared with the measured one over the all-F loop of the row's
+    step mode."""
+
+    def speedup(costs: CostTable) -> float:
+        if row.cache is None:
+            return row.schedule.speedup(costs, calls)
+        return costs.work_speedup(timing.work, len(row.schedule), calls)
+
+    predicted = speedup(table)
     return {"name": in_mode(row.name, timing.mode), "mode": timing.mode,
             "speedup_in_mode": timing.speedup_in_mode, "kind": row.kind, "method": row.method,
             "budget": row.budget,
             "resolved": row.resolved, "steps": row.steps or steps, "schedule": str(row.schedule),
             "median_s": timing.median, "seconds": timing.seconds,
             "measured_speedup": timing.measured_speedup, "predicted_speedup": predicted,
-            "predicted_speedup_kinds": row.schedule.speedup(table.without_overheads(), calls),
-            "predicted_speedup_macs": row.schedule.speedup(macs, calls),
+            "predicted_speedup_kinds": speedup(table.without_overheads()),
+            "predicted_speedup_macs": speedup(macs),
             "error_pct": 100 * (timing.speedup_in_mode / predicted - 1)}
 
 

@@ -82,6 +82,9 @@ class EvaluationStage:
                               "metric_n": {r.protocol: r.n for r in results},
                               "grid": None if grid is None else str(grid),
                               "per_seed": str(files[row.name].per_seed)}
+            if planned.cache is not None:  # the work its loops did, in full calls
+                done[row.name]["cache"] = {**planned.cache.to_dict(),
+                                           "work": float(samples.work.mean())}
             f = files[row.name]
             self._keep_per_seed(f.per_seed, f.key, samples, results)
             write_keyed(f.result, f.key, done[row.name])

@@ -57,6 +57,7 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         self.teachers: dict[str, SampleSet] = {}
         self.networks: dict = {}  # metric networks, loaded once for all rows
         self.references_kept: set[Path] = set()
+        self.mag_ratios: list[float] | None = None  # MagCache's, calibrated on first need
 
     def _identity(self) -> dict:
         """What every work file of this experiment depends on besides its own inputs."""
@@ -103,22 +104,28 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         rows = []
         for row in self.plan:
             planned = schedules[row.name]
-            schedule, steps = planned.schedule, planned.steps
             timing = latency.get(planned.key, {})
             rows.append(Row(
-                experiment=self.e.name, model=self.e.model, steps=steps,
+                experiment=self.e.name, model=self.e.model, steps=planned.steps,
                 sampler=models.sampler_record(self._on(planned.sampler).scheduler),
                 guidance=self._guidance(), name=row.name, kind=row.kind,
                 method=row.method, family=family(row), budget=row.budget,
-                schedule=str(schedule),
-                predicted_speedup=self._timed_schedule(planned).speedup(self.table,
-                                                                        self.calls),
+                schedule=planned.text,
+                predicted_speedup=self._predicted(planned, evaluated[row.name]),
                 measured_speedup=timing.get("measured_speedup"),
                 latency=timing.get("latency"), search=planned.search,
                 **evaluated[row.name], published=published.get(row.name),
             ))
         return rows
 
+
+    def _predicted(self, planned: RowLoop, evaluated: dict) -> float:
+        """A row's predicted speedup under the cost table: its timed schedule's, or for a
+        diffusers cache the work its loops did."""
+        if planned.cache is None:
+            return self._timed_schedule(planned).speedup(self.table, self.calls)
+        return self.table.work_speedup(evaluated["cache"]["work"], len(planned.schedule),
+                                       self.calls)
 
     def _cost_table(self) -> CostTable:
         """The suite's cost table: the model's MAC/FLOP ratios, a file, or (``calibrate``)
@@ -184,4 +191,25 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         own = sampler and partial(models.sampler_calls, self.spec, sampler=sampler)
         planned = techniques.plan_schedule(row, self.e.steps, self.calls_at, self.table,
                                           self.e.search.tol, own_calls_at=own)
-        return RowLoop(planned.schedule, planned.steps or self.e.steps, sampler)
+        cache = planned.cache and self._calibrated_cache(planned.cache)
+        return RowLoop(planned.schedule, planned.steps or self.e.steps, sampler, cache=cache)
+
+    def _calibrated_cache(self, cache):
+        """``cache`` with what its diffusers config needs from this model: MagCache's ratios
+        from its own calibration mode on the latency inputs, once per experiment, where the
+        suite gives none."""
+        from repro.engine import caches
+
+        if not caches.needs_ratios(cache):
+            return cache
+        if self.mag_ratios is None:
+            from repro.metrics.latency import latency_inputs
+
+            latents, kwargs = latency_inputs(self.model, self.e.evaluation.latency_batch,
+                                             self.e.guidance, prompts=self.prompts)
+            self.model.scheduler.set_timesteps(self.e.steps)
+            self.mag_ratios = caches.mag_ratios(self.model.unet, self.model.scheduler, latents,
+                                                kwargs)
+            self.log("MagCache ratios (its calibration mode on the latency inputs): "
+                     + " ".join(f"{r:.3f}" for r in self.mag_ratios))
+        return cache.with_option("mag_ratios", self.mag_ratios)

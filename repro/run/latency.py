@@ -45,6 +45,7 @@ class LatencyStage:
 
         ev = self.e.evaluation
         unique = {row.key: self._timed_schedule(row) for row in rows}
+        caches = {row.key: row.cache for row in rows if row.cache is not None}
         unet = self.model.unet
         path = self.work / "latency.json"
         key = self._key(rows=sorted(unique),
@@ -66,7 +67,8 @@ class LatencyStage:
                  f"batch {ev.latency_batch}")
         with torch.inference_mode():
             timings = time_loops(unet, make_scheduler, latents, kwargs, unique,
-                                       ev.latency_repeats, 1, self.table, schedulers=own_steps)
+                                 ev.latency_repeats, 1, self.table, schedulers=own_steps,
+                                 caches=caches)
         import statistics
 
         done = {t.name: {"measured_speedup": t.measured_speedup, "latency": {

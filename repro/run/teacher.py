@@ -64,7 +64,7 @@ class TeacherStage:
         def make(at: slice) -> SampleSet:
             return generate(model, steps, schedule, seeds[at], labels and labels[at],
                             self.e.guidance, batch_size=self.e.evaluation.batch_size,
-                            prompts=prompts and prompts[at])
+                            prompts=prompts and prompts[at], cache=planned and planned.cache)
 
         return shards.ShardedSamples(name, directory, tuple(seeds),
                                      self.e.evaluation.batch_size, key, make, stage)

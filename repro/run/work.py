@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from repro import models
 from repro.core.schedule import Schedule
@@ -18,17 +18,25 @@ Log = Callable[[str], None]
 
 class RowLoop(NamedTuple):
     """What a row samples: its schedule at its sampler's step count, on its own sampler
-    (None: the experiment's), and its search summary."""
+    (None: the experiment's), under a diffusers cache (:class:`repro.engine.caches.Cache`;
+    None: none), and its search summary."""
 
     schedule: Schedule
     steps: int
     sampler: models.Sampler | None = None
     search: dict | None = None
+    cache: Any = None
 
     @property
     def key(self) -> str:
         """One sampled loop: rows with this key share their samples and timing."""
-        return models.loop_key(self.schedule, self.steps, self.sampler)
+        return models.loop_key(self.text, self.steps, self.sampler)
+
+    @property
+    def text(self) -> str:
+        """The loop as results show it: its schedule, and the cache it runs under."""
+        under = "" if self.cache is None else f" under {self.cache.key}"
+        return f"{self.schedule}{under}"
 
 
 class RowFiles(NamedTuple):

@@ -23,7 +23,7 @@ from repro.sampling.samples import (
 def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
              labels: Sequence[int] | None = None, guidance: float | None = None,
              batch_size: int = 64, prompts: Sequence[str] | None = None,
-             prefixes=None) -> SampleSet:
+             prefixes=None, cache=None) -> SampleSet:
     """Sample ``model`` (a :class:`repro.models.LoadedModel`) under ``schedule`` (all-F when
     None) with the model's sampler at ``steps``; class-conditional models use ``labels``
     (default: seed mod classes), text-conditioned ones ``prompts`` (the i-th seed takes
@@ -32,8 +32,14 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
     ``prefixes`` (a :class:`repro.sampling.prefix.PrefixStore`): each batch starts from the longest
     prefix of ``schedule`` already sampled on it and records its own steps; the images are
     the same bit for bit. Ignored where the sampler keeps state between steps or the UNet's
-    step outputs are overwritten (CUDA graphs)."""
+    step outputs are overwritten (CUDA graphs), and under a ``cache``.
+
+    ``cache`` (a :class:`repro.engine.caches.Cache`): each batch's loop runs under that
+    diffusers cache, and the set records the work each loop did (``SampleSet.work``)."""
     if getattr(model, "pipeline", None) is not None:
+        if cache is not None:
+            raise ConditioningError(f"model {model.name!r} samples through its pipeline: "
+                                    "diffusers caches run on the harness's own loop")
         return _generate_text(model, steps, schedule, seeds, labels, guidance, batch_size,
                               prompts)
     if prompts:
@@ -42,31 +48,39 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
     import torch
 
     from repro.core.schedule import Schedule
+    from repro.engine.caches import under
     from repro.engine.hooks import keeps_outputs
     from repro.engine.loop import denoise
     from repro.sampling.prefix import reusable
 
     scheduler = model.scheduler
-    prefixes = prefixes if reusable(scheduler) and keeps_outputs(model.unet) else None
+    reuse = reusable(scheduler) and keeps_outputs(model.unet) and cache is None
+    prefixes = prefixes if reuse else None
     scheduler.set_timesteps(steps)
     schedule = Schedule.full(len(scheduler.timesteps)) if schedule is None else \
         Schedule.parse(schedule)
     labels = _labels_for(model, seeds, labels)
     guidance = model_scale(model, guidance)
     cfg = classifier_free(guidance)
-    chunks = []
+    chunks, work = [], []
     with torch.inference_mode():
         for batch_seeds, batch, kwargs in _batches(model, steps, seeds, labels, guidance,
                                                    batch_size):
             generators = _seed_generators(batch_seeds)
+            noise = _seed_noise(model, generators)
             scheduler.set_timesteps(steps)
-            final = denoise(model.unet, scheduler, _seed_noise(model, generators), schedule,
-                            guidance_scale=guidance if cfg else None,
-                            step_kwargs=_step_noise(scheduler, generators),
-                            resume=prefixes and prefixes.longest(batch, schedule),
-                            on_step=prefixes and prefixes.recorder(batch, schedule), **kwargs)
+            with under(cache, model.unet, scheduler, noise, kwargs, cfg) as counted:
+                final = denoise(model.unet, scheduler, noise, schedule,
+                                guidance_scale=guidance if cfg else None,
+                                step_kwargs=_step_noise(scheduler, generators),
+                                resume=prefixes and prefixes.longest(batch, schedule),
+                                on_step=prefixes and prefixes.recorder(batch, schedule),
+                                **kwargs)
             chunks.append(_images(model, final, schedule, batch_seeds))
-    return _sample_set(model, steps, schedule, seeds, labels, guidance, chunks)
+            work += [counted and counted.total] * len(batch_seeds)
+    return _sample_set(model, steps, schedule, seeds, labels, guidance, chunks,
+                       work if cache is not None else None)
+
 
 
 DEFAULT_PASS_SAMPLES = 512  # candidates x seeds per batched pass: the digits zoo on CPU
@@ -149,11 +163,12 @@ def _images(model, final, schedule, batch_seeds: Sequence[int]) -> np.ndarray:
 
 
 def _sample_set(model, steps: int, schedule, seeds: Sequence[int], labels: list[int] | None,
-                guidance: float | None, chunks: list) -> SampleSet:
+                guidance: float | None, chunks: list, work: list | None = None) -> SampleSet:
     return SampleSet(
         images=np.concatenate(chunks), seeds=np.asarray(seeds, dtype=np.int64),
         labels=None if labels is None else np.asarray(labels, dtype=np.int64),
         model=model.name, schedule=str(schedule), steps=steps, guidance=guidance,
+        work=None if work is None else np.asarray(work, dtype=np.float64),
     )
 
 

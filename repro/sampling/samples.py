@@ -46,6 +46,8 @@ class SampleSet:
     steps: int
     guidance: float | None
     prompts: tuple[str, ...] | None = None  # text-conditioned models: one per image
+    # under a diffusers cache: the work of each image's loop in full calls (its batch's)
+    work: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -55,6 +57,8 @@ class SampleSet:
             raise SamplesFileError(f"{len(self.seeds)} seeds for {len(self.images)} images")
         if self.labels is not None and len(self.labels) != len(self.images):
             raise SamplesFileError(f"{len(self.labels)} labels for {len(self.images)} images")
+        if self.work is not None and len(self.work) != len(self.images):
+            raise SamplesFileError(f"{len(self.work)} work counts for {len(self.images)} images")
         if self.prompts is not None:
             object.__setattr__(self, "prompts", tuple(str(p) for p in self.prompts))
             if len(self.prompts) != len(self.images):
@@ -74,6 +78,8 @@ class SampleSet:
             fields["labels"] = self.labels
         if self.prompts is not None:
             fields["prompts"] = np.array(self.prompts, dtype=np.str_)
+        if self.work is not None:
+            fields["work"] = np.asarray(self.work, dtype=np.float64)
         if key is not None:
             fields["key"] = np.array(json.dumps(key, sort_keys=True))
         return atomic_save_npz(path, **fields)
@@ -89,15 +95,18 @@ class SampleSet:
             if theirs != ours:
                 raise SamplesFileError(f"cannot join samples of {theirs} to samples of {ours}")
             if (part.labels is None) != (first.labels is None) or \
-                    (part.prompts is None) != (first.prompts is None):
-                raise SamplesFileError("cannot join samples with and without labels or prompts")
+                    (part.prompts is None) != (first.prompts is None) or \
+                    (part.work is None) != (first.work is None):
+                raise SamplesFileError("cannot join samples with and without labels, prompts "
+                                       "or work")
         return cls(
             images=np.concatenate([p.images for p in parts]),
             seeds=np.concatenate([p.seeds for p in parts]),
             labels=None if first.labels is None else np.concatenate([p.labels for p in parts]),
             model=first.model, schedule=first.schedule, steps=first.steps,
             guidance=first.guidance,
-            prompts=None if first.prompts is None else sum((p.prompts for p in parts), ()))
+            prompts=None if first.prompts is None else sum((p.prompts for p in parts), ()),
+            work=None if first.work is None else np.concatenate([p.work for p in parts]))
 
     @staticmethod
     def stored_key(path: Path | str) -> dict | None:
@@ -116,7 +125,8 @@ class SampleSet:
         if missing:
             raise SamplesFileError(f"samples file {path} lacks {', '.join(sorted(missing))}")
         _check_format(path, fields.get("format_version"))
-        flat = [k for k in ("seeds", "labels", "prompts") if k in fields and fields[k].ndim != 1]
+        flat = [k for k in ("seeds", "labels", "prompts", "work")
+                if k in fields and fields[k].ndim != 1]
         if flat:
             raise SamplesFileError(f"samples file {path}: {flat[0]} is not a list (shape "
                                    f"{fields[flat[0]].shape})")
@@ -132,6 +142,7 @@ class SampleSet:
             model=str(fields["model"]), schedule=str(fields["schedule"]),
             steps=steps, guidance=None if np.isnan(guidance) else guidance,
             prompts=tuple(fields["prompts"].tolist()) if "prompts" in fields else None,
+            work=fields["work"].astype(np.float64) if "work" in fields else None,
         )
 
 

@@ -33,6 +33,7 @@ class LoopTiming:
     measured_speedup: float | None = None  # over the eager all-F loop
     mode: str = "eager"  # step mode (repro.engine.accel)
     speedup_in_mode: float | None = None  # over the all-F loop of the same step mode
+    work: float | None = None  # under a diffusers cache: its last loop's work, in full calls
 
     @property
     def median(self) -> float:
@@ -50,21 +51,36 @@ def plain_loop(unet, scheduler, latents, unet_kwargs):
 @torch.no_grad()
 def _runs(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Schedule],
           schedulers: dict[str, Callable[[], object]] | None, modes: Sequence[str],
+          caches: dict | None = None, counted: dict | None = None,
           ) -> dict[str, tuple[str, Callable[[], object]]]:
-    """Each schedule's loop under each step mode, by row name: (schedule text, run)."""
+    """Each schedule's loop under each step mode, by row name: (schedule text, run); a row in
+    ``caches`` runs under that diffusers cache (eager only), its work put in ``counted``."""
     from repro.engine import accel
+    from repro.engine.caches import under
 
+    counted = {} if counted is None else counted
+    model_kwargs = {k: v for k, v in unet_kwargs.items() if k != "guidance_scale"}
+    cfg = unet_kwargs.get("guidance_scale") is not None
     runs: dict[str, tuple[str, Callable[[], object]]] = {}
     for mode in ("eager", *modes):
         runner = accel.runner_for(mode, unet)
         for name, schedule in schedules.items():
             make = (schedulers or {}).get(name, make_scheduler)
+            cache = (caches or {}).get(name)
+            if cache is not None and mode != "eager":
+                continue  # diffusers' caches decide in Python on every call: eager only
 
-            def run(s=schedule, make=make, runner=runner):
-                with accel.running(unet, runner):
-                    return denoise(unet, make(), latents, s, **unet_kwargs)
+            def run(s=schedule, make=make, runner=runner, cache=cache, name=name):
+                scheduler = make()
+                with accel.running(unet, runner), under(cache, unet, scheduler, latents,
+                                                        model_kwargs, cfg) as work:
+                    out = denoise(unet, scheduler, latents, s, **unet_kwargs)
+                if work is not None:
+                    counted[name] = work.total
+                return out
 
-            runs[in_mode(name, mode)] = (str(schedule), run)
+            text = str(schedule) if cache is None else f"{schedule} under {cache.key}"
+            runs[in_mode(name, mode)] = (text, run)
     return runs
 
 
@@ -84,14 +100,19 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
                plain: bool = False, oracle: dict[str, tuple[int, int]] | None = None,
                clock: Clock = time.perf_counter,
                schedulers: dict[str, Callable[[], object]] | None = None,
-               modes: Sequence[str] = ()) -> list[LoopTiming]:
+               modes: Sequence[str] = (), caches: dict | None = None) -> list[LoopTiming]:
     """Time each schedule's whole loop (UNet + scheduler steps), interleaved per repeat so
     that drift in machine speed hits every row alike; speedups are against the longest
     all-F row. ``schedulers``: per-name sampler factories for rows that run the sampler at
     other steps than ``make_scheduler``'s (sampler-steps baselines). ``modes``: also every
     schedule under these step modes (:mod:`repro.engine.accel`: ``compile``, ``cuda-graphs``), as
-    rows ``NAME [mode]`` with their speedup over the all-F row of the same mode too."""
-    runs = _runs(unet, make_scheduler, latents, unet_kwargs, schedules, schedulers, modes)
+    rows ``NAME [mode]`` with their speedup over the all-F row of the same mode too.
+    ``caches``: per-name diffusers caches (:class:`repro.engine.caches.Cache`) a row's loop
+    runs under, eagerly, with the work of its last loop (``LoopTiming.work``) for the
+    caller's predicted speedup; none is the all-F reference."""
+    counted: dict[str, float] = {}
+    runs = _runs(unet, make_scheduler, latents, unet_kwargs, schedules, schedulers, modes,
+                 caches, counted)
     if plain:
         runs["plain diffusers loop"] = ("(no hooks)", lambda: plain_loop(
             unet, make_scheduler(), latents, unet_kwargs))
@@ -106,7 +127,8 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
     for _ in bar(range(repeats), desc=f"timing {len(runs)} loops", unit="repeat"):
         for name, (_, fn) in runs.items():
             seconds[name] += median_seconds(fn, device, repeats=1, warmup=0, clock=clock)
-    full_name = max((n for n, s in schedules.items() if s.count("F") == len(s)),
+    full_name = max((n for n, s in schedules.items()
+                     if s.count("F") == len(s) and n not in (caches or {})),
                     key=lambda n: len(schedules[n]))
     base = statistics.median(seconds[full_name])
     calls = len(schedules[full_name])
@@ -118,9 +140,11 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
         own_base = statistics.median(seconds[in_mode(full_name, mode)]) if schedule else base
         timings.append(LoopTiming(
             name=name, schedule=text, seconds=seconds[name],
-            predicted_speedup=schedule.speedup(table, calls) if schedule and table else None,
+            predicted_speedup=(schedule.speedup(table, calls)
+                               if schedule and table and name not in (caches or {}) else None),
             measured_speedup=base / statistics.median(seconds[name]),
             mode=mode, speedup_in_mode=own_base / statistics.median(seconds[name]),
+            work=counted.get(name),
         ))
     return timings
 

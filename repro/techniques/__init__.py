@@ -2,7 +2,13 @@
 speed, each a :class:`Technique` registered by name (:mod:`.registry`). A new technique is
 one module that subclasses it and calls :func:`register`, plus its import below."""
 
-from repro.techniques import deepcache, fewer_steps, given, sampler_steps  # noqa: F401 (register)
+from repro.techniques import (  # noqa: F401 (register)
+    caches,
+    deepcache,
+    fewer_steps,
+    given,
+    sampler_steps,
+)
 from repro.techniques.registry import (
     TECHNIQUES,
     Resolved,

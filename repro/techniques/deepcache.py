@@ -51,6 +51,7 @@ def _producible(baseline, steps: int, calls: int, intervals) -> Iterator[tuple[s
 class DeepCache(Technique):
     knob = "intervals"
     knob_symbol = "N"
+    about = "full step every N calls, partial steps at branch b between (DeepCache)"
 
     def __init__(self, name: str, fields: tuple[str, ...] = ()):
         self.name = name

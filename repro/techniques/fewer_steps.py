@@ -18,6 +18,7 @@ class FewerSteps(Technique):
     name = "fewer-steps"
     knob = "keep"
     knob_symbol = "keep"
+    about = "full steps kept on the sampler's grid, the rest null"
 
     def at_knob(self, baseline, knob, steps, calls, calls_at) -> Resolved:
         return Resolved(f"ddim {knob} steps", Schedule.fewer_steps(calls, knob))

@@ -10,6 +10,7 @@ from repro.techniques.registry import Resolved, Setting, Technique, TechniqueErr
 class Given(Technique):
     name = "schedule"
     knob = None  # one schedule, no knob: not a family with a front
+    about = "a schedule given as text (needs schedule and name)"
 
     def check(self, baseline, setting: Setting) -> None:
         if not baseline.schedule or not baseline.name:

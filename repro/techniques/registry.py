@@ -29,12 +29,14 @@ class TechniqueError(ValueError):
 
 
 class Resolved(NamedTuple):
-    """A baseline row resolved: what its knob became, its schedule, and the sampler steps it
-    runs (None: the experiment's; a sampler-steps row runs its own)."""
+    """A baseline row resolved: what its knob became, its schedule, the sampler steps it
+    runs (None: the experiment's; a sampler-steps row runs its own) and the diffusers cache
+    it runs under (:class:`repro.engine.caches.Cache`; None: none)."""
 
     resolved: str
     schedule: Schedule
     steps: int | None = None
+    cache: Any = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Technique:
     ``fields`` / ``required``: the optional ``Baseline`` fields it takes / needs."""
 
     name: str = ""
+    about: str = ""  # one line for `repro ls`
     knob: str | None = None
     knob_symbol: str = ""
     fields: tuple[str, ...] = ()
@@ -70,6 +73,16 @@ class Technique:
     def knob_limit(self, steps: int, calls: int) -> tuple[int, str]:
         """The largest knob and what it counts."""
         return calls, "UNet calls"
+
+    def knob_problem(self, knobs, steps: int, calls: int) -> str | None:
+        """Why a knob of ``knobs`` is out of range, if one is."""
+        top, _ = self.knob_limit(steps, calls)
+        wrong = [k for k in knobs if not 1 <= k <= top]
+        return f"{wrong[0]} outside 1..{top}" if wrong else None
+
+    def default_knobs(self, baseline) -> tuple:
+        """The knobs an entry without any runs (none: it runs at each search budget)."""
+        return ()
 
     def sampler(self, baseline, spacing: str):
         """The sampler its rows run on where not the experiment's (None)."""

@@ -46,6 +46,7 @@ class SamplerSteps(Technique):
     name = "sampler-steps"
     knob = "steps"
     knob_symbol = "steps"
+    about = "the sampler, or another diffusers solver, at fewer steps"
     fields = ("scheduler",)
 
     def label(self, baseline) -> str:
