@@ -40,7 +40,11 @@ class DiffusersCache(Technique):
         return (self.kind.default,)
 
     def row_name(self, baseline, knob) -> str:
-        return f"{self.name} {self.kind.knob}={knob:g}"
+        """``magcache threshold=0.2``, with the entry's scalar options after it (entries of
+        one technique with other options share its front, each row named apart)."""
+        options = "".join(f" {key}={value}" for key, value in sorted(
+            (baseline.options or {}).items()) if isinstance(value, int | float | str))
+        return f"{self.name} {self.kind.knob}={knob:g}{options}"
 
     def knob_problem(self, knobs, steps: int, calls: int) -> str | None:
         wrong = [k for k in knobs if k < 0 or (self.kind.integer and k != int(k))]
