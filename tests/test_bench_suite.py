@@ -310,3 +310,27 @@ def test_bench_suite_bad_input_exits_2_with_one_line(capsys, suite_file, argv, n
     code, out, err = run_cli(capsys, "bench", "--repeats", "1", *argv)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and needle in err
+
+
+def test_bench_suite_times_diffusers_caches_priced_by_the_work_of_their_timed_loop(
+        capsys, tmp_path):
+    """A cache row is timed under its cache; its predicted speedup is the calls over the
+    work its timed loop counted (threshold 0 never skips: exactly 1x); MagCache's ratios
+    come from its calibration mode first."""
+    path = tmp_path / "dit.yaml"
+    path.write_text("name: dit\nversion: 1\nmodel: digits-dit\nsteps: 4\nguidance: 1.0\n"
+                    "baselines:\n"
+                    "  - {technique: first-block-cache, settings: [0, 1.0]}\n"
+                    "  - {technique: magcache, settings: [1.0]}\n"
+                    "evaluation: {latency_batch: 2, latency_repeats: 1}\n")
+    code, out, _ = run_cli(capsys, "bench", "--suite", str(path), "--threads", "1", "--json",
+                           "--no-tracking")
+    assert code == 0
+    exp, = json.loads(out)["experiments"]
+    rows = {row["name"]: row for row in exp["rows"]}
+    never, skips = rows["first-block-cache threshold=0"], rows["first-block-cache threshold=1"]
+    assert never["predicted_speedup"] == pytest.approx(1.0, abs=1e-12)
+    assert skips["schedule"].startswith("F F F F under first-block-cache threshold=1 #")
+    assert skips["predicted_speedup_macs"] > 1.2  # random weights: the first block decides
+    assert rows["magcache threshold=1"]["predicted_speedup"] > 1.0
+    assert rows["teacher"]["schedule"] == "F F F F"

@@ -247,7 +247,7 @@ def test_a_suite_runs_diffusers_caches_as_fronts_priced_by_their_work(tmp_path):
     assert skips["predicted_speedup"] == pytest.approx(10 / skips["cache"]["work"])  # FLOPs
     assert skips["predicted_speedup"] > 1.05 and skips["measured_speedup"] > 0
     assert skips["schedule"].startswith("F F F F F F F F F F under first-block-cache "
-                                        "threshold=0.3 [")
+                                        "threshold=0.3 #")
     mag = rows["magcache threshold=0.06"]
     assert len(mag["cache"]["config"]["mag_ratios"]) == 10
     assert {v["family"] for v in results["verdicts"]} >= {"first-block-cache", "magcache",

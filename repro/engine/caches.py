@@ -94,11 +94,12 @@ class Cache:
 
     @property
     def key(self) -> str:
-        """The setting in a loop's key: readable, and exact through a digest of the config."""
+        """The setting in a loop's key: readable, and exact through a digest of the config
+        (``#``: timing names keep `` [mode]`` for step modes)."""
         from repro.infra.digests import key_digest
 
         return (f"{self.technique} {self.kind.knob}={self.knob:g} "
-                f"[{key_digest(self.to_dict())[:12]}]")
+                f"#{key_digest(self.to_dict())[:12]}")
 
 
 # -- work --------------------------------------------------------------------------------

@@ -51,8 +51,13 @@ class BenchRow:
     @property
     def key(self) -> str:
         """The timed loop: rows with equal keys share one timing."""
+        return models.loop_key(self.text, self.steps, self.sampler)
+
+    @property
+    def text(self) -> str:
+        """The loop as reports show it: its schedule, and the cache it runs under."""
         under = "" if self.cache is None else f" under {self.cache.key}"
-        return models.loop_key(f"{self.schedule}{under}", self.steps, self.sampler)
+        return f"{self.schedule}{under}"
 
 
 
@@ -264,7 +269,7 @@ def _suite_row(row: BenchRow, timing: LoopTiming, table: CostTable, macs: CostTa
     return {"name": in_mode(row.name, timing.mode), "mode": timing.mode,
             "speedup_in_mode": timing.speedup_in_mode, "kind": row.kind, "method": row.method,
             "budget": row.budget,
-            "resolved": row.resolved, "steps": row.steps or steps, "schedule": str(row.schedule),
+            "resolved": row.resolved, "steps": row.steps or steps, "schedule": row.text,
             "median_s": timing.median, "seconds": timing.seconds,
             "measured_speedup": timing.measured_speedup, "predicted_speedup": predicted,
             "predicted_speedup_kinds": speedup(table.without_overheads()),

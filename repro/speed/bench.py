@@ -135,7 +135,9 @@ def clock_note(clock: str) -> str:
 
 
 def short_schedule(schedule: str, width: int = 60) -> str:
-    return schedule if len(schedule) <= width else schedule[:width - 3] + "..."
+    """A schedule cut to ``width``, the diffusers cache it runs under kept whole."""
+    loop, under, cache = schedule.partition(" under ")
+    return (loop if len(loop) <= width else loop[:width - 3] + "...") + under + cache
 
 
 def milliseconds(medians: dict[str, float]) -> dict[str, str]:
