@@ -5,6 +5,7 @@ same latents bit for bit, counts the work the cache let run, and leaves no hook 
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DiTTransformer2DModel, UNet2DModel
@@ -281,3 +282,61 @@ def test_suites_refuse_caches_where_they_cannot_run(tmp_path, capsys):
         "field 'baselines[0].options': seacache: SeaCacheConfig has no field 'power'")
     assert "field 'baselines[0].options': 'options' applies to first-block-cache and" in error(
         "{technique: deepcache, options: {threshold: 1}}")
+
+
+# -- on a text pipeline ------------------------------------------------------------------------
+def _tiny_pixart():
+    """A PixArtAlphaPipeline of the real classes, tiny and random, offline: a word-level T5
+    tokenizer built in memory, a 4-level VAE (x8, so PixArt's 256 px resolution bins fit
+    32x32 latents)."""
+    from diffusers import AutoencoderKL, PixArtAlphaPipeline, PixArtTransformer2DModel
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    from repro import models
+
+    words = ["<pad>", "</s>", "<unk>", *"a red cat on the blue mat".split()]
+    backend = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>",
+                                        eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(0)
+    encoder = T5EncoderModel(T5Config(vocab_size=len(words), d_model=16, d_ff=32,
+                                      num_layers=1, num_heads=2, d_kv=8)).eval()
+    transformer = PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+        num_layers=3, sample_size=32, patch_size=4, cross_attention_dim=16,
+        caption_channels=16, norm_num_groups=4).eval()
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
+                        block_out_channels=(4, 4, 4, 4),
+                        down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=2).eval()
+    spec = models.get("pixart-alpha-512")
+    scheduler = models.build_scheduler(spec)
+    pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=encoder, vae=vae,
+                               transformer=transformer, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return models.LoadedModel(name=spec.id, unet=transformer, scheduler=scheduler,
+                              resolution=32, pipeline=pipe, default_guidance=4.5)
+
+
+def test_a_cache_on_a_text_pipelines_transformer_counts_its_work():
+    """PixArt-alpha's own pipeline (CFG on the doubled batch, learned variance) under
+    First Block Cache: threshold 0 is the plain pipeline bit for bit with one call of work
+    per call; a skipping threshold changes the images for less work."""
+    from repro.sampling.generate import generate
+
+    model = _tiny_pixart()
+
+    def sample(cache=None):
+        return generate(model, 4, None, seeds=[0, 1], prompts=["a red cat", "the blue mat"],
+                        batch_size=2, cache=cache)
+
+    plain = sample()
+    never = sample(caches.Cache("first-block-cache", 0.0))
+    skips = sample(caches.Cache("first-block-cache", 0.5))
+    assert plain.work is None and np.array_equal(never.images, plain.images)
+    assert never.work.tolist() == pytest.approx([4.0, 4.0], abs=1e-9)
+    assert not np.array_equal(skips.images, plain.images) and skips.work[0] < 3.9

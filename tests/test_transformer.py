@@ -319,3 +319,45 @@ def test_the_embedded_dit_samples_under_a_schedule_with_guidance(tmp_path, capsy
     full, partial = sample("F F F F", "full"), sample("F P1 P3 N", "partial")
     assert np.isfinite(partial).all() and not np.allclose(full, partial)
     assert np.array_equal(sample("F F F F", "again"), full)
+
+
+def test_the_pixart_suite_times_its_rows_on_random_weights_of_its_architecture(
+        capsys, monkeypatch):
+    """`repro bench --suite pixart_coco --weights random` on PixArt-alpha's own classes and
+    sampler, shrunk (one call of the real 0.6B transformer is ~1.2 TFLOPs): the teacher,
+    uniform partial steps, every diffusers cache and DPM-Solver++ at fewer steps, timed on
+    the doubled CFG batch with its learned variance split off."""
+    import json
+    from dataclasses import replace
+
+    from repro.cli.main import main
+    from repro.models import registry
+
+    spec = registry.get("pixart-alpha-512")
+    small = {"num_layers": 5, "num_attention_heads": 4, "attention_head_dim": 16,
+             "cross_attention_dim": 64, "caption_channels": 16, "sample_size": 16,
+             "norm_num_groups": 4}
+    monkeypatch.setitem(registry._REGISTRY, spec.id, replace(
+        spec, unet_config={**spec.unet_config, **small}, context_tokens=5))
+    assert main(["bench", "--suite", "pixart_coco", "--batch", "1", "--steps", "4",
+                 "--repeats", "2", "--threads", "1", "--clock", "cpu", "--json",
+                 "--no-tracking"]) == 0
+    experiment, = json.loads(capsys.readouterr().out)["experiments"]
+    assert (experiment["scheduler"], experiment["unet_batch"]) == (
+        "DPMSolverMultistepScheduler", 2)
+    rows = {row["name"]: row for row in experiment["rows"]}
+    for technique in ("first-block-cache", "taylorseer", "magcache", "fastercache",
+                      "pyramid-attention-broadcast", "seacache"):
+        cached = [row for name, row in rows.items() if name.startswith(technique + " ")]
+        assert len(cached) == 2 and all(row["predicted_speedup"] > 0 for row in cached)
+    assert rows["deepcache N=2 b=4"]["schedule"] == "F P4 | F P4"
+    assert rows["sampler-steps @2x"]["steps"] == 2
+
+
+def test_pixart_without_its_pipeline_fails_in_one_line(tmp_path):
+    from repro.models.loading import MissingWeightsError, load_model
+
+    with pytest.raises(MissingWeightsError, match="weights directory .*absent does not exist"):
+        load_model("pixart-alpha-512", str(tmp_path / "absent"))
+    with pytest.raises(MissingWeightsError, match="no PixArtAlphaPipeline weights in directory"):
+        load_model("pixart-alpha-512", str(tmp_path))

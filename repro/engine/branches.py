@@ -37,9 +37,15 @@ def _call_unet(model, x, t, kwargs):
 
 def _call_transformer(model, x, t, kwargs):
     """By keyword (SD3 and FLUX take the text before the timestep) with the timestep over
-    the batch, as transformer pipelines pass it (an expanded view of the scheduler's)."""
+    the batch, as transformer pipelines pass it (an expanded view of the scheduler's). A
+    model that also predicts its variance (DiT, PixArt: twice the input's channels) gives
+    its noise prediction, the first half, as their pipelines take it."""
     t = t.expand(len(x)) if isinstance(t, torch.Tensor) and t.dim() == 0 else t
-    return model(hidden_states=x, timestep=t, **kwargs)
+    out = model(hidden_states=x, timestep=t, **kwargs)
+    channels = x.shape[1]
+    if out.sample.shape[1] == 2 * channels:
+        return type(out)(sample=out.sample[:, :channels])
+    return out
 
 
 FAMILIES = (

@@ -84,10 +84,12 @@ def example_inputs(spec: ModelSpec, unet, batch: int, *, seed: int = 0) -> tuple
     like = {"device": unet.device, "dtype": unet.dtype}
     latents = torch.randn((batch, *spec.sample_shape), generator=generator).to(**like)
     kwargs: dict[str, Any] = {}
-    if spec.context_tokens:
-        dim = unet.config.cross_attention_dim
+    if spec.context_tokens:  # a transformer's text comes as its caption embedder's input
+        dim = getattr(unet.config, "caption_channels", None) or unet.config.cross_attention_dim
         context = torch.randn((batch, spec.context_tokens, dim), generator=generator)
         kwargs["encoder_hidden_states"] = context.to(**like)
+    if getattr(unet.config, "norm_type", None) == "ada_norm_single":  # PixArt's conditions
+        kwargs["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
     classes = getattr(unet.config, "num_class_embeds", None) or (
         spec.num_classes if spec.conditioning == "class" and not spec.context_tokens else None)
     if classes:  # labels the network embeds itself (ADM's class embedding, DiT's adaLN)
@@ -278,17 +280,24 @@ def _load_pipeline(spec: ModelSpec, weights: str, device: str, dtype: str) -> Lo
             "(text encoder, tokenizer, VAE), and --weights random builds only the UNet "
             f"(`repro bench --weights random` times it); use --weights pretrained "
             f"({spec.source} from the Hugging Face cache) or a local pipeline directory")
+    import inspect
+
+    from repro.engine.branches import denoiser
+
+    cls = diffusers_class(spec.pipeline_class)
+    unsafe = ({"safety_checker": None, "requires_safety_checker": False}
+              if "safety_checker" in inspect.signature(cls.__init__).parameters else {})
     pipe = _load_pretrained(
-        spec, diffusers_class(spec.pipeline_class), weights,
-        alternative="or time the UNet alone with `repro bench --weights random`",
-        dtype=getattr(torch, dtype), safety_checker=None, requires_safety_checker=False)
+        spec, cls, weights,
+        alternative="or time the denoiser alone with `repro bench --weights random`",
+        dtype=getattr(torch, dtype), **unsafe)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    pipe.unet.eval()
+    network = denoiser(pipe).eval()
     scheduler = build_scheduler(spec)  # the registry's sampler: its call count sizes schedules
     pipe.scheduler = scheduler
-    return LoadedModel(name=spec.id, unet=pipe.unet, scheduler=scheduler,
-                       resolution=pipe.unet.config.sample_size, pipeline=pipe,
+    return LoadedModel(name=spec.id, unet=network, scheduler=scheduler,
+                       resolution=network.config.sample_size, pipeline=pipe,
                        default_guidance=spec.default_guidance)
 
 

@@ -37,11 +37,8 @@ def generate(model, steps: int, schedule=None, seeds: Sequence[int] = (0,),
     ``cache`` (a :class:`repro.engine.caches.Cache`): each batch's loop runs under that
     diffusers cache, and the set records the work each loop did (``SampleSet.work``)."""
     if getattr(model, "pipeline", None) is not None:
-        if cache is not None:
-            raise ConditioningError(f"model {model.name!r} samples through its pipeline: "
-                                    "diffusers caches run on the harness's own loop")
         return _generate_text(model, steps, schedule, seeds, labels, guidance, batch_size,
-                              prompts)
+                              prompts, cache)
     if prompts:
         raise ConditioningError(f"model {model.name!r} is not text-conditioned: prompts do "
                                 "not apply")
@@ -174,10 +171,10 @@ def _sample_set(model, steps: int, schedule, seeds: Sequence[int], labels: list[
 
 def _generate_text(model, steps: int, schedule, seeds: Sequence[int],
                    labels: Sequence[int] | None, guidance: float | None, batch_size: int,
-                   prompts: Sequence[str] | None) -> SampleSet:
-    """Text-to-image through the model's own diffusers pipeline under ``apply_schedule``:
-    per-seed initial latents, ``num_inference_steps=steps``, images as ``output_type="np"``
-    rounded to uint8."""
+                   prompts: Sequence[str] | None, cache=None) -> SampleSet:
+    """Text-to-image through the model's own diffusers pipeline under ``apply_schedule``
+    (and ``cache`` on its denoiser, its work counted per batch): per-seed initial latents,
+    ``num_inference_steps=steps``, images as ``output_type="np"`` rounded to uint8."""
     import torch
 
     from repro.core.schedule import Schedule
@@ -196,22 +193,38 @@ def _generate_text(model, steps: int, schedule, seeds: Sequence[int],
     guidance = model_scale(model, guidance)
     per_seed = [str(prompts[i % len(prompts)]) for i in range(len(seeds))]
     kwargs = {} if guidance is None else {"guidance_scale": guidance}
-    chunks = []
+    chunks, work = [], []
     with torch.inference_mode():
         for start in bar(range(0, len(seeds), batch_size), desc=f"sampling {model.name}",
                          unit="batch"):
             batch_seeds = seeds[start:start + batch_size]
             latents = _seed_noise(model, _seed_generators(batch_seeds))
-            with apply_schedule(pipe, schedule):
+            scheduler.set_timesteps(steps)
+            with apply_schedule(pipe, schedule), _pipeline_cache(model, cache, latents,
+                                                                 guidance) as counted:
                 images = pipe(prompt=per_seed[start:start + batch_size], latents=latents,
                               num_inference_steps=steps, output_type="np", **kwargs).images
             _check_finite(bool(np.isfinite(images).all()), model, schedule, batch_seeds)
             chunks.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+            work += [counted and counted.total] * len(batch_seeds)
     return SampleSet(
         images=np.concatenate(chunks), seeds=np.asarray(seeds, dtype=np.int64), labels=None,
         model=model.name, schedule=str(schedule), steps=steps, guidance=guidance,
-        prompts=tuple(per_seed),
+        prompts=tuple(per_seed), work=None if cache is None else np.asarray(work),
     )
+
+
+def _pipeline_cache(model, cache, latents, guidance: float | None):
+    """``cache`` on a pipeline's denoiser for one pipeline call (its unit costs counted on
+    random conditioning of the model's shapes: FLOP shares do not depend on values)."""
+    from repro.engine.caches import under
+    from repro.models import example_inputs, get
+
+    if cache is None:
+        return under(None, None, None, None, {}, False)
+    cfg = classifier_free(guidance)
+    _, conditioning = example_inputs(get(model.name), model.unet, len(latents) * (1 + cfg))
+    return under(cache, model.unet, model.scheduler, latents, conditioning, cfg)
 
 
 def _seed_generators(seeds: Sequence[int]) -> list:

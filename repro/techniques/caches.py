@@ -53,6 +53,9 @@ class DiffusersCache(Technique):
             return f"{wrong[0]:g} is not {kind} >= 0 ({self.kind.knob})"
         return None
 
+    def untimeable(self, baseline, knob, steps, calls) -> str | None:
+        return None  # any setting runs on any loop (an interval past its end skips nothing)
+
     def check(self, baseline, setting: Setting) -> None:
         if setting.spec.backbone != "transformer":
             raise TechniqueError("", f"{self.name} is one of diffusers' transformer caches; "
