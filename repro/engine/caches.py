@@ -383,8 +383,8 @@ def mag_ratios(model: torch.nn.Module, scheduler, latents: torch.Tensor,
 def problem(cache: Cache) -> str | None:
     """Why diffusers refuses ``cache``'s config, if it does (checked before any sampling,
     with placeholders for what the loop supplies)."""
-    if cache.technique == "magcache" and "mag_ratios" not in dict(cache.options):
-        cache = Cache(cache.technique, cache.knob, (*cache.options, ("mag_ratios", [1.0])))
+    if needs_ratios(cache):
+        cache = cache.with_option("mag_ratios", [1.0])
     try:
         _config(cache, _Context([(0, 0.5)], Work({}, 1)), cfg=False)
     except ScheduleError as error:
