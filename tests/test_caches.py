@@ -15,9 +15,14 @@ from diffusers.models.cache_utils import CacheMixin
 from repro.core.schedule import Schedule, ScheduleError
 from repro.engine import caches
 from repro.engine.loop import denoise
+from repro.techniques.caches import KNOBS
 
 STEPS = 8
 LABELS = torch.tensor([1, 7, 3])
+
+
+def _cache(technique: str, value: float, options: tuple = ()) -> caches.Cache:
+    return caches.Cache(technique, KNOBS[technique].field, value, options)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +114,7 @@ def test_each_cache_in_the_harness_loop_is_the_cache_as_diffusers_applies_it(dit
     skipped something); every hook gone after."""
     knob, options, config_for = SETTINGS[technique]
     full, _ = _harness(dit)
-    out, work = _harness(dit, caches.Cache(technique, knob, options))
+    out, work = _harness(dit, _cache(technique, knob, options))
     assert torch.equal(out, _reference(dit, config_for))
     assert not torch.equal(out, full)
     assert work.calls == STEPS and 0 < work.total < STEPS - 0.1
@@ -121,7 +126,7 @@ def test_work_counts_the_blocks_first_block_cache_let_run(dit):
     """A threshold of 0 never skips: one full call of work per call. A skipping threshold:
     per call 1 when the head block decided to compute, else the rest of the call without
     blocks 1..L-1, read from the FBC head hook's own decisions."""
-    _, never = _harness(dit, caches.Cache("first-block-cache", 0.0))
+    _, never = _harness(dit, _cache("first-block-cache", 0.0))
     assert never.total == pytest.approx(STEPS, abs=1e-9)
 
     decisions = []
@@ -133,7 +138,7 @@ def test_work_counts_the_blocks_first_block_cache_let_run(dit):
 
     handle = head.register_forward_hook(note)
     try:
-        _, work = _harness(dit, caches.Cache("first-block-cache", 0.3))
+        _, work = _harness(dit, _cache("first-block-cache", 0.3))
     finally:
         handle.remove()
     costs = work.costs
@@ -142,6 +147,20 @@ def test_work_counts_the_blocks_first_block_cache_let_run(dit):
     assert True in decisions and False in decisions
     expected = sum(1.0 if computed else 1.0 - skipped for computed in decisions)
     assert work.total == pytest.approx(expected, rel=1e-9)
+
+
+def test_each_cache_knob_and_default_is_diffusers_own():
+    """The static table `repro validate` reads (no diffusers import there) agrees with the
+    installed diffusers: the config class, its swept field, and the field's default (PAB's
+    config skips nothing by default; 2 is its docs' example)."""
+    from dataclasses import fields
+
+    assert set(KNOBS) == set(caches.KINDS)
+    for technique, knob in KNOBS.items():
+        config, _ = caches.KINDS[technique]
+        default = {f.name: f.default for f in fields(config)}[knob.field]
+        assert config.__name__ == knob.config
+        assert default == (None if technique == "pyramid-attention-broadcast" else knob.default)
 
 
 def test_unit_costs_share_one_full_call(dit):
@@ -154,10 +173,10 @@ def test_unit_costs_share_one_full_call(dit):
 def test_one_cache_after_another_leaves_nothing_of_the_first(dit):
     """diffusers relinks a removed hook's successor by ``forward`` only: removed in the wrong
     order, a cache stayed in the model's chain. SeaCache after FBC is SeaCache alone."""
-    sea = caches.Cache("seacache", 1.0)
+    sea = _cache("seacache", 1.0)
     alone, _ = _harness(dit, sea)
-    _harness(dit, caches.Cache("first-block-cache", 0.3))
-    _harness(dit, caches.Cache("pyramid-attention-broadcast", 2))
+    _harness(dit, _cache("first-block-cache", 0.3))
+    _harness(dit, _cache("pyramid-attention-broadcast", 2))
     again, _ = _harness(dit, sea)
     assert torch.equal(alone, again)
     assert torch.equal(_harness(dit)[0], _harness(dit)[0])
@@ -166,7 +185,7 @@ def test_one_cache_after_another_leaves_nothing_of_the_first(dit):
 def test_hooks_leave_on_errors_too(dit):
     scheduler, x = _scheduler(), _noise()
     with pytest.raises(RuntimeError, match="boom"):
-        with caches.under(caches.Cache("magcache", 0.1, (("mag_ratios", RATIOS),)), dit,
+        with caches.under(_cache("magcache", 0.1, (("mag_ratios", RATIOS),)), dit,
                           scheduler, x, {"class_labels": LABELS}, cfg=False):
             raise RuntimeError("boom")
     assert not [m for m in dit.modules() if hasattr(m, "_diffusers_hook")]
@@ -184,14 +203,14 @@ def test_a_unet_and_a_bad_config_are_refused_in_one_line():
                        down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
                        layers_per_block=1, norm_num_groups=4)
     with pytest.raises(ScheduleError, match="runs on diffusers transformers, not UNet2DModel"):
-        with caches.under(caches.Cache("first-block-cache", 0.1), unet, _scheduler(),
+        with caches.under(_cache("first-block-cache", 0.1), unet, _scheduler(),
                           torch.zeros(1, 3, 8, 8), {}, cfg=False):
             pass
-    assert caches.problem(caches.Cache("taylorseer", 2, (("no_such", 1),))) == (
+    assert caches.problem(_cache("taylorseer", 2, (("no_such", 1),))) == (
         "taylorseer: TaylorSeerCacheConfig has no field 'no_such'")
     assert "max_consecutive_cached" in caches.problem(
-        caches.Cache("seacache", 0.2, (("max_consecutive_cached", -1),)))
-    assert caches.problem(caches.Cache("magcache", 0.1)) is None  # ratios come later
+        _cache("seacache", 0.2, (("max_consecutive_cached", -1),)))
+    assert caches.problem(_cache("magcache", 0.1)) is None  # ratios come later
 
 
 # -- as baselines of a suite -----------------------------------------------------------------
@@ -265,7 +284,7 @@ def test_suites_refuse_caches_where_they_cannot_run(tmp_path, capsys):
                              f"  - {baseline}\n").replace("model: digits-dit", f"model: {model}")
         path = tmp_path / "bad.yaml"
         path.write_text(text)
-        assert cli.main(["validate", str(path)]) == 2
+        assert cli.main(["bench", "--suite", str(path), "--no-tracking"]) == 2
         lines = [line for line in capsys.readouterr().err.splitlines()
                  if not line.startswith("warning: ")]
         assert len(lines) == 1
@@ -278,10 +297,18 @@ def test_suites_refuse_caches_where_they_cannot_run(tmp_path, capsys):
         "field 'baselines[0].settings': -1 is not a number >= 0 (threshold)")
     assert error("{technique: taylorseer, settings: [1.5]}").endswith(
         "field 'baselines[0].settings': 1.5 is not a whole number >= 0 (cache_interval)")
-    assert error("{technique: seacache, options: {power: 2}}").endswith(
+    assert error("{technique: seacache, options: {power: 2}}").endswith(  # diffusers' check
         "field 'baselines[0].options': seacache: SeaCacheConfig has no field 'power'")
     assert "field 'baselines[0].options': 'options' applies to first-block-cache and" in error(
         "{technique: deepcache, options: {threshold: 1}}")
+    assert cli.main(["validate", str(tmp_path / "bad.yaml")]) == 2  # the light checks too
+    capsys.readouterr()
+    path = tmp_path / "unknown-field.yaml"
+    path.write_text(SUITE.replace("settings: [0, 0.3]}", "options: {power: 2}}"))
+    assert cli.main(["run", str(path), "--results", str(tmp_path / "results"),
+                     "--no-tracking"]) == 2
+    assert "FirstBlockCacheConfig has no field 'power'" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()  # before the run directory
 
 
 # -- on a text pipeline ------------------------------------------------------------------------
@@ -335,8 +362,8 @@ def test_a_cache_on_a_text_pipelines_transformer_counts_its_work():
                         batch_size=2, cache=cache)
 
     plain = sample()
-    never = sample(caches.Cache("first-block-cache", 0.0))
-    skips = sample(caches.Cache("first-block-cache", 0.5))
+    never = sample(_cache("first-block-cache", 0.0))
+    skips = sample(_cache("first-block-cache", 0.5))
     assert plain.work is None and np.array_equal(never.images, plain.images)
     assert never.work.tolist() == pytest.approx([4.0, 4.0], abs=1e-9)
     assert not np.array_equal(skips.images, plain.images) and skips.work[0] < 3.9

@@ -56,7 +56,8 @@ def test_spec_branch_count_matches_the_built_unet():
         meta = torch.device("meta")
         with meta:
             unet = models.diffusers_class(spec.unet_class).from_config(dict(spec.unet_config))
-        expected = {"adm-imagenet64": 16, "digits-dit": 6}.get(model_id, 12)  # 3 per block
+        expected = {"adm-imagenet64": 16, "digits-dit": 6, "pixart-alpha-512": 28}.get(
+            model_id, 12)  # a UNet: 3 per down block; a transformer: its blocks
         assert spec.num_branches == num_branches(unet) == expected
 
 

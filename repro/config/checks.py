@@ -47,6 +47,18 @@ def check(suite: Suite) -> dict[str, list[RowPlan]]:
     return {e.name: _check_experiment(suite, e) for e in suite.experiments}
 
 
+def preflight(suite: Suite) -> None:
+    """Each baseline entry's checks that need its technique's libraries (diffusers' cache
+    configs), before a run or a bench starts anything; one line naming the field."""
+    for e in suite.experiments:
+        for index, baseline in enumerate(e.baselines):
+            try:
+                techniques.get(baseline.technique).preflight(baseline)
+            except techniques.TechniqueError as error:
+                where = f"baselines[{index}]" + (f".{error.field}" if error.field else "")
+                raise _fail(suite, e, where, str(error)) from None
+
+
 def cautions(suite: Suite) -> list[str]:
     """What is allowed but weakens the numbers, one line each (``repro validate`` and
     ``repro run`` print them): an evaluation FID / rFID on no more samples than its features

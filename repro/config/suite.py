@@ -12,7 +12,14 @@ lives in :mod:`.schema` (fields and defaults), :mod:`.loading` (files to datacla
 :mod:`.checks` (checks and the row plan) and :mod:`.plan` (what the runner derives).
 """
 
-from repro.config.checks import OPTIONAL_FIELDS, cautions, check, folder_clash, plain_name_problem
+from repro.config.checks import (
+    OPTIONAL_FIELDS,
+    cautions,
+    check,
+    folder_clash,
+    plain_name_problem,
+    preflight,
+)
 from repro.config.loading import (
     PACKAGED,
     SUITE_MAX_BYTES,
@@ -64,6 +71,6 @@ __all__ = ["COST_TABLES", "DEFAULT_TOLERANCES", "EXPERIMENT_NAME_MAX", "LATENCY_
            "SUITE_NAME_MAX", "Baseline", "Evaluation", "Evolution", "Experiment", "Primary",
            "Prompts", "Published", "Regression", "RowPlan", "Search", "Suite", "SuiteError",
            "Tolerance", "Tracking", "cautions", "check", "deepcache_branch", "find",
-           "folder_clash", "load", "packaged", "plain_name_problem", "row_sampler",
+           "folder_clash", "load", "packaged", "plain_name_problem", "preflight", "row_sampler",
            "searched_name", "segment_space", "settings_digest", "slug", "technique_label",
            "training_steps"]

@@ -34,63 +34,40 @@ WORK_HOOK = "repro_work"
 CONTEXT_HOOK = "repro_cache_context"
 
 
-@dataclass(frozen=True)
-class CacheKind:
-    """One of diffusers' caches: its config class and ``apply_*``, the config field a front
-    sweeps (``knob``) and its documented default (the config class's)."""
-
-    name: str
-    config: type
-    apply: Callable
-    knob: str
-    integer: bool = False
-
-    @property
-    def default(self) -> float:
-        value = next(f.default for f in fields(self.config) if f.name == self.knob)
-        return 2 if value is None else value  # PAB ships no skip: its docs' example skips 2
-
-
-KINDS: dict[str, CacheKind] = {kind.name: kind for kind in (
-    CacheKind("first-block-cache", dh.FirstBlockCacheConfig, dh.apply_first_block_cache,
-              "threshold"),
-    CacheKind("taylorseer", dh.TaylorSeerCacheConfig, dh.apply_taylorseer_cache,
-              "cache_interval", integer=True),
-    CacheKind("magcache", dh.MagCacheConfig, dh.apply_mag_cache, "threshold"),
-    CacheKind("fastercache", dh.FasterCacheConfig, dh.apply_faster_cache,
-              "spatial_attention_block_skip_range", integer=True),
-    CacheKind("pyramid-attention-broadcast", dh.PyramidAttentionBroadcastConfig,
-              dh.apply_pyramid_attention_broadcast, "spatial_attention_block_skip_range",
-              integer=True),
-    CacheKind("seacache", dh.SeaCacheConfig, dh.apply_sea_cache, "threshold"),
-)}
+# technique -> diffusers' config class and the function that applies it
+KINDS: dict[str, tuple[type, Callable]] = {
+    "first-block-cache": (dh.FirstBlockCacheConfig, dh.apply_first_block_cache),
+    "taylorseer": (dh.TaylorSeerCacheConfig, dh.apply_taylorseer_cache),
+    "magcache": (dh.MagCacheConfig, dh.apply_mag_cache),
+    "fastercache": (dh.FasterCacheConfig, dh.apply_faster_cache),
+    "pyramid-attention-broadcast": (dh.PyramidAttentionBroadcastConfig,
+                                    dh.apply_pyramid_attention_broadcast),
+    "seacache": (dh.SeaCacheConfig, dh.apply_sea_cache),
+}
 
 
 @dataclass(frozen=True)
 class Cache:
-    """One setting of one cache: the technique, its knob's value and other config fields
-    (name, value pairs, sorted: the setting is a key)."""
+    """One setting of one cache: the technique, the config field its front sweeps
+    (``knob``) and its ``value``, and other config fields (name, value pairs, sorted: the
+    setting is a key)."""
 
     technique: str
-    knob: float
+    knob: str
+    value: float
     options: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def kind(self) -> CacheKind:
-        return KINDS[self.technique]
 
     def fields(self) -> dict[str, Any]:
         """The config fields this setting fixes (knob and options)."""
-        knob = int(self.knob) if self.kind.integer else float(self.knob)
-        return {**dict(self.options), self.kind.knob: knob}
+        return {**dict(self.options), self.knob: self.value}
 
     def to_dict(self) -> dict:
         return {"technique": self.technique, "config": self.fields()}
 
     def with_option(self, name: str, value: Any) -> Cache:
-        return Cache(self.technique, self.knob,
-                     tuple(sorted((*((k, v) for k, v in self.options if k != name),
-                                   (name, value)))))
+        options = tuple(sorted((*((k, v) for k, v in self.options if k != name),
+                                (name, value))))
+        return Cache(self.technique, self.knob, self.value, options)
 
     @property
     def key(self) -> str:
@@ -98,7 +75,7 @@ class Cache:
         (``#``: timing names keep `` [mode]`` for step modes)."""
         from repro.infra.digests import key_digest
 
-        return (f"{self.technique} {self.kind.knob}={self.knob:g} "
+        return (f"{self.technique} {self.knob}={self.value:g} "
                 f"#{key_digest(self.to_dict())[:12]}")
 
 
@@ -229,8 +206,9 @@ def _config(cache: Cache, context: _Context, cfg: bool):
     attention and feed-forward modules where its default names match none)."""
     from diffusers.hooks.faster_cache import _UNCOND_COND_INPUT_KWARGS_IDENTIFIERS
 
+    config = KINDS[cache.technique][0]
     given = cache.fields()
-    known = {f.name for f in fields(cache.kind.config)}
+    known = {f.name for f in fields(config)}
     supplied = {
         "current_timestep_callback": lambda: context.timestep,
         "is_guidance_distilled": not cfg,
@@ -244,10 +222,10 @@ def _config(cache: Cache, context: _Context, cfg: bool):
     }
     unknown = sorted(set(given) - known)
     if unknown:
-        raise ScheduleError(f"{cache.technique}: {cache.kind.config.__name__} has no field "
+        raise ScheduleError(f"{cache.technique}: {config.__name__} has no field "
                             f"{unknown[0]!r}")
     try:
-        return cache.kind.config(**{**{k: v for k, v in supplied.items() if k in known},
+        return config(**{**{k: v for k, v in supplied.items() if k in known},
                                     **given})
     except (TypeError, ValueError) as error:
         raise ScheduleError(f"{cache.technique}: {error}") from None
@@ -277,7 +255,7 @@ def applied(model: torch.nn.Module, cache: Cache, scheduler, work: Work,
         HookRegistry.check_if_exists_or_initialize(model).register_hook(
             _Counted(work, ""), WORK_HOOK)
         with _quiet():
-            cache.kind.apply(model, _config(cache, context, cfg))
+            KINDS[cache.technique][1](model, _config(cache, context, cfg))
         HookRegistry.check_if_exists_or_initialize(model).register_hook(context, CONTEXT_HOOK)
         yield work
     finally:
@@ -363,7 +341,7 @@ def mag_ratios(model: torch.nn.Module, scheduler, latents: torch.Tensor,
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # its info lines stay out of the run's log
-    calibrating = Cache("magcache", KINDS["magcache"].default, (("calibrate", True),))
+    calibrating = Cache("magcache", "threshold", 0.06, (("calibrate", True),))
     idle = Work(dict.fromkeys([*units(model), ""], 0.0), 1)
     cfg = loop_kwargs.get("guidance_scale") is not None
     try:  # it also prints the ratios

@@ -147,6 +147,7 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
     tick = clock_for(clock, device)
     loaded = suites.load(path)
     plans = suites.check(loaded)
+    suites.preflight(loaded)
     prepared = []
     for e in loaded.experiments:
         spec = models.get(e.model)

@@ -35,6 +35,7 @@ from repro.config.suite import (
     cautions,
     check,
     plain_name_problem,
+    preflight,
 )
 from repro.engine import accel
 from repro.infra import distributed
@@ -60,6 +61,7 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
     if problem:
         raise SuiteError(f"--run-id: {problem}")
     _check_writable(results_root)
+    preflight(suite)
     for experiment in suite.experiments:
         _preflight(experiment)
     prompts = {e.name: _read_prompts(suite, e) for e in suite.experiments}

@@ -91,6 +91,10 @@ class Technique:
     def check(self, baseline, setting: Setting) -> None:
         """Raise :class:`TechniqueError` for an entry it cannot run (knob range aside)."""
 
+    def preflight(self, baseline) -> None:
+        """Raise :class:`TechniqueError` for what only the libraries it runs on can check;
+        made when a run or a bench starts (``repro validate`` loads no torch)."""
+
     def untimeable(self, baseline, knob: int | None, steps: int, calls: int) -> str | None:
         """Why a row does not fit ``steps`` sampler steps making ``calls`` calls, if so."""
         if knob is None:
