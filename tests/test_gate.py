@@ -132,6 +132,31 @@ def test_a_row_made_worse_fails_naming_row_and_metric(runs, capsys):
     assert code == (gate.EXIT_REGRESSED if flagged[0].startswith("REGRESSED") else 0)
 
 
+def test_gate_answers_ci_as_json_and_junit(runs, capsys, tmp_path):
+    """--json: the same decisions as the report, machine-read; --junit FILE: a test case
+    per check, a failure per regression, for CI systems to display; exit codes unchanged."""
+    import xml.etree.ElementTree as ET
+
+    baseline, worse, _ = runs
+    junit = tmp_path / "ci" / "gate.xml"
+    code, out, _ = _gate(capsys, worse, baseline, "--allow-mismatch", "--json", "--junit",
+                         junit)
+    answer = json.loads(out)
+    assert code == gate.EXIT_REGRESSED and answer["passed"] is False
+    regressed = [c["where"] for c in answer["checks"] if c["decision"] == "REGRESSED"]
+    assert regressed == answer["regressions"] and "cond / candidate: fid:digits-cnn" in regressed
+    assert answer["rule"].startswith("worse beyond tolerance with 95% confidence")
+    suite = ET.parse(junit).getroot()
+    cases = suite.findall("testcase")
+    assert int(suite.get("tests")) == len(cases) == len(answer["checks"])
+    failed = [f"{c.get('classname')} / {c.get('name')}" for c in cases
+              if c.find("failure") is not None]
+    assert failed == regressed and int(suite.get("failures")) == len(regressed)
+    code, out, _ = _gate(capsys, baseline, baseline, "--json", "--junit", junit)
+    assert code == 0 and json.loads(out)["passed"] is True
+    assert ET.parse(junit).getroot().get("failures") == "0"
+
+
 def test_the_baseline_comes_from_mlflow_by_branch(runs, capsys):
     baseline, worse, uri = runs
     code, out, _ = _gate(capsys, worse, "--experiment", "gated", "--branch", "main",

@@ -150,6 +150,40 @@ def test_log_run_parent_children_params_metrics_artifacts(run_dir, tmp_path, mon
     assert client.list_artifacts(searched.info.run_id) == []  # schedule fits the param
 
 
+def test_children_carry_what_a_team_charts_by(run_dir, tmp_path, monkeypatch):
+    """Each child run has the run's provenance tags (commit, branch, dirtiness, device), its
+    sampler as params, each metric's interval bounds as metrics, and a searched row its
+    verdicts (outcome tags, difference and interval metrics)."""
+    monkeypatch.chdir(tmp_path)
+    results = json.loads((run_dir / "results.json").read_text())
+    results["environment"].update({"git_branch": "main", "git_dirty": True,
+                                   "git_diff": "0123456789abcdef"})
+    searched = results["rows"][1]
+    searched["sampler"] = {"scheduler": "DPMSolverMultistepScheduler", "spacing": "trailing"}
+    searched["intervals"] = {"fid:digits-cnn": [38.0, 44.5]}
+    results["verdicts"] = [{
+        "experiment": "digits-ddpm", "method": "segment-evolution", "budget": 2.0,
+        "family": "fewer-steps", "metric": "fid:digits-cnn", "speed": "predicted",
+        "outcome": "worse", "difference": 3.5, "low": 0.5, "high": 6.5, "label": "primary",
+        "adjusted": "tie"}]
+    log_run(results, run_dir, uri=store(tmp_path))
+    _, children = runs_of(store(tmp_path))
+    deepcache, row, _ = children
+    assert all(c.data.tags["repro.git_commit"] == "2d3d697"
+               and c.data.tags["repro.git_dirty"] == "True"
+               and c.data.tags["repro.git_diff"] == "0123456789abcdef"
+               and c.data.tags["repro.device"] == "cpu (AMD EPYC)"
+               and c.data.tags["mlflow.source.git.commit"] == "2d3d697" for c in children)
+    assert row.data.params["sampler.scheduler"] == "DPMSolverMultistepScheduler"
+    assert row.data.params["sampler.spacing"] == "trailing"
+    assert (row.data.metrics["fid_digits-cnn_low"], row.data.metrics["fid_digits-cnn_high"]) == (
+        38.0, 44.5)
+    assert row.data.tags["repro.verdict.fewer-steps.fid_digits-cnn.predicted"] == "tie"
+    assert row.data.metrics["verdict_fewer-steps.fid_digits-cnn.predicted"] == 3.5
+    assert row.data.metrics["verdict_fewer-steps.fid_digits-cnn.predicted_high"] == 6.5
+    assert not any(k.startswith("repro.verdict.") for k in deepcache.data.tags)
+
+
 def test_log_run_twice_leaves_one_parent(run_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = store(tmp_path)

@@ -30,6 +30,10 @@ def add_parser(command: Command) -> None:
     gte.add_argument("--allow-mismatch", action="store_true", help="gate runs that differ in "
                      "suite, model, steps, sampler, guidance or evaluation protocol anyway, "
                      "with a note per difference")
+    gte.add_argument("--json", action="store_true", help="print the answer as JSON (passed, "
+                     "rule, notes, every check with its decision) instead of the report")
+    gte.add_argument("--junit", type=Path, metavar="FILE", help="also write the checks as "
+                     "JUnit XML (a failure per regression) for CI systems to display")
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
@@ -63,5 +67,16 @@ def cmd_gate(args: argparse.Namespace) -> int:
         else:
             old = gate.read_run(args.baseline, exclude_run_id=new.run_id)
         outcome = gate.gate(new, old, regression, allow_mismatch=args.allow_mismatch)
-    print(gate.summary(outcome, new, old))
+    if args.junit:
+        from repro.infra.atomic import atomic_path
+
+        args.junit.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.junit) as tmp:
+            tmp.write_text(gate.to_junit(outcome, new, old))
+    if args.json:
+        import json
+
+        print(json.dumps(gate.to_json(outcome, new, old), indent=1))
+    else:
+        print(gate.summary(outcome, new, old))
     return gate.EXIT_REGRESSED if outcome.regressions else 0

@@ -61,7 +61,7 @@ from repro.results.compare import holm
 # the gate's API: its checks and runs are built in gate_checks and gate_runs
 __all__ = ["ALONE", "EXIT_REGRESSED", "Check", "GateError", "GatedRun", "Outcome",
            "bootstrap_test", "decide", "gate", "metric_check", "read_run", "speed_check",
-           "summary"]
+           "summary", "to_json", "to_junit"]
 
 EXIT_REGRESSED = 1
 
@@ -175,3 +175,39 @@ def summary(outcome: Outcome, new: GatedRun, old: GatedRun) -> str:
     else:
         lines.append(f"PASS: no check {outcome.rule()}{scope}")
     return "\n".join(lines)
+
+
+def to_json(outcome: Outcome, new: GatedRun, old: GatedRun) -> dict:
+    """The gate's answer for a CI system: pass or fail, the rule, the notes and every check
+    with its decision (``repro gate --json``)."""
+    from dataclasses import asdict
+
+    return {"passed": not outcome.regressions, "new": new.label, "baseline": old.label,
+            "rule": outcome.rule(), "alpha": outcome.alpha, "family": outcome.family,
+            "regressions": [c.where for c in outcome.regressions], "notes": outcome.notes,
+            "checks": [{**asdict(c), "where": c.where, "decision": c.decision}
+                       for c in outcome.checks]}
+
+
+def to_junit(outcome: Outcome, new: GatedRun, old: GatedRun) -> str:
+    """The gate as JUnit XML (``repro gate --junit FILE``): one test case per check (class:
+    the experiment, name: row and quantity), a failure per regression, skipped where too
+    few timing repeats left a speedup ungated; the rule and notes as the suite's output."""
+    import xml.etree.ElementTree as ET
+
+    suite = ET.Element("testsuite", name=f"repro gate: {new.label} against {old.label}",
+                       tests=str(len(outcome.checks)),
+                       failures=str(len(outcome.regressions)), errors="0",
+                       skipped=str(sum(c.decision == "ungated" for c in outcome.checks)))
+    for check in outcome.checks:
+        case = ET.SubElement(suite, "testcase", classname=check.experiment,
+                             name=f"{check.row}: {check.quantity}")
+        if check.regressed:
+            ET.SubElement(case, "failure", message=check.line()).text = check.line()
+        elif check.decision == "ungated":
+            ET.SubElement(case, "skipped", message=check.line())
+        else:
+            ET.SubElement(case, "system-out").text = f"{check.decision}: {check.line()}"
+    ET.SubElement(suite, "system-out").text = "\n".join(
+        [f"rule: fail when {outcome.rule()}", *(f"note: {n}" for n in outcome.notes)])
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode")

@@ -96,7 +96,8 @@ def log_bench(report: dict, *, uri: str | None = None, experiment: str | None = 
                              metrics=[Metric(key, value, now, 0) for key, value in metrics.items()])
             client.log_text(run_id, json.dumps(report, indent=1), bench_report.FILE)
             for row in bench_report.rows(report):
-                _log_row(client, experiment_id, run_id, row, report["run_id"])
+                _log_row(client, experiment_id, run_id, row, report["run_id"],
+                         _provenance_tags(environment))
         except BaseException:
             client.set_terminated(run_id, "FAILED")
             raise
@@ -154,8 +155,11 @@ def _log_parent(client, experiment_id: str, results: Results, run_dir: Path) -> 
         for name in PARENT_DIRS:
             if (run_dir / name).is_dir():
                 client.log_artifacts(run_id, str(run_dir / name), name)
+        provenance = _provenance_tags(results.environment or {})
         for row in results.rows:
-            _log_row(client, experiment_id, run_id, row, results.run_id)
+            tags, metrics = row_verdicts(results, row)
+            _log_row(client, experiment_id, run_id, row, results.run_id,
+                     {**provenance, **tags}, metrics)
         _check_artifacts(client, run_id, run_dir)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
@@ -175,14 +179,18 @@ def _check_artifacts(client, run_id: str, run_dir: Path) -> None:
                             "logging; the store lost the upload")
 
 
-def _log_row(client, experiment_id: str, parent_id: str, row: Row, repro_run_id: str) -> None:
+def _log_row(client, experiment_id: str, parent_id: str, row: Row, repro_run_id: str,
+             tags: dict[str, str], extra: dict[str, float] | None = None) -> None:
+    """One child run: the row's params and metrics (:func:`row_data`), with ``tags`` (the
+    run's provenance, the row's verdicts) and ``extra`` metrics."""
     from mlflow.entities import Metric
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
     child = client.create_run(experiment_id, run_name=f"{row.experiment}/{row.name}",
                               tags={PARENT_TAG: parent_id, RUN_TAG: repro_run_id,
-                                    "repro.row": row.name}).info.run_id
+                                    "repro.row": row.name, **tags}).info.run_id
     params, metrics = row_data(row)
+    metrics.update(extra or {})
     schedule = params.get("schedule", "")
     if len(schedule) > MAX_PARAM_VAL_LENGTH:
         params["schedule"] = schedule[:MAX_PARAM_VAL_LENGTH - 3] + "..."
@@ -205,6 +213,39 @@ def _parent_tags(results: Results) -> dict[str, str]:
             **{f"repro.{key}": value for key, value in environment.items()},
             **verdict_tags(results)}
     return {key: str(value) for key, value in tags.items() if value is not None}
+
+
+def _provenance_tags(environment: dict) -> dict[str, str]:
+    """What each child run carries of its parent's provenance, so runs filter and chart by
+    commit, branch, dirtiness and device without joining on the parent."""
+    tags = {"mlflow.source.git.commit": environment.get("git_commit"),
+            **{f"repro.{key}": environment.get(key)
+               for key in ("git_commit", "git_branch", "git_dirty", "git_diff", "device")}}
+    return {key: str(value) for key, value in tags.items() if value is not None}
+
+
+def row_verdicts(results: Results, row: Row) -> tuple[dict[str, str], dict[str, float]]:
+    """A searched row's verdicts as its own tags and metrics: per family, metric and speed,
+    ``repro.verdict.<family>.<metric>.<speed>`` = the outcome (primary ones after Holm's
+    adjustment) and ``verdict_<family>_<metric>_<speed>`` / ``..._low`` / ``..._high`` =
+    the difference and its interval (the verdict of the row's method and budget, which its
+    search repeats share)."""
+    tags: dict[str, str] = {}
+    metrics: dict[str, float] = {}
+    if row.kind != "searched":
+        return tags, metrics
+    for record in results.verdicts:
+        if (record.get("experiment"), record.get("method"), record.get("budget")) != (
+                row.experiment, row.method, row.budget):
+            continue
+        key = metric_key(f"{record['family']}.{record['metric']}.{record['speed']}")
+        outcome = record.get("adjusted") if record.get("label") == "primary" else None
+        tags[f"repro.verdict.{key}"] = str(outcome or record["outcome"])
+        for suffix, field in (("", "difference"), ("_low", "low"), ("_high", "high")):
+            value = record.get(field)
+            if _number(value):
+                metrics[metric_key(f"verdict_{key}{suffix}")] = float(value)
+    return tags, metrics
 
 
 def verdict_tags(results: Results | dict) -> dict[str, str]:
@@ -232,6 +273,7 @@ def row_data(row: Row) -> tuple[dict, dict[str, float]]:
     """A results row -> (params, metrics) of its child run; null values are left out.
 
     Params: experiment, model, steps, guidance, name, kind, method, budget, schedule, grid,
+    ``sampler.scheduler|spacing`` (DPM-Solver++ and DDIM rows of one method apart),
     ``latency.device|dtype|batch``, ``search.protocol|n``, ``protocol.<short>`` (the row's
     metric protocols by short name, comma-joined: ``protocol.fid = fid:digits-cnn``),
     ``metric_n.<key>``, ``published.source`` and a diffusers cache's ``cache.technique`` and
@@ -239,8 +281,9 @@ def row_data(row: Row) -> tuple[dict, dict[str, float]]:
 
     Metrics: predicted_speedup, measured_speedup, latency_median_s, search_fitness,
     cache_work (a diffusers cache's work in full calls), one per
-    metric protocol under :func:`metric_key` (``fid:digits-cnn`` -> ``fid_digits-cnn``) and
-    ``published_<key>`` for each published number (``published_speedup``, ``published_fid``).
+    metric protocol under :func:`metric_key` (``fid:digits-cnn`` -> ``fid_digits-cnn``) with
+    its interval's bounds (``fid_digits-cnn_low`` / ``_high``) and ``published_<key>`` for
+    each published number (``published_speedup``, ``published_fid``).
     """
     latency, search = row.latency or {}, row.search or {}
     measured, published = row.metrics, row.published or {}
@@ -251,6 +294,8 @@ def row_data(row: Row) -> tuple[dict, dict[str, float]]:
         **{key: getattr(row, key) for key in ("experiment", "model", "steps", "guidance",
                                               "name", "kind", "method", "budget", "schedule",
                                               "grid")},
+        **{f"sampler.{key}": value for key, value in (row.sampler or {}).items()
+           if key in ("scheduler", "spacing")},
         **{f"latency.{key}": latency.get(key) for key in ("device", "dtype", "batch")},
         **{f"search.{key}": search.get(key) for key in ("protocol", "n")},
         **{f"protocol.{short}": ",".join(names) for short, names in protocols.items()},
@@ -267,6 +312,9 @@ def row_data(row: Row) -> tuple[dict, dict[str, float]]:
         "search_fitness": search.get("fitness"),
         "cache_work": (row.cache or {}).get("work"),
         **{metric_key(protocol): value for protocol, value in measured.items()},
+        **{metric_key(f"{protocol}_{end}"): bound
+           for protocol, bounds in (row.intervals or {}).items()
+           for end, bound in zip(("low", "high"), bounds, strict=False)},
         **{f"published_{key}": value for key, value in published.items() if key != "source"},
     }
     return ({key: value for key, value in params.items() if value is not None},
