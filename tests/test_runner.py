@@ -292,6 +292,35 @@ def test_run_writes_tables_plot_and_resolved_suite(finished_run):
     assert resolved.experiments == suite.experiments
 
 
+def test_reports_open_with_the_primary_verdicts(finished_run, capsys):
+    """table.md and report.html start with the primary comparisons (outcome after Holm,
+    difference, interval, basis), one line each; the HTML colours the outcomes and folds
+    the full verdict table; `repro run` prints the block last."""
+    run_dir, _, _ = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    primary = [v for v in results["verdicts"] if v["label"] == "primary"]
+    table_md = (run_dir / "table.md").read_text()
+    assert table_md.startswith(f"Primary comparisons ({len(primary)}, Holm-adjusted")
+    first = primary[0]
+    line = next(line for line in table_md.splitlines() if line.startswith(
+        f"- {first['experiment']}: {first['method']} @{first['budget']:g}x vs "
+        f"{first['family']}: {first['adjusted']}, {first['metric']} "
+        f"{first['difference']:+.2f}"))
+    assert line.endswith(f" at {first['speed']} speed ({first['basis']}; "
+                         f"Holm p {first['p_holm']:.3f})")
+    assert sum(row.startswith("- ") for row in table_md.split("\n\n")[1].splitlines()) == len(
+        primary)
+    page = (run_dir / "report.html").read_text()
+    assert page.index("<h2>Primary comparisons</h2>") < page.index("<h2>Results</h2>")
+    assert '<span class="inconclusive">inconclusive: 1 repeat</span>' in page  # 1 repeat
+    assert "<details><summary>all " in page
+    assert cli.main(["run", str(run_dir.parents[2] / "tiny.yaml"), "--results",
+                     str(run_dir.parents[1]),
+                     "--run-id", run_dir.name, "--no-tracking"]) == 0  # finished: reported
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"results: {run_dir}" and line in out
+
+
 def test_run_is_in_mlflow_parent_and_one_nested_run_per_row(finished_run):
     run_dir, uri, _ = finished_run
     results = json.loads((run_dir / "results.json").read_text())

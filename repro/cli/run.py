@@ -49,7 +49,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                                device=args.device, dtype=args.dtype, log=log_for("runner"),
                                step_mode=step_mode(args), command=command_line(args))
     if not args.quiet and distributed.launch_env()[0] == 0:  # rank 0 wrote the results
-        print((run_dir / "table.md").read_text())
+        from repro.reporting.report import load_results, render, summary_markdown, table
+
+        results = load_results(run_dir)
+        print(render(table(results), "md"))
+        print(summary_markdown(results))  # the answer last, where a terminal leaves it
         print(f"results: {run_dir}")
     return 0
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from repro.infra.atomic import atomic_path
 from repro.infra.files import InputFileError, read_capped
-from repro.reporting.report import display_cells, table
+from repro.reporting.report import display_cells, primary_lines, table
 from repro.reporting.verdict_report import verdict_table
 from repro.results.schema import Results, Row
 
@@ -38,6 +39,9 @@ figure { display: inline-block; margin: 0 1em 1.5em 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 figure.grid img { width: 16em; image-rendering: pixelated; }
 figcaption { font-size: 0.85em; max-width: 40em; }
+li span { font-weight: bold; padding: 0 0.3em; }
+span.better { background: #c8efc8; } span.worse { background: #f6c6c6; }
+span.tie, span.out, span.inconclusive { background: #e6e6e6; }
 """
 
 
@@ -57,7 +61,7 @@ def render_html(results: Results | dict, run_dir: Path) -> str:
     results = Results.of(results)
     suite = results.suite or {}
     title = f"{suite.get('name', '?')}: {results.run_id or '?'}"
-    parts = [f"<h1>{_e(title)}</h1>", _summary(results),
+    parts = [f"<h1>{_e(title)}</h1>", _summary(results), *_primary(results),
              "<h2>Command</h2>", _command(results.command),
              "<h2>Environment</h2>", _pairs(results.environment or {}),
              "<h2>Results</h2>", _table(table(results))]
@@ -67,7 +71,9 @@ def render_html(results: Results | dict, run_dir: Path) -> str:
         parts += ["<h2>Plots</h2>", *plots]
     verdicts = verdict_table(results)
     if not verdicts.empty:
-        parts += ["<h2>Verdicts at equal speed</h2>", _table(verdicts)]
+        parts += ["<h2>Verdicts at equal speed</h2>",
+                  f"<details><summary>all {len(verdicts)} verdicts (primary and "
+                  f"exploratory, both speeds)</summary>{_table(verdicts)}</details>"]
     grids = [_grid(row, run_dir) for row in results.rows if row.grid]
     if grids:
         parts += ["<h2>Sample grids</h2>", *grids]
@@ -100,6 +106,18 @@ def _summary(results: Results) -> str:
     return _pairs({"run": results.run_id, "suite file": suite.get("file"),
                    "suite version": suite.get("version"), "suite digest": suite.get("digest"),
                    "started": results.started, "finished": results.finished})
+
+
+def _primary(results: Results) -> list[str]:
+    """The primary verdicts first, each outcome coloured (none: nothing)."""
+    lines = primary_lines(results)
+    if not lines:
+        return []
+    items = "".join(f'<li><span class="{re.sub(r"[^a-z]", "", outcome.split()[0])}">'
+                    f"{_e(outcome)}</span> {_e(line)}</li>" for outcome, line in lines)
+    return ["<h2>Primary comparisons</h2>",
+            f"<p>Holm-adjusted across the run's {len(lines)}; difference = searched minus "
+            f"the other, 95% interval.</p><ul>{items}</ul>"]
 
 
 def _command(command: str | None) -> str:

@@ -332,12 +332,45 @@ def sample_grid(images: np.ndarray, path: Path | str, ncols: int = 8) -> Path:
 
 def write_tables(results: Results | dict | Sequence[Results | dict],
                  directory: Path | str) -> list[Path]:
-    """``table.md``, ``table.csv`` and ``table.tex`` of :func:`table`, each written atomically."""
+    """``table.md``, ``table.csv`` and ``table.tex`` of :func:`table`, each written
+    atomically; one run's ``table.md`` opens with its primary verdicts."""
     df = table(results)
+    summary = summary_markdown(results) if isinstance(results, Results | dict) else ""
     paths = []
     for fmt in FORMATS:
         path = Path(directory) / f"table.{fmt}"
         with atomic_path(path) as tmp:
-            tmp.write_text(render(df, fmt))
+            tmp.write_text((summary + "\n" if fmt == "md" and summary else "")
+                           + render(df, fmt))
         paths.append(path)
     return paths
+
+
+def primary_lines(results: Results | dict) -> list[tuple[str, str]]:
+    """The run's primary comparisons, one (outcome, line) each, in the run's order:
+    ``digits-dit: segment-evolution @2x vs fewer-steps: tie, fid:digits-cnn -0.27 [-4.77,
+    +4.22] at equal predicted speed (equal speed; Holm p 1.000)``. The outcome is the
+    Holm-adjusted one."""
+    lines = []
+    for v in Results.of(results).verdicts:
+        if v.get("label") != "primary":
+            continue
+        outcome = v.get("adjusted") or v["outcome"]
+        difference = "" if v.get("difference") is None else f" {v['difference']:+.2f}"
+        if v.get("low") is not None and v.get("high") is not None:
+            difference += f" [{v['low']:+.2f}, {v['high']:+.2f}]"
+        holm = "" if v.get("p_holm") is None else f"; Holm p {v['p_holm']:.3f}"
+        lines.append((outcome, f"{v['experiment']}: {v['method']} @{v['budget']:g}x vs "
+                      f"{v['family']}: {outcome}, {v['metric']}{difference} at "
+                      f"{v['speed']} speed ({v.get('basis')}{holm})"))
+    return lines
+
+
+def summary_markdown(results: Results | dict) -> str:
+    """The primary verdicts as the block reports open with (empty without any)."""
+    lines = primary_lines(results)
+    if not lines:
+        return ""
+    return "\n".join([f"Primary comparisons ({len(lines)}, Holm-adjusted across the run; "
+                      "difference = searched minus the other, 95% interval):", "",
+                      *(f"- {line}" for _, line in lines), ""])

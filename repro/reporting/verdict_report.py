@@ -189,3 +189,4 @@ def _save(fig, path: Path | str) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return Path(path)
+
