@@ -4,6 +4,7 @@ output levels and progress bars."""
 import importlib.metadata
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import repro
 from repro.cli import main as cli
 from repro.config import suite
 from repro.infra import progress
+from repro.infra.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "diffusers", "transformers", "mlflow", "open_clip", "torch_fidelity")
@@ -163,3 +165,58 @@ def test_user_errors_exit_2_and_library_bugs_keep_their_traceback(capsys, monkey
     monkeypatch.setattr(generate, "generate", buggy)
     with pytest.raises(ValueError, match="internal shape mismatch"):
         cli.main(argv)
+
+
+def test_run_flags_shrink_every_experiment_and_change_the_digest(monkeypatch):
+    """--seeds, --search-seeds, --evaluations, --batch and --weights override each
+    experiment's fields, checked against the suite schema's bounds (one line naming the
+    flag) and digested, so a shrunk run never resumes a full one; metric weights reach the
+    variables their loaders read."""
+    from repro.cli.run import _overridden
+    from repro.config import suite as suites
+    from repro.metrics.protocols import CLIP_ENV
+
+    monkeypatch.delenv(CLIP_ENV, raising=False)
+    parser = cli.build_parser()
+    loaded = suites.load(suites.find("smoke"))
+    args = parser.parse_args(["run", "smoke", "--seeds", "10000:10096", "--search-seeds",
+                              "0:16", "--evaluations", "3", "--batch", "32", "--weights",
+                              "random", "--clip-weights", "/x/clip.safetensors"])
+    shrunk = _overridden(loaded, args)
+    for e in shrunk.experiments:
+        assert (e.evaluation.seeds, e.search.seeds, e.search.n_eval) == ("10000:10096",
+                                                                        "0:16", 3)
+        assert (e.evaluation.batch_size, e.weights) == (32, "random")
+    assert shrunk.digest != loaded.digest == suites.settings_digest(loaded)
+    assert shrunk.digest == suites.settings_digest(shrunk)
+    assert os.environ[CLIP_ENV] == "/x/clip.safetensors"
+    assert _overridden(loaded, parser.parse_args(["run", "smoke"])) is loaded
+    with pytest.raises(UserError, match=r"^--evaluations 0: Input should be greater than 0$"):
+        _overridden(loaded, parser.parse_args(["run", "smoke", "--evaluations", "0"]))
+
+
+def test_every_flag_in_the_docs_is_one_its_command_takes():
+    """Each `repro COMMAND ... --flag` in README.md and docs/*.md names a flag that
+    COMMAND's parser accepts (docs and --help agree)."""
+    import re
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for line in path.read_text().splitlines():
+            for match in re.finditer(r"\brepro ([a-z]+)\b([^`#|]*)", line):
+                name, rest = match.groups()
+                if name not in commands:
+                    continue
+                sub = commands[name]
+                nested = next((a for a in sub._actions if a.choices and a.dest != "help"
+                               and isinstance(a.choices, dict)), None)
+                for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", rest):
+                    accepts = set(sub._option_string_actions)
+                    if nested is not None:
+                        for child in nested.choices.values():
+                            accepts |= set(child._option_string_actions)
+                    found.append((path.name, name, flag, flag in accepts))
+    unknown = [(p, c, f) for p, c, f, ok in found if not ok]
+    assert len(found) > 50 and not unknown

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from repro.infra.errors import UserError
+from repro.metrics.protocols import CLIP_ENV, INCEPTION_ENV
 
 EXIT_BAD_INPUT = 2
 SUITE_HELP = "suite file, or the name of a packaged suite (see `repro ls`)"
@@ -99,7 +100,7 @@ def flag_groups() -> dict[str, ArgumentParser]:
     ``set_defaults``."""
     groups = {name: ArgumentParser(add_help=False) for name in
               ("output", "device", "threads", "batch", "weights", "model", "steps", "seeds",
-               "prompts", "scheduler", "step_mode")}
+               "prompts", "scheduler", "step_mode", "metric_weights")}
     output = groups["output"].add_mutually_exclusive_group()
     output.add_argument("-q", "--quiet", action="store_true",
                         help="warnings and errors only, no progress bars")
@@ -127,6 +128,12 @@ def flag_groups() -> dict[str, ArgumentParser]:
                                    help="use the first N prompts")
     groups["scheduler"].add_argument("--scheduler",
                                      help="diffusers scheduler class (default: the model's)")
+    groups["metric_weights"].add_argument(
+        "--inception-weights", type=Path,
+        help=f"InceptionV3 weights file (default: ${INCEPTION_ENV} or the torch hub cache)")
+    groups["metric_weights"].add_argument(
+        "--clip-weights", type=Path,
+        help=f"open_clip weights file (default: ${CLIP_ENV} or the Hugging Face cache)")
     groups["step_mode"].add_argument("--compile", action="store_true",
                                      help="torch.compile the UNet under the schedule's hooks "
                                      "(one graph per step kind)")

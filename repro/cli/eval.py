@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from repro.metrics.protocols import CLIP_ENV, INCEPTION_ENV, METRICS, REFERENCES
+from repro.metrics.protocols import METRICS, REFERENCES
 from repro.metrics.result import MetricResult
 
 
@@ -19,7 +19,7 @@ def add_parser(command) -> argparse.ArgumentParser:
     latency batch)."""
     parser = command.sub.add_parser("eval", help="metrics of a samples file, with protocols",
                                     parents=command.parents("weights", "device", "threads",
-                                                            "batch"))
+                                                            "batch", "metric_weights"))
     parser.add_argument("file", type=Path, help="samples file (.npz) from `repro sample`")
     parser.add_argument("--metric", action="append", required=True, metavar="M",
                         help=f"repeatable; one of: {', '.join(METRICS)}")
@@ -30,12 +30,6 @@ def add_parser(command) -> argparse.ArgumentParser:
                         "cifar-10-batches-py folder")
     parser.add_argument("--prompts", type=Path, help="clip: one prompt per image (default: the "
                         "samples file's own); COCO captions JSON, PartiPrompts TSV or lines")
-    parser.add_argument("--inception-weights", type=Path,
-                        help=f"InceptionV3 weights file (default: ${INCEPTION_ENV} or the "
-                             "torch hub cache)")
-    parser.add_argument("--clip-weights", type=Path,
-                        help=f"open_clip weights file (default: ${CLIP_ENV} or the "
-                             "Hugging Face cache)")
     parser.add_argument("--repeats", type=int, default=5, help="latency repeats")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run_eval, batch=64)

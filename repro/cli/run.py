@@ -20,7 +20,13 @@ from repro.infra.errors import UserError
 
 def add_parser(command: Command) -> None:
     run = command("run", cmd_run, "run a suite: teacher -> search -> evaluation -> results",
-                  "device", "threads", "step_mode")
+                  "device", "threads", "step_mode", "seeds", "batch", "weights",
+                  "metric_weights")
+    run.set_defaults(seeds=None, weights=None)  # the suite's unless given
+    run.add_argument("--search-seeds", help="the searches' seeds, A:B or a list, for every "
+                     "experiment (default: the suite's search.seeds)")
+    run.add_argument("--evaluations", type=int, help="candidates each search scores "
+                     "(default: the suite's search.n_eval)")
     run.add_argument("suite", help=SUITE_HELP)
     run.add_argument("--results", type=Path, default=Path("results"),
                      help="results root (default: results/)")
@@ -39,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from repro.infra import distributed
     from repro.run import runner
 
-    loaded = suite.load(suite_path(args.suite))
+    loaded = _overridden(suite.load(suite_path(args.suite)), args)
     if args.no_tracking:
         loaded = replace(loaded, tracking=replace(loaded.tracking, enabled=False))
     if args.experiment:
@@ -56,6 +62,52 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(summary_markdown(results))  # the answer last, where a terminal leaves it
         print(f"results: {run_dir}")
     return 0
+
+
+# flag -> (the experiment field it overrides: section or None, field)
+OVERRIDES = {"seeds": ("evaluation", "seeds"), "batch": ("evaluation", "batch_size"),
+             "search_seeds": ("search", "seeds"), "evaluations": ("search", "n_eval"),
+             "weights": (None, "weights")}
+
+
+def _overridden(loaded, args: argparse.Namespace):
+    """The suite with the command line's overrides in every experiment (``--seeds 0:10``
+    shrinks a run), checked as the suite's own fields are and digested with them: the run
+    records them in its resolved suite.yaml and results.json's suite digest, and never
+    resumes a run made without them. Metric weights go to the variables their loaders
+    read (their content digests are in results.json's inputs)."""
+    import os
+    from dataclasses import asdict
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from repro.config.suite import settings_digest
+    from repro.metrics.protocols import CLIP_ENV, INCEPTION_ENV
+
+    for flag, variable in (("clip_weights", CLIP_ENV), ("inception_weights", INCEPTION_ENV)):
+        if getattr(args, flag):
+            os.environ[variable] = str(getattr(args, flag))
+    given = {flag: getattr(args, flag) for flag in OVERRIDES if getattr(args, flag) is not None}
+    if not given:
+        return loaded
+    experiments = []
+    for e in loaded.experiments:
+        for flag, value in given.items():
+            section, field = OVERRIDES[flag]
+            e = (replace(e, **{field: value}) if section is None else
+                 replace(e, **{section: replace(getattr(e, section), **{field: value})}))
+        try:  # replace() does not validate: the suite schema's bounds, as loading checks them
+            e = TypeAdapter(type(e)).validate_python(asdict(e))
+        except ValidationError as error:
+            problem = error.errors()[0]
+            flag = next(f for f, at in OVERRIDES.items()
+                        if tuple(x for x in at if x) == tuple(problem["loc"][:len(
+                            [x for x in at if x])]))
+            raise UserError(f"--{flag.replace('_', '-')} {given[flag]}: "
+                            f"{problem['msg']}") from None
+        experiments.append(e)
+    loaded = replace(loaded, experiments=tuple(experiments))
+    return replace(loaded, digest=settings_digest(loaded))
 
 
 def _only(loaded, names: list[str]):
