@@ -121,12 +121,24 @@ def test_a_shared_flag_is_required_where_a_command_needs_it(capsys):
     assert capsys.readouterr().err == "repro: error: sample needs --model\n"
 
 
-def test_progress_bars_only_on_a_terminal_and_not_when_quiet(monkeypatch):
+def test_progress_bars_on_a_terminal_lines_in_a_log_and_nothing_when_quiet(monkeypatch,
+                                                                         caplog):
+    """A terminal gets a tqdm bar; a CI log (stderr a file) one line per EVERY_S seconds of
+    a loop that runs that long, and a last one; a short loop and --quiet say nothing."""
     logger = logging.getLogger(progress.LOGGER)
     level = logger.level
+    clock = iter(range(0, 1000, 20))  # each call to the clock: 20 s later
     try:
         logger.setLevel(logging.INFO)  # setLevel: the logger caches isEnabledFor
-        assert progress.bar(range(3)).disable  # pytest's stderr is not a terminal
+        with caplog.at_level(logging.INFO, logger=progress.LOGGER):
+            assert list(progress.bar(range(3), desc="fast")) == [0, 1, 2]
+            assert not caplog.records  # pytest's stderr is not a terminal: lines, none yet
+            monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+            assert list(progress.bar(range(4), desc="timing 3 loops", unit="repeat")) == [
+                0, 1, 2, 3]
+        lines = [record.getMessage() for record in caplog.records]
+        assert lines == ["timing 3 loops: 2/4 repeats (50%), 40 s, about 40 s left",
+                         "timing 3 loops: 4/4 repeats (100%), 80 s"]
         monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
         assert not progress.bar(range(3)).disable
         logger.setLevel(logging.WARNING)  # --quiet
