@@ -267,6 +267,8 @@ def test_bench_suite_doubles_the_unet_batch_under_guidance(capsys, tmp_path):
     assert "2 images per batch, UNet batch 4, guidance 2" in out
     assert "2 images per batch, UNet batch 2\n" in out
     assert "deepcache N=3 b=0" in out and "deepcache N=4" not in out  # sweep capped at 3
+    assert ("**Measurement warnings:**\n\n- 1 timing repeat: a median of fewer than 3 is one "
+            "draw of the noise") in out
 
 
 def test_bench_suite_times_pndm_at_its_own_steps(capsys, tmp_path):

@@ -194,3 +194,20 @@ def test_a_chained_table_costs_an_f_n_schedule_as_its_f_steps_alone():
     assert on_grid.cost(table) > loop.cost(table) + 19  # 960 null steps at 0.02 each
     partial_steps = Schedule.parse("F P0 N")
     assert partial_steps.cost(table.chained()) == pytest.approx(1.07 + 0.37)
+
+
+def test_untrustworthy_cost_tables_are_named_one_line_each():
+    """A partial step at least as dear as a full one, costs falling with depth, a negative
+    overhead and fewer than 3 repeats: each a caution; a sane table has none."""
+    from repro.speed.costs import cost_cautions
+
+    sane = CostTable({0: 0.2, 1: 0.4, 2: 0.6}, per_call=0.01, per_step=0.02)
+    assert cost_cautions(sane, repeats=5) == []
+    noisy = CostTable({0: 0.2, 1: 0.6, 2: 0.4, 3: 1.01, 4: 1.24}, per_call=-0.02)
+    lines = cost_cautions(noisy, repeats=1)
+    assert lines[0].startswith("P3-P4 cost 1.01-1.24x a full call: partial steps there save "
+                               "nothing measurable")
+    assert lines[1].startswith("branch costs fall with depth at P2: ")
+    assert lines[2].startswith("fitted per-call overhead -0.020 of a full call is negative")
+    assert lines[3] == "1 timing repeat: a median of fewer than 3 is one draw of the noise"
+    assert len(lines) == 4

@@ -58,6 +58,8 @@ def test_repro_probe_writes_its_data_and_heatmap(tmp_path, capsys):
     assert (data["steps"], data["interval"], data["seeds"]) == (6, 3, list(range(8)))
     assert len(data["partial_rfid"]) == len(data["similarity"]) == 12  # every branch
     assert (out / "similarity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    printed = capsys.readouterr().out
-    assert f"null steps {data['null_rfid']:.2f}" in printed
+    out_err = capsys.readouterr()
+    assert f"null steps {data['null_rfid']:.2f}" in out_err.out
+    assert ("warning: --seeds: 8 seeds for 64-dimensional digits-cnn features: the probe's "
+            "rFIDs are biased (singular covariances); use at least 128") in out_err.err
     assert main(["probe", "digits-ddpm", "--interval", "0", "--out", str(out)]) == 2

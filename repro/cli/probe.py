@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from repro.cli.common import Command, at_least_one
@@ -36,6 +37,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
         seeds = samples.parse_seeds(args.seeds)
     except ValueError as error:
         raise UserError(str(error)) from None
+    from repro.metrics.protocols import FEATURE_DIMS
+
+    dims = FEATURE_DIMS.get(args.extractor, 0)
+    if len(seeds) < 2 * dims:  # the evolution's rFID fitness needs twice as many (suites)
+        why = ("singular covariances" if len(seeds) <= dims
+               else "fewer seeds than twice the dimensions")
+        logging.getLogger("repro").warning(
+            f"warning: --seeds: {len(seeds)} seeds for {dims}-dimensional {args.extractor} "
+            f"features: the probe's rFIDs are biased ({why}); use at least {2 * dims}")
     model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
     result = probe(model, args.steps, args.interval, seeds, load_extractor(args.extractor))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -235,7 +235,19 @@ def _bench_experiment(e, spec, steps: int, calls_at: Callable[[int], int],
                  for mode in ("eager", *o.modes) for r in rows
                  if mode == "eager" or r.cache is None],
         "skipped": skipped,
+        "cautions": _cautions(e.name, table, repeats, o.log),
     }
+
+
+def _cautions(name: str, table: CostTable, repeats: int, log) -> list[str]:
+    """The cost model's cautions (:func:`repro.speed.costs.cost_cautions`), logged as
+    warnings and kept in the report."""
+    from repro.speed.costs import cost_cautions
+
+    found = cost_cautions(table, repeats)
+    for line in found:
+        log(f"[{name}] warning: {line}")
+    return found
 
 
 def _calibrated_caches(rows: list[BenchRow], unet, make_scheduler, latents, loop_kwargs,
@@ -347,6 +359,8 @@ def _experiment_markdown(exp: dict, modes: bool) -> list[str]:
               f"call, {table['per_step']:.4f} per sampler step; fitted to the loops "
               + ", ".join(f"{t['name']} {t['median_s']:.3f} s"
                           for t in exp["calibration_loops"]), ""]
+    if exp.get("cautions"):
+        lines += ["**Measurement warnings:**", ""] + [f"- {c}" for c in exp["cautions"]] + [""]
     if exp["skipped"]:
         lines += ["Not timed:", ""] + [f"- {s['name']}: {s['reason']}"
                                        for s in exp["skipped"]] + [""]

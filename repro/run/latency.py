@@ -109,6 +109,10 @@ class LatencyStage:
         with torch.inference_mode():
             table = fit_on_device(unet, make_scheduler, calls, (latents, kwargs), self.calls,
                                   deepcache_branch(self.e), ev.latency_repeats).table
+        from repro.speed.costs import cost_cautions
+
+        for line in cost_cautions(table, ev.latency_repeats):
+            self.log(f"warning: calibrated cost table: {line}")
         done = table.to_dict()
         write_keyed(path, key, done)
         checkpoint("calibration")

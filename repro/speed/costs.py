@@ -226,3 +226,36 @@ def calibration_schedules(calls: int, branches: Sequence[int]) -> dict[str, Sche
     return named
 
 
+
+
+def cost_cautions(table: CostTable, repeats: int | None = None) -> list[str]:
+    """What makes a measured cost table untrustworthy, one line each: a partial step that
+    costs a full one or more (it saves nothing measurable), branch costs that fall with
+    depth (deeper branches run more of the model), a negative fitted overhead, and fewer
+    than 3 timing repeats (a median of 1 or 2 is one draw of the noise)."""
+    lines = []
+    dear = [b for b, c in sorted(table.partial.items()) if c >= 1.0]
+    if dear:
+        lines.append(f"P{dear[0]}" + (f"-P{dear[-1]}" if len(dear) > 1 else "")
+                     + f" cost {min(table.partial[b] for b in dear):.2f}-"
+                     f"{max(table.partial[b] for b in dear):.2f}x a full call: partial steps "
+                     "there save nothing measurable (timing noise, or a device where the "
+                     "skipped work is not the bottleneck)")
+    branches = sorted(table.partial)
+    falling = [b for a, b in zip(branches, branches[1:], strict=False)
+               if table.partial[b] < table.partial[a] - 0.05]
+    if falling:
+        lines.append(f"branch costs fall with depth at P{falling[0]}"
+                     + (f" and {len(falling) - 1} more" if len(falling) > 1 else "")
+                     + ": deeper branches run more of the model, so this is timing noise; "
+                     "time more repeats")
+    for name in ("per_call", "per_step"):
+        value = getattr(table, name)
+        if value < 0:
+            lines.append(f"fitted {name.replace('_', '-')} overhead {value:+.3f} of a full "
+                         "call is negative: noise in the loops it was fitted to (or, per "
+                         "call, a GPU overlapping launches)")
+    if repeats is not None and repeats < 3:
+        lines.append(f"{repeats} timing repeat{'s' if repeats != 1 else ''}: a median of "
+                     "fewer than 3 is one draw of the noise")
+    return lines
