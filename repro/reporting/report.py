@@ -250,58 +250,76 @@ def _quality_metric(rows: Sequence[Row]) -> str | None:
 
 
 def pareto_plot(results: Results | dict, path: Path | str) -> Path:
-    """Speedup vs quality, one subplot per experiment, non-dominated front as a step line.
+    """Speedup vs quality, one column per experiment, predicted speed above and measured
+    below (verdicts are made at both), the non-dominated front as a step line.
 
-    x is the measured speedup (predicted where not measured); one marker and colour per
-    method, the teacher a star. Written atomically as PNG.
+    One marker and colour per series (a search method, or a baseline family: each solver of
+    sampler-steps its own), the teacher a star; a point sitting on another series' point is
+    drawn hollow and larger, so neither hides the other. Written atomically as PNG.
     """
-    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     results = Results.of(results)
     rows = results.rows
     experiments = list(dict.fromkeys(row.experiment for row in rows)) or [None]
-    methods = list(dict.fromkeys(row.method for row in rows))
-    colours, markers = colormaps["tab10"], "os^DvP<>Xhp"
-    fig = Figure(figsize=(5.5 * len(experiments), 4.2), layout="constrained")
+    series = list(dict.fromkeys(_series(row) for row in rows))
+    fig = Figure(figsize=(5.5 * len(experiments), 8.4), layout="constrained")
     FigureCanvasAgg(fig)
     suite = (results.suite or {}).get("name", "")
-    for ax, experiment in zip(fig.subplots(1, len(experiments), squeeze=False)[0], experiments,
-                              strict=True):
+    axes = fig.subplots(2, len(experiments), squeeze=False)
+    for column, experiment in enumerate(experiments):
         group = [row for row in rows if row.experiment == experiment]
-        metric = _quality_metric(group)
-        points = []
-        for row in group:
-            measured = _number(row.measured_speedup)
-            x = measured if measured is not None else _number(row.predicted_speedup)
-            y = _number(row.metrics.get(metric))
-            if x is not None and y is not None:
-                points.append((x, y, row, measured is None))
-        for method in methods:
-            mine = [(x, y, row) for x, y, row, _ in points if row.method == method]
-            if mine:
-                teacher = method == "teacher" or mine[0][2].kind == "teacher"
-                k = methods.index(method)
-                ax.scatter([p[0] for p in mine], [p[1] for p in mine], label=method,
-                           marker="*" if teacher else markers[k % len(markers)],
-                           s=160 if teacher else 45, color=colours(k % 10), zorder=3)
-        lower = lower_is_better(metric or "") is not False
-        front = front_indices([p[0] for p in points], [p[1] for p in points], lower)
-        if front:
-            ax.step([points[k][0] for k in front], [points[k][1] for k in front], where="pre",
-                    color="0.4", linestyle="--", linewidth=1, label="front", zorder=2)
-            ax.legend(fontsize="small")
-        fallback = any(p[3] for p in points)
-        ax.set_xlabel("speedup (measured; predicted where not measured)" if fallback
-                      else "measured speedup")
-        ax.set_ylabel(f"{metric} ({'lower' if lower else 'higher'} is better)" if metric
-                      else "no quality metric")
-        ax.set_title(f"{suite}: {experiment}")
-        ax.grid(alpha=0.3)
+        for line, speed in enumerate(("predicted", "measured")):
+            _pareto_panel(axes[line][column], group, speed, series)
+            axes[line][column].set_title(f"{suite}: {experiment} ({speed} speed)")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     return Path(path)
+
+
+def _series(row: Row) -> str:
+    """What a Pareto plot marks alike: the teacher, a search method, a baseline family."""
+    return "teacher" if row.kind == "teacher" else (row.family or row.method or "?")
+
+
+def _pareto_panel(ax, group: Sequence[Row], speed: str, series: list[str]) -> None:
+    from matplotlib import colormaps
+
+    colours, markers = colormaps["tab10"], "os^DvP<>Xhp"
+    metric = _quality_metric(group)
+    points = [(x, y, row) for row in group
+              if (x := _number(getattr(row, f"{speed}_speedup"))) is not None
+              and (y := _number(row.metrics.get(metric))) is not None]
+    seen: dict[tuple[float, float], str] = {}
+    for name in series:
+        mine = [(x, y) for x, y, row in points if _series(row) == name]
+        if not mine:
+            continue
+        k = series.index(name)
+        star = name == "teacher"
+        under = [p for p in mine if seen.get((round(p[0], 3), round(p[1], 3)), name) != name]
+        for p in mine:
+            seen.setdefault((round(p[0], 3), round(p[1], 3)), name)
+        own = [p for p in mine if p not in under]
+        style = {"marker": "*" if star else markers[k % len(markers)], "color": colours(k % 10),
+                 "zorder": 3}
+        if own:
+            ax.scatter(*zip(*own, strict=True), label=name, s=160 if star else 45, **style)
+        if under:  # on another series' point: hollow and larger
+            ax.scatter(*zip(*under, strict=True), label=None if own else name, s=140,
+                       facecolors="none", linewidths=1.5,
+                       **{**style, "color": None, "edgecolors": colours(k % 10)})
+    lower = lower_is_better(metric or "") is not False
+    front = front_indices([p[0] for p in points], [p[1] for p in points], lower)
+    if front:
+        ax.step([points[k][0] for k in front], [points[k][1] for k in front], where="pre",
+                color="0.4", linestyle="--", linewidth=1, label="front", zorder=2)
+        ax.legend(fontsize="small")
+    ax.set_xlabel(f"{speed} speedup")
+    ax.set_ylabel(f"{metric} ({'lower' if lower else 'higher'} is better)" if metric
+                  else "no quality metric")
+    ax.grid(alpha=0.3)
 
 
 def sample_grid(images: np.ndarray, path: Path | str, ncols: int = 8) -> Path:

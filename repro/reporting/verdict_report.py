@@ -144,6 +144,7 @@ def convergence_plot(results: Results | dict, path: Path | str) -> Path | None:
     if not rows:
         return None
     from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
 
     experiments = list(dict.fromkeys(r.experiment for r in rows))
     budgets = sorted({r.budget for r in rows})
@@ -163,11 +164,13 @@ def convergence_plot(results: Results | dict, path: Path | str) -> Path | None:
                 length = min(len(c) for c in curves)
                 stack = np.array([c[:length] for c in curves])
                 x = np.arange(1, length + 1)
+                seeds = f"{len(curves)} seed{'s' if len(curves) != 1 else ''}"
                 ax.plot(x, stack.mean(axis=0), color=colours(k % 10),
-                        label=f"{method} ({len(curves)} seeds)")
+                        label=f"{method} ({seeds})")
                 ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), color=colours(k % 10),
                                 alpha=0.2)
             ax.set_xlabel("schedules scored")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(f"best search fitness so far ({protocol})")
             ax.set_title(f"{experiment} @{budget:g}x")
             ax.grid(alpha=0.3)
