@@ -210,6 +210,15 @@ def test_plms_positional_numbering_is_not_the_helpers(sd):
     assert max_diff(scheduled_fresh(sd, positional), with_helper(sd, 2, 0)) > 1e-4
 
 
+@torch.no_grad()
+def test_a_plms_schedule_one_token_short_says_how_many_calls(sd):
+    plms(sd)
+    with pytest.raises(ScheduleError, match=rf"schedule has {STEPS} steps but the scheduler "
+                       rf"runs {STEPS + 1} UNet calls; .*calls={STEPS + 1}\)\)$"):
+        with apply_schedule(sd, Schedule.deepcache(STEPS, 2, 0)):
+            text_to_image(sd)
+
+
 # -- every pipeline family: all-F exact, DeepCache equal to the helper ------------------
 def tiny_sdxl(directory):
     from diffusers import AutoencoderKL, StableDiffusionXLPipeline

@@ -159,9 +159,12 @@ def _begin_call(state: StepState, t: Any) -> None:
         begun = (f" (it starts at position {position} of the scheduler's {len(timesteps)} "
                  "timesteps, as img2img with strength < 1 does: give one token per call made, "
                  "for the last timesteps of the grid)") if position else ""
+        hint = ("" if position else
+                f" (PNDM/PLMS makes one call more than its steps; the generators take "
+                f"the count: Schedule.deepcache(steps, N, b, calls={calls}))")
         raise ScheduleError(
             f"schedule has {len(state.schedule)} steps but the scheduler runs {calls} UNet "
-            f"calls{begun}; give one token per UNet call")
+            f"calls{begun}; give one token per UNet call{hint}")
     state.timesteps, state.start, state.index = timesteps, position, 0
     state.branch, state.last_output = None, None
 
