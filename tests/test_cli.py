@@ -55,6 +55,10 @@ def test_the_import_check_sees_torch():
     (["sample", "--dtype", "float8"], "argument --dtype: invalid choice: 'float8'"),
     (["frobnicate"], "repro: error: argument COMMAND: invalid choice: 'frobnicate'"),
     (["run", "smoke", "-q", "-v"], "argument -v/--verbose: not allowed with argument -q"),
+    (["run", "smoke", "--frob"],
+     "repro run: error: unrecognized arguments: --frob (see repro run --help)"),
+    (["zoo", "train", "digits-dit", "--frob"],
+     "repro zoo train: error: unrecognized arguments: --frob (see repro zoo train --help)"),
 ])
 def test_argparse_errors_are_one_line_with_exit_2(capsys, argv, needle):
     with pytest.raises(SystemExit) as exit:

@@ -500,6 +500,10 @@ def test_validate_good_suites(capsys, monkeypatch, tmp_path):
     assert err == f"repro: error: {tmp_path / 'absent.yaml'}: suite file not found\n"
     code, out, err = validate(capsys, "smok")
     assert code == 2 and "'smok': no such suite file, nor a packaged suite" in err
+    code, out, err = validate(capsys, "elsewhere/smoke.yaml")  # the docs' path, elsewhere
+    assert code == 2 and err == ("repro: error: 'elsewhere/smoke.yaml': suite file not found "
+                                 "here; the packaged suite of that name runs from any "
+                                 "directory as `smoke` (`repro run smoke`)\n")
     assert "smoke" in err
 
 

@@ -71,7 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command that refused them, with its own --help
+        commands = next(a for a in parser._actions if a.dest == "command").choices
+        sub = commands[args.command]
+        nested = [a for a in sub._actions if isinstance(a.choices, dict) and a.dest != "help"]
+        for action in nested:  # `repro zoo train ...`: the innermost command's parser
+            sub = action.choices.get(getattr(args, action.dest, None), sub)
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv  # what `repro bench` reports as its command
     _configure_output(args)
     try:

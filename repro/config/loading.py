@@ -55,6 +55,10 @@ def find(text: str) -> Path:
     if text in shipped:
         inside = Path(os.path.relpath(shipped[text]))  # shown relative where it can be
         return shipped[text] if inside.parts[0] == ".." else inside
+    if path.stem in shipped and path.name == shipped[path.stem].name:
+        raise SuiteError(f"{short(text)}: suite file not found here; the packaged suite "
+                         f"of that name runs from any directory as `{path.stem}` (`repro run "
+                         f"{path.stem}`)")
     if path.suffix or len(path.parts) > 1:
         return path  # a file that is not there: load names it
     raise SuiteError(f"{short(text)}: no such suite file, nor a packaged suite (known: "
