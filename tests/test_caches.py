@@ -226,7 +226,7 @@ baselines:
   - {technique: fewer-steps}
 evaluation:
   seeds: "100:124"
-  metrics: ["rfid:digits-cnn"]
+  metrics: ["rfid:digits-cnn", "psnr", "ssim"]
   batch_size: 16
   latency_batch: 4
   latency_repeats: 1
@@ -259,6 +259,9 @@ def test_a_suite_runs_diffusers_caches_as_fronts_priced_by_their_work(tmp_path):
     never, skips = rows["first-block-cache threshold=0"], rows["first-block-cache threshold=0.3"]
     teacher = rows["teacher"]
     assert never["cache"]["work"] == pytest.approx(10, abs=1e-9)
+    # per-image fidelity to the teacher: identical images, then less
+    assert never["metrics"]["ssim"] == 1.0 == teacher["metrics"]["ssim"]
+    assert never["metrics"]["psnr"] == teacher["metrics"]["psnr"] > skips["metrics"]["psnr"]
     assert never["predicted_speedup"] == pytest.approx(1.0, abs=1e-9)
     pixels = [np.asarray(Image.open(run_dir / row["grid"])) for row in (never, teacher, skips)]
     assert np.array_equal(pixels[0], pixels[1]) and not np.array_equal(pixels[1], pixels[2])

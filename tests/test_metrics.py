@@ -439,3 +439,34 @@ def test_every_known_metric_kind_has_one_way_to_compute_it():
     from repro.metrics.protocols import METRICS
 
     assert {name.partition(":")[0] for name in METRICS} == set(_KINDS)
+
+
+def test_psnr_and_ssim_against_the_teachers_image_of_each_seed(digits):
+    """Per image against the teacher's image of the same seed (any order): PSNR is
+    10 log10(1 / MSE) on [0, 1] pixels, an identical image counts as one level in one
+    pixel; SSIM is 1 for an identical image and falls with noise; both keep per-image values
+    and refuse a seed the teacher lacks."""
+    from repro.metrics import fidelity
+    from repro.metrics.evaluate import EvalOptions, evaluate
+
+    images = digits[0][:40]
+    teacher = sample_set(images)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(images.astype(int) + rng.integers(-20, 21, images.shape), 0, 255)
+    noisy = noisy.astype(np.uint8)
+    order = rng.permutation(40)
+    candidate = sample_set(noisy[order], seeds=order)
+    psnr, ssim = evaluate(candidate, ["psnr", "ssim"], EvalOptions(teacher=teacher))
+    mse = ((noisy[order] / 255.0 - images[order] / 255.0) ** 2).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(psnr.per_seed, 10 * np.log10(1 / mse), rtol=1e-6)
+    assert psnr.value == pytest.approx(psnr.per_seed.mean()) and psnr.n == 40
+    same = fidelity.psnr(teacher, teacher)
+    pixels = np.prod(images.shape[1:])
+    assert same.value == pytest.approx(10 * np.log10(pixels * 255 ** 2))
+    assert same.details["identical"] == 40 and psnr.value < same.value
+    assert fidelity.ssim(teacher, teacher).value == pytest.approx(1.0)
+    assert 0 < ssim.value < 0.99 and len(ssim.per_seed) == 40
+    with pytest.raises(MetricInputError, match="psnr needs --teacher"):
+        evaluate(candidate, ["psnr"], EvalOptions())
+    with pytest.raises(MetricInputError, match="not in the teacher"):
+        fidelity.ssim(sample_set(images, seeds=np.arange(40) + 100), teacher)

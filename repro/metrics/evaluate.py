@@ -12,7 +12,13 @@ from dataclasses import dataclass, field, replace
 from repro.metrics.clip import clip_weights_path
 from repro.metrics.errors import MetricInputError
 from repro.metrics.extractors import FeatureExtractor, inception_weights_path, load_extractor
-from repro.metrics.protocols import INCEPTION, METRICS, NEEDS_REFERENCE, REFERENCES
+from repro.metrics.protocols import (
+    INCEPTION,
+    METRICS,
+    NEEDS_REFERENCE,
+    NEEDS_TEACHER,
+    REFERENCES,
+)
 from repro.metrics.references import locate
 from repro.metrics.result import MetricResult
 from repro.sampling.samples import SampleSet
@@ -44,7 +50,7 @@ def check_request(metrics: Sequence[str], options: EvalOptions) -> None:
         if name not in METRICS:
             raise MetricInputError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
         kind = name.partition(":")[0]
-        if kind in ("rfid", "rkid") and options.teacher is None:
+        if kind in NEEDS_TEACHER and options.teacher is None:
             raise MetricInputError(f"{name} needs --teacher TEACHER.npz (the all-F samples "
                                    "from the same seeds)")
         if kind in NEEDS_REFERENCE and options.reference is None:
@@ -166,6 +172,12 @@ def _inception_score(s: _Shared, name: str, arg: str) -> MetricResult:
     return inception_score(s.samples, s.extractor(arg))
 
 
+def _fidelity(s: _Shared, name: str, arg: str) -> MetricResult:
+    from repro.metrics import fidelity
+
+    return getattr(fidelity, name)(s.samples, s.options.teacher)
+
+
 def _accuracy(s: _Shared, name: str, arg: str) -> MetricResult:
     from repro.metrics.accuracy import class_accuracy
 
@@ -206,4 +218,5 @@ def _latency(s: _Shared, name: str, arg: str) -> MetricResult:
 # a metric name's kind (before the colon) -> how it is computed
 _KINDS = {"fid": _fid, "rfid": _rfid, "kid": _kid, "rkid": _rkid,
           "precision": _precision_recall, "recall": _precision_recall,
-          "is": _inception_score, "acc": _accuracy, "clip": _clip, "latency": _latency}
+          "is": _inception_score, "acc": _accuracy, "clip": _clip, "latency": _latency,
+          "psnr": _fidelity, "ssim": _fidelity}

@@ -26,17 +26,19 @@ CLIP_PROTOCOL = f"clip:{CLIP_ARCH}/{CLIP_TAG}"
 
 METRICS = (*(f"{kind}:{e}" for kind in ("fid", "rfid", "kid", "rkid", "precision", "recall")
              for e in EXTRACTORS),
-           f"is:{INCEPTION}", CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "latency")
+           f"is:{INCEPTION}", CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "psnr", "ssim", "latency")
 # Every FID also reports KID on the same features, every rFID rKID (unbiased at any n)
 KID_OF = {"fid": "kid", "rfid": "rkid"}
 # Which way is better, by metric kind (the protocol before ':'): the one definition that
 # the gate, the tables' deltas, the plots' fronts and the verdicts read
 LOWER_IS_BETTER = ("fid", "rfid", "kid", "rkid", "latency")
-HIGHER_IS_BETTER = ("is", "precision", "recall", "clip", "acc")
+HIGHER_IS_BETTER = ("is", "precision", "recall", "clip", "acc", "psnr", "ssim")
 # search.fitness -> the protocol kind it scores candidates with (against the teacher)
 SEARCH_FITNESSES = {"rfid": "rfid", "kid": "rkid"}
-# Metrics of samples against a reference data set (evaluation.reference, --reference).
+# Metrics of samples against a reference data set (evaluation.reference, --reference), and
+# against the teacher's samples of the same seeds (--teacher; a run's teacher row).
 NEEDS_REFERENCE = ("fid", "kid", "precision", "recall")
+NEEDS_TEACHER = ("rfid", "rkid", "psnr", "ssim")
 
 
 def with_kid(metrics: Sequence[str]) -> tuple[str, ...]:
