@@ -233,6 +233,8 @@ def test_a_sampler_steps_row_runs_the_sampler_at_its_own_steps(finished_run, tmp
     assert (row["steps"], row["schedule"], row["method"]) == (5, "F F F F F", "sampler-steps")
     assert row["predicted_speedup"] == 2.0  # 10 UNet calls over 5
     assert row["latency"]["batch"] == 4  # timed with the rest, at its own 5 steps
+    assert row["latency"]["images_per_s"] == pytest.approx(4 / row["latency"]["median_s"])
+    assert row["latency"]["peak_memory_mb"] is None  # CUDA only: torch tracks no host loop
     assert_speedup_is_the_ratio_of_medians(row, by_name["ddpm", "teacher"])
     assert by_name["ddpm", "teacher"]["steps"] == 10
     # its samples are the model's own DDIM run at 5 steps (not null steps on the 10-step grid)

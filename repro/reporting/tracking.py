@@ -279,7 +279,8 @@ def row_data(row: Row) -> tuple[dict, dict[str, float]]:
     ``metric_n.<key>``, ``published.source`` and a diffusers cache's ``cache.technique`` and
     ``cache.<config field>`` (MagCache's ratios aside).
 
-    Metrics: predicted_speedup, measured_speedup, latency_median_s, search_fitness,
+    Metrics: predicted_speedup, measured_speedup, latency_median_s, images_per_s,
+    peak_memory_mb (CUDA), search_fitness,
     cache_work (a diffusers cache's work in full calls), one per
     metric protocol under :func:`metric_key` (``fid:digits-cnn`` -> ``fid_digits-cnn``) with
     its interval's bounds (``fid_digits-cnn_low`` / ``_high``) and ``published_<key>`` for
@@ -309,6 +310,8 @@ def row_data(row: Row) -> tuple[dict, dict[str, float]]:
         "predicted_speedup": row.predicted_speedup,
         "measured_speedup": row.measured_speedup,
         "latency_median_s": latency.get("median_s"),
+        "images_per_s": latency.get("images_per_s"),
+        "peak_memory_mb": latency.get("peak_memory_mb"),
         "search_fitness": search.get("fitness"),
         "cache_work": (row.cache or {}).get("work"),
         **{metric_key(protocol): value for protocol, value in measured.items()},
