@@ -294,7 +294,7 @@ def test_run_writes_tables_plot_and_resolved_suite(finished_run):
     assert resolved.experiments == suite.experiments
 
 
-def test_reports_open_with_the_primary_verdicts(finished_run, capsys):
+def test_reports_open_with_the_primary_verdicts(finished_run, capsys, tmp_path):
     """table.md and report.html start with the primary comparisons (outcome after Holm,
     difference, interval, basis), one line each; the HTML colours the outcomes and folds
     the full verdict table; `repro run` prints the block last."""
@@ -316,11 +316,12 @@ def test_reports_open_with_the_primary_verdicts(finished_run, capsys):
     assert page.index("<h2>Primary comparisons</h2>") < page.index("<h2>Results</h2>")
     assert '<span class="inconclusive">inconclusive: 1 repeat</span>' in page  # 1 repeat
     assert "<details><summary>all " in page
-    assert cli.main(["run", str(run_dir.parents[2] / "tiny.yaml"), "--results",
-                     str(run_dir.parents[1]),
-                     "--run-id", run_dir.name, "--no-tracking"]) == 0  # finished: reported
+    copy = tmp_path / "results"  # a rerun rewrites results.json: not the shared run's
+    shutil.copytree(run_dir.parents[1], copy)
+    assert cli.main(["run", str(run_dir.parents[2] / "tiny.yaml"), "--results", str(copy),
+                     "--run-id", run_dir.name, "--no-tracking"]) == 0  # all work kept
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == f"results: {run_dir}" and line in out
+    assert out[-1] == f"results: {copy / run_dir.parent.name / run_dir.name}" and line in out
 
 
 def test_run_is_in_mlflow_parent_and_one_nested_run_per_row(finished_run):
