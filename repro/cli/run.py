@@ -64,10 +64,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-# flag -> (the experiment field it overrides: section or None, field)
+# flag -> the path of the experiment field it overrides
 OVERRIDES = {"seeds": ("evaluation", "seeds"), "batch": ("evaluation", "batch_size"),
              "search_seeds": ("search", "seeds"), "evaluations": ("search", "n_eval"),
-             "weights": (None, "weights")}
+             "weights": ("weights",)}
 
 
 def _overridden(loaded, args: argparse.Namespace):
@@ -93,16 +93,15 @@ def _overridden(loaded, args: argparse.Namespace):
     experiments = []
     for e in loaded.experiments:
         for flag, value in given.items():
-            section, field = OVERRIDES[flag]
-            e = (replace(e, **{field: value}) if section is None else
-                 replace(e, **{section: replace(getattr(e, section), **{field: value})}))
+            *section, field = OVERRIDES[flag]
+            e = (replace(e, **{section[0]: replace(getattr(e, section[0]), **{field: value})})
+                 if section else replace(e, **{field: value}))
         try:  # replace() does not validate: the suite schema's bounds, as loading checks them
             e = TypeAdapter(type(e)).validate_python(asdict(e))
         except ValidationError as error:
             problem = error.errors()[0]
-            flag = next(f for f, at in OVERRIDES.items()
-                        if tuple(x for x in at if x) == tuple(problem["loc"][:len(
-                            [x for x in at if x])]))
+            flag = next(f for f in given
+                        if tuple(problem["loc"][:len(OVERRIDES[f])]) == OVERRIDES[f])
             raise UserError(f"--{flag.replace('_', '-')} {given[flag]}: "
                             f"{problem['msg']}") from None
         experiments.append(e)
