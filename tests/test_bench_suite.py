@@ -111,7 +111,7 @@ def test_segment_rule_keeps_the_most_compute_that_meets_the_budget(target):
     assert len({gene for gene in genome.genes}) == 1  # uniform genes
     assert len(genome.schedule()) == 24 and genome.seg_len in space.seg_lens
     chosen = budget.speedup(genome.schedule())
-    assert chosen >= target
+    assert chosen >= target * (1 - 1e-12)  # met up to rounding (F N: 1.9999999999999993x)
     assert chosen == pytest.approx(cheapest_uniform_at(space, TABLE, target))
     assert segment_schedule_at(space, budget) == genome  # deterministic
 
@@ -217,10 +217,10 @@ def test_bench_suite_times_every_row_and_writes_markdown_and_json(capsys, suite_
     segments = {segment_name(b) for b in (2, 3, 5.1)}
     skipped = {s["name"] for s in exp["skipped"]}
     assert skipped >= {"segment @2x", "segment @3x"}
-    for name in BUDGET_ROWS:  # reached under the calibrated table, else skipped with why
-        assert (name in rows) != (name in skipped)
-    assert set(rows) == ({"teacher", *FIXED_ROWS, *SAMPLER_ROWS, GIVEN} | sweep | segments
-                         | (set(BUDGET_ROWS) - skipped))
+    for name in [*BUDGET_ROWS, *segments]:  # reached under the calibrated table (one
+        assert (name in rows) != (name in skipped)  # noisy repeat), else skipped with why
+    assert set(rows) == ({"teacher", *FIXED_ROWS, *SAMPLER_ROWS, GIVEN} | sweep
+                         | (set(BUDGET_ROWS) - skipped) | (segments - skipped))
     teacher_s = statistics.median(rows["teacher"]["seconds"])
     for row in rows.values():
         assert len(Schedule.parse(row["schedule"])) == row["steps"] and len(row["seconds"]) == 1
@@ -241,8 +241,9 @@ def test_bench_suite_times_every_row_and_writes_markdown_and_json(capsys, suite_
     assert {rows[n]["steps"] for n in rows if n not in SAMPLER_ROWS} == {10}
     space = suites.segment_space(suites.load(suite_file).experiments[0], 10)
     for budget in (2, 3, 5.1):
-        assert rows[segment_name(budget)]["predicted_speedup"] == pytest.approx(
-            cheapest_uniform_at(space, table, budget))
+        if segment_name(budget) in rows:
+            assert rows[segment_name(budget)]["predicted_speedup"] == pytest.approx(
+                cheapest_uniform_at(space, table, budget))
 
     markdown = out_file.read_text()
     assert "# repro bench --suite tiny-bench (random weights)" in markdown
