@@ -79,6 +79,11 @@ class Cache:
                 f"#{key_digest(self.to_dict())[:12]}")
 
 
+def loop_text(schedule, cache: Cache | None) -> str:
+    """A loop as keys and reports show it: its schedule, and the cache it runs under."""
+    return str(schedule) if cache is None else f"{schedule} under {cache.key}"
+
+
 # -- work --------------------------------------------------------------------------------
 def units(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """The modules a cache may skip, by name: every block and the attention and feed-forward

@@ -35,8 +35,9 @@ class RowLoop(NamedTuple):
     @property
     def text(self) -> str:
         """The loop as results show it: its schedule, and the cache it runs under."""
-        under = "" if self.cache is None else f" under {self.cache.key}"
-        return f"{self.schedule}{under}"
+        from repro.engine.caches import loop_text
+
+        return loop_text(self.schedule, self.cache)
 
 
 class RowFiles(NamedTuple):

@@ -57,7 +57,7 @@ def _runs(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Sched
     """Each schedule's loop under each step mode, by row name: (schedule text, run); a row in
     ``caches`` runs under that diffusers cache (eager only), its work put in ``counted``."""
     from repro.engine import accel
-    from repro.engine.caches import under
+    from repro.engine.caches import loop_text, under
 
     counted = {} if counted is None else counted
     model_kwargs = {k: v for k, v in unet_kwargs.items() if k != "guidance_scale"}
@@ -80,8 +80,7 @@ def _runs(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Sched
                     counted[name] = work.total
                 return out
 
-            text = str(schedule) if cache is None else f"{schedule} under {cache.key}"
-            runs[in_mode(name, mode)] = (text, run)
+            runs[in_mode(name, mode)] = (loop_text(schedule, cache), run)
     return runs
 
 
