@@ -226,7 +226,7 @@ baselines:
   - {technique: fewer-steps}
 evaluation:
   seeds: "100:124"
-  metrics: ["rfid:digits-cnn", "psnr", "ssim"]
+  metrics: ["rfid:digits-cnn", "psnr", "ssim", "lpips:alex"]
   batch_size: 16
   latency_batch: 4
   latency_repeats: 1
@@ -237,22 +237,29 @@ experiments:
 """
 
 
-def test_a_suite_runs_diffusers_caches_as_fronts_priced_by_their_work(tmp_path):
+def test_a_suite_runs_diffusers_caches_as_fronts_priced_by_their_work(tmp_path, monkeypatch):
     """Each setting is a row sampled and timed under its cache, priced by the work it
     counted while sampling; threshold 0 never skips (the teacher's images, one call of work
     per call); MagCache gets its ratios from its calibration mode; verdicts judge the
-    search against each cache's front."""
+    search against each cache's front. LPIPS runs on a random AlexNet in torchvision's file
+    layout, given by --lpips-weights."""
     import json
 
     import numpy as np
+    import torchvision
     from PIL import Image
 
     from repro.cli import main as cli
+    from repro.metrics.protocols import LPIPS_ENV
 
+    monkeypatch.delenv(LPIPS_ENV, raising=False)
+    features = torchvision.models.alexnet(weights=None).features.state_dict()
+    weights = tmp_path / "alexnet.pth"
+    torch.save({f"features.{k}": v for k, v in features.items()}, weights)
     path = tmp_path / "caches.yaml"
     path.write_text(SUITE)
     assert cli.main(["run", str(path), "--results", str(tmp_path / "results"),
-                     "--no-tracking", "--quiet"]) == 0
+                     "--no-tracking", "--quiet", "--lpips-weights", str(weights)]) == 0
     (run_dir,) = (tmp_path / "results" / "caches").iterdir()
     results = json.loads((run_dir / "results.json").read_text())
     rows = {row["name"]: row for row in results["rows"]}
@@ -262,6 +269,9 @@ def test_a_suite_runs_diffusers_caches_as_fronts_priced_by_their_work(tmp_path):
     # per-image fidelity to the teacher: identical images, then less
     assert never["metrics"]["ssim"] == 1.0 == teacher["metrics"]["ssim"]
     assert never["metrics"]["psnr"] == teacher["metrics"]["psnr"] > skips["metrics"]["psnr"]
+    assert never["metrics"]["lpips:alex"] == 0 == teacher["metrics"]["lpips:alex"]
+    assert skips["metrics"]["lpips:alex"] > 0
+    assert "lpips_weights" in results["inputs"]["dit"]["metrics"]
     assert never["predicted_speedup"] == pytest.approx(1.0, abs=1e-9)
     pixels = [np.asarray(Image.open(run_dir / row["grid"])) for row in (never, teacher, skips)]
     assert np.array_equal(pixels[0], pixels[1]) and not np.array_equal(pixels[1], pixels[2])

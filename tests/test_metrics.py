@@ -470,3 +470,52 @@ def test_psnr_and_ssim_against_the_teachers_image_of_each_seed(digits):
         evaluate(candidate, ["psnr"], EvalOptions())
     with pytest.raises(MetricInputError, match="not in the teacher"):
         fidelity.ssim(sample_set(images, seeds=np.arange(40) + 100), teacher)
+
+
+def test_lpips_against_the_teachers_image_with_a_backbone_from_a_local_file(digits, tmp_path,
+                                                                           monkeypatch):
+    """lpips:alex loads AlexNet's feature layers from a local file in torchvision's layout (a
+    random AlexNet built from torchvision's config here; never downloaded): 0 for an
+    identical image, larger with more noise, paired by seed in any order; a missing or
+    foreign file fails in one line naming it."""
+    import torchvision
+
+    from repro.metrics.errors import MissingMetricWeightsError
+    from repro.metrics.lpips import LpipsNetwork
+    from repro.metrics.protocols import LPIPS_ENV
+
+    torch.manual_seed(0)
+    features = torchvision.models.alexnet(weights=None).features.state_dict()
+    weights = tmp_path / "alexnet.pth"
+    torch.save({f"features.{k}": v for k, v in features.items()}, weights)
+    images = digits[0][:24]
+    teacher = sample_set(images)
+    rng = np.random.default_rng(0)
+
+    def noisy(level):
+        shifted = images.astype(int) + rng.integers(-level, level + 1, images.shape)
+        return np.clip(shifted, 0, 255).astype(np.uint8)
+
+    order = rng.permutation(24)
+    options = EvalOptions(teacher=teacher, lpips_weights=str(weights))
+    networks = {}
+    low, high = (evaluate(sample_set(noisy(level)[order], seeds=order), ["lpips:alex"],
+                          options, networks)[0] for level in (10, 60))
+    network = networks["lpips:alex"]
+    assert torch.equal(network.network.net.slice1[0].weight, features["0.weight"])
+    assert low.n == 24 and low.value == pytest.approx(low.per_seed.mean())
+    assert 0 < low.value < high.value and (low.per_seed < high.per_seed).mean() > 0.9
+    (same,) = evaluate(teacher, ["lpips:alex"], options, networks)
+    assert np.all(same.per_seed == 0)
+    alone = network.distances(noisy(10)[order][:1], images[order][:1])
+    assert alone.shape == (1,) and alone[0] > 0
+    monkeypatch.delenv(LPIPS_ENV, raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(MissingMetricWeightsError, match="--lpips-weights PATH"):
+        evaluate(teacher, ["lpips:alex"], EvalOptions(teacher=teacher))
+    torch.save({"features.0.weight": features["0.weight"]}, tmp_path / "partial.pth")
+    with pytest.raises(MetricInputError, match="lack features.0.bias"):
+        LpipsNetwork.load(tmp_path / "partial.pth")
+    (tmp_path / "junk.pth").write_text("not a checkpoint")
+    with pytest.raises(MetricInputError, match="junk.pth is not a usable"):
+        LpipsNetwork.load(tmp_path / "junk.pth")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from repro.infra.errors import UserError
-from repro.metrics.protocols import CLIP_ENV, INCEPTION_ENV
+from repro.metrics.protocols import CLIP_ENV, INCEPTION_ENV, LPIPS_ENV
 
 EXIT_BAD_INPUT = 2
 SUITE_HELP = "suite file, or the name of a packaged suite (see `repro ls`)"
@@ -134,6 +134,10 @@ def flag_groups() -> dict[str, ArgumentParser]:
     groups["metric_weights"].add_argument(
         "--clip-weights", type=Path,
         help=f"open_clip weights file (default: ${CLIP_ENV} or the Hugging Face cache)")
+    groups["metric_weights"].add_argument(
+        "--lpips-weights", type=Path,
+        help=f"torchvision's AlexNet weights for lpips:alex (default: ${LPIPS_ENV} or the "
+        "torch hub cache)")
     groups["step_mode"].add_argument("--compile", action="store_true",
                                      help="torch.compile the UNet under the schedule's hooks "
                                      "(one graph per step kind)")

@@ -52,6 +52,7 @@ def run_eval(args: argparse.Namespace) -> int:
         reference=args.reference,
         prompts=read_prompts(args.prompts) if args.prompts else None,
         inception_weights=args.inception_weights, clip_weights=args.clip_weights,
+        lpips_weights=args.lpips_weights,
         device=args.device, dtype=args.dtype, model_weights=args.weights,
         latency_batch=args.batch,
         latency_repeats=args.repeats)

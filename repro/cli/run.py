@@ -82,9 +82,10 @@ def _overridden(loaded, args: argparse.Namespace):
     from pydantic import TypeAdapter, ValidationError
 
     from repro.config.suite import settings_digest
-    from repro.metrics.protocols import CLIP_ENV, INCEPTION_ENV
+    from repro.metrics.protocols import CLIP_ENV, INCEPTION_ENV, LPIPS_ENV
 
-    for flag, variable in (("clip_weights", CLIP_ENV), ("inception_weights", INCEPTION_ENV)):
+    for flag, variable in (("clip_weights", CLIP_ENV), ("inception_weights", INCEPTION_ENV),
+                           ("lpips_weights", LPIPS_ENV)):
         if getattr(args, flag):
             os.environ[variable] = str(getattr(args, flag))
     given = {flag: getattr(args, flag) for flag in OVERRIDES if getattr(args, flag) is not None}

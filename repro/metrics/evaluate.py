@@ -14,11 +14,13 @@ from repro.metrics.errors import MetricInputError
 from repro.metrics.extractors import FeatureExtractor, inception_weights_path, load_extractor
 from repro.metrics.protocols import (
     INCEPTION,
+    LPIPS,
     METRICS,
     NEEDS_REFERENCE,
     NEEDS_TEACHER,
     REFERENCES,
 )
+from repro.metrics.lpips import lpips_weights_path
 from repro.metrics.references import locate
 from repro.metrics.result import MetricResult
 from repro.sampling.samples import SampleSet
@@ -35,6 +37,7 @@ class EvalOptions:
     prompts: Sequence[str] | None = None
     inception_weights: str | None = None
     clip_weights: str | None = None
+    lpips_weights: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
     model_weights: str = "pretrained"
@@ -58,12 +61,13 @@ def check_request(metrics: Sequence[str], options: EvalOptions) -> None:
                                    f"{', '.join(REFERENCES)})")
         if kind == "clip" and options.prompts is None:
             raise MetricInputError(f"{name} needs --prompts FILE (one prompt per image)")
-    check_resources(metrics, options.reference, options.inception_weights, options.clip_weights)
+    check_resources(metrics, options.reference, options.inception_weights, options.clip_weights,
+                    options.lpips_weights)
 
 
 def check_resources(metrics: Sequence[str], reference: str | None = None,
                     inception_weights: str | None = None, clip_weights: str | None = None,
-                    ) -> None:
+                    lpips_weights: str | None = None) -> None:
     """Raise before any sampling when a weights file or reference data set the metrics need
     is not on this machine (the message names it and where it was looked for)."""
     for name in metrics:
@@ -71,13 +75,15 @@ def check_resources(metrics: Sequence[str], reference: str | None = None,
             inception_weights_path(inception_weights)
         if name.startswith("clip:"):
             clip_weights_path(clip_weights)
+        if name == LPIPS:
+            lpips_weights_path(lpips_weights)
         if name.partition(":")[0] in NEEDS_REFERENCE and reference is not None:
             locate(reference)
 
 
 def resource_digests(metrics: Sequence[str], reference: str | None = None) -> dict:
     """Content digests (sha256 of the bytes, streamed) of the files ``metrics`` read: the
-    reference data and the Inception and CLIP weights. A run keys each row's metrics by
+    reference data and the Inception, CLIP and LPIPS weights. A run keys each row's metrics by
     them: a file replaced at the same path between an interrupt and a resume is a new
     input, not the one the finished rows were scored against."""
     from repro.infra.digests import file_digest
@@ -91,6 +97,8 @@ def resource_digests(metrics: Sequence[str], reference: str | None = None) -> di
         digests["inception_weights"] = file_digest(inception_weights_path())
     if "clip" in kinds:
         digests["clip_weights"] = file_digest(clip_weights_path())
+    if LPIPS in metrics:
+        digests["lpips_weights"] = file_digest(lpips_weights_path())
     return digests
 
 
@@ -178,6 +186,14 @@ def _fidelity(s: _Shared, name: str, arg: str) -> MetricResult:
     return getattr(fidelity, name)(s.samples, s.options.teacher)
 
 
+def _lpips(s: _Shared, name: str, arg: str) -> MetricResult:
+    from repro.metrics.lpips import LpipsNetwork, lpips
+
+    if name not in s.networks:
+        s.networks[name] = LpipsNetwork.load(s.options.lpips_weights, s.options.device)
+    return lpips(s.samples, s.options.teacher, s.networks[name])
+
+
 def _accuracy(s: _Shared, name: str, arg: str) -> MetricResult:
     from repro.metrics.accuracy import class_accuracy
 
@@ -219,4 +235,4 @@ def _latency(s: _Shared, name: str, arg: str) -> MetricResult:
 _KINDS = {"fid": _fid, "rfid": _rfid, "kid": _kid, "rkid": _rkid,
           "precision": _precision_recall, "recall": _precision_recall,
           "is": _inception_score, "acc": _accuracy, "clip": _clip, "latency": _latency,
-          "psnr": _fidelity, "ssim": _fidelity}
+          "psnr": _fidelity, "ssim": _fidelity, "lpips": _lpips}

@@ -20,25 +20,27 @@ FEATURE_DIMS = {DIGITS_CNN: 64, INCEPTION: 2048}
 # where the weights files are looked for first (help texts name them without torch)
 INCEPTION_ENV = "REPRO_INCEPTION_WEIGHTS"
 CLIP_ENV = "REPRO_CLIP_WEIGHTS"
+LPIPS_ENV = "REPRO_LPIPS_WEIGHTS"
 
 CLIP_ARCH, CLIP_TAG = "ViT-g-14", "laion2b_s34b_b88k"
 CLIP_PROTOCOL = f"clip:{CLIP_ARCH}/{CLIP_TAG}"
+LPIPS = "lpips:alex"
 
 METRICS = (*(f"{kind}:{e}" for kind in ("fid", "rfid", "kid", "rkid", "precision", "recall")
              for e in EXTRACTORS),
-           f"is:{INCEPTION}", CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "psnr", "ssim", "latency")
+           f"is:{INCEPTION}", CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "psnr", "ssim", LPIPS, "latency")
 # Every FID also reports KID on the same features, every rFID rKID (unbiased at any n)
 KID_OF = {"fid": "kid", "rfid": "rkid"}
 # Which way is better, by metric kind (the protocol before ':'): the one definition that
 # the gate, the tables' deltas, the plots' fronts and the verdicts read
-LOWER_IS_BETTER = ("fid", "rfid", "kid", "rkid", "latency")
+LOWER_IS_BETTER = ("fid", "rfid", "kid", "rkid", "lpips", "latency")
 HIGHER_IS_BETTER = ("is", "precision", "recall", "clip", "acc", "psnr", "ssim")
 # search.fitness -> the protocol kind it scores candidates with (against the teacher)
 SEARCH_FITNESSES = {"rfid": "rfid", "kid": "rkid"}
 # Metrics of samples against a reference data set (evaluation.reference, --reference), and
 # against the teacher's samples of the same seeds (--teacher; a run's teacher row).
 NEEDS_REFERENCE = ("fid", "kid", "precision", "recall")
-NEEDS_TEACHER = ("rfid", "rkid", "psnr", "ssim")
+NEEDS_TEACHER = ("rfid", "rkid", "psnr", "ssim", "lpips")
 
 
 def with_kid(metrics: Sequence[str]) -> tuple[str, ...]:
