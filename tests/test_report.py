@@ -118,6 +118,15 @@ def test_render_formats_parse_back():
     assert tex.count(r"\\") == len(df) + 1
 
 
+def test_display_cells_give_unit_interval_fidelity_three_decimals():
+    df = pd.DataFrame({"fid:digits-cnn": [12.3456], "acc:digits-cnn": [0.91234],
+                       "ssim": [0.98765], "lpips:alex": [0.01234], "schedule": ["F F"],
+                       "psnr": [float("nan")]})
+    cells = report.display_cells(df).iloc[0].to_dict()
+    assert cells == {"fid:digits-cnn": "12.35", "acc:digits-cnn": "0.912", "ssim": "0.988",
+                     "lpips:alex": "0.012", "schedule": "F F", "psnr": ""}
+
+
 def test_render_unknown_format():
     with pytest.raises(report.ReportError, match="html"):
         report.render(report.table(_results()), "html")

@@ -110,12 +110,14 @@ def table(results: Results | dict | Sequence[Results | dict]) -> pd.DataFrame:
 
 
 def display_cells(df: pd.DataFrame) -> pd.DataFrame:
-    """Cells as display strings: floats with 2 decimals (accuracy 3), missing values blank."""
+    """Cells as display strings: floats with 2 decimals (accuracy, SSIM and LPIPS, whose
+    differences live in the third, 3), missing values blank."""
     out = pd.DataFrame(index=df.index)
     for column in df.columns:
         values = df[column]
         if pd.api.types.is_float_dtype(values):
-            decimals = 3 if column.removeprefix("published ").startswith("acc") else 2
+            fine = column.removeprefix("published ").startswith(("acc", "ssim", "lpips"))
+            decimals = 3 if fine else 2
             out[column] = ["" if pd.isna(v) else f"{v:.{decimals}f}" for v in values]
         else:
             out[column] = ["" if pd.isna(v) else str(v) for v in values]
