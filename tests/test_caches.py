@@ -271,6 +271,7 @@ def test_a_suite_runs_diffusers_caches_as_fronts_priced_by_their_work(tmp_path, 
     assert never["metrics"]["psnr"] == teacher["metrics"]["psnr"] > skips["metrics"]["psnr"]
     assert never["metrics"]["lpips:alex"] == 0 == teacher["metrics"]["lpips:alex"]
     assert skips["metrics"]["lpips:alex"] > 0
+    assert skips["computed"] == {"calls": 10, "work": skips["cache"]["work"]}
     assert "lpips_weights" in results["inputs"]["dit"]["metrics"]
     assert never["predicted_speedup"] == pytest.approx(1.0, abs=1e-9)
     pixels = [np.asarray(Image.open(run_dir / row["grid"])) for row in (never, teacher, skips)]

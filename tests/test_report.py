@@ -85,6 +85,18 @@ def test_table_columns_and_values():
     assert df["search fitness"].isna().sum() == 5
 
 
+def test_table_shows_work_throughput_and_memory_where_rows_have_them():
+    results = _results()
+    results["rows"][0] = {**results["rows"][0], "computed": {"calls": 10, "work": 10.0},
+                          "latency": {"median_s": 0.5, "images_per_s": 8.0,
+                                      "host_memory_mb": 12.5}}
+    df = report.table(results)
+    assert list(df.columns)[4:9] == ["predicted speedup", "measured speedup", "work",
+                                     "images/s", "host MB"]
+    assert df.iloc[0][["work", "images/s", "host MB"]].tolist() == [10.0, 8.0, 12.5]
+    assert df["work"].isna().sum() == 5
+
+
 def test_table_without_published_and_of_several_runs():
     plain = _results()
     plain["rows"] = plain["rows"][:4]

@@ -15,6 +15,7 @@ from conftest import assert_speedup_is_the_ratio_of_medians, error_lines, logged
 
 from repro.cli import main as cli
 from repro.config.suite import check, load
+from repro.core.schedule import Schedule
 
 TINY = """
 name: tiny
@@ -234,7 +235,17 @@ def test_a_sampler_steps_row_runs_the_sampler_at_its_own_steps(finished_run, tmp
     assert row["predicted_speedup"] == 2.0  # 10 UNet calls over 5
     assert row["latency"]["batch"] == 4  # timed with the rest, at its own 5 steps
     assert row["latency"]["images_per_s"] == pytest.approx(4 / row["latency"]["median_s"])
-    assert row["latency"]["peak_memory_mb"] is None  # CUDA only: torch tracks no host loop
+    assert row["latency"]["peak_memory_mb"] is None  # CUDA only
+    assert row["latency"]["host_memory_mb"] > 0  # Linux: what one loop added at its peak
+    assert row["computed"] == {"calls": 5, "work": 5.0, "full": 5, "partial": 0, "skipped": 0}
+    from repro.speed.costs import model_cost_table
+
+    flops = {name: model_cost_table(models.get(name), models.load_model(name).unet)
+             for name in {other["model"] for other in by_name.values()}}
+    for other in by_name.values():  # what each loop computes, by its model's FLOP ratios
+        schedule = Schedule.parse(other["schedule"])
+        assert other["computed"]["calls"] == len(schedule) - schedule.count("N")
+        assert other["computed"]["work"] == pytest.approx(schedule.cost(flops[other["model"]]))
     assert_speedup_is_the_ratio_of_medians(row, by_name["ddpm", "teacher"])
     assert by_name["ddpm", "teacher"]["steps"] == 10
     # its samples are the model's own DDIM run at 5 steps (not null steps on the 10-step grid)

@@ -278,6 +278,13 @@ def test_row_data_skips_nulls_and_maps_metric_keys():
                        "published_speedup": 2.2}
     assert None not in params.values()
     assert metric_key("acc:digits-cnn") == "acc_digits-cnn" and metric_key("latency") == "latency"
+    costly = Row.of({**make_results()["rows"][2], "computed": {
+        "calls": 6, "work": 4.5, "full": 3, "partial": 3, "skipped": 4},
+        "latency": {"median_s": 0.25, "images_per_s": 16.0, "host_memory_mb": 40.5}})
+    _, metrics = row_data(costly)
+    assert {k: metrics[k] for k in metrics if k.startswith(("computed_", "images", "host"))} == {
+        "computed_calls": 6, "computed_work": 4.5, "computed_full": 3, "computed_partial": 3,
+        "computed_skipped": 4, "images_per_s": 16.0, "host_memory_mb": 40.5}
 
 
 def free_port() -> int:

@@ -24,6 +24,12 @@ from repro.results.schema import Results, Row, SchemaError
 FORMATS = ("md", "csv", "tex")
 _TEXT_COLUMNS = ("run", "experiment", "name", "kind", "source", "schedule")
 _SPEEDUPS = ("predicted speedup", "measured speedup")
+# what a row's loop costs beside time, as columns after the speedups (where any row has it):
+# its work in full calls, throughput, and the memory one loop took (host: what it added)
+_COSTS = {"work": lambda row: (row.computed or {}).get("work"),
+          "images/s": lambda row: (row.latency or {}).get("images_per_s"),
+          "host MB": lambda row: (row.latency or {}).get("host_memory_mb"),
+          "GPU MB": lambda row: (row.latency or {}).get("peak_memory_mb")}
 _QUALITY_PREFIXES = (("fid:",), ("rfid:",), ("clip:", "acc:"))  # pareto y axis, by preference
 _MIN_TILE = 64  # px: sample grids upscale smaller images (nearest neighbour) to at least this
 _GRID_PAD = 2  # px of white between grid tiles
@@ -58,9 +64,9 @@ def _protocols(rows: Sequence[Row]) -> list[str]:
 
 
 def _columns(protocols: list[str], published: list[str], has_published: bool,
-             multi: bool) -> list[str]:
+             multi: bool, costs: list[str]) -> list[str]:
     """Table column order; each ``published <key>`` sits right after the metric it matches."""
-    columns = ["run"] * multi + ["experiment", "name", "kind", "budget", *_SPEEDUPS]
+    columns = ["run"] * multi + ["experiment", "name", "kind", "budget", *_SPEEDUPS, *costs]
     columns += ["published speedup"] * ("speedup" in published)
     unplaced = [key for key in published if key != "speedup"]
     for protocol in protocols:
@@ -80,6 +86,7 @@ def _record(run_id: str | None, row: Row) -> dict:
         "kind": row.kind, "budget": row.budget,
         "predicted speedup": row.predicted_speedup,
         "measured speedup": row.measured_speedup,
+        **{column: value(row) for column, value in _COSTS.items()},
         **row.metrics,
         **{f"published {k}": v for k, v in published.items() if k != "source"},
         "search fitness": (row.search or {}).get("fitness"),
@@ -90,8 +97,9 @@ def _record(run_id: str | None, row: Row) -> dict:
 def table(results: Results | dict | Sequence[Results | dict]) -> pd.DataFrame:
     """One row per evaluated schedule of one or more runs (a ``run`` column when several).
 
-    Columns: experiment, name, kind, budget, predicted / measured speedup, one column per
-    metric protocol (first-seen order), search fitness, schedule. When any row has a
+    Columns: experiment, name, kind, budget, predicted / measured speedup, the loop's work
+    in full calls, images/s and memory (host MB on a CPU, GPU MB on CUDA; each where any row
+    has it), one column per metric protocol (first-seen order), search fitness, schedule. When any row has a
     ``published`` dict, ``published speedup`` / ``published <key>`` (the short key: ``fid``,
     ``clip``, ...; its protocol is the paper's, not ours) follow the reproduced column the key
     maps to, and a ``source`` column precedes the schedule. Missing values are NaN.
@@ -102,7 +110,9 @@ def table(results: Results | dict | Sequence[Results | dict]) -> pd.DataFrame:
     rows = [row for _, row in pairs]
     published = [row.published for row in rows if row.published is not None]
     keys = list(dict.fromkeys(k for p in published for k in p if k != "source"))
-    columns = _columns(_protocols(rows), keys, bool(published), len(runs) > 1)
+    costs = [column for column, value in _COSTS.items()
+             if any(value(row) is not None for row in rows)]
+    columns = _columns(_protocols(rows), keys, bool(published), len(runs) > 1, costs)
     df = pd.DataFrame([_record(run_id, row) for run_id, row in pairs], columns=columns)
     numeric = [c for c in columns if c not in _TEXT_COLUMNS]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce").astype(float)

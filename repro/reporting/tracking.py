@@ -280,8 +280,9 @@ def row_data(row: Row) -> tuple[dict, dict[str, float]]:
     ``cache.<config field>`` (MagCache's ratios aside).
 
     Metrics: predicted_speedup, measured_speedup, latency_median_s, images_per_s,
-    peak_memory_mb (CUDA), search_fitness,
-    cache_work (a diffusers cache's work in full calls), one per
+    peak_memory_mb (CUDA), host_memory_mb (CPU), search_fitness,
+    cache_work (a diffusers cache's work in full calls), ``computed_<key>`` (calls, work,
+    full, partial, skipped: what the row's loop computes), one per
     metric protocol under :func:`metric_key` (``fid:digits-cnn`` -> ``fid_digits-cnn``) with
     its interval's bounds (``fid_digits-cnn_low`` / ``_high``) and ``published_<key>`` for
     each published number (``published_speedup``, ``published_fid``).
@@ -312,8 +313,10 @@ def row_data(row: Row) -> tuple[dict, dict[str, float]]:
         "latency_median_s": latency.get("median_s"),
         "images_per_s": latency.get("images_per_s"),
         "peak_memory_mb": latency.get("peak_memory_mb"),
+        "host_memory_mb": latency.get("host_memory_mb"),
         "search_fitness": search.get("fitness"),
         "cache_work": (row.cache or {}).get("work"),
+        **{f"computed_{key}": value for key, value in (row.computed or {}).items()},
         **{metric_key(protocol): value for protocol, value in measured.items()},
         **{metric_key(f"{protocol}_{end}"): bound
            for protocol, bounds in (row.intervals or {}).items()

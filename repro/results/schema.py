@@ -6,7 +6,7 @@ The runner builds these objects and writes :meth:`Results.to_json`; every reader
 named, typed and given its default here once. pydantic checks the types and refuses keys
 this harness does not know: a file from a newer harness is refused in one line rather than
 half read. Fields added within version 1 (``per_seed``, ``intervals``, ``cache``, ``command``,
-``cost_tables``, ``inputs``) default to None, so every version-1 file still reads. A change
+``cost_tables``, ``inputs``, ``computed``) default to None, so every version-1 file still reads. A change
 that renames a field or changes its meaning bumps :data:`VERSION` and keeps reading the
 older one here."""
 
@@ -40,7 +40,10 @@ class Row(BaseModel):
     bootstrap interval; ``grid`` and ``per_seed``: files relative to the run directory;
     ``published``: the paper's numbers for this row, with their ``source``; ``cache``: a
     diffusers cache row's technique, config and ``work`` (its loops' mean work in full
-    calls, counted while it sampled: what its predicted speed is made of)."""
+    calls, counted while it sampled: what its predicted speed is made of); ``computed``: what
+    the row's loop computes, ``calls`` (model calls made) and ``work`` (their work in full
+    calls by the model's MAC/FLOP ratios), with a schedule's ``full`` / ``partial`` /
+    ``skipped`` step counts."""
 
     model_config = _FORMAT
     experiment: str | None
@@ -65,6 +68,7 @@ class Row(BaseModel):
     published: dict[str, Any] | None = None
     intervals: dict[str, list[float | None]] | None = None
     cache: dict[str, Any] | None = None
+    computed: dict[str, float] | None = None
 
     @classmethod
     def of(cls, data: dict, where: str = "row") -> Row:

@@ -29,6 +29,7 @@ from repro.run.teacher import TeacherStage
 from repro.run.verdicts import VerdictStage, family
 from repro.run.work import Log, RowLoop
 from repro.sampling.samples import SampleSet
+from repro.speed.costs import model_cost_table
 
 
 class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, VerdictStage):
@@ -101,6 +102,8 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         if not self.world.is_main:
             return []
         published = {p.row: {**p.values(), "source": p.source} for p in self.e.published}
+        work_table = (self.table if self.e.cost_table == "default"  # else time, not work
+                      else model_cost_table(self.spec, self.model.unet)).without_overheads()
         rows = []
         for row in self.plan:
             planned = schedules[row.name]
@@ -112,6 +115,7 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
                 method=row.method, family=family(row), budget=row.budget,
                 schedule=planned.text,
                 predicted_speedup=self._predicted(planned, evaluated[row.name]),
+                computed=self._computed(planned, evaluated[row.name], work_table),
                 measured_speedup=timing.get("measured_speedup"),
                 latency=timing.get("latency"), search=planned.search,
                 **evaluated[row.name], published=published.get(row.name),
@@ -127,12 +131,21 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         return self.table.work_speedup(evaluated["cache"]["work"], len(planned.schedule),
                                        self.calls)
 
+    def _computed(self, planned: RowLoop, evaluated: dict, work_table: CostTable) -> dict:
+        """What a row's loop computes: the model calls it makes and their work in full calls
+        by ``work_table`` (the model's MAC/FLOP ratios), per step kind for a schedule; a
+        diffusers cache's work as counted while it sampled."""
+        schedule = planned.schedule
+        if planned.cache is not None:
+            return {"calls": len(schedule), "work": evaluated["cache"]["work"]}
+        return {"calls": len(schedule) - schedule.count("N"), "full": schedule.count("F"),
+                "partial": schedule.count("P"), "skipped": schedule.count("N"),
+                "work": schedule.cost(work_table)}
+
     def _cost_table(self) -> CostTable:
         """The suite's cost table: the model's MAC/FLOP ratios, a file, or (``calibrate``)
         the cost model fitted on rank 0's device before anything is searched, so that
         searched rows land at their budget in measured speed too."""
-        from repro.speed.costs import model_cost_table
-
         if self.e.cost_table == "default":
             return model_cost_table(self.spec, self.model.unet)
         if self.e.cost_table != "calibrate":

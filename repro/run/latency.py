@@ -74,7 +74,7 @@ class LatencyStage:
         done = {t.name: {"measured_speedup": t.measured_speedup, "latency": {
             "median_s": statistics.median(t.seconds), "seconds": t.seconds,
             "images_per_s": ev.latency_batch / statistics.median(t.seconds),
-            "peak_memory_mb": t.peak_memory_mb,
+            "peak_memory_mb": t.peak_memory_mb, "host_memory_mb": t.host_memory_mb,
             "batch": ev.latency_batch, "device": device_name(unet.device),
             "dtype": str(unet.dtype).removeprefix("torch."),
             "step_mode": accel.mode_of(unet)}} for t in timings}

@@ -35,6 +35,7 @@ class LoopTiming:
     speedup_in_mode: float | None = None  # over the all-F loop of the same step mode
     work: float | None = None  # under a diffusers cache: its last loop's work, in full calls
     peak_memory_mb: float | None = None  # CUDA: the most allocated during one loop
+    host_memory_mb: float | None = None  # CPU: the most host memory one loop added
 
     @property
     def median(self) -> float:
@@ -127,7 +128,7 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
     for _ in bar(range(repeats), desc=f"timing {len(runs)} loops", unit="repeat"):
         for name, (_, fn) in runs.items():
             seconds[name] += median_seconds(fn, device, repeats=1, warmup=0, clock=clock)
-    peaks = _peak_memory(runs, device)
+    peaks, host = _peak_memory(runs, device)
     full_name = max((n for n, s in schedules.items()
                      if s.count("F") == len(s) and n not in (caches or {})),
                     key=lambda n: len(schedules[n]))
@@ -146,24 +147,31 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
             measured_speedup=base / statistics.median(seconds[name]),
             mode=mode, speedup_in_mode=own_base / statistics.median(seconds[name]),
             work=counted.get(name), peak_memory_mb=peaks.get(name),
+            host_memory_mb=host.get(name),
         ))
     return timings
 
 
-def _peak_memory(runs: dict, device) -> dict[str, float]:
-    """On a CUDA device, each loop's peak allocated memory in MB from one more run of it,
-    outside the timed repeats (a loop that caches holds more); elsewhere nothing (torch keeps
-    no per-loop account of host memory)."""
-    if torch.device(device).type != "cuda":
-        return {}
-    peaks = {}
+def _peak_memory(runs: dict, device) -> tuple[dict[str, float], dict[str, float]]:
+    """Each loop's peak memory from one more run of it, outside the timed repeats (a loop
+    that caches holds more): on CUDA the most allocated in MB, on the CPU the most host memory
+    the loop added (:func:`repro.infra.host_memory.peak_growth_mib`; none where the system
+    cannot tell). Returns (GPU peaks, host peaks) by row name."""
+    from repro.infra.host_memory import peak_growth_mib
+
+    gpu, host = {}, {}
     for name, (_, fn) in runs.items():
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        torch.cuda.synchronize(device)
-        peaks[name] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return peaks
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            fn()
+            torch.cuda.synchronize(device)
+            gpu[name] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        elif torch.device(device).type == "cpu":
+            grown = peak_growth_mib(fn)
+            if grown is not None:
+                host[name] = grown
+    return gpu, host
 
 
 class Fit(NamedTuple):
