@@ -130,6 +130,11 @@ def test_log_run_parent_children_params_metrics_artifacts(run_dir, tmp_path, mon
         "digits-ddpm/deepcache N=5", "digits-ddpm/segment @2x", "digits-ddpm/teacher"]
     deepcache, searched, teacher = children
     assert all(c.data.tags["repro.run_id"] == RUN_ID for c in children)
+    # each row was made over the whole run: its child spans the run, not the logging call
+    assert {(c.info.start_time, c.info.end_time) for c in children} == {
+        (1795680900000, 1795681152000)}
+    assert {m.timestamp for m in MlflowClient(tracking_uri=uri).get_metric_history(
+        searched.info.run_id, "predicted_speedup")} == {1795681152000}
     assert searched.data.tags["repro.row"] == "segment @2x"
     assert searched.data.params["schedule"] == " | ".join(["F N N N"] * 5)
     assert searched.data.params["protocol.fid"] == "fid:digits-cnn"
@@ -222,11 +227,11 @@ def test_interrupted_logging_is_never_read_back_and_is_replaced(run_dir, tmp_pat
 
     log_row, logged = tracking._log_row, []
 
-    def failing_third(*args):  # the logging stops midway (a crash, a lost connection)
+    def failing_third(*args, **kwargs):  # the logging stops midway (a crash, a lost connection)
         logged.append(args)
         if len(logged) == 3:
             raise KeyboardInterrupt
-        log_row(*args)
+        log_row(*args, **kwargs)
     monkeypatch.setattr(tracking, "_log_row", failing_third)
     with pytest.raises(KeyboardInterrupt):
         log_run(make_results(), run_dir, uri=uri)

@@ -97,7 +97,8 @@ def log_bench(report: dict, *, uri: str | None = None, experiment: str | None = 
             client.log_text(run_id, json.dumps(report, indent=1), bench_report.FILE)
             for row in bench_report.rows(report):
                 _log_row(client, experiment_id, run_id, row, report["run_id"],
-                         _provenance_tags(environment))
+                         _provenance_tags(environment),
+                         span=(report.get("started"), report.get("finished")))
         except BaseException:
             client.set_terminated(run_id, "FAILED")
             raise
@@ -159,7 +160,7 @@ def _log_parent(client, experiment_id: str, results: Results, run_dir: Path) -> 
         for row in results.rows:
             tags, metrics = row_verdicts(results, row)
             _log_row(client, experiment_id, run_id, row, results.run_id,
-                     {**provenance, **tags}, metrics)
+                     {**provenance, **tags}, metrics, span=(results.started, results.finished))
         _check_artifacts(client, run_id, run_dir)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
@@ -180,14 +181,18 @@ def _check_artifacts(client, run_id: str, run_dir: Path) -> None:
 
 
 def _log_row(client, experiment_id: str, parent_id: str, row: Row, repro_run_id: str,
-             tags: dict[str, str], extra: dict[str, float] | None = None) -> None:
+             tags: dict[str, str], extra: dict[str, float] | None = None, *,
+             span: tuple[str | None, str | None]) -> None:
     """One child run: the row's params and metrics (:func:`row_data`), with ``tags`` (the
-    run's provenance, the row's verdicts) and ``extra`` metrics."""
+    run's provenance, the row's verdicts) and ``extra`` metrics. Its start and end are its
+    run's (``span``, ISO times): a run samples and times its rows together, so each row was
+    made over the whole run, and its metrics are stamped with the run's end."""
+    started, finished = (_millis(moment) for moment in span)
     from mlflow.entities import Metric
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
     child = client.create_run(experiment_id, run_name=f"{row.experiment}/{row.name}",
-                              tags={PARENT_TAG: parent_id, RUN_TAG: repro_run_id,
+                              start_time=started, tags={PARENT_TAG: parent_id, RUN_TAG: repro_run_id,
                                     "repro.row": row.name, **tags}).info.run_id
     params, metrics = row_data(row)
     metrics.update(extra or {})
@@ -195,10 +200,9 @@ def _log_row(client, experiment_id: str, parent_id: str, row: Row, repro_run_id:
     if len(schedule) > MAX_PARAM_VAL_LENGTH:
         params["schedule"] = schedule[:MAX_PARAM_VAL_LENGTH - 3] + "..."
         client.log_text(child, schedule, "schedule.txt")
-    now = _millis(None)
     client.log_batch(child, params=_params(params),
-                     metrics=[Metric(key, value, now, 0) for key, value in metrics.items()])
-    client.set_terminated(child)
+                     metrics=[Metric(key, value, finished, 0) for key, value in metrics.items()])
+    client.set_terminated(child, end_time=finished)
 
 
 def _parent_tags(results: Results) -> dict[str, str]:
