@@ -48,6 +48,24 @@ def test_bench_times_schedules_against_all_full_and_the_helper(capsys, tmp_path)
                                "2:0 --schedule 'F N P3 N' --calibrate")  # main's argv, not pytest's
     assert "DeepCacheSDHelper N=2 b=0" in markdown and "torch threads" in markdown
     assert "F then N (fit)" in markdown and "per sampler step" in markdown
+    assert any(line.startswith("1 timing repeat") for line in report["cautions"])
+    assert "**Measurement warnings:**" in markdown and "- 1 timing repeat" in markdown
+
+
+def test_an_unhooked_loop_far_from_the_hooked_one_is_a_warning():
+    from repro.speed.loops import PLAIN, LoopTiming, plain_caution
+
+    def timings(plain_speedup):
+        return [LoopTiming("all-F", "F F", [1.0], measured_speedup=1.0),
+                LoopTiming(PLAIN, "(no hooks)", [1 / plain_speedup],
+                           measured_speedup=plain_speedup)]
+
+    assert plain_caution(timings(1.03)) == [] and plain_caution(timings(0.97)) == []
+    assert plain_caution(timings(1.0)[:1]) == []  # no plain row
+    (slow,) = plain_caution(timings(0.89))
+    assert slow.startswith("the unhooked diffusers loop ran at 0.89x") and "noise" in slow
+    (fast,) = plain_caution(timings(1.2))
+    assert "hooks cost more" in fast
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

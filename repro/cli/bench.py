@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,6 +122,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             do_calibrate=args.calibrate, oracle=args.oracle, plain=args.plain,
             scheduler=args.scheduler, seed=args.seed, clock=args.clock, modes=modes,
         )
+        for line in report["cautions"]:
+            logging.getLogger("repro.bench").warning(line)
         render = bench.report_markdown
     report = bench_report.stamp(report, started)
     markdown = render(report, command_line(args))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from repro.metrics.clip import clip_weights_path
 from repro.metrics.errors import MetricInputError
 from repro.metrics.extractors import FeatureExtractor, inception_weights_path, load_extractor
+from repro.metrics.lpips import lpips_weights_path
 from repro.metrics.protocols import (
     INCEPTION,
     LPIPS,
@@ -20,7 +21,6 @@ from repro.metrics.protocols import (
     NEEDS_TEACHER,
     REFERENCES,
 )
-from repro.metrics.lpips import lpips_weights_path
 from repro.metrics.references import locate
 from repro.metrics.result import MetricResult
 from repro.sampling.samples import SampleSet

@@ -99,10 +99,11 @@ def table(results: Results | dict | Sequence[Results | dict]) -> pd.DataFrame:
 
     Columns: experiment, name, kind, budget, predicted / measured speedup, the loop's work
     in full calls, images/s and memory (host MB on a CPU, GPU MB on CUDA; each where any row
-    has it), one column per metric protocol (first-seen order), search fitness, schedule. When any row has a
-    ``published`` dict, ``published speedup`` / ``published <key>`` (the short key: ``fid``,
-    ``clip``, ...; its protocol is the paper's, not ours) follow the reproduced column the key
-    maps to, and a ``source`` column precedes the schedule. Missing values are NaN.
+    has it), one column per metric protocol (first-seen order), search fitness, schedule.
+    When any row has a ``published`` dict, ``published speedup`` / ``published <key>`` (the
+    short key: ``fid``, ``clip``, ...; its protocol is the paper's, not ours) follow the
+    reproduced column the key maps to, and a ``source`` column precedes the schedule. Missing
+    values are NaN.
     """
     runs = [Results.of(run) for run in
             ([results] if isinstance(results, Results | dict) else results)]

@@ -192,7 +192,8 @@ def _log_row(client, experiment_id: str, parent_id: str, row: Row, repro_run_id:
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
     child = client.create_run(experiment_id, run_name=f"{row.experiment}/{row.name}",
-                              start_time=started, tags={PARENT_TAG: parent_id, RUN_TAG: repro_run_id,
+                              start_time=started,
+                              tags={PARENT_TAG: parent_id, RUN_TAG: repro_run_id,
                                     "repro.row": row.name, **tags}).info.run_id
     params, metrics = row_data(row)
     metrics.update(extra or {})

@@ -6,9 +6,9 @@ The runner builds these objects and writes :meth:`Results.to_json`; every reader
 named, typed and given its default here once. pydantic checks the types and refuses keys
 this harness does not know: a file from a newer harness is refused in one line rather than
 half read. Fields added within version 1 (``per_seed``, ``intervals``, ``cache``, ``command``,
-``cost_tables``, ``inputs``, ``computed``) default to None, so every version-1 file still reads. A change
-that renames a field or changes its meaning bumps :data:`VERSION` and keeps reading the
-older one here."""
+``cost_tables``, ``inputs``, ``computed``) default to None, so every version-1 file still
+reads. A change that renames a field or changes its meaning bumps :data:`VERSION` and keeps
+reading the older one here."""
 
 from __future__ import annotations
 

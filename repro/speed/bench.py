@@ -13,8 +13,14 @@ from dataclasses import asdict
 
 from repro.core.schedule import CostTable, Schedule, ScheduleError
 from repro.infra.timing import clock_for, environment
-from repro.speed.costs import calibrate, calibration_schedules, fitted_table, model_cost_table
-from repro.speed.loops import LoopTiming, compare_partial_calls, time_loops
+from repro.speed.costs import (
+    calibrate,
+    calibration_schedules,
+    cost_cautions,
+    fitted_table,
+    model_cost_table,
+)
+from repro.speed.loops import LoopTiming, compare_partial_calls, plain_caution, time_loops
 
 
 def as_dict(timing: LoopTiming, schedule: Schedule | None, table: CostTable, calls: int,
@@ -120,6 +126,7 @@ def bench_model(model: str, *, weights: str = "random", device: str = "cpu",
     report["modes"] = ["eager", *modes]
     report["loops"] = [as_dict(t, schedules.get(t.name.partition(" [")[0]), table, n_calls,
                                do_calibrate) for t in timings]
+    report["cautions"] = cost_cautions(table, repeats) + plain_caution(timings)
     return report
 
 
@@ -213,6 +220,8 @@ def report_markdown(report: dict, command: str | None = None) -> str:
         if key in report:
             cost_rows[label] = milliseconds(report[key])
     lines += ["Per-call costs:", "", cost_markdown(cost_rows), ""]
+    if report.get("cautions"):
+        lines += ["**Measurement warnings:**", ""] + [f"- {c}" for c in report["cautions"]] + [""]
     return "\n".join(lines)
 
 

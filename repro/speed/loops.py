@@ -23,6 +23,8 @@ from repro.infra.progress import bar
 from repro.infra.timing import Clock, median_seconds
 from repro.speed.costs import calibrate, calibration_schedules, fitted_table, time_unet_call
 
+PLAIN = "plain diffusers loop"  # the row of the loop without the engine's hooks
+
 
 @dataclass
 class LoopTiming:
@@ -115,7 +117,7 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
     runs = _runs(unet, make_scheduler, latents, unet_kwargs, schedules, schedulers, modes,
                  caches, counted)
     if plain:
-        runs["plain diffusers loop"] = ("(no hooks)", lambda: plain_loop(
+        runs[PLAIN] = ("(no hooks)", lambda: plain_loop(
             unet, make_scheduler(), latents, unet_kwargs))
     for name, (interval, branch) in (oracle or {}).items():
         runs[name] = (f"DeepCacheSDHelper(cache_interval={interval}, cache_branch_id={branch})",
@@ -172,6 +174,21 @@ def _peak_memory(runs: dict, device) -> tuple[dict[str, float], dict[str, float]
             if grown is not None:
                 host[name] = grown
     return gpu, host
+
+
+def plain_caution(timings: Sequence[LoopTiming], within: float = 0.05) -> list[str]:
+    """A line when the unhooked diffusers loop is not within ``within`` of the engine's all-F
+    loop (its ``measured_speedup``): the engine adds only hook calls to it, so a plain loop
+    slower than the hooked one is timing noise, and a much faster one means the hooks cost
+    more than the speedups assume."""
+    plain = next((t for t in timings if t.name == PLAIN), None)
+    if plain is None or abs(plain.measured_speedup - 1) <= within:
+        return []
+    why = ("the engine's hooks cost more than the speedups assume" if plain.measured_speedup > 1
+           else "it cannot be slower than the same loop with hooks, so this is timing noise; "
+           "time more repeats")
+    return [f"the unhooked diffusers loop ran at {plain.measured_speedup:.2f}x the engine's "
+            f"all-F loop, not about 1.00x: {why}"]
 
 
 class Fit(NamedTuple):
