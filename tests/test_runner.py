@@ -449,3 +449,41 @@ def test_report_reads_runs_back_from_mlflow_and_diffs_the_two_newest(finished_ru
                      "--regression"]) == 0
     diff = capsys.readouterr().out
     assert diff.count("+1 ↑ worse") == len(results["rows"])
+
+
+def test_the_docs_results_json_example_has_a_real_runs_fields_and_formats(finished_run):
+    """docs/usage.md's results.json example (the committed smoke run's, with the fields added
+    since) against a run made now: the same keys at every level it shows, values of the same
+    types, run id, device and times in the same formats."""
+    import re
+    from datetime import datetime
+
+    run_dir, _, _ = finished_run
+    real = json.loads((run_dir / "results.json").read_text())
+    text = (Path(__file__).parents[1] / "docs" / "usage.md").read_text()
+    doc = json.loads(text.split("`results.json`:\n\n```json\n", 1)[1].split("\n```", 1)[0])
+    row = next(r for r in real["rows"] if r["kind"] == "searched")
+    (doc_row,) = doc["rows"]
+    experiment = row["experiment"]
+    pairs = {"results.json": (doc, real), "environment": (doc["environment"],
+                                                           real["environment"]),
+             "row": (doc_row, row), "verdict": (doc["verdicts"][0], real["verdicts"][0]),
+             "inputs": (next(iter(doc["inputs"].values())), real["inputs"][experiment]),
+             "cost table": (next(iter(doc["cost_tables"].values())),
+                            real["cost_tables"][experiment]),
+             **{part: (doc_row[part], row[part])
+                for part in ("latency", "search", "computed", "sampler")}}
+    for where, (shown, made) in pairs.items():
+        assert set(shown) == set(made), where
+        for key, value in shown.items():
+            number = (int, float)
+            if value is not None and made[key] is not None and value != "...":
+                assert isinstance(value, number) == isinstance(made[key], number) and (
+                    isinstance(value, number) or type(value) is type(made[key])), (where, key)
+    run_id = r"[a-z0-9-]+-\d{8}T\d{6}-[0-9a-f]{6}"
+    assert re.fullmatch(run_id, doc["run_id"]) and re.fullmatch(run_id, real["run_id"])
+    device = r".+ \(\d+ torch threads?\)"
+    assert re.fullmatch(device, doc["environment"]["device"])
+    assert re.fullmatch(device, real["environment"]["device"])
+    for moment in (doc["started"], real["started"], doc["finished"], real["finished"]):
+        assert datetime.fromisoformat(moment).utcoffset() is not None
