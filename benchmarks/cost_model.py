@@ -106,7 +106,7 @@ def _markdown_table(lines: list[str], first_cell: str) -> list[list[str]]:
     """Cells of the markdown table whose header starts with ``first_cell``."""
     start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_cell}"))
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append([cell.strip() for cell in line.strip("|").split("|")])
@@ -130,10 +130,14 @@ def read_gpu_table(path: Path) -> Source:
         schedule = schedule_of(row["row"], calls)
         loops.append(Loop(row["row"], schedule, float(row["median s"]), schedule is not None))
     costs_header, *cost_rows = _markdown_table(lines, " ")
-    per_call_ms = next(dict(zip(costs_header, r, strict=True)) for r in cost_rows
-                       if r[0] == "engine call ms")
-    call_seconds = {("F" if k == "F" else f"P{k.removeprefix('b=')}"): float(v) / 1e3
-                    for k, v in per_call_ms.items() if v and k}
+    per_call_ms = next(
+        dict(zip(costs_header, r, strict=True)) for r in cost_rows if r[0] == "engine call ms"
+    )
+    call_seconds = {
+        ("F" if k == "F" else f"P{k.removeprefix('b=')}"): float(v) / 1e3
+        for k, v in per_call_ms.items()
+        if v and k
+    }
     command, device = _command_and_device(lines)
     return Source(f"H200: {path.name}", command, device, calls, call_seconds, loops)
 
@@ -143,38 +147,61 @@ def read_cpu_run(json_path: Path, markdown_path: Path) -> Source:
     command line of its markdown report."""
     report = json.loads(json_path.read_text())
     fitted = set(report["calibration_loops"])
-    loops = [Loop(loop["name"], schedule_of(loop["name"], report["unet_calls"]),
-                  loop["median_s"], loop["name"] in fitted) for loop in report["loops"]]
+    loops = [
+        Loop(
+            loop["name"],
+            schedule_of(loop["name"], report["unet_calls"]),
+            loop["median_s"],
+            loop["name"] in fitted,
+        )
+        for loop in report["loops"]
+    ]
     command, device = _command_and_device(markdown_path.read_text().splitlines())
-    return Source(f"CPU: {json_path.name}", command, device, report["unet_calls"],
-                  report["calibration_median_s"], loops)
+    return Source(
+        f"CPU: {json_path.name}",
+        command,
+        device,
+        report["unet_calls"],
+        report["calibration_median_s"],
+        loops,
+    )
 
 
 def fitted_table(source: Source) -> CostTable:
-    return fit_cost_table([(loop.schedule, loop.seconds) for loop in source.loops if loop.fit],
-                          source.call_seconds, source.title)
+    return fit_cost_table(
+        [(loop.schedule, loop.seconds) for loop in source.loops if loop.fit],
+        source.call_seconds,
+        source.title,
+    )
 
 
 def per_call_table(source: Source) -> CostTable:
     """The table before the overhead terms: P<b>/F of the per-call medians."""
     full = source.call_seconds["F"]
-    return CostTable({int(k[1:]): s / full for k, s in source.call_seconds.items() if k != "F"},
-                     source.title)
+    return CostTable(
+        {int(k[1:]): s / full for k, s in source.call_seconds.items() if k != "F"}, source.title
+    )
 
 
 def errors(source: Source, table: CostTable) -> dict[str, float]:
     """measured / predicted speedup - 1 of each engine row under ``table``."""
     base = next(loop.seconds for loop in source.loops if loop.name == "all-F")
-    return {loop.name: base / loop.seconds / loop.schedule.speedup(table, source.calls) - 1
-            for loop in source.loops if loop.schedule is not None}
+    return {
+        loop.name: base / loop.seconds / loop.schedule.speedup(table, source.calls) - 1
+        for loop in source.loops
+        if loop.schedule is not None
+    }
 
 
 def refit_on_all(source: Source) -> Source:
     """The source with every engine row a fit row."""
-    loops = [Loop(loop.name, loop.schedule, loop.seconds, loop.schedule is not None)
-             for loop in source.loops]
-    return Source(source.title, source.command, source.device, source.calls,
-                  source.call_seconds, loops)
+    loops = [
+        Loop(loop.name, loop.schedule, loop.seconds, loop.schedule is not None)
+        for loop in source.loops
+    ]
+    return Source(
+        source.title, source.command, source.device, source.calls, source.call_seconds, loops
+    )
 
 
 def section(source: Source) -> list[str]:
@@ -182,31 +209,43 @@ def section(source: Source) -> list[str]:
     all_rows = fitted_table(refit_on_all(source))
     base = next(loop.seconds for loop in source.loops if loop.name == "all-F")
     err_after = errors(source, after)
-    lines = [f"## {source.title}", "", f"- device: {source.device}",
-             f"- command: `{source.command}`",
-             f"- fitted: per_call {after.per_call:+.4f}, per_step {after.per_step:+.4f} "
-             "(units of one F call's kind cost); P<b>/F "
-             + ", ".join(f"b={b} {before.partial[b]:.3f} -> {after.partial[b]:.3f}"
-                         for b in sorted({b for loop in source.loops if loop.schedule
-                                          for b in loop.schedule.branches})),
-             f"- largest |measured / predicted - 1| of the engine rows: before "
-             f"{100 * max(map(abs, errors(source, before).values())):.1f}%, after "
-             f"{100 * max(map(abs, err_after.values())):.1f}%, refit on all rows "
-             f"{100 * max(map(abs, errors(source, all_rows).values())):.1f}%", "",
-             "| row | fit | median s | measured | predicted before | error before | "
-             "predicted after | error after | error, refit on all rows |",
-             "|:--|:--|--:|--:|--:|--:|--:|--:|--:|"]
+    lines = [
+        f"## {source.title}",
+        "",
+        f"- device: {source.device}",
+        f"- command: `{source.command}`",
+        f"- fitted: per_call {after.per_call:+.4f}, per_step {after.per_step:+.4f} "
+        "(units of one F call's kind cost); P<b>/F "
+        + ", ".join(
+            f"b={b} {before.partial[b]:.3f} -> {after.partial[b]:.3f}"
+            for b in sorted(
+                {b for loop in source.loops if loop.schedule for b in loop.schedule.branches}
+            )
+        ),
+        f"- largest |measured / predicted - 1| of the engine rows: before "
+        f"{100 * max(map(abs, errors(source, before).values())):.1f}%, after "
+        f"{100 * max(map(abs, err_after.values())):.1f}%, refit on all rows "
+        f"{100 * max(map(abs, errors(source, all_rows).values())):.1f}%",
+        "",
+        "| row | fit | median s | measured | predicted before | error before | "
+        "predicted after | error after | error, refit on all rows |",
+        "|:--|:--|--:|--:|--:|--:|--:|--:|--:|",
+    ]
     for loop in source.loops:
         measured = base / loop.seconds
         if loop.schedule is None:
-            lines.append(f"| {loop.name} (not the engine) | | {loop.seconds:.3f} | "
-                         f"{measured:.2f}x | | | | | |")
+            lines.append(
+                f"| {loop.name} (not the engine) | | {loop.seconds:.3f} | "
+                f"{measured:.2f}x | | | | | |"
+            )
             continue
         pb, pa, pr = (loop.schedule.speedup(t, source.calls) for t in (before, after, all_rows))
-        lines.append(f"| {_cell(loop.name)} | {'yes' if loop.fit else 'no'} | "
-                     f"{loop.seconds:.3f} | {measured:.2f}x | {pb:.2f}x | "
-                     f"{100 * (measured / pb - 1):+.1f}% | {pa:.2f}x | "
-                     f"{100 * (measured / pa - 1):+.1f}% | {100 * (measured / pr - 1):+.1f}% |")
+        lines.append(
+            f"| {_cell(loop.name)} | {'yes' if loop.fit else 'no'} | "
+            f"{loop.seconds:.3f} | {measured:.2f}x | {pb:.2f}x | "
+            f"{100 * (measured / pb - 1):+.1f}% | {pa:.2f}x | "
+            f"{100 * (measured / pa - 1):+.1f}% | {100 * (measured / pr - 1):+.1f}% |"
+        )
     return [*lines, ""]
 
 

@@ -46,13 +46,18 @@ def candidate_schedules(steps: int = 20) -> dict[str, Schedule]:
     out."""
     named = {f"DeepCache N={n} b=0": Schedule.deepcache(steps, n, 0) for n in (2, 3, 5, 10)}
     named |= {f"DeepCache N=10 b={b}": Schedule.deepcache(steps, 10, b) for b in (1, 2)}
-    named |= {f"DeepCache non-uniform N={n} b=0":
-              Schedule.deepcache_nonuniform(steps, n, 0, center=steps // 2, power=1.4)
-              for n in (4, 6)}
+    named |= {
+        f"DeepCache non-uniform N={n} b=0": Schedule.deepcache_nonuniform(
+            steps, n, 0, center=steps // 2, power=1.4
+        )
+        for n in (4, 6)
+    }
     named |= {f"DDIM {k} of {steps} steps": Schedule.fewer_steps(steps, k) for k in (10, 7, 5, 4)}
-    segments = {4: [[(2, 3)] * 5, [(4, 2), (2, 0), (1, 0), (1, 0), (1, 0)]],
-                5: [[(5, 1), (4, 0), (2, 0), (1, 0)], [(2, 0), (1, 0), (1, 0), (1, 0)]],
-                10: [[(10, 0), (3, 0)]]}
+    segments = {
+        4: [[(2, 3)] * 5, [(4, 2), (2, 0), (1, 0), (1, 0), (1, 0)]],
+        5: [[(5, 1), (4, 0), (2, 0), (1, 0)], [(2, 0), (1, 0), (1, 0), (1, 0)]],
+        10: [[(10, 0), (3, 0)]],
+    }
     for length, gene_sets in segments.items():
         for genes in gene_sets:
             schedule = Schedule.from_segments(length, genes)
@@ -62,8 +67,12 @@ def candidate_schedules(steps: int = 20) -> dict[str, Schedule]:
     return named
 
 
-def timed_generation(model, steps: int, schedule: Schedule | None, batch: int,
-                     ) -> tuple[SampleSet, list[float]]:
+def timed_generation(
+    model,
+    steps: int,
+    schedule: Schedule | None,
+    batch: int,
+) -> tuple[SampleSet, list[float]]:
     """1797 images from seeds 0..1796 in batches, with each batch's wall time."""
     parts, seconds = [], []
     for start in range(0, DATASET_SIZE, batch):
@@ -74,8 +83,13 @@ def timed_generation(model, steps: int, schedule: Schedule | None, batch: int,
     first = parts[0]
     return SampleSet(
         images=np.concatenate([p.images for p in parts]),
-        seeds=np.concatenate([p.seeds for p in parts]), labels=None, model=first.model,
-        schedule=first.schedule, steps=steps, guidance=first.guidance), seconds
+        seeds=np.concatenate([p.seeds for p in parts]),
+        labels=None,
+        model=first.model,
+        schedule=first.schedule,
+        steps=steps,
+        guidance=first.guidance,
+    ), seconds
 
 
 def _timed(fn):
@@ -85,14 +99,25 @@ def _timed(fn):
 
 
 def _subset(samples: SampleSet, n: int) -> SampleSet:
-    return SampleSet(images=samples.images[:n], seeds=samples.seeds[:n], labels=None,
-                     model=samples.model, schedule=samples.schedule, steps=samples.steps,
-                     guidance=samples.guidance)
+    return SampleSet(
+        images=samples.images[:n],
+        seeds=samples.seeds[:n],
+        labels=None,
+        model=samples.model,
+        schedule=samples.schedule,
+        steps=samples.steps,
+        guidance=samples.guidance,
+    )
 
 
-def run_benchmark(model_id: str = "digits-ddpm", weights: str = "pretrained", steps: int = 20,
-                  sizes: tuple[int, ...] = (128, 256, 512), batch: int = 128,
-                  progress=print) -> dict:
+def run_benchmark(
+    model_id: str = "digits-ddpm",
+    weights: str = "pretrained",
+    steps: int = 20,
+    sizes: tuple[int, ...] = (128, 256, 512),
+    batch: int = 128,
+    progress=print,
+) -> dict:
     """Evaluate every candidate by full FID and by rFID at each size in ``sizes``."""
     from scipy.stats import kendalltau
 
@@ -111,33 +136,58 @@ def run_benchmark(model_id: str = "digits-ddpm", weights: str = "pretrained", st
     for name, schedule in candidate_schedules(steps).items():
         samples, seconds = timed_generation(model, steps, schedule, batch)
         full, fid_s = _timed(lambda s=samples: fid(s, "digits", extractor))
-        row = {"name": name, "schedule": str(schedule),
-               "predicted_speedup": schedule.speedup(table), "fid": full.value,
-               "fid_eval_s": sum(seconds) + fid_s, "rfid": {}, "rfid_eval_s": {}}
+        row = {
+            "name": name,
+            "schedule": str(schedule),
+            "predicted_speedup": schedule.speedup(table),
+            "fid": full.value,
+            "fid_eval_s": sum(seconds) + fid_s,
+            "rfid": {},
+            "rfid_eval_s": {},
+        }
         for n in sizes:
-            result, rfid_s = _timed(lambda s=samples, n=n: rfid(_subset(s, n), teacher,
-                                                                  extractor, cache))
+            result, rfid_s = _timed(
+                lambda s=samples, n=n: rfid(_subset(s, n), teacher, extractor, cache)
+            )
             row["rfid"][n] = result.value
-            row["rfid_eval_s"][n] = sum(seconds[:n // batch]) + rfid_s
+            row["rfid_eval_s"][n] = sum(seconds[: n // batch]) + rfid_s
         rows.append(row)
-        progress(f"{name}: {row['predicted_speedup']:.2f}x FID {full.value:.3f} "
-                 f"rFID@{sizes[0]} {row['rfid'][sizes[0]]:.3f}")
+        progress(
+            f"{name}: {row['predicted_speedup']:.2f}x FID {full.value:.3f} "
+            f"rFID@{sizes[0]} {row['rfid'][sizes[0]]:.3f}"
+        )
     fids = [r["fid"] for r in rows]
     by_size = {}
     for n in sizes:
         tau, p_value = kendalltau([r["rfid"][n] for r in rows], fids)
         ratios = [r["rfid_eval_s"][n] / r["fid_eval_s"] for r in rows]
-        by_size[n] = {"kendall_tau": float(tau), "p_value": float(p_value),
-                      "time_ratio_median": statistics.median(ratios),
-                      "time_ratio_max": max(ratios)}
-    return {"model": model_id, "weights": weights, "steps": steps, "batch": batch,
-            "dataset_size": DATASET_SIZE, "protocols": ["fid:digits-cnn", "rfid:digits-cnn"],
-            "reference": "digits", "reference_n": reference.n, "cost_table": table.to_dict(),
-            "teacher": {"generate_s": sum(teacher_seconds), "features_s": teacher_features_s,
-                        "fid": teacher_fid},
-            "reference_statistics_s": reference_s,
-            "environment": environment("cpu", "float32", batch), "cpus": os.cpu_count(),
-            "schedules": rows, "by_size": by_size}
+        by_size[n] = {
+            "kendall_tau": float(tau),
+            "p_value": float(p_value),
+            "time_ratio_median": statistics.median(ratios),
+            "time_ratio_max": max(ratios),
+        }
+    return {
+        "model": model_id,
+        "weights": weights,
+        "steps": steps,
+        "batch": batch,
+        "dataset_size": DATASET_SIZE,
+        "protocols": ["fid:digits-cnn", "rfid:digits-cnn"],
+        "reference": "digits",
+        "reference_n": reference.n,
+        "cost_table": table.to_dict(),
+        "teacher": {
+            "generate_s": sum(teacher_seconds),
+            "features_s": teacher_features_s,
+            "fid": teacher_fid,
+        },
+        "reference_statistics_s": reference_s,
+        "environment": environment("cpu", "float32", batch),
+        "cpus": os.cpu_count(),
+        "schedules": rows,
+        "by_size": by_size,
+    }
 
 
 def report_markdown(report: dict, command: str) -> str:
@@ -145,8 +195,10 @@ def report_markdown(report: dict, command: str) -> str:
 
     env, sizes = report["environment"], list(report["by_size"])
     lines = [
-        f"# rFID vs full FID: {report['model']} ({report['weights']} weights)", "",
-        f"Command: `{command}`", "",
+        f"# rFID vs full FID: {report['model']} ({report['weights']} weights)",
+        "",
+        f"Command: `{command}`",
+        "",
         f"- machine: {env['device']}, {report['cpus']} CPUs shared with other processes; "
         f"torch {env['torch']}, diffusers {env['diffusers']}, "
         f"Python {env['python']}",
@@ -161,23 +213,39 @@ def report_markdown(report: dict, command: str) -> str:
         f"- one-off costs: teacher generation {report['teacher']['generate_s']:.1f} s, teacher "
         f"features {report['teacher']['features_s']:.2f} s, reference statistics "
         f"{report['reference_statistics_s']:.2f} s; teacher FID {report['teacher']['fid']:.3f}",
-        f"- predicted speedup: cost table '{report['cost_table']['source']}'", "",
-        "## Summary", "",
-        pd.DataFrame([{
-            "rFID n": n, "Kendall tau (rFID, FID)": f"{s['kendall_tau']:.3f}",
-            "p-value": f"{s['p_value']:.1e}",
-            "rFID / FID eval time (median)": f"{100 * s['time_ratio_median']:.1f}%",
-            "(max)": f"{100 * s['time_ratio_max']:.1f}%",
-        } for n, s in report["by_size"].items()]).to_markdown(index=False), "",
-        *_reading(report), "",
-        f"## {len(report['schedules'])} schedules", "",
+        f"- predicted speedup: cost table '{report['cost_table']['source']}'",
+        "",
+        "## Summary",
+        "",
+        pd.DataFrame(
+            [
+                {
+                    "rFID n": n,
+                    "Kendall tau (rFID, FID)": f"{s['kendall_tau']:.3f}",
+                    "p-value": f"{s['p_value']:.1e}",
+                    "rFID / FID eval time (median)": f"{100 * s['time_ratio_median']:.1f}%",
+                    "(max)": f"{100 * s['time_ratio_max']:.1f}%",
+                }
+                for n, s in report["by_size"].items()
+            ]
+        ).to_markdown(index=False),
+        "",
+        *_reading(report),
+        "",
+        f"## {len(report['schedules'])} schedules",
+        "",
     ]
-    rows = [{
-        "schedule": r["name"], "pred. speedup": f"{r['predicted_speedup']:.2f}x",
-        "FID": f"{r['fid']:.3f}", "FID eval s": f"{r['fid_eval_s']:.1f}",
-        **{f"rFID@{n}": f"{r['rfid'][n]:.3f}" for n in sizes},
-        **{f"rFID@{n} s": f"{r['rfid_eval_s'][n]:.1f}" for n in sizes},
-    } for r in sorted(report["schedules"], key=lambda r: r["predicted_speedup"])]
+    rows = [
+        {
+            "schedule": r["name"],
+            "pred. speedup": f"{r['predicted_speedup']:.2f}x",
+            "FID": f"{r['fid']:.3f}",
+            "FID eval s": f"{r['fid_eval_s']:.1f}",
+            **{f"rFID@{n}": f"{r['rfid'][n]:.3f}" for n in sizes},
+            **{f"rFID@{n} s": f"{r['rfid_eval_s'][n]:.1f}" for n in sizes},
+        }
+        for r in sorted(report["schedules"], key=lambda r: r["predicted_speedup"])
+    ]
     lines += [pd.DataFrame(rows).to_markdown(index=False), "", "Schedule texts:", ""]
     lines += [f"- {r['name']}: `{r['schedule']}`" for r in report["schedules"]]
     return "\n".join(lines) + "\n"
@@ -190,40 +258,69 @@ def _reading(report: dict) -> list[str]:
     lines = []
     for n, s in report["by_size"].items():
         tau_ok, time_ok = s["kendall_tau"] >= 0.8, s["time_ratio_median"] <= 0.10
-        lines.append(f"- n={n}: tau {s['kendall_tau']:.3f} ({'meets' if tau_ok else 'misses'} "
-                     f">= 0.8), eval time {100 * s['time_ratio_median']:.1f}% of full FID "
-                     f"({'meets' if time_ok else 'misses'} <= 10%)")
-    return lines + [
-        f"- generation dominates both evaluations, so the time ratio is about n / "
-        f"{report['dataset_size']}; the 10% target needs n <= "
-        f"{int(0.1 * report['dataset_size'])}",
-        f"- full FID spans {min(fids):.1f}..{max(fids):.1f} over these schedules (teacher "
-        f"{report['teacher']['fid']:.1f}), so most pairs are far apart",
-    ] + [f"- pairs rFID@{n} orders unlike FID: " + ("; ".join(
-        f"{a['name']} vs {b['name']} (FID {a['fid']:.1f} vs {b['fid']:.1f})"
-        for i, a in enumerate(rows) for b in rows[i + 1:]
-        if (a["rfid"][n] - b["rfid"][n]) * (a["fid"] - b["fid"]) < 0) or "none")
-        for n in report["by_size"]]
+        lines.append(
+            f"- n={n}: tau {s['kendall_tau']:.3f} ({'meets' if tau_ok else 'misses'} "
+            f">= 0.8), eval time {100 * s['time_ratio_median']:.1f}% of full FID "
+            f"({'meets' if time_ok else 'misses'} <= 10%)"
+        )
+    return (
+        lines
+        + [
+            f"- generation dominates both evaluations, so the time ratio is about n / "
+            f"{report['dataset_size']}; the 10% target needs n <= "
+            f"{int(0.1 * report['dataset_size'])}",
+            f"- full FID spans {min(fids):.1f}..{max(fids):.1f} over these schedules (teacher "
+            f"{report['teacher']['fid']:.1f}), so most pairs are far apart",
+        ]
+        + [
+            f"- pairs rFID@{n} orders unlike FID: "
+            + (
+                "; ".join(
+                    f"{a['name']} vs {b['name']} (FID {a['fid']:.1f} vs {b['fid']:.1f})"
+                    for i, a in enumerate(rows)
+                    for b in rows[i + 1 :]
+                    if (a["rfid"][n] - b["rfid"][n]) * (a["fid"] - b["fid"]) < 0
+                )
+                or "none"
+            )
+            for n in report["by_size"]
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/metrics.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/metrics.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default="digits-ddpm")
     parser.add_argument("--weights", default="pretrained")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512],
-                        help="rFID image counts (multiples of --batch)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[128, 256, 512],
+        help="rFID image counts (multiples of --batch)",
+    )
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="write the markdown report here")
     parser.add_argument("--json", type=Path, help="write the raw report here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    report = run_benchmark(args.model, args.weights, args.steps, tuple(args.sizes), args.batch,
-                           progress=lambda line: print(line, file=sys.stderr, flush=True))
+    report = run_benchmark(
+        args.model,
+        args.weights,
+        args.steps,
+        tuple(args.sizes),
+        args.batch,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     command = "python benchmarks/metrics.py " + " ".join(
-        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
     markdown = report_markdown(report, command)
     for path, text in ((args.out, markdown), (args.json, json.dumps(report, indent=2))):
         if path:

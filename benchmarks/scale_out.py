@@ -25,8 +25,10 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE = re.compile(r"^(?:\[rank 0/\d+\] )?\[(?P<experiment>[^\]]+)\] stage (?P<stage>.+): "
-                   r"(?P<seconds>[\d.]+) s$")
+STAGE = re.compile(
+    r"^(?:\[rank 0/\d+\] )?\[(?P<experiment>[^\]]+)\] stage (?P<stage>.+): "
+    r"(?P<seconds>[\d.]+) s$"
+)
 # stages that sample (the ones sharding speeds up), then the rest, in the order a run meets them
 SAMPLING = ("search sampling", "search", "evaluation sampling")
 OTHERS = ("metrics", "latency")
@@ -34,21 +36,40 @@ OTHERS = ("metrics", "latency")
 
 def command(suite: Path, ranks: int, results: Path) -> list[str]:
     torchrun = Path(sys.executable).with_name("torchrun")
-    return [str(torchrun), "--standalone", "--nproc-per-node", str(ranks), "-m", "repro",
-            "run", str(suite), "--results", str(results), "--no-tracking", "--threads", "1",
-            "--new"]
+    return [
+        str(torchrun),
+        "--standalone",
+        "--nproc-per-node",
+        str(ranks),
+        "-m",
+        "repro",
+        "run",
+        str(suite),
+        "--results",
+        str(results),
+        "--no-tracking",
+        "--threads",
+        "1",
+        "--new",
+    ]
 
 
 def run(suite: Path, ranks: int) -> dict:
     """One run in a fresh results directory: total wall time, rank 0's stage times summed
     over experiments (searches summed as ``search``), and each row's quality numbers."""
     with tempfile.TemporaryDirectory(prefix="scale-out-") as tmp:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
-               "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": str(ROOT),
+        }
         started = time.perf_counter()
-        done = subprocess.run(command(suite, ranks, Path(tmp)), cwd=ROOT, env=env,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            command(suite, ranks, Path(tmp)), cwd=ROOT, env=env, capture_output=True, text=True
+        )
         wall = time.perf_counter() - started
         if done.returncode != 0:
             sys.exit(f"{ranks} rank(s) failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
@@ -57,12 +78,14 @@ def run(suite: Path, ranks: int) -> dict:
             match = STAGE.match(line)
             if match:
                 name = match["stage"]
-                stages["search" if name.startswith("search ") and name != "search sampling"
-                       else name] += float(match["seconds"])
+                stages[
+                    "search" if name.startswith("search ") and name != "search sampling" else name
+                ] += float(match["seconds"])
         (results,) = Path(tmp).glob("*/*/results.json")
         data = json.loads(results.read_text())
-        quality = {(r["experiment"], r["name"]): (r["schedule"], r["metrics"])
-                   for r in data["rows"]}
+        quality = {
+            (r["experiment"], r["name"]): (r["schedule"], r["metrics"]) for r in data["rows"]
+        }
         return {"wall": wall, "stages": dict(stages), "quality": quality}
 
 
@@ -93,30 +116,50 @@ def page(suite: Path, runs: dict[int, dict], loads: tuple[str, str], argv: list[
         f" (`--new` in a fresh results directory).",
         f"Load average before / after: {loads[0]} / {loads[1]}.",
         "",
-        "| stage | " + " | ".join(f"{k} rank{'s' if k > 1 else ''} (s)" for k in sorted(runs))
-        + " | " + " | ".join(f"ratio 1:{k}" for k in others) + " |",
+        "| stage | "
+        + " | ".join(f"{k} rank{'s' if k > 1 else ''} (s)" for k in sorted(runs))
+        + " | "
+        + " | ".join(f"ratio 1:{k}" for k in others)
+        + " |",
         "|:--|" + "--:|" * (len(runs) + len(others)),
     ]
     names = [s for s in (*SAMPLING, *OTHERS) if any(s in r["stages"] for r in runs.values())]
     for name in [*names, "whole run (wall)"]:
-        values = {k: (r["wall"] if name.startswith("whole") else r["stages"].get(name, 0.0))
-                  for k, r in runs.items()}
+        values = {
+            k: (r["wall"] if name.startswith("whole") else r["stages"].get(name, 0.0))
+            for k, r in runs.items()
+        }
         ratios = [f"{values[base] / values[k]:.2f}x" if values[k] else "" for k in others]
-        lines.append(f"| {name} | " + " | ".join(f"{values[k]:.1f}" for k in sorted(runs))
-                     + " | " + " | ".join(ratios) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{values[k]:.1f}" for k in sorted(runs))
+            + " | "
+            + " | ".join(ratios)
+            + " |"
+        )
     same = {k: runs[k]["quality"] == runs[base]["quality"] for k in others}
-    lines += ["", "Quality numbers (every row's schedule and metrics in results.json): "
-              + "; ".join(f"{k} ranks {'identical to' if ok else 'DIFFERENT from'} {base}"
-                          for k, ok in same.items()) + "."]
+    lines += [
+        "",
+        "Quality numbers (every row's schedule and metrics in results.json): "
+        + "; ".join(
+            f"{k} ranks {'identical to' if ok else 'DIFFERENT from'} {base}"
+            for k, ok in same.items()
+        )
+        + ".",
+    ]
     for k, ok in same.items():
         if not ok:
             for row, value in runs[base]["quality"].items():
                 if runs[k]["quality"].get(row) != value:
                     lines.append(f"- {row}: {value} vs {runs[k]['quality'].get(row)}")
-    lines += ["", "Sampling stages are cut into shards of one evaluation batch spread over the "
-              "ranks (`search` spreads each generation's candidates); `metrics` runs on rank 0 "
-              "from the gathered samples and `latency` is timed on rank 0 while the others "
-              "wait, so neither is expected to scale.", ""]
+    lines += [
+        "",
+        "Sampling stages are cut into shards of one evaluation batch spread over the "
+        "ranks (`search` spreads each generation's candidates); `metrics` runs on rank 0 "
+        "from the gathered samples and `latency` is timed on rank 0 while the others "
+        "wait, so neither is expected to scale.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -143,8 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         runs[ranks] = run(args.suite.resolve(), ranks)
         print(f"{ranks} rank(s): {runs[ranks]['wall']:.0f} s", file=sys.stderr)
     after = load()
-    text = page(args.suite.resolve(), runs, (before, after),
-                ["benchmarks/scale_out.py", *(argv if argv is not None else sys.argv[1:])])
+    text = page(
+        args.suite.resolve(),
+        runs,
+        (before, after),
+        ["benchmarks/scale_out.py", *(argv if argv is not None else sys.argv[1:])],
+    )
     args.out.write_text(text)
     print(text)
     return 0

@@ -26,9 +26,13 @@ from repro.search.fitness import RFIDFitness
 from repro.speed.costs import model_cost_table
 
 WHOLE = "batched + prefix reuse, a generation a pass"
-VARIANTS = (("from the start", False, False), ("prefix reuse", True, False),
-            ("batched", False, True), ("batched + prefix reuse", True, True),
-            (WHOLE, True, True))
+VARIANTS = (
+    ("from the start", False, False),
+    ("prefix reuse", True, False),
+    ("batched", False, True),
+    ("batched + prefix reuse", True, True),
+    (WHOLE, True, True),
+)
 
 
 class Counted:
@@ -40,19 +44,24 @@ class Counted:
         self.fitness, self.rows = fitness, []
         self.rows_per_call: list[int] = []
         fitness.model.unet.conv_in.register_forward_pre_hook(
-            lambda _, args: self.rows_per_call.append(args[0].shape[0]))
+            lambda _, args: self.rows_per_call.append(args[0].shape[0])
+        )
         if batched:
             self.score_many = self._score_many
         self.batches: list[dict] = []
 
     def _measured(self, score, schedules):
-        calls, rows, start = len(self.rows_per_call), sum(self.rows_per_call), \
-            time.perf_counter()
+        calls, rows, start = len(self.rows_per_call), sum(self.rows_per_call), time.perf_counter()
         values = score(schedules)
-        self.batches.append({
-            "schedules": [str(s) for s in schedules], "fitness": values,
-            "calls": len(self.rows_per_call) - calls, "rows": sum(self.rows_per_call) - rows,
-            "seconds": time.perf_counter() - start})
+        self.batches.append(
+            {
+                "schedules": [str(s) for s in schedules],
+                "fitness": values,
+                "calls": len(self.rows_per_call) - calls,
+                "rows": sum(self.rows_per_call) - rows,
+                "seconds": time.perf_counter() - start,
+            }
+        )
         return values
 
     def __call__(self, schedule):
@@ -65,29 +74,50 @@ class Counted:
 def run(model, reuse: bool, pass_samples: int | None, args) -> dict:
     """One search: per candidate its schedule and fitness, and the cost totals."""
     batched = pass_samples is not None
-    fitness = RFIDFitness(model, args.steps, range(args.seeds), batch_size=args.batch,
-                          reuse_prefixes=reuse, pass_samples=pass_samples)
+    fitness = RFIDFitness(
+        model,
+        args.steps,
+        range(args.seeds),
+        batch_size=args.batch,
+        reuse_prefixes=reuse,
+        pass_samples=pass_samples,
+    )
     counted = Counted(fitness, batched)
     spec = models.get(model.name)
     table = model_cost_table(spec, model.unet)
     space = search.SegmentSpace.of(args.steps, range(spec.num_branches))
     load = os.getloadavg()[0]
-    search.run_method("segment-evolution", space, fitness=counted,
-                      budget=search.Budget(args.budget, table, 0.1), n_eval=args.evaluations,
-                      seed=args.seed, evolution=search.Evolution(
-                          population=args.population, parents=args.parents,
-                          mutations=args.mutations, crossovers=args.crossovers))
+    search.run_method(
+        "segment-evolution",
+        space,
+        fitness=counted,
+        budget=search.Budget(args.budget, table, 0.1),
+        n_eval=args.evaluations,
+        seed=args.seed,
+        evolution=search.Evolution(
+            population=args.population,
+            parents=args.parents,
+            mutations=args.mutations,
+            crossovers=args.crossovers,
+        ),
+    )
     model.unet.conv_in._forward_pre_hooks.clear()
-    candidates = [(s, v) for b in counted.batches
-                  for s, v in zip(b["schedules"], b["fitness"], strict=True)]
+    candidates = [
+        (s, v) for b in counted.batches for s, v in zip(b["schedules"], b["fitness"], strict=True)
+    ]
     total = {key: sum(b[key] for b in counted.batches) for key in ("calls", "rows", "seconds")}
     per_candidate = [b for b in counted.batches if len(b["schedules"]) == 1]
     store = fitness.prefixes
-    return {"candidates": candidates, "batches": counted.batches, **total,
-            "load": (load, os.getloadavg()[0]),
-            "store": store and (store.bytes, store.max_bytes, store.evicted),
-            "median_seconds": statistics.median(b["seconds"] for b in per_candidate)
-            if per_candidate else None}
+    return {
+        "candidates": candidates,
+        "batches": counted.batches,
+        **total,
+        "load": (load, os.getloadavg()[0]),
+        "store": store and (store.bytes, store.max_bytes, store.evicted),
+        "median_seconds": statistics.median(b["seconds"] for b in per_candidate)
+        if per_candidate
+        else None,
+    }
 
 
 def unbounded(schedules: list[str], steps: int) -> list[int]:
@@ -98,8 +128,13 @@ def unbounded(schedules: list[str], steps: int) -> list[int]:
     left = []
     for text in schedules:
         tokens = Schedule.parse(text).steps
-        shared = max(next((i for i, (a, b) in enumerate(zip(tokens, other, strict=True))
-                           if a != b), len(tokens)) for other in seen)
+        shared = max(
+            next(
+                (i for i, (a, b) in enumerate(zip(tokens, other, strict=True)) if a != b),
+                len(tokens),
+            )
+            for other in seen
+        )
         left.append(sum(token != "N" for token in tokens[shared:]))
         seen.append(tokens)
     return left
@@ -109,13 +144,15 @@ def report(runs: dict[str, dict], args, command: str) -> str:
     n = len(runs["from the start"]["candidates"])
     batches = -(-args.seeds // args.batch)
     reference = runs["from the start"]["candidates"]
-    same = {name: sum(a == b for a, b in zip(reference, r["candidates"], strict=True))
-            for name, r in runs.items()}
+    same = {
+        name: sum(a == b for a, b in zip(reference, r["candidates"], strict=True))
+        for name, r in runs.items()
+    }
     plain, reused = runs["from the start"], runs["prefix reuse"]
     tail = n - args.population  # the evolution's children, after the seeded population
 
     def later(r):
-        return sum(b["calls"] for b in r["batches"][args.population:]) / max(tail, 1) / batches
+        return sum(b["calls"] for b in r["batches"][args.population :]) / max(tail, 1) / batches
 
     ideal = unbounded([text for text, _ in reference], args.steps)
     row = " | ".join
@@ -135,18 +172,28 @@ def report(runs: dict[str, dict], args, command: str) -> str:
         "| per evaluated candidate | " + row(runs) + " |",
         "|---|" + "---:|" * len(runs),
         "| UNet calls (per seed batch) | "
-        + row(f"{r['calls'] / n / batches:.1f}" for r in runs.values()) + " |",
+        + row(f"{r['calls'] / n / batches:.1f}" for r in runs.values())
+        + " |",
         "| UNet forward passes (samples through the UNet / seeds) | "
-        + row(f"{r['rows'] / n / args.seeds:.1f}" for r in runs.values()) + " |",
+        + row(f"{r['rows'] / n / args.seeds:.1f}" for r in runs.values())
+        + " |",
         "| wall seconds (total / candidates) | "
-        + row(f"{r['seconds'] / n:.2f}" for r in runs.values()) + " |",
+        + row(f"{r['seconds'] / n:.2f}" for r in runs.values())
+        + " |",
         "| load average (1 min) before, after | "
-        + row(f"{r['load'][0]:.1f}, {r['load'][1]:.1f}" for r in runs.values()) + " |",
+        + row(f"{r['load'][0]:.1f}, {r['load'][1]:.1f}" for r in runs.values())
+        + " |",
         "| prefix store at the end: GiB held of the cap, states evicted | "
-        + row(r["store"] and f"{r['store'][0] / 2**30:.2f} of {r['store'][1] / 2**30:.0f}, "
-              f"{r['store'][2]}" or "" for r in runs.values()) + " |",
+        + row(
+            r["store"]
+            and f"{r['store'][0] / 2**30:.2f} of {r['store'][1] / 2**30:.0f}, {r['store'][2]}"
+            or ""
+            for r in runs.values()
+        )
+        + " |",
         "| same schedule and fitness as from the start, candidate by candidate | "
-        + row(f"{same[name]} of {n}" for name in runs) + " |",
+        + row(f"{same[name]} of {n}" for name in runs)
+        + " |",
         "",
         f"Prefix reuse, one candidate at a time: {plain['calls'] / reused['calls']:.2f}x fewer "
         f"UNet calls ({later(plain):.1f} vs {later(reused):.1f} per candidate after the first "
@@ -157,7 +204,7 @@ def report(runs: dict[str, dict], args, command: str) -> str:
         f"{plain['seconds'] / runs['batched + prefix reuse']['seconds']:.2f}x (above 1: "
         "faster). A store that never fills would leave "
         f"{sum(ideal) / n:.1f} calls per candidate ({plain['calls'] / batches / sum(ideal):.2f}x "
-        f"fewer than from the start; {sum(ideal[args.population:]) / max(tail, 1):.1f} after "
+        f"fewer than from the start; {sum(ideal[args.population :]) / max(tail, 1):.1f} after "
         f"the first {args.population}): what the candidates share with what was sampled "
         "before them.",
         "",
@@ -171,10 +218,13 @@ def report(runs: dict[str, dict], args, command: str) -> str:
         "| # | schedule | rFID | calls (start) | calls (reuse) | calls (store never full) |",
         "|---:|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {i} | `{a['schedules'][0]}` | {a['fitness'][0]:.4f} | "
-              f"{a['calls'] / batches:.0f} | {b['calls'] / batches:.0f} | {left} |"
-              for i, (a, b, left) in enumerate(zip(plain["batches"], reused["batches"], ideal,
-                                                   strict=True))]
+    lines += [
+        f"| {i} | `{a['schedules'][0]}` | {a['fitness'][0]:.4f} | "
+        f"{a['calls'] / batches:.0f} | {b['calls'] / batches:.0f} | {left} |"
+        for i, (a, b, left) in enumerate(
+            zip(plain["batches"], reused["batches"], ideal, strict=True)
+        )
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -198,13 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     model = models.load_model("digits-ddpm")
     runs = {}
     for name, reuse, batched in VARIANTS:
-        pass_samples = (args.population * args.batch if name == WHOLE else args.pass_samples
-                        ) if batched else None
+        pass_samples = (
+            (args.population * args.batch if name == WHOLE else args.pass_samples)
+            if batched
+            else None
+        )
         runs[name] = run(model, reuse, pass_samples, args)
-        print(f"{name}: {runs[name]['calls']} UNet calls, {runs[name]['seconds']:.0f} s",
-              file=sys.stderr)
-    command = "python benchmarks/search_cost.py " + " ".join(argv if argv is not None
-                                                            else sys.argv[1:])
+        print(
+            f"{name}: {runs[name]['calls']} UNet calls, {runs[name]['seconds']:.0f} s",
+            file=sys.stderr,
+        )
+    command = "python benchmarks/search_cost.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
     args.out.write_text(report(runs, args, command.strip()))
     print(args.out)
     return 0

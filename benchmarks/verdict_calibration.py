@@ -106,12 +106,19 @@ def load_experiments(data: Path) -> list[Experiment]:
             for row in rows:
                 data_of = per_seed.load(run / row.per_seed)
                 loaded[row.name] = Row(
-                    row.name, row.kind, row.schedule, row.family, row.budget,
-                    row.predicted_speedup, np.asarray(row.latency["seconds"], float),
+                    row.name,
+                    row.kind,
+                    row.schedule,
+                    row.family,
+                    row.budget,
+                    row.predicted_speedup,
+                    np.asarray(row.latency["seconds"], float),
                     np.asarray(data_of.features[EXTRACTOR], np.float64),
-                    data_of.values.get(ACC))
-            reference = FeatureStatistics.load(per_seed.reference_path(
-                run / rows[0].per_seed, EXTRACTOR))
+                    data_of.values.get(ACC),
+                )
+            reference = FeatureStatistics.load(
+                per_seed.reference_path(run / rows[0].per_seed, EXTRACTOR)
+            )
             found.append(Experiment(name, loaded, reference))
     if not found:
         raise SystemExit(f"{data}: no finished run; run with --sample first")
@@ -119,19 +126,34 @@ def load_experiments(data: Path) -> list[Experiment]:
 
 
 # -- qualities on a seed set ----------------------------------------------------------------
-def fid_point(exp: Experiment, row: Row, seeds: np.ndarray, speed: float | None = None,
-              features: np.ndarray | None = None, timing: np.ndarray | None = None) -> Point:
+def fid_point(
+    exp: Experiment,
+    row: Row,
+    seeds: np.ndarray,
+    speed: float | None = None,
+    features: np.ndarray | None = None,
+    timing: np.ndarray | None = None,
+) -> Point:
     """The row's FID on ``seeds`` (pool indices), resampled as the verdicts resample it."""
     own = (row.features if features is None else features)[seeds]
     reference = exp.reference
-    timed = {} if timing is None else {"seconds": row.seconds[timing],
-                                        "reference_seconds": exp.teacher.seconds[timing]}
-    return Point(row.name, row.predicted if speed is None else speed,
-                 lambda idx: _batched(own, idx, reference), len(seeds), **timed)
+    timed = (
+        {}
+        if timing is None
+        else {"seconds": row.seconds[timing], "reference_seconds": exp.teacher.seconds[timing]}
+    )
+    return Point(
+        row.name,
+        row.predicted if speed is None else speed,
+        lambda idx: _batched(own, idx, reference),
+        len(seeds),
+        **timed,
+    )
 
 
-def rfid_point(exp: Experiment, row: Row, seeds: np.ndarray,
-               features: np.ndarray | None = None) -> Point:
+def rfid_point(
+    exp: Experiment, row: Row, seeds: np.ndarray, features: np.ndarray | None = None
+) -> Point:
     own = (row.features if features is None else features)[seeds]
     teacher = exp.teacher.features[seeds]
     return Point(row.name, row.predicted, lambda idx: _batched(own, idx, teacher), len(seeds))
@@ -150,7 +172,7 @@ def _batched(features: np.ndarray, idx: np.ndarray, other) -> np.ndarray:
 def seed_sets(rng: np.random.Generator, pool: int, count: int = 2) -> list[np.ndarray]:
     """``count`` disjoint sets of N seeds (pool indices)."""
     drawn = rng.permutation(pool)
-    return [np.sort(drawn[i * N:(i + 1) * N]) for i in range(count)]
+    return [np.sort(drawn[i * N : (i + 1) * N]) for i in range(count)]
 
 
 def planted(row: Row, worse: Row, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -170,8 +192,15 @@ def worst_row(exp: Experiment) -> Row:
 
 
 # -- (a) A/A and (b) power --------------------------------------------------------------------
-def method_vs_method(exp: Experiment, budget: float, k: int, trials: int, resamples: int,
-                     rng: np.random.Generator, plant: float = 0.0) -> dict:
+def method_vs_method(
+    exp: Experiment,
+    budget: float,
+    k: int,
+    trials: int,
+    resamples: int,
+    rng: np.random.Generator,
+    plant: float = 0.0,
+) -> dict:
     """Two disjoint groups of k repeats of one method, paired on one seed set per trial;
     ``plant``: the second group's samples made that much worse (:func:`planted`)."""
     repeats = exp.repeats(budget)
@@ -179,46 +208,62 @@ def method_vs_method(exp: Experiment, budget: float, k: int, trials: int, resamp
     outcomes, effects = [], []
     for trial in range(trials):
         order = rng.permutation(len(repeats))
-        a, b = [repeats[i] for i in order[:k]], [repeats[i] for i in order[k:2 * k]]
+        a, b = [repeats[i] for i in order[:k]], [repeats[i] for i in order[k : 2 * k]]
         (seeds,) = seed_sets(rng, exp.pool, 1)
         features = [planted(r, worse, plant, rng) if plant else None for r in b]
         if plant:
             everything = np.arange(exp.pool)[None]
-            effects.append(np.mean([_batched(f, everything, exp.reference)[0]
-                                    - _batched(r.features, everything, exp.reference)[0]
-                                    for r, f in zip(b, features, strict=True)]))
+            effects.append(
+                np.mean(
+                    [
+                        _batched(f, everything, exp.reference)[0]
+                        - _batched(r.features, everything, exp.reference)[0]
+                        for r, f in zip(b, features, strict=True)
+                    ]
+                )
+            )
         verdict = compare.compare_methods(
             [fid_point(exp, r, seeds, features=f) for r, f in zip(b, features, strict=True)],
-            [fid_point(exp, r, seeds) for r in a], "A", n_resamples=resamples, rng=trial)
+            [fid_point(exp, r, seeds) for r in a],
+            "A",
+            n_resamples=resamples,
+            rng=trial,
+        )
         outcomes.append(verdict.outcome)
     return _rates(outcomes) | ({"effect": float(np.mean(effects))} if plant else {})
 
 
-def same_rows_other_seeds(exp: Experiment, budget: float, k: int, trials: int,
-                          resamples: int, rng: np.random.Generator) -> dict:
+def same_rows_other_seeds(
+    exp: Experiment, budget: float, k: int, trials: int, resamples: int, rng: np.random.Generator
+) -> dict:
     """The same k repeats on two disjoint seed sets, as two methods (unpaired)."""
     repeats = exp.repeats(budget)
     outcomes = []
     for trial in range(trials):
         group = [repeats[i] for i in rng.permutation(len(repeats))[:k]]
         first, second = seed_sets(rng, exp.pool)
-        verdict = compare.compare_methods([fid_point(exp, r, second) for r in group],
-                                          [fid_point(exp, r, first) for r in group], "A",
-                                          paired=False, n_resamples=resamples, rng=trial)
+        verdict = compare.compare_methods(
+            [fid_point(exp, r, second) for r in group],
+            [fid_point(exp, r, first) for r in group],
+            "A",
+            paired=False,
+            n_resamples=resamples,
+            rng=trial,
+        )
         outcomes.append(verdict.outcome)
     return _rates(outcomes)
 
 
-def row_vs_own_front(exp: Experiment, trials: int, resamples: int,
-                     rng: np.random.Generator) -> dict:
+def row_vs_own_front(
+    exp: Experiment, trials: int, resamples: int, rng: np.random.Generator
+) -> dict:
     """A baseline row on one seed set against its own family's front on another: a row on
     the front, judged at its own speed (the front read exactly at one of its points)."""
     families: dict[str, list[Row]] = {}
     for row in exp.rows.values():
         if row.kind == "baseline":
             families.setdefault(row.family, []).append(row)
-    candidates = [(name, row) for name, rows in families.items() if len(rows) > 1
-                  for row in rows]
+    candidates = [(name, row) for name, rows in families.items() if len(rows) > 1 for row in rows]
     outcomes = []
     for trial in range(trials):
         name, row = candidates[rng.integers(len(candidates))]
@@ -227,8 +272,15 @@ def row_vs_own_front(exp: Experiment, trials: int, resamples: int,
         on_front = {p.label for p in compare.front(family)}
         if row.name not in on_front:
             continue  # a dominated row is not on the front it would be read from
-        verdict = compare.compare([fid_point(exp, row, second)], family, name, paired=False,
-                                  repeats=False, n_resamples=resamples, rng=trial)
+        verdict = compare.compare(
+            [fid_point(exp, row, second)],
+            family,
+            name,
+            paired=False,
+            repeats=False,
+            n_resamples=resamples,
+            rng=trial,
+        )
         outcomes.append(verdict.outcome)
     return _rates(outcomes)
 
@@ -236,16 +288,26 @@ def row_vs_own_front(exp: Experiment, trials: int, resamples: int,
 def _rates(outcomes: list[str]) -> dict:
     n = len(outcomes)
     sided = sum(o in (compare.BETTER, compare.WORSE) for o in outcomes)
-    return {"n": n, "nontie": sided, "rate": sided / n if n else float("nan"),
-            "worse": sum(o == compare.WORSE for o in outcomes) / n if n else float("nan"),
-            "other": sorted({o for o in outcomes if o not in (compare.BETTER, compare.WORSE,
-                                                               compare.TIE)})}
+    return {
+        "n": n,
+        "nontie": sided,
+        "rate": sided / n if n else float("nan"),
+        "worse": sum(o == compare.WORSE for o in outcomes) / n if n else float("nan"),
+        "other": sorted(
+            {o for o in outcomes if o not in (compare.BETTER, compare.WORSE, compare.TIE)}
+        ),
+    }
 
 
 # -- (c) the gate -----------------------------------------------------------------------------
-def gate_run(experiments: list[Experiment], regression, rng: np.random.Generator, trial: int,
-             plant: tuple[Experiment, Row, np.ndarray] | None = None, paired: bool = False,
-             ) -> tuple[bool, bool]:
+def gate_run(
+    experiments: list[Experiment],
+    regression,
+    rng: np.random.Generator,
+    trial: int,
+    plant: tuple[Experiment, Row, np.ndarray] | None = None,
+    paired: bool = False,
+) -> tuple[bool, bool]:
     """One simulated pair of runs of every row: old on one seed set and timing half, new on
     another (``paired``: the same seed set, so only a planted row's images differ). Returns
     (the run failed, the planted row's FID check failed)."""
@@ -259,58 +321,105 @@ def gate_run(experiments: list[Experiment], regression, rng: np.random.Generator
         for row in exp.rows.values():
             features = plant[2] if plant and plant[1] is row else None
             if not paired or features is not None:  # paired, unplanted: the same images
-                checks.append(gate.metric_check(
-                    exp.name, row.name, FID, fid_point(exp, row, second, features=features),
-                    fid_point(exp, row, first), regression, paired=paired))
-                checks.append(gate.metric_check(
-                    exp.name, row.name, RFID, rfid_point(exp, row, second, features),
-                    rfid_point(exp, row, first), regression, paired=paired))
+                checks.append(
+                    gate.metric_check(
+                        exp.name,
+                        row.name,
+                        FID,
+                        fid_point(exp, row, second, features=features),
+                        fid_point(exp, row, first),
+                        regression,
+                        paired=paired,
+                    )
+                )
+                checks.append(
+                    gate.metric_check(
+                        exp.name,
+                        row.name,
+                        RFID,
+                        rfid_point(exp, row, second, features),
+                        rfid_point(exp, row, first),
+                        regression,
+                        paired=paired,
+                    )
+                )
             if row.accuracy is not None and not paired:
-                checks.append(gate.metric_check(exp.name, row.name, ACC,
-                                                acc_point(row, second), acc_point(row, first),
-                                                regression, paired=paired))
+                checks.append(
+                    gate.metric_check(
+                        exp.name,
+                        row.name,
+                        ACC,
+                        acc_point(row, second),
+                        acc_point(row, first),
+                        regression,
+                        paired=paired,
+                    )
+                )
             if row.kind != "teacher":  # timed anew in every run
                 speedups = exp.teacher.seconds / row.seconds
                 was, now = speedups[was_t], speedups[now_t]
-                checks.append(gate.speed_check(exp.name, row.name,
-                                               (float(np.median(was)), float(np.median(now))),
-                                               list(was), list(now), regression))
+                checks.append(
+                    gate.speed_check(
+                        exp.name,
+                        row.name,
+                        (float(np.median(was)), float(np.median(now))),
+                        list(was),
+                        list(now),
+                        regression,
+                    )
+                )
     decided = gate.decide(checks, 1 - regression.confidence)
     planted_failed = bool(plant) and any(
-        c.regressed and c.row == plant[1].name and c.quantity == FID and
-        c.experiment == plant[0].name for c in decided)
+        c.regressed
+        and c.row == plant[1].name
+        and c.quantity == FID
+        and c.experiment == plant[0].name
+        for c in decided
+    )
     return any(c.regressed for c in decided), planted_failed
 
 
-def plant_for(exp: Experiment, row: Row, multiple: float, regression,
-              rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
+def plant_for(
+    exp: Experiment, row: Row, multiple: float, regression, rng: np.random.Generator
+) -> tuple[np.ndarray, float, float]:
     """Features of ``row`` made worse by about ``multiple`` x its FID tolerance at n = N
     (the mean change over 16 seed sets), found by bisection on the planted fraction."""
     worse = worst_row(exp)
     sets = [seed_sets(rng, exp.pool, 1)[0] for _ in range(16)]
-    base = np.mean([_batched(row.features[s], np.arange(N)[None], exp.reference)[0]
-                    for s in sets])
+    base = np.mean([_batched(row.features[s], np.arange(N)[None], exp.reference)[0] for s in sets])
     target = multiple * regression.tolerance(FID).allowed(base)
     swap_order = rng.permutation(exp.pool)
     low, high = 0.0, 1.0
     for _ in range(14):
         middle = (low + high) / 2
         features = row.features.copy()
-        chosen = swap_order[:int(middle * exp.pool)]
+        chosen = swap_order[: int(middle * exp.pool)]
         features[chosen] = worse.features[chosen]
-        change = np.mean([_batched(features[s], np.arange(N)[None], exp.reference)[0]
-                          for s in sets]) - base
+        change = (
+            np.mean([_batched(features[s], np.arange(N)[None], exp.reference)[0] for s in sets])
+            - base
+        )
         low, high = (middle, high) if change < target else (low, middle)
     return features, float(change), float(target)
 
 
 # -- (d) coverage -----------------------------------------------------------------------------
-def row_coverage(exp: Experiment, rows: list[Row], trials: int, resamples: int,
-                 rng: np.random.Generator, truth_sets: int = 64) -> dict:
+def row_coverage(
+    exp: Experiment,
+    rows: list[Row],
+    trials: int,
+    resamples: int,
+    rng: np.random.Generator,
+    truth_sets: int = 64,
+) -> dict:
     covered, total = 0, 0
     for row in rows:
-        truth = np.mean([_batched(row.features[s], np.arange(N)[None], exp.reference)[0]
-                         for s in (seed_sets(rng, exp.pool, 1)[0] for _ in range(truth_sets))])
+        truth = np.mean(
+            [
+                _batched(row.features[s], np.arange(N)[None], exp.reference)[0]
+                for s in (seed_sets(rng, exp.pool, 1)[0] for _ in range(truth_sets))
+            ]
+        )
         for _ in range(trials):
             (seeds,) = seed_sets(rng, exp.pool, 1)
             low, high = verdicts.interval(fid_point(exp, row, seeds), resamples)
@@ -319,9 +428,15 @@ def row_coverage(exp: Experiment, rows: list[Row], trials: int, resamples: int,
     return {"n": total, "coverage": covered / total}
 
 
-def difference_coverage(exp: Experiment, pairs: list[tuple[Row, Row]], trials: int,
-                        resamples: int, rng: np.random.Generator, gaussian: bool = False,
-                        truth_sets: int = 64) -> dict:
+def difference_coverage(
+    exp: Experiment,
+    pairs: list[tuple[Row, Row]],
+    trials: int,
+    resamples: int,
+    rng: np.random.Generator,
+    gaussian: bool = False,
+    truth_sets: int = 64,
+) -> dict:
     """Coverage of ``compare.difference``'s interval of FID(a) - FID(b) on the same seeds:
     on seed sets of the pool, or (``gaussian``) on fresh draws of a Gaussian with the two
     rows' joint mean and covariance (a true population, the truth its mean over 400)."""
@@ -332,8 +447,9 @@ def difference_coverage(exp: Experiment, pairs: list[tuple[Row, Row]], trials: i
 
     for a, b in pairs:
         draw = _drawer(exp, a, b, gaussian, rng)
-        truth = np.mean([fid(x) - fid(y) for x, y in
-                         (draw() for _ in range(400 if gaussian else truth_sets))])
+        truth = np.mean(
+            [fid(x) - fid(y) for x, y in (draw() for _ in range(400 if gaussian else truth_sets))]
+        )
         for trial in range(trials):
             x, y = draw()
             new = Point("a", 0.0, lambda idx, x=x: _batched(x, idx, exp.reference), N)
@@ -349,9 +465,11 @@ def _drawer(exp: Experiment, a: Row, b: Row, gaussian: bool, rng: np.random.Gene
     """Draws of (a's, b's) features of N seeds: seed sets of the pool, or a Gaussian with
     the rows' joint moments."""
     if not gaussian:
+
         def from_pool():
             (seeds,) = seed_sets(rng, exp.pool, 1)
             return a.features[seeds], b.features[seeds]
+
         return from_pool
     joint = np.hstack([a.features, b.features])
     mean, cov, d = joint.mean(axis=0), np.cov(joint, rowvar=False), a.features.shape[1]
@@ -359,6 +477,7 @@ def _drawer(exp: Experiment, a: Row, b: Row, gaussian: bool, rng: np.random.Gene
     def from_gaussian():
         sample = rng.multivariate_normal(mean, cov, size=N)
         return sample[:, :d], sample[:, d:]
+
     return from_gaussian
 
 
@@ -383,22 +502,45 @@ def study(experiments: list[Experiment], trials: int, resamples: int, seed: int)
                 out["trivial"].append(f"{exp.name} @{budget:g}x")
             else:
                 for k in (3, 4):
-                    out["aa"].append({"experiment": exp.name, "budget": budget, "k": k,
-                                      "test": "repeats of one method in two groups (paired)",
-                                      **method_vs_method(exp, budget, k, trials, resamples,
-                                                         rng)})
-            out["aa"].append({"experiment": exp.name, "budget": budget, "k": 4,
-                              "test": "the same repeats on two seed sets (unpaired)",
-                              **same_rows_other_seeds(exp, budget, 4, trials // 2, resamples,
-                                                      rng)})
+                    out["aa"].append(
+                        {
+                            "experiment": exp.name,
+                            "budget": budget,
+                            "k": k,
+                            "test": "repeats of one method in two groups (paired)",
+                            **method_vs_method(exp, budget, k, trials, resamples, rng),
+                        }
+                    )
+            out["aa"].append(
+                {
+                    "experiment": exp.name,
+                    "budget": budget,
+                    "k": 4,
+                    "test": "the same repeats on two seed sets (unpaired)",
+                    **same_rows_other_seeds(exp, budget, 4, trials // 2, resamples, rng),
+                }
+            )
         for fraction in (0.1, 0.25, 0.5):  # power at the highest budget
-            out["power"].append({"experiment": exp.name, "budget": exp.budgets[-1], "k": 4,
-                                 "fraction": fraction,
-                                 **method_vs_method(exp, exp.budgets[-1], 4, trials // 2,
-                                                    resamples, rng, plant=fraction)})
-        out["aa"].append({"experiment": exp.name, "budget": None, "k": 1,
-                          "test": "a front's row against its own front on other seeds",
-                          **row_vs_own_front(exp, trials, resamples, rng)})
+            out["power"].append(
+                {
+                    "experiment": exp.name,
+                    "budget": exp.budgets[-1],
+                    "k": 4,
+                    "fraction": fraction,
+                    **method_vs_method(
+                        exp, exp.budgets[-1], 4, trials // 2, resamples, rng, plant=fraction
+                    ),
+                }
+            )
+        out["aa"].append(
+            {
+                "experiment": exp.name,
+                "budget": None,
+                "k": 1,
+                "test": "a front's row against its own front on other seeds",
+                **row_vs_own_front(exp, trials, resamples, rng),
+            }
+        )
         log(f"{exp.name}: verdicts done, {time.perf_counter() - started:.0f} s")
     gate_trials = max(trials // 4, 20)
     regression = replace(regression, resamples=resamples)
@@ -412,23 +554,35 @@ def study(experiments: list[Experiment], trials: int, resamples: int, seed: int)
             row = searched[rng.integers(len(searched))]
             features, change, target = plant_for(exp, row, multiple, regression, rng)
             changes.append(change / (target / multiple))
-            hits += gate_run(experiments, regression, rng, t, (exp, row, features),
-                             paired=paired)[1]
+            hits += gate_run(experiments, regression, rng, t, (exp, row, features), paired=paired)[
+                1
+            ]
         out["gate"][(multiple, paired)] = (hits, gate_trials, float(np.mean(changes)))
     log(f"gate done, {time.perf_counter() - started:.0f} s")
     for exp in experiments:
         searched = exp.repeats(exp.budgets[-1])
         baselines = [r for r in exp.rows.values() if r.kind == "baseline"]
         rows = [exp.teacher, searched[0], baselines[0], baselines[len(baselines) // 2]]
-        out["coverage"].append({"experiment": exp.name, "what": "a row's interval (pool)",
-                                **row_coverage(exp, rows, trials // 2, resamples, rng)})
-        pairs = [(searched[0], exp.teacher), (searched[1], baselines[len(baselines) // 2]),
-                 (baselines[0], baselines[-1])]
-        for gaussian in (False, True):
-            out["coverage"].append({
+        out["coverage"].append(
+            {
                 "experiment": exp.name,
-                "what": "a difference's interval " + ("(Gaussian)" if gaussian else "(pool)"),
-                **difference_coverage(exp, pairs, trials // 2, resamples, rng, gaussian)})
+                "what": "a row's interval (pool)",
+                **row_coverage(exp, rows, trials // 2, resamples, rng),
+            }
+        )
+        pairs = [
+            (searched[0], exp.teacher),
+            (searched[1], baselines[len(baselines) // 2]),
+            (baselines[0], baselines[-1]),
+        ]
+        for gaussian in (False, True):
+            out["coverage"].append(
+                {
+                    "experiment": exp.name,
+                    "what": "a difference's interval " + ("(Gaussian)" if gaussian else "(pool)"),
+                    **difference_coverage(exp, pairs, trials // 2, resamples, rng, gaussian),
+                }
+            )
     log(f"coverage done, {time.perf_counter() - started:.0f} s")
     return out
 
@@ -438,14 +592,20 @@ def log(message: str) -> None:
 
 
 # -- the page ---------------------------------------------------------------------------------
-def page(out: dict, experiments: list[Experiment], trials: int, resamples: int,
-         seconds: float, command: str) -> str:
+def page(
+    out: dict,
+    experiments: list[Experiment],
+    trials: int,
+    resamples: int,
+    seconds: float,
+    command: str,
+) -> str:
     aa_hits = sum(c["nontie"] for c in out["aa"])
     aa_n = sum(c["n"] for c in out["aa"])
     alarms, gate_n = out["gate"]["aa"]
     power_2x = out["gate"][(2.0, True)]
     gaussian = [c for c in out["coverage"] if c["what"].endswith("(Gaussian)")]
-    coverage = (sum(c["coverage"] * c["n"] for c in gaussian) / sum(c["n"] for c in gaussian))
+    coverage = sum(c["coverage"] * c["n"] for c in gaussian) / sum(c["n"] for c in gaussian)
     lines = [
         "# Verdict calibration: measured error rates of the verdicts and the gate",
         "",
@@ -475,56 +635,91 @@ def page(out: dict, experiments: list[Experiment], trials: int, resamples: int,
     for c in out["aa"]:
         budget = "-" if c["budget"] is None else f"{c['budget']:g}x"
         other = f" (also: {', '.join(c['other'])})" if c["other"] else ""
-        lines.append(f"| {c['experiment']} | {budget} | {c['k']} | {c['test']}{other} | "
-                     f"{binomial(c['nontie'], c['n'])} | {c['worse']:.3f} |")
+        lines.append(
+            f"| {c['experiment']} | {budget} | {c['k']} | {c['test']}{other} | "
+            f"{binomial(c['nontie'], c['n'])} | {c['worse']:.3f} |"
+        )
     if out["trivial"]:
-        lines += ["", f"Not run: two groups of search repeats at {', '.join(out['trivial'])}. "
-                  "Every repeat of the calibration suite's small searches (8 evaluations each) "
-                  "found the same schedule there, so two groups are one row twice and tie by "
-                  "construction; such cells would only dilute the rate. The spread of real "
-                  "searches is judged in the search-digits runs."]
-    lines += ["", f"All A/A verdicts together: {binomial(aa_hits, aa_n)}.", "",
-              "## (b) Power: one group's samples made worse, image for image", "",
-              "A fraction of each of the second group's repeats' samples replaced by the "
-              "worst baseline row's samples of the same seeds; the effect is the mean FID "
-              "change on all 1024 seeds.", "",
-              "| experiment | budget | fraction replaced | FID effect | 'worse' rate |",
-              "|---|---:|---:|---:|---|"]
+        lines += [
+            "",
+            f"Not run: two groups of search repeats at {', '.join(out['trivial'])}. "
+            "Every repeat of the calibration suite's small searches (8 evaluations each) "
+            "found the same schedule there, so two groups are one row twice and tie by "
+            "construction; such cells would only dilute the rate. The spread of real "
+            "searches is judged in the search-digits runs.",
+        ]
+    lines += [
+        "",
+        f"All A/A verdicts together: {binomial(aa_hits, aa_n)}.",
+        "",
+        "## (b) Power: one group's samples made worse, image for image",
+        "",
+        "A fraction of each of the second group's repeats' samples replaced by the "
+        "worst baseline row's samples of the same seeds; the effect is the mean FID "
+        "change on all 1024 seeds.",
+        "",
+        "| experiment | budget | fraction replaced | FID effect | 'worse' rate |",
+        "|---|---:|---:|---:|---|",
+    ]
     for c in out["power"]:
-        lines.append(f"| {c['experiment']} | {c['budget']:g}x | {c['fraction']:.2f} | "
-                     f"+{c['effect']:.2f} | {binomial(round(c['worse'] * c['n']), c['n'])} |")
-    lines += ["", "## (c) The gate (smoke tolerances: FID and rFID max(1, 5%), accuracy 0.01, "
-              "speed 15%)", "",
-              f"- A/A, two runs on disjoint seed sets and timing halves, every check of both "
-              f"experiments (FID, rFID, accuracy, measured speedup; Holm across the run): "
-              f"run-level false alarms {binomial(alarms, gate_n)} (target <= 5%).",
-              "- Power: one searched row's FID made worse by a multiple of its tolerance "
-              "(the mean change at n = 256 over 16 seed sets, in tolerances, shown).", "",
-              "| true change | runs | detected | change reached |", "|---|---|---|---:|"]
-    for (multiple, paired), (hits, n, reached) in ((k, v) for k, v in out["gate"].items()
-                                                   if k != "aa"):
-        runs = ("same seeds (only the changed row's images differ)" if paired
-                else "disjoint seed sets (every image differs)")
-        lines.append(f"| {multiple:g}x tolerance | {runs} | {binomial(hits, n)} | "
-                     f"{reached:.2f}x |")
+        lines.append(
+            f"| {c['experiment']} | {c['budget']:g}x | {c['fraction']:.2f} | "
+            f"+{c['effect']:.2f} | {binomial(round(c['worse'] * c['n']), c['n'])} |"
+        )
+    lines += [
+        "",
+        "## (c) The gate (smoke tolerances: FID and rFID max(1, 5%), accuracy 0.01, speed 15%)",
+        "",
+        f"- A/A, two runs on disjoint seed sets and timing halves, every check of both "
+        f"experiments (FID, rFID, accuracy, measured speedup; Holm across the run): "
+        f"run-level false alarms {binomial(alarms, gate_n)} (target <= 5%).",
+        "- Power: one searched row's FID made worse by a multiple of its tolerance "
+        "(the mean change at n = 256 over 16 seed sets, in tolerances, shown).",
+        "",
+        "| true change | runs | detected | change reached |",
+        "|---|---|---|---:|",
+    ]
+    for (multiple, paired), (hits, n, reached) in (
+        (k, v) for k, v in out["gate"].items() if k != "aa"
+    ):
+        runs = (
+            "same seeds (only the changed row's images differ)"
+            if paired
+            else "disjoint seed sets (every image differs)"
+        )
+        lines.append(f"| {multiple:g}x tolerance | {runs} | {binomial(hits, n)} | {reached:.2f}x |")
     lines += ["", _gate_reading(out["gate"])]
-    lines += ["", "## (d) Coverage of 95% intervals (target: 0.95)", "",
-              "| experiment | interval | coverage |", "|---|---|---|"]
+    lines += [
+        "",
+        "## (d) Coverage of 95% intervals (target: 0.95)",
+        "",
+        "| experiment | interval | coverage |",
+        "|---|---|---|",
+    ]
     for c in out["coverage"]:
-        lines.append(f"| {c['experiment']} | {c['what']} | "
-                     f"{binomial(round(c['coverage'] * c['n']), c['n'])} |")
-    lines += ["", "Pool: the truth is the mean over 64 seed sets of 256 drawn from the 1024; "
-              "such sets vary less than sets from a population would (without replacement), "
-              "so these coverages lean high. Gaussian: fresh draws from a Gaussian with the "
-              "two rows' joint mean and covariance, an exact population.", "",
-              "## Summary", "", "```",
-              f"aa_primary_nontie_rate: {aa_hits / aa_n:.4f}",
-              f"aa_n: {aa_n}",
-              f"gate_run_false_alarm_rate: {alarms / gate_n:.4f}",
-              f"gate_n: {gate_n}",
-              f"gate_power_at_2x_tolerance: {power_2x[0] / power_2x[1]:.4f}",
-              f"difference_interval_coverage: {coverage:.4f}",
-              "```", ""]
+        lines.append(
+            f"| {c['experiment']} | {c['what']} | "
+            f"{binomial(round(c['coverage'] * c['n']), c['n'])} |"
+        )
+    lines += [
+        "",
+        "Pool: the truth is the mean over 64 seed sets of 256 drawn from the 1024; "
+        "such sets vary less than sets from a population would (without replacement), "
+        "so these coverages lean high. Gaussian: fresh draws from a Gaussian with the "
+        "two rows' joint mean and covariance, an exact population.",
+        "",
+        "## Summary",
+        "",
+        "```",
+        f"aa_primary_nontie_rate: {aa_hits / aa_n:.4f}",
+        f"aa_n: {aa_n}",
+        f"gate_run_false_alarm_rate: {alarms / gate_n:.4f}",
+        f"gate_n: {gate_n}",
+        f"gate_power_at_2x_tolerance: {power_2x[0] / power_2x[1]:.4f}",
+        f"difference_interval_coverage: {coverage:.4f}",
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -536,39 +731,60 @@ def _gate_reading(cells: dict) -> str:
         return "The gate meets the power target at 2x tolerance."
     power = {key: value for key, value in cells.items() if key != "aa"}
     caught = [m for (m, paired), (h, k, _) in power.items() if paired and h / k >= 0.8]
-    enough = (f"about {min(caught):g}x its tolerance" if caught
-              else "more than the largest change planted")
-    return ("**Missed: power at 2x tolerance.** The gate keeps its false-alarm rate, and "
-            f"on the same seeds it catches a change of {enough} 80% of the time. The smoke "
-            "tolerance (5% of a row's FID) lies inside the noise of a 256-seed FID: even "
-            "with both runs on the same seeds, which images a change touches moves the "
-            "difference by about the tolerance, and the check must clear the tolerance "
-            "with 95% confidence after Holm across the run's checks. On disjoint seed sets "
-            "every image differs and nothing planted here is caught. To gate changes of "
-            "the tolerance's size, evaluate on more seeds or widen the tolerance to what "
-            "this table shows is detectable.")
+    enough = (
+        f"about {min(caught):g}x its tolerance"
+        if caught
+        else "more than the largest change planted"
+    )
+    return (
+        "**Missed: power at 2x tolerance.** The gate keeps its false-alarm rate, and "
+        f"on the same seeds it catches a change of {enough} 80% of the time. The smoke "
+        "tolerance (5% of a row's FID) lies inside the noise of a 256-seed FID: even "
+        "with both runs on the same seeds, which images a change touches moves the "
+        "difference by about the tolerance, and the check must clear the tolerance "
+        "with 95% confidence after Holm across the run's checks. On disjoint seed sets "
+        "every image differs and nothing planted here is caught. To gate changes of "
+        "the tolerance's size, evaluate on more seeds or widen the tolerance to what "
+        "this table shows is detectable."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--sample", action="store_true",
-                        help=f"first run {SUITE} into --data (resumes an interrupted run)")
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help=f"first run {SUITE} into --data (resumes an interrupted run)",
+    )
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--resamples", type=int, default=99)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.sample:
-        subprocess.run([sys.executable, "-m", "repro", "run", str(SUITE), "--results",
-                        str(args.data.parent), "--no-tracking"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "repro",
+                "run",
+                str(SUITE),
+                "--results",
+                str(args.data.parent),
+                "--no-tracking",
+            ],
+            check=True,
+        )
     started = time.perf_counter()
     experiments = load_experiments(args.data)
     out = study(experiments, args.trials, args.resamples, args.seed)
     command = "python benchmarks/verdict_calibration.py" + "".join(
-        f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    args.out.write_text(page(out, experiments, args.trials, args.resamples,
-                             time.perf_counter() - started, command))
+        f" {a}" for a in (argv if argv is not None else sys.argv[1:])
+    )
+    args.out.write_text(
+        page(out, experiments, args.trials, args.resamples, time.perf_counter() - started, command)
+    )
     log(f"wrote {args.out}")
     return 0
 

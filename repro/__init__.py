@@ -9,9 +9,14 @@ cache branches of a UNet or transformer) and :func:`cost_table` (what each step 
 __version__ = "0.1.0"
 __all__ = ["CostTable", "Schedule", "apply_schedule", "branches", "cost_table", "denoise"]
 
-_LAZY = {"apply_schedule": "engine", "denoise": "engine", "branches": "engine",
-         "cost_table": "speed.costs", "Schedule": "core.schedule",
-         "CostTable": "core.schedule"}
+_LAZY = {
+    "apply_schedule": "engine",
+    "denoise": "engine",
+    "branches": "engine",
+    "cost_table": "speed.costs",
+    "Schedule": "core.schedule",
+    "CostTable": "core.schedule",
+}
 
 
 def __getattr__(name: str):

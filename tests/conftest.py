@@ -20,8 +20,12 @@ def tiny_unet2d(seed: int = 0) -> UNet2DModel:
     """The google/ddpm-cifar10-32 block layout, shrunk."""
     torch.manual_seed(seed)
     return UNet2DModel(
-        sample_size=16, in_channels=3, out_channels=3, layers_per_block=2,
-        block_out_channels=(8, 16, 16, 16), norm_num_groups=4,
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=2,
+        block_out_channels=(8, 16, 16, 16),
+        norm_num_groups=4,
         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
     ).eval()
@@ -31,9 +35,15 @@ def tiny_unet_cond(seed: int = 0, num_class_embeds: int | None = None) -> UNet2D
     """SD-like cross-attention layout, shrunk; optionally class-label conditioned."""
     torch.manual_seed(seed)
     return UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(8, 16, 16), norm_num_groups=4, cross_attention_dim=8,
-        attention_head_dim=2, num_class_embeds=num_class_embeds,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(8, 16, 16),
+        norm_num_groups=4,
+        cross_attention_dim=8,
+        attention_head_dim=2,
+        num_class_embeds=num_class_embeds,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     ).eval()
@@ -61,15 +71,19 @@ def offline_clip_tokenizer(directory, max_length: int = 16):
 
     from transformers import CLIPTokenizer
 
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     others = [b for b in range(256) if b not in printable]
     chars = [chr(c) for c in printable] + [chr(256 + i) for i in range(len(others))]
     tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
     (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
     (directory / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"),
-                         model_max_length=max_length)
+    return CLIPTokenizer(
+        str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=max_length
+    )
 
 
 def tiny_sd_pipeline(directory, seed: int = 0):
@@ -79,20 +93,38 @@ def tiny_sd_pipeline(directory, seed: int = 0):
 
     tokenizer = offline_clip_tokenizer(directory)
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=8, intermediate_size=16, num_hidden_layers=1,
-        num_attention_heads=2, max_position_embeddings=16, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )).eval()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=8,
+            intermediate_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,),
-        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
-        norm_num_groups=4, sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8,),
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        norm_num_groups=4,
+        sample_size=16,
     ).eval()
     return StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=tiny_unet_cond(seed),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=tiny_unet_cond(seed),
         scheduler=DDIMScheduler(num_train_timesteps=1000, clip_sample=False),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
 
 
@@ -102,12 +134,15 @@ def tiny_open_clip():
 
     torch.manual_seed(0)
     model = open_clip.CLIP(
-        embed_dim=16, vision_cfg={"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
-                                  "head_width": 16},
-        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
-                  "layers": 1})
-    return (model, open_clip.image_transform(32, is_train=False),
-            open_clip.SimpleTokenizer(context_length=16))
+        embed_dim=16,
+        vision_cfg={"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    )
+    return (
+        model,
+        open_clip.image_transform(32, is_train=False),
+        open_clip.SimpleTokenizer(context_length=16),
+    )
 
 
 def logged_runs(uri: str, experiment: str):
@@ -136,7 +171,9 @@ def assert_speedup_is_the_ratio_of_medians(row: dict, teacher: dict):
     assert len(row["latency"]["seconds"]) == len(teacher["latency"]["seconds"])
     assert row["measured_speedup"] == pytest.approx(
         statistics.median(teacher["latency"]["seconds"])
-        / statistics.median(row["latency"]["seconds"]), rel=1e-12)
+        / statistics.median(row["latency"]["seconds"]),
+        rel=1e-12,
+    )
 
 
 @contextlib.contextmanager

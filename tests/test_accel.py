@@ -38,8 +38,9 @@ def guard_calls(unet):
     the scheduler's step between calls may synchronise."""
     mode = NoHostSync()
     unet.register_forward_pre_hook(lambda module, args: mode.__enter__() and None)
-    unet.register_forward_hook(lambda module, args, output: mode.__exit__(None, None, None),
-                               always_call=True)  # also when the call raises
+    unet.register_forward_hook(
+        lambda module, args, output: mode.__exit__(None, None, None), always_call=True
+    )  # also when the call raises
     return unet
 
 
@@ -47,8 +48,14 @@ def test_the_hooked_step_path_makes_no_host_synchronisation():
     unet = guard_calls(tiny_unet2d())
     denoise(unet, ddim(6), torch.randn(2, 3, 16, 16), SCHEDULE)
     cond = guard_calls(tiny_unet_cond(num_class_embeds=10))
-    denoise(cond, ddim(6), torch.randn(2, 4, 16, 16), SCHEDULE,
-            encoder_hidden_states=torch.randn(2, 3, 8), class_labels=torch.tensor([1, 2]))
+    denoise(
+        cond,
+        ddim(6),
+        torch.randn(2, 4, 16, 16),
+        SCHEDULE,
+        encoder_hidden_states=torch.randn(2, 3, 8),
+        class_labels=torch.tensor([1, 2]),
+    )
 
 
 def test_the_guard_catches_a_synchronising_hook():
@@ -56,8 +63,11 @@ def test_the_guard_catches_a_synchronising_hook():
     (``_position``'s fallback): the guard sees that read."""
     unet = guard_calls(tiny_unet2d())
     scheduler = ddim(6)
-    with scheduled(unet, SCHEDULE, scheduler), torch.inference_mode(), \
-            pytest.raises(HostSync, match="item"):
+    with (
+        scheduled(unet, SCHEDULE, scheduler),
+        torch.inference_mode(),
+        pytest.raises(HostSync, match="item"),
+    ):
         unet(torch.randn(2, 3, 16, 16), scheduler.timesteps[0].clone())
 
 
@@ -87,8 +97,20 @@ def test_cuda_graphs_need_cuda(tmp_path, capsys):
         pytest.skip("CUDA is available here")
     with pytest.raises(accel.AccelError, match="needs the model on a CUDA device"):
         accel.apply(tiny_unet2d(), "cuda-graphs")
-    code = cli.main(["sample", "--model", "digits-ddpm", "--steps", "2", "--seeds", "0:2",
-                     "--cuda-graphs", "--out", str(tmp_path / "s.npz")])
+    code = cli.main(
+        [
+            "sample",
+            "--model",
+            "digits-ddpm",
+            "--steps",
+            "2",
+            "--seeds",
+            "0:2",
+            "--cuda-graphs",
+            "--out",
+            str(tmp_path / "s.npz"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--cuda-graphs" in err
     assert not (tmp_path / "s.npz").exists()
@@ -100,6 +122,7 @@ def test_cuda_graphs_need_cuda(tmp_path, capsys):
 def test_bench_times_every_row_eager_and_in_each_step_mode(monkeypatch):
     """Rows of each mode are interleaved with the eager ones, with speedups over both
     teachers; the UNet runs eagerly again afterwards."""
+
     def runner_for(mode, unet, backend="inductor"):
         return None if mode == "eager" else accel.Compiled("eager")  # dynamo, no codegen
 
@@ -108,9 +131,17 @@ def test_bench_times_every_row_eager_and_in_each_step_mode(monkeypatch):
     unet = tiny_unet2d()
     with torch.inference_mode():
         noise = torch.randn(2, 3, 16, 16)
-        timings = loops.time_loops(unet, lambda: ddim(6), noise, {},
-                                   {"all-F": Schedule.full(6), "cached": Schedule.parse(SCHEDULE)},
-                                   repeats=2, warmup=1, table=None, modes=["compile"])
+        timings = loops.time_loops(
+            unet,
+            lambda: ddim(6),
+            noise,
+            {},
+            {"all-F": Schedule.full(6), "cached": Schedule.parse(SCHEDULE)},
+            repeats=2,
+            warmup=1,
+            table=None,
+            modes=["compile"],
+        )
     by_name = {t.name: t for t in timings}
     assert list(by_name) == ["all-F", "cached", "all-F [compile]", "cached [compile]"]
     assert [t.mode for t in timings] == ["eager", "eager", "compile", "compile"]
@@ -122,5 +153,6 @@ def test_bench_times_every_row_eager_and_in_each_step_mode(monkeypatch):
         assert timing.speedup_in_mode == pytest.approx(median[teacher] / median[name])
     compiled = by_name["cached [compile]"]
     assert compiled.measured_speedup == pytest.approx(
-        compiled.speedup_in_mode * by_name["all-F [compile]"].measured_speedup)
+        compiled.speedup_in_mode * by_name["all-F [compile]"].measured_speedup
+    )
     assert step_runner(unet) is None

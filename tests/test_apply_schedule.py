@@ -40,9 +40,16 @@ def sd(tmp_path):
 
 
 def text_to_image(pipe, steps=STEPS, **kwargs):
-    return pipe("a red cube", num_inference_steps=steps, guidance_scale=5.0, height=16,
-                width=16, generator=torch.Generator().manual_seed(0), output_type="np",
-                **kwargs).images
+    return pipe(
+        "a red cube",
+        num_inference_steps=steps,
+        guidance_scale=5.0,
+        height=16,
+        width=16,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        **kwargs,
+    ).images
 
 
 def scheduled_fresh(pipe, schedule, call=text_to_image, **kwargs):
@@ -124,9 +131,15 @@ def test_two_unet_calls_per_step_are_refused_not_cycled(unet2d):
 # -- 2. img2img: tokens for the calls a call makes ---------------------------------------
 def image_to_image(pipe, strength, steps=10):
     image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
-    return pipe("a red cube", image=image, strength=strength, num_inference_steps=steps,
-                guidance_scale=5.0, generator=torch.Generator().manual_seed(0),
-                output_type="np").images
+    return pipe(
+        "a red cube",
+        image=image,
+        strength=strength,
+        num_inference_steps=steps,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
 
 
 @torch.no_grad()
@@ -149,9 +162,12 @@ def test_img2img_takes_one_token_per_call_made(sd, strength, calls):
 def test_img2img_refuses_a_schedule_of_the_full_grid_naming_the_rule(sd):
     pipe = StableDiffusionImg2ImgPipeline(**sd.components)
     pipe.set_progress_bar_config(disable=True)
-    with pytest.raises(ScheduleError, match=r"schedule has 10 steps but the scheduler runs 5 "
-                                            r"UNet calls \(it starts at position 5 of the "
-                                            r"scheduler's 10 timesteps, as img2img"):
+    with pytest.raises(
+        ScheduleError,
+        match=r"schedule has 10 steps but the scheduler runs 5 "
+        r"UNet calls \(it starts at position 5 of the "
+        r"scheduler's 10 timesteps, as img2img",
+    ):
         with apply_schedule(pipe, Schedule.deepcache(10, 2)):
             image_to_image(pipe, 0.5)
     assert not is_scheduled(pipe.unet)
@@ -175,8 +191,9 @@ def test_nesting_is_refused_and_the_outer_schedule_stays(sd):
 def test_a_scheduler_swapped_inside_the_block_is_checked(sd):
     with apply_schedule(sd, SCHEDULE):
         sd.scheduler = EulerDiscreteScheduler.from_config(sd.scheduler.config)
-        with pytest.raises(ScheduleError, match="schedule has 6 steps but the scheduler runs "
-                                                "4 UNet calls"):
+        with pytest.raises(
+            ScheduleError, match="schedule has 6 steps but the scheduler runs 4 UNet calls"
+        ):
             text_to_image(sd, steps=4)
         swapped = text_to_image(sd)
     assert max_diff(swapped, scheduled_fresh(sd, SCHEDULE)) == 0.0
@@ -213,8 +230,11 @@ def test_plms_positional_numbering_is_not_the_helpers(sd):
 @torch.no_grad()
 def test_a_plms_schedule_one_token_short_says_how_many_calls(sd):
     plms(sd)
-    with pytest.raises(ScheduleError, match=rf"schedule has {STEPS} steps but the scheduler "
-                       rf"runs {STEPS + 1} UNet calls; .*calls={STEPS + 1}\)\)$"):
+    with pytest.raises(
+        ScheduleError,
+        match=rf"schedule has {STEPS} steps but the scheduler "
+        rf"runs {STEPS + 1} UNet calls; .*calls={STEPS + 1}\)\)$",
+    ):
         with apply_schedule(sd, Schedule.deepcache(STEPS, 2, 0)):
             text_to_image(sd)
 
@@ -229,41 +249,79 @@ def tiny_sdxl(directory):
     )
 
     tokenizer = offline_clip_tokenizer(directory)
-    config = dict(vocab_size=len(tokenizer), hidden_size=8, intermediate_size=16,
-                  num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
-                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                  pad_token_id=tokenizer.pad_token_id)
+    config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     encoder = CLIPTextModel(CLIPTextConfig(**config)).eval()
     encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config, projection_dim=8)).eval()
     unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(8, 16), norm_num_groups=4, cross_attention_dim=16,
-        attention_head_dim=2, addition_embed_type="text_time", addition_time_embed_dim=4,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=4,
         projection_class_embeddings_input_dim=8 + 6 * 4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")).eval()
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
-                        block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",),
-                        up_block_types=("UpDecoderBlock2D",), norm_num_groups=4,
-                        sample_size=16).eval()
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    ).eval()
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8,),
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        norm_num_groups=4,
+        sample_size=16,
+    ).eval()
     return StableDiffusionXLPipeline(
-        vae=vae, text_encoder=encoder, text_encoder_2=encoder_2, tokenizer=tokenizer,
-        tokenizer_2=tokenizer, unet=unet, scheduler=ddim(STEPS),
-        force_zeros_for_empty_prompt=False)
+        vae=vae,
+        text_encoder=encoder,
+        text_encoder_2=encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=ddim(STEPS),
+        force_zeros_for_empty_prompt=False,
+    )
 
 
 def tiny_ldm():
     torch.manual_seed(0)
-    vqvae = VQModel(in_channels=3, out_channels=3, latent_channels=3, num_vq_embeddings=16,
-                    block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",),
-                    up_block_types=("UpDecoderBlock2D",), norm_num_groups=4).eval()
+    vqvae = VQModel(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=3,
+        num_vq_embeddings=16,
+        block_out_channels=(8,),
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        norm_num_groups=4,
+    ).eval()
     return LDMPipeline(vqvae=vqvae, unet=tiny_unet2d(), scheduler=ddim(STEPS))
 
 
 def unconditional(pipe, steps=STEPS):
-    return pipe(batch_size=1, num_inference_steps=steps, output_type="np",
-                generator=torch.Generator().manual_seed(0)).images
+    return pipe(
+        batch_size=1,
+        num_inference_steps=steps,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
 
 
 def sd_with(scheduler):
@@ -271,6 +329,7 @@ def sd_with(scheduler):
         pipe = tiny_sd_pipeline(directory)
         pipe.scheduler = scheduler
         return pipe
+
     return make
 
 
@@ -280,8 +339,12 @@ FAMILIES = {
     "sdxl": (tiny_sdxl, text_to_image),
     "ldm": (lambda _: tiny_ldm(), unconditional),
     "ddim": (lambda _: DDIMPipeline(unet=tiny_unet2d(), scheduler=ddim(STEPS)), unconditional),
-    "ddpm": (lambda _: DDPMPipeline(unet=tiny_unet2d(), scheduler=DDPMScheduler(
-        num_train_timesteps=1000)), unconditional),
+    "ddpm": (
+        lambda _: DDPMPipeline(
+            unet=tiny_unet2d(), scheduler=DDPMScheduler(num_train_timesteps=1000)
+        ),
+        unconditional,
+    ),
 }
 
 
@@ -310,11 +373,17 @@ def test_denoise_keeps_no_autograd_state_unless_asked(unet2d):
 def uneven_unet():
     torch.manual_seed(0)
     return UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=(1, 2, 1),
-        block_out_channels=(8, 16, 16), norm_num_groups=4, cross_attention_dim=8,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=(1, 2, 1),
+        block_out_channels=(8, 16, 16),
+        norm_num_groups=4,
+        cross_attention_dim=8,
         attention_head_dim=2,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")).eval()
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    ).eval()
 
 
 @torch.no_grad()
@@ -322,7 +391,14 @@ def test_uneven_layers_per_block_are_numbered_block_by_block():
     unet = uneven_unet()
     found = repro.branches(unet)
     assert [(b.index, b.block, b.layer) for b in found] == [
-        (0, 0, 0), (1, 0, 1), (2, 1, 0), (3, 1, 1), (4, 1, 2), (5, 2, 0), (6, 2, 1)]
+        (0, 0, 0),
+        (1, 0, 1),
+        (2, 1, 0),
+        (3, 1, 1),
+        (4, 1, 2),
+        (5, 2, 0),
+        (6, 2, 1),
+    ]
     for branch in found:  # the named modules exist
         unet.get_submodule(branch.skips_from), unet.get_submodule(branch.resumes_at)
 
@@ -331,11 +407,15 @@ def test_uneven_layers_per_block_are_numbered_block_by_block():
     plain = denoise(unet, ddim(2), x, "F F", **kwargs)
     outputs = []
     for branch in found:
-        calls = {(block, layer): [] for block, down in enumerate(unet.down_blocks)
-                 for layer in range(len(down.resnets))}
+        calls = {
+            (block, layer): []
+            for block, down in enumerate(unet.down_blocks)
+            for layer in range(len(down.resnets))
+        }
         for (block, layer), made in calls.items():
             unet.down_blocks[block].resnets[layer].conv1.register_forward_pre_hook(
-                lambda *_, made=made: made.append(1))
+                lambda *_, made=made: made.append(1)
+            )
         outputs.append(denoise(unet, ddim(2), x, f"F P{branch.index}", **kwargs))
         for (block, layer), made in calls.items():
             kept = (block, layer) < (branch.block, branch.layer)
@@ -350,7 +430,8 @@ def test_uneven_layers_per_block_are_numbered_block_by_block():
 def test_branches_of_the_sd_layout_follow_deepcaches_numbering(unet_cond):
     found = repro.branches(unet_cond)
     assert [(b.index, b.block, b.layer) for b in found] == [
-        (3 * block + layer, block, layer) for block in range(3) for layer in range(3)]
+        (3 * block + layer, block, layer) for block in range(3) for layer in range(3)
+    ]
     assert found[2].skips_from == "down_blocks.0.downsamplers.0"
     assert found[8].skips_from == "mid_block"  # the last block has no downsampler
 
@@ -365,18 +446,21 @@ def test_cost_table_and_speedup_of_the_public_api(unet_cond):
     assert all(0 < c < 1 for c in costs) and costs == sorted(costs)  # deeper cuts cost more
     schedule = Schedule.deepcache(10, 5, 0)
     assert schedule.speedup(table) == pytest.approx(10 / (2 + 8 * table.partial[0]))
-    measured = repro.cost_table(unet_cond, x, calibrated=True, repeats=2,
-                                encoder_hidden_states=torch.randn(1, 5, 8))
+    measured = repro.cost_table(
+        unet_cond, x, calibrated=True, repeats=2, encoder_hidden_states=torch.randn(1, 5, 8)
+    )
     assert sorted(measured.partial) == sorted(table.partial)
     assert "measured on" in measured.source
 
 
 def test_the_public_api_is_exported_lazily():
     # `import repro` and schedule arithmetic stay free of torch (fast CLI, light imports).
-    code = ("import sys, repro; repro.Schedule.deepcache(50, 5, calls=51); "
-            "assert 'torch' not in sys.modules; "
-            "assert sorted(repro.__all__) == ['CostTable', 'Schedule', 'apply_schedule', "
-            "'branches', 'cost_table', 'denoise']")
+    code = (
+        "import sys, repro; repro.Schedule.deepcache(50, 5, calls=51); "
+        "assert 'torch' not in sys.modules; "
+        "assert sorted(repro.__all__) == ['CostTable', 'Schedule', 'apply_schedule', "
+        "'branches', 'cost_table', 'denoise']"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         repro.no_such_name  # noqa: B018

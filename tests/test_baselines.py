@@ -57,8 +57,11 @@ def test_sampler_steps_keeps_the_most_steps_of_the_sampler_reaching_the_target(t
 
 
 def test_sampler_steps_reports_an_unreachable_budget():
-    with pytest.raises(BudgetError, match="sampler-steps cannot reach 52.0x: at 1 steps, the "
-                                          "fewest, the sampler makes 1 of 51 UNet calls"):
+    with pytest.raises(
+        BudgetError,
+        match="sampler-steps cannot reach 52.0x: at 1 steps, the "
+        "fewest, the sampler makes 1 of 51 UNet calls",
+    ):
         sampler_steps(50, Budget(52.0, TABLE), plms_calls)
 
 

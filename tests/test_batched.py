@@ -48,8 +48,7 @@ def mixed_schedules(unet, count: int, seed: int = 0) -> list[Schedule]:
     found = [first, Schedule.full(STEPS)]
     while len(found) < count:
         k = rng.randrange(1, STEPS)
-        found.append(Schedule(first.steps[:k] + tuple(rng.choice(kinds)
-                                                      for _ in range(STEPS - k))))
+        found.append(Schedule(first.steps[:k] + tuple(rng.choice(kinds) for _ in range(STEPS - k))))
     return found
 
 
@@ -89,8 +88,7 @@ def test_one_pass_equals_each_schedule_alone_with_one_call_per_kind(ddpm):
         assert_close_images(a.images, b.images)
         assert (b.schedule, b.steps, b.seeds.tolist()) == (a.schedule, a.steps, list(SEEDS))
     passes = [schedules[:3], schedules[3:], schedules]
-    calls = sum(len({s.steps[i] for s in part} - {"N"}) for part in passes
-                for i in range(STEPS))
+    calls = sum(len({s.steps[i] for s in part} - {"N"}) for part in passes for i in range(STEPS))
     assert len(rows) == calls  # one call per kind present at each step
     per_candidate = sum(s.steps[i] != "N" for s in schedules for i in range(STEPS))
     assert sum(rows) == per_candidate * 12  # every sample once per non-null step
@@ -102,8 +100,7 @@ def test_class_labels_and_guidance(cond):
     schedules = mixed_schedules(cond.unet, 4, seed=1)
     labels = [3, 1, 4, 1, 5]
     alone = [generate(cond, STEPS, s, SEEDS, labels, batch_size=12) for s in schedules]
-    together = generate_many(cond, STEPS, schedules, SEEDS, labels, batch_size=12,
-                             pass_samples=48)
+    together = generate_many(cond, STEPS, schedules, SEEDS, labels, batch_size=12, pass_samples=48)
     for a, b in zip(alone, together, strict=True):
         assert_close_images(a.images, b.images)
         assert a.labels.tolist() == b.labels.tolist() and a.guidance == b.guidance
@@ -119,14 +116,12 @@ def test_shared_prefixes_run_once_and_stored_states_serve_both_paths(ddpm):
         together = generate_many(ddpm, STEPS, schedules, SEEDS, batch_size=12, prefixes=store)
         first = sum(rows)
         # every prefix is stored now: sampled again, nothing runs, one at a time or batched
-        again = generate_many(ddpm, STEPS, schedules[::-1], SEEDS, batch_size=12,
-                              prefixes=store)
-        single = [generate(ddpm, STEPS, s, SEEDS, batch_size=12, prefixes=store)
-                  for s in schedules]
+        again = generate_many(ddpm, STEPS, schedules[::-1], SEEDS, batch_size=12, prefixes=store)
+        single = [generate(ddpm, STEPS, s, SEEDS, batch_size=12, prefixes=store) for s in schedules]
         assert sum(rows) == first
     finally:
         ddpm.unet.conv_in._forward_pre_hooks.clear()
-    distinct = {s.steps[:i + 1] for s in schedules for i in range(STEPS) if s.steps[i] != "N"}
+    distinct = {s.steps[: i + 1] for s in schedules for i in range(STEPS) if s.steps[i] != "N"}
     assert first == len(distinct) * 12  # each distinct prefix computed once
     for a, b, c, d in zip(alone, together, again[::-1], single, strict=True):
         assert_close_images(a.images, b.images)  # from the store: exactly as stored
@@ -146,15 +141,18 @@ def test_a_batched_pass_resumes_from_states_the_single_path_stored(ddpm):
         ddpm.unet.conv_in._forward_pre_hooks.clear()
     assert sum(rows) == 12 * ((STEPS - 3) + (STEPS - 6) + (STEPS - 8))
     for child, got in zip(children, resumed, strict=True):
-        assert_close_images(got.images, generate(ddpm, STEPS, child, SEEDS,
-                                                 batch_size=12).images)
+        assert_close_images(got.images, generate(ddpm, STEPS, child, SEEDS, batch_size=12).images)
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("scheduler", [PNDMScheduler(num_train_timesteps=1000,
-                                                     skip_prk_steps=True),
-                                       DDPMScheduler(num_train_timesteps=1000)],
-                         ids=["plms", "ddpm-ancestral"])
+@pytest.mark.parametrize(
+    "scheduler",
+    [
+        PNDMScheduler(num_train_timesteps=1000, skip_prk_steps=True),
+        DDPMScheduler(num_train_timesteps=1000),
+    ],
+    ids=["plms", "ddpm-ancestral"],
+)
 def test_samplers_with_state_or_noise_of_their_own(ddpm, scheduler):
     """PLMS keeps past outputs, DDPM draws noise per step from each image's generator:
     every schedule is stepped on every step, each with its own generators."""
@@ -162,10 +160,11 @@ def test_samplers_with_state_or_noise_of_their_own(ddpm, scheduler):
     scheduler.set_timesteps(STEPS)
     calls = len(scheduler.timesteps)
     rng = random.Random(4)
-    schedules = [Schedule(("F", *(rng.choice(["F", "N", "P2", "P5"])
-                                  for _ in range(calls - 1)))) for _ in range(3)]
-    together = generate_many(model, STEPS, schedules, SEEDS, batch_size=12,
-                             prefixes=PrefixStore())
+    schedules = [
+        Schedule(("F", *(rng.choice(["F", "N", "P2", "P5"]) for _ in range(calls - 1))))
+        for _ in range(3)
+    ]
+    together = generate_many(model, STEPS, schedules, SEEDS, batch_size=12, prefixes=PrefixStore())
     for s, got in zip(schedules, together, strict=True):
         assert_close_images(got.images, generate(model, STEPS, s, SEEDS, batch_size=12).images)
 
@@ -206,14 +205,23 @@ def test_a_seeded_search_logs_the_same_with_batching_on_and_off(ddpm, tmp_path):
     space = search.SegmentSpace.of(STEPS, range(spec.num_branches), max_len=5)
     logs = []
     for name, pass_samples in (("alone", None), ("batched", 4 * 96)):
-        fitness = RFIDFitness(ddpm, STEPS, range(96), batch_size=96,
-                              pass_samples=pass_samples)
+        fitness = RFIDFitness(ddpm, STEPS, range(96), batch_size=96, pass_samples=pass_samples)
         path = tmp_path / f"{name}.jsonl"
-        search.segment_evolution(space, fitness, budget, n_eval=14, seed=1,
-                                 evolution=search.Evolution(6, 2, 4, 2),
-                                 on_record=search_log.appender(path, fitness.context))
-        logs.append([{k: v for k, v in json.loads(line).items() if k != "seconds"}
-                     for line in path.read_text().splitlines()])
+        search.segment_evolution(
+            space,
+            fitness,
+            budget,
+            n_eval=14,
+            seed=1,
+            evolution=search.Evolution(6, 2, 4, 2),
+            on_record=search_log.appender(path, fitness.context),
+        )
+        logs.append(
+            [
+                {k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in path.read_text().splitlines()
+            ]
+        )
     assert len(logs[0]) > 6 and all(math.isfinite(r["fitness"]) for r in logs[0])
     assert logs[0] == logs[1]  # 96 rows a call: bit for bit
 
@@ -239,10 +247,27 @@ def test_cli_search_batches_a_generation_unless_told_not_to(tmp_path, capsys, mo
 
     sizes = []
     many = RFIDFitness.score_many
-    monkeypatch.setattr(RFIDFitness, "score_many",
-                        lambda self, s: sizes.append((self.pass_samples, len(s))) or many(self, s))
-    argv = ["search", "--model", "digits-ddpm", "--steps", "4", "--budget", "2", "--n-eval",
-            "3", "--population", "3", "--seeds", "0:8", "--json"]
+    monkeypatch.setattr(
+        RFIDFitness,
+        "score_many",
+        lambda self, s: sizes.append((self.pass_samples, len(s))) or many(self, s),
+    )
+    argv = [
+        "search",
+        "--model",
+        "digits-ddpm",
+        "--steps",
+        "4",
+        "--budget",
+        "2",
+        "--n-eval",
+        "3",
+        "--population",
+        "3",
+        "--seeds",
+        "0:8",
+        "--json",
+    ]
     assert main(argv) == 0 and main([*argv, "--pass-samples", "0"]) == 0
     assert sizes == [(512, 3), (None, 3)]
     capsys.readouterr()

@@ -28,9 +28,17 @@ def _cache(technique: str, value: float, options: tuple = ()) -> caches.Cache:
 @pytest.fixture(scope="module")
 def dit():
     torch.manual_seed(0)
-    return DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
-                                 out_channels=4, num_layers=4, sample_size=8, patch_size=2,
-                                 num_embeds_ada_norm=10, norm_num_groups=4).eval()
+    return DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        num_layers=4,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=10,
+        norm_num_groups=4,
+    ).eval()
 
 
 def _scheduler():
@@ -46,8 +54,10 @@ def _noise():
 def _harness(model, cache=None):
     """The harness's loop (denoise) under ``cache``, and its work counter."""
     scheduler, x = _scheduler(), _noise()
-    with torch.inference_mode(), caches.under(cache, model, scheduler, x,
-                                              {"class_labels": LABELS}, cfg=False) as work:
+    with (
+        torch.inference_mode(),
+        caches.under(cache, model, scheduler, x, {"class_labels": LABELS}, cfg=False) as work,
+    ):
         out = denoise(model, scheduler, x, Schedule.full(STEPS), class_labels=LABELS)
     return out, work
 
@@ -62,12 +72,14 @@ def _reference(model, config_for):
     builds the config, ``now()`` giving the current timestep."""
     scheduler, x = _scheduler(), _noise()
     current = {"t": 0}
-    dh_apply = {dh.FirstBlockCacheConfig: dh.apply_first_block_cache,
-                dh.TaylorSeerCacheConfig: dh.apply_taylorseer_cache,
-                dh.MagCacheConfig: dh.apply_mag_cache,
-                dh.FasterCacheConfig: dh.apply_faster_cache,
-                dh.PyramidAttentionBroadcastConfig: dh.apply_pyramid_attention_broadcast,
-                dh.SeaCacheConfig: dh.apply_sea_cache}
+    dh_apply = {
+        dh.FirstBlockCacheConfig: dh.apply_first_block_cache,
+        dh.TaylorSeerCacheConfig: dh.apply_taylorseer_cache,
+        dh.MagCacheConfig: dh.apply_mag_cache,
+        dh.FasterCacheConfig: dh.apply_faster_cache,
+        dh.PyramidAttentionBroadcastConfig: dh.apply_pyramid_attention_broadcast,
+        dh.SeaCacheConfig: dh.apply_sea_cache,
+    }
     config = config_for(lambda: current["t"])
     registries = [m for m in model.modules() if hasattr(m, "_diffusers_hook")]
     assert not registries
@@ -76,11 +88,17 @@ def _reference(model, config_for):
         with torch.inference_mode():
             for i, t in enumerate(scheduler.timesteps):
                 current["t"] = int(t)
-                with CacheMixin.cache_context(model, "cond", step_index=i,
-                                              sigma=_sigma(scheduler, t), timestep=int(t),
-                                              num_inference_steps=STEPS):
-                    eps = model(hidden_states=x, timestep=t.expand(len(x)),
-                                class_labels=LABELS).sample
+                with CacheMixin.cache_context(
+                    model,
+                    "cond",
+                    step_index=i,
+                    sigma=_sigma(scheduler, t),
+                    timestep=int(t),
+                    num_inference_steps=STEPS,
+                ):
+                    eps = model(
+                        hidden_states=x, timestep=t.expand(len(x)), class_labels=LABELS
+                    ).sample
                 x = scheduler.step(eps, t, x).prev_sample
     finally:
         caches._remove_added(model, {})
@@ -94,17 +112,40 @@ def _latents(module, args, kwargs):
 RATIOS = [1.0, 1.0, 0.99, 0.98, 0.97, 0.95, 0.9, 0.8]
 SETTINGS = {  # technique, knob, options -> the config a user would write for it
     "first-block-cache": (0.3, (), lambda now: dh.FirstBlockCacheConfig(threshold=0.3)),
-    "taylorseer": (2, (), lambda now: dh.TaylorSeerCacheConfig(
-        cache_interval=2, cache_identifiers=[r"[^.]*blocks\.\d+\.(attn\d*|ff)"])),
-    "magcache": (0.5, (("mag_ratios", RATIOS),), lambda now: dh.MagCacheConfig(
-        threshold=0.5, mag_ratios=RATIOS, num_inference_steps=STEPS)),
-    "fastercache": (2, (), lambda now: dh.FasterCacheConfig(
-        spatial_attention_block_skip_range=2, current_timestep_callback=now,
-        tensor_format="BCHW", is_guidance_distilled=True)),
-    "pyramid-attention-broadcast": (2, (), lambda now: dh.PyramidAttentionBroadcastConfig(
-        spatial_attention_block_skip_range=2, current_timestep_callback=now)),
-    "seacache": (1.0, (), lambda now: dh.SeaCacheConfig(threshold=1.0,
-                                                        raw_vision_callback=_latents)),
+    "taylorseer": (
+        2,
+        (),
+        lambda now: dh.TaylorSeerCacheConfig(
+            cache_interval=2, cache_identifiers=[r"[^.]*blocks\.\d+\.(attn\d*|ff)"]
+        ),
+    ),
+    "magcache": (
+        0.5,
+        (("mag_ratios", RATIOS),),
+        lambda now: dh.MagCacheConfig(threshold=0.5, mag_ratios=RATIOS, num_inference_steps=STEPS),
+    ),
+    "fastercache": (
+        2,
+        (),
+        lambda now: dh.FasterCacheConfig(
+            spatial_attention_block_skip_range=2,
+            current_timestep_callback=now,
+            tensor_format="BCHW",
+            is_guidance_distilled=True,
+        ),
+    ),
+    "pyramid-attention-broadcast": (
+        2,
+        (),
+        lambda now: dh.PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=2, current_timestep_callback=now
+        ),
+    ),
+    "seacache": (
+        1.0,
+        (),
+        lambda now: dh.SeaCacheConfig(threshold=1.0, raw_vision_callback=_latents),
+    ),
 }
 
 
@@ -185,8 +226,14 @@ def test_one_cache_after_another_leaves_nothing_of_the_first(dit):
 def test_hooks_leave_on_errors_too(dit):
     scheduler, x = _scheduler(), _noise()
     with pytest.raises(RuntimeError, match="boom"):
-        with caches.under(_cache("magcache", 0.1, (("mag_ratios", RATIOS),)), dit,
-                          scheduler, x, {"class_labels": LABELS}, cfg=False):
+        with caches.under(
+            _cache("magcache", 0.1, (("mag_ratios", RATIOS),)),
+            dit,
+            scheduler,
+            x,
+            {"class_labels": LABELS},
+            cfg=False,
+        ):
             raise RuntimeError("boom")
     assert not [m for m in dit.modules() if hasattr(m, "_diffusers_hook")]
 
@@ -199,17 +246,32 @@ def test_magcache_ratios_come_from_its_calibration_mode(dit, capsys):
 
 
 def test_a_unet_and_a_bad_config_are_refused_in_one_line():
-    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 8),
-                       down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
-                       layers_per_block=1, norm_num_groups=4)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 8),
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=4,
+    )
     with pytest.raises(ScheduleError, match="runs on diffusers transformers, not UNet2DModel"):
-        with caches.under(_cache("first-block-cache", 0.1), unet, _scheduler(),
-                          torch.zeros(1, 3, 8, 8), {}, cfg=False):
+        with caches.under(
+            _cache("first-block-cache", 0.1),
+            unet,
+            _scheduler(),
+            torch.zeros(1, 3, 8, 8),
+            {},
+            cfg=False,
+        ):
             pass
     assert caches.problem(_cache("taylorseer", 2, (("no_such", 1),))) == (
-        "taylorseer: TaylorSeerCacheConfig has no field 'no_such'")
+        "taylorseer: TaylorSeerCacheConfig has no field 'no_such'"
+    )
     assert "max_consecutive_cached" in caches.problem(
-        _cache("seacache", 0.2, (("max_consecutive_cached", -1),)))
+        _cache("seacache", 0.2, (("max_consecutive_cached", -1),))
+    )
     assert caches.problem(_cache("magcache", 0.1)) is None  # ratios come later
 
 
@@ -258,8 +320,21 @@ def test_a_suite_runs_diffusers_caches_as_fronts_priced_by_their_work(tmp_path, 
     torch.save({f"features.{k}": v for k, v in features.items()}, weights)
     path = tmp_path / "caches.yaml"
     path.write_text(SUITE)
-    assert cli.main(["run", str(path), "--results", str(tmp_path / "results"),
-                     "--no-tracking", "--quiet", "--lpips-weights", str(weights)]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                str(path),
+                "--results",
+                str(tmp_path / "results"),
+                "--no-tracking",
+                "--quiet",
+                "--lpips-weights",
+                str(weights),
+            ]
+        )
+        == 0
+    )
     (run_dir,) = (tmp_path / "results" / "caches").iterdir()
     results = json.loads((run_dir / "results.json").read_text())
     rows = {row["name"]: row for row in results["rows"]}
@@ -276,16 +351,23 @@ def test_a_suite_runs_diffusers_caches_as_fronts_priced_by_their_work(tmp_path, 
     assert never["predicted_speedup"] == pytest.approx(1.0, abs=1e-9)
     pixels = [np.asarray(Image.open(run_dir / row["grid"])) for row in (never, teacher, skips)]
     assert np.array_equal(pixels[0], pixels[1]) and not np.array_equal(pixels[1], pixels[2])
-    assert skips["cache"] == {"technique": "first-block-cache", "config": {"threshold": 0.3},
-                              "work": skips["cache"]["work"]}
+    assert skips["cache"] == {
+        "technique": "first-block-cache",
+        "config": {"threshold": 0.3},
+        "work": skips["cache"]["work"],
+    }
     assert skips["predicted_speedup"] == pytest.approx(10 / skips["cache"]["work"])  # FLOPs
     assert skips["predicted_speedup"] > 1.05 and skips["measured_speedup"] > 0
-    assert skips["schedule"].startswith("F F F F F F F F F F under first-block-cache "
-                                        "threshold=0.3 #")
+    assert skips["schedule"].startswith(
+        "F F F F F F F F F F under first-block-cache threshold=0.3 #"
+    )
     mag = rows["magcache threshold=0.06"]
     assert len(mag["cache"]["config"]["mag_ratios"]) == 10
-    assert {v["family"] for v in results["verdicts"]} >= {"first-block-cache", "magcache",
-                                                           "fewer-steps"}
+    assert {v["family"] for v in results["verdicts"]} >= {
+        "first-block-cache",
+        "magcache",
+        "fewer-steps",
+    }
 
 
 def test_suites_refuse_caches_where_they_cannot_run(tmp_path, capsys):
@@ -294,33 +376,43 @@ def test_suites_refuse_caches_where_they_cannot_run(tmp_path, capsys):
     from repro.cli import main as cli
 
     def error(baseline: str, model: str = "digits-dit") -> str:
-        text = SUITE.replace("  - {technique: first-block-cache, settings: [0, 0.3]}\n",
-                             f"  - {baseline}\n").replace("model: digits-dit", f"model: {model}")
+        text = SUITE.replace(
+            "  - {technique: first-block-cache, settings: [0, 0.3]}\n", f"  - {baseline}\n"
+        ).replace("model: digits-dit", f"model: {model}")
         path = tmp_path / "bad.yaml"
         path.write_text(text)
         assert cli.main(["bench", "--suite", str(path), "--no-tracking"]) == 2
-        lines = [line for line in capsys.readouterr().err.splitlines()
-                 if not line.startswith("warning: ")]
+        lines = [
+            line
+            for line in capsys.readouterr().err.splitlines()
+            if not line.startswith("warning: ")
+        ]
         assert len(lines) == 1
         return lines[0]
 
     assert error("{technique: first-block-cache}", "digits-ddpm").endswith(
         "field 'baselines[0]': first-block-cache is one of diffusers' transformer caches; "
-        "model 'digits-ddpm' is a unet")
+        "model 'digits-ddpm' is a unet"
+    )
     assert error("{technique: first-block-cache, settings: [-1]}").endswith(
-        "field 'baselines[0].settings': -1 is not a number >= 0 (threshold)")
+        "field 'baselines[0].settings': -1 is not a number >= 0 (threshold)"
+    )
     assert error("{technique: taylorseer, settings: [1.5]}").endswith(
-        "field 'baselines[0].settings': 1.5 is not a whole number >= 0 (cache_interval)")
+        "field 'baselines[0].settings': 1.5 is not a whole number >= 0 (cache_interval)"
+    )
     assert error("{technique: seacache, options: {power: 2}}").endswith(  # diffusers' check
-        "field 'baselines[0].options': seacache: SeaCacheConfig has no field 'power'")
+        "field 'baselines[0].options': seacache: SeaCacheConfig has no field 'power'"
+    )
     assert "field 'baselines[0].options': 'options' applies to first-block-cache and" in error(
-        "{technique: deepcache, options: {threshold: 1}}")
+        "{technique: deepcache, options: {threshold: 1}}"
+    )
     assert cli.main(["validate", str(tmp_path / "bad.yaml")]) == 2  # the light checks too
     capsys.readouterr()
     path = tmp_path / "unknown-field.yaml"
     path.write_text(SUITE.replace("settings: [0, 0.3]}", "options: {power: 2}}"))
-    assert cli.main(["run", str(path), "--results", str(tmp_path / "results"),
-                     "--no-tracking"]) == 2
+    assert (
+        cli.main(["run", str(path), "--results", str(tmp_path / "results"), "--no-tracking"]) == 2
+    )
     assert "FirstBlockCacheConfig has no field 'power'" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()  # before the run directory
 
@@ -341,26 +433,52 @@ def _tiny_pixart():
     words = ["<pad>", "</s>", "<unk>", *"a red cat on the blue mat".split()]
     backend = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     backend.pre_tokenizer = Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>",
-                                        eos_token="</s>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
     torch.manual_seed(0)
-    encoder = T5EncoderModel(T5Config(vocab_size=len(words), d_model=16, d_ff=32,
-                                      num_layers=1, num_heads=2, d_kv=8)).eval()
+    encoder = T5EncoderModel(
+        T5Config(vocab_size=len(words), d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8)
+    ).eval()
     transformer = PixArtTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-        num_layers=3, sample_size=32, patch_size=4, cross_attention_dim=16,
-        caption_channels=16, norm_num_groups=4).eval()
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
-                        block_out_channels=(4, 4, 4, 4),
-                        down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=2).eval()
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=3,
+        sample_size=32,
+        patch_size=4,
+        cross_attention_dim=16,
+        caption_channels=16,
+        norm_num_groups=4,
+    ).eval()
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(4, 4, 4, 4),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        norm_num_groups=2,
+    ).eval()
     spec = models.get("pixart-alpha-512")
     scheduler = models.build_scheduler(spec)
-    pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=encoder, vae=vae,
-                               transformer=transformer, scheduler=scheduler)
+    pipe = PixArtAlphaPipeline(
+        tokenizer=tokenizer,
+        text_encoder=encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=scheduler,
+    )
     pipe.set_progress_bar_config(disable=True)
-    return models.LoadedModel(name=spec.id, unet=transformer, scheduler=scheduler,
-                              resolution=32, pipeline=pipe, default_guidance=4.5)
+    return models.LoadedModel(
+        name=spec.id,
+        unet=transformer,
+        scheduler=scheduler,
+        resolution=32,
+        pipeline=pipe,
+        default_guidance=4.5,
+    )
 
 
 def test_a_cache_on_a_text_pipelines_transformer_counts_its_work():
@@ -372,8 +490,15 @@ def test_a_cache_on_a_text_pipelines_transformer_counts_its_work():
     model = _tiny_pixart()
 
     def sample(cache=None):
-        return generate(model, 4, None, seeds=[0, 1], prompts=["a red cat", "the blue mat"],
-                        batch_size=2, cache=cache)
+        return generate(
+            model,
+            4,
+            None,
+            seeds=[0, 1],
+            prompts=["a red cat", "the blue mat"],
+            batch_size=2,
+            cache=cache,
+        )
 
     plain = sample()
     never = sample(_cache("first-block-cache", 0.0))

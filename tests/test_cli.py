@@ -24,22 +24,35 @@ HEAVY = ("torch", "diffusers", "transformers", "mlflow", "open_clip", "torch_fid
 def modules_loaded_by(argv: list[str]) -> tuple[int, list[str]]:
     """The exit code of ``repro ARGV`` in a fresh interpreter and the heavy packages it
     imported."""
-    script = (f"import json, sys\nfrom repro.cli.main import main\n"
-              f"try:\n    code = main({argv!r})\n"
-              "except SystemExit as exit:\n    code = exit.code\n"
-              f"print(json.dumps([code, sorted({{m.split('.')[0] for m in sys.modules}} & "
-              f"{set(HEAVY)!r})]))")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-                          timeout=600)  # a loaded machine; the check is the import, not the time
+    script = (
+        f"import json, sys\nfrom repro.cli.main import main\n"
+        f"try:\n    code = main({argv!r})\n"
+        "except SystemExit as exit:\n    code = exit.code\n"
+        f"print(json.dumps([code, sorted({{m.split('.')[0] for m in sys.modules}} & "
+        f"{set(HEAVY)!r})]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        timeout=600,
+    )  # a loaded machine; the check is the import, not the time
     code, heavy = json.loads(done.stdout.splitlines()[-1])
     return code, heavy
 
 
-@pytest.mark.parametrize("argv", [
-    ["--help"], ["run", "--help"], ["bench", "--help"], ["eval", "--help"],
-    ["validate", *suite.packaged()],  # every packaged suite, by name
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["run", "--help"],
+        ["bench", "--help"],
+        ["eval", "--help"],
+        ["validate", *suite.packaged()],  # every packaged suite, by name
+    ],
+)
 def test_help_and_validate_import_no_torch(argv):
     assert modules_loaded_by(argv) == (0, [])
 
@@ -49,17 +62,24 @@ def test_the_import_check_sees_torch():
     assert code == 0 and "torch" in heavy
 
 
-@pytest.mark.parametrize(("argv", "needle"), [
-    (["run"], "repro run: error: the following arguments are required: suite"),
-    (["bench", "--batch", "two"], "repro bench: error: argument --batch: invalid int value"),
-    (["sample", "--dtype", "float8"], "argument --dtype: invalid choice: 'float8'"),
-    (["frobnicate"], "repro: error: argument COMMAND: invalid choice: 'frobnicate'"),
-    (["run", "smoke", "-q", "-v"], "argument -v/--verbose: not allowed with argument -q"),
-    (["run", "smoke", "--frob"],
-     "repro run: error: unrecognized arguments: --frob (see repro run --help)"),
-    (["zoo", "train", "digits-dit", "--frob"],
-     "repro zoo train: error: unrecognized arguments: --frob (see repro zoo train --help)"),
-])
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["run"], "repro run: error: the following arguments are required: suite"),
+        (["bench", "--batch", "two"], "repro bench: error: argument --batch: invalid int value"),
+        (["sample", "--dtype", "float8"], "argument --dtype: invalid choice: 'float8'"),
+        (["frobnicate"], "repro: error: argument COMMAND: invalid choice: 'frobnicate'"),
+        (["run", "smoke", "-q", "-v"], "argument -v/--verbose: not allowed with argument -q"),
+        (
+            ["run", "smoke", "--frob"],
+            "repro run: error: unrecognized arguments: --frob (see repro run --help)",
+        ),
+        (
+            ["zoo", "train", "digits-dit", "--frob"],
+            "repro zoo train: error: unrecognized arguments: --frob (see repro zoo train --help)",
+        ),
+    ],
+)
 def test_argparse_errors_are_one_line_with_exit_2(capsys, argv, needle):
     with pytest.raises(SystemExit) as exit:
         cli.main(argv)
@@ -96,8 +116,19 @@ def test_env_says_what_a_bug_report_needs(capsys, monkeypatch):
 
 def test_quiet_and_verbose_set_the_message_level(capsys, tmp_path):
     out = tmp_path / "s.npz"
-    argv = ["sample", "--model", "digits-ddpm", "--weights", "random", "--steps", "2",
-            "--seeds", "0:2", "--out", str(out)]
+    argv = [
+        "sample",
+        "--model",
+        "digits-ddpm",
+        "--weights",
+        "random",
+        "--steps",
+        "2",
+        "--seeds",
+        "0:2",
+        "--out",
+        str(out),
+    ]
     assert cli.main(argv) == 0
     assert "2 images of digits-ddpm" in capsys.readouterr().out
     assert logging.getLogger("repro").level == logging.INFO
@@ -108,13 +139,16 @@ def test_quiet_and_verbose_set_the_message_level(capsys, tmp_path):
     assert logging.getLogger("repro").level == logging.DEBUG
 
 
-@pytest.mark.parametrize(("argv", "defaults"), [
-    (["search", "--budget", "2"], {"weights": "pretrained", "batch": 128, "seeds": "0:128"}),
-    (["bench"], {"weights": "random", "batch": None, "threads": 0}),
-    (["sample", "--out", "x"], {"weights": "pretrained", "batch": 64, "seeds": "0:64"}),
-    (["eval", "x", "--metric", "latency"], {"weights": "pretrained", "batch": 64}),
-    (["zoo", "train", "digits-ddpm"], {"threads": 1}),
-])
+@pytest.mark.parametrize(
+    ("argv", "defaults"),
+    [
+        (["search", "--budget", "2"], {"weights": "pretrained", "batch": 128, "seeds": "0:128"}),
+        (["bench"], {"weights": "random", "batch": None, "threads": 0}),
+        (["sample", "--out", "x"], {"weights": "pretrained", "batch": 64, "seeds": "0:64"}),
+        (["eval", "x", "--metric", "latency"], {"weights": "pretrained", "batch": 64}),
+        (["zoo", "train", "digits-ddpm"], {"threads": 1}),
+    ],
+)
 def test_each_command_keeps_its_own_defaults_of_shared_flags(argv, defaults):
     args = cli.build_parser().parse_args(argv)
     assert {key: getattr(args, key) for key in defaults} == defaults
@@ -125,8 +159,7 @@ def test_a_shared_flag_is_required_where_a_command_needs_it(capsys):
     assert capsys.readouterr().err == "repro: error: sample needs --model\n"
 
 
-def test_progress_bars_on_a_terminal_lines_in_a_log_and_nothing_when_quiet(monkeypatch,
-                                                                         caplog):
+def test_progress_bars_on_a_terminal_lines_in_a_log_and_nothing_when_quiet(monkeypatch, caplog):
     """A terminal gets a tqdm bar; a CI log (stderr a file) one line per EVERY_S seconds of
     a loop that runs that long, and a last one; a short loop and --quiet say nothing."""
     logger = logging.getLogger(progress.LOGGER)
@@ -139,10 +172,16 @@ def test_progress_bars_on_a_terminal_lines_in_a_log_and_nothing_when_quiet(monke
             assert not caplog.records  # pytest's stderr is not a terminal: lines, none yet
             monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
             assert list(progress.bar(range(4), desc="timing 3 loops", unit="repeat")) == [
-                0, 1, 2, 3]
+                0,
+                1,
+                2,
+                3,
+            ]
         lines = [record.getMessage() for record in caplog.records]
-        assert lines == ["timing 3 loops: 2/4 repeats (50%), 40 s, about 40 s left",
-                         "timing 3 loops: 4/4 repeats (100%), 80 s"]
+        assert lines == [
+            "timing 3 loops: 2/4 repeats (50%), 40 s, about 40 s left",
+            "timing 3 loops: 4/4 repeats (100%), 80 s",
+        ]
         monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
         assert not progress.bar(range(3)).disable
         logger.setLevel(logging.WARNING)  # --quiet
@@ -153,6 +192,7 @@ def test_progress_bars_on_a_terminal_lines_in_a_log_and_nothing_when_quiet(monke
 
 def test_a_reader_that_leaves_the_pipe_ends_the_command_quietly(monkeypatch, capfd):
     """`repro env | head -1`: the rest of the output has nowhere to go; no traceback."""
+
     def env(args):
         raise BrokenPipeError(32, "Broken pipe")  # what print() raises once the reader left
 
@@ -169,11 +209,11 @@ def test_user_errors_exit_2_and_library_bugs_keep_their_traceback(capsys, monkey
     from repro.sampling import generate
 
     out = tmp_path / "s.npz"
-    argv = ["sample", "--model", "digits-ddpm", "--steps", "2", "--seeds", "0:2",
-            "--out", str(out)]
+    argv = ["sample", "--model", "digits-ddpm", "--steps", "2", "--seeds", "0:2", "--out", str(out)]
     assert cli.main([*argv, "--labels", "3"]) == 2
-    assert capsys.readouterr().err == ("repro: error: model 'digits-ddpm' is unconditional: "
-                                       "--labels does not apply\n")
+    assert capsys.readouterr().err == (
+        "repro: error: model 'digits-ddpm' is unconditional: --labels does not apply\n"
+    )
 
     def buggy(*args, **kwargs):
         raise ValueError("an internal shape mismatch")
@@ -195,13 +235,27 @@ def test_run_flags_shrink_every_experiment_and_change_the_digest(monkeypatch):
     monkeypatch.delenv(CLIP_ENV, raising=False)
     parser = cli.build_parser()
     loaded = suites.load(suites.find("smoke"))
-    args = parser.parse_args(["run", "smoke", "--seeds", "10000:10096", "--search-seeds",
-                              "0:16", "--evaluations", "3", "--batch", "32", "--weights",
-                              "random", "--clip-weights", "/x/clip.safetensors"])
+    args = parser.parse_args(
+        [
+            "run",
+            "smoke",
+            "--seeds",
+            "10000:10096",
+            "--search-seeds",
+            "0:16",
+            "--evaluations",
+            "3",
+            "--batch",
+            "32",
+            "--weights",
+            "random",
+            "--clip-weights",
+            "/x/clip.safetensors",
+        ]
+    )
     shrunk = _overridden(loaded, args)
     for e in shrunk.experiments:
-        assert (e.evaluation.seeds, e.search.seeds, e.search.n_eval) == ("10000:10096",
-                                                                        "0:16", 3)
+        assert (e.evaluation.seeds, e.search.seeds, e.search.n_eval) == ("10000:10096", "0:16", 3)
         assert (e.evaluation.batch_size, e.weights) == (32, "random")
     assert shrunk.digest != loaded.digest == suites.settings_digest(loaded)
     assert shrunk.digest == suites.settings_digest(shrunk)
@@ -226,8 +280,14 @@ def test_every_flag_in_the_docs_is_one_its_command_takes():
                 if name not in commands:
                     continue
                 sub = commands[name]
-                nested = next((a for a in sub._actions if a.choices and a.dest != "help"
-                               and isinstance(a.choices, dict)), None)
+                nested = next(
+                    (
+                        a
+                        for a in sub._actions
+                        if a.choices and a.dest != "help" and isinstance(a.choices, dict)
+                    ),
+                    None,
+                )
                 for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", rest):
                     accepts = set(sub._option_string_actions)
                     if nested is not None:

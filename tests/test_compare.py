@@ -23,8 +23,13 @@ def per_seed(label: str, speed: float, values: np.ndarray) -> Point:
 
 
 def test_front_keeps_undominated_points_by_increasing_speed():
-    points = [fixed("slow-good", 1.0, 3.0), fixed("dominated", 1.5, 6.0),
-              fixed("mid", 2.0, 5.0), fixed("fast-bad", 3.0, 9.0), fixed("copy", 2.0, 5.0)]
+    points = [
+        fixed("slow-good", 1.0, 3.0),
+        fixed("dominated", 1.5, 6.0),
+        fixed("mid", 2.0, 5.0),
+        fixed("fast-bad", 3.0, 9.0),
+        fixed("copy", 2.0, 5.0),
+    ]
     assert [p.label for p in compare.front(points)] == ["slow-good", "mid", "fast-bad"]
     assert [p.label for p in compare.front(points, lower_is_better=False)] == ["fast-bad"]
     assert compare.front([]) == []
@@ -68,32 +73,35 @@ def test_beyond_the_front_only_dominance_gives_a_verdict():
     assert (mixed.outcome, mixed.basis) == (BETTER, compare.SLOWER_POINT)
     both_sides = verdict(fixed("s1", 0.5, 3.0), fixed("s2", 2.5, 2.5))
     assert both_sides.outcome == OUT_OF_RANGE and both_sides.difference is None
-    one_point = compare.compare([fixed("s", 2.0, 1.0)], family[:1], "fewer-steps",
-                                repeats=False)
+    one_point = compare.compare([fixed("s", 2.0, 1.0)], family[:1], "fewer-steps", repeats=False)
     assert (one_point.outcome, one_point.basis) == (BETTER, compare.SLOWER_POINT)
 
 
-def sweep(rng, n: int, shift: float, seed_effect: np.ndarray | None = None,
-          noise: float = 0.3) -> tuple[list[Point], Point]:
+def sweep(
+    rng, n: int, shift: float, seed_effect: np.ndarray | None = None, noise: float = 0.3
+) -> tuple[list[Point], Point]:
     """A family (accuracy 0.9 at speed 1, 0.7 at speed 3; 0.8 at speed 2 on its front) and a
     searched point at speed 2 whose true accuracy is 0.8 + shift."""
     shared = np.zeros(n) if seed_effect is None else seed_effect
 
     def draw(label, speed, mean):
         return per_seed(label, speed, mean + shared + rng.normal(0, noise, n))
+
     return [draw("slow", 1.0, 0.9), draw("fast", 3.0, 0.7)], draw("searched", 2.0, 0.8 + shift)
 
 
 def test_a_real_difference_is_found_and_its_sign_read_by_orientation():
     rng = np.random.default_rng(1)
     family, searched = sweep(rng, 400, shift=0.1)
-    verdict = compare.compare([searched], family, "ddim", lower_is_better=False, rng=2,
-                              repeats=False)
+    verdict = compare.compare(
+        [searched], family, "ddim", lower_is_better=False, rng=2, repeats=False
+    )
     assert verdict.outcome == BETTER
     assert verdict.low < 0.1 < verdict.high
     family, searched = ([error_rate(p) for p in family], error_rate(searched))
-    as_error = compare.compare([searched], family, "ddim", lower_is_better=True, rng=2,
-                               repeats=False)
+    as_error = compare.compare(
+        [searched], family, "ddim", lower_is_better=True, rng=2, repeats=False
+    )
     assert as_error.outcome == BETTER
     assert as_error.low < -0.1 < as_error.high
 
@@ -105,9 +113,18 @@ def error_rate(point: Point) -> Point:
 def test_a_zero_difference_is_a_tie_at_the_stated_rate():
     rng = np.random.default_rng(3)
     repetitions = 200
-    outcomes = [compare.compare([searched], family, "ddim", lower_is_better=False,
-                                n_resamples=999, rng=rng, repeats=False).outcome
-                for family, searched in (sweep(rng, 100, shift=0.0) for _ in range(repetitions))]
+    outcomes = [
+        compare.compare(
+            [searched],
+            family,
+            "ddim",
+            lower_is_better=False,
+            n_resamples=999,
+            rng=rng,
+            repeats=False,
+        ).outcome
+        for family, searched in (sweep(rng, 100, shift=0.0) for _ in range(repetitions))
+    ]
     tie_rate = outcomes.count(TIE) / repetitions
     # 95% intervals: ties at 0.95, binomial sd 0.015 over 200 repetitions
     assert 0.90 <= tie_rate <= 0.99, tie_rate
@@ -120,19 +137,19 @@ def width(verdict) -> float:
 def test_pairing_by_seed_narrows_the_interval_only_when_seeds_share_noise():
     rng = np.random.default_rng(4)
     family, searched = sweep(rng, 200, shift=0.1, seed_effect=rng.normal(0, 1.0, 200))
-    paired = compare.compare([searched], family, "ddim", False, paired=True, rng=5,
-                             repeats=False)
-    unpaired = compare.compare([searched], family, "ddim", False, paired=False, rng=5,
-                               repeats=False)
+    paired = compare.compare([searched], family, "ddim", False, paired=True, rng=5, repeats=False)
+    unpaired = compare.compare(
+        [searched], family, "ddim", False, paired=False, rng=5, repeats=False
+    )
     assert paired.difference == pytest.approx(unpaired.difference)
     assert width(paired) < 0.5 * width(unpaired)
     assert paired.outcome == BETTER and unpaired.outcome == TIE
 
     family, searched = sweep(rng, 200, shift=0.05)
-    paired = compare.compare([searched], family, "ddim", False, paired=True, rng=5,
-                             repeats=False)
-    unpaired = compare.compare([searched], family, "ddim", False, paired=False, rng=5,
-                               repeats=False)
+    paired = compare.compare([searched], family, "ddim", False, paired=True, rng=5, repeats=False)
+    unpaired = compare.compare(
+        [searched], family, "ddim", False, paired=False, rng=5, repeats=False
+    )
     assert 0.8 < width(paired) / width(unpaired) < 1.25
 
 
@@ -141,8 +158,10 @@ def test_pairing_needs_the_same_seeds_everywhere():
     searched = per_seed("s", 1.5, np.zeros(3))
     with pytest.raises(ValueError, match="same evaluation seeds"):
         compare.compare([searched], family, "deepcache", repeats=False)
-    assert compare.compare([searched], family, "deepcache", paired=False,
-                           repeats=False).outcome == BETTER
+    assert (
+        compare.compare([searched], family, "deepcache", paired=False, repeats=False).outcome
+        == BETTER
+    )
 
 
 def test_spread_over_search_seeds_widens_the_interval():
@@ -151,8 +170,10 @@ def test_spread_over_search_seeds_widens_the_interval():
     family, _ = sweep(rng, n, shift=0.0)
     noise = rng.normal(0, 0.3, n)
     alike = [per_seed(f"seed{k}", 2.0, 0.85 + noise) for k in range(3)]
-    spread = [per_seed(f"seed{k}", 2.0, 0.85 + offset + noise)
-              for k, offset in enumerate((-0.1, 0.0, 0.1))]
+    spread = [
+        per_seed(f"seed{k}", 2.0, 0.85 + offset + noise)
+        for k, offset in enumerate((-0.1, 0.0, 0.1))
+    ]
     narrow = compare.compare(alike, family, "ddim", False, rng=7)
     wide = compare.compare(spread, family, "ddim", False, rng=7)
     assert narrow.difference == pytest.approx(wide.difference)
@@ -168,8 +189,9 @@ def test_rfid_resamples_candidate_and_teacher_seeds_jointly():
 
     candidate = teacher + rng.normal(0, 0.5, size=teacher.shape)
     rfid = compare.rfid_quality(candidate, teacher, "test")
-    expected = frechet_distance(FeatureStatistics.of(candidate, "test"),
-                                FeatureStatistics.of(teacher, "test"))
+    expected = frechet_distance(
+        FeatureStatistics.of(candidate, "test"), FeatureStatistics.of(teacher, "test")
+    )
     assert float(rfid(np.arange(60))) == pytest.approx(expected)
     assert rfid(draws).shape == (4,)
 
@@ -181,11 +203,30 @@ def test_an_rfid_difference_is_found_with_set_statistics():
     def point(label, speed, noise):
         candidate = teacher + rng.normal(0, noise, size=teacher.shape)
         return Point(label, speed, compare.rfid_quality(candidate, teacher, "test"), 120)
+
     family = [point("slow", 1.0, 0.3), point("fast", 3.0, 1.5)]
-    assert compare.compare([point("searched", 2.0, 0.2)], family, "deepcache",
-                           n_resamples=199, rng=10, repeats=False).outcome == BETTER
-    assert compare.compare([point("searched", 2.0, 1.6)], family, "deepcache",
-                           n_resamples=199, rng=10, repeats=False).outcome == WORSE
+    assert (
+        compare.compare(
+            [point("searched", 2.0, 0.2)],
+            family,
+            "deepcache",
+            n_resamples=199,
+            rng=10,
+            repeats=False,
+        ).outcome
+        == BETTER
+    )
+    assert (
+        compare.compare(
+            [point("searched", 2.0, 1.6)],
+            family,
+            "deepcache",
+            n_resamples=199,
+            rng=10,
+            repeats=False,
+        ).outcome
+        == WORSE
+    )
 
 
 def test_outcome_reads_the_interval_by_orientation():
@@ -203,8 +244,9 @@ def test_reports_can_import_the_comparison_without_torch():
 
 
 # -- error rates of the intervals (issue 24) ----------------------------------------------
-def repeats_against_front(rng, k: int, shift: float, spread: float, n: int = 100,
-                          noise: float = 0.3) -> tuple[list[Point], list[Point]]:
+def repeats_against_front(
+    rng, k: int, shift: float, spread: float, n: int = 100, noise: float = 0.3
+) -> tuple[list[Point], list[Point]]:
     """A two-point family on the same seeds (true quality 0.8 at speed 2 on its front) and
     k search repeats at speed 2 whose true qualities are 0.8 + shift + N(0, spread): each
     repeat is a new draw of the search, all share the evaluation seeds' noise."""
@@ -212,9 +254,9 @@ def repeats_against_front(rng, k: int, shift: float, spread: float, n: int = 100
 
     def draw(label, speed, mean):
         return per_seed(label, speed, mean + shared + rng.normal(0, noise, n))
+
     family = [draw("slow", 1.0, 0.9), draw("fast", 3.0, 0.7)]
-    searched = [draw(f"repeat {r}", 2.0, 0.8 + shift + rng.normal(0, spread))
-                for r in range(k)]
+    searched = [draw(f"repeat {r}", 2.0, 0.8 + shift + rng.normal(0, spread)) for r in range(k)]
     return family, searched
 
 
@@ -229,8 +271,9 @@ def test_the_interval_covers_the_true_difference_at_small_numbers_of_repeats(k):
     held = 0
     for _ in range(draws):
         family, searched = repeats_against_front(rng, k, shift=0.1, spread=0.1, noise=0.1)
-        verdict = compare.compare(searched, family, "ddim", lower_is_better=False,
-                                  n_resamples=100, rng=rng)
+        verdict = compare.compare(
+            searched, family, "ddim", lower_is_better=False, n_resamples=100, rng=rng
+        )
         held += verdict.low <= 0.1 <= verdict.high
     tolerance = 3 * np.sqrt(0.95 * 0.05 / draws)
     assert abs(held / draws - 0.95) <= tolerance, held / draws
@@ -253,8 +296,13 @@ def two_methods(rng, k: int, spread: float, n: int = 100) -> tuple[list[Point], 
     shared = rng.normal(0, 5.0, n)
 
     def method(name):
-        return [per_seed(f"{name} {r}", 3.0, 50 + rng.normal(0, spread) + shared
-                         + rng.normal(0, 2.0, n)) for r in range(k)]
+        return [
+            per_seed(
+                f"{name} {r}", 3.0, 50 + rng.normal(0, spread) + shared + rng.normal(0, 2.0, n)
+            )
+            for r in range(k)
+        ]
+
     return method("a"), method("b")
 
 
@@ -289,16 +337,20 @@ def test_the_same_repeats_on_two_seed_sets_differ_no_more_often_than_stated():
         def quality(idx):
             idx = np.asarray(idx)
             return frechet_distances(x, idx.reshape(-1, n), reference).reshape(idx.shape[:-1])
+
         return Point(label, 3.0, quality, n)
 
     for trial in range(draws):
         sides = []
         for name in ("a", "b"):
             images = rng.normal(size=(n, d)) * 1.1 + 0.2  # this run's seeds
-            sides.append([point(f"{name} {r}", images + own[r] + rng.normal(0, 0.05, (n, d)))
-                          for r in range(4)])
-        verdict = compare.compare_methods(*sides, "b", paired=False, n_resamples=100,
-                                          rng=trial)
+            sides.append(
+                [
+                    point(f"{name} {r}", images + own[r] + rng.normal(0, 0.05, (n, d)))
+                    for r in range(4)
+                ]
+            )
+        verdict = compare.compare_methods(*sides, "b", paired=False, n_resamples=100, rng=trial)
         sided += verdict.outcome != TIE
     assert sided / draws <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / draws), sided / draws
 
@@ -313,13 +365,15 @@ def test_a_real_difference_between_methods_is_found():
     assert compare.compare_methods(worse, faster, "b", by_speed=True, rng=15).outcome == WORSE
     assert compare.compare_methods(faster, worse, "w", by_speed=True, rng=15).outcome == BETTER
     slower = [replace(p, speed=2.5) for p in b]  # slower but better: no verdict
-    assert compare.compare_methods(worse, slower, "b", by_speed=True, rng=15
-                                   ).outcome == OUT_OF_RANGE
+    assert (
+        compare.compare_methods(worse, slower, "b", by_speed=True, rng=15).outcome == OUT_OF_RANGE
+    )
 
 
 def timed(point: Point, seconds, teacher) -> Point:
-    return replace(point, seconds=np.asarray(seconds, float),
-                   reference_seconds=np.asarray(teacher, float))
+    return replace(
+        point, seconds=np.asarray(seconds, float), reference_seconds=np.asarray(teacher, float)
+    )
 
 
 def test_timing_noise_widens_a_measured_speed_interval():
@@ -332,6 +386,7 @@ def test_timing_noise_widens_a_measured_speed_interval():
 
     def draw(label, speed, mean):
         return per_seed(label, speed, mean + shared + rng.normal(0, 0.3, 100))
+
     family = [draw("slow", 1.0, 0.9), draw("fast", 3.0, 0.3)]
     searched = [draw(f"repeat {r}", 2.0, 0.6 + rng.normal(0, 0.01)) for r in range(5)]
     teacher = np.ones(7)
@@ -339,10 +394,11 @@ def test_timing_noise_widens_a_measured_speed_interval():
 
     def judged(spread):
         times = [timed(p, np.ones(7) / p.speed, teacher) for p in searched]
-        times += [timed(p, spread[::(-1) ** i] / p.speed, teacher)
-                  for i, p in enumerate(family)]
-        return compare.compare(times[:5], times[5:], "ddim", lower_is_better=False,
-                               n_resamples=400, rng=17)
+        times += [timed(p, spread[:: (-1) ** i] / p.speed, teacher) for i, p in enumerate(family)]
+        return compare.compare(
+            times[:5], times[5:], "ddim", lower_is_better=False, n_resamples=400, rng=17
+        )
+
     quiet, loud = judged(np.ones(7)), judged(noisy)
     assert quiet.difference == pytest.approx(loud.difference)
     assert width(loud) > 1.5 * width(quiet)
@@ -363,9 +419,18 @@ def test_a_frechet_difference_interval_covers_it_where_the_percentile_leans():
 
     def rows():
         a = rng.normal(0.3, 1, (n, d))
-        return [Point(name, 0.0, compare.set_statistic(
-            lambda r, f=f: frechet_distance(FeatureStatistics.of(f[r], "x"), reference)), n)
-            for name, f in (("a", a), ("b", 1.6 * a + rng.normal(0.0, 0.3, (n, d))))]
+        return [
+            Point(
+                name,
+                0.0,
+                compare.set_statistic(
+                    lambda r, f=f: frechet_distance(FeatureStatistics.of(f[r], "x"), reference)
+                ),
+                n,
+            )
+            for name, f in (("a", a), ("b", 1.6 * a + rng.normal(0.0, 0.3, (n, d))))
+        ]
+
     truth = np.mean([a.observed - b.observed for a, b in (rows() for _ in range(200))])
     held = 0
     for i in range(60):

@@ -35,22 +35,44 @@ _params["unet_config"]["params"].update(image_size=16, model_channels=32, contex
 _params["first_stage_config"]["params"].update(n_embed=16)
 _params["first_stage_config"]["params"]["ddconfig"].update(ch=32, resolution=32)
 _params["cond_stage_config"]["params"].update(n_classes=11, embed_dim=8)
-ADM_TINY = {"image_size": 16, "in_channels": 3, "model_channels": 32, "out_channels": 6,
-            "num_res_blocks": 3, "attention_resolutions": (2, 4, 8), "dropout": 0.0,
-            "channel_mult": (1, 2, 3, 4), "num_classes": 10, "num_head_channels": 16,
-            "use_scale_shift_norm": True, "resblock_updown": True,
-            "use_new_attention_order": True}
+ADM_TINY = {
+    "image_size": 16,
+    "in_channels": 3,
+    "model_channels": 32,
+    "out_channels": 6,
+    "num_res_blocks": 3,
+    "attention_resolutions": (2, 4, 8),
+    "dropout": 0.0,
+    "channel_mult": (1, 2, 3, 4),
+    "num_classes": 10,
+    "num_head_channels": 16,
+    "use_scale_shift_norm": True,
+    "resblock_updown": True,
+    "use_new_attention_order": True,
+}
 
 
 def tiny_specs():
     """The registry's LDM-4-G and ADM ImageNet 64 specs at the tiny widths above."""
-    ldm = dataclasses.replace(models.LDM4G_IMAGENET256, unet_config={
-        **models.LDM4G_IMAGENET256.unet_config, "sample_size": 16,
-        "block_out_channels": (32, 64, 96, 160), "cross_attention_dim": 8})
-    adm = dataclasses.replace(models.ADM_IMAGENET64, unet_config={
-        **models.ADM_IMAGENET64.unet_config, "sample_size": 16,
-        "block_out_channels": (32, 64, 96, 128), "attention_head_dim": 16,
-        "num_class_embeds": 10})
+    ldm = dataclasses.replace(
+        models.LDM4G_IMAGENET256,
+        unet_config={
+            **models.LDM4G_IMAGENET256.unet_config,
+            "sample_size": 16,
+            "block_out_channels": (32, 64, 96, 160),
+            "cross_attention_dim": 8,
+        },
+    )
+    adm = dataclasses.replace(
+        models.ADM_IMAGENET64,
+        unet_config={
+            **models.ADM_IMAGENET64.unet_config,
+            "sample_size": 16,
+            "block_out_channels": (32, 64, 96, 128),
+            "attention_head_dim": 16,
+            "num_class_embeds": 10,
+        },
+    )
     return ldm, adm
 
 
@@ -76,9 +98,11 @@ def test_ldm_checkpoint_converts_every_key_of_unet_vq_and_class_embedder():
     converted = convert_ldm(state, tiny_specs()[0], LDM_TINY)
     unet, vq, embedder = converted["unet"], converted["vqvae"], converted["class_embedder"]
     assert sum(v.numel() for v in unet.state_dict().values()) == sum(
-        v.numel() for k, v in state.items() if k.startswith("model.diffusion_model."))
-    assert torch.equal(vq.quantize.embedding.weight,
-                       state["first_stage_model.quantize.embedding.weight"])
+        v.numel() for k, v in state.items() if k.startswith("model.diffusion_model.")
+    )
+    assert torch.equal(
+        vq.quantize.embedding.weight, state["first_stage_model.quantize.embedding.weight"]
+    )
     labels = torch.tensor([3, embedder.null_class])
     tokens = embedder(labels)
     assert tokens.shape == (2, 1, 8)
@@ -92,11 +116,11 @@ def test_adm_checkpoint_converts_every_key():
     state = random_state("adm")
     unet = convert_adm(state, tiny_specs()[1])["unet"]
     assert sum(v.numel() for v in unet.state_dict().values()) == sum(
-        v.numel() for v in state.values())
+        v.numel() for v in state.values()
+    )
     q, k, v = state["middle_block.1.qkv.weight"].chunk(3)
     assert torch.equal(unet.mid_block.attentions[0].to_k.weight, k[:, :, 0])
-    out = unet(torch.randn(2, 3, 16, 16), torch.tensor([3, 900]),
-               class_labels=torch.tensor([0, 9]))
+    out = unet(torch.randn(2, 3, 16, 16), torch.tensor([3, 900]), class_labels=torch.tensor([0, 9]))
     assert out.sample.shape == (2, 6, 16, 16)
 
 
@@ -119,8 +143,10 @@ def test_repro_convert_writes_a_directory_the_registry_loads(tmp_path, monkeypat
     spec = tiny_specs()[1]
     monkeypatch.setitem(repro.models.convert.CONVERTERS, "adm", (spec, convert_adm))
     torch.save(random_state("adm"), tmp_path / "64x64_diffusion.pt")
-    assert cli.main(["convert", "adm", str(tmp_path / "64x64_diffusion.pt"),
-                     str(tmp_path / "adm")]) == 0
+    assert (
+        cli.main(["convert", "adm", str(tmp_path / "64x64_diffusion.pt"), str(tmp_path / "adm")])
+        == 0
+    )
     assert str(tmp_path / "adm") in capsys.readouterr().out
     unet = models.build_unet(spec, str(tmp_path / "adm"))
     assert unet.config.num_class_embeds == 10
@@ -169,8 +195,11 @@ def converted(tmp_path, monkeypatch):
     down so that activations stay finite through the untrained networks), saved as the
     authors' file and turned into a directory by `repro convert`."""
     ldm, adm = tiny_specs()
-    monkeypatch.setitem(repro.models.convert.CONVERTERS, "ldm",
-                        (ldm, functools.partial(convert_ldm, original=LDM_TINY)))
+    monkeypatch.setitem(
+        repro.models.convert.CONVERTERS,
+        "ldm",
+        (ldm, functools.partial(convert_ldm, original=LDM_TINY)),
+    )
     monkeypatch.setitem(repro.models.convert.CONVERTERS, "adm", (adm, convert_adm))
 
     def make(kind: str) -> Path:
@@ -179,6 +208,7 @@ def converted(tmp_path, monkeypatch):
         torch.save({"state_dict": state}, original)
         assert cli.main(["convert", kind, str(original), str(tmp_path / kind)]) == 0
         return tmp_path / kind
+
     return make
 
 
@@ -201,13 +231,15 @@ def test_converted_ldm4g_samples_as_ldm_does_with_guidance_and_partial_steps(con
     scheduler = models.build_scheduler(models.LDM4G_IMAGENET256)
     scheduler.set_timesteps(4)
     assert scheduler.timesteps.tolist() == [751, 501, 251, 1]  # range(0, 1000, 250) + 1
-    x = torch.stack([torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(s))
-                     for s in (0, 1)])
+    x = torch.stack(
+        [torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
+    )
     context = model.encoder(torch.tensor([10, 10, 3, 7]))
     with torch.no_grad():
         for t in scheduler.timesteps:
-            uncond, cond = model.unet(torch.cat([x, x]), t, encoder_hidden_states=context
-                                      ).sample.chunk(2)
+            uncond, cond = model.unet(
+                torch.cat([x, x]), t, encoder_hidden_states=context
+            ).sample.chunk(2)
             x = scheduler.step(uncond + 1.5 * (cond - uncond), t, x).prev_sample
         decoded = model.decoder.decode(x).sample
     assert np.array_equal(teacher.images, samples.to_uint8(decoded))
@@ -223,7 +255,11 @@ def test_converted_ldm4g_samples_as_ldm_does_with_guidance_and_partial_steps(con
 def test_converted_adm_samples_ddpm_with_per_image_noise(converted):
     model = models.load_model("adm-imagenet64", str(converted("adm")))
     assert (model.num_classes, model.null_label, model.encoder, model.decoder) == (
-        10, None, None, None)
+        10,
+        None,
+        None,
+        None,
+    )
     assert type(model.scheduler).__name__ == "DDPMScheduler"
     pair = generate(model, 3, "F P0 P0", seeds=[0, 1], batch_size=2)
     assert pair.images.shape == (2, 16, 16, 3) and pair.labels.tolist() == [0, 1]
@@ -246,19 +282,22 @@ def test_missing_converted_weights_are_named_with_where_and_how(converted, tmp_p
     assert "--weights random builds only the UNet" in problem("ldm4g-imagenet256", "random")
     models.check_weights("adm-imagenet64", "random")  # the UNet is the whole model
     (tmp_path / "model.ckpt").write_bytes(b"")
-    assert "is a file, not a converted directory" in problem("ldm4g-imagenet256",
-                                                            str(tmp_path / "model.ckpt"))
+    assert "is a file, not a converted directory" in problem(
+        "ldm4g-imagenet256", str(tmp_path / "model.ckpt")
+    )
     missing = problem("ldm4g-imagenet256", str(tmp_path / "nowhere"))
     assert f"weights directory {tmp_path / 'nowhere'} does not exist" in missing
     directory = converted("ldm")
     models.check_weights("ldm4g-imagenet256", str(directory))
     (directory / "vqvae" / "diffusion_pytorch_model.safetensors").unlink()
-    assert "lacks vqvae/diffusion_pytorch_model.safetensors" in problem("ldm4g-imagenet256",
-                                                                       str(directory))
+    assert "lacks vqvae/diffusion_pytorch_model.safetensors" in problem(
+        "ldm4g-imagenet256", str(directory)
+    )
     (directory / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"torn")
     (directory / "vqvae" / "diffusion_pytorch_model.safetensors").write_bytes(b"torn")
-    with pytest.raises(models.MissingWeightsError, match="unet does not load as a "
-                                                          "UNet2DConditionModel"):
+    with pytest.raises(
+        models.MissingWeightsError, match="unet does not load as a UNet2DConditionModel"
+    ):
         models.load_model("ldm4g-imagenet256", str(directory))
 
 
@@ -276,12 +315,19 @@ class TinyExtractor(FeatureExtractor):
 
 
 LDM_SUITE_SHRUNK = {  # suites/ldm4g_imagenet256.yaml at 13 steps (13/5 = 2.6x), 2 images, rFID
-    "steps: 250": "steps: 13", "n_eval: 40": "n_eval: 2", "population: 16": "population: 2",
-    '"0:256"': '"0:2"', "intervals: [2, 3, 5, 10, 20]": "intervals: [2]",
-    "intervals: [10, 20]": "intervals: [10]", '"100000:150000"': '"100000:100002"',
-    "batch_size: 50": "batch_size: 2", "latency_batch: 16": "latency_batch: 1",
-    "latency_repeats: 5": "latency_repeats: 1", "grid: 16": "grid: 2",
-    "  reference: imagenet-256\n": ""}
+    "steps: 250": "steps: 13",
+    "n_eval: 40": "n_eval: 2",
+    "population: 16": "population: 2",
+    '"0:256"': '"0:2"',
+    "intervals: [2, 3, 5, 10, 20]": "intervals: [2]",
+    "intervals: [10, 20]": "intervals: [10]",
+    '"100000:150000"': '"100000:100002"',
+    "batch_size: 50": "batch_size: 2",
+    "latency_batch: 16": "latency_batch: 1",
+    "latency_repeats: 5": "latency_repeats: 1",
+    "grid: 16": "grid: 2",
+    "  reference: imagenet-256\n": "",
+}
 
 
 def test_ldm4g_suite_runs_end_to_end_on_a_converted_directory(converted, tmp_path, monkeypatch):
@@ -291,24 +337,38 @@ def test_ldm4g_suite_runs_end_to_end_on_a_converted_directory(converted, tmp_pat
         text = text.replace(old, new)
     text = re.sub(r"  metrics: \[[^]]*\]", '  metrics: ["rfid:inception-2015-12-05"]', text)
     kept = ("teacher", "deepcache N=2 b=0", "deepcache-quad N=10 b=0", "segment @2.6x")
-    text = "\n".join(line for line in text.splitlines()  # published rows of settings shrunk away
-                     if "{row:" not in line or any(f'row: "{r}"' in line or f"row: {r}," in line
-                                                   for r in kept))
-    text = text.replace("weights: checkpoints/ldm4g-imagenet256",
-                        f"weights: {converted('ldm')}")
+    text = "\n".join(
+        line
+        for line in text.splitlines()  # published rows of settings shrunk away
+        if "{row:" not in line or any(f'row: "{r}"' in line or f"row: {r}," in line for r in kept)
+    )
+    text = text.replace("weights: checkpoints/ldm4g-imagenet256", f"weights: {converted('ldm')}")
     (tmp_path / "suite.yaml").write_text(text)
     (tmp_path / "w").write_bytes(b"stand-in")
     monkeypatch.setenv("REPRO_INCEPTION_WEIGHTS", str(tmp_path / "w"))
     monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
     for module in ("repro.search.fitness", "repro.metrics.evaluate"):
-        monkeypatch.setattr(importlib.import_module(module), "load_extractor",
-                            lambda name, **kwargs: TinyExtractor())
-    assert cli.main(["run", str(tmp_path / "suite.yaml"), "--results", str(tmp_path / "out"),
-                     "--no-tracking", "--quiet"]) == 0
+        monkeypatch.setattr(
+            importlib.import_module(module),
+            "load_extractor",
+            lambda name, **kwargs: TinyExtractor(),
+        )
+    assert (
+        cli.main(
+            [
+                "run",
+                str(tmp_path / "suite.yaml"),
+                "--results",
+                str(tmp_path / "out"),
+                "--no-tracking",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     (run_dir,) = (tmp_path / "out" / "ldm4g-imagenet256").iterdir()
     rows = {r["name"]: r for r in json.loads((run_dir / "results.json").read_text())["rows"]}
-    assert {"teacher", "segment @2.6x", "deepcache N=2 b=0", "deepcache-quad N=10 b=0"} <= set(
-        rows)
+    assert {"teacher", "segment @2.6x", "deepcache N=2 b=0", "deepcache-quad N=10 b=0"} <= set(rows)
     assert rows["teacher"]["guidance"] == 1.5
     assert rows["deepcache N=2 b=0"]["schedule"].split()[:3] == ["F", "P0", "|"]
     teacher = samples.SampleSet.load(run_dir / "work" / "ldm4g-imagenet256" / "teacher-eval.npz")

@@ -20,16 +20,18 @@ KINDS = {0: 0.06, 1: 0.15, 2: 0.3}
 def synthetic(table: CostTable, seconds_per_unit: float, isolated_clock: float, calls: int):
     """Loops timed as ``table`` predicts them and isolated per-call times on another clock
     (a per-call time carries no in-loop overhead)."""
-    loops = [(s, seconds_per_unit * s.cost(table))
-             for s in calibration_schedules(calls, [0, 2]).values()]
-    call_seconds = {"F": isolated_clock, **{f"P{b}": isolated_clock * c
-                                            for b, c in table.partial.items()}}
+    loops = [
+        (s, seconds_per_unit * s.cost(table)) for s in calibration_schedules(calls, [0, 2]).values()
+    ]
+    call_seconds = {
+        "F": isolated_clock,
+        **{f"P{b}": isolated_clock * c for b, c in table.partial.items()},
+    }
     return loops, call_seconds
 
 
 @pytest.mark.parametrize(("per_call", "per_step"), [(0.0, 0.0), (0.08, 0.05), (-0.02, 0.3)])
-def test_fit_recovers_known_kind_costs_and_overheads_from_synthetic_timings(per_call,
-                                                                            per_step):
+def test_fit_recovers_known_kind_costs_and_overheads_from_synthetic_timings(per_call, per_step):
     truth = CostTable(KINDS, "truth", per_call, per_step)
     loops, call_seconds = synthetic(truth, 0.031, 0.047, calls=20)
     fitted = fit_cost_table(loops, call_seconds, "fit")
@@ -41,8 +43,13 @@ def test_fit_recovers_known_kind_costs_and_overheads_from_synthetic_timings(per_
 
 def test_fit_without_null_steps_books_the_overhead_per_call_and_still_predicts():
     truth = CostTable(KINDS, "truth", per_call=0.05, per_step=0.04)
-    loops = [(s, 0.02 * s.cost(truth)) for s in
-             [Schedule.full(30), *(Schedule.deepcache(30, n, b) for n in (2, 5) for b in (0, 2))]]
+    loops = [
+        (s, 0.02 * s.cost(truth))
+        for s in [
+            Schedule.full(30),
+            *(Schedule.deepcache(30, n, b) for n in (2, 5) for b in (0, 2)),
+        ]
+    ]
     fitted = fit_cost_table(loops, {"F": 0.02, "P0": 0.02 * 0.06, "P2": 0.02 * 0.3}, "fit")
     assert fitted.per_step == 0.0 and fitted.per_call > 0.05
     for schedule, _ in loops:
@@ -77,8 +84,11 @@ def test_a_kind_timed_in_loops_below_the_per_call_term_takes_its_isolated_time()
     per-call term of 0.051 s, more than P0's in-loop time (CI met this as a 1-repeat bench
     whose table put P0 at -0.017 of F): P0 takes its isolated time on the loop's clock, a
     positive cost below its in-loop 0.05 of F, and the table loads."""
-    loops = [(Schedule.full(4), 4.0), (Schedule.parse("F P3 F P3"), 2.6),
-             (Schedule.parse("F P0 F P0"), 2.1)]
+    loops = [
+        (Schedule.full(4), 4.0),
+        (Schedule.parse("F P3 F P3"), 2.6),
+        (Schedule.parse("F P0 F P0"), 2.1),
+    ]
     fitted = fit_cost_table(loops, {"F": 0.5, "P3": 0.05, "P0": 0.001}, "fit")
     assert fitted.per_call > 0.05
     assert 0 < fitted.partial[0] < 0.01 < fitted.partial[3]
@@ -86,8 +96,12 @@ def test_a_kind_timed_in_loops_below_the_per_call_term_takes_its_isolated_time()
 
 
 def test_fit_goes_through_the_all_full_loop_and_refuses_loops_without_one():
-    loops = [(Schedule.full(10), 1.0), (Schedule.deepcache(10, 2), 0.62),
-             (Schedule.deepcache(10, 5), 0.35), (Schedule.deepcache(10, 10), 0.30)]
+    loops = [
+        (Schedule.full(10), 1.0),
+        (Schedule.deepcache(10, 2), 0.62),
+        (Schedule.deepcache(10, 5), 0.35),
+        (Schedule.deepcache(10, 10), 0.30),
+    ]
     in_loop, _ = _loop_seconds_per_kind(loops)  # the DeepCache rows disagree on F and P0
     assert 10 * in_loop["F"] == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(ValueError, match="all-F"):
@@ -110,8 +124,9 @@ def test_per_step_overhead_predicts_null_heavy_schedules_slower():
     # with per-step cost the 90 null steps cost as much as 90 x 0.05 = 4.5 F calls
     assert few.speedup(overheads) == pytest.approx(100 * 1.05 / (10 * 1.05 + 90 * 0.05))
     # the loss is larger for the null-heavy schedule than for DeepCache at the same F count
-    assert (few.speedup(overheads) / few.speedup(kinds)
-            < cached.speedup(overheads) / cached.speedup(kinds))
+    assert few.speedup(overheads) / few.speedup(kinds) < cached.speedup(overheads) / cached.speedup(
+        kinds
+    )
 
 
 def test_per_call_overhead_counts_calls_not_null_steps():
@@ -142,23 +157,22 @@ def test_budget_enforcement_uses_the_overhead_model():
     calibrated = CostTable(KINDS, "calibrated", per_call=0.05, per_step=0.02)
     schedule = Schedule.fewer_steps(20, 5)  # 4x on kind costs alone
     assert Budget(4.0, kinds, tol=0.05).admits(schedule)
-    assert Budget(4.0, calibrated).speedup(schedule) == pytest.approx(
-        schedule.speedup(calibrated))
+    assert Budget(4.0, calibrated).speedup(schedule) == pytest.approx(schedule.speedup(calibrated))
     assert not Budget(4.0, calibrated, tol=0.05).admits(schedule)
     assert Budget(schedule.speedup(calibrated), calibrated, tol=0.05).admits(schedule)
 
 
 def load_cost_model_script(monkeypatch):
     spec = importlib.util.spec_from_file_location(
-        "cost_model", ROOT / "benchmarks" / "cost_model.py")
+        "cost_model", ROOT / "benchmarks" / "cost_model.py"
+    )
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "cost_model", module)  # its dataclasses look it up
     spec.loader.exec_module(module)
     return module
 
 
-def test_committed_reports_are_predicted_within_ten_percent_after_the_overheads(
-        monkeypatch):
+def test_committed_reports_are_predicted_within_ten_percent_after_the_overheads(monkeypatch):
     monkeypatch.chdir(ROOT)
     script = load_cost_model_script(monkeypatch)
     sources = script.sources()
@@ -205,8 +219,9 @@ def test_untrustworthy_cost_tables_are_named_one_line_each():
     assert cost_cautions(sane, repeats=5) == []
     noisy = CostTable({0: 0.2, 1: 0.6, 2: 0.4, 3: 1.01, 4: 1.24}, per_call=-0.02)
     lines = cost_cautions(noisy, repeats=1)
-    assert lines[0].startswith("P3-P4 cost 1.01-1.24x a full call: partial steps there save "
-                               "nothing measurable")
+    assert lines[0].startswith(
+        "P3-P4 cost 1.01-1.24x a full call: partial steps there save nothing measurable"
+    )
     assert lines[1].startswith("branch costs fall with depth at P2: ")
     assert lines[2].startswith("fitted per-call overhead -0.020 of a full call is negative")
     assert lines[3] == "1 timing repeat: a median of fewer than 3 is one draw of the noise"

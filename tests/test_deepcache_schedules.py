@@ -49,8 +49,9 @@ def test_the_oracle_is_deepcaches_own_function():
         warnings.simplefilter("ignore")
         indices, power = SAMPLE_FROM_QUAD_CENTER(100, 34, 50, 1.4)
     assert len(indices) == 34 and power == 1.4
-    assert full_steps(Schedule.deepcache_nonuniform(100, 3, center=50, power=1.4)) == \
-        sorted(int(i) for i in indices)
+    assert full_steps(Schedule.deepcache_nonuniform(100, 3, center=50, power=1.4)) == sorted(
+        int(i) for i in indices
+    )
 
 
 @pytest.mark.parametrize("steps", [20, 50, 100, 250])
@@ -74,7 +75,11 @@ def test_centred_nonuniform_equals_deepcaches_sample_from_quad_center(steps):
         solved += 1
         schedule = Schedule.deepcache_nonuniform(steps, interval, 3, center=center, power=power)
         assert full_steps(schedule) == sorted({i for i in indices if 0 <= i < steps}), (
-            steps, interval, center, power)
+            steps,
+            interval,
+            center,
+            power,
+        )
         assert set(schedule) <= {"F", "P3"} and len(schedule) == steps
     assert solved > checked // 2  # most intervals have a solution: the equality is exercised
 
@@ -138,21 +143,26 @@ def test_helper_numbering_without_repeats_is_positional():
     scheduler = DDIMScheduler(num_train_timesteps=1000)
     scheduler.set_timesteps(12)
     for interval in (2, 3, 5):
-        assert Schedule.deepcache_helper(scheduler.timesteps, interval, 1) == \
-            Schedule.deepcache(12, interval, 1)
+        assert Schedule.deepcache_helper(scheduler.timesteps, interval, 1) == Schedule.deepcache(
+            12, interval, 1
+        )
 
 
 def test_helper_numbering_of_an_img2img_call_starts_at_its_first_call():
     scheduler = DDIMScheduler(num_train_timesteps=1000)
     scheduler.set_timesteps(10)
-    assert Schedule.deepcache_helper(scheduler.timesteps, 2, 0, calls=5) == \
-        Schedule.deepcache(5, 2, 0)
+    assert Schedule.deepcache_helper(scheduler.timesteps, 2, 0, calls=5) == Schedule.deepcache(
+        5, 2, 0
+    )
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"center": 20, "power": 1.4}, "center must lie in"),
-    ({"center": 5, "power": 1.0}, "power must be > 1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"center": 20, "power": 1.4}, "center must lie in"),
+        ({"center": 5, "power": 1.0}, "power must be > 1"),
+    ],
+)
 def test_nonuniform_arguments_are_checked(kwargs, message):
     with pytest.raises(ScheduleError, match=message):
         Schedule.deepcache_nonuniform(20, 2, **kwargs)

@@ -40,8 +40,15 @@ SAMPLED = re.compile(r"sampled .*: shard \d+/\d+ \(seeds [^)]*\) -> (\S+)$")
 
 
 def run_args(directory: Path, *extra: str) -> list[str]:
-    return ["run", str(directory / "ranks.yaml"), "--results", str(directory / "results"),
-            "--threads", "1", *extra]
+    return [
+        "run",
+        str(directory / "ranks.yaml"),
+        "--results",
+        str(directory / "results"),
+        "--threads",
+        "1",
+        *extra,
+    ]
 
 
 def prepare(directory: Path) -> Path:
@@ -58,16 +65,22 @@ def the_run(directory: Path) -> Path:
 def quality(run_dir: Path) -> dict:
     """Each row's schedule, metrics and search outcome (not how much came from the log)."""
     results = json.loads((run_dir / "results.json").read_text())
-    return {r["name"]: (r["schedule"], r["metrics"],
-                        r["search"] and {k: v for k, v in r["search"].items() if k != "reused"})
-            for r in results["rows"]}
+    return {
+        r["name"]: (
+            r["schedule"],
+            r["metrics"],
+            r["search"] and {k: v for k, v in r["search"].items() if k != "reused"},
+        )
+        for r in results["rows"]
+    }
 
 
 def assert_same_quality(got: dict, want: dict) -> None:
     """Same rows, schedules and searches; metrics equal to rounding (features extracted in
     other batches move the last digits of an rFID)."""
-    assert {k: (s, search) for k, (s, _, search) in got.items()} == \
-        {k: (s, search) for k, (s, _, search) in want.items()}
+    assert {k: (s, search) for k, (s, _, search) in got.items()} == {
+        k: (s, search) for k, (s, _, search) in want.items()
+    }
     for name, (_, metrics, _) in got.items():
         assert metrics == pytest.approx(want[name][1], rel=1e-12), name
 
@@ -82,9 +95,22 @@ def single(tmp_path_factory):
 def test_two_ranks_under_torchrun_give_the_numbers_of_one(single, tmp_path):
     directory = prepare(tmp_path)
     torchrun = Path(sys.executable).with_name("torchrun")
-    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m",
-                           "repro", *run_args(directory)], cwd=directory, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "repro",
+            *run_args(directory),
+        ],
+        cwd=directory,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = the_run(directory)
     assert_same_quality(quality(run_dir), single)
@@ -105,16 +131,29 @@ def free_port() -> int:
 
 
 def test_a_dead_rank_fails_the_run_naming_it_and_the_rerun_samples_only_missing_shards(
-        single, tmp_path):
+    single, tmp_path
+):
     directory = prepare(tmp_path)
     # two processes as srun would start them (the launcher's variables, no torchrun agent
     # to stop the survivor): rank 1 dies right after its first shard of row samples
-    launch = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-              KILL_ENV: "shard:1", KILL_RANK_ENV: "1"}
-    ranks = [subprocess.Popen([sys.executable, "-m", "repro", *run_args(directory)],
-                              cwd=directory, env={**ENV, **launch, "RANK": str(r)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r in range(2)]
+    launch = {
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        KILL_ENV: "shard:1",
+        KILL_RANK_ENV: "1",
+    }
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "repro", *run_args(directory)],
+            cwd=directory,
+            env={**ENV, **launch, "RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
     (_, err0), (_, err1) = (p.communicate(timeout=600) for p in ranks)
     assert ranks[1].returncode == -signal.SIGKILL, err1[-2000:]
     assert ranks[0].returncode == 1, err0[-2000:]
@@ -124,9 +163,14 @@ def test_a_dead_rank_fails_the_run_naming_it_and_the_rerun_samples_only_missing_
     work = the_run(directory) / "work" / "ddpm"
     finished = {str(p.relative_to(work / "shards")) for p in (work / "shards").rglob("*.npz")}
     assert finished  # the dead rank's first shard at least
-    rerun = subprocess.run([sys.executable, "-m", "repro", *run_args(directory)],
-                           cwd=directory, env=ENV, capture_output=True, text=True,
-                           timeout=600)  # one process: a world size of its own
+    rerun = subprocess.run(
+        [sys.executable, "-m", "repro", *run_args(directory)],
+        cwd=directory,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # one process: a world size of its own
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     sampled = [m.group(1) for line in rerun.stderr.splitlines() if (m := SAMPLED.search(line))]
     assert sampled and not set(sampled) & finished and len(set(sampled)) == len(sampled)
@@ -139,8 +183,7 @@ def test_a_dead_rank_fails_the_run_naming_it_and_the_rerun_samples_only_missing_
 
 def test_launch_environment():
     assert distributed.launch_env({}) == (0, 1, 0)
-    assert distributed.launch_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == \
-        (3, 4, 1)
+    assert distributed.launch_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == (3, 4, 1)
     slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}
     assert distributed.launch_env(slurm) == (5, 8, 1)
     with pytest.raises(distributed.LaunchError, match="RANK=4 is not a rank of WORLD_SIZE=4"):
@@ -159,13 +202,17 @@ def test_an_incomplete_launch_environment_is_one_line(tmp_path, monkeypatch, cap
     assert not (directory / "results").exists()
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"SLURM_NTASKS": "abc"}, "SLURM_NTASKS='abc' is not an integer"),
-    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "http"},
-     "MASTER_PORT='http' is not an integer"),
-])
-def test_a_malformed_launch_environment_is_one_line(tmp_path, monkeypatch, capsys, env,
-                                                    message):
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SLURM_NTASKS": "abc"}, "SLURM_NTASKS='abc' is not an integer"),
+        (
+            {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "http"},
+            "MASTER_PORT='http' is not an integer",
+        ),
+    ],
+)
+def test_a_malformed_launch_environment_is_one_line(tmp_path, monkeypatch, capsys, env, message):
     directory = prepare(tmp_path)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -175,8 +222,7 @@ def test_a_malformed_launch_environment_is_one_line(tmp_path, monkeypatch, capsy
 
 
 @pytest.mark.timeout(120)
-def test_a_rank_that_never_joins_is_one_line_naming_the_rendezvous(tmp_path, monkeypatch,
-                                                                     capsys):
+def test_a_rank_that_never_joins_is_one_line_naming_the_rendezvous(tmp_path, monkeypatch, capsys):
     directory = prepare(tmp_path)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

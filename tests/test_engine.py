@@ -35,11 +35,19 @@ def cases():
     g = torch.Generator().manual_seed(1)
     return {
         "unet2d": (tiny_unet2d, (2, 3, 16, 16), {}),
-        "cond-text": (tiny_unet_cond, (2, 4, 16, 16),
-                      {"encoder_hidden_states": torch.randn(2, 5, 8, generator=g)}),
-        "cond-class": (lambda: tiny_unet_cond(num_class_embeds=10), (2, 4, 16, 16),
-                       {"encoder_hidden_states": torch.randn(2, 1, 8, generator=g),
-                        "class_labels": torch.tensor([3, 7])}),
+        "cond-text": (
+            tiny_unet_cond,
+            (2, 4, 16, 16),
+            {"encoder_hidden_states": torch.randn(2, 5, 8, generator=g)},
+        ),
+        "cond-class": (
+            lambda: tiny_unet_cond(num_class_embeds=10),
+            (2, 4, 16, 16),
+            {
+                "encoder_hidden_states": torch.randn(2, 1, 8, generator=g),
+                "class_labels": torch.tensor([3, 7]),
+            },
+        ),
     }
 
 
@@ -128,12 +136,15 @@ def test_fewer_steps_equals_ddim_with_that_many_steps(unet2d, steps, keep):
     # DDIM steps t -> t - 1000 // steps, so the spacing is exact when steps divides 1000.
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     expected = plain_loop(unet2d, ddim(keep, timestep_spacing="trailing"), x)
-    got = denoise(unet2d, ddim(steps, timestep_spacing="trailing"), x,
-                  Schedule.fewer_steps(steps, keep))
+    got = denoise(
+        unet2d, ddim(steps, timestep_spacing="trailing"), x, Schedule.fewer_steps(steps, keep)
+    )
     # a random UNet drives latents to ~1e3: equal up to float32 rounding at that scale
     assert (got - expected).abs().max() <= 2e-6 * expected.abs().max()
-    assert not torch.equal(got, plain_loop(unet2d, ddim(steps, timestep_spacing="trailing"), x)) \
+    assert (
+        not torch.equal(got, plain_loop(unet2d, ddim(steps, timestep_spacing="trailing"), x))
         or keep == steps
+    )
 
 
 @torch.no_grad()
@@ -170,8 +181,15 @@ def test_apply_schedule_on_a_stable_diffusion_pipeline(tmp_path):
     pipe.set_progress_bar_config(disable=True)
 
     def generate():
-        return pipe("a red cube", num_inference_steps=6, guidance_scale=5.0, height=16, width=16,
-                    generator=torch.Generator().manual_seed(0), output_type="np").images
+        return pipe(
+            "a red cube",
+            num_inference_steps=6,
+            guidance_scale=5.0,
+            height=16,
+            width=16,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).images
 
     plain = generate()
     with apply_schedule(pipe, Schedule.full(6)):
@@ -201,8 +219,12 @@ def test_apply_schedule_removes_hooks_on_exceptions():
             pipe(batch_size=1, num_inference_steps=5, generator=torch.Generator().manual_seed(0))
     assert_pristine(unet)
     with apply_schedule(pipe, "F P3 N F"):
-        images = pipe(batch_size=1, num_inference_steps=4, output_type="np",
-                      generator=torch.Generator().manual_seed(0)).images
+        images = pipe(
+            batch_size=1,
+            num_inference_steps=4,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+        ).images
     assert images.shape == (1, 16, 16, 3)
     assert_pristine(unet)
 
@@ -217,6 +239,7 @@ def test_cfg_batches_run_under_a_schedule(unet_cond):
         noise = unet_cond(torch.cat([expected] * 2), t, encoder_hidden_states=cond).sample
         uncond, c = noise.chunk(2)
         expected = plain.step(uncond + 3.0 * (c - uncond), t, expected).prev_sample
-    got = denoise(unet_cond, ddim(6), x, Schedule.full(6), guidance_scale=3.0,
-                  encoder_hidden_states=cond)
+    got = denoise(
+        unet_cond, ddim(6), x, Schedule.full(6), guidance_scale=3.0, encoder_hidden_states=cond
+    )
     assert torch.equal(got, expected)

@@ -15,19 +15,38 @@ from repro.cli import main as cli
 BASE = yaml.safe_load(SMALL)
 
 VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-2**70, 2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40),
-    st.sampled_from(["0:4", "1,1", "0:2000000000", "digits-cond", "segment", "rfid:digits-cnn",
-                     "F N F N", "../../x", "", "DDIMScheduler", "x" * 500]),
-    st.lists(st.integers(-3, 40), max_size=5), st.dictionaries(st.text(max_size=8),
-                                                                 st.integers(), max_size=3),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "0:4",
+            "1,1",
+            "0:2000000000",
+            "digits-cond",
+            "segment",
+            "rfid:digits-cnn",
+            "F N F N",
+            "../../x",
+            "",
+            "DDIMScheduler",
+            "x" * 500,
+        ]
+    ),
+    st.lists(st.integers(-3, 40), max_size=5),
+    st.dictionaries(st.text(max_size=8), st.integers(), max_size=3),
 )
 
 
 def _paths(data, prefix=()):
     """Every key path of the nested mappings and lists of ``data``."""
-    items = data.items() if isinstance(data, dict) else (
-        enumerate(data) if isinstance(data, list) else ())
+    items = (
+        data.items()
+        if isinstance(data, dict)
+        else (enumerate(data) if isinstance(data, list) else ())
+    )
     for key, value in items:
         yield (*prefix, key)
         yield from _paths(value, (*prefix, key))
@@ -76,15 +95,20 @@ def _validate(tmp_path, capsys, text: bytes) -> None:
     assert "Traceback" not in err
 
 
-SETTINGS = settings(max_examples=75, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=75,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @pytest.mark.timeout(600)
 @SETTINGS
 @given(st.sampled_from(PATHS), VALUES, st.booleans())
-def test_a_suite_with_any_value_replaced_validates_or_fails_in_one_line(tmp_path, capsys, path,
-                                                                        value, delete):
+def test_a_suite_with_any_value_replaced_validates_or_fails_in_one_line(
+    tmp_path, capsys, path, value, delete
+):
     text = yaml.safe_dump(_mutated(path, value, delete), allow_unicode=True)
     _validate(tmp_path, capsys, text.encode())
 
@@ -93,7 +117,8 @@ def test_a_suite_with_any_value_replaced_validates_or_fails_in_one_line(tmp_path
 @SETTINGS
 @given(st.data())
 def test_a_suite_with_bytes_flipped_cut_or_inserted_validates_or_fails_in_one_line(
-        tmp_path, capsys, data):
+    tmp_path, capsys, data
+):
     text = bytearray(SMALL.encode())
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(0, len(text)))

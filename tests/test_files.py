@@ -50,18 +50,24 @@ def one_line_error(capsys, argv: list[str], code: int = 2) -> str:
 
 
 def _per_seed_file(path: Path) -> tuple[per_seed.PerSeed, dict]:
-    data = per_seed.PerSeed(np.arange(16), {"digits-cnn": np.random.default_rng(0).random(
-        (16, 8), dtype=np.float32)}, {"acc:digits-cnn": (np.arange(16) % 3 == 0) * 1.0})
+    data = per_seed.PerSeed(
+        np.arange(16),
+        {"digits-cnn": np.random.default_rng(0).random((16, 8), dtype=np.float32)},
+        {"acc:digits-cnn": (np.arange(16) % 3 == 0) * 1.0},
+    )
     key = {"run": "F N", "seeds": list(range(16))}
     per_seed.save(path, data, key)
     return data, key
 
 
 def _same(a: per_seed.PerSeed, b: per_seed.PerSeed) -> bool:
-    return (np.array_equal(a.seeds, b.seeds) and a.features.keys() == b.features.keys()
-            and a.values.keys() == b.values.keys()
-            and all(np.array_equal(a.features[k], b.features[k]) for k in a.features)
-            and all(np.array_equal(a.values[k], b.values[k]) for k in a.values))
+    return (
+        np.array_equal(a.seeds, b.seeds)
+        and a.features.keys() == b.features.keys()
+        and a.values.keys() == b.values.keys()
+        and all(np.array_equal(a.features[k], b.features[k]) for k in a.features)
+        and all(np.array_equal(a.values[k], b.values[k]) for k in a.values)
+    )
 
 
 def _damage(path: Path, member: str, offset: int = 0, value: int = 0xFF) -> None:
@@ -70,8 +76,10 @@ def _damage(path: Path, member: str, offset: int = 0, value: int = 0xFF) -> None
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(member)
     data = bytearray(path.read_bytes())
-    name, extra = (int.from_bytes(data[info.header_offset + k:info.header_offset + k + 2],
-                                  "little") for k in (26, 28))
+    name, extra = (
+        int.from_bytes(data[info.header_offset + k : info.header_offset + k + 2], "little")
+        for k in (26, 28)
+    )
     data[info.header_offset + 30 + name + extra + offset] = value
     path.write_bytes(bytes(data))
 
@@ -104,8 +112,14 @@ def test_random_byte_corruptions_give_the_data_or_one_error(tmp_path):
 def test_random_corruptions_of_a_compressed_samples_file_are_one_error(tmp_path):
     path = tmp_path / "s.npz"
     images = np.random.default_rng(1).integers(0, 8, (8, 8, 8, 1), dtype=np.uint8)
-    fields = {"images": images, "seeds": np.arange(8), "model": np.array("digits-ddpm"),
-              "schedule": np.array("F F"), "steps": np.array(2), "guidance": np.array(np.nan)}
+    fields = {
+        "images": images,
+        "seeds": np.arange(8),
+        "model": np.array("digits-ddpm"),
+        "schedule": np.array("F F"),
+        "steps": np.array(2),
+        "guidance": np.array(np.nan),
+    }
     np.savez_compressed(path, **fields)
     whole = path.read_bytes()
     rng = random.Random(16)
@@ -140,10 +154,10 @@ def test_a_damaged_central_directory_cannot_hide_members(tmp_path):
         start = archive.start_dir
 
     def entry_size(at: int) -> int:
-        return 46 + sum(int.from_bytes(data[at + k:at + k + 2], "little") for k in (28, 30, 32))
+        return 46 + sum(int.from_bytes(data[at + k : at + k + 2], "little") for k in (28, 30, 32))
 
     swallowed = entry_size(start + entry_size(start))  # the second entry becomes a comment
-    data[start + 32:start + 34] = swallowed.to_bytes(2, "little")
+    data[start + 32 : start + 34] = swallowed.to_bytes(2, "little")
     path.write_bytes(bytes(data))
     with zipfile.ZipFile(path) as archive:
         assert len(archive.namelist()) < 5  # what zipfile (and np.load) would read
@@ -175,11 +189,17 @@ def test_a_damaged_per_seed_file_is_made_again_on_resume(tmp_path, capsys):
 
 
 # -- 11. header shapes checked before allocation -------------------------------------------
-def _lying_npz(path: Path, declared: tuple, data: bytes, compress: int = zipfile.ZIP_STORED,
-               **others: np.ndarray) -> Path:
+def _lying_npz(
+    path: Path,
+    declared: tuple,
+    data: bytes,
+    compress: int = zipfile.ZIP_STORED,
+    **others: np.ndarray,
+) -> Path:
     header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
-                                                  "shape": declared})
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": declared}
+    )
     with zipfile.ZipFile(path, "w", compression=compress) as archive:
         archive.writestr("images.npy", header.getvalue() + data)
         for name, array in others.items():
@@ -191,8 +211,14 @@ def _lying_npz(path: Path, declared: tuple, data: bytes, compress: int = zipfile
 
 @pytest.mark.parametrize("compress", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
 def test_a_file_declaring_more_images_than_it_holds_is_refused_unallocated(tmp_path, compress):
-    path = _lying_npz(tmp_path / "s.npz", (20_000_000, 16, 16, 1), bytes(5 << 20), compress,
-                      seeds=np.arange(4), model=np.array("digits-ddpm"))
+    path = _lying_npz(
+        tmp_path / "s.npz",
+        (20_000_000, 16, 16, 1),
+        bytes(5 << 20),
+        compress,
+        seeds=np.arange(4),
+        model=np.array("digits-ddpm"),
+    )
     tracemalloc.start()
     try:
         with pytest.raises(SamplesFileError, match=r"declares|holds"):
@@ -210,7 +236,7 @@ def test_a_deflated_member_cannot_declare_more_than_deflate_can_hold(tmp_path):
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo("features.npy")
     assert info.compress_size < 4000
-    data[archive.start_dir + 24:archive.start_dir + 28] = (0xF << 28).to_bytes(4, "little")
+    data[archive.start_dir + 24 : archive.start_dir + 28] = (0xF << 28).to_bytes(4, "little")
     path.write_bytes(bytes(data))  # the central directory's uncompressed size: 3.75 GiB
     with pytest.raises(InputFileError, match=f"declares {0xF << 28} bytes in"):
         check_npz(path)
@@ -230,21 +256,23 @@ def _targets(tmp_path: Path) -> dict[str, Path]:
 def test_writes_refuse_to_replace_anything_but_a_regular_file(tmp_path):
     targets = _targets(tmp_path)
     for kind, path in targets.items():
-        with pytest.raises(atomic.TargetError, match=f"is a {kind}; refusing"), \
-                atomic.atomic_path(path) as tmp:
+        with (
+            pytest.raises(atomic.TargetError, match=f"is a {kind}; refusing"),
+            atomic.atomic_path(path) as tmp,
+        ):
             tmp.write_text("new")
     assert targets["symlink"].is_symlink() and (tmp_path / "victim.txt").read_text() == "keep me"
     assert stat.S_ISFIFO(os.lstat(targets["FIFO"]).st_mode) and targets["directory"].is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "folder", "link",
-                                                          "victim.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "folder", "link", "victim.txt"]
 
 
 @pytest.mark.parametrize("kind", ["symlink", "FIFO"])
 def test_report_out_on_a_symlink_or_fifo_is_one_line_and_leaves_it(tmp_path, capsys, kind):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "results.json").write_text(json.dumps(
-        {"schema": "flexiffusion-repro/results@1", "run_id": "x", "rows": []}))
+    (run / "results.json").write_text(
+        json.dumps({"schema": "flexiffusion-repro/results@1", "run_id": "x", "rows": []})
+    )
     target = _targets(tmp_path)[kind]
     for form in ([], ["--format", "html"]):
         err = one_line_error(capsys, ["report", str(run), *form, "--out", str(target)])
@@ -286,23 +314,34 @@ def test_disk_full_during_a_run_is_one_line_and_the_rerun_resumes(tmp_path):
     finishes."""
     results = tmp_path / "results"
     results.mkdir()
-    if subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k t {results}"],
-                      capture_output=True).returncode:
+    if subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k t {results}"],
+        capture_output=True,
+    ).returncode:
         pytest.skip("no private mount namespace here (unshare -rm) for a small tmpfs")
     suite = tmp_path / "suite.yaml"
     suite.write_text(SMALL)
     repro = f"{sys.executable} -m repro run {suite} --results {results} --run-id x -q"
-    script = (f"mount -t tmpfs -o size=64k t {results} && {{ {repro} 2>{tmp_path / 'err'}; "
-              f"echo $? > {tmp_path / 'code'}; }}; mount -o remount,size=64m {results} && "
-              f"{repro} && cp {results}/files/x/results.json {tmp_path}")
-    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True,
-                          text=True, timeout=600, cwd=Path(__file__).parents[1],
-                          env={**os.environ, "REPRO_CACHE": str(tmp_path / "cache")})
+    script = (
+        f"mount -t tmpfs -o size=64k t {results} && {{ {repro} 2>{tmp_path / 'err'}; "
+        f"echo $? > {tmp_path / 'code'}; }}; mount -o remount,size=64m {results} && "
+        f"{repro} && cp {results}/files/x/results.json {tmp_path}"
+    )
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).parents[1],
+        env={**os.environ, "REPRO_CACHE": str(tmp_path / "cache")},
+    )
     assert done.returncode == 0, done.stderr
     err = (tmp_path / "err").read_text()
     assert (tmp_path / "code").read_text().strip() == "1" and len(err.splitlines()) == 1, err
-    assert err.startswith(f"repro: failed: cannot write {results}/") and \
-        "No space left on device" in err
+    assert (
+        err.startswith(f"repro: failed: cannot write {results}/")
+        and "No space left on device" in err
+    )
     assert len(json.loads((tmp_path / "results.json").read_text())["rows"]) == 2
 
 
@@ -331,38 +370,95 @@ def test_suite_files_that_are_fifos_or_devices_are_one_line(tmp_path, capsys, wh
     suite.write_text(SMALL.replace("steps: 4\n", f"steps: 4\ncost_table: {target}\n"))
     argv = ["validate", str(fifo if where == "suite" else suite)]
     if where == "prompts":  # validate does not read prompts; sampling does
-        argv = ["sample", "--model", "digits-ddpm", "--steps", "2", "--prompts", target,
-                "--out", str(tmp_path / "s.npz")]
+        argv = [
+            "sample",
+            "--model",
+            "digits-ddpm",
+            "--steps",
+            "2",
+            "--prompts",
+            target,
+            "--out",
+            str(tmp_path / "s.npz"),
+        ]
     err = one_line_error(capsys, argv)
     assert ("character device" if "/dev/zero" in where else "is a FIFO") in err
 
 
 # -- 16. command-line values that used to be tracebacks -----------------------------------------
 def test_sample_out_on_a_directory_is_refused_before_sampling(tmp_path, capsys):
-    err = one_line_error(capsys, ["sample", "--model", "digits-ddpm", "--steps", "2",
-                                  "--seeds", "0:2", "--out", str(tmp_path)])
+    err = one_line_error(
+        capsys,
+        [
+            "sample",
+            "--model",
+            "digits-ddpm",
+            "--steps",
+            "2",
+            "--seeds",
+            "0:2",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert f"--out: {tmp_path} is a directory" in err
 
 
 def test_search_log_on_a_directory_is_one_line(tmp_path, capsys):
-    err = one_line_error(capsys, ["search", "--model", "digits-ddpm", "--steps", "4",
-                                  "--budget", "2", "--log", str(tmp_path)])
+    err = one_line_error(
+        capsys,
+        [
+            "search",
+            "--model",
+            "digits-ddpm",
+            "--steps",
+            "4",
+            "--budget",
+            "2",
+            "--log",
+            str(tmp_path),
+        ],
+    )
     assert f"--log: {tmp_path} is a directory" in err
 
 
 def test_negative_threads_are_one_line(tmp_path, capsys):
-    err = one_line_error(capsys, ["sample", "--model", "digits-ddpm", "--steps", "2",
-                                  "--threads", "-5", "--out", str(tmp_path / "s.npz")])
+    err = one_line_error(
+        capsys,
+        [
+            "sample",
+            "--model",
+            "digits-ddpm",
+            "--steps",
+            "2",
+            "--threads",
+            "-5",
+            "--out",
+            str(tmp_path / "s.npz"),
+        ],
+    )
     assert "--threads must be 0" in err
 
 
-@pytest.mark.parametrize("seeds", ["18446744073709551615", "0:18446744073709551616",
-                                   "-9223372036854775809,1"])
+@pytest.mark.parametrize(
+    "seeds", ["18446744073709551615", "0:18446744073709551616", "-9223372036854775809,1"]
+)
 def test_seeds_outside_int64_are_one_line(tmp_path, capsys, seeds):
     with pytest.raises(ValueError, match="outside"):
         parse_seeds(seeds)
-    err = one_line_error(capsys, ["sample", "--model", "digits-ddpm", "--steps", "2",
-                                  f"--seeds={seeds}", "--out", str(tmp_path / "s.npz")])
+    err = one_line_error(
+        capsys,
+        [
+            "sample",
+            "--model",
+            "digits-ddpm",
+            "--steps",
+            "2",
+            f"--seeds={seeds}",
+            "--out",
+            str(tmp_path / "s.npz"),
+        ],
+    )
     assert "outside" in err and not (tmp_path / "s.npz").exists()
 
 
@@ -388,10 +484,17 @@ def test_convert_of_a_checkpoint_that_is_not_a_dict_is_one_line(tmp_path, capsys
 
 def test_eval_of_a_corrupted_compressed_samples_file_is_one_line(tmp_path, capsys):
     path = tmp_path / "s.npz"
-    np.savez_compressed(path, images=np.zeros((4, 16, 16, 1), np.uint8), seeds=np.arange(4),
-                        model=np.array("digits-ddpm"), schedule=np.array("F F"),
-                        steps=np.array(2), guidance=np.array(np.nan))
+    np.savez_compressed(
+        path,
+        images=np.zeros((4, 16, 16, 1), np.uint8),
+        seeds=np.arange(4),
+        model=np.array("digits-ddpm"),
+        schedule=np.array("F F"),
+        steps=np.array(2),
+        guidance=np.array(np.nan),
+    )
     _damage(path, "images.npy")
-    err = one_line_error(capsys, ["eval", str(path), "--metric", "rfid:digits-cnn",
-                                  "--teacher", str(path)])
+    err = one_line_error(
+        capsys, ["eval", str(path), "--metric", "rfid:digits-cnn", "--teacher", str(path)]
+    )
     assert f"cannot read samples file {path}" in err

@@ -15,18 +15,20 @@ def test_against_fixed_statistics_it_equals_frechet_distance_per_resample():
     features = _features(0)
     reference = FeatureStatistics.of(_features(1, n=500) * 1.2 + 0.1, "x")
     rows = np.random.default_rng(2).integers(0, len(features), (70, len(features)))
-    expected = [frechet_distance(FeatureStatistics.of(features[r], "x"), reference)
-                for r in rows]
-    np.testing.assert_allclose(frechet_distances(features, rows, reference), expected,
-                               rtol=1e-9, atol=1e-9)
+    expected = [frechet_distance(FeatureStatistics.of(features[r], "x"), reference) for r in rows]
+    np.testing.assert_allclose(
+        frechet_distances(features, rows, reference), expected, rtol=1e-9, atol=1e-9
+    )
 
 
 def test_against_paired_features_both_sides_are_drawn_on_the_same_rows():
     a = _features(3)
     b = a + np.random.default_rng(4).normal(size=a.shape) * 0.4
     rows = np.random.default_rng(5).integers(0, len(a), (70, len(a)))
-    expected = [frechet_distance(FeatureStatistics.of(a[r], "x"), FeatureStatistics.of(b[r], "x"))
-                for r in rows]
+    expected = [
+        frechet_distance(FeatureStatistics.of(a[r], "x"), FeatureStatistics.of(b[r], "x"))
+        for r in rows
+    ]
     np.testing.assert_allclose(frechet_distances(a, rows, b), expected, rtol=1e-9, atol=1e-9)
 
 

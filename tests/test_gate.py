@@ -54,8 +54,12 @@ def _run(tmp: Path, name: str, schedule: str, uri: str) -> Path:
     old = Path.cwd()
     os.chdir(tmp)  # MLflow's sqlite store keeps artifacts under ./mlruns
     try:
-        assert cli.main(["run", str(suite), "--results", str(tmp / name), "--tracking-uri", uri,
-                         "--quiet"]) == 0
+        assert (
+            cli.main(
+                ["run", str(suite), "--results", str(tmp / name), "--tracking-uri", uri, "--quiet"]
+            )
+            == 0
+        )
     finally:
         os.chdir(old)
     (run_dir,) = (tmp / name / "gated").iterdir()
@@ -95,8 +99,10 @@ def test_a_run_gated_against_itself_passes(runs, capsys):
     # 5 metrics of each row (FID and rFID with their KIDs, accuracy), the speedup of two
     assert "17 checks on 3 rows" in out
     # every check has an interval but KID against the reference (no per-seed reference)
-    assert out.splitlines()[-1].endswith("Holm over 14 checks; 3 checks without an interval "
-                                         "on their tolerance alone, outside that rate")
+    assert out.splitlines()[-1].endswith(
+        "Holm over 14 checks; 3 checks without an interval "
+        "on their tolerance alone, outside that rate"
+    )
 
 
 def test_a_run_of_another_suite_is_refused_unless_allowed(runs, capsys):
@@ -107,7 +113,8 @@ def test_a_run_of_another_suite_is_refused_unless_allowed(runs, capsys):
     code, out, _ = _gate(capsys, worse, baseline, "--allow-mismatch")
     assert code == gate.EXIT_REGRESSED
     assert [line for line in out.splitlines() if line.startswith("note: mismatch allowed")] == [
-        line for line in out.splitlines() if "note: mismatch allowed: suite digest" in line]
+        line for line in out.splitlines() if "note: mismatch allowed: suite digest" in line
+    ]
 
 
 def test_a_row_made_worse_fails_naming_row_and_metric(runs, capsys):
@@ -116,8 +123,9 @@ def test_a_row_made_worse_fails_naming_row_and_metric(runs, capsys):
     assert code == gate.EXIT_REGRESSED
     regressed = [line for line in out.splitlines() if line.startswith("REGRESSED")]
     assert regressed and all("cond / candidate: " in line for line in regressed)
-    assert any("cond / candidate: fid:digits-cnn" in line and "Holm p" in line
-               for line in regressed)
+    assert any(
+        "cond / candidate: fid:digits-cnn" in line and "Holm p" in line for line in regressed
+    )
     assert any("cond / candidate: rfid:digits-cnn" in line for line in regressed)
     assert out.splitlines()[-1].startswith("FAIL: ")
     assert "worse beyond tolerance with 95% confidence, Holm over 14 checks" in out
@@ -126,8 +134,11 @@ def test_a_row_made_worse_fails_naming_row_and_metric(runs, capsys):
     # slower: beyond the speed tolerance, failed where five repeats on this shared CPU are
     # tight enough for 95% confidence over 11 checks (the rule itself is simulated below)
     code, out, _ = _gate(capsys, baseline, worse, "--allow-mismatch")
-    flagged = [line.partition(": worse by")[0] for line in out.splitlines()
-               if line.startswith(("REGRESSED", "within the noise"))]
+    flagged = [
+        line.partition(": worse by")[0]
+        for line in out.splitlines()
+        if line.startswith(("REGRESSED", "within the noise"))
+    ]
     assert len(flagged) == 1 and ": cond / candidate: measured speedup " in flagged[0]
     assert code == (gate.EXIT_REGRESSED if flagged[0].startswith("REGRESSED") else 0)
 
@@ -139,8 +150,7 @@ def test_gate_answers_ci_as_json_and_junit(runs, capsys, tmp_path):
 
     baseline, worse, _ = runs
     junit = tmp_path / "ci" / "gate.xml"
-    code, out, _ = _gate(capsys, worse, baseline, "--allow-mismatch", "--json", "--junit",
-                         junit)
+    code, out, _ = _gate(capsys, worse, baseline, "--allow-mismatch", "--json", "--junit", junit)
     answer = json.loads(out)
     assert code == gate.EXIT_REGRESSED and answer["passed"] is False
     regressed = [c["where"] for c in answer["checks"] if c["decision"] == "REGRESSED"]
@@ -149,8 +159,9 @@ def test_gate_answers_ci_as_json_and_junit(runs, capsys, tmp_path):
     suite = ET.parse(junit).getroot()
     cases = suite.findall("testcase")
     assert int(suite.get("tests")) == len(cases) == len(answer["checks"])
-    failed = [f"{c.get('classname')} / {c.get('name')}" for c in cases
-              if c.find("failure") is not None]
+    failed = [
+        f"{c.get('classname')} / {c.get('name')}" for c in cases if c.find("failure") is not None
+    ]
     assert failed == regressed and int(suite.get("failures")) == len(regressed)
     code, out, _ = _gate(capsys, baseline, baseline, "--json", "--junit", junit)
     assert code == 0 and json.loads(out)["passed"] is True
@@ -159,17 +170,40 @@ def test_gate_answers_ci_as_json_and_junit(runs, capsys, tmp_path):
 
 def test_the_baseline_comes_from_mlflow_by_branch(runs, capsys):
     baseline, worse, uri = runs
-    code, out, _ = _gate(capsys, worse, "--experiment", "gated", "--branch", "main",
-                         "--tracking-uri", uri, "--allow-mismatch")
+    code, out, _ = _gate(
+        capsys,
+        worse,
+        "--experiment",
+        "gated",
+        "--branch",
+        "main",
+        "--tracking-uri",
+        uri,
+        "--allow-mismatch",
+    )
     assert code == gate.EXIT_REGRESSED and "cond / candidate: fid:digits-cnn" in out
     assert "Holm p" in out  # per-seed data came along with the run's artifacts
     # the newest run of the experiment other than the gated run itself is the baseline
-    assert _gate(capsys, worse, "--experiment", "gated", "--tracking-uri", uri,
-                 "--allow-mismatch")[0] == 1
-    assert _gate(capsys, baseline, "--experiment", "gated", "--tag",
-                 f"repro.run_id={baseline.name}", "--tracking-uri", uri)[0] == 2  # itself
-    code, out, err = _gate(capsys, worse, "--experiment", "gated", "--branch", "nope",
-                           "--tracking-uri", uri)
+    assert (
+        _gate(capsys, worse, "--experiment", "gated", "--tracking-uri", uri, "--allow-mismatch")[0]
+        == 1
+    )
+    assert (
+        _gate(
+            capsys,
+            baseline,
+            "--experiment",
+            "gated",
+            "--tag",
+            f"repro.run_id={baseline.name}",
+            "--tracking-uri",
+            uri,
+        )[0]
+        == 2
+    )  # itself
+    code, out, err = _gate(
+        capsys, worse, "--experiment", "gated", "--branch", "nope", "--tracking-uri", uri
+    )
     assert (code, out) == (2, "") and "repro.git_branch=nope" in err
 
 
@@ -196,6 +230,7 @@ def test_unmatched_rows_exit_2_naming_them(runs, capsys, tmp_path):
 
     def rename(rows):
         rows[-1]["name"] = "renamed"
+
     renamed = _edited(baseline, tmp_path, rename)
     code, out, err = _gate(capsys, renamed, baseline)
     assert (code, out) == (2, "")
@@ -208,10 +243,13 @@ def test_bad_input_exits_2_with_one_line(runs, capsys, tmp_path):
 
     def drop_metric(rows):
         del rows[1]["metrics"]["acc:digits-cnn"]
+
     code, out, err = _gate(capsys, _edited(baseline, tmp_path, drop_metric), baseline)
     assert code == 2 and err.count("\n") == 1
-    assert ("metrics fid:digits-cnn, kid:digits-cnn, rfid:digits-cnn, rkid:digits-cnn here, "
-            "acc:digits-cnn, ") in err
+    assert (
+        "metrics fid:digits-cnn, kid:digits-cnn, rfid:digits-cnn, rkid:digits-cnn here, "
+        "acc:digits-cnn, "
+    ) in err
     (tmp_path / "junk.json").write_text("{}")
     code, _, err = _gate(capsys, tmp_path / "junk.json", baseline)
     assert code == 2 and "junk.json" in err and err.count("\n") == 1
@@ -220,20 +258,25 @@ def test_bad_input_exits_2_with_one_line(runs, capsys, tmp_path):
 
 
 # -- the noise judgement, on per-seed data with a known difference ----------------------------
-def _synthetic_run(directory: Path, accuracy: np.ndarray, features: np.ndarray,
-                   reference: FeatureStatistics) -> gate.GatedRun:
+def _synthetic_run(
+    directory: Path, accuracy: np.ndarray, features: np.ndarray, reference: FeatureStatistics
+) -> gate.GatedRun:
     """A run of one row with the given per-seed accuracy and features, its metrics computed
     from them as the runner computes them."""
     from repro.metrics.frechet import frechet_distance
 
     seeds = np.arange(len(accuracy))
     path = directory / "per_seed" / "e" / "row.npz"
-    per_seed.save(path, per_seed.PerSeed(seeds, {"x": features},
-                                         {"acc:digits-cnn": accuracy}))
+    per_seed.save(path, per_seed.PerSeed(seeds, {"x": features}, {"acc:digits-cnn": accuracy}))
     reference.save(per_seed.reference_path(path, "x"))
     fid = frechet_distance(FeatureStatistics.of(features, "x"), reference)
-    row = Row(experiment="e", name="row", kind="baseline", per_seed="per_seed/e/row.npz",
-              metrics={"fid:x": fid, "acc:digits-cnn": float(accuracy.mean())})
+    row = Row(
+        experiment="e",
+        name="row",
+        kind="baseline",
+        per_seed="per_seed/e/row.npz",
+        metrics={"fid:x": fid, "acc:digits-cnn": float(accuracy.mean())},
+    )
     return gate.GatedRun(str(directory), None, [row], directory)
 
 
@@ -270,9 +313,12 @@ def test_a_difference_inside_the_interval_passes_and_one_beyond_it_fails(tmp_pat
     assert not gate.gate(new, old, loose).regressions
 
     # without per-seed data the tolerance alone decides, and the summary says so
-    bare = [gate.GatedRun(run.label, None, [run.rows[0].model_copy(update={"per_seed": None})],
-                          run.root)
-            for run in (new, old)]
+    bare = [
+        gate.GatedRun(
+            run.label, None, [run.rows[0].model_copy(update={"per_seed": None})], run.root
+        )
+        for run in (new, old)
+    ]
     outcome = gate.gate(*bare, exact)
     assert {c.basis for c in outcome.regressions} == {gate.ALONE}
     assert outcome.family == 0 and "no per-seed data" in gate.summary(outcome, *bare)
@@ -280,17 +326,35 @@ def test_a_difference_inside_the_interval_passes_and_one_beyond_it_fails(tmp_pat
 
 # -- benchmarks: an engine slowdown caught by gating two `repro bench` runs -------------------
 def _bench(capsys, path: Path, uri: str) -> dict:
-    code = cli.main(["bench", "--model", "digits-ddpm", "--weights", "random", "--steps", "10",
-                     "--batch", "2", "--repeats", "5", "--deepcache", "2:0", "--threads", "1",
-                     "--json", "--tracking-uri", uri])
+    code = cli.main(
+        [
+            "bench",
+            "--model",
+            "digits-ddpm",
+            "--weights",
+            "random",
+            "--steps",
+            "10",
+            "--batch",
+            "2",
+            "--repeats",
+            "5",
+            "--deepcache",
+            "2:0",
+            "--threads",
+            "1",
+            "--json",
+            "--tracking-uri",
+            uri,
+        ]
+    )
     out, _ = capsys.readouterr()
     assert code == 0
     path.write_text(out)
     return json.loads(out)
 
 
-def test_a_slower_partial_step_is_caught_by_gating_two_benchmarks(capsys, tmp_path,
-                                                                   monkeypatch):
+def test_a_slower_partial_step_is_caught_by_gating_two_benchmarks(capsys, tmp_path, monkeypatch):
     import time
 
     from conftest import logged_runs
@@ -306,6 +370,7 @@ def test_a_slower_partial_step_is_caught_by_gating_two_benchmarks(capsys, tmp_pa
         if self.state.branch is not None and self.state.branch < self.threshold:
             time.sleep(0.2)
         return replay(self, module, *args, **kwargs)
+
     monkeypatch.setattr(hooks.DeepCacheHook, "new_forward", slow)
     slowed = _bench(capsys, tmp_path / "slow.json", uri)
     assert fast["schema"] == slowed["schema"] and fast["run_id"] != slowed["run_id"]
@@ -318,15 +383,24 @@ def test_a_slower_partial_step_is_caught_by_gating_two_benchmarks(capsys, tmp_pa
     assert _gate(capsys, tmp_path / "fast.json", tmp_path / "fast.json")[0] == 0
 
     # both benchmarks are in MLflow like runs: the baseline found there is the other one
-    code, out, _ = _gate(capsys, tmp_path / "slow.json", "--experiment", "repro/bench/digits-ddpm",
-                         "--tracking-uri", uri)
+    code, out, _ = _gate(
+        capsys,
+        tmp_path / "slow.json",
+        "--experiment",
+        "repro/bench/digits-ddpm",
+        "--tracking-uri",
+        uri,
+    )
     assert code == gate.EXIT_REGRESSED and "DeepCache N=2 b=0: measured speedup" in out
     runs = logged_runs(uri, "repro/bench/digits-ddpm")
     parents = runs[runs["tags.mlflow.parentRunId"].isna()]
     assert sorted(parents["tags.repro.run_id"]) == sorted([fast["run_id"], slowed["run_id"]])
     for _, parent in parents.iterrows():  # each run's own numbers, not the other's
         assert (parent["params.model"], parent["params.dtype"], parent["params.batch"]) == (
-            "digits-ddpm", "float32", "2")
+            "digits-ddpm",
+            "float32",
+            "2",
+        )
         report = fast if parent["tags.repro.run_id"] == fast["run_id"] else slowed
         assert parent["metrics.cost.P0"] == pytest.approx(report["cost_table"]["partial"]["0"])
         for loop in report["loops"]:
@@ -334,24 +408,40 @@ def test_a_slower_partial_step_is_caught_by_gating_two_benchmarks(capsys, tmp_pa
             assert parent[key] == pytest.approx(loop["measured_speedup"])
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert set(children["params.schedule"]) == {
-        "F F F F F F F F F F", "F P0 | F P0 | F P0 | F P0 | F P0"}
+        "F F F F F F F F F F",
+        "F P0 | F P0 | F P0 | F P0 | F P0",
+    }
 
 
 # -- runs that are not like for like are refused ----------------------------------------------
-@pytest.mark.parametrize(("edit", "named"), [
-    (lambda rows: [row.update(model="digits-ddpm") for row in rows],
-     "cond / teacher: model digits-ddpm here, digits-cond in the baseline"),
-    (lambda rows: [row.update(steps=4) for row in rows],
-     "cond / teacher: steps 4 here, 6 in the baseline"),
-    (lambda rows: [row.update(guidance=3.0) for row in rows], "cond / teacher: guidance 3.0"),
-    (lambda rows: [row.update(sampler={"scheduler": "DPMSolverMultistepScheduler",
-                                       "spacing": "trailing"}) for row in rows],
-     "cond / teacher: sampler"),
-    (lambda rows: [row["metric_n"].update({"fid:digits-cnn": 48}) for row in rows],
-     "cond / teacher: fid:digits-cnn seeds 48 here, 96 in the baseline"),
-])
-def test_runs_of_another_model_steps_or_protocol_are_refused(runs, capsys, tmp_path, edit,
-                                                             named):
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (
+            lambda rows: [row.update(model="digits-ddpm") for row in rows],
+            "cond / teacher: model digits-ddpm here, digits-cond in the baseline",
+        ),
+        (
+            lambda rows: [row.update(steps=4) for row in rows],
+            "cond / teacher: steps 4 here, 6 in the baseline",
+        ),
+        (lambda rows: [row.update(guidance=3.0) for row in rows], "cond / teacher: guidance 3.0"),
+        (
+            lambda rows: [
+                row.update(
+                    sampler={"scheduler": "DPMSolverMultistepScheduler", "spacing": "trailing"}
+                )
+                for row in rows
+            ],
+            "cond / teacher: sampler",
+        ),
+        (
+            lambda rows: [row["metric_n"].update({"fid:digits-cnn": 48}) for row in rows],
+            "cond / teacher: fid:digits-cnn seeds 48 here, 96 in the baseline",
+        ),
+    ],
+)
+def test_runs_of_another_model_steps_or_protocol_are_refused(runs, capsys, tmp_path, edit, named):
     baseline, _, _ = runs
     code, out, err = _gate(capsys, _edited(baseline, tmp_path, edit), baseline)
     assert (code, out) == (2, "") and err.count("\n") == 1
@@ -373,8 +463,9 @@ def test_the_committed_smoke_run_gated_against_itself_passes(capsys):
     run = max(Path(__file__).parent.parent.glob("results/smoke/*/results.json")).parent
     code, out, err = _gate(capsys, run, run)
     assert (code, err) == (0, "")
-    assert out.splitlines()[-1].startswith("PASS: no check worse beyond tolerance with 95% "
-                                           "confidence, Holm over ")
+    assert out.splitlines()[-1].startswith(
+        "PASS: no check worse beyond tolerance with 95% confidence, Holm over "
+    )
     assert "REGRESSED" not in out and "within the noise" not in out
 
 
@@ -390,17 +481,25 @@ def _simulated_run(rng: np.random.Generator, shifts, n: int) -> list[gate.Check]
     for k, shift in enumerate(shifts):
         old = rng.normal(size=n)
         new = old - shift + rng.normal(size=n)  # paired by seed, like two runs' samples
-        checks.append(gate.metric_check("e", f"row {k}", "clip:x",
-                                        Point("new", 0.0, per_seed_mean(new), n),
-                                        Point("old", 0.0, per_seed_mean(old), n), regression))
+        checks.append(
+            gate.metric_check(
+                "e",
+                f"row {k}",
+                "clip:x",
+                Point("new", 0.0, per_seed_mean(new), n),
+                Point("old", 0.0, per_seed_mean(old), n),
+                regression,
+            )
+        )
     return gate.decide(checks, 1 - regression.confidence)
 
 
 def test_a_run_whose_changes_all_sit_at_the_tolerance_fails_at_most_alpha_of_the_time():
     rng = np.random.default_rng(0)
     runs = 200
-    failed = sum(any(c.regressed for c in _simulated_run(rng, [TOLERANCE] * 10, n=200))
-                 for _ in range(runs))
+    failed = sum(
+        any(c.regressed for c in _simulated_run(rng, [TOLERANCE] * 10, n=200)) for _ in range(runs)
+    )
     # alpha plus two Monte Carlo standard errors (the rule thresholding the point estimate
     # fails about half the checks here, so nearly every run)
     assert failed / runs <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / runs)
@@ -418,33 +517,46 @@ def _timed_run(directory: Path, speedups: list[float]) -> gate.GatedRun:
     """A run of a teacher and one row timed with the given per-repeat speedups."""
     base = [1.0 + 0.01 * k for k in range(len(speedups))]
     latency = {"device": "cpu"}
-    rows = [Row(experiment="e", name="teacher", kind="teacher", measured_speedup=1.0,
-                latency={**latency, "seconds": base}),
-            Row(experiment="e", name="row", kind="baseline",
-                measured_speedup=float(np.median(speedups)),
-                latency={**latency, "seconds": [b / s for b, s in zip(base, speedups,
-                                                                      strict=True)]})]
+    rows = [
+        Row(
+            experiment="e",
+            name="teacher",
+            kind="teacher",
+            measured_speedup=1.0,
+            latency={**latency, "seconds": base},
+        ),
+        Row(
+            experiment="e",
+            name="row",
+            kind="baseline",
+            measured_speedup=float(np.median(speedups)),
+            latency={**latency, "seconds": [b / s for b, s in zip(base, speedups, strict=True)]},
+        ),
+    ]
     return gate.GatedRun(str(directory), None, rows)
 
 
 def test_speed_needs_five_repeats_in_both_runs(tmp_path):
     fast = [3.0, 3.1, 2.9, 3.05, 2.95]
     regression = Regression(speed=Tolerance(rel=0.15))
-    outcome = gate.gate(_timed_run(tmp_path, [1.5, 1.6, 1.4]), _timed_run(tmp_path, fast),
-                        regression)  # halved, but three repeats only
+    outcome = gate.gate(
+        _timed_run(tmp_path, [1.5, 1.6, 1.4]), _timed_run(tmp_path, fast), regression
+    )  # halved, but three repeats only
     (check,) = outcome.checks
     assert (check.decision, check.regressed, check.family) == ("ungated", False, False)
     assert "too few repeats (3 here, 5 in the baseline; 5 needed)" in check.line()
     assert "not failed" in gate.summary(outcome, *[_timed_run(tmp_path, fast)] * 2)
-    outcome = gate.gate(_timed_run(tmp_path, [1.5, 1.6, 1.4, 1.55, 1.45]),
-                        _timed_run(tmp_path, fast), regression)
+    outcome = gate.gate(
+        _timed_run(tmp_path, [1.5, 1.6, 1.4, 1.55, 1.45]), _timed_run(tmp_path, fast), regression
+    )
     (check,) = outcome.checks
     assert check.regressed and check.worse_by == pytest.approx(1.5)
     assert check.low > check.allowed and outcome.family == 1
     # a drop inside the noise of the repeats passes
     noisy = [1.8, 3.4, 2.0, 3.2, 2.1]  # 0.5 lower on average, tolerance 0.45
-    assert not gate.gate(_timed_run(tmp_path, noisy), _timed_run(tmp_path, fast),
-                         regression).regressions
+    assert not gate.gate(
+        _timed_run(tmp_path, noisy), _timed_run(tmp_path, fast), regression
+    ).regressions
 
 
 def test_speed_false_alarms_at_the_tolerance_stay_within_alpha_per_run():
@@ -452,8 +564,17 @@ def test_speed_false_alarms_at_the_tolerance_stay_within_alpha_per_run():
     regression = Regression(speed=Tolerance(abs=0.3))
     runs, failed = 200, 0
     for _ in range(runs):
-        checks = [gate.speed_check("e", f"row {k}", (3.0, 2.7), list(3.0 + 0.15 * rng.normal(
-            size=5)), list(2.7 + 0.15 * rng.normal(size=5)), regression) for k in range(10)]
+        checks = [
+            gate.speed_check(
+                "e",
+                f"row {k}",
+                (3.0, 2.7),
+                list(3.0 + 0.15 * rng.normal(size=5)),
+                list(2.7 + 0.15 * rng.normal(size=5)),
+                regression,
+            )
+            for k in range(10)
+        ]
         failed += any(c.regressed for c in gate.decide(checks, 0.05))
     assert failed / runs <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / runs)
 
@@ -469,8 +590,18 @@ def test_the_fid_p_value_keeps_its_level_when_images_change_without_changing_qua
 
     def point(features):
         return Point("p", 0.0, gate_checks.frechet(features, reference), n)
-    p = np.array([gate.bootstrap_test(
-        point(rng.normal(size=(n, d)) @ root + 0.3), point(rng.normal(size=(n, d)) @ root + 0.3),
-        0.0, resamples=199, rng=rng).p for _ in range(cases)])
+
+    p = np.array(
+        [
+            gate.bootstrap_test(
+                point(rng.normal(size=(n, d)) @ root + 0.3),
+                point(rng.normal(size=(n, d)) @ root + 0.3),
+                0.0,
+                resamples=199,
+                rng=rng,
+            ).p
+            for _ in range(cases)
+        ]
+    )
     error = 2 * math.sqrt(0.1 * 0.9 / cases)
     assert 0.1 - error <= np.mean(p <= 0.1) <= 0.1 + error

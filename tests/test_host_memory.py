@@ -14,8 +14,9 @@ linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /
 def test_peak_growth_sees_a_transient_allocation_and_forgets_earlier_ones():
     def holds(mib):
         def fn():
-            block = torch.ones(mib * 2 ** 18)  # float32: mib MiB, freed on return
+            block = torch.ones(mib * 2**18)  # float32: mib MiB, freed on return
             return float(block[-1])
+
         return fn
 
     big, small = host_memory.peak_growth_mib(holds(256)), host_memory.peak_growth_mib(holds(32))

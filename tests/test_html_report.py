@@ -19,11 +19,24 @@ from repro.reporting.html_report import PLOTS, write_html
 from repro.reporting.verdict_report import verdict_table
 
 # the newest committed smoke run (run ids end in their start time)
-SMOKE_RUN = max((p for p in (Path(__file__).resolve().parents[1] / "results" / "smoke").iterdir()
-                 if (p / "results.json").is_file()), key=lambda p: p.name.split("-")[1])
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+SMOKE_RUN = max(
+    (
+        p
+        for p in (Path(__file__).resolve().parents[1] / "results" / "smoke").iterdir()
+        if (p / "results.json").is_file()
+    ),
+    key=lambda p: p.name.split("-")[1],
+)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class Page(HTMLParser):
@@ -70,14 +83,17 @@ def _check_self_contained(page: Page, images: list[Path]) -> None:
     """Every image inline and equal to the run's file; nothing that loads anything."""
     for tag in ("script", "link", "iframe", "object", "embed", "base", "a"):
         assert not page.tags(tag), f"report.html has a <{tag}>"
-    assert not any(k in ("href", "srcset", "action") or k.startswith("on")
-                   for _, attrs in page.elements for k in attrs)
+    assert not any(
+        k in ("href", "srcset", "action") or k.startswith("on")
+        for _, attrs in page.elements
+        for k in attrs
+    )
     sources = [attrs["src"] for attrs in page.tags("img")]
     assert len(sources) == len(images)
     prefix = "data:image/png;base64,"
     for source, path in zip(sources, images, strict=True):
         assert source.startswith(prefix)
-        assert base64.b64decode(source[len(prefix):]) == path.read_bytes()
+        assert base64.b64decode(source[len(prefix) :]) == path.read_bytes()
     assert "url(" not in "".join(page.text)
 
 
@@ -108,18 +124,35 @@ def test_report_html_of_a_real_run_is_self_contained(tmp_path, capsys):
 
 def _hostile_run(directory: Path) -> tuple[dict, list[str]]:
     """A run whose suite, row names, command and suite file carry markup."""
-    evil = ['<script>alert("suite")</script>', '<img src="http://example.com/x.png">',
-            "<a href='https://example.com'>prompt</a> & \"quotes\"", "rm -rf / <b>bold</b>"]
+    evil = [
+        '<script>alert("suite")</script>',
+        '<img src="http://example.com/x.png">',
+        "<a href='https://example.com'>prompt</a> & \"quotes\"",
+        "rm -rf / <b>bold</b>",
+    ]
     directory.mkdir()
     (directory / "grids").mkdir()
     report.sample_grid(np.zeros((4, 8, 8, 1), np.uint8), directory / "grids" / "g.png")
-    row = {"experiment": evil[1], "name": evil[2], "kind": "teacher", "method": "teacher",
-           "schedule": "F F", "predicted_speedup": 1.0, "measured_speedup": 1.0,
-           "metrics": {"fid:digits-cnn": 1.0}, "grid": "grids/g.png"}
+    row = {
+        "experiment": evil[1],
+        "name": evil[2],
+        "kind": "teacher",
+        "method": "teacher",
+        "schedule": "F F",
+        "predicted_speedup": 1.0,
+        "measured_speedup": 1.0,
+        "metrics": {"fid:digits-cnn": 1.0},
+        "grid": "grids/g.png",
+    }
     escape = dict(row, name="escapes", grid="../../etc/passwd")
-    results = {"schema": "flexiffusion-repro/results@1", "run_id": "r1",
-               "suite": {"name": evil[0], "version": 1}, "command": f"repro run '{evil[3]}'",
-               "environment": {"device": evil[1]}, "rows": [row, escape]}
+    results = {
+        "schema": "flexiffusion-repro/results@1",
+        "run_id": "r1",
+        "suite": {"name": evil[0], "version": 1},
+        "command": f"repro run '{evil[3]}'",
+        "environment": {"device": evil[1]},
+        "rows": [row, escape],
+    }
     (directory / "suite.yaml").write_text(f"name: x\nprompts: ['{evil[2]}']\n")
     (directory / "results.json").write_text(json.dumps(results))
     return results, evil
@@ -144,8 +177,10 @@ def test_html_takes_one_run(tmp_path, capsys):
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium); "
-                    "report.html is not rendered in a browser here")
+        pytest.skip(
+            "no chromium binary on PATH (Debian: apt-get install chromium); "
+            "report.html is not rendered in a browser here"
+        )
     return found
 
 
@@ -154,9 +189,12 @@ def test_report_html_renders_in_headless_chromium(tmp_path):
     out = write_html(report.load_results(SMOKE_RUN), SMOKE_RUN, tmp_path / "report.html")
 
     def browse(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'u'}",
-                               *args, out.as_uri()], capture_output=True, timeout=120,
-                              check=True)
+        return subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'u'}", *args, out.as_uri()],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
 
     dom = Page(browse("--dump-dom").stdout.decode())
     results = report.load_results(SMOKE_RUN)

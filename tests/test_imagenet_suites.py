@@ -22,14 +22,22 @@ def test_imagenet_suites_validate_and_plan_the_published_rows(capsys):
     (ldm,) = load(LDM).experiments
     assert (ldm.steps, ldm.guidance, ldm.evaluation.reference) == (250, 1.5, "imagenet-256")
     assert [m.partition(":")[0] for m in ldm.evaluation.metrics] == [
-        "fid", "rfid", "is", "precision", "recall"]  # the published columns but sFID
+        "fid",
+        "rfid",
+        "is",
+        "precision",
+        "recall",
+    ]  # the published columns but sFID
     rows = {row.name: row for row in check(load(LDM))["ldm4g-imagenet256"]}
     assert {f"deepcache N={n} b=0" for n in (2, 3, 5, 10, 20)} <= set(rows)
     assert {"segment @2.6x", "deepcache-quad N=10 b=0", "deepcache-quad N=20 b=0"} <= set(rows)
     assert {p.row for p in ldm.published} <= set(rows)
     adm = check(load(ADM))
-    assert [r.name for r in adm["adm-imagenet64-4-steps"]] == ["teacher", "stepwise @62.5x",
-                                                               "sampler-steps 4"]
+    assert [r.name for r in adm["adm-imagenet64-4-steps"]] == [
+        "teacher",
+        "stepwise @62.5x",
+        "sampler-steps 4",
+    ]
 
 
 @pytest.fixture
@@ -53,11 +61,16 @@ def run(suite: Path, tmp_path: Path, capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize(("suite", "original", "batch"), [
-    (LDM, "ldm model.ckpt", "VIRTUAL_imagenet256_labeled.npz"),
-    (ADM, "adm 64x64_diffusion.pt", "VIRTUAL_imagenet64_labeled.npz")])
-def test_run_without_the_data_names_each_missing_file_in_turn(bare, capsys, monkeypatch, suite,
-                                                             original, batch):
+@pytest.mark.parametrize(
+    ("suite", "original", "batch"),
+    [
+        (LDM, "ldm model.ckpt", "VIRTUAL_imagenet256_labeled.npz"),
+        (ADM, "adm 64x64_diffusion.pt", "VIRTUAL_imagenet64_labeled.npz"),
+    ],
+)
+def test_run_without_the_data_names_each_missing_file_in_turn(
+    bare, capsys, monkeypatch, suite, original, batch
+):
     (experiment,) = load(suite).experiments[:1]
     weights = experiment.weights
     err = run(suite, bare, capsys)
@@ -73,10 +86,15 @@ def test_run_without_the_data_names_each_missing_file_in_turn(bare, capsys, monk
     err = run(suite, bare, capsys)
     assert batch in err and str(bare / "data") in err
     (bare / "data").mkdir()
-    np.savez(bare / "data" / batch, arr_0=np.zeros((2, 4, 4, 3), np.uint8), mu=np.zeros(2048),
-             sigma=np.eye(2048))
+    np.savez(
+        bare / "data" / batch,
+        arr_0=np.zeros((2, 4, 4, 3), np.uint8),
+        mu=np.zeros(2048),
+        sigma=np.eye(2048),
+    )
     assert f"{weights}/unet does not load as a {models.get(experiment.model).unet_class}" in run(
-        suite, bare, capsys)
+        suite, bare, capsys
+    )
 
 
 def test_a_stepwise_training_grid_past_the_trained_timesteps_fails_validation(tmp_path, capsys):
@@ -84,8 +102,9 @@ def test_a_stepwise_training_grid_past_the_trained_timesteps_fails_validation(tm
     of an IndexError in the middle of the search."""
     text = LDM.read_text()
     assert "stepwise_grid: teacher" in text
-    (tmp_path / "suite.yaml").write_text(text.replace("stepwise_grid: teacher",
-                                                      "stepwise_grid: training"))
+    (tmp_path / "suite.yaml").write_text(
+        text.replace("stepwise_grid: teacher", "stepwise_grid: training")
+    )
     assert cli.main(["validate", str(tmp_path / "suite.yaml")]) == 2
     err = capsys.readouterr().err
     assert "'search.stepwise_grid'" in err and "reaches timestep 1000" in err

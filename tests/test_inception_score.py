@@ -55,6 +55,14 @@ def test_inception_score_is_exp_mean_kl_of_the_class_posteriors(monkeypatch):
 def test_repro_eval_reports_the_inception_score(tmp_path, monkeypatch, capsys):
     weights = random_inception_weights(tmp_path / "w.pth", monkeypatch)
     samples(10).save(tmp_path / "s.npz")
-    code = cli.main(["eval", str(tmp_path / "s.npz"), "--metric", IS_PROTOCOL,
-                     "--inception-weights", str(weights)])
+    code = cli.main(
+        [
+            "eval",
+            str(tmp_path / "s.npz"),
+            "--metric",
+            IS_PROTOCOL,
+            "--inception-weights",
+            str(weights),
+        ]
+    )
     assert code == 0 and IS_PROTOCOL in capsys.readouterr().out

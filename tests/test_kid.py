@@ -14,8 +14,11 @@ from repro.search import search_log
 from repro.search.fitness import KIDFitness, RFIDFitness
 from repro.search.loop import Record
 
-FIDELITY_KERNEL = {"kid_kernel_poly_degree": 3, "kid_kernel_poly_gamma": None,
-                   "kid_kernel_poly_coef0": 1}
+FIDELITY_KERNEL = {
+    "kid_kernel_poly_degree": 3,
+    "kid_kernel_poly_gamma": None,
+    "kid_kernel_poly_coef0": 1,
+}
 
 
 def features(seed: int, n: int, d: int, shift: float = 0.0) -> np.ndarray:
@@ -26,19 +29,25 @@ def features(seed: int, n: int, d: int, shift: float = 0.0) -> np.ndarray:
 @pytest.mark.parametrize("n, d, shift", [(50, 8, 0.0), (200, 64, 0.3), (64, 2048, 0.1)])
 def test_kid_is_torch_fidelitys_unbiased_kid_on_one_subset_of_all_rows(n, d, shift):
     x, y = features(1, n, d), features(2, n, d, shift)
-    theirs = kid_features_to_metric(torch.from_numpy(x), torch.from_numpy(y), kid_subsets=1,
-                                    kid_subset_size=n, verbose=False, rng_seed=0)
+    theirs = kid_features_to_metric(
+        torch.from_numpy(x),
+        torch.from_numpy(y),
+        kid_subsets=1,
+        kid_subset_size=n,
+        verbose=False,
+        rng_seed=0,
+    )
     # torch-fidelity sums its kernels in the features' float32; this is float64
-    assert kid_value(x, y) == pytest.approx(theirs["kernel_inception_distance_mean"],
-                                            rel=1e-5, abs=1e-6)
+    assert kid_value(x, y) == pytest.approx(
+        theirs["kernel_inception_distance_mean"], rel=1e-5, abs=1e-6
+    )
 
 
 def test_kid_against_a_larger_reference_is_the_unbiased_mmd_of_different_sizes():
     x, y = features(1, 30, 6), features(2, 70, 6, 0.2)
     k = lambda a, b: (a.astype(np.float64) @ b.T.astype(np.float64) / 6 + 1) ** 3  # noqa: E731
     within = lambda a: (k(a, a).sum() - np.trace(k(a, a))) / (len(a) * (len(a) - 1))  # noqa: E731
-    assert kid_value(x, y) == pytest.approx(within(x) + within(y) - 2 * k(x, y).mean(),
-                                            rel=1e-12)
+    assert kid_value(x, y) == pytest.approx(within(x) + within(y) - 2 * k(x, y).mean(), rel=1e-12)
 
 
 def test_rkid_is_torch_fidelitys_u_statistic_leaving_out_same_seed_pairs():
@@ -48,8 +57,7 @@ def test_rkid_is_torch_fidelitys_u_statistic_leaving_out_same_seed_pairs():
     y = (x + 0.3 * features(2, 80, 16)).astype(np.float64)  # each row close to its own seed's
     x = x.astype(np.float64)
     kxx, kxy, kyy = (kernel_poly(a, b, **FIDELITY_KERNEL) for a, b in ((x, x), (x, y), (y, y)))
-    assert rkid_value(x, y) == pytest.approx(mmd2(kxx, kxy, kyy, mmd_est="u-statistic"),
-                                             rel=1e-10)
+    assert rkid_value(x, y) == pytest.approx(mmd2(kxx, kxy, kyy, mmd_est="u-statistic"), rel=1e-10)
     assert mmd2(kxx, kxy, kyy, mmd_est="unbiased") < rkid_value(x, y)  # same-seed pairs
     assert rkid_value(x, x) == 0.0  # the teacher against itself
 
@@ -66,8 +74,9 @@ def test_resampled_kid_is_unbiased_about_the_value_on_the_seeds_drawn(paired):
     draws = quality(resamples)
     standard_error = draws.std() / np.sqrt(len(draws))
     assert abs(draws.mean() - value) < 4 * standard_error + 0.01 * draws.std()
-    naive = np.array([rkid_value(x[i], y[i]) if paired else kid_value(x[i], y)
-                      for i in resamples[:200]])
+    naive = np.array(
+        [rkid_value(x[i], y[i]) if paired else kid_value(x[i], y) for i in resamples[:200]]
+    )
     assert abs(naive.mean() - value) > 5 * draws.std() / np.sqrt(200)
     assert quality(np.arange(len(x))) == pytest.approx(value, rel=1e-12)
 
@@ -96,16 +105,18 @@ def digits():
     return models.load_model("digits-ddpm")
 
 
-def test_kid_fitness_scores_where_rfid_is_undefined_and_never_reuses_rfid_scores(
-        digits, tmp_path):
+def test_kid_fitness_scores_where_rfid_is_undefined_and_never_reuses_rfid_scores(digits, tmp_path):
     """On 12 seeds of 64-d features rKID ranks candidates (the teacher scores 0, a cached
     schedule more); an rFID log of the same schedules gives the kid search nothing."""
     rfid = RFIDFitness(digits, 10, range(12), batch_size=12)
     kid = KIDFitness(digits, 10, range(12), batch_size=12, teacher=rfid.teacher)
-    assert {k: v for k, v in kid.context.items() if k != "protocol"} == \
-        {k: v for k, v in rfid.context.items() if k != "protocol"}
-    assert (rfid.context["protocol"], kid.context["protocol"]) == \
-        ("rfid:digits-cnn", "rkid:digits-cnn")
+    assert {k: v for k, v in kid.context.items() if k != "protocol"} == {
+        k: v for k, v in rfid.context.items() if k != "protocol"
+    }
+    assert (rfid.context["protocol"], kid.context["protocol"]) == (
+        "rfid:digits-cnn",
+        "rkid:digits-cnn",
+    )
     cached = Schedule.parse("F P1 P1 P1 P1 | F P1 P1 P1 P1")
     assert kid(Schedule.full(10)) == 0.0
     scores = kid.score_many([cached, Schedule.fewer_steps(10, 3)])
@@ -113,7 +124,8 @@ def test_kid_fitness_scores_where_rfid_is_undefined_and_never_reuses_rfid_scores
 
     log = tmp_path / "search.jsonl"
     search_log.appender(log, rfid.context)(
-        Record(str(cached), "segment-evolution", 2.0, 2.0, rfid(cached), 0.1))
+        Record(str(cached), "segment-evolution", 2.0, 2.0, rfid(cached), 0.1)
+    )
     assert search_log.read_scores(log, rfid.context) == {str(cached): rfid(cached)}
     assert search_log.read_scores(log, kid.context) == {}
 
@@ -150,9 +162,13 @@ def test_interval_is_a_percentile_interval_around_the_estimate():
 def test_every_fid_protocol_brings_its_kid():
     from repro.metrics.protocols import METRICS, with_kid
 
-    assert with_kid(["fid:digits-cnn", "acc:digits-cnn", "rfid:digits-cnn", "kid:digits-cnn"]) \
-        == ("fid:digits-cnn", "kid:digits-cnn", "acc:digits-cnn", "rfid:digits-cnn",
-            "rkid:digits-cnn")
+    assert with_kid(["fid:digits-cnn", "acc:digits-cnn", "rfid:digits-cnn", "kid:digits-cnn"]) == (
+        "fid:digits-cnn",
+        "kid:digits-cnn",
+        "acc:digits-cnn",
+        "rfid:digits-cnn",
+        "rkid:digits-cnn",
+    )
     assert {"kid:digits-cnn", "rkid:inception-2015-12-05"} <= set(METRICS)
 
 
@@ -169,23 +185,40 @@ def test_repro_eval_reports_kid_and_rkid_and_ls_lists_them(tmp_path, capsys):
     rng = np.random.default_rng(0)
 
     def save(name, rows):
-        SampleSet(images=images[rows], seeds=np.arange(len(rows), dtype=np.int64), labels=None,
-                  model="digits-ddpm", schedule="F F", steps=2, guidance=None
-                  ).save(tmp_path / name)
+        SampleSet(
+            images=images[rows],
+            seeds=np.arange(len(rows), dtype=np.int64),
+            labels=None,
+            model="digits-ddpm",
+            schedule="F F",
+            steps=2,
+            guidance=None,
+        ).save(tmp_path / name)
+
     save("teacher.npz", rng.permutation(len(images))[:150])
     save("cand.npz", rng.permutation(len(images))[:150])
-    argv = ["eval", str(tmp_path / "cand.npz"), "--metric", "kid:digits-cnn", "--reference",
-            "digits", "--metric", "rkid:digits-cnn", "--teacher", str(tmp_path / "teacher.npz"),
-            "--json"]
+    argv = [
+        "eval",
+        str(tmp_path / "cand.npz"),
+        "--metric",
+        "kid:digits-cnn",
+        "--reference",
+        "digits",
+        "--metric",
+        "rkid:digits-cnn",
+        "--teacher",
+        str(tmp_path / "teacher.npz"),
+        "--json",
+    ]
     assert cli.main(argv) == 0
     values = {m["protocol"]: m for m in json.loads(capsys.readouterr().out)["metrics"]}
     cnn = load_extractor("digits-cnn")
     cand = cnn.features(np.load(tmp_path / "cand.npz")["images"])
     teacher = cnn.features(np.load(tmp_path / "teacher.npz")["images"])
     assert values["kid:digits-cnn"]["value"] == pytest.approx(
-        kid_value(cand, reference_features("digits", cnn)), rel=1e-6)
-    assert values["rkid:digits-cnn"]["value"] == pytest.approx(rkid_value(cand, teacher),
-                                                               rel=1e-6)
+        kid_value(cand, reference_features("digits", cnn)), rel=1e-6
+    )
+    assert values["rkid:digits-cnn"]["value"] == pytest.approx(rkid_value(cand, teacher), rel=1e-6)
     assert values["kid:digits-cnn"]["n"] == 150
     assert cli.main(["eval", str(tmp_path / "cand.npz"), "--metric", "rkid:digits-cnn"]) == 2
     assert "rkid:digits-cnn needs --teacher" in capsys.readouterr().err

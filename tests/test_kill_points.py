@@ -38,8 +38,17 @@ experiments: [{name: ddpm, model: digits-ddpm}]
 
 
 def run_command(directory: Path) -> list[str]:
-    return ["run", str(directory / "kills.yaml"), "--results", str(directory / "results"),
-            "--tracking-uri", f"sqlite:///{directory}/mlflow.db", "--quiet", "--threads", "1"]
+    return [
+        "run",
+        str(directory / "kills.yaml"),
+        "--results",
+        str(directory / "results"),
+        "--tracking-uri",
+        f"sqlite:///{directory}/mlflow.db",
+        "--quiet",
+        "--threads",
+        "1",
+    ]
 
 
 def prepare(directory: Path) -> Path:
@@ -58,8 +67,9 @@ def rewritten(before: dict[Path, int]) -> list[str]:
     into their teacher file or evaluated, then removed), nothing else."""
     gone = [p for p in before if not p.exists()]
     assert all(p.parent.parent.name == "shards" for p in gone), gone
-    return [p.name for p, mtime in before.items()
-            if p not in gone and p.stat().st_mtime_ns != mtime]
+    return [
+        p.name for p, mtime in before.items() if p not in gone and p.stat().st_mtime_ns != mtime
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -77,22 +87,32 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.parametrize("stage", [s for s in STAGES if s != "tracking"])
 def test_a_run_killed_after_each_stage_resumes_without_redoing_work(
-        stage, tmp_path, monkeypatch, uninterrupted):
+    stage, tmp_path, monkeypatch, uninterrupted
+):
     directory = prepare(tmp_path)
     monkeypatch.chdir(directory)
-    killed = subprocess.run([sys.executable, "-m", "repro", *run_command(directory)],
-                            env={**os.environ, KILL_ENV: f"{stage}:1"}, capture_output=True,
-                            text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-m", "repro", *run_command(directory)],
+        env={**os.environ, KILL_ENV: f"{stage}:1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     (run_dir,) = (directory / "results" / "kills").iterdir()
     work = run_dir / "work" / "ddpm"
-    before = {p: p.stat().st_mtime_ns for p in work.rglob("*")
-              if p.is_file() and p.name != "search.jsonl"}
+    before = {
+        p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and p.name != "search.jsonl"
+    }
     log = work / "search.jsonl"
-    logged = [json.loads(line)["schedule"] for line in log.read_text().splitlines()] \
-        if log.exists() else []
-    rows_done = {p.stem for p in (work / "rows").glob("*.json")} if (work / "rows").exists() \
-        else set()
+    logged = (
+        [json.loads(line)["schedule"] for line in log.read_text().splitlines()]
+        if log.exists()
+        else []
+    )
+    rows_done = (
+        {p.stem for p in (work / "rows").glob("*.json")} if (work / "rows").exists() else set()
+    )
 
     calls = {"generate": [], "fitness": []}
     real_generate, real_score = teacher_stage.generate, fitness_module.TeacherFitness.__call__
@@ -113,8 +133,11 @@ def test_a_run_killed_after_each_stage_resumes_without_redoing_work(
     assert rewritten(before) == []  # nothing finished is written again
     assert not set(calls["fitness"]) & set(logged)  # no logged candidate is scored again
     final = quality(run_dir)
-    expected = {schedule for name, (schedule, _) in final.items()
-                if name != "teacher" and slug(name) not in rows_done}
+    expected = {
+        schedule
+        for name, (schedule, _) in final.items()
+        if name != "teacher" and slug(name) not in rows_done
+    }
     assert set(calls["generate"]) <= expected | {"None"}  # only rows not evaluated before
     assert final == uninterrupted  # and the numbers of a run never killed
     assert (run_dir / "work" / "mlflow.json").is_file()
@@ -123,9 +146,13 @@ def test_a_run_killed_after_each_stage_resumes_without_redoing_work(
 def test_a_run_killed_after_logging_is_complete(tmp_path, monkeypatch):
     directory = prepare(tmp_path)
     monkeypatch.chdir(directory)
-    killed = subprocess.run([sys.executable, "-m", "repro", *run_command(directory)],
-                            env={**os.environ, KILL_ENV: "tracking:1"}, capture_output=True,
-                            text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-m", "repro", *run_command(directory)],
+        env={**os.environ, KILL_ENV: "tracking:1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     (run_dir,) = (directory / "results" / "kills").iterdir()
     assert (run_dir / "results.json").is_file() and (run_dir / "work" / "mlflow.json").is_file()
@@ -133,16 +160,19 @@ def test_a_run_killed_after_logging_is_complete(tmp_path, monkeypatch):
 
 
 def _killed_run(directory: Path, stage: str) -> Path:
-    killed = subprocess.run([sys.executable, "-m", "repro", *run_command(directory)],
-                            env={**os.environ, KILL_ENV: stage}, capture_output=True,
-                            text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-m", "repro", *run_command(directory)],
+        env={**os.environ, KILL_ENV: stage},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     (run_dir,) = (directory / "results" / "kills").iterdir()
     return run_dir
 
 
-def test_corrupted_work_files_are_made_again_and_nothing_else(tmp_path, monkeypatch,
-                                                               uninterrupted):
+def test_corrupted_work_files_are_made_again_and_nothing_else(tmp_path, monkeypatch, uninterrupted):
     directory = prepare(tmp_path)
     monkeypatch.chdir(directory)
     run_dir = _killed_run(directory, "row:2")
@@ -150,8 +180,11 @@ def test_corrupted_work_files_are_made_again_and_nothing_else(tmp_path, monkeypa
     row, teacher = next((work / "rows").glob("*.json")), work / "teacher-eval.npz"
     row.write_text('{"key": {"identity"')  # torn mid-write by another tool
     teacher.write_bytes(teacher.read_bytes()[:100])  # truncated
-    before = {p: p.stat().st_mtime_ns for p in work.rglob("*")
-              if p.is_file() and p not in (row, teacher) and p.name != "search.jsonl"}
+    before = {
+        p: p.stat().st_mtime_ns
+        for p in work.rglob("*")
+        if p.is_file() and p not in (row, teacher) and p.name != "search.jsonl"
+    }
     assert cli.main(run_command(directory)) == 0
     assert rewritten(before) == []
     assert not (work / "shards").exists()  # the teacher's shards: merged and removed

@@ -30,11 +30,14 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = (package[:len(package) - node.level + 1] if node.level
-                    else []) + ([node.module] if node.module else [])
+            base = (package[: len(package) - node.level + 1] if node.level else []) + (
+                [node.module] if node.module else []
+            )
             prefix = ".".join(base)
-            names = [f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in known else prefix
-                     for a in node.names]
+            names = [
+                f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in known else prefix
+                for a in node.names
+            ]
         else:
             continue
         for target in names:
@@ -87,9 +90,13 @@ def test_every_module_has_a_place_in_the_layer_diagram():
 
 def test_imports_point_down_the_layers():
     line = layers()
-    upward = [f"{a} (line {line[a]}) imports {b} (line {line[b]})"
-              for a, targets in graph().items() if a in line
-              for b in sorted(targets) if line[b] < line[a]]
+    upward = [
+        f"{a} (line {line[a]}) imports {b} (line {line[b]})"
+        for a, targets in graph().items()
+        if a in line
+        for b in sorted(targets)
+        if line[b] < line[a]
+    ]
     assert not upward, "\n".join(upward)
 
 
@@ -143,10 +150,16 @@ def test_the_module_index_names_every_package_and_module():
     text = (ROOT / "docs" / "design.md").read_text()
     block = re.search(r"## Modules.*?```\n(.*?)```", text, re.S).group(1)
     listed = {line.split()[0] for line in block.splitlines() if line.startswith("repro/")}
-    actual = {str(path.relative_to(ROOT)) for path in PACKAGE.rglob("*.py")
-              if path.name != "__init__.py" or path.parent == PACKAGE}
-    actual |= {str(path.relative_to(ROOT)) + "/" for path in PACKAGE.rglob("*")
-               if path.is_dir() and (path / "__init__.py").exists() and path != PACKAGE}
+    actual = {
+        str(path.relative_to(ROOT))
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py" or path.parent == PACKAGE
+    }
+    actual |= {
+        str(path.relative_to(ROOT)) + "/"
+        for path in PACKAGE.rglob("*")
+        if path.is_dir() and (path / "__init__.py").exists() and path != PACKAGE
+    }
     actual -= {"repro/__init__.py"}
     assert not actual - listed, f"not in docs/design.md's Modules: {sorted(actual - listed)}"
     assert not listed - actual, f"docs/design.md lists missing files: {sorted(listed - actual)}"

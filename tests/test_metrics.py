@@ -52,9 +52,15 @@ def cnn():
 
 def sample_set(images, seeds=None, labels=None, schedule="F F", model="digits-cond"):
     seeds = np.arange(len(images)) if seeds is None else np.asarray(seeds)
-    return SampleSet(images=images, seeds=seeds.astype(np.int64),
-                     labels=None if labels is None else np.asarray(labels, dtype=np.int64),
-                     model=model, schedule=schedule, steps=2, guidance=None)
+    return SampleSet(
+        images=images,
+        seeds=seeds.astype(np.int64),
+        labels=None if labels is None else np.asarray(labels, dtype=np.int64),
+        model=model,
+        schedule=schedule,
+        steps=2,
+        guidance=None,
+    )
 
 
 def direct_frechet(x, y):
@@ -64,8 +70,12 @@ def direct_frechet(x, y):
     w, v = np.linalg.eigh(s1)
     root1 = v @ np.diag(np.sqrt(np.clip(w, 0, None))) @ v.T
     inner = np.linalg.eigvalsh(root1 @ s2 @ root1)
-    return (mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(
-        np.clip(inner, 0, None)).sum()
+    return (
+        (mu1 - mu2) @ (mu1 - mu2)
+        + np.trace(s1)
+        + np.trace(s2)
+        - 2 * np.sqrt(np.clip(inner, 0, None)).sum()
+    )
 
 
 # -- statistics and Frechet distance ---------------------------------------------------------
@@ -90,12 +100,17 @@ def digits_features():
     reference, _ = digits_images()
     generator = torch.Generator().manual_seed(EVAL_SEED)
     real = reference[torch.randperm(len(reference), generator=generator)[:500]]
-    shuffled = torch.stack([image.flatten()[torch.randperm(image.numel(), generator=generator)]
-                            .view_as(image) for image in real])
+    shuffled = torch.stack(
+        [
+            image.flatten()[torch.randperm(image.numel(), generator=generator)].view_as(image)
+            for image in real
+        ]
+    )
     classifier = load_classifier()
-    return {name: classifier_features(classifier, images)
-            for name, images in (("reference", reference), ("real", real),
-                                 ("shuffled", shuffled))}
+    return {
+        name: classifier_features(classifier, images)
+        for name, images in (("reference", reference), ("real", real), ("shuffled", shuffled))
+    }
 
 
 @pytest.mark.parametrize("candidate", ["real", "shuffled", "few"])
@@ -105,13 +120,14 @@ def test_frechet_distance_agrees_with_torch_fidelity(digits_features, candidate)
     from torch_fidelity.metric_fid import fid_statistics_to_metric
 
     reference = digits_features["reference"]
-    features = (digits_features["real"][:40] if candidate == "few"
-                else digits_features[candidate])
-    ours = frechet_distance(FeatureStatistics.of(features, "p"),
-                            FeatureStatistics.of(reference, "p"))
+    features = digits_features["real"][:40] if candidate == "few" else digits_features[candidate]
+    ours = frechet_distance(
+        FeatureStatistics.of(features, "p"), FeatureStatistics.of(reference, "p")
+    )
     theirs = fid_statistics_to_metric(
-        *({"mu": f.mean(axis=0), "sigma": np.cov(f, rowvar=False)}
-          for f in (features, reference)), False)["frechet_inception_distance"]
+        *({"mu": f.mean(axis=0), "sigma": np.cov(f, rowvar=False)} for f in (features, reference)),
+        False,
+    )["frechet_inception_distance"]
     assert ours == pytest.approx(theirs, rel=1e-9)
 
 
@@ -124,9 +140,11 @@ def test_the_zoo_cards_fid_is_the_metrics_packages(digits_features):
     assert card["protocol"] == "fid:digits-cnn"
     # the card was written under another scipy/numpy: sqrtm's rounding moves the 9th digit
     assert zoo_frechet(digits_features["real"], digits_features["reference"]) == pytest.approx(
-        card["frechet_distance"]["real_digits"], rel=1e-7)
-    assert zoo_frechet(digits_features["shuffled"], digits_features["reference"]) == \
-        pytest.approx(card["frechet_distance"]["pixel_shuffled_digits"], rel=1e-7)
+        card["frechet_distance"]["real_digits"], rel=1e-7
+    )
+    assert zoo_frechet(digits_features["shuffled"], digits_features["reference"]) == pytest.approx(
+        card["frechet_distance"]["pixel_shuffled_digits"], rel=1e-7
+    )
 
 
 def test_frechet_distance_has_the_closed_form_for_diagonal_covariances():
@@ -134,17 +152,21 @@ def test_frechet_distance_has_the_closed_form_for_diagonal_covariances():
     mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
     s1, s2 = rng.uniform(0.1, 3, size=6), rng.uniform(0.1, 3, size=6)
     expected = ((mu1 - mu2) ** 2).sum() + (s1 + s2 - 2 * np.sqrt(s1 * s2)).sum()
-    got = frechet_distance(FeatureStatistics(mu1, np.diag(s1), 100, "p"),
-                           FeatureStatistics(mu2, np.diag(s2), 100, "p"))
+    got = frechet_distance(
+        FeatureStatistics(mu1, np.diag(s1), 100, "p"), FeatureStatistics(mu2, np.diag(s2), 100, "p")
+    )
     assert got == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize(("mean", "cov", "needle"), [
-    ([0.0, np.nan], np.eye(2), "NaN or infinite"),
-    ([0.0, 0.0], np.diag([1.0, np.inf]), "NaN or infinite"),
-    ([0.0, 1j], np.eye(2), "complex"),
-    ([0.0, 0.0], np.eye(3), "one d-dimensional Gaussian"),
-])
+@pytest.mark.parametrize(
+    ("mean", "cov", "needle"),
+    [
+        ([0.0, np.nan], np.eye(2), "NaN or infinite"),
+        ([0.0, 0.0], np.diag([1.0, np.inf]), "NaN or infinite"),
+        ([0.0, 1j], np.eye(2), "complex"),
+        ([0.0, 0.0], np.eye(3), "one d-dimensional Gaussian"),
+    ],
+)
 def test_statistics_refuse_non_finite_complex_or_misshapen_values(mean, cov, needle):
     with pytest.raises(StatisticsError, match=needle):
         FeatureStatistics(np.array(mean), np.array(cov), 10, "p")
@@ -180,8 +202,9 @@ def test_digits_extractor_rejects_images_of_another_shape(cnn):
         cnn.features(np.zeros((2, 32, 32, 3), np.uint8))
 
 
-def test_digits_reference_is_cached_atomically_and_keyed_by_the_weights(cnn, user_cache,
-                                                                        monkeypatch):
+def test_digits_reference_is_cached_atomically_and_keyed_by_the_weights(
+    cnn, user_cache, monkeypatch
+):
     stats = reference_statistics("digits", cnn)
     files = list((user_cache / "references").iterdir())
     assert stats.n == 1797 and stats.protocol == "digits-cnn" and len(files) == 1
@@ -208,8 +231,9 @@ def random_inception_weights(path, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
         torch.manual_seed(0)
-        network = FeatureExtractorInceptionV3("random", ["2048"],
-                                              feature_extractor_weights_path=str(path))
+        network = FeatureExtractorInceptionV3(
+            "random", ["2048"], feature_extractor_weights_path=str(path)
+        )
     torch.save(network.state_dict(), path)
     return path
 
@@ -267,18 +291,25 @@ def test_rfid_uses_the_teachers_images_of_the_candidates_seeds(cnn, digits):
     images, labels = digits
     teacher = sample_set(images[:300], seeds=np.arange(100, 400), labels=labels[:300])
     order = np.random.default_rng(1).permutation(200)  # a shuffled subset of the seeds
-    candidate = sample_set(images[:200][order], seeds=np.arange(100, 300)[order],
-                           labels=labels[:200][order], schedule="F N")
+    candidate = sample_set(
+        images[:200][order],
+        seeds=np.arange(100, 300)[order],
+        labels=labels[:200][order],
+        schedule="F N",
+    )
     assert np.array_equal(paired_rows(candidate, teacher), order)
     assert abs(rfid(candidate, teacher, cnn, TeacherFeatureCache()).value) < 1e-6
 
 
-@pytest.mark.parametrize(("change", "needle"), [
-    ({"seeds": np.arange(5, 105)}, "5 candidate seeds are not in the teacher"),
-    ({"labels": np.roll(np.arange(100) % 10, 1)}, "labels differ from the teacher's"),
-    ({"labels": None}, "one of candidate and teacher has labels"),
-    ({"model": "digits-ddpm"}, "candidate model 'digits-ddpm'"),
-])
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"seeds": np.arange(5, 105)}, "5 candidate seeds are not in the teacher"),
+        ({"labels": np.roll(np.arange(100) % 10, 1)}, "labels differ from the teacher's"),
+        ({"labels": None}, "one of candidate and teacher has labels"),
+        ({"model": "digits-ddpm"}, "candidate model 'digits-ddpm'"),
+    ],
+)
 def test_rfid_refuses_candidates_from_other_seeds_or_conditions(digits, change, needle):
     images = digits[0][:100]
     teacher = sample_set(images, labels=np.arange(100) % 10)
@@ -287,8 +318,7 @@ def test_rfid_refuses_candidates_from_other_seeds_or_conditions(digits, change, 
         paired_rows(sample_set(images, schedule="F N", **fields), teacher)
 
 
-def test_teacher_features_are_cached_in_memory_and_on_disk(cnn, digits, user_cache,
-                                                           monkeypatch):
+def test_teacher_features_are_cached_in_memory_and_on_disk(cnn, digits, user_cache, monkeypatch):
     teacher = sample_set(digits[0][:200], labels=digits[1][:200])
     first = TeacherFeatureCache().features(teacher, cnn)
     assert len(list((user_cache / "teacher-features").glob("*.npz"))) == 1
@@ -309,8 +339,15 @@ def test_rfid_grows_as_deepcache_caches_longer_on_digits_ddpm(cnn):
     teacher = generate(model, steps, None, seeds, batch_size=128)
     cache = TeacherFeatureCache()
     assert abs(rfid(teacher, teacher, cnn, cache).value) < 1e-6
-    values = [rfid(generate(model, steps, Schedule.deepcache(steps, n), seeds, batch_size=128),
-                   teacher, cnn, cache).value for n in (2, 5, 10)]
+    values = [
+        rfid(
+            generate(model, steps, Schedule.deepcache(steps, n), seeds, batch_size=128),
+            teacher,
+            cnn,
+            cache,
+        ).value
+        for n in (2, 5, 10)
+    ]
     assert 0 < values[0] < values[1] < values[2]
 
 
@@ -350,7 +387,8 @@ def test_clip_scorer_matches_the_open_clip_model_it_wraps():
     assert np.allclose(scorer.scores(images, texts, batch_size=2), expected, atol=1e-4)
     result = scorer.score(images, texts)
     assert result.protocol == "clip:tiny-random" and result.value == pytest.approx(
-        expected.mean(), abs=1e-4)
+        expected.mean(), abs=1e-4
+    )
     with pytest.raises(MetricInputError, match="4 prompts for 5 images"):
         scorer.scores(images, texts[:4])
 
@@ -379,9 +417,22 @@ def test_eval_prints_one_json_object_with_protocols(tmp_path, capsys, digits):
     images, labels = digits
     sample_set(images[:300], labels=labels[:300]).save(tmp_path / "teacher.npz")
     sample_set(images[:200], labels=labels[:200], schedule="F N").save(tmp_path / "cand.npz")
-    code = run_eval(eval_args(tmp_path / "cand.npz", "--metric", "rfid:digits-cnn", "--metric",
-                              "acc:digits-cnn", "--metric", "fid:digits-cnn", "--teacher",
-                              tmp_path / "teacher.npz", "--reference", "digits", "--json"))
+    code = run_eval(
+        eval_args(
+            tmp_path / "cand.npz",
+            "--metric",
+            "rfid:digits-cnn",
+            "--metric",
+            "acc:digits-cnn",
+            "--metric",
+            "fid:digits-cnn",
+            "--teacher",
+            tmp_path / "teacher.npz",
+            "--reference",
+            "digits",
+            "--json",
+        )
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["schedule"] == "F N"
     values = {m["protocol"]: m for m in report["metrics"]}
@@ -392,12 +443,15 @@ def test_eval_prints_one_json_object_with_protocols(tmp_path, capsys, digits):
     assert "acc:digits-cnn" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("argv", "needle"), [
-    (["--metric", "fid:vgg"], "unknown metric 'fid:vgg'"),
-    (["--metric", "rfid:digits-cnn"], "needs --teacher"),
-    (["--metric", "fid:digits-cnn"], "needs --reference"),
-    (["--metric", "clip:ViT-g-14/laion2b_s34b_b88k"], "needs --prompts"),
-])
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--metric", "fid:vgg"], "unknown metric 'fid:vgg'"),
+        (["--metric", "rfid:digits-cnn"], "needs --teacher"),
+        (["--metric", "fid:digits-cnn"], "needs --reference"),
+        (["--metric", "clip:ViT-g-14/laion2b_s34b_b88k"], "needs --prompts"),
+    ],
+)
 def test_eval_rejects_incomplete_requests(tmp_path, digits, argv, needle):
     sample_set(digits[0][:4]).save(tmp_path / "s.npz")
     with pytest.raises(MetricInputError, match=needle):
@@ -414,12 +468,25 @@ def test_eval_names_the_missing_inception_and_clip_weights(tmp_path, digits, mon
     sample_set(digits[0][:4]).save(tmp_path / "s.npz")
     (tmp_path / "prompts.txt").write_text("a\nb\nc\nd\n")
     cases = [
-        (["--metric", "fid:inception-2015-12-05", "--reference", "digits"],
-         f"{INCEPTION_FILE}: put it in {tmp_path / 'hub' / 'checkpoints'}/"),
-        (["--metric", "rfid:inception-2015-12-05", "--teacher", tmp_path / "s.npz",
-          "--inception-weights", tmp_path / "nowhere.pth"], "nowhere.pth does not exist"),
-        (["--metric", "clip:ViT-g-14/laion2b_s34b_b88k", "--prompts", tmp_path / "prompts.txt"],
-         "open_clip_model.safetensors"),
+        (
+            ["--metric", "fid:inception-2015-12-05", "--reference", "digits"],
+            f"{INCEPTION_FILE}: put it in {tmp_path / 'hub' / 'checkpoints'}/",
+        ),
+        (
+            [
+                "--metric",
+                "rfid:inception-2015-12-05",
+                "--teacher",
+                tmp_path / "s.npz",
+                "--inception-weights",
+                tmp_path / "nowhere.pth",
+            ],
+            "nowhere.pth does not exist",
+        ),
+        (
+            ["--metric", "clip:ViT-g-14/laion2b_s34b_b88k", "--prompts", tmp_path / "prompts.txt"],
+            "open_clip_model.safetensors",
+        ),
     ]
     for argv, needle in cases:
         with pytest.raises(MissingMetricWeightsError) as error:
@@ -462,7 +529,7 @@ def test_psnr_and_ssim_against_the_teachers_image_of_each_seed(digits):
     assert psnr.value == pytest.approx(psnr.per_seed.mean()) and psnr.n == 40
     same = fidelity.psnr(teacher, teacher)
     pixels = np.prod(images.shape[1:])
-    assert same.value == pytest.approx(10 * np.log10(pixels * 255 ** 2))
+    assert same.value == pytest.approx(10 * np.log10(pixels * 255**2))
     assert same.details["identical"] == 40 and psnr.value < same.value
     assert fidelity.ssim(teacher, teacher).value == pytest.approx(1.0)
     assert 0 < ssim.value < 0.99 and len(ssim.per_seed) == 40
@@ -472,8 +539,9 @@ def test_psnr_and_ssim_against_the_teachers_image_of_each_seed(digits):
         fidelity.ssim(sample_set(images, seeds=np.arange(40) + 100), teacher)
 
 
-def test_lpips_against_the_teachers_image_with_a_backbone_from_a_local_file(digits, tmp_path,
-                                                                           monkeypatch):
+def test_lpips_against_the_teachers_image_with_a_backbone_from_a_local_file(
+    digits, tmp_path, monkeypatch
+):
     """lpips:alex loads AlexNet's feature layers from a local file in torchvision's layout (a
     random AlexNet built from torchvision's config here; never downloaded): 0 for an
     identical image, larger with more noise, paired by seed in any order; a missing or
@@ -499,8 +567,10 @@ def test_lpips_against_the_teachers_image_with_a_backbone_from_a_local_file(digi
     order = rng.permutation(24)
     options = EvalOptions(teacher=teacher, lpips_weights=str(weights))
     networks = {}
-    low, high = (evaluate(sample_set(noisy(level)[order], seeds=order), ["lpips:alex"],
-                          options, networks)[0] for level in (10, 60))
+    low, high = (
+        evaluate(sample_set(noisy(level)[order], seeds=order), ["lpips:alex"], options, networks)[0]
+        for level in (10, 60)
+    )
     network = networks["lpips:alex"]
     assert torch.equal(network.network.net.slice1[0].weight, features["0.weight"])
     assert low.n == 24 and low.value == pytest.approx(low.per_seed.mean())

@@ -25,8 +25,10 @@ def test_a_local_directory_loads(tmp_path):
     models.build_unet(spec, "random", seed=3).save_pretrained(tmp_path / "ckpt")
     loaded = models.build_unet(spec, str(tmp_path / "ckpt"))
     reference = models.build_unet(spec, "random", seed=3)
-    assert all(torch.equal(a, b) for a, b in
-               zip(loaded.state_dict().values(), reference.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), reference.state_dict().values(), strict=True)
+    )
 
 
 def test_embedded_ddpm_config_is_the_published_architecture():
@@ -57,7 +59,8 @@ def test_spec_branch_count_matches_the_built_unet():
         with meta:
             unet = models.diffusers_class(spec.unet_class).from_config(dict(spec.unet_config))
         expected = {"adm-imagenet64": 16, "digits-dit": 6, "pixart-alpha-512": 28}.get(
-            model_id, 12)  # a UNet: 3 per down block; a transformer: its blocks
+            model_id, 12
+        )  # a UNet: 3 per down block; a transformer: its blocks
         assert spec.num_branches == num_branches(unet) == expected
 
 
@@ -77,8 +80,9 @@ def test_example_inputs_label_a_class_embedded_unet():
     labels = kwargs["class_labels"]
     assert labels.shape == (5,) and 0 <= labels.min() and labels.max() < 7
     assert unet(latents, 10, **kwargs).sample.shape == latents.shape
-    assert "class_labels" not in models.example_inputs(
-        spec, tiny_unet2d(), batch=2)[1]  # no embedding, no labels
+    assert (
+        "class_labels" not in models.example_inputs(spec, tiny_unet2d(), batch=2)[1]
+    )  # no embedding, no labels
 
 
 def test_each_spec_names_a_loader_that_fits_its_weights():
@@ -86,8 +90,12 @@ def test_each_spec_names_a_loader_that_fits_its_weights():
     loader contradicts its pipeline or converted weights is refused when written."""
     import dataclasses
 
-    assert {models.get(i).loader for i in models.model_ids()} == {"unet", "pipeline",
-                                                                   "converted", "zoo"}
+    assert {models.get(i).loader for i in models.model_ids()} == {
+        "unet",
+        "pipeline",
+        "converted",
+        "zoo",
+    }
     with pytest.raises(ValueError, match="pipeline_class exactly when loader is 'pipeline'"):
         dataclasses.replace(models.SD15, loader="unet")
     with pytest.raises(ValueError, match="loader 'hub' is not one of"):

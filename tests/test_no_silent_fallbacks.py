@@ -64,14 +64,26 @@ def test_weights_that_do_not_fit_are_not_reported_missing(tmp_path):
 def test_an_unknown_search_method_is_refused():
     space = search.SegmentSpace.of(6, [0])
     with pytest.raises(ValueError, match="unknown search method 'segment-evolutoin'; known: "):
-        search.run_method("segment-evolutoin", space, fitness=lambda s: 0.0, n_eval=1,
-                          budget=search.Budget(2.0, CostTable({0: 0.5}, "t")))
+        search.run_method(
+            "segment-evolutoin",
+            space,
+            fitness=lambda s: 0.0,
+            n_eval=1,
+            budget=search.Budget(2.0, CostTable({0: 0.5}, "t")),
+        )
 
 
 # -- samples files of another format are refused, not misread --------------------------------
 def samples_file(tmp_path, version) -> str:
-    path = SampleSet(images=np.zeros((2, 4, 4, 1), np.uint8), seeds=np.arange(2), labels=None,
-                     model="m", schedule="F", steps=1, guidance=None).save(tmp_path / "s.npz")
+    path = SampleSet(
+        images=np.zeros((2, 4, 4, 1), np.uint8),
+        seeds=np.arange(2),
+        labels=None,
+        model="m",
+        schedule="F",
+        steps=1,
+        guidance=None,
+    ).save(tmp_path / "s.npz")
     with np.load(path) as data:
         fields = dict(data)
     if version is None:
@@ -82,11 +94,14 @@ def samples_file(tmp_path, version) -> str:
     return path
 
 
-@pytest.mark.parametrize(("version", "needle"), [
-    (2, "has format 2; this repro reads format 1..1"),
-    ("two", "format_version 'two' is not a number"),
-    (0, "has format 0"),
-])
+@pytest.mark.parametrize(
+    ("version", "needle"),
+    [
+        (2, "has format 2; this repro reads format 1..1"),
+        ("two", "format_version 'two' is not a number"),
+        (0, "has format 0"),
+    ],
+)
 def test_a_samples_file_of_another_format_is_refused(tmp_path, version, needle):
     with pytest.raises(SamplesFileError, match=needle):
         SampleSet.load(samples_file(tmp_path, version))
@@ -124,8 +139,11 @@ def test_a_changed_default_changes_the_digest(tmp_path, monkeypatch):
     """A suite that relies on a default does not resume a run made under the old default."""
     before = digest(tmp_path, HEAD)
     loaded = suite.load(tmp_path / "s.yaml")
-    changed = replace(loaded, experiments=tuple(
-        replace(e, search=replace(e.search, n_eval=e.search.n_eval + 1))
-        for e in loaded.experiments))
+    changed = replace(
+        loaded,
+        experiments=tuple(
+            replace(e, search=replace(e.search, n_eval=e.search.n_eval + 1))
+            for e in loaded.experiments
+        ),
+    )
     assert suite.settings_digest(changed) != before == suite.settings_digest(loaded)
-

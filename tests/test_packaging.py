@@ -35,4 +35,4 @@ def test_the_lower_bounds_file_pins_every_dependency_at_the_bottom_of_its_range(
         (floor,) = (Version(s.version) for s in ranges[name] if s.operator == ">=")
         assert version in ranges[name], name
         # the floor's own series (2.26 -> 2.26.1 where no 2.26.0 was released), not a later one
-        assert version.release[:len(floor.release)] == floor.release, (name, version, floor)
+        assert version.release[: len(floor.release)] == floor.release, (name, version, floor)

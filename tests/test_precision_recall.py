@@ -21,6 +21,7 @@ def sample_set(pictures: np.ndarray) -> SampleSet:
 def improved_precision_recall(generated: np.ndarray, real: np.ndarray, k: int = 3):
     """Kynkaanniemi et al.: a point is inside a set's manifold when it is within some set
     point's distance to that point's k-th nearest neighbour."""
+
     def radii(x):
         return np.sort(cdist(x, x), axis=1)[:, k]  # column 0 is the point itself
 
@@ -49,10 +50,13 @@ def test_precision_and_recall_are_torch_fidelitys_improved_estimator(isolated): 
     np.savez(isolated / "refs.npz", real)
     extractor = TinyExtractor()
     results = precision_recall(sample_set(generated), str(isolated / "refs.npz"), extractor)
-    want = improved_precision_recall(TinyExtractor().features(generated),
-                                     TinyExtractor().features(real))
-    got = (results["precision:inception-2015-12-05"].value,
-           results["recall:inception-2015-12-05"].value)
+    want = improved_precision_recall(
+        TinyExtractor().features(generated), TinyExtractor().features(real)
+    )
+    got = (
+        results["precision:inception-2015-12-05"].value,
+        results["recall:inception-2015-12-05"].value,
+    )
     assert got == pytest.approx(want, abs=1e-6) and got[0] < 1
     assert results["recall:inception-2015-12-05"].details["reference_n"] == 12
     with pytest.raises(MetricInputError, match="more than 3 images in the samples"):
@@ -74,7 +78,9 @@ def test_repro_eval_gives_both_from_one_pass_and_needs_a_reference(tmp_path, cap
 
 def test_a_suite_with_precision_needs_a_reference(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text("name: s\nversion: 1\nmodel: digits-ddpm\nsteps: 4\n"
-                    "evaluation: {metrics: ['precision:digits-cnn']}\n")
+    path.write_text(
+        "name: s\nversion: 1\nmodel: digits-ddpm\nsteps: 4\n"
+        "evaluation: {metrics: ['precision:digits-cnn']}\n"
+    )
     with pytest.raises(SuiteError, match="fid metrics need a reference"):
         check(load(path))

@@ -23,8 +23,9 @@ STEPS = 12
 
 
 def random_schedule(rng: random.Random, branches: int) -> Schedule:
-    tokens = ["F"] + [rng.choice(["F", "N", f"P{rng.randrange(branches)}"])
-                      for _ in range(STEPS - 1)]
+    tokens = ["F"] + [
+        rng.choice(["F", "N", f"P{rng.randrange(branches)}"]) for _ in range(STEPS - 1)
+    ]
     return Schedule(tuple(tokens))
 
 
@@ -100,8 +101,7 @@ def test_a_full_store_evicts_and_stays_correct(digits):
     store = PrefixStore(max_bytes=16 * 8 * 8 * 4)
     sample(digits, Schedule.full(20), store)
     assert store.bytes <= store.max_bytes and store.evicted
-    assert np.array_equal(sample(digits, schedule, store).images,
-                          sample(digits, schedule).images)
+    assert np.array_equal(sample(digits, schedule, store).images, sample(digits, schedule).images)
 
 
 @torch.no_grad()
@@ -112,8 +112,11 @@ def test_the_store_drops_the_least_recently_used_states_and_counts_storage_once(
     for schedule in (first, second):
         states[schedule] = []
         denoise(unet2d, ddim(4), x, schedule, on_step=states[schedule].append)
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
-                for s in states[first] for t in _tensors(s)}
+    storages = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+        for s in states[first]
+        for t in _tensors(s)
+    }
     store = PrefixStore()
     record = store.recorder("b", first)
     for state in states[first]:
@@ -127,9 +130,14 @@ def test_the_store_drops_the_least_recently_used_states_and_counts_storage_once(
     assert store.bytes <= store.max_bytes and store.evicted
     used = ["F", "F N F", "F N F N", "F N", "F P3", "F P3 F", "F P3 F F"]  # least recent first
     kept = [" ".join(tokens) for _, tokens in store._states]
-    assert kept == used[len(used) - len(kept):] and "F P3 F F" in kept
-    assert store.bytes == sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
-                               for s in store._states.values() for t in _tensors(s)}.values())
+    assert kept == used[len(used) - len(kept) :] and "F P3 F F" in kept
+    assert store.bytes == sum(
+        {
+            t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+            for s in store._states.values()
+            for t in _tensors(s)
+        }.values()
+    )
 
 
 @torch.no_grad()

@@ -9,8 +9,7 @@ def _git(repo, *args):
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
 
 
-def test_an_edited_working_tree_is_recorded_dirty_with_a_digest_of_the_edit(tmp_path,
-                                                                          monkeypatch):
+def test_an_edited_working_tree_is_recorded_dirty_with_a_digest_of_the_edit(tmp_path, monkeypatch):
     _git(tmp_path, "init", "-q")
     (tmp_path / "code.py").write_text("x = 1\n")
     _git(tmp_path, "add", "code.py")
@@ -31,5 +30,9 @@ def test_an_edited_working_tree_is_recorded_dirty_with_a_digest_of_the_edit(tmp_
 def test_outside_a_checkout_nothing_is_claimed(tmp_path, monkeypatch):
     monkeypatch.setattr(provenance, "REPOSITORY", tmp_path)
     monkeypatch.delenv("REPRO_GIT_BRANCH", raising=False)
-    assert provenance.git_state() == {"git_commit": None, "git_branch": None,
-                                      "git_dirty": None, "git_diff": None}
+    assert provenance.git_state() == {
+        "git_commit": None,
+        "git_branch": None,
+        "git_dirty": None,
+        "git_diff": None,
+    }

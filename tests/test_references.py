@@ -70,8 +70,9 @@ def write_cifar(folder: Path, pictures: np.ndarray, monkeypatch=None) -> Path:
     if monkeypatch is not None:
         md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in batches.iterdir()}
         for listed in ("train_list", "test_list"):
-            monkeypatch.setattr(CIFAR10, listed,
-                                [[name, md5[name]] for name, _ in getattr(CIFAR10, listed)])
+            monkeypatch.setattr(
+                CIFAR10, listed, [[name, md5[name]] for name, _ in getattr(CIFAR10, listed)]
+            )
         monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
     return batches
 
@@ -128,10 +129,13 @@ def test_bad_image_data_is_named(isolated):
     Image.fromarray(images(1, 8)[0]).save(isolated / "mixed" / "a.png")
     Image.fromarray(images(1, 4)[0]).save(isolated / "mixed" / "b.png")
     (isolated / "empty").mkdir()
-    for path, needle in (("float.npz", "arr_0 must be uint8 NHWC"),
-                         ("other.npz", "neither uint8 images (arr_0) nor ADM statistics"),
-                         ("mixed", "images differ in size"), ("empty", "holds no images"),
-                         ("nowhere.npz", "does not exist")):
+    for path, needle in (
+        ("float.npz", "arr_0 must be uint8 NHWC"),
+        ("other.npz", "neither uint8 images (arr_0) nor ADM statistics"),
+        ("mixed", "images differ in size"),
+        ("empty", "holds no images"),
+        ("nowhere.npz", "does not exist"),
+    ):
         with pytest.raises(MetricInputError, match=re.escape(needle)) as error:
             reference_statistics(str(isolated / path), TinyExtractor())
         assert str(isolated / path) in str(error.value)
@@ -139,11 +143,13 @@ def test_bad_image_data_is_named(isolated):
 
 # -- CIFAR-10 -------------------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["REPRO_DATA", "./data", "torch-fidelity root", "path"])
-def test_cifar10_batches_are_found_and_read_as_torchvision_reads_them(isolated, monkeypatch,
-                                                                      where):
-    folder = {"REPRO_DATA": isolated / "mine", "./data": isolated / "data",
-              "torch-fidelity root": isolated / "torch" / "fidelity_datasets",
-              "path": isolated / "elsewhere"}[where]
+def test_cifar10_batches_are_found_and_read_as_torchvision_reads_them(isolated, monkeypatch, where):
+    folder = {
+        "REPRO_DATA": isolated / "mine",
+        "./data": isolated / "data",
+        "torch-fidelity root": isolated / "torch" / "fidelity_datasets",
+        "path": isolated / "elsewhere",
+    }[where]
     pictures = images(size=32)
     batches = write_cifar(folder, pictures, monkeypatch)
     monkeypatch.setenv(refs.DATA_ENV, str(isolated / "mine"))
@@ -160,19 +166,31 @@ def test_a_cifar10_copy_that_fails_its_checksums_is_named(isolated, monkeypatch)
     assert str(isolated / "data" / refs.CIFAR10_FOLDER) in str(error.value)
 
 
-def test_missing_cifar10_offline_exits_2_naming_the_folder_and_where(isolated, monkeypatch,
-                                                                    capsys):
+def test_missing_cifar10_offline_exits_2_naming_the_folder_and_where(isolated, monkeypatch, capsys):
     monkeypatch.setattr(refs, "_online", lambda url: False)
     monkeypatch.setenv(refs.DATA_ENV, str(isolated / "mine"))
     samples = SampleSet(images(2, 32), np.arange(2), None, "ddpm-cifar10", "F", 1, None)
     samples.save(isolated / "s.npz")
-    code = cli.main(["eval", str(isolated / "s.npz"), "--metric", "fid:digits-cnn",
-                     "--reference", "cifar10-train"])
+    code = cli.main(
+        [
+            "eval",
+            str(isolated / "s.npz"),
+            "--metric",
+            "fid:digits-cnn",
+            "--reference",
+            "cifar10-train",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    for needle in ("cifar-10-batches-py", str(isolated / "mine"), str(isolated / "data"),
-                   str(isolated / "torch" / "fidelity_datasets"), "REPRO_DATA",
-                   "torch-fidelity's cifar10-train is unreachable"):
+    for needle in (
+        "cifar-10-batches-py",
+        str(isolated / "mine"),
+        str(isolated / "data"),
+        str(isolated / "torch" / "fidelity_datasets"),
+        "REPRO_DATA",
+        "torch-fidelity's cifar10-train is unreachable",
+    ):
         assert needle in err
 
 
@@ -218,8 +236,11 @@ def test_adm_reference_batch_statistics_are_its_precomputed_mu_sigma(isolated, m
 
 def test_adm_statistics_of_another_width_or_protocol_are_refused(isolated):
     write_adm_batch(isolated / "narrow.npz", dim=64)
-    with pytest.raises(MetricInputError, match=r"mu \(64,\) and sigma \(64, 64\) are not the "
-                                               r"2048-d features"):
+    with pytest.raises(
+        MetricInputError,
+        match=r"mu \(64,\) and sigma \(64, 64\) are not the "
+        r"2048-d features",
+    ):
         reference_statistics(str(isolated / "narrow.npz"), TinyExtractor())
     write_adm_batch(isolated / "wide.npz")
     with pytest.raises(MetricInputError, match="fid:digits-cnn cannot use them"):
@@ -227,8 +248,9 @@ def test_adm_statistics_of_another_width_or_protocol_are_refused(isolated):
 
 
 def test_unknown_reference_names_the_known_ones():
-    with pytest.raises(MetricInputError, match="known: digits, cifar10-train, imagenet-256, "
-                                               "imagenet-64, or a path"):
+    with pytest.raises(
+        MetricInputError, match="known: digits, cifar10-train, imagenet-256, imagenet-64, or a path"
+    ):
         reference_statistics("mnist", TinyExtractor())
 
 
@@ -236,8 +258,11 @@ def test_a_suite_takes_a_reference_path_and_still_refuses_unknown_names(tmp_path
     from repro.config.suite import SuiteError, check, load
 
     text = (SUITES / "ddpm_cifar10.yaml").read_text()
-    for reference, error in (("data/refs.npz", None), ("refs/pngs/", None),
-                             ("cifar10-trian", "did you mean 'cifar10-train'?")):
+    for reference, error in (
+        ("data/refs.npz", None),
+        ("refs/pngs/", None),
+        ("cifar10-trian", "did you mean 'cifar10-train'?"),
+    ):
         path = tmp_path / "suite.yaml"
         path.write_text(text.replace("reference: cifar10-train", f"reference: {reference}"))
         if error is None:
@@ -249,14 +274,20 @@ def test_a_suite_takes_a_reference_path_and_still_refuses_unknown_names(tmp_path
 
 
 # -- suites/ddpm_cifar10.yaml end to end ----------------------------------------------------
-SHRINK = {"steps: 100": "steps: 10", "budgets: [2, 3]": "budgets: [2]",
-          "methods: [segment, stepwise, random]": "methods: [segment]",
-          "n_eval: 60": "n_eval: 2", "population: 16": "population: 2",
-          '"0:5000"': '"0:4"\n  fitness: kid',  # rFID on 4 seeds is refused
-          '"100000:150000"': '"100000:100010"',
-          "intervals: [2, 3, 5, 10]": "intervals: [2]", "steps: [50, 20, 10]": "steps: [5]",
-          "batch_size: 500": "batch_size: 10", "latency_batch: 128": "latency_batch: 2",
-          "latency_repeats: 5": "latency_repeats: 1"}
+SHRINK = {
+    "steps: 100": "steps: 10",
+    "budgets: [2, 3]": "budgets: [2]",
+    "methods: [segment, stepwise, random]": "methods: [segment]",
+    "n_eval: 60": "n_eval: 2",
+    "population: 16": "population: 2",
+    '"0:5000"': '"0:4"\n  fitness: kid',  # rFID on 4 seeds is refused
+    '"100000:150000"': '"100000:100010"',
+    "intervals: [2, 3, 5, 10]": "intervals: [2]",
+    "steps: [50, 20, 10]": "steps: [5]",
+    "batch_size: 500": "batch_size: 10",
+    "latency_batch: 128": "latency_batch: 2",
+    "latency_repeats: 5": "latency_repeats: 1",
+}
 
 
 def test_ddpm_cifar10_suite_computes_fid_against_cifar10(isolated, monkeypatch):
@@ -264,8 +295,12 @@ def test_ddpm_cifar10_suite_computes_fid_against_cifar10(isolated, monkeypatch):
     for old, new in SHRINK.items():
         assert old in text
         text = text.replace(old, new)
-    dropped = ('row: "deepcache N=3', 'row: "deepcache N=5', 'row: "deepcache N=10',
-               'row: "sampler-steps')  # published rows of settings shrunk away
+    dropped = (
+        'row: "deepcache N=3',
+        'row: "deepcache N=5',
+        'row: "deepcache N=10',
+        'row: "sampler-steps',
+    )  # published rows of settings shrunk away
     text = "\n".join(line for line in text.splitlines() if not any(d in line for d in dropped))
     tiny_unet2d().save_pretrained(isolated / "ddpm")
     text = text.replace("model: ddpm-cifar10", f"model: ddpm-cifar10\nweights: {isolated}/ddpm")
@@ -275,10 +310,21 @@ def test_ddpm_cifar10_suite_computes_fid_against_cifar10(isolated, monkeypatch):
     (isolated / "w").write_bytes(b"stand-in weights file")
     monkeypatch.setenv("REPRO_INCEPTION_WEIGHTS", str(isolated / "w"))
     for module in ("repro.search.fitness", "repro.metrics.evaluate"):
-        monkeypatch.setattr(importlib.import_module(module), "load_extractor",
-                            lambda name, **kwargs: TinyExtractor())
-    code = cli.main(["run", str(isolated / "suite.yaml"), "--results", str(isolated / "out"),
-                     "--no-tracking", "--quiet"])
+        monkeypatch.setattr(
+            importlib.import_module(module),
+            "load_extractor",
+            lambda name, **kwargs: TinyExtractor(),
+        )
+    code = cli.main(
+        [
+            "run",
+            str(isolated / "suite.yaml"),
+            "--results",
+            str(isolated / "out"),
+            "--no-tracking",
+            "--quiet",
+        ]
+    )
     assert code == 0
     (run_dir,) = (isolated / "out" / "ddpm-cifar10").iterdir()
     rows = {row["name"]: row for row in json.loads((run_dir / "results.json").read_text())["rows"]}

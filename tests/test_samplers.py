@@ -39,8 +39,9 @@ def test_null_steps_on_the_trailing_grid_are_ddim_at_fewer_steps(digits, steps, 
     nulls = denoise(digits.unet, on_grid("trailing", steps), x, Schedule.fewer_steps(steps, keep))
     fewer = denoise(digits.unet, on_grid("trailing", keep), x, Schedule.full(keep))
     assert (nulls - fewer).abs().max() <= 1e-5 * fewer.abs().max()
-    leading_nulls = denoise(digits.unet, on_grid("leading", steps), x,
-                            Schedule.fewer_steps(steps, keep))
+    leading_nulls = denoise(
+        digits.unet, on_grid("leading", steps), x, Schedule.fewer_steps(steps, keep)
+    )
     leading_fewer = denoise(digits.unet, on_grid("leading", keep), x, Schedule.full(keep))
     assert (leading_nulls - leading_fewer).abs().max() > 1e-2  # the artefact, for contrast
 
@@ -57,7 +58,8 @@ def test_full_steps_on_the_training_grid_are_a_first_order_solver_at_those_times
     schedule = Schedule.from_full_steps(1000, {999 - t for t in timesteps}, "N")
     nulls = denoise(digits.unet, on_grid("trailing", 1000), x, schedule)
     solver = DPMSolverMultistepScheduler.from_config(
-        digits.scheduler.config, solver_order=1, algorithm_type="dpmsolver++")
+        digits.scheduler.config, solver_order=1, algorithm_type="dpmsolver++"
+    )
     solver.set_timesteps(timesteps=timesteps)
     expected = x
     for t in solver.timesteps:
@@ -72,28 +74,43 @@ def test_the_spacing_is_part_of_the_fitness_context(digits):
     contexts = [RFIDFitness(m, 4, range(2), batch_size=2).context for m in (digits, trailing)]
     assert [c["sampler"] for c in contexts] == [
         {"scheduler": "DDIMScheduler", "spacing": "leading"},
-        {"scheduler": "DDIMScheduler", "spacing": "trailing"}]
+        {"scheduler": "DDIMScheduler", "spacing": "trailing"},
+    ]
 
 
 def write(tmp_path, text: str):
     path = tmp_path / "s.yaml"
-    path.write_text("name: s\nversion: 1\nsteps: 20\nsearch: {methods: [], budgets: [2]}\n"
-                    "experiments: [{name: e, model: digits-ddpm}]\n" + text)
+    path.write_text(
+        "name: s\nversion: 1\nsteps: 20\nsearch: {methods: [], budgets: [2]}\n"
+        "experiments: [{name: e, model: digits-ddpm}]\n" + text
+    )
     return path
 
 
 def test_an_unknown_spacing_is_a_suite_error_naming_the_field(tmp_path):
-    with pytest.raises(suite.SuiteError, match=r"field 'spacing': unknown timestep spacing "
-                                               r"'sideways'"):
+    with pytest.raises(
+        suite.SuiteError,
+        match=r"field 'spacing': unknown timestep spacing "
+        r"'sideways'",
+    ):
         suite.check(suite.load(write(tmp_path, "spacing: sideways\n")))
 
 
-@pytest.mark.parametrize(("baseline", "where", "message"), [
-    ("{technique: sampler-steps, scheduler: NoSuchScheduler}", "scheduler",
-     "unknown diffusers scheduler class 'NoSuchScheduler'"),
-    ("{technique: deepcache, scheduler: DPMSolverMultistepScheduler}", "scheduler",
-     "'scheduler' applies to sampler-steps only"),
-])
+@pytest.mark.parametrize(
+    ("baseline", "where", "message"),
+    [
+        (
+            "{technique: sampler-steps, scheduler: NoSuchScheduler}",
+            "scheduler",
+            "unknown diffusers scheduler class 'NoSuchScheduler'",
+        ),
+        (
+            "{technique: deepcache, scheduler: DPMSolverMultistepScheduler}",
+            "scheduler",
+            "'scheduler' applies to sampler-steps only",
+        ),
+    ],
+)
 def test_a_bad_solver_is_a_suite_error(tmp_path, baseline, where, message):
     with pytest.raises(suite.SuiteError, match=rf"baselines\[0\]\.{where}.*{message}"):
         suite.check(suite.load(write(tmp_path, f"baselines: [{baseline}]\n")))
@@ -103,8 +120,13 @@ def test_a_named_solver_reaches_the_budget_against_the_teachers_calls(tmp_path):
     from repro import techniques
     from repro.core.schedule import CostTable
 
-    loaded = suite.load(write(tmp_path, "spacing: trailing\nbaselines: [{technique: "
-                                        "sampler-steps, scheduler: UniPCMultistepScheduler}]\n"))
+    loaded = suite.load(
+        write(
+            tmp_path,
+            "spacing: trailing\nbaselines: [{technique: "
+            "sampler-steps, scheduler: UniPCMultistepScheduler}]\n",
+        )
+    )
     (plan,) = suite.check(loaded).values()
     (experiment,) = loaded.experiments
     row = plan[-1]
@@ -112,8 +134,9 @@ def test_a_named_solver_reaches_the_budget_against_the_teachers_calls(tmp_path):
     sampler = suite.row_sampler(experiment, row.baseline)
     assert sampler == models.Sampler("UniPCMultistepScheduler", "trailing")
     calls_at = lambda k, s=None: models.sampler_calls(SPEC, k, s or experiment.sampler)  # noqa: E731
-    planned = techniques.plan_schedule(row, 20, calls_at, CostTable({}, "unit"), 0.1,
-                                       own_calls_at=lambda k: calls_at(k, sampler))
+    planned = techniques.plan_schedule(
+        row, 20, calls_at, CostTable({}, "unit"), 0.1, own_calls_at=lambda k: calls_at(k, sampler)
+    )
     assert (planned.steps, planned.schedule) == (10, Schedule.full(10))
 
 
@@ -136,13 +159,15 @@ def test_a_candidate_whose_rfid_is_undefined_scores_worst(digits, monkeypatch):
 
     def undefined_for_one(samples, teacher, extractor):
         if Schedule.parse(samples.schedule) == undefined:
-            raise StatisticsError("digits-cnn: sqrtm of the covariance product has a "
-                                  "significant imaginary part")
+            raise StatisticsError(
+                "digits-cnn: sqrtm of the covariance product has a significant imaginary part"
+            )
         return real(samples, teacher, extractor)
 
     monkeypatch.setattr(fitness_module, "rfid", undefined_for_one)
-    result = segment_evolution(SegmentSpace.of(8, (0,), max_len=4), scorer,
-                               Budget(2.0, CostTable({0: 0.5}), 0.1), n_eval=6)
+    result = segment_evolution(
+        SegmentSpace.of(8, (0,), max_len=4), scorer, Budget(2.0, CostTable({0: 0.5}), 0.1), n_eval=6
+    )
     scores = {Schedule.parse(r.schedule): r.fitness for r in result.records}
     assert scores[undefined] == math.inf and len(scores) > 1
     assert math.isfinite(result.fitness) and result.best != undefined
@@ -177,8 +202,11 @@ def test_the_call_rules_are_what_diffusers_counts(name):
                     counted = len(scheduler.timesteps)
                 except ValueError:
                     counted = None
-                if name in ("DDIMScheduler", "DDPMScheduler") and counted is not None and int(
-                        scheduler.timesteps.max()) >= scheduler.config.num_train_timesteps:
+                if (
+                    name in ("DDIMScheduler", "DDPMScheduler")
+                    and counted is not None
+                    and int(scheduler.timesteps.max()) >= scheduler.config.num_train_timesteps
+                ):
                     counted = None
                 try:
                     ruled = known_calls(name, config, steps)

@@ -81,22 +81,54 @@ def test_seed_ranges():
 
 def test_cli_sample_writes_the_file_contract(tmp_path, capsys):
     out = tmp_path / "samples.npz"
-    code = main(["sample", "--model", "digits-cond", "--weights", "random", "--steps", "3",
-                 "--schedule", "F P0 N", "--seeds", "0:5", "--labels", "7", "--out", str(out)])
+    code = main(
+        [
+            "sample",
+            "--model",
+            "digits-cond",
+            "--weights",
+            "random",
+            "--steps",
+            "3",
+            "--schedule",
+            "F P0 N",
+            "--seeds",
+            "0:5",
+            "--labels",
+            "7",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and "5 images of digits-cond" in capsys.readouterr().out
     loaded = SampleSet.load(out)
     assert loaded.labels.tolist() == [7] * 5 and loaded.schedule == "F P0 N"
     assert loaded.images.shape == (5, 16, 16, 1)
 
 
-@pytest.mark.parametrize(("argv", "needle"), [
-    (["--seeds", "x"], "--seeds expects"),
-    (["--schedule", "F Q"], "'Q' at step 2"),
-    (["--labels", "3"], "unconditional"),
-])
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--seeds", "x"], "--seeds expects"),
+        (["--schedule", "F Q"], "'Q' at step 2"),
+        (["--labels", "3"], "unconditional"),
+    ],
+)
 def test_cli_sample_bad_input_exits_2(tmp_path, capsys, argv, needle):
-    code = main(["sample", "--model", "digits-ddpm", "--weights", "random", "--steps", "2",
-                 "--out", str(tmp_path / "x.npz"), *argv])
+    code = main(
+        [
+            "sample",
+            "--model",
+            "digits-ddpm",
+            "--weights",
+            "random",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "x.npz"),
+            *argv,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.npz").exists()

@@ -84,8 +84,12 @@ def test_cost_and_speedup_from_table():
 
 
 def test_generators_reject_impossible_arguments():
-    for make in (lambda: Schedule.deepcache(10, 0), lambda: Schedule.fewer_steps(10, 11),
-                 lambda: Schedule.full(0), lambda: Schedule.deepcache(10, 2, branch=-1)):
+    for make in (
+        lambda: Schedule.deepcache(10, 0),
+        lambda: Schedule.fewer_steps(10, 11),
+        lambda: Schedule.full(0),
+        lambda: Schedule.deepcache(10, 2, branch=-1),
+    ):
         with pytest.raises(ScheduleError):
             make()
 

@@ -31,6 +31,7 @@ SMALL = Evolution(population=8, parents=4, mutations=5, crossovers=3)
 def hamming(target: Schedule):
     def fitness(schedule: Schedule) -> float:
         return float(sum(a != b for a, b in zip(schedule, target, strict=True)))
+
     return fitness
 
 
@@ -65,11 +66,16 @@ def test_the_space_holds_an_FN_schedule_in_the_window_wherever_one_exists(steps)
         window = Budget(target, TABLE, 0.1)
         sizes = [k for k in range(1, steps + 1) if window.admits(Schedule.fewer_steps(steps, k))]
         if not sizes:
-            assert any(window.admits(g.schedule())
-                       for g in space.uniform_genomes(space.fills)), target
+            assert any(window.admits(g.schedule()) for g in space.uniform_genomes(space.fills)), (
+                target
+            )
             continue
-        found = [g for n in space.seg_lens if math.ceil(steps / n) <= sizes[0]
-                 for g in [full_steps_genome(space, n, sizes[0])]]
+        found = [
+            g
+            for n in space.seg_lens
+            if math.ceil(steps / n) <= sizes[0]
+            for g in [full_steps_genome(space, n, sizes[0])]
+        ]
         assert found, target
         for genome in found:
             schedule = genome.schedule()
@@ -91,8 +97,10 @@ def full_steps_genome(space: SegmentSpace, seg_len: int, full: int):
 def genome_and_budget(draw):
     space = space_of(draw(st.sampled_from([20, 50, 100])))
     seg_len = draw(st.integers(1, 10))
-    genes = [(draw(st.integers(1, seg_len)), draw(st.sampled_from(space.fills)))
-             for _ in range(math.ceil(space.steps / seg_len))]
+    genes = [
+        (draw(st.integers(1, seg_len)), draw(st.sampled_from(space.fills)))
+        for _ in range(math.ceil(space.steps / seg_len))
+    ]
     target = draw(st.sampled_from(BUDGETS) | st.floats(1.0, 10.0))
     return space, space.genome(seg_len, genes), Budget(target, TABLE, 0.1)
 
@@ -131,13 +139,15 @@ def test_repair_changes_one_gene_by_the_least_cost_that_lands_in_the_window():
     space, window = space_of(100), Budget(3.0, TABLE, 0.1)
     near = space.genome(4, [(2, None)] * 8 + [(2, 2)] + [(1, 0)] * 16)
     repaired = repair(near, space, window)
-    assert [k for k, (a, b) in enumerate(zip(near.genes, repaired.genes, strict=True))
-            if a != b] == [8]
+    assert [
+        k for k, (a, b) in enumerate(zip(near.genes, repaired.genes, strict=True)) if a != b
+    ] == [8]
     assert repaired.genes[8] == (4, 0)
     assert window.speedup(repaired.schedule()) == pytest.approx(100 / 33.3)
     # from all-F (1x) to 2x at L=2 every segment must give up its second step
-    assert repair(space.genome(2, [(2, None)] * 50), space, Budget(2.0, TABLE, 0.1)
-                  ).schedule() == Schedule.fewer_steps(100, 50)
+    assert repair(
+        space.genome(2, [(2, None)] * 50), space, Budget(2.0, TABLE, 0.1)
+    ).schedule() == Schedule.fewer_steps(100, 50)
 
 
 @pytest.mark.parametrize("seg_len", [1, 3, 4, 7, 10])
@@ -148,7 +158,7 @@ def test_length_mutation_keeps_each_spans_active_steps_and_fill(seg_len):
         child = reexpress(parent, seg_len, space)
         tokens, new = parent.schedule().steps, child.schedule().steps
         for start in range(0, 100, seg_len):
-            old_span, new_span = tokens[start:start + seg_len], new[start:start + seg_len]
+            old_span, new_span = tokens[start : start + seg_len], new[start : start + seg_len]
             active = [t for t in old_span if t != "N"]
             assert sum(t != "N" for t in new_span) == max(1, len(active))
             fills = Counter(active)  # the fill: the commonest kind once one F (or P) leads
@@ -168,58 +178,73 @@ def test_every_method_is_seeded_with_its_uniform_schedules_unless_turned_off():
     step_seeds = [str(StepOps(100, window).schedule(s)) for s in StepOps(100, window).seeds()]
     assert step_seeds == [str(Schedule.fewer_steps(100, k)) for k in (31, 32, 33)]
     fitness = hamming(Schedule.full(100))
-    for method, seeds in (("segment-evolution", segment_seeds), ("segment-random", segment_seeds),
-                          ("stepwise-evolution", step_seeds)):
+    for method, seeds in (
+        ("segment-evolution", segment_seeds),
+        ("segment-random", segment_seeds),
+        ("stepwise-evolution", step_seeds),
+    ):
         common = dict(fitness=fitness, budget=window, n_eval=60, seed=0)
         first = [r.schedule for r in run_method(method, space, **common).records]
-        assert first[:len(seeds)] == seeds, method
+        assert first[: len(seeds)] == seeds, method
         unseeded = run_method(method, space, seed_uniform=False, **common).records
-        assert [r.schedule for r in unseeded][:len(seeds)] != seeds, method
+        assert [r.schedule for r in unseeded][: len(seeds)] != seeds, method
 
 
 @pytest.mark.parametrize("method", [m.result_name for m in METHODS.values()])
-def test_every_method_scores_exactly_n_eval_distinct_schedules_unless_its_space_is_smaller(
-        method):
+def test_every_method_scores_exactly_n_eval_distinct_schedules_unless_its_space_is_smaller(method):
     calls = []
 
     def fitness(schedule):
         calls.append(str(schedule))
         return hamming(Schedule.fewer_steps(100, 25))(schedule)
 
-    result = run_method(method, space_of(100), fitness=fitness, budget=Budget(4.0, TABLE, 0.1),
-                        n_eval=150, seed=0)
+    result = run_method(
+        method, space_of(100), fitness=fitness, budget=Budget(4.0, TABLE, 0.1), n_eval=150, seed=0
+    )
     assert len(result.records) == len(set(calls)) == len(calls) == 150
     tiny, window = SegmentSpace.of(6, (0,)), Budget(2.0, TABLE, 0.1)
-    result = run_method(method, tiny, fitness=hamming(Schedule.full(6)), budget=window,
-                        n_eval=40, seed=0)
+    result = run_method(
+        method, tiny, fitness=hamming(Schedule.full(6)), budget=window, n_eval=40, seed=0
+    )
     scored = [r.schedule for r in result.records]
     if method == "stepwise-evolution":  # F at step 0 and 2 of the other 5
-        whole = {str(Schedule.from_full_steps(6, {0, *more}, "N"))
-                 for more in itertools.combinations(range(1, 6), 2)}
+        whole = {
+            str(Schedule.from_full_steps(6, {0, *more}, "N"))
+            for more in itertools.combinations(range(1, 6), 2)
+        }
     else:
-        whole = {str(g.schedule()) for n in tiny.seg_lens
-                 for genes in itertools.product(
-                     [(i, f) for i in range(1, n + 1) for f in tiny.fills],
-                     repeat=math.ceil(6 / n))
-                 for g in [tiny.genome(n, genes)] if window.admits(g.schedule())}
+        whole = {
+            str(g.schedule())
+            for n in tiny.seg_lens
+            for genes in itertools.product(
+                [(i, f) for i in range(1, n + 1) for f in tiny.fills], repeat=math.ceil(6 / n)
+            )
+            for g in [tiny.genome(n, genes)]
+            if window.admits(g.schedule())
+        }
     assert len(scored) == len(whole) < 40 and set(scored) == whole  # all of it, each once
 
 
 # -- the searches -----------------------------------------------------------------------
 @pytest.mark.parametrize("seed_uniform", [True, False])
-@pytest.mark.parametrize("target, speedup", [
-    ("F N", 2.0),  # digits-ddpm's best 2x schedule: 'F N' x 50
-    ("F N N", 2.94),  # L=3 does not divide 100: 'F N N' x 33, then 'F' (2.94x)
-])
+@pytest.mark.parametrize(
+    "target, speedup",
+    [
+        ("F N", 2.0),  # digits-ddpm's best 2x schedule: 'F N' x 50
+        ("F N N", 2.94),  # L=3 does not divide 100: 'F N N' x 33, then 'F' (2.94x)
+    ],
+)
 def test_segment_search_reaches_a_hidden_optimum_at_T100_for_5_of_5_seeds(
-        target, speedup, seed_uniform):
+    target, speedup, seed_uniform
+):
     seg_len = len(target.split())
     space, window = space_of(100), Budget(speedup, TABLE, 0.1)
     optimum = space.genome(seg_len, [(1, 0)] * math.ceil(100 / seg_len)).schedule()
     assert window.admits(optimum) and str(optimum).startswith(target)
     for seed in range(5):
-        result = segment_evolution(space, hamming(optimum), window, n_eval=200, seed=seed,
-                                   seed_uniform=seed_uniform)
+        result = segment_evolution(
+            space, hamming(optimum), window, n_eval=200, seed=seed, seed_uniform=seed_uniform
+        )
         assert result.best == optimum and result.fitness == 0, seed
         assert all(window.admits(Schedule.parse(r.schedule)) for r in result.records)
 
@@ -232,10 +257,14 @@ def test_segment_evolution_finds_the_known_optimum_within_budget():
 
 
 def test_segment_evolution_beats_random_search_at_equal_evaluations():
-    evo = [segment_evolution(SPACE, hamming(OPTIMUM), budget(3.0), n_eval=150, seed=s).fitness
-           for s in range(4)]
-    rnd = [random_search(SPACE, hamming(OPTIMUM), budget(3.0), n_eval=150, seed=s).fitness
-           for s in range(4)]
+    evo = [
+        segment_evolution(SPACE, hamming(OPTIMUM), budget(3.0), n_eval=150, seed=s).fitness
+        for s in range(4)
+    ]
+    rnd = [
+        random_search(SPACE, hamming(OPTIMUM), budget(3.0), n_eval=150, seed=s).fitness
+        for s in range(4)
+    ]
     assert sum(evo) < sum(rnd)
 
 
@@ -256,6 +285,7 @@ def test_same_seed_same_result_and_every_schedule_scored_once():
 def test_a_fitness_that_scores_batches_gets_each_generation_at_once_on_the_same_path():
     """``score_many`` (what a run spreads over its ranks) gets the first population, then
     one batch per generation, and the search scores what the one-at-a-time search scores."""
+
     class Batched:
         def __init__(self):
             self.batches = []
@@ -270,16 +300,18 @@ def test_a_fitness_that_scores_batches_gets_each_generation_at_once_on_the_same_
     batched = Batched()
     a = segment_evolution(SPACE, batched, budget(3.0), n_eval=120, seed=7)
     b = segment_evolution(SPACE, hamming(OPTIMUM), budget(3.0), n_eval=120, seed=7)
-    assert [(r.schedule, r.fitness) for r in a.records] == \
-        [(r.schedule, r.fitness) for r in b.records]
+    assert [(r.schedule, r.fitness) for r in a.records] == [
+        (r.schedule, r.fitness) for r in b.records
+    ]
     assert len(batched.batches[0]) == Evolution().population and len(batched.batches) > 2
     assert [t for batch in batched.batches for t in batch] == [r.schedule for r in a.records]
 
 
 def test_resume_from_logged_scores_rescoring_nothing():
     logged = []
-    segment_evolution(SPACE, hamming(OPTIMUM), budget(2.0), n_eval=40, seed=3,
-                      on_record=logged.append)
+    segment_evolution(
+        SPACE, hamming(OPTIMUM), budget(2.0), n_eval=40, seed=3, on_record=logged.append
+    )
     # "interrupted" after 25 records: a restart replays them from the log, then goes on
     known = {r.schedule: r.fitness for r in logged[:25]}
     rescored = []
@@ -316,11 +348,14 @@ def test_stepwise_operators_give_feasible_children():
 def test_stepwise_search_keeps_the_budget_and_finds_a_known_subset():
     steps, target = 24, 4.0
     best_subset = Schedule.from_full_steps(steps, [0, 2, 9, 13, 17, 21], "N")
-    result = stepwise_evolution(steps, hamming(best_subset), Budget(target, TABLE, 0.1),
-                                n_eval=300, seed=0)
+    result = stepwise_evolution(
+        steps, hamming(best_subset), Budget(target, TABLE, 0.1), n_eval=300, seed=0
+    )
     assert result.fitness <= 2  # at most one kept step misplaced
-    assert all(Schedule.parse(r.schedule).count("P") == 0 and
-               Schedule.parse(r.schedule).count("F") == 6 for r in result.records)
+    assert all(
+        Schedule.parse(r.schedule).count("P") == 0 and Schedule.parse(r.schedule).count("F") == 6
+        for r in result.records
+    )
 
 
 def test_stepwise_on_the_training_grid_is_costed_against_the_teacher():
@@ -333,8 +368,7 @@ def test_stepwise_on_the_training_grid_is_costed_against_the_teacher():
     assert [len(s) for s in seeds] == ops.sizes
     assert Schedule.fewer_steps(1000, 50) == ops.schedule(seeds[-1])
     children = [ops.mutate(seeds[0], rng), ops.immigrant(rng), *seeds]
-    assert all(len(ops.schedule(c)) == 1000 and budget.admits(ops.schedule(c))
-               for c in children)
+    assert all(len(ops.schedule(c)) == 1000 and budget.admits(ops.schedule(c)) for c in children)
     assert not Budget(2.0, TABLE, 0.1).admits(ops.schedule(seeds[-1]))  # 20x its own grid
 
 
@@ -342,8 +376,10 @@ def test_searches_at_several_budgets_give_a_joint_pareto_front():
     def fitness(schedule):  # faster schedules are worse: a real trade-off
         return schedule.speedup(TABLE) ** 2
 
-    results = [segment_evolution(SPACE, fitness, b, n_eval=30, seed=0)
-               for b in (budget(2.0), budget(3.0), budget(5.0))]
+    results = [
+        segment_evolution(SPACE, fitness, b, n_eval=30, seed=0)
+        for b in (budget(2.0), budget(3.0), budget(5.0))
+    ]
     front = pareto_front(results)
     assert [r.budget for r in results] == [2.0, 3.0, 5.0]
     for r in results:
@@ -363,8 +399,9 @@ def test_impossible_budgets_are_reported():
 
 
 def test_generations_bound_the_search():
-    one = segment_evolution(SPACE, hamming(OPTIMUM), budget(3.0), n_eval=500, evolution=SMALL,
-                            generations=1, seed=0)
+    one = segment_evolution(
+        SPACE, hamming(OPTIMUM), budget(3.0), n_eval=500, evolution=SMALL, generations=1, seed=0
+    )
     assert len(one.records) == 8 + 5 + 3  # the seeds, then one generation's children
 
 
@@ -374,8 +411,24 @@ def test_cli_search_logs_and_resumes_without_rescoring(tmp_path, capsys):
     from repro.cli.main import main
 
     log = tmp_path / "search.jsonl"
-    argv = ["search", "--model", "digits-ddpm", "--steps", "4", "--budget", "2", "--n-eval", "3",
-            "--population", "3", "--seeds", "0:8", "--log", str(log), "--json"]
+    argv = [
+        "search",
+        "--model",
+        "digits-ddpm",
+        "--steps",
+        "4",
+        "--budget",
+        "2",
+        "--n-eval",
+        "3",
+        "--population",
+        "3",
+        "--seeds",
+        "0:8",
+        "--log",
+        str(log),
+        "--json",
+    ]
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out)
     assert len(log.read_text().splitlines()) == 3
@@ -402,22 +455,60 @@ def test_cli_search_on_a_conditional_model_uses_the_given_labels(tmp_path, capsy
     from repro.cli.main import main
 
     log = tmp_path / "cond.jsonl"
-    assert main(["search", "--model", "digits-cond", "--steps", "4", "--budget", "2",
-                 "--n-eval", "2", "--population", "2", "--seeds", "0:6", "--labels", "3,8",
-                 "--log", str(log), "--json"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--model",
+                "digits-cond",
+                "--steps",
+                "4",
+                "--budget",
+                "2",
+                "--n-eval",
+                "2",
+                "--population",
+                "2",
+                "--seeds",
+                "0:6",
+                "--labels",
+                "3,8",
+                "--log",
+                str(log),
+                "--json",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     context = json.loads(log.read_text().splitlines()[0])["context"]
     assert context["labels"] == [3, 8, 3, 8, 3, 8] and context["guidance"] == 2.0
-    code = main(["search", "--model", "digits-cond", "--steps", "4", "--budget", "2",
-                 "--seeds", "0:4", "--labels", "11"])
+    code = main(
+        [
+            "search",
+            "--model",
+            "digits-cond",
+            "--steps",
+            "4",
+            "--budget",
+            "2",
+            "--seeds",
+            "0:4",
+            "--labels",
+            "11",
+        ]
+    )
     assert code == 2 and "outside 0..9" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--n-eval", "0"], "--n-eval: Input should be greater than 0 (got 0)"),
-    (["--tol", "-1"], "--tol: Input should be greater than or equal to 0 (got -1.0)"),
-    (["--generations", "0"], "--generations: Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--n-eval", "0"], "--n-eval: Input should be greater than 0 (got 0)"),
+        (["--tol", "-1"], "--tol: Input should be greater than or equal to 0 (got -1.0)"),
+        (["--generations", "0"], "--generations: Input should be greater than 0"),
+    ],
+)
 def test_cli_search_checks_its_flags_by_the_suite_schemas_bounds(flags, message, capsys):
     from repro.cli.main import main
 

@@ -62,8 +62,9 @@ def test_fewer_than_five_timing_repeats_under_verdicts_draw_a_caution(tmp_path):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("repeats")
-    code = cli.main(["run", str(_suite(tmp)), "--results", str(tmp / "results"),
-                     "--no-tracking", "--quiet"])
+    code = cli.main(
+        ["run", str(_suite(tmp)), "--results", str(tmp / "results"), "--no-tracking", "--quiet"]
+    )
     assert code == 0
     (found,) = (tmp / "results" / "repeats").iterdir()
     return found
@@ -73,9 +74,11 @@ def test_a_run_samples_one_teacher_per_repeat_and_logs_scores_under_each(run_dir
     work = run_dir / "work" / "ddpm"
     assert SampleSet.load(work / "teacher-search.npz").seeds.tolist() == list(range(16))
     assert SampleSet.load(work / "teacher-search-2.npz").seeds.tolist() == list(range(16, 32))
-    contexts = {json.dumps(json.loads(line)["context"]["seeds"])
-                for line in (work / "search.jsonl").read_text().splitlines()
-                if "context" in json.loads(line)}
+    contexts = {
+        json.dumps(json.loads(line)["context"]["seeds"])
+        for line in (work / "search.jsonl").read_text().splitlines()
+        if "context" in json.loads(line)
+    }
     assert contexts == {json.dumps(list(range(16))), json.dumps(list(range(16, 32)))}
 
 

@@ -104,14 +104,18 @@ def stand_ins(data, tmp_path_factory):
         patch.setenv("REPRO_CACHE", str(tmp_path_factory.mktemp("cache")))
         patch.setattr(ClipScorer, "load", classmethod(lambda cls, *args, **kwargs: scorer))
         for module in ("repro.search.fitness", "repro.metrics.evaluate"):
-            patch.setattr(importlib.import_module(module), "load_extractor",
-                          lambda name, **kwargs: TinyExtractor())
+            patch.setattr(
+                importlib.import_module(module),
+                "load_extractor",
+                lambda name, **kwargs: TinyExtractor(),
+            )
         yield scorer
 
 
 def write_suite(directory: Path, weights, prompts, **replace) -> Path:
-    text = SUITE.format(weights=weights, prompts=prompts, inception=INCEPTION,
-                        clip=CLIP_PROTOCOL, rfid=RFID)
+    text = SUITE.format(
+        weights=weights, prompts=prompts, inception=INCEPTION, clip=CLIP_PROTOCOL, rfid=RFID
+    )
     for old, new in replace.items():
         text = text.replace(old, new)
     path = directory / "tiny_sd.yaml"
@@ -123,8 +127,7 @@ def write_suite(directory: Path, weights, prompts, **replace) -> Path:
 def test_text_samples_cycle_prompts_and_do_not_depend_on_batch_size(sd_model, tmp_path):
     prompts = ["a cat", "a dog", "three apples"]
     whole = generate(sd_model, 4, None, [0, 1, 2, 3], prompts=prompts, batch_size=4)
-    split = generate(sd_model, 4, None, [2, 3], prompts=["three apples", "a cat"],
-                     batch_size=1)
+    split = generate(sd_model, 4, None, [2, 3], prompts=["three apples", "a cat"], batch_size=1)
     assert whole.images.shape == (4, 16, 16, 3) and whole.images.dtype == np.uint8
     assert whole.prompts == ("a cat", "a dog", "three apples", "a cat")
     assert np.array_equal(whole.images[2:], split.images)
@@ -139,31 +142,88 @@ def test_text_samples_cycle_prompts_and_do_not_depend_on_batch_size(sd_model, tm
 
 def test_samples_files_without_prompts_still_load(tmp_path):
     old = tmp_path / "old.npz"  # written before samples files carried prompts
-    np.savez(old, images=np.zeros((2, 4, 4, 3), np.uint8), seeds=np.arange(2), model="m",
-             schedule="F", steps=1, guidance=np.nan)
+    np.savez(
+        old,
+        images=np.zeros((2, 4, 4, 3), np.uint8),
+        seeds=np.arange(2),
+        model="m",
+        schedule="F",
+        steps=1,
+        guidance=np.nan,
+    )
     assert SampleSet.load(old).prompts is None
 
 
 def test_cli_sample_reads_a_prompts_file(tmp_path, sd_dir, data, capsys):
     out = tmp_path / "parti.npz"
-    code = cli.main(["sample", "--model", "sd15", "--weights", str(sd_dir), "--steps", "2",
-                     "--schedule", "F P0 N", "--seeds", "0:4", "--prompts",
-                     str(data / "PartiPrompts.tsv"), "--out", str(out)])
+    code = cli.main(
+        [
+            "sample",
+            "--model",
+            "sd15",
+            "--weights",
+            str(sd_dir),
+            "--steps",
+            "2",
+            "--schedule",
+            "F P0 N",
+            "--seeds",
+            "0:4",
+            "--prompts",
+            str(data / "PartiPrompts.tsv"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and "4 images of sd15" in capsys.readouterr().out
     loaded = SampleSet.load(out)
     assert loaded.prompts[0] == loaded.prompts[3] == "bond" and loaded.schedule == "F P0 N"
-    code = cli.main(["sample", "--model", "sd15", "--weights", str(sd_dir), "--steps", "2",
-                     "--out", str(tmp_path / "none.npz")])
+    code = cli.main(
+        [
+            "sample",
+            "--model",
+            "sd15",
+            "--weights",
+            str(sd_dir),
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "none.npz"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "needs prompts" in err and not (tmp_path / "none.npz").exists()
 
 
 def test_search_sizes_a_text_to_image_space_by_the_samplers_unet_calls(
-        sd_dir, data, stand_ins, capsys):
-    argv = ["search", "--model", "sd15", "--weights", str(sd_dir), "--steps", "5",
-            "--prompts", str(data / "PartiPrompts.tsv"), "--seeds", "0:6", "--budget", "2",
-            "--n-eval", "2", "--population", "2", "--branches", "0,1", "--extractor",
-            INCEPTION, "--batch", "6", "--json"]
+    sd_dir, data, stand_ins, capsys
+):
+    argv = [
+        "search",
+        "--model",
+        "sd15",
+        "--weights",
+        str(sd_dir),
+        "--steps",
+        "5",
+        "--prompts",
+        str(data / "PartiPrompts.tsv"),
+        "--seeds",
+        "0:6",
+        "--budget",
+        "2",
+        "--n-eval",
+        "2",
+        "--population",
+        "2",
+        "--branches",
+        "0,1",
+        "--extractor",
+        INCEPTION,
+        "--batch",
+        "6",
+        "--json",
+    ]
     for scheduler, calls in ((None, 6), ("DDIMScheduler", 5)):  # PLMS: steps + 1 calls
         extra = ["--scheduler", scheduler] if scheduler else []
         assert cli.main([*argv, *extra]) == 0
@@ -224,28 +284,44 @@ def test_sd15_without_its_weights_names_the_id(tmp_path, monkeypatch):
 
 # -- suites ---------------------------------------------------------------------------------
 def test_published_sd15_suites_validate_without_their_data(capsys):
-    assert cli.main(["validate", str(SUITES / "sd15_coco.yaml"),
-                     str(SUITES / "sd15_parti.yaml")]) == 0
+    assert (
+        cli.main(["validate", str(SUITES / "sd15_coco.yaml"), str(SUITES / "sd15_parti.yaml")]) == 0
+    )
     assert capsys.readouterr().out.count(": ok") == 2
     coco, parti = load(SUITES / "sd15_coco.yaml"), load(SUITES / "sd15_parti.yaml")
     (c,), (p,) = coco.experiments, parti.experiments
     assert (c.prompts.format, c.prompts.limit, c.guidance, c.steps) == ("coco", 5000, 7.5, 50)
-    assert (p.prompts.format, p.prompts.limit, p.prompts.file) == ("parti", None,
-                                                                   "data/PartiPrompts.tsv")
+    assert (p.prompts.format, p.prompts.limit, p.prompts.file) == (
+        "parti",
+        None,
+        "data/PartiPrompts.tsv",
+    )
     assert c.baselines == p.baselines and c.search == p.search
     rows = {r.name for r in check(coco)["sd15"]}
-    assert {"teacher", "segment @5.1x", "deepcache N=8 b=0", "deepcache-nonuniform N=2 b=0",
-            "sampler-steps 25", "sampler-steps @2x", "sampler-steps @5.1x"} <= rows
+    assert {
+        "teacher",
+        "segment @5.1x",
+        "deepcache N=8 b=0",
+        "deepcache-nonuniform N=2 b=0",
+        "sampler-steps 25",
+        "sampler-steps @2x",
+        "sampler-steps @5.1x",
+    } <= rows
 
 
-@pytest.mark.parametrize(("edit", "needle"), [
-    ({"prompts: {file: P}\n": ""}, "field 'prompts': model 'sd15' is text-conditioned"),
-    ({"model: sd15": "model: digits-ddpm"}, "field 'prompts': model 'digits-ddpm' is not"),
-    ({"prompts: {file: P}\n": "", "model: sd15": "model: digits-ddpm"},
-     "field 'evaluation.metrics': clip:ViT-g-14/laion2b_s34b_b88k scores images"),
-    ({"{file: P}": "{file: P, format: csv}"}, "field 'prompts.format': unknown value 'csv'"),
-    ({"{file: P}": "{file: P, limit: 0}"}, "prompts.limit"),
-])
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        ({"prompts: {file: P}\n": ""}, "field 'prompts': model 'sd15' is text-conditioned"),
+        ({"model: sd15": "model: digits-ddpm"}, "field 'prompts': model 'digits-ddpm' is not"),
+        (
+            {"prompts: {file: P}\n": "", "model: sd15": "model: digits-ddpm"},
+            "field 'evaluation.metrics': clip:ViT-g-14/laion2b_s34b_b88k scores images",
+        ),
+        ({"{file: P}": "{file: P, format: csv}"}, "field 'prompts.format': unknown value 'csv'"),
+        ({"{file: P}": "{file: P, limit: 0}"}, "prompts.limit"),
+    ],
+)
 def test_suite_checks_prompts_against_the_model(tmp_path, edit, needle):
     path = write_suite(tmp_path, "W", "P", **edit)
     with pytest.raises(SuiteError) as error:
@@ -254,18 +330,29 @@ def test_suite_checks_prompts_against_the_model(tmp_path, edit, needle):
 
 
 def test_missing_prompts_file_stops_the_run_before_anything_is_written(
-        tmp_path, sd_dir, stand_ins, capsys):
+    tmp_path, sd_dir, stand_ins, capsys
+):
     path = write_suite(tmp_path, sd_dir, tmp_path / "nowhere" / "captions_val2017.json")
-    code = cli.main(["run", str(path), "--results", str(tmp_path / "results"),
-                     "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--quiet"])
+    code = cli.main(
+        [
+            "run",
+            str(path),
+            "--results",
+            str(tmp_path / "results"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "prompts.file" in err and str(tmp_path / "nowhere" / "captions_val2017.json") in err
     assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-def test_missing_sd15_weights_stop_the_run_naming_the_id(tmp_path, data, stand_ins, capsys,
-                                                         monkeypatch):
+def test_missing_sd15_weights_stop_the_run_naming_the_id(
+    tmp_path, data, stand_ins, capsys, monkeypatch
+):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
@@ -284,8 +371,19 @@ def text_run(tmp_path_factory, sd_dir, data, stand_ins):
     path = write_suite(tmp, sd_dir, data / "captions_val2017.json")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp)  # MLflow's sqlite store keeps artifacts under ./mlruns
-        code = cli.main(["run", str(path), "--results", str(tmp / "results"),
-                         "--tracking-uri", uri, "--dtype", "float32", "--quiet"])
+        code = cli.main(
+            [
+                "run",
+                str(path),
+                "--results",
+                str(tmp / "results"),
+                "--tracking-uri",
+                uri,
+                "--dtype",
+                "float32",
+                "--quiet",
+            ]
+        )
     assert code == 0
     (run_dir,) = (tmp / "results" / "tiny-sd").iterdir()
     return run_dir, uri, json.loads((run_dir / "results.json").read_text())
@@ -319,12 +417,16 @@ def test_a_sampler_steps_row_is_the_pipeline_at_its_own_steps(text_run, sd_model
     run_dir, _, results = text_run
     rows = {row["name"]: row for row in results["rows"]}
     teacher = SampleSet.load(run_dir / "work" / "sd15" / "teacher-eval.npz")
-    plms3 = generate(sd_model, 3, None, list(teacher.seeds), prompts=teacher.prompts,
-                     batch_size=4)
+    plms3 = generate(sd_model, 3, None, list(teacher.seeds), prompts=teacher.prompts, batch_size=4)
     sample_grid(plms3.images[:4], tmp_path / "plms3.png")
-    pixels = [np.asarray(Image.open(path)) for path in (
-        tmp_path / "plms3.png", run_dir / rows["sampler-steps 3"]["grid"],
-        run_dir / rows["teacher"]["grid"])]
+    pixels = [
+        np.asarray(Image.open(path))
+        for path in (
+            tmp_path / "plms3.png",
+            run_dir / rows["sampler-steps 3"]["grid"],
+            run_dir / rows["teacher"]["grid"],
+        )
+    ]
     assert np.array_equal(pixels[0], pixels[1]) and not np.array_equal(pixels[0], pixels[2])
 
 
@@ -339,8 +441,7 @@ def test_prompts_reach_the_samples_and_clip_scores_them(text_run, stand_ins):
     clip = stand_ins.score(teacher.images, teacher.prompts).value
     assert teacher_row["metrics"][CLIP_PROTOCOL] == pytest.approx(clip)
     logged = [json.loads(line) for line in (work / "search.jsonl").read_text().splitlines()]
-    assert logged and all(entry["context"]["prompts"].startswith("sha256:")
-                          for entry in logged)
+    assert logged and all(entry["context"]["prompts"].startswith("sha256:") for entry in logged)
     resolved = load(run_dir / "suite.yaml").experiments[0]
     assert resolved.prompts.file.endswith("captions_val2017.json")
 

@@ -33,10 +33,17 @@ RUN_ID = "smoke-3f2a9c1e-20261126T081500"
 
 def _row(name: str, kind: str, method: str, **fields) -> dict:
     row = {
-        "experiment": "digits-ddpm", "model": "digits-ddpm", "steps": 20, "guidance": None,
-        "name": name, "kind": kind, "method": method, "budget": None,
+        "experiment": "digits-ddpm",
+        "model": "digits-ddpm",
+        "steps": 20,
+        "guidance": None,
+        "name": name,
+        "kind": kind,
+        "method": method,
+        "budget": None,
         "schedule": " | ".join(["F N N N"] * 5),
-        "predicted_speedup": 1.0, "measured_speedup": 1.0,
+        "predicted_speedup": 1.0,
+        "measured_speedup": 1.0,
         "latency": {"median_s": 0.25, "batch": 64, "device": "cpu", "dtype": "float32"},
         "search": None,
         "metrics": {"fid:digits-cnn": 40.1, "rfid:digits-cnn": 0.0, "acc:digits-cnn": 0.98},
@@ -51,20 +58,41 @@ def make_results(run_id: str = RUN_ID) -> dict:
     return {
         "schema": "flexiffusion-repro/results@1",
         "run_id": run_id,
-        "suite": {"name": "smoke", "version": 1, "file": "suites/smoke.yaml",
-                  "digest": "sha256:" + "ab" * 32},
-        "started": "2026-11-26T08:15:00+00:00", "finished": "2026-11-26T08:19:12+00:00",
-        "environment": {"device": "cpu (AMD EPYC)", "torch": "2.14.1", "diffusers": "0.42.1",
-                        "python": "3.11.9", "threads": 2, "git_commit": "2d3d697"},
+        "suite": {
+            "name": "smoke",
+            "version": 1,
+            "file": "suites/smoke.yaml",
+            "digest": "sha256:" + "ab" * 32,
+        },
+        "started": "2026-11-26T08:15:00+00:00",
+        "finished": "2026-11-26T08:19:12+00:00",
+        "environment": {
+            "device": "cpu (AMD EPYC)",
+            "torch": "2.14.1",
+            "diffusers": "0.42.1",
+            "python": "3.11.9",
+            "threads": 2,
+            "git_commit": "2d3d697",
+        },
         "rows": [
             _row("teacher", "teacher", "teacher", schedule=" | ".join(["F F F F"] * 5)),
-            _row("segment @2x", "searched", "segment-evolution", budget=2.0,
-                 predicted_speedup=2.05, measured_speedup=1.93,
-                 search={"protocol": "rfid:digits-cnn", "fitness": 12.3, "n": 64, "scored": 12},
-                 metrics={"fid:digits-cnn": 41.2, "rfid:digits-cnn": 11.8,
-                          "acc:digits-cnn": None}),
-            _row("deepcache N=5", "baseline", "deepcache", measured_speedup=None,
-                 published={"speedup": 2.2, "fid": None, "source": "DeepCache Table 1"}),
+            _row(
+                "segment @2x",
+                "searched",
+                "segment-evolution",
+                budget=2.0,
+                predicted_speedup=2.05,
+                measured_speedup=1.93,
+                search={"protocol": "rfid:digits-cnn", "fitness": 12.3, "n": 64, "scored": 12},
+                metrics={"fid:digits-cnn": 41.2, "rfid:digits-cnn": 11.8, "acc:digits-cnn": None},
+            ),
+            _row(
+                "deepcache N=5",
+                "baseline",
+                "deepcache",
+                measured_speedup=None,
+                published={"speedup": 2.2, "fid": None, "source": "DeepCache Table 1"},
+            ),
         ],
     }
 
@@ -118,23 +146,39 @@ def test_log_run_parent_children_params_metrics_artifacts(run_dir, tmp_path, mon
     assert tags["repro.suite"] == "smoke" and tags["repro.suite_version"] == "1"
     assert tags["repro.git_commit"] == "2d3d697" and tags["repro.device"] == "cpu (AMD EPYC)"
     assert tags["repro.torch"] == "2.14.1" and tags["repro.diffusers"] == "0.42.1"
-    assert parent.data.params == {"suite.name": "smoke", "suite.version": "1",
-                                  "suite.file": "suites/smoke.yaml",
-                                  "suite.digest": "sha256:" + "ab" * 32}
+    assert parent.data.params == {
+        "suite.name": "smoke",
+        "suite.version": "1",
+        "suite.file": "suites/smoke.yaml",
+        "suite.digest": "sha256:" + "ab" * 32,
+    }
     client = MlflowClient(tracking_uri=uri)
     assert {f.path for f in client.list_artifacts(run_id)} == {
-        "results.json", "suite.yaml", "table.md", "pareto.png", "grids"}
+        "results.json",
+        "suite.yaml",
+        "table.md",
+        "pareto.png",
+        "grids",
+    }
     assert len(client.list_artifacts(run_id, "grids/digits-ddpm")) == 3
 
     assert [c.info.run_name for c in children] == [
-        "digits-ddpm/deepcache N=5", "digits-ddpm/segment @2x", "digits-ddpm/teacher"]
+        "digits-ddpm/deepcache N=5",
+        "digits-ddpm/segment @2x",
+        "digits-ddpm/teacher",
+    ]
     deepcache, searched, teacher = children
     assert all(c.data.tags["repro.run_id"] == RUN_ID for c in children)
     # each row was made over the whole run: its child spans the run, not the logging call
     assert {(c.info.start_time, c.info.end_time) for c in children} == {
-        (1795680900000, 1795681152000)}
-    assert {m.timestamp for m in MlflowClient(tracking_uri=uri).get_metric_history(
-        searched.info.run_id, "predicted_speedup")} == {1795681152000}
+        (1795680900000, 1795681152000)
+    }
+    assert {
+        m.timestamp
+        for m in MlflowClient(tracking_uri=uri).get_metric_history(
+            searched.info.run_id, "predicted_speedup"
+        )
+    } == {1795681152000}
     assert searched.data.tags["repro.row"] == "segment @2x"
     assert searched.data.params["schedule"] == " | ".join(["F N N N"] * 5)
     assert searched.data.params["protocol.fid"] == "fid:digits-cnn"
@@ -145,8 +189,13 @@ def test_log_run_parent_children_params_metrics_artifacts(run_dir, tmp_path, mon
     assert searched.data.params["method"] == "segment-evolution"
     assert "guidance" not in searched.data.params and "budget" not in teacher.data.params
     assert searched.data.metrics == {
-        "predicted_speedup": 2.05, "measured_speedup": 1.93, "latency_median_s": 0.25,
-        "search_fitness": 12.3, "fid_digits-cnn": 41.2, "rfid_digits-cnn": 11.8}
+        "predicted_speedup": 2.05,
+        "measured_speedup": 1.93,
+        "latency_median_s": 0.25,
+        "search_fitness": 12.3,
+        "fid_digits-cnn": 41.2,
+        "rfid_digits-cnn": 11.8,
+    }
     assert deepcache.data.metrics["published_speedup"] == 2.2
     assert "published_fid" not in deepcache.data.metrics  # null: skipped, not NaN
     assert "measured_speedup" not in deepcache.data.metrics
@@ -161,28 +210,45 @@ def test_children_carry_what_a_team_charts_by(run_dir, tmp_path, monkeypatch):
     verdicts (outcome tags, difference and interval metrics)."""
     monkeypatch.chdir(tmp_path)
     results = json.loads((run_dir / "results.json").read_text())
-    results["environment"].update({"git_branch": "main", "git_dirty": True,
-                                   "git_diff": "0123456789abcdef"})
+    results["environment"].update(
+        {"git_branch": "main", "git_dirty": True, "git_diff": "0123456789abcdef"}
+    )
     searched = results["rows"][1]
     searched["sampler"] = {"scheduler": "DPMSolverMultistepScheduler", "spacing": "trailing"}
     searched["intervals"] = {"fid:digits-cnn": [38.0, 44.5]}
-    results["verdicts"] = [{
-        "experiment": "digits-ddpm", "method": "segment-evolution", "budget": 2.0,
-        "family": "fewer-steps", "metric": "fid:digits-cnn", "speed": "predicted",
-        "outcome": "worse", "difference": 3.5, "low": 0.5, "high": 6.5, "label": "primary",
-        "adjusted": "tie"}]
+    results["verdicts"] = [
+        {
+            "experiment": "digits-ddpm",
+            "method": "segment-evolution",
+            "budget": 2.0,
+            "family": "fewer-steps",
+            "metric": "fid:digits-cnn",
+            "speed": "predicted",
+            "outcome": "worse",
+            "difference": 3.5,
+            "low": 0.5,
+            "high": 6.5,
+            "label": "primary",
+            "adjusted": "tie",
+        }
+    ]
     log_run(results, run_dir, uri=store(tmp_path))
     _, children = runs_of(store(tmp_path))
     deepcache, row, _ = children
-    assert all(c.data.tags["repro.git_commit"] == "2d3d697"
-               and c.data.tags["repro.git_dirty"] == "True"
-               and c.data.tags["repro.git_diff"] == "0123456789abcdef"
-               and c.data.tags["repro.device"] == "cpu (AMD EPYC)"
-               and c.data.tags["mlflow.source.git.commit"] == "2d3d697" for c in children)
+    assert all(
+        c.data.tags["repro.git_commit"] == "2d3d697"
+        and c.data.tags["repro.git_dirty"] == "True"
+        and c.data.tags["repro.git_diff"] == "0123456789abcdef"
+        and c.data.tags["repro.device"] == "cpu (AMD EPYC)"
+        and c.data.tags["mlflow.source.git.commit"] == "2d3d697"
+        for c in children
+    )
     assert row.data.params["sampler.scheduler"] == "DPMSolverMultistepScheduler"
     assert row.data.params["sampler.spacing"] == "trailing"
     assert (row.data.metrics["fid_digits-cnn_low"], row.data.metrics["fid_digits-cnn_high"]) == (
-        38.0, 44.5)
+        38.0,
+        44.5,
+    )
     assert row.data.tags["repro.verdict.fewer-steps.fid_digits-cnn.predicted"] == "tie"
     assert row.data.metrics["verdict_fewer-steps.fid_digits-cnn.predicted"] == 3.5
     assert row.data.metrics["verdict_fewer-steps.fid_digits-cnn.predicted_high"] == 6.5
@@ -217,8 +283,7 @@ def test_default_store_and_load_results_round_trip(run_dir, tmp_path, monkeypatc
         load_results("repro/nope")
 
 
-def test_interrupted_logging_is_never_read_back_and_is_replaced(run_dir, tmp_path,
-                                                                 monkeypatch):
+def test_interrupted_logging_is_never_read_back_and_is_replaced(run_dir, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     monkeypatch.chdir(tmp_path)
@@ -232,6 +297,7 @@ def test_interrupted_logging_is_never_read_back_and_is_replaced(run_dir, tmp_pat
         if len(logged) == 3:
             raise KeyboardInterrupt
         log_row(*args, **kwargs)
+
     monkeypatch.setattr(tracking, "_log_row", failing_third)
     with pytest.raises(KeyboardInterrupt):
         log_run(make_results(), run_dir, uri=uri)
@@ -259,8 +325,9 @@ def test_long_schedule_is_truncated_and_kept_as_artifact(run_dir, tmp_path, monk
     results = make_results()
     schedule = " | ".join(["F P0 P12 N N"] * 1000)
     assert len(schedule) > MAX_PARAM_VAL_LENGTH
-    results["rows"] = [_row("stepwise @4x", "searched", "stepwise-evolution", steps=5000,
-                            schedule=schedule)]
+    results["rows"] = [
+        _row("stepwise @4x", "searched", "stepwise-evolution", steps=5000, schedule=schedule)
+    ]
     log_run(results, run_dir, uri=uri)
     _, (child,) = runs_of(uri)
     param = child.data.params["schedule"]
@@ -271,25 +338,46 @@ def test_long_schedule_is_truncated_and_kept_as_artifact(run_dir, tmp_path, monk
 
 
 def test_row_data_skips_nulls_and_maps_metric_keys():
-    row = Row.of({**make_results()["rows"][2], "metrics": {
-        "fid:inception-2015-12-05": 5.5, "fid:digits-cnn": float("nan"),
-        "clip:ViT-g-14/laion2b_s34b_b88k": 31.0}})
+    row = Row.of(
+        {
+            **make_results()["rows"][2],
+            "metrics": {
+                "fid:inception-2015-12-05": 5.5,
+                "fid:digits-cnn": float("nan"),
+                "clip:ViT-g-14/laion2b_s34b_b88k": 31.0,
+            },
+        }
+    )
     params, metrics = row_data(row)
     assert params["protocol.fid"] == "fid:digits-cnn,fid:inception-2015-12-05"
     assert params["protocol.clip"] == "clip:ViT-g-14/laion2b_s34b_b88k"
     assert params["metric_n.fid_digits-cnn"] == 256
-    assert metrics == {"predicted_speedup": 1.0, "latency_median_s": 0.25,
-                       "fid_inception-2015-12-05": 5.5, "clip_ViT-g-14/laion2b_s34b_b88k": 31.0,
-                       "published_speedup": 2.2}
+    assert metrics == {
+        "predicted_speedup": 1.0,
+        "latency_median_s": 0.25,
+        "fid_inception-2015-12-05": 5.5,
+        "clip_ViT-g-14/laion2b_s34b_b88k": 31.0,
+        "published_speedup": 2.2,
+    }
     assert None not in params.values()
     assert metric_key("acc:digits-cnn") == "acc_digits-cnn" and metric_key("latency") == "latency"
-    costly = Row.of({**make_results()["rows"][2], "computed": {
-        "calls": 6, "work": 4.5, "full": 3, "partial": 3, "skipped": 4},
-        "latency": {"median_s": 0.25, "images_per_s": 16.0, "host_memory_mb": 40.5}})
+    costly = Row.of(
+        {
+            **make_results()["rows"][2],
+            "computed": {"calls": 6, "work": 4.5, "full": 3, "partial": 3, "skipped": 4},
+            "latency": {"median_s": 0.25, "images_per_s": 16.0, "host_memory_mb": 40.5},
+        }
+    )
     _, metrics = row_data(costly)
     assert {k: metrics[k] for k in metrics if k.startswith(("computed_", "images", "host"))} == {
-        "computed_calls": 6, "computed_work": 4.5, "computed_full": 3, "computed_partial": 3,
-        "computed_skipped": 4, "images_per_s": 16.0, "host_memory_mb": 40.5}
+        "computed_calls": 6,
+        "computed_work": 4.5,
+        "computed_full": 3,
+        "computed_partial": 3,
+        "computed_skipped": 4,
+        "images_per_s": 16.0,
+        "host_memory_mb": 40.5,
+    }
 
 
 def free_port() -> int:
@@ -301,8 +389,11 @@ def free_port() -> int:
 @pytest.mark.timeout(60)  # one refused connection, no retries: a hang fails
 def test_check_reachable_names_a_closed_port_and_the_way_out():
     uri = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(TrackingError, match=f"MLflow tracking server {uri} is unreachable "
-                                            r"\(.*\); start it or pass --tracking-uri"):
+    with pytest.raises(
+        TrackingError,
+        match=f"MLflow tracking server {uri} is unreachable "
+        r"\(.*\); start it or pass --tracking-uri",
+    ):
         check_reachable(uri, timeout=2.0)
 
 
@@ -312,8 +403,12 @@ def test_check_reachable_local_stores(tmp_path, monkeypatch):
     check_reachable(f"sqlite:///{tmp_path}/new/dir/mlflow.db")  # MLflow creates directories
     check_reachable(f"file://{tmp_path}/mlruns")
     (tmp_path / "file").write_text("")
-    for uri in (f"sqlite:///{tmp_path}/file/mlflow.db", "sqlite:///file/mlflow.db",
-                f"file://{tmp_path}/file/mlruns", "file/mlruns"):
+    for uri in (
+        f"sqlite:///{tmp_path}/file/mlflow.db",
+        "sqlite:///file/mlflow.db",
+        f"file://{tmp_path}/file/mlruns",
+        "file/mlruns",
+    ):
         with pytest.raises(TrackingError, match=f"MLflow store {uri}: .*file is not a directory"):
             check_reachable(uri)
 
@@ -321,8 +416,11 @@ def test_check_reachable_local_stores(tmp_path, monkeypatch):
 # -- issue 25: stores made whole or refused, one line before the work ---------------------
 def test_a_database_uri_without_its_driver_is_one_line_before_the_work(tmp_path):
     """No postgres driver is installed here: named at the start, not after all the work."""
-    with pytest.raises(TrackingError, match=r"^MLflow at postgresql://nobody@127.0.0.1/none: "
-                                            r"needs the Python module psycopg") as caught:
+    with pytest.raises(
+        TrackingError,
+        match=r"^MLflow at postgresql://nobody@127.0.0.1/none: "
+        r"needs the Python module psycopg",
+    ) as caught:
         check_reachable("postgresql://nobody@127.0.0.1/none")
     assert "\n" not in str(caught.value)
 
@@ -333,19 +431,28 @@ def test_a_half_made_sqlite_store_is_refused_naming_the_file(tmp_path):
     check_reachable(store(tmp_path))
     with sqlite3.connect(tmp_path / "mlflow.db") as db:  # as a kill mid-migration leaves it
         db.execute("create table _alembic_tmp_tags (key text)")
-    with pytest.raises(TrackingError, match=f"MLflow store {tmp_path}/mlflow.db is half-made "
-                                            r"\(table _alembic_tmp_tags"):
+    with pytest.raises(
+        TrackingError,
+        match=f"MLflow store {tmp_path}/mlflow.db is half-made "
+        r"\(table _alembic_tmp_tags",
+    ):
         check_reachable(store(tmp_path))
 
 
-_CREATE = ("import sys; from repro.reporting.tracking_store import experiment_for\n"
-           "with experiment_for(sys.argv[1], 'e') as (client, experiment_id): pass\n")
+_CREATE = (
+    "import sys; from repro.reporting.tracking_store import experiment_for\n"
+    "with experiment_for(sys.argv[1], 'e') as (client, experiment_id): pass\n"
+)
 
 
 def _tracking_child(uri: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", _CREATE, uri], cwd=cwd,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    return subprocess.Popen(
+        [sys.executable, "-c", _CREATE, uri],
+        cwd=cwd,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
 
 
 @pytest.mark.timeout(300)
@@ -355,8 +462,11 @@ def test_a_kill_while_the_sqlite_store_is_created_leaves_no_broken_store(tmp_pat
     uri = store(tmp_path)
     child = _tracking_child(uri, tmp_path)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and child.poll() is None and not any(
-            p.stat().st_size > 50_000 for p in tmp_path.glob("*mlflow.db*")):
+    while (
+        time.monotonic() < deadline
+        and child.poll() is None
+        and not any(p.stat().st_size > 50_000 for p in tmp_path.glob("*mlflow.db*"))
+    ):
         time.sleep(0.01)
     child.kill()
     child.wait()
@@ -396,11 +506,27 @@ def test_a_full_disk_under_the_store_is_one_line_naming_enospc(tmp_path):
     full = tmp_path / "full"
     full.mkdir()
     mount = f"mount -t tmpfs -o size=2m tmpfs {full}"
-    done = subprocess.run(["unshare", "-rm", "sh", "-c", f'{mount} && exec "$@"', "sh",
-                           sys.executable, "-c", _FILL, f"sqlite:///{full}/mlflow.db",
-                           str(full / "run"), str(Path(__file__).parent)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    done = subprocess.run(
+        [
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            f'{mount} && exec "$@"',
+            "sh",
+            sys.executable,
+            "-c",
+            _FILL,
+            f"sqlite:///{full}/mlflow.db",
+            str(full / "run"),
+            str(Path(__file__).parent),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )
     if "Operation not permitted" in done.stderr or "unshare" in done.stderr:
         pytest.skip(f"no private mount namespace here: {done.stderr.strip()[:200]}")
     lines = done.stderr.strip().splitlines()
@@ -422,15 +548,34 @@ def _start_server(tmp_path: Path, port: int) -> tuple[subprocess.Popen, str]:
     """``mlflow server`` on ``port`` over the store and artifacts in ``tmp_path`` (a restart
     finds what an earlier server wrote there)."""
     log = (tmp_path / f"server-{port}.log").open("w+")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/srv.db",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     _wait_healthy(uri, server, log)
     return server, uri
@@ -477,25 +622,42 @@ def test_log_run_to_a_real_server(run_dir, tmp_path, monkeypatch, mlflow_server)
     log_run(results, run_dir, uri=mlflow_server)
     run_id = log_run(results, run_dir, uri=mlflow_server)  # again: replaces the first
 
-    experiment = requests.get(f"{api}/experiments/get-by-name",
-                              params={"experiment_name": EXPERIMENT}, timeout=10).json()
-    response = requests.post(f"{api}/runs/search", timeout=10, json={
-        "experiment_ids": [experiment["experiment"]["experiment_id"]],
-        "filter": f"tags.`repro.run_id` = '{RUN_ID}'"})
+    experiment = requests.get(
+        f"{api}/experiments/get-by-name", params={"experiment_name": EXPERIMENT}, timeout=10
+    ).json()
+    response = requests.post(
+        f"{api}/runs/search",
+        timeout=10,
+        json={
+            "experiment_ids": [experiment["experiment"]["experiment_id"]],
+            "filter": f"tags.`repro.run_id` = '{RUN_ID}'",
+        },
+    )
     runs = response.json()["runs"]
     tags = [{t["key"]: t["value"] for t in run["data"]["tags"]} for run in runs]
-    assert [run["info"]["run_id"] for run, t in zip(runs, tags, strict=True)
-            if "mlflow.parentRunId" not in t] == [run_id]
+    assert [
+        run["info"]["run_id"]
+        for run, t in zip(runs, tags, strict=True)
+        if "mlflow.parentRunId" not in t
+    ] == [run_id]
     assert sorted(t["mlflow.runName"] for t in tags if t.get("mlflow.parentRunId") == run_id) == [
-        "digits-ddpm/deepcache N=5", "digits-ddpm/segment @2x", "digits-ddpm/teacher"]
-    searched = next(run for run, t in zip(runs, tags, strict=True)
-                    if t.get("repro.row") == "segment @2x")
+        "digits-ddpm/deepcache N=5",
+        "digits-ddpm/segment @2x",
+        "digits-ddpm/teacher",
+    ]
+    searched = next(
+        run for run, t in zip(runs, tags, strict=True) if t.get("repro.row") == "segment @2x"
+    )
     assert {m["key"]: m["value"] for m in searched["data"]["metrics"]}["fid_digits-cnn"] == 41.2
 
-    listing = requests.get(f"{api}/artifacts/list", params={"run_id": run_id},
-                           timeout=10).json()
+    listing = requests.get(f"{api}/artifacts/list", params={"run_id": run_id}, timeout=10).json()
     assert {f["path"] for f in listing["files"]} == {
-        "results.json", "suite.yaml", "table.md", "pareto.png", "grids"}
+        "results.json",
+        "suite.yaml",
+        "table.md",
+        "pareto.png",
+        "grids",
+    }
     assert any((tmp_path / "artifacts").rglob("pareto.png"))  # uploaded through the server
     assert load_results(EXPERIMENT, uri=mlflow_server) == [Results.of(results)]
 
@@ -521,11 +683,15 @@ class _KillingProxy:
                     proxy.fired = True
                     _stop(server)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("host", "content-length")}
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "content-length")
+                }
                 try:
-                    answer = requests.request(self.command, target + self.path, data=body,
-                                              headers=headers, timeout=10)
+                    answer = requests.request(
+                        self.command, target + self.path, data=body, headers=headers, timeout=10
+                    )
                 except requests.RequestException:
                     self.send_response(502)
                     self.end_headers()
@@ -554,7 +720,8 @@ class _KillingProxy:
 @pytest.mark.timeout(300)  # MLflow's own retries would take many minutes: a hang fails
 @pytest.mark.parametrize("trigger", ["/runs/create", "/mlflow-artifacts/artifacts/"])
 def test_a_real_server_killed_while_logging_fails_fast_and_a_relog_leaves_one_run(
-        trigger, run_dir, tmp_path, monkeypatch):
+    trigger, run_dir, tmp_path, monkeypatch
+):
     import requests
 
     from repro.reporting.tracking import HTTP_LIMITS
@@ -569,8 +736,7 @@ def test_a_real_server_killed_while_logging_fails_fast_and_a_relog_leaves_one_ru
         # bounded retries: no request sent more often than MLflow's retry limit allows
         # (the killed request itself, then the clean-up's)
         tries = 1 + int(HTTP_LIMITS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
-        assert proxy.fired and max(Counter(proxy.after).values(), default=0) <= tries, \
-            proxy.after
+        assert proxy.fired and max(Counter(proxy.after).values(), default=0) <= tries, proxy.after
     finally:
         proxy.http.shutdown()
         _stop(server)
@@ -579,14 +745,21 @@ def test_a_real_server_killed_while_logging_fails_fast_and_a_relog_leaves_one_ru
     try:
         parent = log_run(results, run_dir, uri=uri)
         api = f"{uri}/api/2.0/mlflow"
-        experiment = requests.get(f"{api}/experiments/get-by-name",
-                                  params={"experiment_name": EXPERIMENT}, timeout=10).json()
-        runs = requests.post(f"{api}/runs/search", timeout=10, json={
-            "experiment_ids": [experiment["experiment"]["experiment_id"]],
-            "filter": f"tags.`repro.run_id` = '{RUN_ID}'"}).json()["runs"]
+        experiment = requests.get(
+            f"{api}/experiments/get-by-name", params={"experiment_name": EXPERIMENT}, timeout=10
+        ).json()
+        runs = requests.post(
+            f"{api}/runs/search",
+            timeout=10,
+            json={
+                "experiment_ids": [experiment["experiment"]["experiment_id"]],
+                "filter": f"tags.`repro.run_id` = '{RUN_ID}'",
+            },
+        ).json()["runs"]
         tags = [{t["key"]: t["value"] for t in run["data"]["tags"]} for run in runs]
-        parents = [run["info"] for run, t in zip(runs, tags, strict=True)
-                   if "mlflow.parentRunId" not in t]
+        parents = [
+            run["info"] for run, t in zip(runs, tags, strict=True) if "mlflow.parentRunId" not in t
+        ]
         assert [(p["run_id"], p["status"]) for p in parents] == [(parent, "FINISHED")]
         assert sum(t.get("mlflow.parentRunId") == parent for t in tags) == len(results["rows"])
         assert load_results(EXPERIMENT, uri=uri) == [Results.of(results)]

@@ -24,58 +24,120 @@ STEPS = 6
 
 
 def _dit():
-    model = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
-                                  out_channels=4, num_layers=4, sample_size=8, patch_size=2,
-                                  num_embeds_ada_norm=10, norm_num_groups=4)
+    model = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        num_layers=4,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=10,
+        norm_num_groups=4,
+    )
     labels = torch.tensor([1, 7])
-    return model, lambda x, t: {"hidden_states": x, "timestep": t.expand(len(x)),
-                                "class_labels": labels}, (2, 4, 8, 8), "ddim"
+    return (
+        model,
+        lambda x, t: {"hidden_states": x, "timestep": t.expand(len(x)), "class_labels": labels},
+        (2, 4, 8, 8),
+        "ddim",
+    )
 
 
 def _pixart():
-    model = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
-                                     out_channels=4, num_layers=3, sample_size=8, patch_size=2,
-                                     cross_attention_dim=16, caption_channels=16,
-                                     norm_num_groups=4)
+    model = PixArtTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        num_layers=3,
+        sample_size=8,
+        patch_size=2,
+        cross_attention_dim=16,
+        caption_channels=16,
+        norm_num_groups=4,
+    )
     text = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
-    return model, lambda x, t: {"hidden_states": x, "encoder_hidden_states": text,
-                                "timestep": t.expand(len(x)),
-                                "added_cond_kwargs": {"resolution": None,
-                                                      "aspect_ratio": None}}, (2, 4, 8, 8), "ddim"
+    return (
+        model,
+        lambda x, t: {
+            "hidden_states": x,
+            "encoder_hidden_states": text,
+            "timestep": t.expand(len(x)),
+            "added_cond_kwargs": {"resolution": None, "aspect_ratio": None},
+        },
+        (2, 4, 8, 8),
+        "ddim",
+    )
 
 
 def _sd3():
-    model = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=3,
-                                  attention_head_dim=8, num_attention_heads=2,
-                                  joint_attention_dim=16, caption_projection_dim=16,
-                                  pooled_projection_dim=8, out_channels=4, pos_embed_max_size=8)
+    model = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_layers=3,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        caption_projection_dim=16,
+        pooled_projection_dim=8,
+        out_channels=4,
+        pos_embed_max_size=8,
+    )
     g = torch.Generator().manual_seed(1)
     text, pooled = torch.randn(2, 5, 16, generator=g), torch.randn(2, 8, generator=g)
-    return model, lambda x, t: {"hidden_states": x, "encoder_hidden_states": text,
-                                "pooled_projections": pooled,
-                                "timestep": t.expand(len(x))}, (2, 4, 8, 8), "flow"
+    return (
+        model,
+        lambda x, t: {
+            "hidden_states": x,
+            "encoder_hidden_states": text,
+            "pooled_projections": pooled,
+            "timestep": t.expand(len(x)),
+        },
+        (2, 4, 8, 8),
+        "flow",
+    )
 
 
 def _flux():
-    model = FluxTransformer2DModel(patch_size=1, in_channels=8, num_layers=2, num_single_layers=2,
-                                   attention_head_dim=8, num_attention_heads=2,
-                                   joint_attention_dim=16, pooled_projection_dim=8,
-                                   axes_dims_rope=(2, 2, 4))
+    model = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=8,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        pooled_projection_dim=8,
+        axes_dims_rope=(2, 2, 4),
+    )
     g = torch.Generator().manual_seed(1)
     text, pooled = torch.randn(2, 5, 16, generator=g), torch.randn(2, 8, generator=g)
     img_ids, txt_ids = torch.zeros(16, 3), torch.zeros(5, 3)
     img_ids[:, 1], img_ids[:, 2] = torch.arange(16) // 4, torch.arange(16) % 4
-    return model, lambda x, t: {"hidden_states": x, "encoder_hidden_states": text,
-                                "pooled_projections": pooled, "timestep": t.expand(len(x)) / 1000,
-                                "img_ids": img_ids, "txt_ids": txt_ids}, (2, 16, 8), "flow"
+    return (
+        model,
+        lambda x, t: {
+            "hidden_states": x,
+            "encoder_hidden_states": text,
+            "pooled_projections": pooled,
+            "timestep": t.expand(len(x)) / 1000,
+            "img_ids": img_ids,
+            "txt_ids": txt_ids,
+        },
+        (2, 16, 8),
+        "flow",
+    )
 
 
 MODELS = {"dit": _dit, "pixart": _pixart, "sd3": _sd3, "flux": _flux}
 
 
 def _scheduler(kind: str):
-    scheduler = (DDIMScheduler(clip_sample=False) if kind == "ddim"
-                 else FlowMatchEulerDiscreteScheduler())
+    scheduler = (
+        DDIMScheduler(clip_sample=False) if kind == "ddim" else FlowMatchEulerDiscreteScheduler()
+    )
     scheduler.set_timesteps(STEPS)
     return scheduler
 
@@ -95,9 +157,12 @@ def _sample(model, inputs, shape, kind, schedule=None):
 def _streams(block):
     """(image, text) positions in a block's output, by class: written here, not read from
     diffusers' registry."""
-    return {"BasicTransformerBlock": (None, None), "JointTransformerBlock": (1, 0),
-            "FluxTransformerBlock": (1, 0), "FluxSingleTransformerBlock": (1, 0)}[
-        type(block).__name__]
+    return {
+        "BasicTransformerBlock": (None, None),
+        "JointTransformerBlock": (1, 0),
+        "FluxTransformerBlock": (1, 0),
+        "FluxSingleTransformerBlock": (1, 0),
+    }[type(block).__name__]
 
 
 @contextlib.contextmanager
@@ -105,8 +170,11 @@ def _reference(model, schedule: list[str]):
     """Residual reuse with torch hooks: on F, note block b's inputs and the last block's
     output; on P<b>, overwrite block b's output with its input plus (last output - noted
     input) and every later block's output with its input; on N, the model's last output."""
-    blocks = [b for name in ("transformer_blocks", "single_transformer_blocks")
-              for b in getattr(model, name, [])]
+    blocks = [
+        b
+        for name in ("transformer_blocks", "single_transformer_blocks")
+        for b in getattr(model, name, [])
+    ]
     step = {"i": -1, "noted": {}, "last": None}
     handles = []
 
@@ -158,6 +226,7 @@ def _reference(model, schedule: list[str]):
                 # every block still runs here, so they stay the block's input)
                 text = text if last[1] is None else text + (last[1] - first[1])
             return packed(block, hidden, text, output if isinstance(output, tuple) else None)
+
         return pre, post
 
     handles.append(model.register_forward_pre_hook(on_model, with_kwargs=True))
@@ -200,11 +269,13 @@ def test_a_partial_step_reuses_the_residual_of_the_blocks_it_skips(built):
 def test_a_transformer_has_one_branch_per_block_in_run_order():
     model = _flux()[0]
     found = branches(model)
-    assert [b.skips_from for b in found] == ["transformer_blocks.0", "transformer_blocks.1",
-                                             "single_transformer_blocks.0",
-                                             "single_transformer_blocks.1"]
+    assert [b.skips_from for b in found] == [
+        "transformer_blocks.0",
+        "transformer_blocks.1",
+        "single_transformer_blocks.0",
+        "single_transformer_blocks.1",
+    ]
     assert num_branches(model) == 4 and found[0].resumes_at == "after single_transformer_blocks.1"
-
 
 
 def test_first_block_cache_with_its_decisions_replayed_is_a_p1_schedule():
@@ -239,21 +310,37 @@ def dit_pipe():
     from diffusers import AutoencoderKL, DiTPipeline
 
     torch.manual_seed(0)
-    transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8,
-                                        in_channels=4, out_channels=8, num_layers=3,
-                                        sample_size=8, patch_size=2, num_embeds_ada_norm=1000,
-                                        norm_num_groups=4)
-    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
-                        norm_num_groups=4)
+    transformer = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=3,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+    )
     pipe = DiTPipeline(transformer.eval(), vae.eval(), DDIMScheduler(clip_sample=False))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def _images(pipe, steps=STEPS, guidance=4.0):
-    return pipe([3, 7], num_inference_steps=steps, guidance_scale=guidance, output_type="np",
-                generator=torch.Generator().manual_seed(0)).images
+    return pipe(
+        [3, 7],
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
 
 
 def test_apply_schedule_on_a_dit_pipeline(dit_pipe):
@@ -312,8 +399,26 @@ def test_the_embedded_dit_samples_under_a_schedule_with_guidance(tmp_path, capsy
 
     def sample(schedule: str, name: str) -> np.ndarray:
         out = tmp_path / f"{name}.npz"
-        assert main(["sample", "--model", "digits-dit", "--steps", "4", "--seeds", "0:6",
-                     "--guidance", "2", "--schedule", schedule, "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "sample",
+                    "--model",
+                    "digits-dit",
+                    "--steps",
+                    "4",
+                    "--seeds",
+                    "0:6",
+                    "--guidance",
+                    "2",
+                    "--schedule",
+                    schedule,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         return np.load(out)["images"]
 
     full, partial = sample("F F F F", "full"), sample("F P1 P3 N", "partial")
@@ -321,8 +426,7 @@ def test_the_embedded_dit_samples_under_a_schedule_with_guidance(tmp_path, capsy
     assert np.array_equal(sample("F F F F", "again"), full)
 
 
-def test_the_pixart_suite_times_its_rows_on_random_weights_of_its_architecture(
-        capsys, monkeypatch):
+def test_the_pixart_suite_times_its_rows_on_random_weights_of_its_architecture(capsys, monkeypatch):
     """`repro bench --suite pixart_coco --weights random` on PixArt-alpha's own classes and
     sampler, shrunk (one call of the real 0.6B transformer is ~1.2 TFLOPs): the teacher,
     uniform partial steps, every diffusers cache and DPM-Solver++ at fewer steps, timed on
@@ -334,20 +438,53 @@ def test_the_pixart_suite_times_its_rows_on_random_weights_of_its_architecture(
     from repro.models import registry
 
     spec = registry.get("pixart-alpha-512")
-    small = {"num_layers": 5, "num_attention_heads": 4, "attention_head_dim": 16,
-             "cross_attention_dim": 64, "caption_channels": 16, "sample_size": 16,
-             "norm_num_groups": 4}
-    monkeypatch.setitem(registry._REGISTRY, spec.id, replace(
-        spec, unet_config={**spec.unet_config, **small}, context_tokens=5))
-    assert main(["bench", "--suite", "pixart_coco", "--batch", "1", "--steps", "4",
-                 "--repeats", "2", "--threads", "1", "--clock", "cpu", "--json",
-                 "--no-tracking"]) == 0
-    experiment, = json.loads(capsys.readouterr().out)["experiments"]
-    assert (experiment["scheduler"], experiment["unet_batch"]) == (
-        "DPMSolverMultistepScheduler", 2)
+    small = {
+        "num_layers": 5,
+        "num_attention_heads": 4,
+        "attention_head_dim": 16,
+        "cross_attention_dim": 64,
+        "caption_channels": 16,
+        "sample_size": 16,
+        "norm_num_groups": 4,
+    }
+    monkeypatch.setitem(
+        registry._REGISTRY,
+        spec.id,
+        replace(spec, unet_config={**spec.unet_config, **small}, context_tokens=5),
+    )
+    assert (
+        main(
+            [
+                "bench",
+                "--suite",
+                "pixart_coco",
+                "--batch",
+                "1",
+                "--steps",
+                "4",
+                "--repeats",
+                "2",
+                "--threads",
+                "1",
+                "--clock",
+                "cpu",
+                "--json",
+                "--no-tracking",
+            ]
+        )
+        == 0
+    )
+    (experiment,) = json.loads(capsys.readouterr().out)["experiments"]
+    assert (experiment["scheduler"], experiment["unet_batch"]) == ("DPMSolverMultistepScheduler", 2)
     rows = {row["name"]: row for row in experiment["rows"]}
-    for technique in ("first-block-cache", "taylorseer", "magcache", "fastercache",
-                      "pyramid-attention-broadcast", "seacache"):
+    for technique in (
+        "first-block-cache",
+        "taylorseer",
+        "magcache",
+        "fastercache",
+        "pyramid-attention-broadcast",
+        "seacache",
+    ):
         cached = [row for name, row in rows.items() if name.startswith(technique + " ")]
         assert len(cached) == 2 and all(row["predicted_speedup"] > 0 for row in cached)
     assert rows["deepcache N=2 b=4"]["schedule"] == "F P4 | F P4"

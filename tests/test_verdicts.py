@@ -15,9 +15,19 @@ NOISE = RNG.normal(0, 1, N)  # shared by every row: paired by seed
 
 def row(name, kind, family, budget, speed, level):
     values = level + NOISE + RNG.normal(0, 0.2, N)
-    return (Row(experiment="x", name=name, kind=kind, family=family, budget=budget,
-                predicted_speedup=speed, measured_speedup=speed * 1.1,
-                metrics={"fid:x": float(values.mean())}), values)
+    return (
+        Row(
+            experiment="x",
+            name=name,
+            kind=kind,
+            family=family,
+            budget=budget,
+            predicted_speedup=speed,
+            measured_speedup=speed * 1.1,
+            metrics={"fid:x": float(values.mean())},
+        ),
+        values,
+    )
 
 
 def test_a_searched_method_far_below_two_fronts_is_better_at_both_speeds():
@@ -28,8 +38,7 @@ def test_a_searched_method_far_below_two_fronts_is_better_at_both_speeds():
         *(row(f"seg {k}", "searched", "segment-evolution", 2.5, 2.5, 5.0) for k in range(3)),
     ]
     rows = [r for r, _ in made]
-    points = {r.name: Point(r.name, 1.0, verdicts.memoised(per_seed_mean(v)), N)
-              for r, v in made}
+    points = {r.name: Point(r.name, 1.0, verdicts.memoised(per_seed_mean(v)), N) for r, v in made}
     records, intervals = verdicts.verdicts(rows, {"fid:x": points.__getitem__}, 199)
     by = {(r["family"], r["speed"]): r for r in records}
     better = by[("deepcache", "predicted")]  # front at 2.5x: 25, searched 5
@@ -52,8 +61,7 @@ def test_a_searched_method_level_with_the_front_is_a_tie_and_beyond_it_dominance
         *(row(f"step {k}", "searched", "stepwise-evolution", 5.0, 5.0, 1.0) for k in range(3)),
     ]
     rows = [r for r, _ in made]
-    points = {r.name: Point(r.name, 1.0, verdicts.memoised(per_seed_mean(v)), N)
-              for r, v in made}
+    points = {r.name: Point(r.name, 1.0, verdicts.memoised(per_seed_mean(v)), N) for r, v in made}
     records, _ = verdicts.verdicts(rows, {"fid:x": points.__getitem__}, 199)
     by = {(r["method"], r["family"], r["speed"]): r for r in records}
     assert by[("segment-evolution", "deepcache", "predicted")]["outcome"] == "tie"
@@ -80,9 +88,20 @@ def test_memoised_quality_computes_each_resample_once():
 
 
 def _verdict(family, outcome, difference):
-    return {"experiment": "e", "method": "segment-evolution", "budget": 2.0, "family": family,
-            "metric": "fid:x", "speed": "measured", "searched": 1.0, "at_speed": 2.0,
-            "difference": difference, "low": None, "high": None, "outcome": outcome}
+    return {
+        "experiment": "e",
+        "method": "segment-evolution",
+        "budget": 2.0,
+        "family": family,
+        "metric": "fid:x",
+        "speed": "measured",
+        "searched": 1.0,
+        "at_speed": 2.0,
+        "difference": difference,
+        "low": None,
+        "high": None,
+        "outcome": outcome,
+    }
 
 
 def _run(*records):
@@ -95,8 +114,11 @@ def test_verdict_changes_pair_two_runs_by_method_budget_family_metric_and_speed(
     old = _run(_verdict("deepcache", "better", -1.0), _verdict("fewer-steps", "tie", 0.1))
     new = _run(_verdict("deepcache", "tie", -0.2), _verdict("random", "worse", 2.0))
     changes = verdict_report.verdict_changes(old, new).set_index("family")["changed"]
-    assert changes.to_dict() == {"deepcache": "better -> tie", "random": "only in new",
-                                 "fewer-steps": "only in old"}
+    assert changes.to_dict() == {
+        "deepcache": "better -> tie",
+        "random": "only in new",
+        "fewer-steps": "only in old",
+    }
     paths = verdict_report.write_verdicts(new, tmp_path)
     assert [p.name for p in paths] == ["verdicts.md", "verdicts.csv"]
     assert "| worse" in (tmp_path / "verdicts.md").read_text()
@@ -106,8 +128,9 @@ def test_verdict_changes_pair_two_runs_by_method_budget_family_metric_and_speed(
 def test_convergence_is_the_best_fitness_so_far():
     from repro.reporting.verdict_report import convergence
 
-    row = Row(experiment="x", name="s", kind="searched",
-              search={"trace": [5.0, 7.0, 3.0, 4.0, 1.0]})
+    row = Row(
+        experiment="x", name="s", kind="searched", search={"trace": [5.0, 7.0, 3.0, 4.0, 1.0]}
+    )
     assert convergence(row).tolist() == [5.0, 5.0, 3.0, 3.0, 1.0]
 
 
@@ -135,8 +158,14 @@ def test_a_rows_fid_interval_covers_what_other_seed_sets_give():
         low, high = verdicts.interval(Point("row", 1.0, q, n), 199)
         assert low <= q(np.arange(n)) <= high
         shifted += low <= median <= high
-        ci = stats.bootstrap((np.arange(n),), lambda s, axis=-1, q=q: q(s), n_resamples=199,
-                             vectorized=True, method="percentile", rng=0).confidence_interval
+        ci = stats.bootstrap(
+            (np.arange(n),),
+            lambda s, axis=-1, q=q: q(s),
+            n_resamples=199,
+            vectorized=True,
+            method="percentile",
+            rng=0,
+        ).confidence_interval
         plain += ci.low <= median <= ci.high
     assert shifted >= 15 and plain <= 5
 
@@ -144,8 +173,9 @@ def test_a_rows_fid_interval_covers_what_other_seed_sets_give():
 def judged(made, primary=None, resamples=99):
     rows = [r for r, _ in made]
     points = {r.name: Point(r.name, 1.0, per_seed_mean(v), N) for r, v in made}
-    return verdicts.verdicts(rows, {"fid:x": points.__getitem__, "rfid:x": points.__getitem__},
-                             resamples, primary)[0]
+    return verdicts.verdicts(
+        rows, {"fid:x": points.__getitem__, "rfid:x": points.__getitem__}, resamples, primary
+    )[0]
 
 
 def two_searches_and_a_baseline():
@@ -164,40 +194,68 @@ def test_two_search_methods_are_compared_by_their_repeat_means_and_labelled():
     by = {(r["method"], r["family"], r["metric"], r["speed"]): r for r in records}
     method = by[("segment-evolution", "stepwise-evolution", "fid:x", "predicted")]
     assert (method["basis"], method["family_kind"], method["outcome"]) == (
-        "equal budget", "searched", "tie")
+        "equal budget",
+        "searched",
+        "tie",
+    )
     assert abs(method["at_speed"] - 5.0) < 0.1 and method["p"] > 0.05
     primary = {key for key, r in by.items() if r["label"] == "primary"}
-    assert primary == {("segment-evolution", "deepcache", "fid:x", "predicted"),
-                       ("stepwise-evolution", "deepcache", "fid:x", "predicted")}
+    assert primary == {
+        ("segment-evolution", "deepcache", "fid:x", "predicted"),
+        ("stepwise-evolution", "deepcache", "fid:x", "predicted"),
+    }
     assert {r["label"] for r in records} == {"primary", "exploratory"}
 
 
 def test_named_primary_comparisons_replace_the_default():
-    records = judged(two_searches_and_a_baseline(), primary=[
-        {"method": "segment-evolution", "family": "stepwise-evolution", "metric": "rfid:x",
-         "speed": "measured"}])
-    chosen = [(r["method"], r["family"], r["metric"], r["speed"]) for r in records
-              if r["label"] == "primary"]
+    records = judged(
+        two_searches_and_a_baseline(),
+        primary=[
+            {
+                "method": "segment-evolution",
+                "family": "stepwise-evolution",
+                "metric": "rfid:x",
+                "speed": "measured",
+            }
+        ],
+    )
+    chosen = [
+        (r["method"], r["family"], r["metric"], r["speed"])
+        for r in records
+        if r["label"] == "primary"
+    ]
     assert chosen == [("segment-evolution", "stepwise-evolution", "rfid:x", "measured")]
-    assert not [r for r in judged(two_searches_and_a_baseline(), primary=[])
-                if r["label"] == "primary"]
+    assert not [
+        r for r in judged(two_searches_and_a_baseline(), primary=[]) if r["label"] == "primary"
+    ]
 
 
 def test_holm_adjusts_primary_verdicts_across_the_run_and_leaves_exploratory_ones():
     """Three primary verdicts of two experiments, each significant at 5% alone: Holm makes
     the weakest (p 0.04, times 1) still better but the middle one (p 0.03 times 2) a tie;
     the exploratory verdict keeps its outcome and gets no adjustment."""
+
     def record(experiment, p, label, outcome="better"):
         return {"experiment": experiment, "p": p, "label": label, "outcome": outcome}
-    run = [record("a", 0.001, "primary"), record("a", 0.03, "primary"),
-           record("b", 0.04, "exploratory"), record("b", 0.02, "primary"),
-           record("b", None, "primary", "inconclusive: 1 repeat")]
+
+    run = [
+        record("a", 0.001, "primary"),
+        record("a", 0.03, "primary"),
+        record("b", 0.04, "exploratory"),
+        record("b", 0.02, "primary"),
+        record("b", None, "primary", "inconclusive: 1 repeat"),
+    ]
     adjusted = verdicts.adjust(run)
     p_holm = [r["p_holm"] for r in adjusted]
     assert p_holm[:2] + p_holm[3:] == pytest.approx([0.004, 0.06, 0.06, 1.0])
     assert adjusted[2]["p_holm"] is None and adjusted[2]["adjusted"] is None
     assert [r["adjusted"] for r in adjusted] == [
-        "better", "tie", None, "tie", "inconclusive: 1 repeat"]
+        "better",
+        "tie",
+        None,
+        "tie",
+        "inconclusive: 1 repeat",
+    ]
     assert run[1].get("adjusted") is None  # the records passed in are left as they were
 
 
@@ -205,6 +263,7 @@ def test_measured_speed_verdicts_resample_timing_and_need_five_repeats():
     """A row's measured-speed verdict reads its and the teacher's per-repeat times; with 3
     timing repeats it is inconclusive, with 7 noisy ones it is judged and its interval is
     wider than the predicted-speed one on the same qualities."""
+
     def timed(made, repeats, noise):
         out = []
         for r, v in made:
@@ -212,10 +271,12 @@ def test_measured_speed_verdicts_resample_timing_and_need_five_repeats():
             times *= (1 / r.measured_speedup) / np.median(times)  # keep the median
             out.append((r.model_copy(update={"latency": {"seconds": times.tolist()}}), v))
         return out
-    base = [row("teacher", "teacher", None, None, 1.0 / 1.1, 0.0),
-            *(row(f"dc {s}", "baseline", "deepcache", None, s, 10 * s) for s in (1.5, 2.5)),
-            *(row(f"seg {k}", "searched", "segment-evolution", 2.0, 2.0, 19.0)
-              for k in range(4))]
+
+    base = [
+        row("teacher", "teacher", None, None, 1.0 / 1.1, 0.0),
+        *(row(f"dc {s}", "baseline", "deepcache", None, s, 10 * s) for s in (1.5, 2.5)),
+        *(row(f"seg {k}", "searched", "segment-evolution", 2.0, 2.0, 19.0) for k in range(4)),
+    ]
     few = {(r["speed"], r["metric"]): r for r in judged(timed(base, 3, 0.2))}
     assert few[("measured", "fid:x")]["outcome"] == "inconclusive: 3 timing repeats"
     assert few[("measured", "fid:x")]["timing_repeats"] == 3
@@ -234,15 +295,25 @@ def test_primary_verdicts_of_rows_from_per_seed_features():
     features = {"teacher": {"x": teacher}}
     rows = [Row(experiment="x", name="teacher", kind="teacher", predicted_speedup=1.0)]
     for name, kind, fam, speed, noise in (
-            ("dc 1.5", "baseline", "deepcache", 1.5, 0.3), ("dc 2.5", "baseline", "deepcache",
-                                                            2.5, 1.0),
-            *((f"seg {k}", "searched", "segment-evolution", 2.0, 0.1) for k in range(3))):
+        ("dc 1.5", "baseline", "deepcache", 1.5, 0.3),
+        ("dc 2.5", "baseline", "deepcache", 2.5, 1.0),
+        *((f"seg {k}", "searched", "segment-evolution", 2.0, 0.1) for k in range(3)),
+    ):
         features[name] = {"x": teacher + rng.normal(0, noise, teacher.shape)}
-        rows.append(Row(experiment="x", name=name, kind=kind, family=fam,
-                        budget=2.0 if kind == "searched" else None, predicted_speedup=speed))
+        rows.append(
+            Row(
+                experiment="x",
+                name=name,
+                kind=kind,
+                family=fam,
+                budget=2.0 if kind == "searched" else None,
+                predicted_speedup=speed,
+            )
+        )
     out = verdicts.primary_verdicts(rows, features, ["rfid:x"], resamples=49)
     assert [(r["method"], r["family"], r["metric"], r["speed"], r["label"]) for r in out] == [
-        ("segment-evolution", "deepcache", "rfid:x", "predicted", "primary")]
+        ("segment-evolution", "deepcache", "rfid:x", "predicted", "primary")
+    ]
     assert out[0]["adjusted"] == out[0]["outcome"] == "better" and out[0]["p_holm"] < 0.05
 
 
@@ -250,21 +321,31 @@ def test_tables_and_mlflow_tags_show_the_label_and_the_adjusted_verdict(tmp_path
     from repro.reporting import verdict_report
     from repro.reporting.tracking import verdict_tags
 
-    run = _run(*verdicts.adjust([
-        _verdict("deepcache", "better", -1.0) | {"p": 0.001, "label": "primary"},
-        _verdict("fewer-steps", "better", -0.5) | {"p": 0.04, "label": "primary"},
-        _verdict("sampler-steps", "worse", 0.5) | {"p": 0.03, "label": "primary"},
-        _verdict("segment-random", "worse", 2.0) | {"p": 0.01, "label": "exploratory"}]))
+    run = _run(
+        *verdicts.adjust(
+            [
+                _verdict("deepcache", "better", -1.0) | {"p": 0.001, "label": "primary"},
+                _verdict("fewer-steps", "better", -0.5) | {"p": 0.04, "label": "primary"},
+                _verdict("sampler-steps", "worse", 0.5) | {"p": 0.03, "label": "primary"},
+                _verdict("segment-random", "worse", 2.0) | {"p": 0.01, "label": "exploratory"},
+            ]
+        )
+    )
     table = verdict_report.verdict_table(run).set_index("family")
-    assert table["label"].to_dict() == {"deepcache": "primary", "fewer-steps": "primary",
-                                        "sampler-steps": "primary",
-                                        "segment-random": "exploratory"}
+    assert table["label"].to_dict() == {
+        "deepcache": "primary",
+        "fewer-steps": "primary",
+        "sampler-steps": "primary",
+        "segment-random": "exploratory",
+    }
     assert table.loc["fewer-steps", "adjusted verdict"] == "tie"
     assert table.loc["fewer-steps", "Holm p"] == pytest.approx(0.06)
     verdict_report.write_verdicts(run, tmp_path)
     text = (tmp_path / "verdicts.csv").read_text()
     assert "label" in text and "exploratory" in text and "adjusted verdict" in text
-    assert verdict_tags(run) == {"repro.verdicts.primary": "better 1, tie 2",
-                                 "repro.verdicts.exploratory": "worse 1"}
+    assert verdict_tags(run) == {
+        "repro.verdicts.primary": "better 1, tie 2",
+        "repro.verdicts.exploratory": "worse 1",
+    }
     old = verdict_report.verdict_table(_run(_verdict("deepcache", "tie", 0.1)))
     assert old["label"].isna().all()  # a run from before labels still renders

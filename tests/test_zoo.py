@@ -59,8 +59,10 @@ def test_load_gives_an_eval_mode_model_with_a_fresh_unclipped_ddim(name):
         assert model.encoder(torch.tensor([3, 10])).shape == (2, 1, 64)
     elif name == "digits-dit":  # labels go to the transformer itself; 10 is its null row
         assert model.num_classes == 10 and model.encoder is None
-        assert model.unet.transformer_blocks[0].norm1.emb.class_embedder.embedding_table \
-            .num_embeddings == 11
+        assert (
+            model.unet.transformer_blocks[0].norm1.emb.class_embedder.embedding_table.num_embeddings
+            == 11
+        )
     else:
         assert model.encoder is None and model.default_guidance is None
 

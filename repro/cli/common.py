@@ -64,8 +64,9 @@ def step_mode(args: argparse.Namespace) -> str:
     against ``--device`` before anything is loaded."""
     if args.compile and args.cuda_graphs:
         raise UserError("--compile and --cuda-graphs: choose one")
-    return checked_mode(args, "compile" if args.compile else "cuda-graphs" if args.cuda_graphs
-                    else "eager")
+    return checked_mode(
+        args, "compile" if args.compile else "cuda-graphs" if args.cuda_graphs else "eager"
+    )
 
 
 def checked_mode(args: argparse.Namespace, mode: str) -> str:
@@ -98,61 +99,102 @@ def flag_groups() -> dict[str, ArgumentParser]:
     """The flags several commands share, each defined once with one name: commands take
     them as argparse parents (a fresh set each) and override a default with
     ``set_defaults``."""
-    groups = {name: ArgumentParser(add_help=False) for name in
-              ("output", "device", "threads", "batch", "weights", "model", "steps", "seeds",
-               "prompts", "scheduler", "step_mode", "metric_weights")}
+    groups = {
+        name: ArgumentParser(add_help=False)
+        for name in (
+            "output",
+            "device",
+            "threads",
+            "batch",
+            "weights",
+            "model",
+            "steps",
+            "seeds",
+            "prompts",
+            "scheduler",
+            "step_mode",
+            "metric_weights",
+        )
+    }
     output = groups["output"].add_mutually_exclusive_group()
-    output.add_argument("-q", "--quiet", action="store_true",
-                        help="warnings and errors only, no progress bars")
+    output.add_argument(
+        "-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars"
+    )
     output.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
-    groups["device"].add_argument("--device", default="cpu",
-                                  help="torch device: cpu, cuda, cuda:1, ... (default cpu)")
-    groups["device"].add_argument("--dtype", default="float32", choices=DTYPES,
-                                  help="weights and sampling dtype (default float32)")
-    groups["threads"].add_argument("--threads", type=int, default=0,
-                                   help="torch CPU threads (default: torch's)")
+    groups["device"].add_argument(
+        "--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default cpu)"
+    )
+    groups["device"].add_argument(
+        "--dtype",
+        default="float32",
+        choices=DTYPES,
+        help="weights and sampling dtype (default float32)",
+    )
+    groups["threads"].add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (default: torch's)"
+    )
     groups["batch"].add_argument("--batch", type=int, help="images per batch")
-    groups["weights"].add_argument("--weights", default="pretrained",
-                                   help="pretrained (Hugging Face cache or the zoo's), random "
-                                   "(architecture only), or a local directory "
-                                   "(default %(default)s)")
+    groups["weights"].add_argument(
+        "--weights",
+        default="pretrained",
+        help="pretrained (Hugging Face cache or the zoo's), random "
+        "(architecture only), or a local directory "
+        "(default %(default)s)",
+    )
     groups["model"].add_argument("--model", help="model id (see `repro ls`)")
     groups["steps"].add_argument("--steps", type=int, help="sampler steps")
-    groups["seeds"].add_argument("--seeds", default="0:64",
-                                 help="A:B (B excluded) or a comma list (default %(default)s)")
-    groups["prompts"].add_argument("--prompts", type=Path,
-                                   help="text-conditioned models: COCO captions JSON, "
-                                   "PartiPrompts TSV or one prompt per line, cycled over the "
-                                   "seeds")
-    groups["prompts"].add_argument("--prompts-limit", type=int,
-                                   help="use the first N prompts")
-    groups["scheduler"].add_argument("--scheduler",
-                                     help="diffusers scheduler class (default: the model's)")
+    groups["seeds"].add_argument(
+        "--seeds", default="0:64", help="A:B (B excluded) or a comma list (default %(default)s)"
+    )
+    groups["prompts"].add_argument(
+        "--prompts",
+        type=Path,
+        help="text-conditioned models: COCO captions JSON, "
+        "PartiPrompts TSV or one prompt per line, cycled over the "
+        "seeds",
+    )
+    groups["prompts"].add_argument("--prompts-limit", type=int, help="use the first N prompts")
+    groups["scheduler"].add_argument(
+        "--scheduler", help="diffusers scheduler class (default: the model's)"
+    )
     groups["metric_weights"].add_argument(
-        "--inception-weights", type=Path,
-        help=f"InceptionV3 weights file (default: ${INCEPTION_ENV} or the torch hub cache)")
+        "--inception-weights",
+        type=Path,
+        help=f"InceptionV3 weights file (default: ${INCEPTION_ENV} or the torch hub cache)",
+    )
     groups["metric_weights"].add_argument(
-        "--clip-weights", type=Path,
-        help=f"open_clip weights file (default: ${CLIP_ENV} or the Hugging Face cache)")
+        "--clip-weights",
+        type=Path,
+        help=f"open_clip weights file (default: ${CLIP_ENV} or the Hugging Face cache)",
+    )
     groups["metric_weights"].add_argument(
-        "--lpips-weights", type=Path,
+        "--lpips-weights",
+        type=Path,
         help=f"torchvision's AlexNet weights for lpips:alex (default: ${LPIPS_ENV} or the "
-        "torch hub cache)")
-    groups["step_mode"].add_argument("--compile", action="store_true",
-                                     help="torch.compile the UNet under the schedule's hooks "
-                                     "(one graph per step kind)")
-    groups["step_mode"].add_argument("--cuda-graphs", action="store_true",
-                                     help="capture each step kind (F, each P<b>) once as a "
-                                     "CUDA graph and replay it (CUDA only)")
+        "torch hub cache)",
+    )
+    groups["step_mode"].add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the UNet under the schedule's hooks (one graph per step kind)",
+    )
+    groups["step_mode"].add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="capture each step kind (F, each P<b>) once as a CUDA graph and replay it (CUDA only)",
+    )
     return groups
 
 
 def add_tracking_uri(parser: ArgumentParser) -> None:
     """``--tracking-uri``, one flag with one meaning for every command that logs or reads
     MLflow runs."""
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the suite's "
-                        "`tracking.uri` where a suite is given, else MLFLOW_TRACKING_URI, else "
-                        "MLflow's default sqlite:///mlflow.db)")
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: the suite's "
+        "`tracking.uri` where a suite is given, else MLFLOW_TRACKING_URI, else "
+        "MLflow's default sqlite:///mlflow.db)",
+    )
 
 
 class Command:
@@ -170,7 +212,8 @@ class Command:
         return [fresh["output"], *(fresh[x] for x in groups)]
 
     def __call__(self, name: str, func, help: str, *groups: str) -> ArgumentParser:
-        parser = self.sub.add_parser(name, help=help, description=help,
-                                     parents=self.parents(*groups))
+        parser = self.sub.add_parser(
+            name, help=help, description=help, parents=self.parents(*groups)
+        )
         parser.set_defaults(func=func)
         return parser

@@ -1,4 +1,4 @@
-"""``repro convert``: convert an original checkpoint file into a """
+"""``repro convert``: convert an original checkpoint file into a"""
 
 from __future__ import annotations
 
@@ -10,11 +10,17 @@ from repro.infra.errors import UserError
 
 
 def add_parser(command: Command) -> None:
-    convert = command("convert", cmd_convert, "convert an original checkpoint file into a "
-                      "diffusers directory (once)")
-    convert.add_argument("kind", choices=("ldm", "adm"),
-                         help="ldm: CompVis LDM-4-G model.ckpt (cin256-v2); adm: guided-diffusion "
-                         "64x64_diffusion.pt")
+    convert = command(
+        "convert",
+        cmd_convert,
+        "convert an original checkpoint file into a diffusers directory (once)",
+    )
+    convert.add_argument(
+        "kind",
+        choices=("ldm", "adm"),
+        help="ldm: CompVis LDM-4-G model.ckpt (cin256-v2); adm: guided-diffusion "
+        "64x64_diffusion.pt",
+    )
     convert.add_argument("checkpoint", type=Path, help="the original checkpoint file")
     convert.add_argument("out", type=Path, help="new directory (unet/, scheduler/, ...)")
 

@@ -1,4 +1,4 @@
-"""``repro env``: what a bug report needs: versions, devices, threads, """
+"""``repro env``: what a bug report needs: versions, devices, threads,"""
 
 from __future__ import annotations
 
@@ -10,14 +10,22 @@ from repro.cli.common import Command
 
 
 def add_parser(command: Command) -> None:
-    env = command("env", cmd_env, "what a bug report needs: versions, devices, threads, "
-                  "platform")
+    env = command("env", cmd_env, "what a bug report needs: versions, devices, threads, platform")
     env.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-ENV_VARIABLES = ("HF_HUB_OFFLINE", "HF_HOME", "MLFLOW_TRACKING_URI", "REPRO_CACHE",
-                 "REPRO_DATA", "REPRO_INCEPTION_WEIGHTS", "REPRO_CLIP_WEIGHTS", "REPRO_KILL_AT",
-                 "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+ENV_VARIABLES = (
+    "HF_HUB_OFFLINE",
+    "HF_HOME",
+    "MLFLOW_TRACKING_URI",
+    "REPRO_CACHE",
+    "REPRO_DATA",
+    "REPRO_INCEPTION_WEIGHTS",
+    "REPRO_CLIP_WEIGHTS",
+    "REPRO_KILL_AT",
+    "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+)
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -28,11 +36,23 @@ def cmd_env(args: argparse.Namespace) -> int:
 
     from repro import __version__
 
-    info: dict[str, object] = {"repro": __version__, "python": platform.python_version(),
-                               "platform": platform.platform()}
-    for package in ("torch", "torchvision", "diffusers", "transformers", "accelerate",
-                    "mlflow", "torch-fidelity", "open_clip_torch", "numpy",
-                    "DeepCache"):
+    info: dict[str, object] = {
+        "repro": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    for package in (
+        "torch",
+        "torchvision",
+        "diffusers",
+        "transformers",
+        "accelerate",
+        "mlflow",
+        "torch-fidelity",
+        "open_clip_torch",
+        "numpy",
+        "DeepCache",
+    ):
         try:
             info[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -46,7 +66,8 @@ def cmd_env(args: argparse.Namespace) -> int:
     info["devices"] = [f"cpu: {device_name('cpu')}"] + [
         f"cuda:{i}: {torch.cuda.get_device_name(i)} "
         f"({torch.cuda.get_device_properties(i).total_memory / 2**30:.0f} GiB)"
-        for i in range(torch.cuda.device_count())]
+        for i in range(torch.cuda.device_count())
+    ]
     info["torch threads"] = torch.get_num_threads()
     info["CPU cores"] = os.cpu_count()
     info["environment"] = {k: os.environ[k] for k in sorted(os.environ) if k in ENV_VARIABLES}
@@ -54,8 +75,14 @@ def cmd_env(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     for key, value in info.items():
-        shown = "; ".join(value) if isinstance(value, list) else (
-            ", ".join(f"{k}={v}" for k, v in value.items()) or "(none set)"
-            if isinstance(value, dict) else value)
+        shown = (
+            "; ".join(value)
+            if isinstance(value, list)
+            else (
+                ", ".join(f"{k}={v}" for k, v in value.items()) or "(none set)"
+                if isinstance(value, dict)
+                else value
+            )
+        )
         print(f"- {key}: {shown}")
     return 0

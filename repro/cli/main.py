@@ -32,8 +32,21 @@ from repro.infra.errors import RunFailure, UserError
 
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 # in `repro --help` order
-COMMANDS = (ls, env, run, validate, sample, probe, search, evaluate, zoo, convert, bench, report,
-            gate)
+COMMANDS = (
+    ls,
+    env,
+    run,
+    validate,
+    sample,
+    probe,
+    search,
+    evaluate,
+    zoo,
+    convert,
+    bench,
+    report,
+    gate,
+)
 
 
 def _configure_output(args: argparse.Namespace) -> None:
@@ -52,21 +65,21 @@ def _configure_output(args: argparse.Namespace) -> None:
     logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     from repro import __version__
 
-    parser = ArgumentParser(prog="repro", description="Reproduce and benchmark training-free "
-                            "acceleration of diffusion models by per-step schedules (F / P<b> / "
-                            "N): searches, baselines, metrics and timing from declarative "
-                            "suites. Bad input exits 2 with one line naming the culprit.")
+    parser = ArgumentParser(
+        prog="repro",
+        description="Reproduce and benchmark training-free "
+        "acceleration of diffusion models by per-step schedules (F / P<b> / "
+        "N): searches, baselines, metrics and timing from declarative "
+        "suites. Bad input exits 2 with one line naming the culprit.",
+    )
     parser.add_argument("--version", action="version", version=f"repro {__version__}")
     command = Command(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     for module in COMMANDS:
         module.add_parser(command)
     return parser
-
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"repro: failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("repro: interrupted; finished work is kept (the same command resumes it)",
-              file=sys.stderr)
+        print(
+            "repro: interrupted; finished work is kept (the same command resumes it)",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `repro env | head`: the reader left; Python's documented way out
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -11,18 +11,37 @@ from repro.infra.errors import UserError
 
 def add_parser(command: Command) -> None:
     rep = command("report", cmd_report, "tables of run results, or a regression diff of two")
-    rep.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR",
-                     help="run directory or results.json (several: one table, a run column)")
-    rep.add_argument("--format", choices=["md", "csv", "tex", "html"], default="md",
-                     help="html: one run's self-contained report.html (tables, plots, grids, "
-                     "environment, command), written beside its results.json unless --out")
+    rep.add_argument(
+        "runs",
+        nargs="*",
+        type=Path,
+        metavar="RUN_DIR",
+        help="run directory or results.json (several: one table, a run column)",
+    )
+    rep.add_argument(
+        "--format",
+        choices=["md", "csv", "tex", "html"],
+        default="md",
+        help="html: one run's self-contained report.html (tables, plots, grids, "
+        "environment, command), written beside its results.json unless --out",
+    )
     rep.add_argument("--out", type=Path, help="write here instead of printing")
-    rep.add_argument("--compare", nargs=2, type=Path, metavar=("OLD", "NEW"),
-                     help="regression table (md) of two runs")
-    rep.add_argument("--experiment", help="read runs from this MLflow experiment instead "
-                     "(the newest run's table)")
-    rep.add_argument("--regression", action="store_true",
-                     help="with --experiment: regression table of its two newest runs")
+    rep.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("OLD", "NEW"),
+        help="regression table (md) of two runs",
+    )
+    rep.add_argument(
+        "--experiment",
+        help="read runs from this MLflow experiment instead (the newest run's table)",
+    )
+    rep.add_argument(
+        "--regression",
+        action="store_true",
+        help="with --experiment: regression table of its two newest runs",
+    )
     add_tracking_uri(rep)
 
 
@@ -48,10 +67,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         runs = load_results(args.experiment, uri=resolve_uri(args.tracking_uri))
         if args.regression and len(runs) < 2:
-            raise UserError(f"MLflow experiment {args.experiment!r} has {len(runs)} finished "
-                           "run(s); --regression needs two")
-        text = (report.render(report.regression_diff(runs[1], runs[0]), "md") if args.regression
-                else report.render(report.table(runs[0]), args.format))
+            raise UserError(
+                f"MLflow experiment {args.experiment!r} has {len(runs)} finished "
+                "run(s); --regression needs two"
+            )
+        text = (
+            report.render(report.regression_diff(runs[1], runs[0]), "md")
+            if args.regression
+            else report.render(report.table(runs[0]), args.format)
+        )
     elif args.compare:
         old, new = (report.load_results(p) for p in args.compare)
         text = report.render(report.regression_diff(old, new), "md")

@@ -10,14 +10,28 @@ from repro.infra.errors import UserError
 
 
 def add_parser(command: Command) -> None:
-    sample = command("sample", cmd_sample, "generate images under a schedule into FILE.npz",
-                     "model", "steps", "seeds", "prompts", "weights", "device", "threads",
-                     "batch", "step_mode")
+    sample = command(
+        "sample",
+        cmd_sample,
+        "generate images under a schedule into FILE.npz",
+        "model",
+        "steps",
+        "seeds",
+        "prompts",
+        "weights",
+        "device",
+        "threads",
+        "batch",
+        "step_mode",
+    )
     sample.add_argument("--schedule", help="schedule text (default: all F)")
-    sample.add_argument("--labels", help="comma list of class labels, cycled over the seeds "
-                        "(default: seed mod classes)")
-    sample.add_argument("--guidance", type=float, help="classifier-free guidance scale "
-                        "(default: the model's)")
+    sample.add_argument(
+        "--labels",
+        help="comma list of class labels, cycled over the seeds (default: seed mod classes)",
+    )
+    sample.add_argument(
+        "--guidance", type=float, help="classifier-free guidance scale (default: the model's)"
+    )
     sample.add_argument("--out", type=Path, required=True, help="samples file (.npz)")
     sample.set_defaults(batch=64)
 
@@ -41,10 +55,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     mode = step_mode(args)
     model = models.load_model(args.model, args.weights, device=args.device, dtype=args.dtype)
     accel.apply(model.unet, mode)
-    result = generate(model, args.steps, args.schedule, seeds, labels, args.guidance,
-                      batch_size=args.batch, prompts=prompts)
+    result = generate(
+        model,
+        args.steps,
+        args.schedule,
+        seeds,
+        labels,
+        args.guidance,
+        batch_size=args.batch,
+        prompts=prompts,
+    )
     path = result.save(args.out)
     if not args.quiet:
-        print(f"{len(result.images)} images of {result.model} under '{result.schedule}' "
-              f"-> {path}")
+        print(f"{len(result.images)} images of {result.model} under '{result.schedule}' -> {path}")
     return 0

@@ -22,6 +22,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for line in suite.cautions(loaded):
             logging.getLogger("repro").warning(f"warning: {line}")
         rows = sum(len(plan) for plan in plans.values())
-        print(f"{loaded.file}: ok (suite {loaded.name!r} v{loaded.version}, "
-              f"{len(plans)} experiments, {rows} rows, {loaded.digest})")
+        print(
+            f"{loaded.file}: ok (suite {loaded.name!r} v{loaded.version}, "
+            f"{len(plans)} experiments, {rows} rows, {loaded.digest})"
+        )
     return 0

@@ -40,8 +40,10 @@ def check(suite: Suite) -> dict[str, list[RowPlan]]:
         raise SuiteError(f"{suite.file}: {clash}")
     for index, e in enumerate(suite.experiments):
         if len(e.name) > ROW_NAME_MAX:
-            raise SuiteError(f"{suite.file}: field 'experiments[{index}].name': "
-                             f"{short(e.name)} is longer than {ROW_NAME_MAX} characters")
+            raise SuiteError(
+                f"{suite.file}: field 'experiments[{index}].name': "
+                f"{short(e.name)} is longer than {ROW_NAME_MAX} characters"
+            )
     _check_tracking(suite)
     _check_regression(suite)
     return {e.name: _check_experiment(suite, e) for e in suite.experiments}
@@ -70,23 +72,34 @@ def cautions(suite: Suite) -> list[str]:
 
     lines = []
     for e in suite.experiments:
-        frechet = [m.partition(":")[2] for m in e.evaluation.metrics
-                   if m.partition(":")[0] in ("fid", "rfid")]
+        frechet = [
+            m.partition(":")[2]
+            for m in e.evaluation.metrics
+            if m.partition(":")[0] in ("fid", "rfid")
+        ]
         n = len(parse_seeds(e.evaluation.seeds))
         for extractor in dict.fromkeys(frechet):
             dims = FEATURE_DIMS.get(extractor, 0)
             if n <= dims:
-                lines.append(f"{suite.file}: experiment {e.name!r}: field 'evaluation.seeds': "
-                             f"{n} seeds for {dims}-dimensional {extractor} features: the Frechet "
-                             f"distance's covariances are singular (rank below {n}), so it is "
-                             f"biased and may be undefined (more than {dims} seeds avoid it)")
+                lines.append(
+                    f"{suite.file}: experiment {e.name!r}: field 'evaluation.seeds': "
+                    f"{n} seeds for {dims}-dimensional {extractor} features: the Frechet "
+                    f"distance's covariances are singular (rank below {n}), so it is "
+                    f"biased and may be undefined (more than {dims} seeds avoid it)"
+                )
         ev = e.evaluation
-        if e.search.budgets and ev.latency and ev.bootstrap and \
-                ev.latency_repeats < MIN_TIMING_REPEATS:
-            lines.append(f"{suite.file}: experiment {e.name!r}: field "
-                         f"'evaluation.latency_repeats': {ev.latency_repeats} timing repeats: "
-                         f"verdicts at measured speed resample them and are inconclusive "
-                         f"below {MIN_TIMING_REPEATS}")
+        if (
+            e.search.budgets
+            and ev.latency
+            and ev.bootstrap
+            and ev.latency_repeats < MIN_TIMING_REPEATS
+        ):
+            lines.append(
+                f"{suite.file}: experiment {e.name!r}: field "
+                f"'evaluation.latency_repeats': {ev.latency_repeats} timing repeats: "
+                f"verdicts at measured speed resample them and are inconclusive "
+                f"below {MIN_TIMING_REPEATS}"
+            )
     return lines
 
 
@@ -94,9 +107,14 @@ def _check_tracking(suite: Suite) -> None:
     """The experiment name MLflow will take, checked here rather than after all the work."""
     name = suite.tracking.experiment
     if name is not None and not 0 < len(name) <= EXPERIMENT_NAME_MAX:
-        raise SuiteError(f"{suite.file}: field 'tracking.experiment': "
-                         + (f"{short(name)} is longer than {EXPERIMENT_NAME_MAX} characters "
-                            "(MLflow's limit)" if name else "empty"))
+        raise SuiteError(
+            f"{suite.file}: field 'tracking.experiment': "
+            + (
+                f"{short(name)} is longer than {EXPERIMENT_NAME_MAX} characters (MLflow's limit)"
+                if name
+                else "empty"
+            )
+        )
 
 
 def _check_regression(suite: Suite) -> None:
@@ -108,8 +126,10 @@ def _check_regression(suite: Suite) -> None:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-            raise SuiteError(f"{suite.file}: field 'regression.metrics.{key}': unknown metric "
-                             f"{short(key)}; {hint}")
+            raise SuiteError(
+                f"{suite.file}: field 'regression.metrics.{key}': unknown metric "
+                f"{short(key)}; {hint}"
+            )
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -121,8 +141,10 @@ def plain_name_problem(name: str, limit: int) -> str | None:
     if len(name) > limit:
         return f"{short(name)} is longer than {limit} characters"
     if not _PLAIN_NAME.fullmatch(name):
-        return (f"{short(name)} is not a plain folder name (letters, digits, '.', '_', '-'; "
-                "starting with a letter or digit)")
+        return (
+            f"{short(name)} is not a plain folder name (letters, digits, '.', '_', '-'; "
+            "starting with a letter or digit)"
+        )
     return None
 
 
@@ -136,8 +158,11 @@ def folder_clash(names: list[str], what: str) -> str | None:
             return f"{what}: {short(name)} has no letter or digit to name its folder"
         if folder in seen:
             first = seen[folder]
-            return (f"two {what} are named {short(name)}" if first == name else
-                    f"{what} {short(first)} and {short(name)} share the folder name {folder!r}")
+            return (
+                f"two {what} are named {short(name)}"
+                if first == name
+                else f"{what} {short(first)} and {short(name)} share the folder name {folder!r}"
+            )
         seen[folder] = name
     return None
 
@@ -166,9 +191,14 @@ def _check_fitness(suite: Suite, e: Experiment) -> None:
         return
     n, dims = len(parse_seeds(s.seeds)), FEATURE_DIMS[s.extractor]
     if n < 2 * dims:
-        raise _fail(suite, e, "search.fitness", f"rfid on {n} search seeds of {dims}-dimensional "
-                    f"{s.extractor} features is singular or mostly finite-sample bias (it "
-                    f"needs at least {2 * dims} seeds); set 'kid' or more search.seeds")
+        raise _fail(
+            suite,
+            e,
+            "search.fitness",
+            f"rfid on {n} search seeds of {dims}-dimensional "
+            f"{s.extractor} features is singular or mostly finite-sample bias (it "
+            f"needs at least {2 * dims} seeds); set 'kid' or more search.seeds",
+        )
 
 
 def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
@@ -183,10 +213,18 @@ def _check_experiment(suite: Suite, e: Experiment) -> list[RowPlan]:
     _check_cost_table(suite, e)
     _check_reachable(suite, e, calls)
     plan = [RowPlan("teacher", "teacher", "teacher")]
-    plan += [RowPlan(searched_name(m, b, seed, e.search.repeats), "searched",
-                     METHODS[m].result_name, b, seed=seed)
-             for b in e.search.budgets for m in e.search.methods
-             for seed in e.search.search_seeds]
+    plan += [
+        RowPlan(
+            searched_name(m, b, seed, e.search.repeats),
+            "searched",
+            METHODS[m].result_name,
+            b,
+            seed=seed,
+        )
+        for b in e.search.budgets
+        for m in e.search.methods
+        for seed in e.search.search_seeds
+    ]
     plan += _baseline_rows(suite, e, spec, calls)
     _check_plan(suite, e, plan)
     return plan
@@ -213,8 +251,12 @@ def _check_names(suite: Suite, e: Experiment, spec) -> None:
         _choice(metric, [m for m in METRICS if m != "latency"], suite, e, "evaluation.metrics")
     if any(m.partition(":")[0] in NEEDS_REFERENCE for m in e.evaluation.metrics):
         if e.evaluation.reference is None:
-            raise _fail(suite, e, "evaluation.reference", "fid metrics need a reference "
-                        f"(known: {', '.join(REFERENCES)})")
+            raise _fail(
+                suite,
+                e,
+                "evaluation.reference",
+                f"fid metrics need a reference (known: {', '.join(REFERENCES)})",
+            )
         if not is_path(e.evaluation.reference):  # a path is checked before a run
             _choice(e.evaluation.reference, REFERENCES, suite, e, "evaluation.reference")
 
@@ -229,18 +271,25 @@ def _check_sampler(suite: Suite, e: Experiment, spec) -> int:
         field_name = "spacing" if "spacing" in str(error) else "scheduler"
         raise _fail(suite, e, field_name, str(error)) from None
     _choice(e.search.stepwise_grid, STEPWISE_GRIDS, suite, e, "search.stepwise_grid")
-    on_training_grid = (e.search.stepwise_grid == "training"
-                        and any(METHODS[m].training_grid for m in e.search.methods))
+    on_training_grid = e.search.stepwise_grid == "training" and any(
+        METHODS[m].training_grid for m in e.search.methods
+    )
     if on_training_grid and scheduler != "DDIMScheduler":
-        raise _fail(suite, e, "search.stepwise_grid", "'training' needs a DDIM sampler (null "
-                    f"steps chain exactly only there); {scheduler} samples this "
-                    "experiment: set 'teacher'")
+        raise _fail(
+            suite,
+            e,
+            "search.stepwise_grid",
+            "'training' needs a DDIM sampler (null "
+            f"steps chain exactly only there); {scheduler} samples this "
+            "experiment: set 'teacher'",
+        )
     if on_training_grid:
         try:
             models.sampler_calls(spec, training_steps(e), e.sampler)
         except ValueError as error:
-            raise _fail(suite, e, "search.stepwise_grid", f"'training': {error}; set "
-                        "'teacher'") from None
+            raise _fail(
+                suite, e, "search.stepwise_grid", f"'training': {error}; set 'teacher'"
+            ) from None
     try:
         calls = models.sampler_calls(spec, e.steps, e.sampler)
     except ValueError as error:  # e.g. more steps than the training timesteps
@@ -251,12 +300,17 @@ def _check_sampler(suite: Suite, e: Experiment, spec) -> int:
 def _check_bounds(suite: Suite, e: Experiment, spec) -> None:
     """Branches of the model (the schema bounds the other numbers)."""
     branches = e.search.branches or tuple(range(spec.num_branches))
-    for where, branch in (*(("search.branches", b) for b in branches),
-                          *((f"baselines[{i}].branch", x.branch)
-                            for i, x in enumerate(e.baselines))):
+    for where, branch in (
+        *(("search.branches", b) for b in branches),
+        *((f"baselines[{i}].branch", x.branch) for i, x in enumerate(e.baselines)),
+    ):
         if not 0 <= branch < spec.num_branches:
-            raise _fail(suite, e, where, f"branch {branch} outside "
-                        f"0..{spec.num_branches - 1} for {e.model!r}")
+            raise _fail(
+                suite,
+                e,
+                where,
+                f"branch {branch} outside 0..{spec.num_branches - 1} for {e.model!r}",
+            )
 
 
 def _check_reachable(suite: Suite, e: Experiment, calls: int) -> None:
@@ -273,8 +327,7 @@ def _check_reachable(suite: Suite, e: Experiment, calls: int) -> None:
             budget = Budget(target, CostTable.bounds(), e.search.tol)
             for method in map(METHODS.get, e.search.methods):
                 on_training = method.training_grid and e.search.stepwise_grid == "training"
-                method.reachable(space, budget, training_steps(e) if on_training else calls,
-                                 calls)
+                method.reachable(space, budget, training_steps(e) if on_training else calls, calls)
     except BudgetError as error:
         raise _fail(suite, e, "search.budgets", str(error)) from None
 
@@ -297,17 +350,34 @@ def _baseline_rows(suite: Suite, e: Experiment, spec, calls: int) -> list[RowPla
         try:
             technique.check(baseline, setting)
         except techniques.TechniqueError as error:
-            raise _fail(suite, e, f"{where}.{error.field}" if error.field else where,
-                        str(error)) from None
+            raise _fail(
+                suite, e, f"{where}.{error.field}" if error.field else where, str(error)
+            ) from None
         if technique.knob is None:
             plan.append(RowPlan(baseline.name, "baseline", technique.name, None, baseline))
             continue
         for knob in knobs:
-            plan.append(RowPlan(baseline.name or technique.row_name(baseline, knob), "baseline",
-                                technique.name, None, baseline, knob))
+            plan.append(
+                RowPlan(
+                    baseline.name or technique.row_name(baseline, knob),
+                    "baseline",
+                    technique.name,
+                    None,
+                    baseline,
+                    knob,
+                )
+            )
         if not knobs:
-            plan += [RowPlan(f"{baseline.name or technique.label(baseline)} @{b:g}x", "baseline",
-                             technique.name, b, baseline) for b in e.search.budgets]
+            plan += [
+                RowPlan(
+                    f"{baseline.name or technique.label(baseline)} @{b:g}x",
+                    "baseline",
+                    technique.name,
+                    b,
+                    baseline,
+                )
+                for b in e.search.budgets
+            ]
     return plan
 
 
@@ -316,10 +386,10 @@ def _check_plan(suite: Suite, e: Experiment, plan: list[RowPlan]) -> None:
     row_names = [row.name for row in plan]
     for row in plan:
         if len(row.name) > ROW_NAME_MAX:
-            where = (f"baselines[{e.baselines.index(row.baseline)}].name" if row.baseline
-                     else "name")
-            raise _fail(suite, e, where, f"row {short(row.name)} is longer than "
-                        f"{ROW_NAME_MAX} characters")
+            where = f"baselines[{e.baselines.index(row.baseline)}].name" if row.baseline else "name"
+            raise _fail(
+                suite, e, where, f"row {short(row.name)} is longer than {ROW_NAME_MAX} characters"
+            )
     clash = folder_clash(row_names, "rows")
     if clash:
         raise _fail(suite, e, "baselines", f"{clash}; give one a 'name'")
@@ -334,18 +404,33 @@ def _check_primary(suite: Suite, e: Experiment) -> None:
     from repro.results.verdicts import SPEEDS, judged
 
     if e.evaluation.primary and not e.evaluation.bootstrap:
-        raise _fail(suite, e, "evaluation.primary", "needs evaluation.bootstrap > 0 "
-                    "(no verdicts are made without resamples)")
-    families = [*e.search.methods, *(technique_label(b) for b in e.baselines
-                                     if techniques.get(b.technique).knob is not None)]
+        raise _fail(
+            suite,
+            e,
+            "evaluation.primary",
+            "needs evaluation.bootstrap > 0 (no verdicts are made without resamples)",
+        )
+    families = [
+        *e.search.methods,
+        *(technique_label(b) for b in e.baselines if techniques.get(b.technique).knob is not None),
+    ]
     for index, primary in enumerate(e.evaluation.primary or ()):
         where = f"evaluation.primary[{index}]"
         _choice(primary.method, e.search.methods, suite, e, f"{where}.method")
-        _choice(primary.against, [f for f in families if f != primary.method], suite, e,
-                f"{where}.against")
+        _choice(
+            primary.against,
+            [f for f in families if f != primary.method],
+            suite,
+            e,
+            f"{where}.against",
+        )
         if primary.budget is not None and primary.budget not in e.search.budgets:
-            raise _fail(suite, e, f"{where}.budget", f"{primary.budget:g} is not one of "
-                        f"search.budgets {list(e.search.budgets)}")
+            raise _fail(
+                suite,
+                e,
+                f"{where}.budget",
+                f"{primary.budget:g} is not one of search.budgets {list(e.search.budgets)}",
+            )
         if primary.metric is not None:
             _choice(primary.metric, judged(e.evaluation.metrics), suite, e, f"{where}.metric")
         _choice(primary.speed, SPEEDS, suite, e, f"{where}.speed")
@@ -358,17 +443,32 @@ def _check_prompts(suite: Suite, e: Experiment, spec) -> None:
 
     text = spec.conditioning == "text"
     if text and e.prompts is None:
-        raise _fail(suite, e, "prompts", f"model {e.model!r} is text-conditioned: give "
-                    "prompts: {file: PATH, format: auto|coco|parti|lines, limit: N}")
+        raise _fail(
+            suite,
+            e,
+            "prompts",
+            f"model {e.model!r} is text-conditioned: give "
+            "prompts: {file: PATH, format: auto|coco|parti|lines, limit: N}",
+        )
     if not text and e.prompts is not None:
-        raise _fail(suite, e, "prompts", f"model {e.model!r} is not text-conditioned "
-                    f"(conditioning: {spec.conditioning}); prompts do not apply")
+        raise _fail(
+            suite,
+            e,
+            "prompts",
+            f"model {e.model!r} is not text-conditioned "
+            f"(conditioning: {spec.conditioning}); prompts do not apply",
+        )
     if e.prompts is not None:
         _choice(e.prompts.format, FORMATS, suite, e, "prompts.format")
     for metric in e.evaluation.metrics:
         if metric.startswith("clip:") and e.prompts is None:
-            raise _fail(suite, e, "evaluation.metrics", f"{metric} scores images against "
-                        "their prompts; it needs a text-conditioned model with 'prompts'")
+            raise _fail(
+                suite,
+                e,
+                "evaluation.metrics",
+                f"{metric} scores images against "
+                "their prompts; it needs a text-conditioned model with 'prompts'",
+            )
 
 
 def _check_labels(suite: Suite, e: Experiment, spec) -> None:
@@ -376,12 +476,18 @@ def _check_labels(suite: Suite, e: Experiment, spec) -> None:
     if e.labels is None:
         return
     if spec.num_classes is None:
-        raise _fail(suite, e, "labels", f"model {e.model!r} is not class-conditional "
-                    f"(conditioning: {spec.conditioning}); labels do not apply")
+        raise _fail(
+            suite,
+            e,
+            "labels",
+            f"model {e.model!r} is not class-conditional "
+            f"(conditioning: {spec.conditioning}); labels do not apply",
+        )
     bad = [label for label in e.labels if not 0 <= label < spec.num_classes]
     if bad:
-        raise _fail(suite, e, "labels", f"{bad[0]} outside 0..{spec.num_classes - 1} for "
-                    f"{e.model!r}")
+        raise _fail(
+            suite, e, "labels", f"{bad[0]} outside 0..{spec.num_classes - 1} for {e.model!r}"
+        )
 
 
 def _check_seed_sets(suite: Suite, e: Experiment) -> None:
@@ -395,10 +501,15 @@ def _check_seed_sets(suite: Suite, e: Experiment) -> None:
     for seed in e.search.search_seeds:
         shared = evaluation.intersection(e.search.fitness_seeds(seed))
         if shared:
-            raise _fail(suite, e, "search.seeds", f"the fitness seeds of search seed {seed} "
-                        f"(repeat {seed - e.search.seed + 1} of {e.search.repeats}: each "
-                        f"repeat shifts them past the last) share {len(shared)} seeds with "
-                        f"evaluation.seeds, e.g. {min(shared)}")
+            raise _fail(
+                suite,
+                e,
+                "search.seeds",
+                f"the fitness seeds of search seed {seed} "
+                f"(repeat {seed - e.search.seed + 1} of {e.search.repeats}: each "
+                f"repeat shifts them past the last) share {len(shared)} seeds with "
+                f"evaluation.seeds, e.g. {min(shared)}",
+            )
 
 
 def _check_cost_table(suite: Suite, e: Experiment) -> None:
@@ -413,8 +524,12 @@ def _check_cost_table(suite: Suite, e: Experiment) -> None:
             raise _fail(suite, e, "cost_table", str(error)) from None
 
 
-def _check_technique_fields(suite: Suite, e: Experiment, baseline: Baseline, where: str,
-                            ) -> None:
+def _check_technique_fields(
+    suite: Suite,
+    e: Experiment,
+    baseline: Baseline,
+    where: str,
+) -> None:
     """Optional fields (``center``, ``power``, ``scheduler``, ``options``) only where the
     technique takes them, and present where it needs them: DeepCache's non-uniform samplers
     have no default centre or power."""
@@ -422,12 +537,22 @@ def _check_technique_fields(suite: Suite, e: Experiment, baseline: Baseline, whe
     for name in OPTIONAL_FIELDS:
         given = getattr(baseline, name) is not None
         if name in technique.required and not given:
-            raise _fail(suite, e, f"{where}.{name}", f"{baseline.technique} needs '{name}': "
-                        "DeepCache sets it per model, state the value used")
+            raise _fail(
+                suite,
+                e,
+                f"{where}.{name}",
+                f"{baseline.technique} needs '{name}': "
+                "DeepCache sets it per model, state the value used",
+            )
         if given and name not in technique.fields:
-            raise _fail(suite, e, f"{where}.{name}", f"'{name}' applies to "
-                        f"{' and '.join(techniques.takers(name))} only, not "
-                        f"{baseline.technique}")
+            raise _fail(
+                suite,
+                e,
+                f"{where}.{name}",
+                f"'{name}' applies to "
+                f"{' and '.join(techniques.takers(name))} only, not "
+                f"{baseline.technique}",
+            )
 
 
 # Baseline fields that only some techniques take (Technique.fields)

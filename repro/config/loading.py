@@ -23,8 +23,7 @@ from repro.config.schema import Suite, SuiteError
 from repro.infra.quoting import short
 
 # -- loading (pure data) ---------------------------------------------------------------
-_SUITE_KEYS = {"name", "version", "description", "tracking", "regression", "include",
-               "experiments"}
+_SUITE_KEYS = {"name", "version", "description", "tracking", "regression", "include", "experiments"}
 
 
 SUITE_MAX_BYTES = 1 << 20  # a suite is a small text file (this also refuses /dev/zero)
@@ -56,13 +55,16 @@ def find(text: str) -> Path:
         inside = Path(os.path.relpath(shipped[text]))  # shown relative where it can be
         return shipped[text] if inside.parts[0] == ".." else inside
     if path.stem in shipped and path.name == shipped[path.stem].name:
-        raise SuiteError(f"{short(text)}: suite file not found here; the packaged suite "
-                         f"of that name runs from any directory as `{path.stem}` (`repro run "
-                         f"{path.stem}`)")
+        raise SuiteError(
+            f"{short(text)}: suite file not found here; the packaged suite "
+            f"of that name runs from any directory as `{path.stem}` (`repro run "
+            f"{path.stem}`)"
+        )
     if path.suffix or len(path.parts) > 1:
         return path  # a file that is not there: load names it
-    raise SuiteError(f"{short(text)}: no such suite file, nor a packaged suite (known: "
-                     f"{', '.join(shipped)})")
+    raise SuiteError(
+        f"{short(text)}: no such suite file, nor a packaged suite (known: {', '.join(shipped)})"
+    )
 
 
 def load(path: str | Path) -> Suite:
@@ -93,8 +95,9 @@ def load(path: str | Path) -> Suite:
     try:
         loaded = TypeAdapter(Suite).validate_python(data)
     except ValidationError as error:
-        raise SuiteError(f"{path}: {_describe(error, Suite, entries if listed else None)}"
-                         ) from None
+        raise SuiteError(
+            f"{path}: {_describe(error, Suite, entries if listed else None)}"
+        ) from None
     return replace(loaded, digest=settings_digest(loaded))
 
 
@@ -180,8 +183,9 @@ class _SuiteLoader(yaml.SafeLoader):
             if not isinstance(key, str):
                 continue  # refused by validation, naming the field
             if key in seen:
-                raise _SuiteYAMLError(problem=f"key {short(key)} given twice",
-                                      problem_mark=key_node.start_mark)
+                raise _SuiteYAMLError(
+                    problem=f"key {short(key)} given twice", problem_mark=key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -203,8 +207,7 @@ def _check_size(raw: Any) -> None:
             return 1
         if id(value) not in sizes:
             if isinstance(value, list) and len(value) > SUITE_MAX_LIST:
-                raise _TooLarge(f"'{where}' has {len(value)} entries; at most "
-                                f"{SUITE_MAX_LIST}")
+                raise _TooLarge(f"'{where}' has {len(value)} entries; at most {SUITE_MAX_LIST}")
             sizes[id(value)] = -1  # in progress: meeting it again is a cycle
             items = value.items() if isinstance(value, dict) else enumerate(value)
             sizes[id(value)] = 1 + sum(size(v, f"{where}.{k}".lstrip(".")) for k, v in items)
@@ -214,8 +217,7 @@ def _check_size(raw: Any) -> None:
 
     total = size(raw, "")
     if total > SUITE_MAX_NODES:
-        raise _TooLarge(f"{total} values with YAML aliases expanded; at most "
-                        f"{SUITE_MAX_NODES}")
+        raise _TooLarge(f"{total} values with YAML aliases expanded; at most {SUITE_MAX_NODES}")
 
 
 def _merge(base: Mapping, override: Mapping) -> dict:
@@ -256,8 +258,11 @@ def _describe(error: ValidationError, root: type, entries: list | None) -> str:
 def _as_written(loc: list, entries: list | None, missing: bool = False) -> list:
     """``loc`` without ``experiments[i]`` where the key was written at the top level (a
     single experiment, or the shared defaults of a listed suite)."""
-    if loc[:1] == ["experiments"] and len(loc) > 2 and (entries is None or (
-            not missing and not _written_in(entries[loc[1]], loc[2:]))):
+    if (
+        loc[:1] == ["experiments"]
+        and len(loc) > 2
+        and (entries is None or (not missing and not _written_in(entries[loc[1]], loc[2:])))
+    ):
         return loc[2:]
     return loc
 
@@ -278,18 +283,32 @@ def _misused_bool(value: Any, hint: Any, loc: list) -> list | None:
     if cls is not None and isinstance(value, dict):
         hints = get_type_hints(cls, include_extras=False)
         items = [(key, hints[key]) for key in value if key in hints]
-        return next((found for key, sub in items
-                     if (found := _misused_bool(value[key], sub, [*loc, key]))), None)
+        return next(
+            (found for key, sub in items if (found := _misused_bool(value[key], sub, [*loc, key]))),
+            None,
+        )
     sequence = next((o for o in options if get_origin(o) is tuple), None)
     if sequence is not None and isinstance(value, list):
         item = get_args(sequence)[0]
-        return next((found for index, entry in enumerate(value)
-                     if (found := _misused_bool(entry, item, [*loc, index]))), None)
+        return next(
+            (
+                found
+                for index, entry in enumerate(value)
+                if (found := _misused_bool(entry, item, [*loc, index]))
+            ),
+            None,
+        )
     mapping = next((o for o in options if get_origin(o) is dict), None)
     if mapping is not None and isinstance(value, dict):
         item = get_args(mapping)[1]
-        return next((found for key, entry in value.items()
-                     if (found := _misused_bool(entry, item, [*loc, key]))), None)
+        return next(
+            (
+                found
+                for key, entry in value.items()
+                if (found := _misused_bool(entry, item, [*loc, key]))
+            ),
+            None,
+        )
     return None
 
 

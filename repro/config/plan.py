@@ -52,8 +52,11 @@ def training_steps(e: Experiment) -> int:
 def row_sampler(e: Experiment, baseline: Baseline | None):
     """The sampler of a baseline row that runs its own (a sampler-steps row naming a
     scheduler, on the experiment's spacing); None for rows on the experiment's sampler."""
-    return None if baseline is None else techniques.get(baseline.technique).sampler(
-        baseline, e.spacing)
+    return (
+        None
+        if baseline is None
+        else techniques.get(baseline.technique).sampler(baseline, e.spacing)
+    )
 
 
 def technique_label(baseline: Baseline) -> str:

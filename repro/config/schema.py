@@ -238,12 +238,20 @@ class Tolerance:
 # none for KID, whose scale is the extractor's: ~1e4 on digits-cnn, ~1e-3 on Inception),
 # one point of accuracy, precision and recall, a fifth of a CLIP point, half a dB of PSNR and
 # a hundredth of SSIM and LPIPS.
-DEFAULT_TOLERANCES = {"fid": Tolerance(0.5, 0.05), "rfid": Tolerance(0.5, 0.05),
-                      "kid": Tolerance(0.0, 0.05), "rkid": Tolerance(0.0, 0.05),
-                      "is": Tolerance(0.0, 0.05), "acc": Tolerance(0.01),
-                      "precision": Tolerance(0.01), "recall": Tolerance(0.01),
-                      "clip": Tolerance(0.2), "psnr": Tolerance(0.5), "ssim": Tolerance(0.01),
-                      "lpips": Tolerance(0.01)}
+DEFAULT_TOLERANCES = {
+    "fid": Tolerance(0.5, 0.05),
+    "rfid": Tolerance(0.5, 0.05),
+    "kid": Tolerance(0.0, 0.05),
+    "rkid": Tolerance(0.0, 0.05),
+    "is": Tolerance(0.0, 0.05),
+    "acc": Tolerance(0.01),
+    "precision": Tolerance(0.01),
+    "recall": Tolerance(0.01),
+    "clip": Tolerance(0.2),
+    "psnr": Tolerance(0.5),
+    "ssim": Tolerance(0.01),
+    "lpips": Tolerance(0.01),
+}
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,10 @@ class Budget:
 
     def __post_init__(self) -> None:
         if not self.target >= 1:  # NaN too
-            raise BudgetError(f"budget {self.target}x is below 1x: no schedule is slower than "
-                              "the all-F teacher it is measured against")
+            raise BudgetError(
+                f"budget {self.target}x is below 1x: no schedule is slower than "
+                "the all-F teacher it is measured against"
+            )
 
     def speedup(self, schedule: Schedule) -> float:
         return schedule.speedup(self.table, self.reference_calls)

@@ -8,8 +8,9 @@ import math
 from collections.abc import Sequence
 
 
-def front_indices(speeds: Sequence[float], qualities: Sequence[float],
-                  lower_is_better: bool = True) -> list[int]:
+def front_indices(
+    speeds: Sequence[float], qualities: Sequence[float], lower_is_better: bool = True
+) -> list[int]:
     """Indices of the points no other point beats in both speed and quality, by increasing
     speed; quality then strictly worsens along it. Of exact duplicates the first is kept."""
     sign = 1 if lower_is_better else -1

@@ -31,8 +31,10 @@ def _within_training_steps(steps: int, config: Mapping) -> int:
     offset = config.get("steps_offset", 0)
     last = (steps - 1) * (trained // steps) + offset
     if config.get("timestep_spacing", "leading") == "leading" and last >= trained:
-        raise ValueError(f"its leading grid (steps_offset {offset}) reaches timestep {last}, "
-                         f"past the {trained} training timesteps")
+        raise ValueError(
+            f"its leading grid (steps_offset {offset}) reaches timestep {last}, "
+            f"past the {trained} training timesteps"
+        )
     return steps
 
 

@@ -96,8 +96,7 @@ class CostTable:
         call = 0.0 if token == NULL else self.per_call
         return self.kind_cost(token) + call + self.per_step
 
-    def work_speedup(self, work: float, calls: int, reference_calls: int | None = None
-                     ) -> float:
+    def work_speedup(self, work: float, calls: int, reference_calls: int | None = None) -> float:
         """Predicted speedup of a loop of ``calls`` calls that did ``work`` full calls of work
         (a diffusers cache decides inside each call) over ``reference_calls`` full calls:
         every call pays the overheads.
@@ -121,8 +120,12 @@ class CostTable:
         return CostTable(self.partial, self.source, self.per_call + self.per_step, 0.0)
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "partial": {str(b): c for b, c in self.partial.items()},
-                "per_call": self.per_call, "per_step": self.per_step}
+        return {
+            "source": self.source,
+            "partial": {str(b): c for b, c in self.partial.items()},
+            "per_call": self.per_call,
+            "per_step": self.per_step,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping) -> CostTable:
@@ -131,9 +134,12 @@ class CostTable:
         positive where it calls the UNet and not negative where it does not: a free or
         negative step makes predicted speedups infinite or negative. ``per_call`` alone may
         be negative (a device overlapping the next launch with the last call)."""
-        table = cls({int(b): float(c) for b, c in data["partial"].items()},
-                    data.get("source", ""), float(data.get("per_call", 0.0)),
-                    float(data.get("per_step", 0.0)))
+        table = cls(
+            {int(b): float(c) for b, c in data["partial"].items()},
+            data.get("source", ""),
+            float(data.get("per_call", 0.0)),
+            float(data.get("per_step", 0.0)),
+        )
         costs = [(f"P{b}", c) for b, c in table.partial.items()]
         costs += [("per_call", table.per_call), ("per_step", table.per_step)]
         for name, value in costs:
@@ -147,9 +153,11 @@ class CostTable:
         for token, cost, calls in steps:
             if cost < 0 or (calls and cost == 0):
                 least = "positive" if calls else "at least 0"
-                raise ScheduleError(f"a {token} step must cost {least} (kind cost plus "
-                                    f"per_call {table.per_call} and per_step {table.per_step}), "
-                                    f"got {cost}")
+                raise ScheduleError(
+                    f"a {token} step must cost {least} (kind cost plus "
+                    f"per_call {table.per_call} and per_step {table.per_step}), "
+                    f"got {cost}"
+                )
         return table
 
     @classmethod
@@ -165,8 +173,10 @@ class CostTable:
         except ScheduleError as error:
             raise ScheduleError(f"{path}: {error}") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise ScheduleError(f"{path}: not a cost table or `repro bench --json` report "
-                                f"({type(error).__name__}: {error})") from None
+            raise ScheduleError(
+                f"{path}: not a cost table or `repro bench --json` report "
+                f"({type(error).__name__}: {error})"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -288,7 +298,11 @@ class Schedule:
 
     @classmethod
     def deepcache_helper(
-        cls, timesteps: Sequence[float], interval: int, branch: int = 0, *,
+        cls,
+        timesteps: Sequence[float],
+        interval: int,
+        branch: int = 0,
+        *,
         calls: int | None = None,
     ) -> Schedule:
         """DeepCache uniform 1:N as ``DeepCacheSDHelper`` runs it on a sampler whose
@@ -305,13 +319,20 @@ class Schedule:
         _check_calls(calls, len(timesteps))
         if interval < 1:
             raise ScheduleError(f"DeepCache interval must be >= 1, got {interval}")
-        numbers = [timesteps.index(t) for t in timesteps[len(timesteps) - calls:]]
-        return cls(tuple(FULL if (n - numbers[0]) % interval == 0 else partial(branch)
-                         for n in numbers))
+        numbers = [timesteps.index(t) for t in timesteps[len(timesteps) - calls :]]
+        return cls(
+            tuple(FULL if (n - numbers[0]) % interval == 0 else partial(branch) for n in numbers)
+        )
 
     @classmethod
     def deepcache_nonuniform(
-        cls, steps: int, interval: int, branch: int = 0, *, center: int, power: float,
+        cls,
+        steps: int,
+        interval: int,
+        branch: int = 0,
+        *,
+        center: int,
+        power: float,
         calls: int | None = None,
     ) -> Schedule:
         """DeepCache non-uniform 1:N (paper Eq. 7) exactly as DeepCache's code computes it
@@ -325,13 +346,21 @@ class Schedule:
         _check_nonuniform(steps, interval, power)
         if not 0 <= center < steps:
             raise ScheduleError(f"non-uniform center must lie in [0, {steps}), got {center}")
-        full = (set(range(steps)) if interval == 1  # DeepCache's samplers: N=1 is all-F
-                else _quad_center_indices(steps, math.ceil(steps / interval), center, power))
+        full = (
+            set(range(steps))
+            if interval == 1  # DeepCache's samplers: N=1 is all-F
+            else _quad_center_indices(steps, math.ceil(steps / interval), center, power)
+        )
         return cls(tuple(FULL if i in full else partial(branch) for i in range(calls)))
 
     @classmethod
     def deepcache_quad(
-        cls, steps: int, interval: int, branch: int = 0, *, power: float,
+        cls,
+        steps: int,
+        interval: int,
+        branch: int = 0,
+        *,
+        power: float,
         calls: int | None = None,
     ) -> Schedule:
         """DeepCache's plain (not centred) non-uniform 1:N as its LDM sampler computes it
@@ -381,8 +410,7 @@ def _check_steps(steps: int) -> None:
 def _check_calls(steps: int, calls: int) -> None:
     _check_steps(steps)
     if calls < steps:
-        raise ScheduleError(f"a sampler of {steps} steps makes at least {steps} calls, "
-                            f"got {calls}")
+        raise ScheduleError(f"a sampler of {steps} steps makes at least {steps} calls, got {calls}")
 
 
 def _check_nonuniform(steps: int, interval: int, power: float) -> None:
@@ -401,13 +429,15 @@ def _quad_center_indices(steps: int, count: int, center: int, power: float) -> s
 
     while power > 1:
         grid = np.linspace((-center) ** (1 / power), (steps - center) ** (1 / power), count + 1)
-        offsets = np.unique(np.real(grid ** power).astype(np.int32))[1:-1]
+        offsets = np.unique(np.real(grid**power).astype(np.int32))[1:-1]
         indices = [0, *(int(x) + center for x in offsets)]
         if len(indices) == count:
             return set(indices)
         power -= 0.02
-    raise ScheduleError(f"DeepCache non-uniform: no power > 1 places {count} full steps "
-                        f"among {steps} around center {center}")
+    raise ScheduleError(
+        f"DeepCache non-uniform: no power > 1 places {count} full steps "
+        f"among {steps} around center {center}"
+    )
 
 
 def _quad_indices(steps: int, count: int, power: float) -> set[int]:
@@ -415,4 +445,4 @@ def _quad_indices(steps: int, count: int, power: float) -> set[int]:
     import numpy as np
 
     grid = np.linspace(0, steps ** (1 / power), count + 1)
-    return {int(i) for i in np.unique((grid ** power).astype(np.int32))[:-1]}
+    return {int(i) for i in np.unique((grid**power).astype(np.int32))[:-1]}

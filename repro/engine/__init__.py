@@ -35,5 +35,15 @@ from repro.engine.branches import Branch, branches, num_branches
 from repro.engine.hooks import LoopState, set_step_runner, step_runner
 from repro.engine.loop import apply_schedule, denoise, is_scheduled, scheduled
 
-__all__ = ["Branch", "LoopState", "apply_schedule", "branches", "denoise", "is_scheduled",
-           "num_branches", "scheduled", "set_step_runner", "step_runner"]
+__all__ = [
+    "Branch",
+    "LoopState",
+    "apply_schedule",
+    "branches",
+    "denoise",
+    "is_scheduled",
+    "num_branches",
+    "scheduled",
+    "set_step_runner",
+    "step_runner",
+]

@@ -66,10 +66,11 @@ def check_device(mode: str, device: str) -> None:
     """Refuse ``mode`` on ``device`` before anything is loaded (CUDA graphs need CUDA)."""
     import torch
 
-    if mode == "cuda-graphs" and not (str(device).startswith("cuda")
-                                      and torch.cuda.is_available()):
-        raise AccelError(f"--cuda-graphs needs a CUDA device (--device {device}; CUDA "
-                         f"available: {'yes' if torch.cuda.is_available() else 'no'})")
+    if mode == "cuda-graphs" and not (str(device).startswith("cuda") and torch.cuda.is_available()):
+        raise AccelError(
+            f"--cuda-graphs needs a CUDA device (--device {device}; CUDA "
+            f"available: {'yes' if torch.cuda.is_available() else 'no'})"
+        )
 
 
 def mode_of(unet: Any) -> str:
@@ -85,9 +86,10 @@ def check_cuda_graphs(unet: Any) -> None:
 
     device = next(unet.parameters()).device
     if device.type != "cuda" or not torch.cuda.is_available():
-        raise AccelError(f"--cuda-graphs needs the model on a CUDA device (it is on {device}; "
-                         "CUDA available: " + ("yes" if torch.cuda.is_available() else "no")
-                         + ")")
+        raise AccelError(
+            f"--cuda-graphs needs the model on a CUDA device (it is on {device}; "
+            "CUDA available: " + ("yes" if torch.cuda.is_available() else "no") + ")"
+        )
 
 
 class Compiled:
@@ -102,8 +104,9 @@ class Compiled:
         self.backend = backend
         self.compiled: dict[Callable, Callable] = {}
 
-    def __call__(self, token: str, forward: Callable[..., Any], args: tuple, kwargs: dict,
-                 hooks: Mapping) -> Any:
+    def __call__(
+        self, token: str, forward: Callable[..., Any], args: tuple, kwargs: dict, hooks: Mapping
+    ) -> Any:
         import torch
 
         function = getattr(forward, "__func__", forward)
@@ -134,11 +137,15 @@ class Graphed:
         self.captured: dict[tuple, _Captured] = {}
         self.full: dict[tuple, _Captured] = {}  # the F graph of each shape and cache points
 
-    def __call__(self, token: str, forward: Callable[..., Any], args: tuple, kwargs: dict,
-                 hooks: Mapping) -> Any:
+    def __call__(
+        self, token: str, forward: Callable[..., Any], args: tuple, kwargs: dict, hooks: Mapping
+    ) -> Any:
         device = _device(args, kwargs)
-        shapes = (_signature(args), tuple(sorted((k, _signature((v,))) for k, v in
-                                                 kwargs.items())), frozenset(map(id, hooks)))
+        shapes = (
+            _signature(args),
+            tuple(sorted((k, _signature((v,))) for k, v in kwargs.items())),
+            frozenset(map(id, hooks)),
+        )
         key = (token, shapes)
         entry = self.captured.get(key)
         if entry is None:
@@ -154,8 +161,9 @@ class Graphed:
             _restore(hooks, entry.caches)
         return entry.output
 
-    def _capture(self, forward: Callable[..., Any], args: tuple, kwargs: dict,
-                 hooks: Mapping, device: Any) -> _Captured:
+    def _capture(
+        self, forward: Callable[..., Any], args: tuple, kwargs: dict, hooks: Mapping, device: Any
+    ) -> _Captured:
         import torch
 
         static_args = tuple(_static(a, device) for a in args)
@@ -185,8 +193,9 @@ def _device(args: tuple, kwargs: dict) -> Any:
 def _signature(values: tuple) -> tuple:
     import torch
 
-    return tuple((tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else repr(v)
-                 for v in values)
+    return tuple(
+        (tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else repr(v) for v in values
+    )
 
 
 def _static(value: Any, device: Any) -> Any:

@@ -75,19 +75,41 @@ def denoise_many(
 
     paths: dict[tuple, _Path] = {}
     for lane, (start, state) in enumerate(zip(latents, resume, strict=True)):
-        path = paths.setdefault(key(lane, state.step if state else 0), _Path(
-            start) if state is None else _Path(state.latents, state.last_output, state.caches))
+        path = paths.setdefault(
+            key(lane, state.step if state else 0),
+            _Path(start)
+            if state is None
+            else _Path(state.latents, state.last_output, state.caches),
+        )
         path.lanes.append(lane)
     mode = torch.inference_mode() if inference else contextlib.nullcontext()
-    with mode, attached(unet, schedules[0], lambda: None, cache_all=True,
-                         unet_hook=KindHook) as (state, hooks):
+    with (
+        mode,
+        attached(unet, schedules[0], lambda: None, cache_all=True, unet_hook=KindHook) as (
+            state,
+            hooks,
+        ),
+    ):
         outer = _outer_hooks(unet, hooks)
         for step, t in enumerate(scheduler.timesteps, start=1):
             children = _children(paths, step, key, schedules)
             if children:
-                paths.update(_step_paths(unet, scheduler, t, step, list(children.items()),
-                                         state, hooks, outer, guidance_scale, step_kwargs,
-                                         unet_kwargs, on_step))
+                paths.update(
+                    _step_paths(
+                        unet,
+                        scheduler,
+                        t,
+                        step,
+                        list(children.items()),
+                        state,
+                        hooks,
+                        outer,
+                        guidance_scale,
+                        step_kwargs,
+                        unet_kwargs,
+                        on_step,
+                    )
+                )
     finals: list[Any] = [None] * len(schedules)
     for path in paths.values():
         for lane in path.lanes:
@@ -95,26 +117,35 @@ def denoise_many(
     return finals
 
 
-def _checked(unet: torch.nn.Module, scheduler: Any, schedules: Sequence[Schedule | str],
-             resume: Sequence[LoopState | None] | None) -> list[Schedule]:
+def _checked(
+    unet: torch.nn.Module,
+    scheduler: Any,
+    schedules: Sequence[Schedule | str],
+    resume: Sequence[LoopState | None] | None,
+) -> list[Schedule]:
     """The schedules parsed, each one token per UNet call of ``scheduler``, on a UNet whose
     step outputs survive the next call, and every resumed state within the loop."""
     schedules = [Schedule.parse(s, num_branches=num_branches(unet)) for s in schedules]
     count = len(scheduler.timesteps)
     wrong = [s for s in schedules if len(s) != count]
     if wrong:
-        raise ScheduleError(f"schedule has {len(wrong[0])} steps but the "
-                            f"scheduler runs {count} UNet calls; give one token per UNet call")
+        raise ScheduleError(
+            f"schedule has {len(wrong[0])} steps but the "
+            f"scheduler runs {count} UNet calls; give one token per UNet call"
+        )
     if schedules and not keeps_outputs(unet):
-        raise ScheduleError("a batched pass keeps step outputs, which this UNet's step runner "
-                            "(CUDA graphs) overwrites; sample one schedule at a time")
+        raise ScheduleError(
+            "a batched pass keeps step outputs, which this UNet's step runner "
+            "(CUDA graphs) overwrites; sample one schedule at a time"
+        )
     for state in resume or ():
         check_resume(state, count)
     return schedules
 
 
-def _children(paths: dict, step: int, key: Callable[[int, int], tuple],
-              schedules: list[Schedule]) -> dict[tuple, tuple[_Path, str, list[int]]]:
+def _children(
+    paths: dict, step: int, key: Callable[[int, int], tuple], schedules: list[Schedule]
+) -> dict[tuple, tuple[_Path, str, list[int]]]:
     """The paths that take ``step`` next, taken out of ``paths``: each one's lanes split by
     the token they run at ``step`` (a lane whose next path already exists, one resumed
     right there, joins it instead)."""
@@ -131,8 +162,10 @@ def _children(paths: dict, step: int, key: Callable[[int, int], tuple],
     return children
 
 
-def _outer_hooks(unet: torch.nn.Module, hooks: Mapping[torch.nn.Module, DeepCacheHook],
-                 ) -> dict[torch.nn.Module, DeepCacheHook | None]:
+def _outer_hooks(
+    unet: torch.nn.Module,
+    hooks: Mapping[torch.nn.Module, DeepCacheHook],
+) -> dict[torch.nn.Module, DeepCacheHook | None]:
     """Each hooked module's nearest hooked ancestor (None for the outermost). Thresholds
     grow inwards, so on ``P<b>`` a module is reached exactly when that ancestor runs."""
     names = {module: name for name, module in unet.named_modules() if module in hooks}
@@ -146,15 +179,25 @@ def _outer_hooks(unet: torch.nn.Module, hooks: Mapping[torch.nn.Module, DeepCach
     return outer
 
 
-def _step_paths(unet, scheduler, t, step: int, children: list, state: StepState,
-                hooks: Mapping[torch.nn.Module, DeepCacheHook],
-                outer: Mapping[torch.nn.Module, DeepCacheHook | None],
-                guidance_scale: float | None, step_kwargs: list[dict], unet_kwargs: dict,
-                on_step) -> dict[tuple, _Path]:
+def _step_paths(
+    unet,
+    scheduler,
+    t,
+    step: int,
+    children: list,
+    state: StepState,
+    hooks: Mapping[torch.nn.Module, DeepCacheHook],
+    outer: Mapping[torch.nn.Module, DeepCacheHook | None],
+    guidance_scale: float | None,
+    step_kwargs: list[dict],
+    unet_kwargs: dict,
+    on_step,
+) -> dict[tuple, _Path]:
     """One step of a batched pass: ``children`` are (key, (parent path, token, lanes))."""
     parents = [parent for _, (parent, _, _) in children]
     inputs = scheduler.scale_model_input(
-        _cat([doubled(p.latents, guidance_scale) for p in parents]), t)
+        _cat([doubled(p.latents, guidance_scale) for p in parents]), t
+    )
     rows = inputs.shape[0] // len(parents)
     outputs = [p.last_output for p in parents]  # N steps keep them
     caches = [p.caches for p in parents]
@@ -168,16 +211,25 @@ def _step_paths(unet, scheduler, t, step: int, children: list, state: StepState,
         for module, hook in hooks.items():  # each sample reads its own last F's features
             up = outer[module]  # skipped modules inside a skipped one are never reached
             reached = up is None or (branch is not None and branch >= up.threshold)
-            hook.cached = _joined([caches[i][module] for i in members]) if reached and \
-                branch is not None and branch < hook.threshold else None
+            hook.cached = (
+                _joined([caches[i][module] for i in members])
+                if reached and branch is not None and branch < hook.threshold
+                else None
+            )
         state.token = token
-        output = call(unet, _cat([inputs[i * rows:(i + 1) * rows] for i in members]), t,
-                      **_repeated(unet_kwargs, rows, len(members)))
+        output = call(
+            unet,
+            _cat([inputs[i * rows : (i + 1) * rows] for i in members]),
+            t,
+            **_repeated(unet_kwargs, rows, len(members)),
+        )
         for n, i in enumerate(members):
             outputs[i] = _rows(output, n * rows, (n + 1) * rows)
             if branch is None:
-                caches[i] = {module: _rows(hook.cached, n * rows, (n + 1) * rows)
-                             for module, hook in hooks.items()}
+                caches[i] = {
+                    module: _rows(hook.cached, n * rows, (n + 1) * rows)
+                    for module, hook in hooks.items()
+                }
     noise = guided(_cat([o.sample for o in outputs]), guidance_scale, len(parents))
     merged: dict = {}
     for _, (_, _, lanes) in children:
@@ -186,12 +238,11 @@ def _step_paths(unet, scheduler, t, step: int, children: list, state: StepState,
                 merged[name] = merged.get(name, []) + value
             else:
                 merged.setdefault(name, value)
-    stepped = scheduler.step(noise, t, _cat([p.latents for p in parents]),
-                             **merged).prev_sample
+    stepped = scheduler.step(noise, t, _cat([p.latents for p in parents]), **merged).prev_sample
     size = stepped.shape[0] // len(parents)
     made = {}
     for i, (child, (_, _, lanes)) in enumerate(children):
-        made[child] = _Path(stepped[i * size:(i + 1) * size], outputs[i], caches[i], lanes)
+        made[child] = _Path(stepped[i * size : (i + 1) * size], outputs[i], caches[i], lanes)
         if on_step is not None:
             on_step(child[1], LoopState(step, made[child].latents, outputs[i], caches[i]))
     return made
@@ -228,19 +279,27 @@ def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
     base = parts[0]._base
     if len(parts) == 1:
         return parts[0]
-    if base is None or not all(p._base is base and p.stride() == base.stride()
-                               and p.shape[1:] == base.shape[1:] for p in parts):
+    if base is None or not all(
+        p._base is base and p.stride() == base.stride() and p.shape[1:] == base.shape[1:]
+        for p in parts
+    ):
         return torch.cat(parts)
     starts = [(p.storage_offset() - base.storage_offset()) // base.stride(0) for p in parts]
-    if any(start != previous + before.shape[0] for start, previous, before
-           in zip(starts[1:], starts, parts, strict=False)):
+    if any(
+        start != previous + before.shape[0]
+        for start, previous, before in zip(starts[1:], starts, parts, strict=False)
+    ):
         return torch.cat(parts)
-    return base[starts[0]:starts[-1] + parts[-1].shape[0]]
+    return base[starts[0] : starts[-1] + parts[-1].shape[0]]
 
 
 def _repeated(kwargs: dict, rows: int, times: int) -> dict:
     """``kwargs`` of one loop for ``times`` loops: tensors with a row per input row repeat."""
     if times == 1:
         return kwargs
-    return {name: torch.cat([v] * times) if isinstance(v, torch.Tensor) and v.dim()
-            and v.shape[0] == rows else v for name, v in kwargs.items()}
+    return {
+        name: torch.cat([v] * times)
+        if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows
+        else v
+        for name, v in kwargs.items()
+    }

@@ -49,10 +49,15 @@ def _call_transformer(model, x, t, kwargs):
 
 
 FAMILIES = (
-    Family("unet", unet.is_unet, unet.num_branches, unet.branches, unet.cache_hooks,
-           _call_unet),
-    Family("transformer", transformer.is_transformer, transformer.num_branches,
-           transformer.branches, transformer.cache_hooks, _call_transformer),
+    Family("unet", unet.is_unet, unet.num_branches, unet.branches, unet.cache_hooks, _call_unet),
+    Family(
+        "transformer",
+        transformer.is_transformer,
+        transformer.num_branches,
+        transformer.branches,
+        transformer.cache_hooks,
+        _call_transformer,
+    ),
 )
 
 
@@ -69,9 +74,11 @@ def family(model: torch.nn.Module) -> Family:
         if candidate.takes(model):
             _FAMILY_OF[model] = candidate
             return candidate
-    raise ScheduleError(f"{type(model).__name__} is neither a diffusers UNet (down and up "
-                        "blocks) nor a transformer (blocks in a list diffusers' caches know): "
-                        "no schedule runs on it")
+    raise ScheduleError(
+        f"{type(model).__name__} is neither a diffusers UNet (down and up "
+        "blocks) nor a transformer (blocks in a list diffusers' caches know): "
+        "no schedule runs on it"
+    )
 
 
 def num_branches(model: torch.nn.Module) -> int:

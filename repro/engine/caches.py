@@ -40,8 +40,10 @@ KINDS: dict[str, tuple[type, Callable]] = {
     "taylorseer": (dh.TaylorSeerCacheConfig, dh.apply_taylorseer_cache),
     "magcache": (dh.MagCacheConfig, dh.apply_mag_cache),
     "fastercache": (dh.FasterCacheConfig, dh.apply_faster_cache),
-    "pyramid-attention-broadcast": (dh.PyramidAttentionBroadcastConfig,
-                                    dh.apply_pyramid_attention_broadcast),
+    "pyramid-attention-broadcast": (
+        dh.PyramidAttentionBroadcastConfig,
+        dh.apply_pyramid_attention_broadcast,
+    ),
     "seacache": (dh.SeaCacheConfig, dh.apply_sea_cache),
 }
 
@@ -65,8 +67,7 @@ class Cache:
         return {"technique": self.technique, "config": self.fields()}
 
     def with_option(self, name: str, value: Any) -> Cache:
-        options = tuple(sorted((*((k, v) for k, v in self.options if k != name),
-                                (name, value))))
+        options = tuple(sorted((*((k, v) for k, v in self.options if k != name), (name, value))))
         return Cache(self.technique, self.knob, self.value, options)
 
     @property
@@ -75,8 +76,7 @@ class Cache:
         (``#``: timing names keep `` [mode]`` for step modes)."""
         from repro.infra.digests import key_digest
 
-        return (f"{self.technique} {self.knob}={self.value:g} "
-                f"#{key_digest(self.to_dict())[:12]}")
+        return f"{self.technique} {self.knob}={self.value:g} #{key_digest(self.to_dict())[:12]}"
 
 
 def loop_text(schedule, cache: Cache | None) -> str:
@@ -117,16 +117,21 @@ def unit_costs(model: torch.nn.Module, x: torch.Tensor, t, kwargs: dict) -> dict
     with counter:
         call(model, x, t, **kwargs)
     root = type(model).__name__
-    flops = {name.removeprefix(root).removeprefix("."): sum(ops.values())
-             for name, ops in counter.get_flop_counts().items() if name != "Global"}
+    flops = {
+        name.removeprefix(root).removeprefix("."): sum(ops.values())
+        for name, ops in counter.get_flop_counts().items()
+        if name != "Global"
+    }
     names = list(units(model))
 
     def inner(name: str) -> list[str]:  # the units directly inside ``name``
         below = [o for o in names if o.startswith(name + ".")]
         return [o for o in below if not any(o.startswith(m + ".") for m in below)]
 
-    costs = {name: (flops.get(name, 0) - sum(flops.get(o, 0) for o in inner(name)))
-             / flops[""] for name in names}
+    costs = {
+        name: (flops.get(name, 0) - sum(flops.get(o, 0) for o in inner(name))) / flops[""]
+        for name in names
+    }
     costs[""] = 1.0 - sum(flops.get(name, 0) for name, _ in blocks(model)) / flops[""]
     _COSTS[model] = costs
     return costs
@@ -143,8 +148,7 @@ class Work:
     calls: int = 0
 
     @classmethod
-    def of(cls, model: torch.nn.Module, latents: torch.Tensor, kwargs: dict,
-           cfg: bool) -> Work:
+    def of(cls, model: torch.nn.Module, latents: torch.Tensor, kwargs: dict, cfg: bool) -> Work:
         """A counter for loops of ``model`` on ``latents`` with the call ``kwargs`` (under
         ``cfg`` the model sees both halves)."""
         x = torch.cat([latents, latents]) if cfg else latents
@@ -184,9 +188,14 @@ class _Context(ModelHook):
         step = self.work.calls % len(self.timeline)
         self.timestep, sigma = self.timeline[step]
         self.work.calls += 1
-        with CacheMixin.cache_context(module, "cond", step_index=step, sigma=sigma,
-                                      timestep=self.timestep,
-                                      num_inference_steps=len(self.timeline)):
+        with CacheMixin.cache_context(
+            module,
+            "cond",
+            step_index=step,
+            sigma=sigma,
+            timestep=self.timestep,
+            num_inference_steps=len(self.timeline),
+        ):
             return self.fn_ref.original_forward(*args, **kwargs)
 
 
@@ -223,15 +232,15 @@ def _config(cache: Cache, context: _Context, cfg: bool):
         "cache_identifiers": [r"[^.]*blocks\.\d+\.(attn\d*|ff)"],
         # the inputs FasterCache halves to skip the unconditional call: class labels too
         "_unconditional_conditional_input_kwargs_identifiers": [
-            *_UNCOND_COND_INPUT_KWARGS_IDENTIFIERS, "class_labels"],
+            *_UNCOND_COND_INPUT_KWARGS_IDENTIFIERS,
+            "class_labels",
+        ],
     }
     unknown = sorted(set(given) - known)
     if unknown:
-        raise ScheduleError(f"{cache.technique}: {config.__name__} has no field "
-                            f"{unknown[0]!r}")
+        raise ScheduleError(f"{cache.technique}: {config.__name__} has no field {unknown[0]!r}")
     try:
-        return config(**{**{k: v for k, v in supplied.items() if k in known},
-                                    **given})
+        return config(**{**{k: v for k, v in supplied.items() if k in known}, **given})
     except (TypeError, ValueError) as error:
         raise ScheduleError(f"{cache.technique}: {error}") from None
 
@@ -243,22 +252,26 @@ def _image_latents(module, args, kwargs) -> list[torch.Tensor]:
 
 
 @contextlib.contextmanager
-def applied(model: torch.nn.Module, cache: Cache, scheduler, work: Work,
-            cfg: bool) -> Iterator[Work]:
+def applied(
+    model: torch.nn.Module, cache: Cache, scheduler, work: Work, cfg: bool
+) -> Iterator[Work]:
     """``cache`` on ``model`` for one loop over ``scheduler.timesteps`` (set by the caller;
     ``cfg``: each call holds the unconditional and conditional halves), its work added to
     ``work``. All hooks are gone after, also on errors."""
     if not is_transformer(model):
-        raise ScheduleError(f"{cache.technique} runs on diffusers transformers, not "
-                            f"{type(model).__name__}")
+        raise ScheduleError(
+            f"{cache.technique} runs on diffusers transformers, not {type(model).__name__}"
+        )
     before = _hook_names(model)
     context = _Context(timeline(scheduler), work)
     try:
         for name, module in units(model).items():
             HookRegistry.check_if_exists_or_initialize(module).register_hook(
-                _Counted(work, name), WORK_HOOK)
+                _Counted(work, name), WORK_HOOK
+            )
         HookRegistry.check_if_exists_or_initialize(model).register_hook(
-            _Counted(work, ""), WORK_HOOK)
+            _Counted(work, ""), WORK_HOOK
+        )
         with _quiet():
             KINDS[cache.technique][1](model, _config(cache, context, cfg))
         HookRegistry.check_if_exists_or_initialize(model).register_hook(context, CONTEXT_HOOK)
@@ -268,8 +281,14 @@ def applied(model: torch.nn.Module, cache: Cache, scheduler, work: Work,
 
 
 @contextlib.contextmanager
-def under(cache: Cache | None, model: torch.nn.Module, scheduler, latents: torch.Tensor,
-          kwargs: dict, cfg: bool) -> Iterator[Work | None]:
+def under(
+    cache: Cache | None,
+    model: torch.nn.Module,
+    scheduler,
+    latents: torch.Tensor,
+    kwargs: dict,
+    cfg: bool,
+) -> Iterator[Work | None]:
     """One loop on ``latents`` (with the model's call ``kwargs``) under ``cache`` and a new
     work counter, yielded; without a cache, nothing is applied and None is yielded."""
     if cache is None:
@@ -281,8 +300,11 @@ def under(cache: Cache | None, model: torch.nn.Module, scheduler, latents: torch
 
 
 def _hook_names(model: torch.nn.Module) -> dict[torch.nn.Module, set[str]]:
-    return {m: set(m._diffusers_hook.hooks) for m in model.modules()
-            if getattr(m, "_diffusers_hook", None) is not None}
+    return {
+        m: set(m._diffusers_hook.hooks)
+        for m in model.modules()
+        if getattr(m, "_diffusers_hook", None) is not None
+    }
 
 
 def _remove_added(model: torch.nn.Module, before: dict) -> None:
@@ -295,8 +317,7 @@ def _remove_added(model: torch.nn.Module, before: dict) -> None:
         registry = getattr(module, "_diffusers_hook", None)
         if registry is None:
             continue
-        for name in [n for n in reversed(registry._hook_order)
-                     if n not in before.get(module, ())]:
+        for name in [n for n in reversed(registry._hook_order) if n not in before.get(module, ())]:
             registry.remove_hook(name, recurse=False)
         registry._child_registries_cache = None
         if module not in before:
@@ -322,8 +343,9 @@ def needs_ratios(cache: Cache) -> bool:
     return cache.technique == "magcache" and "mag_ratios" not in dict(cache.options)
 
 
-def mag_ratios(model: torch.nn.Module, scheduler, latents: torch.Tensor,
-               loop_kwargs: dict) -> list[float]:
+def mag_ratios(
+    model: torch.nn.Module, scheduler, latents: torch.Tensor, loop_kwargs: dict
+) -> list[float]:
     """MagCache's per-step magnitude ratios for ``model`` on a loop over
     ``scheduler.timesteps`` (set by the caller) from ``latents`` (``loop_kwargs``: the
     ``denoise`` kwargs, guidance included), by its own calibration mode (``calibrate=True``
@@ -350,10 +372,14 @@ def mag_ratios(model: torch.nn.Module, scheduler, latents: torch.Tensor,
     idle = Work(dict.fromkeys([*units(model), ""], 0.0), 1)
     cfg = loop_kwargs.get("guidance_scale") is not None
     try:  # it also prints the ratios
-        with contextlib.redirect_stdout(None), torch.inference_mode(), \
-                applied(model, calibrating, scheduler, idle, cfg):
-            denoise(model, scheduler, latents, Schedule.full(len(scheduler.timesteps)),
-                    **loop_kwargs)
+        with (
+            contextlib.redirect_stdout(None),
+            torch.inference_mode(),
+            applied(model, calibrating, scheduler, idle, cfg),
+        ):
+            denoise(
+                model, scheduler, latents, Schedule.full(len(scheduler.timesteps)), **loop_kwargs
+            )
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

@@ -29,8 +29,14 @@ class StepRunner(Protocol):
 
     reuses_outputs: bool  # outputs are buffers that the next call of the kind overwrites
 
-    def __call__(self, token: str, forward: Callable[..., Any], args: tuple, kwargs: dict,
-                 hooks: Mapping[torch.nn.Module, DeepCacheHook]) -> Any: ...
+    def __call__(
+        self,
+        token: str,
+        forward: Callable[..., Any],
+        args: tuple,
+        kwargs: dict,
+        hooks: Mapping[torch.nn.Module, DeepCacheHook],
+    ) -> Any: ...
 
 
 def set_step_runner(unet: torch.nn.Module, runner: StepRunner | None) -> None:
@@ -118,19 +124,22 @@ class KindHook(ScheduleHook):
     driver set in ``state.token``, for the sub-batch of samples at that kind."""
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
-        return _call_kind(self.state, self.state.token, self.fn_ref.original_forward, args,
-                          kwargs)
+        return _call_kind(self.state, self.state.token, self.fn_ref.original_forward, args, kwargs)
 
 
-def _call_kind(state: StepState, token: str, forward: Callable[..., Any], args: tuple,
-               kwargs: dict) -> Any:
+def _call_kind(
+    state: StepState, token: str, forward: Callable[..., Any], args: tuple, kwargs: dict
+) -> Any:
     """One UNet call of kind ``token``: N returns the last output, F and P<b> run (through
     the step runner where there is one) with the deep-feature hooks set for the kind."""
     if token == NULL:
         return state.last_output
     state.branch = None if token == FULL else branch_of(token)
-    state.last_output = forward(*args, **kwargs) if state.runner is None else \
-        state.runner(token, forward, args, kwargs, state.hooks)
+    state.last_output = (
+        forward(*args, **kwargs)
+        if state.runner is None
+        else state.runner(token, forward, args, kwargs, state.hooks)
+    )
     return state.last_output
 
 
@@ -148,23 +157,37 @@ def _begin_call(state: StepState, t: Any) -> None:
         state.index = 0
         return
     position = _position(t, timesteps, scheduler)
-    if state.index == len(state.schedule) and timesteps is state.timesteps \
-            and position != state.start:
+    if (
+        state.index == len(state.schedule)
+        and timesteps is state.timesteps
+        and position != state.start
+    ):
         raise ScheduleError(
             f"the UNet was called more often than the schedule's {len(state.schedule)} tokens "
             f"within one sampling call (at timestep position {position}); does the pipeline "
-            "call the UNet twice per step?")
+            "call the UNet twice per step?"
+        )
     calls = len(timesteps) - position
     if calls != len(state.schedule):
-        begun = (f" (it starts at position {position} of the scheduler's {len(timesteps)} "
-                 "timesteps, as img2img with strength < 1 does: give one token per call made, "
-                 "for the last timesteps of the grid)") if position else ""
-        hint = ("" if position else
-                f" (PNDM/PLMS makes one call more than its steps; the generators take "
-                f"the count: Schedule.deepcache(steps, N, b, calls={calls}))")
+        begun = (
+            (
+                f" (it starts at position {position} of the scheduler's {len(timesteps)} "
+                "timesteps, as img2img with strength < 1 does: give one token per call made, "
+                "for the last timesteps of the grid)"
+            )
+            if position
+            else ""
+        )
+        hint = (
+            ""
+            if position
+            else f" (PNDM/PLMS makes one call more than its steps; the generators take "
+            f"the count: Schedule.deepcache(steps, N, b, calls={calls}))"
+        )
         raise ScheduleError(
             f"schedule has {len(state.schedule)} steps but the scheduler runs {calls} UNet "
-            f"calls{begun}; give one token per UNet call{hint}")
+            f"calls{begun}; give one token per UNet call{hint}"
+        )
     state.timesteps, state.start, state.index = timesteps, position, 0
     state.branch, state.last_output = None, None
 
@@ -179,16 +202,18 @@ def _position(t: Any, timesteps: Any, scheduler: Any = None) -> int:
     sit elsewhere on the grid. Else the first position of its value, or 0 when the value is
     not on the grid."""
     if isinstance(t, torch.Tensor) and isinstance(timesteps, torch.Tensor):
-        if (t.dim() == 0 or t.dim() == 1 and t.stride(0) == 0) and timesteps.dim() == 1 \
-                and t.untyped_storage().data_ptr() == timesteps.untyped_storage().data_ptr():
+        if (
+            (t.dim() == 0 or t.dim() == 1 and t.stride(0) == 0)
+            and timesteps.dim() == 1
+            and t.untyped_storage().data_ptr() == timesteps.untyped_storage().data_ptr()
+        ):
             return (t.storage_offset() - timesteps.storage_offset()) // timesteps.stride(0)
     if hasattr(scheduler, "begin_index"):
         step = getattr(scheduler, "step_index", None)
         return step if step is not None else scheduler.begin_index or 0
     if isinstance(t, torch.Tensor):
         t = t.flatten()[0].item() if t.numel() else None
-    values = [float(v) for v in (timesteps.tolist() if hasattr(timesteps, "tolist")
-                                 else timesteps)]
+    values = [float(v) for v in (timesteps.tolist() if hasattr(timesteps, "tolist") else timesteps)]
     return values.index(float(t)) if t is not None and float(t) in values else 0
 
 

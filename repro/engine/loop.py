@@ -41,8 +41,11 @@ def scheduled(
 
 @contextlib.contextmanager
 def attached(
-    unet: torch.nn.Module, schedule: Schedule | str, scheduler_of: Callable[[], Any],
-    cache_all: bool = False, unet_hook: type[ScheduleHook] = ScheduleHook,
+    unet: torch.nn.Module,
+    schedule: Schedule | str,
+    scheduler_of: Callable[[], Any],
+    cache_all: bool = False,
+    unet_hook: type[ScheduleHook] = ScheduleHook,
 ) -> Iterator[tuple[StepState, dict[torch.nn.Module, DeepCacheHook]]]:
     """The hooks of ``schedule`` on ``unet``; with ``cache_all``, the cache points of every
     branch, so that a loop state taken on F steps serves schedules of any branch.
@@ -50,7 +53,8 @@ def attached(
     if is_scheduled(unet):  # before touching anything: the outer block keeps its hooks
         raise ScheduleError(
             "this UNet already runs under a schedule (nested apply_schedule/scheduled); "
-            "leave the outer block before scheduling it again")
+            "leave the outer block before scheduling it again"
+        )
     schedule = Schedule.parse(schedule, num_branches=num_branches(unet))
     state = StepState(schedule=schedule, scheduler_of=scheduler_of, runner=step_runner(unet))
     branches = frozenset(range(num_branches(unet))) if cache_all else schedule.branches
@@ -123,10 +127,11 @@ def denoise(
     mode = torch.inference_mode() if inference else contextlib.nullcontext()
     keep_state = resume is not None or on_step is not None
     if keep_state and not keeps_outputs(unet):
-        raise ScheduleError("resume/on_step keep step outputs, which this UNet's step runner "
-                            "(CUDA graphs) overwrites; sample without prefix reuse")
-    with mode, attached(unet, schedule, lambda: scheduler, cache_all=keep_state) as (
-            state, hooks):
+        raise ScheduleError(
+            "resume/on_step keep step outputs, which this UNet's step runner "
+            "(CUDA graphs) overwrites; sample without prefix reuse"
+        )
+    with mode, attached(unet, schedule, lambda: scheduler, cache_all=keep_state) as (state, hooks):
         first = 0
         if resume is not None:
             first, latents = resume.step, resume.latents
@@ -139,8 +144,14 @@ def denoise(
             noise = guided(call(unet, model_input, t, **unet_kwargs).sample, guidance_scale, 1)
             latents = scheduler.step(noise, t, latents, **step_kwargs).prev_sample
             if on_step is not None:
-                on_step(LoopState(step, latents, state.last_output,
-                                  {module: hook.cached for module, hook in hooks.items()}))
+                on_step(
+                    LoopState(
+                        step,
+                        latents,
+                        state.last_output,
+                        {module: hook.cached for module, hook in hooks.items()},
+                    )
+                )
     return latents
 
 

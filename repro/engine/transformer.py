@@ -26,9 +26,12 @@ def blocks(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """(name, block) of every transformer block, in the order the model runs them."""
     from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
 
-    return [(f"{name}.{i}", block) for name, child in model.named_children()
-            if name in _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
-            and isinstance(child, torch.nn.ModuleList) for i, block in enumerate(child)]
+    return [
+        (f"{name}.{i}", block)
+        for name, child in model.named_children()
+        if name in _ALL_TRANSFORMER_BLOCK_IDENTIFIERS and isinstance(child, torch.nn.ModuleList)
+        for i, block in enumerate(child)
+    ]
 
 
 def is_transformer(model: torch.nn.Module) -> bool:
@@ -45,9 +48,11 @@ def _metadata(block: torch.nn.Module):
     try:
         return TransformerBlockRegistry.get(cls)
     except ValueError:
-        raise ScheduleError(f"transformer block {cls.__name__} is not in diffusers' "
-                            "TransformerBlockRegistry: which output is which stream is "
-                            "unknown, so its residual cannot be reused") from None
+        raise ScheduleError(
+            f"transformer block {cls.__name__} is not in diffusers' "
+            "TransformerBlockRegistry: which output is which stream is "
+            "unknown, so its residual cannot be reused"
+        ) from None
 
 
 class Streams:
@@ -59,11 +64,13 @@ class Streams:
 
     def inputs(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
         hidden = self.meta._get_parameter_from_args_kwargs(
-            self.meta.hidden_states_argument_name, args, kwargs)
+            self.meta.hidden_states_argument_name, args, kwargs
+        )
         encoder = None
         if self.meta.return_encoder_hidden_states_index is not None:
             encoder = self.meta._get_parameter_from_args_kwargs(
-                self.meta.encoder_hidden_states_argument_name, args, kwargs)
+                self.meta.encoder_hidden_states_argument_name, args, kwargs
+            )
         return hidden, encoder
 
     def outputs(self, output: Any) -> tuple[Any, Any]:
@@ -92,8 +99,9 @@ class ResidualHook(ModelHook):
 
     _is_stateful = True
 
-    def __init__(self, state, block: torch.nn.Module, index: int, keeps: bool,
-                 group: list[ResidualHook]):
+    def __init__(
+        self, state, block: torch.nn.Module, index: int, keeps: bool, group: list[ResidualHook]
+    ):
         super().__init__()
         self.state, self.index, self.keeps, self.group = state, index, keeps, group
         self.threshold = index + 1
@@ -131,9 +139,11 @@ def _residual(last: tuple[Any, Any], first: tuple[Any, Any], index: int) -> tupl
     """Per stream: the last block's output minus block ``index``'s input (None for a stream
     the last block no longer returns: SD3's last block keeps no text tokens)."""
     if last[0].shape != first[0].shape:
-        raise ScheduleError(f"P{index}: the image tokens change shape between block {index}'s "
-                            f"input {tuple(first[0].shape)} and the last block's output "
-                            f"{tuple(last[0].shape)}; no residual spans them")
+        raise ScheduleError(
+            f"P{index}: the image tokens change shape between block {index}'s "
+            f"input {tuple(first[0].shape)} and the last block's output "
+            f"{tuple(last[0].shape)}; no residual spans them"
+        )
     text = None if last[1] is None or first[1] is None else last[1] - first[1]
     return last[0] - first[0], text
 
@@ -156,8 +166,11 @@ def branches(model: torch.nn.Module) -> list[Branch]:
     return [Branch(i, i, 0, name, after) for i, (name, _) in enumerate(found)]
 
 
-def cache_hooks(model: torch.nn.Module, state, branches: frozenset[int],
-                ) -> dict[torch.nn.Module, ResidualHook]:
+def cache_hooks(
+    model: torch.nn.Module,
+    state,
+    branches: frozenset[int],
+) -> dict[torch.nn.Module, ResidualHook]:
     """The hooks ``P<b>`` for every b in ``branches`` needs: every block from the shallowest
     such b (skipped ones) and the last (it sets the residuals); blocks in ``branches`` keep
     a residual."""

@@ -23,7 +23,8 @@ def _block_offsets(unet: torch.nn.Module) -> list[int]:
     if len(unet.up_blocks) != len(unet.down_blocks):
         raise ScheduleError(
             f"branch numbering needs mirrored down and up blocks, got "
-            f"{len(unet.down_blocks)} down and {len(unet.up_blocks)} up")
+            f"{len(unet.down_blocks)} down and {len(unet.up_blocks)} up"
+        )
     offsets = [0]
     for block in unet.down_blocks:
         offsets.append(offsets[-1] + len(block.resnets) + 1)
@@ -43,19 +44,35 @@ def branches(unet: torch.nn.Module) -> list[Branch]:
         n_layers = len(block.resnets)
         up = len(unet.up_blocks) - 1 - k
         for layer in range(n_layers + 1):
-            skips = (f"down_blocks.{k}.resnets.{layer}" if layer < n_layers
-                     else f"down_blocks.{k}.downsamplers.0" if block.downsamplers
-                     else "mid_block")
-            found.append(Branch(offsets[k] + layer, k, layer, skips,
-                                f"up_blocks.{up}.resnets.{n_layers - layer}"))
+            skips = (
+                f"down_blocks.{k}.resnets.{layer}"
+                if layer < n_layers
+                else f"down_blocks.{k}.downsamplers.0"
+                if block.downsamplers
+                else "mid_block"
+            )
+            found.append(
+                Branch(
+                    offsets[k] + layer,
+                    k,
+                    layer,
+                    skips,
+                    f"up_blocks.{up}.resnets.{n_layers - layer}",
+                )
+            )
     return found
 
 
-def cache_hooks(unet: torch.nn.Module, state, branches: frozenset[int],
-                ) -> dict[torch.nn.Module, DeepCacheHook]:
+def cache_hooks(
+    unet: torch.nn.Module,
+    state,
+    branches: frozenset[int],
+) -> dict[torch.nn.Module, DeepCacheHook]:
     """A :class:`DeepCacheHook` on each of :func:`cache_points`."""
-    return {module: DeepCacheHook(state, threshold)
-            for module, threshold in cache_points(unet, branches)}
+    return {
+        module: DeepCacheHook(state, threshold)
+        for module, threshold in cache_points(unet, branches)
+    }
 
 
 def cache_points(

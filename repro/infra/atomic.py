@@ -26,8 +26,17 @@ from repro.infra.errors import RunFailure, UserError
 # what reading a missing, truncated or corrupted .npz raises: numpy, zipfile (a damaged
 # directory, a bad CRC, an unknown compression method or flag: NotImplementedError and
 # RuntimeError), zlib (deflate damage), struct, a lacking key
-NPZ_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
-                   RuntimeError, struct.error, OverflowError)
+NPZ_READ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    zipfile.BadZipFile,
+    zlib.error,
+    RuntimeError,
+    struct.error,
+    OverflowError,
+)
 
 
 class TargetError(UserError, ValueError):
@@ -50,10 +59,21 @@ def target_problem(path: Path | str) -> str | None:
         return None
     if stat.S_ISREG(mode):
         return None
-    kind = next((k for test, k in ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"),
-                                   (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
-                                   (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
-                 if test(mode)), "not a regular file")
+    kind = next(
+        (
+            k
+            for test, k in (
+                (stat.S_ISLNK, "a symlink"),
+                (stat.S_ISDIR, "a directory"),
+                (stat.S_ISFIFO, "a FIFO"),
+                (stat.S_ISCHR, "a device"),
+                (stat.S_ISBLK, "a device"),
+                (stat.S_ISSOCK, "a socket"),
+            )
+            if test(mode)
+        ),
+        "not a regular file",
+    )
     return f"{path} is {kind}; refusing to replace it with a file"
 
 

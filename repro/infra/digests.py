@@ -44,7 +44,7 @@ def state_dict_digest(*modules: torch.nn.Module) -> str:
     for module in modules:
         for name, tensor in sorted(module.state_dict().items()):
             digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-                          .numpy().tobytes())
+            digest.update(
+                tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            )
     return digest.hexdigest()[:16]
-

@@ -39,8 +39,14 @@ class RankFailure(RunFailure, RuntimeError):
 class World:
     """This process's place in the run: ``rank`` of ``size``; ``local_rank`` picks its GPU."""
 
-    def __init__(self, rank: int = 0, size: int = 1, local_rank: int = 0, store: Any = None,
-                 group: Any = None):
+    def __init__(
+        self,
+        rank: int = 0,
+        size: int = 1,
+        local_rank: int = 0,
+        store: Any = None,
+        group: Any = None,
+    ):
         self.rank, self.size, self.local_rank = rank, size, local_rank
         self.store, self.group = store, group
         self._collectives = 0
@@ -68,8 +74,7 @@ class World:
                 message[0] = ("error", _portable(error))
         import torch.distributed as dist
 
-        self._collective(what, lambda: dist.broadcast_object_list(message, src=0,
-                                                                  group=self.group))
+        self._collective(what, lambda: dist.broadcast_object_list(message, src=0, group=self.group))
         kind, payload = message[0]
         if kind == "error":
             raise payload
@@ -109,12 +114,17 @@ class World:
             absent = [r for r in range(self.size) if not self.store.check([tag + str(r)])]
         except RuntimeError:  # the store went with its host (rank 0 outside torchrun)
             absent = [0]
-        who = (f"rank {', '.join(map(str, absent))} never reached it (died or hung)" if absent
-               else "a peer failed during it")
+        who = (
+            f"rank {', '.join(map(str, absent))} never reached it (died or hung)"
+            if absent
+            else "a peer failed during it"
+        )
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return (f"rank {self.rank} of {self.size}: {who} at '{what}' "
-                f"({type(error).__name__}: {first[:160]}); finished shards are kept and the "
-                "same command resumes from them")
+        return (
+            f"rank {self.rank} of {self.size}: {who} at '{what}' "
+            f"({type(error).__name__}: {first[:160]}); finished shards are kept and the "
+            "same command resumes from them"
+        )
 
 
 def _portable(error: Exception) -> Exception:
@@ -142,8 +152,10 @@ def launch_env(environ: dict[str, str] | None = None) -> tuple[int, int, int]:
         rank, size = int(env[names[0]]), int(env[names[1]])
         local = int(env.get(names[2], "0"))
     except (KeyError, ValueError):
-        raise LaunchError(f"{names[1]}={env.get(names[1])!r} needs an integer {names[0]} "
-                               f"(got {env.get(names[0])!r})") from None
+        raise LaunchError(
+            f"{names[1]}={env.get(names[1])!r} needs an integer {names[0]} "
+            f"(got {env.get(names[0])!r})"
+        ) from None
     if size < 1 or not 0 <= rank < size:
         raise LaunchError(f"{names[0]}={rank} is not a rank of {names[1]}={size}")
     return rank, size, local
@@ -163,8 +175,7 @@ def timeout() -> timedelta:
     except ValueError:
         seconds = -1.0
     if seconds <= 0:
-        raise LaunchError(f"{TIMEOUT_ENV} must be a positive number of seconds, got "
-                               f"{text!r}")
+        raise LaunchError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
     return timedelta(seconds=seconds)
 
 
@@ -178,9 +189,11 @@ def joined(device: str = "cpu") -> Iterator[World]:
         return
     for name in ("MASTER_ADDR", "MASTER_PORT"):
         if not os.environ.get(name):
-            raise LaunchError(f"a {size}-process run needs {name} in the environment "
-                                   "(torchrun and accelerate launch set it; under srun, export "
-                                   "it in the batch script)")
+            raise LaunchError(
+                f"a {size}-process run needs {name} in the environment "
+                "(torchrun and accelerate launch set it; under srun, export "
+                "it in the batch script)"
+            )
     port = _integer(os.environ, "MASTER_PORT", "")
     if not 0 < port < 65536:
         raise LaunchError(f"MASTER_PORT={port} is not a port (1..65535)")
@@ -198,14 +211,17 @@ def joined(device: str = "cpu") -> Iterator[World]:
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     try:
         store, _, _ = next(dist.rendezvous("env://", timeout=wait))
-        dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank,
-                                world_size=size, timeout=wait)
+        dist.init_process_group(
+            "nccl" if cuda else "gloo", store=store, rank=rank, world_size=size, timeout=wait
+        )
     except RuntimeError as error:  # DistStoreError, DistNetworkError: torch's DistError
         first = (str(error).strip().splitlines() or [""])[0]
-        raise RankFailure(f"rank {rank} of {size}: the ranks did not all join at {where} "
-                          f"within {wait.total_seconds():g} s (a rank never started, or "
-                          f"{TIMEOUT_ENV} is too short; {type(error).__name__}: "
-                          f"{first[:160]})") from None
+        raise RankFailure(
+            f"rank {rank} of {size}: the ranks did not all join at {where} "
+            f"within {wait.total_seconds():g} s (a rank never started, or "
+            f"{TIMEOUT_ENV} is too short; {type(error).__name__}: "
+            f"{first[:160]})"
+        ) from None
     try:
         group = dist.new_group(backend="gloo", timeout=wait) if cuda else None
         yield World(rank, size, local, dist.PrefixStore("repro/", store), group)

@@ -29,9 +29,13 @@ import numpy as np
 from repro.infra.atomic import NPZ_READ_ERRORS
 from repro.infra.errors import UserError
 
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length
 _DESCRIPTOR_SIZES = (12, 16, 20, 24)  # a data descriptor, with or without signature / zip64
 DEFLATE_MAX_RATIO = 1032  # deflate cannot expand one stored byte to more than this
@@ -43,8 +47,10 @@ class InputFileError(UserError, ValueError):
 
 def kind_problem(mode: int) -> str | None:
     """What a non-regular file is ("a FIFO"), or None for a regular file."""
-    return next((f"is {kind}, not a regular file" for test, kind in _KINDS if test(mode)),
-                None if stat.S_ISREG(mode) else "is not a regular file")
+    return next(
+        (f"is {kind}, not a regular file" for test, kind in _KINDS if test(mode)),
+        None if stat.S_ISREG(mode) else "is not a regular file",
+    )
 
 
 @contextlib.contextmanager
@@ -86,8 +92,9 @@ def read_npz(path: Path | str, names: Sequence[str] | None = None) -> dict[str, 
         shapes = check_npz(path)
         missing = [n for n in names or () if n not in shapes]
         if missing:
-            raise InputFileError(f"{path}: no array {missing[0]!r} (it holds "
-                                 f"{', '.join(sorted(shapes)) or 'none'})")
+            raise InputFileError(
+                f"{path}: no array {missing[0]!r} (it holds {', '.join(sorted(shapes)) or 'none'})"
+            )
         with np.load(path, allow_pickle=False) as npz:
             return {n: npz[n] for n in (shapes if names is None else names)}
     except InputFileError:
@@ -121,8 +128,7 @@ def check_npz(path: Path | str, crc: bool = False) -> dict[str, tuple[tuple[int,
                 _check_tiling(archive, f, size, path)
                 shapes = {}
                 for info in archive.infolist():
-                    shapes[info.filename.removesuffix(".npy")] = _member(archive, info, path,
-                                                                         crc)
+                    shapes[info.filename.removesuffix(".npy")] = _member(archive, info, path, crc)
         except InputFileError:
             raise
         except NPZ_READ_ERRORS as error:
@@ -138,37 +144,50 @@ def _check_tiling(archive: zipfile.ZipFile, f, size: int, path) -> None:
         f.seek(info.header_offset)
         signature, name, extra = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
         if info.header_offset != at or signature != b"PK\x03\x04":
-            raise InputFileError(f"{path}: damaged .npz (member {info.filename!r} is not where "
-                                 "the archive's directory says)")
+            raise InputFileError(
+                f"{path}: damaged .npz (member {info.filename!r} is not where "
+                "the archive's directory says)"
+            )
         at += _LOCAL_HEADER.size + name + extra + info.compress_size
         if info.flag_bits & 0x08:  # a data descriptor follows: its size is not recorded
             at = next((at + n for n in _DESCRIPTOR_SIZES if at + n == archive.start_dir), at)
     if at != archive.start_dir or archive.start_dir > size:
-        raise InputFileError(f"{path}: damaged .npz (its directory does not account for "
-                             f"{abs(archive.start_dir - at)} bytes)")
+        raise InputFileError(
+            f"{path}: damaged .npz (its directory does not account for "
+            f"{abs(archive.start_dir - at)} bytes)"
+        )
 
 
 def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path, crc: bool):
     """(shape, dtype) of one member's array, its header checked against its sizes."""
     where = f"{path}: array {info.filename.removesuffix('.npy')!r}"
-    stored = info.compress_size if info.compress_type == zipfile.ZIP_STORED else \
-        info.compress_size * DEFLATE_MAX_RATIO + 1024
+    stored = (
+        info.compress_size
+        if info.compress_type == zipfile.ZIP_STORED
+        else info.compress_size * DEFLATE_MAX_RATIO + 1024
+    )
     if info.file_size > stored:
-        raise InputFileError(f"{where} declares {info.file_size} bytes in {info.compress_size} "
-                             "stored ones")
+        raise InputFileError(
+            f"{where} declares {info.file_size} bytes in {info.compress_size} stored ones"
+        )
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         if version not in ((1, 0), (2, 0)):
             raise InputFileError(f"{where}: .npy format {version} is not read")
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
         shape, _, dtype = read_header(member)
         if dtype.hasobject:
             raise InputFileError(f"{where} holds Python objects (refused: they would unpickle)")
         declared = member.tell() + math.prod(shape) * dtype.itemsize
         if declared != info.file_size:
-            raise InputFileError(f"{where}: its header declares {shape} {dtype} "
-                                 f"({declared} bytes), the member holds {info.file_size}")
+            raise InputFileError(
+                f"{where}: its header declares {shape} {dtype} "
+                f"({declared} bytes), the member holds {info.file_size}"
+            )
         while crc and member.read(1 << 20):
             pass
     return shape, dtype

@@ -18,9 +18,12 @@ def git_state() -> dict[str, str | bool | None]:
     branch = os.environ.get("REPRO_GIT_BRANCH") or _git("rev-parse", "--abbrev-ref", "HEAD")
     commit = _git("rev-parse", "HEAD")
     diff = _git("diff", "HEAD", "--no-ext-diff", "--binary") if commit else None
-    return {"git_commit": commit, "git_branch": None if branch == "HEAD" else branch,
-            "git_dirty": None if commit is None else bool(diff),
-            "git_diff": (hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else None)}
+    return {
+        "git_commit": commit,
+        "git_branch": None if branch == "HEAD" else branch,
+        "git_dirty": None if commit is None else bool(diff),
+        "git_diff": (hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else None),
+    }
 
 
 REPOSITORY = Path(__file__).parent  # the harness's checkout, where it is one
@@ -28,8 +31,9 @@ REPOSITORY = Path(__file__).parent  # the harness's checkout, where it is one
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True,
-                             cwd=REPOSITORY, timeout=10)
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=REPOSITORY, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None

@@ -45,13 +45,19 @@ def clock_for(name: str, device: torch.device | str) -> Clock:
     if name not in CLOCKS:
         raise ValueError(f"unknown clock {name!r}; known: {', '.join(CLOCKS)}")
     if name == "cpu" and torch.device(device).type != "cpu":
-        raise ValueError("--clock cpu (process CPU time) only measures a CPU device; "
-                         f"use wall time on {device}")
+        raise ValueError(
+            f"--clock cpu (process CPU time) only measures a CPU device; use wall time on {device}"
+        )
     return CLOCKS[name]
 
 
-def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int,
-                   warmup: int = 1, clock: Clock = time.perf_counter) -> list[float]:
+def median_seconds(
+    fn: Callable[[], object],
+    device: torch.device,
+    repeats: int,
+    warmup: int = 1,
+    clock: Clock = time.perf_counter,
+) -> list[float]:
     """Times (``clock``, wall by default) of ``repeats`` calls after ``warmup`` calls, each
     bracketed by syncs."""
     for _ in range(warmup):
@@ -70,6 +76,11 @@ def environment(device: torch.device | str, dtype: str, batch: int) -> dict:
     """What a timing was measured on: device, dtype, batch and library versions."""
     import diffusers
 
-    return {"device": device_name(device), "dtype": dtype, "batch": batch,
-            "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "python": platform.python_version()}
+    return {
+        "device": device_name(device),
+        "dtype": dtype,
+        "batch": batch,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "python": platform.python_version(),
+    }

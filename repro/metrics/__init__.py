@@ -11,8 +11,15 @@ from repro.metrics.errors import MetricInputError, MissingMetricWeightsError, St
 from repro.metrics.protocols import METRICS
 from repro.metrics.result import MetricResult
 
-__all__ = ["METRICS", "FeatureStatistics", "MetricInputError", "MetricResult",
-           "MissingMetricWeightsError", "StatisticsError", "frechet_distance"]
+__all__ = [
+    "METRICS",
+    "FeatureStatistics",
+    "MetricInputError",
+    "MetricResult",
+    "MissingMetricWeightsError",
+    "StatisticsError",
+    "frechet_distance",
+]
 
 _LAZY = {"FeatureStatistics": "frechet", "frechet_distance": "frechet"}
 

@@ -16,11 +16,19 @@ from repro.sampling.samples import SampleSet
 
 def class_accuracy(samples: SampleSet, classifier: DigitsCNNExtractor) -> MetricResult:
     if samples.labels is None:
-        raise MetricInputError(f"acc:{classifier.name} needs class-conditional samples; the "
-                               f"file of {samples.model!r} has no labels")
+        raise MetricInputError(
+            f"acc:{classifier.name} needs class-conditional samples; the "
+            f"file of {samples.model!r} has no labels"
+        )
     predicted = classifier.logits(samples.images).argmax(axis=1)
     correct = predicted == samples.labels
-    per_class = {int(c): float(correct[samples.labels == c].mean())
-                 for c in np.unique(samples.labels)}
-    return MetricResult(f"acc:{classifier.name}", float(correct.mean()), len(correct),
-                        {"per_class": per_class}, correct.astype(np.float64))
+    per_class = {
+        int(c): float(correct[samples.labels == c].mean()) for c in np.unique(samples.labels)
+    }
+    return MetricResult(
+        f"acc:{classifier.name}",
+        float(correct.mean()),
+        len(correct),
+        {"per_class": per_class},
+        correct.astype(np.float64),
+    )

@@ -27,5 +27,6 @@ def read_cached(path: Path, read: Callable[[Path], T]) -> T:
     try:
         return read(path)
     except NPZ_READ_ERRORS as error:
-        raise MetricInputError(f"corrupted cache file {path} ({type(error).__name__}); delete "
-                               "it to compute it again") from None
+        raise MetricInputError(
+            f"corrupted cache file {path} ({type(error).__name__}); delete it to compute it again"
+        ) from None

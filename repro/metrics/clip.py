@@ -29,8 +29,9 @@ def clip_weights_path(path: str | Path | None = None) -> Path:
     given = path or os.environ.get(CLIP_ENV)
     if given:
         if not Path(given).is_file():
-            raise MissingMetricWeightsError(f"CLIP weights file {given} does not exist "
-                                            f"(expected {HF_REPO}/{WEIGHT_FILES[0]})")
+            raise MissingMetricWeightsError(
+                f"CLIP weights file {given} does not exist (expected {HF_REPO}/{WEIGHT_FILES[0]})"
+            )
         return Path(given)
     from huggingface_hub import try_to_load_from_cache
 
@@ -41,54 +42,75 @@ def clip_weights_path(path: str | Path | None = None) -> Path:
     raise MissingMetricWeightsError(
         f"{CLIP_PROTOCOL} needs {WEIGHT_FILES[0]} (or {WEIGHT_FILES[1]}) of {HF_REPO} in the "
         f"Hugging Face cache (`hf download {HF_REPO} {WEIGHT_FILES[0]}` on a networked "
-        f"machine), or pass --clip-weights PATH (or set {CLIP_ENV}); it is never downloaded")
+        f"machine), or pass --clip-weights PATH (or set {CLIP_ENV}); it is never downloaded"
+    )
 
 
 def clip_scores(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> np.ndarray:
     """Per-pair 100 * cosine similarity, clamped at 0."""
-    cosine = torch.nn.functional.cosine_similarity(image_embeddings.double(),
-                                                   text_embeddings.double(), dim=-1)
+    cosine = torch.nn.functional.cosine_similarity(
+        image_embeddings.double(), text_embeddings.double(), dim=-1
+    )
     return (100 * cosine).clamp(min=0).cpu().numpy()
 
 
 class ClipScorer:
     """An open_clip model with its image transform and tokenizer."""
 
-    def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
-                 tokenizer: Callable[[Sequence[str]], torch.Tensor],
-                 protocol: str = CLIP_PROTOCOL, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        tokenizer: Callable[[Sequence[str]], torch.Tensor],
+        protocol: str = CLIP_PROTOCOL,
+        device: str | torch.device = "cpu",
+    ):
         self.model = model.to(device).eval()
         self.preprocess, self.tokenizer = preprocess, tokenizer
         self.protocol, self.device = protocol, torch.device(device)
 
     @classmethod
-    def load(cls, weights: str | Path | None = None,
-             device: str | torch.device = "cpu") -> ClipScorer:
+    def load(
+        cls, weights: str | Path | None = None, device: str | torch.device = "cpu"
+    ) -> ClipScorer:
         """ViT-g-14 with the laion2b_s34b_b88k weights from a local file."""
         import open_clip
 
         path = clip_weights_path(weights)
         tag = open_clip.get_pretrained_cfg(CLIP_ARCH, CLIP_TAG)
         model, _, preprocess = open_clip.create_model_and_transforms(
-            CLIP_ARCH, pretrained=str(path), device=device,
-            force_preprocess_cfg={k: tag[k] for k in ("mean", "std", "interpolation",
-                                                      "resize_mode")})
+            CLIP_ARCH,
+            pretrained=str(path),
+            device=device,
+            force_preprocess_cfg={
+                k: tag[k] for k in ("mean", "std", "interpolation", "resize_mode")
+            },
+        )
         return cls(model, preprocess, open_clip.get_tokenizer(CLIP_ARCH), device=device)
 
-    def scores(self, images: np.ndarray, texts: Sequence[str], batch_size: int = 32,
-               ) -> np.ndarray:
+    def scores(
+        self,
+        images: np.ndarray,
+        texts: Sequence[str],
+        batch_size: int = 32,
+    ) -> np.ndarray:
         """Per-image scores of uint8 NHWC ``images`` against their ``texts``."""
         if len(texts) != len(images):
-            raise MetricInputError(f"{self.protocol}: {len(texts)} prompts for "
-                                   f"{len(images)} images")
+            raise MetricInputError(
+                f"{self.protocol}: {len(texts)} prompts for {len(images)} images"
+            )
         scores = []
         with torch.inference_mode():
             for start in bar(range(0, len(images), batch_size), desc="clip", unit="batch"):
-                batch = images[start:start + batch_size]
+                batch = images[start : start + batch_size]
                 pixels = torch.stack([self.preprocess(_pil(image)) for image in batch])
-                tokens = self.tokenizer(list(texts[start:start + batch_size]))
-                scores.append(clip_scores(self.model.encode_image(pixels.to(self.device)),
-                                          self.model.encode_text(tokens.to(self.device))))
+                tokens = self.tokenizer(list(texts[start : start + batch_size]))
+                scores.append(
+                    clip_scores(
+                        self.model.encode_image(pixels.to(self.device)),
+                        self.model.encode_text(tokens.to(self.device)),
+                    )
+                )
         return np.concatenate(scores)
 
     def score(self, images: np.ndarray, texts: Sequence[str]) -> MetricResult:

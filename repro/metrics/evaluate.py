@@ -54,20 +54,31 @@ def check_request(metrics: Sequence[str], options: EvalOptions) -> None:
             raise MetricInputError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
         kind = name.partition(":")[0]
         if kind in NEEDS_TEACHER and options.teacher is None:
-            raise MetricInputError(f"{name} needs --teacher TEACHER.npz (the all-F samples "
-                                   "from the same seeds)")
+            raise MetricInputError(
+                f"{name} needs --teacher TEACHER.npz (the all-F samples from the same seeds)"
+            )
         if kind in NEEDS_REFERENCE and options.reference is None:
-            raise MetricInputError(f"{name} needs --reference NAME or PATH (known: "
-                                   f"{', '.join(REFERENCES)})")
+            raise MetricInputError(
+                f"{name} needs --reference NAME or PATH (known: {', '.join(REFERENCES)})"
+            )
         if kind == "clip" and options.prompts is None:
             raise MetricInputError(f"{name} needs --prompts FILE (one prompt per image)")
-    check_resources(metrics, options.reference, options.inception_weights, options.clip_weights,
-                    options.lpips_weights)
+    check_resources(
+        metrics,
+        options.reference,
+        options.inception_weights,
+        options.clip_weights,
+        options.lpips_weights,
+    )
 
 
-def check_resources(metrics: Sequence[str], reference: str | None = None,
-                    inception_weights: str | None = None, clip_weights: str | None = None,
-                    lpips_weights: str | None = None) -> None:
+def check_resources(
+    metrics: Sequence[str],
+    reference: str | None = None,
+    inception_weights: str | None = None,
+    clip_weights: str | None = None,
+    lpips_weights: str | None = None,
+) -> None:
     """Raise before any sampling when a weights file or reference data set the metrics need
     is not on this machine (the message names it and where it was looked for)."""
     for name in metrics:
@@ -102,9 +113,12 @@ def resource_digests(metrics: Sequence[str], reference: str | None = None) -> di
     return digests
 
 
-def evaluate(samples: SampleSet, metrics: Sequence[str],
-             options: EvalOptions = EvalOptions(), networks: dict | None = None,
-             ) -> list[MetricResult]:
+def evaluate(
+    samples: SampleSet,
+    metrics: Sequence[str],
+    options: EvalOptions = EvalOptions(),
+    networks: dict | None = None,
+) -> list[MetricResult]:
     """One result per metric name, in the order given. Prompts default to the samples'
     own (text-to-image samples files carry them). ``networks`` keeps the loaded feature
     extractors and CLIP model: a caller evaluating many samples files passes one dict so
@@ -136,8 +150,8 @@ class _Shared:
     def extractor(self, name: str) -> FeatureExtractor:
         if name not in self.networks:
             self.networks[name] = load_extractor(
-                name, inception_weights=self.options.inception_weights,
-                device=self.options.device)
+                name, inception_weights=self.options.inception_weights, device=self.options.device
+            )
         return self.networks[name]
 
 
@@ -169,8 +183,9 @@ def _precision_recall(s: _Shared, name: str, arg: str) -> MetricResult:
     from repro.metrics.precision_recall import precision_recall
 
     if arg not in s.against_reference:
-        s.against_reference[arg] = precision_recall(s.samples, s.options.reference,
-                                                    s.extractor(arg))
+        s.against_reference[arg] = precision_recall(
+            s.samples, s.options.reference, s.extractor(arg)
+        )
     return s.against_reference[arg][name]
 
 
@@ -214,25 +229,51 @@ def _latency(s: _Shared, name: str, arg: str) -> MetricResult:
     from repro.models import load_model
 
     samples, options = s.samples, s.options
-    model = load_model(samples.model, options.model_weights, device=options.device,
-                       dtype=options.dtype)
+    model = load_model(
+        samples.model, options.model_weights, device=options.device, dtype=options.dtype
+    )
 
     def timed(run: SampleSet) -> MetricResult:
-        return sampler_latency(model, run.steps, run.schedule, options.latency_batch,
-                               guidance=run.guidance, repeats=options.latency_repeats,
-                               prompts=run.prompts)
+        return sampler_latency(
+            model,
+            run.steps,
+            run.schedule,
+            options.latency_batch,
+            guidance=run.guidance,
+            repeats=options.latency_repeats,
+            prompts=run.prompts,
+        )
 
     result = timed(samples)
     if options.teacher is None:
         return result
     teacher = timed(options.teacher)
-    return MetricResult(result.protocol, result.value, result.n, {
-        **result.details, "teacher_schedule": options.teacher.schedule,
-        "teacher_median_s": teacher.value, "speedup": teacher.value / result.value})
+    return MetricResult(
+        result.protocol,
+        result.value,
+        result.n,
+        {
+            **result.details,
+            "teacher_schedule": options.teacher.schedule,
+            "teacher_median_s": teacher.value,
+            "speedup": teacher.value / result.value,
+        },
+    )
 
 
 # a metric name's kind (before the colon) -> how it is computed
-_KINDS = {"fid": _fid, "rfid": _rfid, "kid": _kid, "rkid": _rkid,
-          "precision": _precision_recall, "recall": _precision_recall,
-          "is": _inception_score, "acc": _accuracy, "clip": _clip, "latency": _latency,
-          "psnr": _fidelity, "ssim": _fidelity, "lpips": _lpips}
+_KINDS = {
+    "fid": _fid,
+    "rfid": _rfid,
+    "kid": _kid,
+    "rkid": _rkid,
+    "precision": _precision_recall,
+    "recall": _precision_recall,
+    "is": _inception_score,
+    "acc": _accuracy,
+    "clip": _clip,
+    "latency": _latency,
+    "psnr": _fidelity,
+    "ssim": _fidelity,
+    "lpips": _lpips,
+}

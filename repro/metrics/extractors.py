@@ -44,16 +44,19 @@ class FeatureExtractor(ABC):
         self.check_images(images)
         rows = []
         with torch.inference_mode():
-            for start in bar(range(0, len(images), batch_size), desc=f"features {self.name}",
-                             unit="batch"):
-                batch = torch.from_numpy(images[start:start + batch_size]).to(self.device)
+            for start in bar(
+                range(0, len(images), batch_size), desc=f"features {self.name}", unit="batch"
+            ):
+                batch = torch.from_numpy(images[start : start + batch_size]).to(self.device)
                 rows.append(network_rows(batch.permute(0, 3, 1, 2)).double().cpu().numpy())
         return np.concatenate(rows)
 
     def check_images(self, images: np.ndarray) -> None:
         if images.dtype != np.uint8 or images.ndim != 4 or not len(images):
-            raise MetricInputError(f"{self.name}: images must be a non-empty uint8 NHWC "
-                                   f"array, got {images.dtype} {images.shape}")
+            raise MetricInputError(
+                f"{self.name}: images must be a non-empty uint8 NHWC "
+                f"array, got {images.dtype} {images.shape}"
+            )
 
     @abstractmethod
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
@@ -68,8 +71,10 @@ class DigitsCNNExtractor(FeatureExtractor):
     def check_images(self, images: np.ndarray) -> None:
         super().check_images(images)
         if images.shape[1:] != (16, 16, 1):
-            raise MetricInputError(f"{self.name} needs 16 x 16 x 1 digits images, got "
-                                   f"{images.shape[1:]} (use an inception protocol)")
+            raise MetricInputError(
+                f"{self.name} needs 16 x 16 x 1 digits images, got "
+                f"{images.shape[1:]} (use an inception protocol)"
+            )
 
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
         return self.network.features(digits_input(batch))
@@ -98,19 +103,21 @@ class InceptionExtractor(FeatureExtractor):
 
         try:
             network = FeatureExtractorInceptionV3(
-                INCEPTION, ["2048", "logits_unbiased"],
-                feature_extractor_weights_path=str(weights))
+                INCEPTION, ["2048", "logits_unbiased"], feature_extractor_weights_path=str(weights)
+            )
         except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
             reason = (str(error).splitlines() or [type(error).__name__])[0]
-            raise MetricInputError(f"{weights} is not a usable {INCEPTION_FILE}: "
-                                   f"{reason}") from error
+            raise MetricInputError(
+                f"{weights} is not a usable {INCEPTION_FILE}: {reason}"
+            ) from error
         super().__init__(network, device)
 
     def check_images(self, images: np.ndarray) -> None:
         super().check_images(images)
         if images.shape[3] not in (1, 3):
-            raise MetricInputError(f"{self.name} needs 1- or 3-channel images, got "
-                                   f"{images.shape[3]} channels")
+            raise MetricInputError(
+                f"{self.name} needs 1- or 3-channel images, got {images.shape[3]} channels"
+            )
 
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
         return self._outputs(batch)[0]
@@ -131,7 +138,8 @@ def inception_weights_path(path: str | Path | None = None) -> Path:
         if not Path(given).is_file():
             raise MissingMetricWeightsError(
                 f"Inception weights file {given} does not exist (expected a copy of "
-                f"{INCEPTION_FILE})")
+                f"{INCEPTION_FILE})"
+            )
         return Path(given)
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     for name in INCEPTION_FILES:
@@ -139,11 +147,13 @@ def inception_weights_path(path: str | Path | None = None) -> Path:
             return hub / name
     raise MissingMetricWeightsError(
         f"fid:{INCEPTION} needs the InceptionV3 weights file {INCEPTION_FILE}: put it in {hub}/ "
-        f"or pass --inception-weights PATH (or set {INCEPTION_ENV}); it is never downloaded")
+        f"or pass --inception-weights PATH (or set {INCEPTION_ENV}); it is never downloaded"
+    )
 
 
-def load_extractor(name: str, *, inception_weights: str | Path | None = None,
-                   device: str | torch.device = "cpu") -> FeatureExtractor:
+def load_extractor(
+    name: str, *, inception_weights: str | Path | None = None, device: str | torch.device = "cpu"
+) -> FeatureExtractor:
     """The extractor of protocol ``name`` (``digits-cnn`` or ``inception-2015-12-05``)."""
     if name == DIGITS_CNN:
         from repro.models import zoo

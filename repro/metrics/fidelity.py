@@ -33,14 +33,23 @@ def psnr(samples: SampleSet, teacher: SampleSet) -> MetricResult:
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     ours, theirs = _pairs(samples, teacher)
-    values = peak_signal_noise_ratio(ours, theirs, data_range=1.0, reduction="none",
-                                     dim=(1, 2, 3)).numpy()
+    values = peak_signal_noise_ratio(
+        ours, theirs, data_range=1.0, reduction="none", dim=(1, 2, 3)
+    ).numpy()
     pixels = np.prod(samples.images.shape[1:])
-    ceiling = 10 * np.log10(pixels * 255.0 ** 2)  # one level in one pixel
+    ceiling = 10 * np.log10(pixels * 255.0**2)  # one level in one pixel
     values = np.minimum(values, ceiling)
-    return MetricResult("psnr", float(values.mean()), len(values),
-                        {"teacher_schedule": teacher.schedule, "identical_counts_as_db":
-                         float(ceiling), "identical": int((values == ceiling).sum())}, values)
+    return MetricResult(
+        "psnr",
+        float(values.mean()),
+        len(values),
+        {
+            "teacher_schedule": teacher.schedule,
+            "identical_counts_as_db": float(ceiling),
+            "identical": int((values == ceiling).sum()),
+        },
+        values,
+    )
 
 
 def ssim(samples: SampleSet, teacher: SampleSet) -> MetricResult:
@@ -49,7 +58,9 @@ def ssim(samples: SampleSet, teacher: SampleSet) -> MetricResult:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     ours, theirs = _pairs(samples, teacher)
-    values = structural_similarity_index_measure(ours, theirs, data_range=1.0,
-                                                 reduction="none").numpy()
-    return MetricResult("ssim", float(values.mean()), len(values),
-                        {"teacher_schedule": teacher.schedule}, values)
+    values = structural_similarity_index_measure(
+        ours, theirs, data_range=1.0, reduction="none"
+    ).numpy()
+    return MetricResult(
+        "ssim", float(values.mean()), len(values), {"teacher_schedule": teacher.schedule}, values
+    )

@@ -36,11 +36,14 @@ class FeatureStatistics:
     def __post_init__(self) -> None:
         mean, cov = (_real_float64(a, name) for a, name in ((self.mean, "mean"), (self.cov, "cov")))
         if mean.ndim != 1 or cov.shape != (len(mean), len(mean)):
-            raise StatisticsError(f"{self.protocol}: mean {mean.shape} and covariance "
-                                  f"{cov.shape} do not describe one d-dimensional Gaussian")
+            raise StatisticsError(
+                f"{self.protocol}: mean {mean.shape} and covariance "
+                f"{cov.shape} do not describe one d-dimensional Gaussian"
+            )
         if self.n < 2:
-            raise StatisticsError(f"{self.protocol}: statistics need at least 2 features, "
-                                  f"got {self.n}")
+            raise StatisticsError(
+                f"{self.protocol}: statistics need at least 2 features, got {self.n}"
+            )
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "cov", cov)
 
@@ -49,18 +52,23 @@ class FeatureStatistics:
         """Statistics of an N x d feature matrix (unbiased covariance, as FID does)."""
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or len(features) < 2:
-            raise StatisticsError(f"{protocol}: need an N x d feature matrix with N >= 2, "
-                                  f"got shape {features.shape}")
-        return cls(features.mean(axis=0), np.cov(features, rowvar=False), len(features),
-                   protocol)
+            raise StatisticsError(
+                f"{protocol}: need an N x d feature matrix with N >= 2, got shape {features.shape}"
+            )
+        return cls(features.mean(axis=0), np.cov(features, rowvar=False), len(features), protocol)
 
     @property
     def dim(self) -> int:
         return len(self.mean)
 
     def save(self, path: Path) -> Path:
-        return atomic_save_npz(Path(path), mean=self.mean, cov=self.cov, n=np.array(self.n),
-                               protocol=np.array(self.protocol))
+        return atomic_save_npz(
+            Path(path),
+            mean=self.mean,
+            cov=self.cov,
+            n=np.array(self.n),
+            protocol=np.array(self.protocol),
+        )
 
     @classmethod
     def load(cls, path: Path) -> FeatureStatistics:
@@ -82,8 +90,9 @@ def _real_float64(array: np.ndarray, name: str) -> np.ndarray:
 def frechet_distance(a: FeatureStatistics, b: FeatureStatistics) -> float:
     """``||mu_a - mu_b||^2 + tr(S_a + S_b - 2 sqrtm(S_a S_b))`` between two Gaussians."""
     if a.protocol != b.protocol:
-        raise MetricInputError(f"cannot compare statistics of protocol {a.protocol!r} with "
-                               f"{b.protocol!r}")
+        raise MetricInputError(
+            f"cannot compare statistics of protocol {a.protocol!r} with {b.protocol!r}"
+        )
     if a.dim != b.dim:
         raise MetricInputError(f"{a.protocol}: feature dimensions differ ({a.dim} vs {b.dim})")
     diff = a.mean - b.mean
@@ -111,7 +120,8 @@ def _trace_sqrtm_product(cov_a: np.ndarray, cov_b: np.ndarray, protocol: str) ->
         if imaginary > IMAGINARY_TOLERANCE:
             raise StatisticsError(
                 f"{protocol}: sqrtm of the covariance product has a significant imaginary "
-                f"part ({imaginary:.3g}); use more images than feature dimensions")
+                f"part ({imaginary:.3g}); use more images than feature dimensions"
+            )
         root = root.real
     return float(np.trace(root))
 
@@ -122,8 +132,9 @@ def _sqrtm(matrix: np.ndarray) -> np.ndarray:
         return linalg.sqrtm(matrix)
 
 
-def frechet_distances(features: np.ndarray, rows: np.ndarray,
-                      other: FeatureStatistics | np.ndarray, chunk: int = 64) -> np.ndarray:
+def frechet_distances(
+    features: np.ndarray, rows: np.ndarray, other: FeatureStatistics | np.ndarray, chunk: int = 64
+) -> np.ndarray:
     """The Frechet distance of ``features[rows[i]]`` against ``other`` for every index row
     ``i`` of ``rows`` (B, n) at once: what a bootstrap over evaluation seeds recomputes
     thousands of times. ``other``: fixed statistics (FID against a reference) or a feature
@@ -140,7 +151,7 @@ def frechet_distances(features: np.ndarray, rows: np.ndarray,
     if fixed:
         root = _symmetric_root(other.cov[None])[0]
     for start in range(0, len(rows), chunk):
-        idx = rows[start:start + chunk]
+        idx = rows[start : start + chunk]
         mean_a, cov_a = _batched_moments(features[idx])
         if fixed:
             mean_b, cov_b, roots = other.mean[None], other.cov[None], root[None]
@@ -150,9 +161,12 @@ def frechet_distances(features: np.ndarray, rows: np.ndarray,
         eig = np.linalg.eigvalsh(roots @ cov_a @ roots)
         trace_sqrt = np.sqrt(np.clip(eig, 0, None)).sum(axis=-1)
         diff = mean_a - mean_b
-        out[start:start + chunk] = (np.einsum("bi,bi->b", diff, diff)
-                                    + np.trace(cov_a, axis1=-2, axis2=-1)
-                                    + np.trace(cov_b, axis1=-2, axis2=-1) - 2 * trace_sqrt)
+        out[start : start + chunk] = (
+            np.einsum("bi,bi->b", diff, diff)
+            + np.trace(cov_a, axis1=-2, axis2=-1)
+            + np.trace(cov_b, axis1=-2, axis2=-1)
+            - 2 * trace_sqrt
+        )
     return out
 
 

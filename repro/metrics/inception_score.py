@@ -21,8 +21,9 @@ SPLITS = 10  # torch-fidelity's isc_splits default
 NOT_ADM = "torch-fidelity isc; the ADM evaluator's IS uses the TF graph and 5000-image splits"
 
 
-def inception_score(samples: SampleSet, extractor: InceptionExtractor,
-                    splits: int = SPLITS) -> MetricResult:
+def inception_score(
+    samples: SampleSet, extractor: InceptionExtractor, splits: int = SPLITS
+) -> MetricResult:
     """Mean (and spread over ``splits``) of exp E[KL(p(y|x) || p(y))] over the samples."""
     from torch_fidelity.metric_isc import (
         KEY_METRIC_ISC_MEAN,
@@ -31,10 +32,20 @@ def inception_score(samples: SampleSet, extractor: InceptionExtractor,
     )
 
     if len(samples.images) < splits:
-        raise MetricInputError(f"{IS_PROTOCOL} needs at least {splits} images (one per split), "
-                               f"got {len(samples.images)}")
+        raise MetricInputError(
+            f"{IS_PROTOCOL} needs at least {splits} images (one per split), "
+            f"got {len(samples.images)}"
+        )
     logits = torch.from_numpy(extractor.logits(samples.images))
     score = isc_features_to_metric(logits, splits=splits)
-    return MetricResult(IS_PROTOCOL, score[KEY_METRIC_ISC_MEAN], len(logits), {
-        "std_over_splits": score[KEY_METRIC_ISC_STD], "splits": splits,
-        "implementation": NOT_ADM, "extractor_weights": extractor.weights_digest})
+    return MetricResult(
+        IS_PROTOCOL,
+        score[KEY_METRIC_ISC_MEAN],
+        len(logits),
+        {
+            "std_over_splits": score[KEY_METRIC_ISC_STD],
+            "splits": splits,
+            "implementation": NOT_ADM,
+            "extractor_weights": extractor.weights_digest,
+        },
+    )

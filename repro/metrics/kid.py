@@ -54,18 +54,20 @@ def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x @ y.T / x.shape[1] + COEF0) ** DEGREE
 
 
-def kid(samples, reference: str, extractor, features: np.ndarray | None = None
-        ) -> MetricResult:
+def kid(samples, reference: str, extractor, features: np.ndarray | None = None) -> MetricResult:
     """``kid:<extractor>`` of a samples file against the named reference's images;
     ``features``: the samples' features when already extracted (for FID)."""
     from repro.metrics.references import reference_features
 
     features = extractor.features(samples.images) if features is None else features
-    value = kid_value(features, reference_features(reference, extractor),
-                      f"kid:{extractor.name}")
-    return MetricResult(f"kid:{extractor.name}", value, len(features),
-                        {"reference": reference, "extractor_weights": extractor.weights_digest},
-                        features)
+    value = kid_value(features, reference_features(reference, extractor), f"kid:{extractor.name}")
+    return MetricResult(
+        f"kid:{extractor.name}",
+        value,
+        len(features),
+        {"reference": reference, "extractor_weights": extractor.weights_digest},
+        features,
+    )
 
 
 def rkid(candidate, teacher, extractor, features: np.ndarray | None = None) -> MetricResult:
@@ -76,11 +78,16 @@ def rkid(candidate, teacher, extractor, features: np.ndarray | None = None) -> M
 
     rows = paired_rows(candidate, teacher)
     features = extractor.features(candidate.images) if features is None else features
-    value = rkid_value(features, TEACHER_FEATURES.features(teacher, extractor)[rows],
-                       f"rkid:{extractor.name}")
-    return MetricResult(f"rkid:{extractor.name}", value, len(features),
-                        {"teacher_schedule": teacher.schedule,
-                         "extractor_weights": extractor.weights_digest}, features)
+    value = rkid_value(
+        features, TEACHER_FEATURES.features(teacher, extractor)[rows], f"rkid:{extractor.name}"
+    )
+    return MetricResult(
+        f"rkid:{extractor.name}",
+        value,
+        len(features),
+        {"teacher_schedule": teacher.schedule, "extractor_weights": extractor.weights_digest},
+        features,
+    )
 
 
 def kid_value(features: np.ndarray, reference: np.ndarray, protocol: str = "kid") -> float:
@@ -93,8 +100,12 @@ def rkid_value(candidate: np.ndarray, teacher: np.ndarray, protocol: str = "rkid
     return float(rkid_quality(candidate, teacher, protocol)(np.arange(len(candidate))))
 
 
-def kid_quality(features: np.ndarray, reference: np.ndarray, protocol: str = "kid",
-                self_term: float | None = None) -> Quality:
+def kid_quality(
+    features: np.ndarray,
+    reference: np.ndarray,
+    protocol: str = "kid",
+    self_term: float | None = None,
+) -> Quality:
     """KID against a fixed reference on resampled seeds: seed indices of shape (..., n) ->
     KID of shape (...). The reference is not resampled: its own term is a constant
     (``self_term``: :func:`reference_self_term` of it, when computed once for many rows)."""
@@ -106,6 +117,7 @@ def kid_quality(features: np.ndarray, reference: np.ndarray, protocol: str = "ki
 
     def quality(counts: np.ndarray, n: int) -> np.ndarray:
         return within(counts, n) - 2 * counts @ across / n + self_term
+
     return _resampled(quality, len(x))
 
 
@@ -115,23 +127,32 @@ def rkid_quality(candidate: np.ndarray, teacher: np.ndarray, protocol: str = "rk
     x, y = _checked(candidate, protocol), _checked(teacher, protocol)
     _same_width(x, y, protocol)
     if len(x) != len(y):
-        raise StatisticsError(f"{protocol}: {len(x)} candidate rows for {len(y)} teacher "
-                              "rows; rKID pairs them by seed")
+        raise StatisticsError(
+            f"{protocol}: {len(x)} candidate rows for {len(y)} teacher "
+            "rows; rKID pairs them by seed"
+        )
 
     def pairs(rows: slice) -> np.ndarray:  # h(i, j) of the MMD U-statistic, rows i
-        return (polynomial_kernel(x[rows], x) + polynomial_kernel(y[rows], y)
-                - polynomial_kernel(x[rows], y) - polynomial_kernel(y[rows], x))
+        return (
+            polynomial_kernel(x[rows], x)
+            + polynomial_kernel(y[rows], y)
+            - polynomial_kernel(x[rows], y)
+            - polynomial_kernel(y[rows], x)
+        )
+
     return _resampled(_pair_mean(len(x), pairs), len(x))
 
 
-def interval(quality: Quality, n: int, resamples: int, confidence: float = 0.95,
-             seed: int = 0) -> tuple[float, float]:
+def interval(
+    quality: Quality, n: int, resamples: int, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of a KID quality over ``n`` evaluation seeds: an
     interval of KID on n seeds (the estimator is unbiased, so the resamples centre on the
     value; KID may be negative, and so may the interval)."""
     rng = np.random.default_rng(seed)
-    batches = [min(BATCH_RESAMPLES, resamples - start)
-               for start in range(0, resamples, BATCH_RESAMPLES)]
+    batches = [
+        min(BATCH_RESAMPLES, resamples - start) for start in range(0, resamples, BATCH_RESAMPLES)
+    ]
     draws = np.concatenate([quality(rng.integers(0, n, size=(b, n))) for b in batches])
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(draws, [tail, 100 - tail])
@@ -141,8 +162,9 @@ def interval(quality: Quality, n: int, resamples: int, confidence: float = 0.95,
 def _checked(features: np.ndarray, protocol: str) -> np.ndarray:
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2 or len(features) < 2:
-        raise StatisticsError(f"{protocol}: need an N x d feature matrix with N >= 2, got "
-                              f"shape {features.shape}")
+        raise StatisticsError(
+            f"{protocol}: need an N x d feature matrix with N >= 2, got shape {features.shape}"
+        )
     if not np.isfinite(features).all():
         raise StatisticsError(f"{protocol}: features have NaN or infinite entries")
     return features
@@ -150,14 +172,19 @@ def _checked(features: np.ndarray, protocol: str) -> np.ndarray:
 
 def _same_width(x: np.ndarray, y: np.ndarray, protocol: str) -> None:
     if x.shape[1] != y.shape[1]:
-        raise StatisticsError(f"{protocol}: feature dimensions differ ({x.shape[1]} vs "
-                              f"{y.shape[1]})")
+        raise StatisticsError(
+            f"{protocol}: feature dimensions differ ({x.shape[1]} vs {y.shape[1]})"
+        )
 
 
 def _kernel_row_means(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Mean kernel of each row of ``x`` against all of ``y``, in blocks of ``x``."""
-    return np.concatenate([polynomial_kernel(x[start:start + CHUNK_ROWS], y).mean(axis=1)
-                           for start in range(0, len(x), CHUNK_ROWS)])
+    return np.concatenate(
+        [
+            polynomial_kernel(x[start : start + CHUNK_ROWS], y).mean(axis=1)
+            for start in range(0, len(x), CHUNK_ROWS)
+        ]
+    )
 
 
 def reference_self_term(reference: np.ndarray) -> float:
@@ -168,14 +195,15 @@ def reference_self_term(reference: np.ndarray) -> float:
         y = y[np.random.default_rng(0).choice(len(y), REFERENCE_SELF_ROWS, replace=False)]
     total = 0.0
     for start in range(0, len(y), CHUNK_ROWS):
-        block = y[start:start + CHUNK_ROWS]
+        block = y[start : start + CHUNK_ROWS]
         total += polynomial_kernel(block, y).sum()
     total -= (((y * y).sum(axis=1) / y.shape[1] + COEF0) ** DEGREE).sum()  # the diagonal
     return total / (len(y) * (len(y) - 1))
 
 
-def _pair_mean(n_seeds: int, pairs: Callable[[slice], np.ndarray]
-               ) -> Callable[[np.ndarray, int], np.ndarray]:
+def _pair_mean(
+    n_seeds: int, pairs: Callable[[slice], np.ndarray]
+) -> Callable[[np.ndarray, int], np.ndarray]:
     """Mean of a symmetric pair function over the distinct pairs of each resample: from
     seed counts (B, n_seeds) and the resample size n to (B,). ``pairs(rows)``: its values
     for a block of rows against all seeds. Exact (sum c_i c_j h_ij / (n^2 - sum c_i^2),
@@ -184,8 +212,9 @@ def _pair_mean(n_seeds: int, pairs: Callable[[slice], np.ndarray]
     if n_seeds <= EXACT_ROWS:
         matrix = np.concatenate([pairs(rows) for rows in blocks])
         np.fill_diagonal(matrix, 0.0)
-        return lambda counts, n: (((counts @ matrix) * counts).sum(axis=1)
-                                  / (n * n - (counts * counts).sum(axis=1)))
+        return lambda counts, n: (
+            ((counts @ matrix) * counts).sum(axis=1) / (n * n - (counts * counts).sum(axis=1))
+        )
     sums = np.empty(n_seeds)
     for rows in blocks:
         block = pairs(rows)
@@ -198,6 +227,7 @@ def _pair_mean(n_seeds: int, pairs: Callable[[slice], np.ndarray]
 
 def _resampled(quality: Callable[[np.ndarray, int], np.ndarray], n_seeds: int) -> Quality:
     """``quality(counts, n)`` as a quality of seed indices of any shape (..., n)."""
+
     def of_indices(idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
         flat = idx.reshape(-1, idx.shape[-1])
@@ -205,4 +235,5 @@ def _resampled(quality: Callable[[np.ndarray, int], np.ndarray], n_seeds: int) -
         offsets = (flat + n_seeds * np.arange(b)[:, None]).ravel()
         counts = np.bincount(offsets, minlength=b * n_seeds).reshape(b, n_seeds)
         return quality(counts.astype(np.float64), n).reshape(idx.shape[:-1])
+
     return of_indices

@@ -20,9 +20,13 @@ from repro.models import LoadedModel
 from repro.models.guidance import classifier_free, model_scale
 
 
-def latency_inputs(model: LoadedModel, batch: int, guidance: float | None = None,
-                   seed: int = 0, prompts: Sequence[str] | None = None,
-                   ) -> tuple[torch.Tensor, dict]:
+def latency_inputs(
+    model: LoadedModel,
+    batch: int,
+    guidance: float | None = None,
+    seed: int = 0,
+    prompts: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, dict]:
     """Noise for ``batch`` images and the ``denoise`` kwargs of the model's conditioning
     (labels cycling over the classes; text models: ``prompts`` cycling, default the empty
     prompt, encoded by the pipeline's text encoder; guidance doubles the UNet batch with
@@ -44,9 +48,18 @@ def latency_inputs(model: LoadedModel, batch: int, guidance: float | None = None
     return latents, {**kwargs, "guidance_scale": guidance if cfg else None}
 
 
-def sampler_latency(model: LoadedModel, steps: int, schedule: Schedule | str, batch: int,
-                    *, guidance: float | None = None, repeats: int = 5, warmup: int = 1,
-                    seed: int = 0, prompts: Sequence[str] | None = None) -> MetricResult:
+def sampler_latency(
+    model: LoadedModel,
+    steps: int,
+    schedule: Schedule | str,
+    batch: int,
+    *,
+    guidance: float | None = None,
+    repeats: int = 5,
+    warmup: int = 1,
+    seed: int = 0,
+    prompts: Sequence[str] | None = None,
+) -> MetricResult:
     """Seconds per batch of ``batch`` images (median of ``repeats`` after ``warmup``)."""
     unet, scheduler = model.unet, model.scheduler
     schedule = Schedule.parse(schedule)
@@ -59,7 +72,18 @@ def sampler_latency(model: LoadedModel, steps: int, schedule: Schedule | str, ba
     with torch.inference_mode():
         seconds = median_seconds(run, unet.device, repeats, warmup)
     dtype = str(unet.dtype).removeprefix("torch.")
-    return MetricResult("latency", statistics.median(seconds), batch, {
-        "unit": "s per batch", "model": model.name, "schedule": str(schedule), "steps": steps,
-        "seconds": seconds, "repeats": repeats, "warmup": warmup,
-        **environment(unet.device, dtype, batch)})
+    return MetricResult(
+        "latency",
+        statistics.median(seconds),
+        batch,
+        {
+            "unit": "s per batch",
+            "model": model.name,
+            "schedule": str(schedule),
+            "steps": steps,
+            "seconds": seconds,
+            "repeats": repeats,
+            "warmup": warmup,
+            **environment(unet.device, dtype, batch),
+        },
+    )

@@ -36,14 +36,16 @@ def lpips_weights_path(path: str | Path | None = None) -> Path:
         if not Path(given).is_file():
             raise MissingMetricWeightsError(
                 f"LPIPS backbone weights file {given} does not exist (expected a copy of "
-                f"torchvision's {LPIPS_FILE})")
+                f"torchvision's {LPIPS_FILE})"
+            )
         return Path(given)
     hub = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_FILE
     if hub.is_file():
         return hub
     raise MissingMetricWeightsError(
         f"{LPIPS} needs torchvision's AlexNet weights {LPIPS_FILE}: put it in {hub.parent}/ or "
-        f"pass --lpips-weights PATH (or set {LPIPS_ENV}); it is never downloaded")
+        f"pass --lpips-weights PATH (or set {LPIPS_ENV}); it is never downloaded"
+    )
 
 
 class LpipsNetwork:
@@ -61,8 +63,9 @@ class LpipsNetwork:
         self.device = device
 
     @classmethod
-    def load(cls, path: str | Path | None = None,
-             device: str | torch.device = "cpu") -> LpipsNetwork:
+    def load(
+        cls, path: str | Path | None = None, device: str | torch.device = "cpu"
+    ) -> LpipsNetwork:
         weights = lpips_weights_path(path)
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -81,17 +84,22 @@ class LpipsNetwork:
             if given is None or given.shape != value.shape:
                 raise MetricInputError(
                     f"LPIPS backbone weights lack {name} of shape {tuple(value.shape)}: "
-                    f"not torchvision's {LPIPS_FILE}")
+                    f"not torchvision's {LPIPS_FILE}"
+                )
             theirs[key] = given
         self.network.net.load_state_dict(theirs)
 
-    def distances(self, ours: np.ndarray, theirs: np.ndarray, batch_size: int = 64,
-                  ) -> np.ndarray:
+    def distances(
+        self,
+        ours: np.ndarray,
+        theirs: np.ndarray,
+        batch_size: int = 64,
+    ) -> np.ndarray:
         """Per-pair LPIPS of two NHWC uint8 image arrays of one shape."""
         out = []
         with torch.inference_mode():
             for start in range(0, len(ours), batch_size):
-                pair = [self._input(x[start:start + batch_size]) for x in (ours, theirs)]
+                pair = [self._input(x[start : start + batch_size]) for x in (ours, theirs)]
                 out.append(self.network(*pair, normalize=True).reshape(-1).double().cpu())
         return torch.cat(out).numpy()
 
@@ -100,15 +108,23 @@ class LpipsNetwork:
         batch = batch.permute(0, 3, 1, 2).float() / 255
         batch = batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch
         if min(batch.shape[-2:]) < MIN_SIDE:
-            batch = torch.nn.functional.interpolate(batch, (MIN_SIDE, MIN_SIDE),
-                                                    mode="bilinear", align_corners=False)
+            batch = torch.nn.functional.interpolate(
+                batch, (MIN_SIDE, MIN_SIDE), mode="bilinear", align_corners=False
+            )
         return batch
 
 
 def lpips(samples: SampleSet, teacher: SampleSet, network: LpipsNetwork) -> MetricResult:
     """LPIPS of each image against its teacher image; the value is the mean over images."""
     values = network.distances(samples.images, teacher.images[paired_rows(samples, teacher)])
-    return MetricResult(LPIPS, float(values.mean()), len(values),
-                        {"teacher_schedule": teacher.schedule, "backbone": "alexnet",
-                         "upsampled_to": MIN_SIDE if min(samples.images.shape[1:3]) < MIN_SIDE
-                         else None}, values)
+    return MetricResult(
+        LPIPS,
+        float(values.mean()),
+        len(values),
+        {
+            "teacher_schedule": teacher.schedule,
+            "backbone": "alexnet",
+            "upsampled_to": MIN_SIDE if min(samples.images.shape[1:3]) < MIN_SIDE else None,
+        },
+        values,
+    )

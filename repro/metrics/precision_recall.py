@@ -19,12 +19,14 @@ from repro.metrics.result import MetricResult
 from repro.sampling.samples import SampleSet
 
 NEIGHBORHOOD = 3  # k of the k-NN manifold, torch-fidelity's and the ADM evaluator's default
-NOT_ADM = ("torch-fidelity prc on this extractor's features; the ADM evaluator uses the TF "
-           "graph's pool_3")
+NOT_ADM = (
+    "torch-fidelity prc on this extractor's features; the ADM evaluator uses the TF graph's pool_3"
+)
 
 
-def precision_recall(samples: SampleSet, reference: str, extractor: FeatureExtractor
-                     ) -> dict[str, MetricResult]:
+def precision_recall(
+    samples: SampleSet, reference: str, extractor: FeatureExtractor
+) -> dict[str, MetricResult]:
     """``precision:<name>`` (share of samples inside the reference manifold) and
     ``recall:<name>`` (share of reference images inside the samples' manifold)."""
     from torch_fidelity.metric_prc import calculate_precision_recall_part
@@ -33,11 +35,21 @@ def precision_recall(samples: SampleSet, reference: str, extractor: FeatureExtra
     generated = torch.from_numpy(extractor.features(samples.images)).float()
     for what, rows in (("samples", generated), (f"reference {reference!r}", real)):
         if len(rows) <= NEIGHBORHOOD:
-            raise MetricInputError(f"precision/recall needs more than {NEIGHBORHOOD} images in "
-                                   f"the {what}, got {len(rows)}")
+            raise MetricInputError(
+                f"precision/recall needs more than {NEIGHBORHOOD} images in "
+                f"the {what}, got {len(rows)}"
+            )
     precision, recall = calculate_precision_recall_part(generated, real, NEIGHBORHOOD)
-    details = {"reference": reference, "reference_n": len(real), "neighborhood": NEIGHBORHOOD,
-               "implementation": NOT_ADM, "extractor_weights": extractor.weights_digest}
-    return {f"{kind}:{extractor.name}": MetricResult(f"{kind}:{extractor.name}", value,
-                                                     len(generated), details)
-            for kind, value in (("precision", precision), ("recall", recall))}
+    details = {
+        "reference": reference,
+        "reference_n": len(real),
+        "neighborhood": NEIGHBORHOOD,
+        "implementation": NOT_ADM,
+        "extractor_weights": extractor.weights_digest,
+    }
+    return {
+        f"{kind}:{extractor.name}": MetricResult(
+            f"{kind}:{extractor.name}", value, len(generated), details
+        )
+        for kind, value in (("precision", precision), ("recall", recall))
+    }

@@ -26,9 +26,20 @@ CLIP_ARCH, CLIP_TAG = "ViT-g-14", "laion2b_s34b_b88k"
 CLIP_PROTOCOL = f"clip:{CLIP_ARCH}/{CLIP_TAG}"
 LPIPS = "lpips:alex"
 
-METRICS = (*(f"{kind}:{e}" for kind in ("fid", "rfid", "kid", "rkid", "precision", "recall")
-             for e in EXTRACTORS),
-           f"is:{INCEPTION}", CLIP_PROTOCOL, f"acc:{DIGITS_CNN}", "psnr", "ssim", LPIPS, "latency")
+METRICS = (
+    *(
+        f"{kind}:{e}"
+        for kind in ("fid", "rfid", "kid", "rkid", "precision", "recall")
+        for e in EXTRACTORS
+    ),
+    f"is:{INCEPTION}",
+    CLIP_PROTOCOL,
+    f"acc:{DIGITS_CNN}",
+    "psnr",
+    "ssim",
+    LPIPS,
+    "latency",
+)
 # Every FID also reports KID on the same features, every rFID rKID (unbiased at any n)
 KID_OF = {"fid": "kid", "rfid": "rkid"}
 # Which way is better, by metric kind (the protocol before ':'): the one definition that
@@ -53,6 +64,7 @@ def with_kid(metrics: Sequence[str]) -> tuple[str, ...]:
         out += [name] + ([f"{KID_OF[kind]}:{extractor}"] if kind in KID_OF else [])
     return tuple(dict.fromkeys(out))
 
+
 CIFAR10_FOLDER = "cifar-10-batches-py"
 
 
@@ -63,14 +75,21 @@ class Reference:
     file: str = ""  # looked for in the data folders; empty when built in
 
 
-REFERENCES = {ref.name: ref for ref in (
-    Reference("digits", "all 1797 embedded digits (sklearn load_digits, 16x16)"),
-    Reference("cifar10-train", "CIFAR-10 training set, 50,000 images at 32x32", CIFAR10_FOLDER),
-    Reference("imagenet-256", "ADM's ImageNet 256x256 reference batch (LDM-4-G protocol)",
-              "VIRTUAL_imagenet256_labeled.npz"),
-    Reference("imagenet-64", "ADM's ImageNet 64x64 reference batch",
-              "VIRTUAL_imagenet64_labeled.npz"),
-)}
+REFERENCES = {
+    ref.name: ref
+    for ref in (
+        Reference("digits", "all 1797 embedded digits (sklearn load_digits, 16x16)"),
+        Reference("cifar10-train", "CIFAR-10 training set, 50,000 images at 32x32", CIFAR10_FOLDER),
+        Reference(
+            "imagenet-256",
+            "ADM's ImageNet 256x256 reference batch (LDM-4-G protocol)",
+            "VIRTUAL_imagenet256_labeled.npz",
+        ),
+        Reference(
+            "imagenet-64", "ADM's ImageNet 64x64 reference batch", "VIRTUAL_imagenet64_labeled.npz"
+        ),
+    )
+}
 
 
 def is_path(reference: str) -> bool:

@@ -66,8 +66,9 @@ def locate(reference: str) -> Source:
     try:
         ref = REFERENCES[reference]
     except KeyError:
-        raise MetricInputError(f"unknown reference {reference!r}; known: "
-                               f"{', '.join(REFERENCES)}, or a path to data") from None
+        raise MetricInputError(
+            f"unknown reference {reference!r}; known: {', '.join(REFERENCES)}, or a path to data"
+        ) from None
     if not ref.file:
         return Source(ref.name)
     folders = data_folders()
@@ -81,7 +82,8 @@ def locate(reference: str) -> Source:
         fetch = ", and the network to fetch it with torch-fidelity's cifar10-train is unreachable"
     raise MetricInputError(
         f"reference {ref.name!r} ({ref.description}) needs {ref.file}, not found in "
-        f"{', '.join(str(f) for f in folders)} (set {DATA_ENV} to its folder){fetch}")
+        f"{', '.join(str(f) for f in folders)} (set {DATA_ENV} to its folder){fetch}"
+    )
 
 
 def source_at(path: Path) -> Source:
@@ -98,10 +100,15 @@ def source_at(path: Path) -> Source:
             return Source("adm-statistics", path)
         if "arr_0" in keys:
             return Source("images-npz", path)
-        raise MetricInputError(f"reference {path} has neither uint8 images (arr_0) nor ADM "
-                               f"statistics (mu, sigma); its arrays: {', '.join(sorted(keys))}")
-    raise MetricInputError(f"reference {path} is not a folder of images or an .npz file"
-                           if path.exists() else f"reference {path} does not exist")
+        raise MetricInputError(
+            f"reference {path} has neither uint8 images (arr_0) nor ADM "
+            f"statistics (mu, sigma); its arrays: {', '.join(sorted(keys))}"
+        )
+    raise MetricInputError(
+        f"reference {path} is not a folder of images or an .npz file"
+        if path.exists()
+        else f"reference {path} does not exist"
+    )
 
 
 def _fetch_cifar10() -> bool:
@@ -173,13 +180,17 @@ def adm_statistics(path: Path, extractor: FeatureExtractor) -> FeatureStatistics
     them; they are pool_3 features of the 2015-12-05 Inception graph, so only that protocol
     may use them."""
     if extractor.name != INCEPTION:
-        raise MetricInputError(f"reference {path} holds ADM's Inception pool_3 statistics; "
-                               f"fid:{extractor.name} cannot use them (use fid:{INCEPTION})")
+        raise MetricInputError(
+            f"reference {path} holds ADM's Inception pool_3 statistics; "
+            f"fid:{extractor.name} cannot use them (use fid:{INCEPTION})"
+        )
     mu, sigma = _reference_arrays(path, "mu", "sigma")
     dim = ADM_FEATURE_DIM
     if mu.shape != (dim,) or sigma.shape != (dim, dim):
-        raise MetricInputError(f"reference {path}: mu {mu.shape} and sigma {sigma.shape} are "
-                               f"not the {dim}-d features of fid:{INCEPTION}")
+        raise MetricInputError(
+            f"reference {path}: mu {mu.shape} and sigma {sigma.shape} are "
+            f"not the {dim}-d features of fid:{INCEPTION}"
+        )
     return FeatureStatistics(mu, sigma, _npz_rows(path, "arr_0"), extractor.name)
 
 
@@ -208,15 +219,21 @@ def _reference_arrays(path: Path, *names: str) -> list[np.ndarray]:
 
 def _image_statistics(source: Source, extractor: FeatureExtractor) -> FeatureStatistics:
     files = _files(source)
-    return _cached(_cache_name(source, files, extractor, "statistics"),
-                   lambda: extractor.features(_images(source, files)), extractor)
+    return _cached(
+        _cache_name(source, files, extractor, "statistics"),
+        lambda: extractor.features(_images(source, files)),
+        extractor,
+    )
 
 
-def _cache_name(source: Source, files: list[Path], extractor: FeatureExtractor,
-                what: str) -> str:
+def _cache_name(source: Source, files: list[Path], extractor: FeatureExtractor, what: str) -> str:
     """Cache file name keyed by the files' bytes, the protocol and the extractor weights."""
-    identity = {"format": source.format, "files": _files_digest(files, source.path),
-                "protocol": extractor.name, "weights": extractor.weights_digest}
+    identity = {
+        "format": source.format,
+        "files": _files_digest(files, source.path),
+        "protocol": extractor.name,
+        "weights": extractor.weights_digest,
+    }
     return f"{source.path.name}-{extractor.name}-{what}-{key_digest(identity)}.npz"
 
 
@@ -235,15 +252,16 @@ def _files(source: Source) -> list[Path]:
     if source.format == "cifar10":
         from torchvision.datasets import CIFAR10
 
-        return [source.path / name for name, _ in (*CIFAR10.train_list,
-                                                   (CIFAR10.meta["filename"], None))]
+        return [
+            source.path / name
+            for name, _ in (*CIFAR10.train_list, (CIFAR10.meta["filename"], None))
+        ]
     if source.format == "images-folder":
         from torch_fidelity.utils import glob_samples_paths
 
         files = glob_samples_paths(str(source.path), False, IMAGE_SUFFIXES, verbose=False)
         if not files:
-            raise MetricInputError(f"reference {source.path} holds no images "
-                                   f"({IMAGE_SUFFIXES})")
+            raise MetricInputError(f"reference {source.path} holds no images ({IMAGE_SUFFIXES})")
         return [Path(f) for f in files]
     return [source.path]
 
@@ -270,12 +288,15 @@ def _images(source: Source, files: list[Path]) -> np.ndarray:
         except RuntimeError:
             raise MetricInputError(
                 f"reference {source.path} is missing or corrupted: torchvision checks the md5 "
-                "of each of its files (data_batch_1..5, test_batch, batches.meta)") from None
+                "of each of its files (data_batch_1..5, test_batch, batches.meta)"
+            ) from None
     if source.format in ("images-npz", "adm-statistics"):
         (images,) = _reference_arrays(source.path, "arr_0")
         if images.dtype != np.uint8 or images.ndim != 4:
-            raise MetricInputError(f"reference {source.path}: arr_0 must be uint8 NHWC "
-                                   f"images, got {images.dtype} {images.shape}")
+            raise MetricInputError(
+                f"reference {source.path}: arr_0 must be uint8 NHWC "
+                f"images, got {images.dtype} {images.shape}"
+            )
         return images
     return _folder_images(files, source.path)
 
@@ -287,8 +308,10 @@ def _folder_images(files: list[Path], folder: Path) -> np.ndarray:
     images = [dataset[i].permute(1, 2, 0).numpy() for i in range(len(dataset))]
     sizes = {image.shape for image in images}
     if len(sizes) > 1:
-        raise MetricInputError(f"reference {folder}: images differ in size "
-                               f"({', '.join(str(s[:2]) for s in sorted(sizes))})")
+        raise MetricInputError(
+            f"reference {folder}: images differ in size "
+            f"({', '.join(str(s[:2]) for s in sorted(sizes))})"
+        )
     return np.stack(images)
 
 
@@ -297,9 +320,18 @@ def _digits_statistics(extractor: FeatureExtractor) -> FeatureStatistics:
     from repro.sampling.samples import to_uint8
 
     images, _ = digits_images()
-    identity = {"dataset": "digits", "split": "all", "n": len(images),
-                "protocol": extractor.name, "weights": extractor.weights_digest,
-                "preprocessing": PREPROCESSING, "quantised": "uint8 like samples files"}
+    identity = {
+        "dataset": "digits",
+        "split": "all",
+        "n": len(images),
+        "protocol": extractor.name,
+        "weights": extractor.weights_digest,
+        "preprocessing": PREPROCESSING,
+        "quantised": "uint8 like samples files",
+    }
     # Through uint8 like every samples file, so both sides of FID see the same rounding.
-    return _cached(f"digits-all-{extractor.name}-n{len(images)}-{key_digest(identity)}.npz",
-                   lambda: extractor.features(to_uint8(images)), extractor)
+    return _cached(
+        f"digits-all-{extractor.name}-n{len(images)}-{key_digest(identity)}.npz",
+        lambda: extractor.features(to_uint8(images)),
+        extractor,
+    )

@@ -24,5 +24,9 @@ class MetricResult:
     per_seed: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "value": self.value, "n": self.n,
-                "details": dict(self.details)}
+        return {
+            "protocol": self.protocol,
+            "value": self.value,
+            "n": self.n,
+            "details": dict(self.details),
+        }

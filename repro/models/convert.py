@@ -60,14 +60,22 @@ def vq_config(original: Mapping = CIN256_V2) -> dict:
     stage = original["model"]["params"]["first_stage_config"]["params"]
     ae = stage["ddconfig"]
     config = create_vae_diffusers_config_from_ldm(
-        {"model": {"params": {"first_stage_config": {"params": {"ddconfig": ae}}}}}, {},
-        scaling_factor=1.0)  # cin256-v2 does not rescale latents
-    return {**config, "sample_size": ae["resolution"], "num_vq_embeddings": stage["n_embed"],
-            "vq_embed_dim": stage["embed_dim"], "norm_num_groups": 32}
+        {"model": {"params": {"first_stage_config": {"params": {"ddconfig": ae}}}}},
+        {},
+        scaling_factor=1.0,
+    )  # cin256-v2 does not rescale latents
+    return {
+        **config,
+        "sample_size": ae["resolution"],
+        "num_vq_embeddings": stage["n_embed"],
+        "vq_embed_dim": stage["embed_dim"],
+        "norm_num_groups": 32,
+    }
 
 
-def convert_ldm(checkpoint: Mapping[str, torch.Tensor], spec: models.ModelSpec,
-                original: Mapping = CIN256_V2) -> dict[str, ModelMixin]:
+def convert_ldm(
+    checkpoint: Mapping[str, torch.Tensor], spec: models.ModelSpec, original: Mapping = CIN256_V2
+) -> dict[str, ModelMixin]:
     """UNet, VQ autoencoder and class embedder of an LDM ``state_dict``."""
     from diffusers import UNet2DConditionModel, VQModel
     from diffusers.loaders.single_file_utils import (
@@ -76,23 +84,36 @@ def convert_ldm(checkpoint: Mapping[str, torch.Tensor], spec: models.ModelSpec,
     )
 
     unet_config = dict(spec.unet_config)
-    unet = _strict(UNet2DConditionModel, unet_config,
-                   convert_ldm_unet_checkpoint(checkpoint, unet_config), "UNet")
+    unet = _strict(
+        UNet2DConditionModel,
+        unet_config,
+        convert_ldm_unet_checkpoint(checkpoint, unet_config),
+        "UNet",
+    )
     vq = vq_config(original)
-    vq_state = {**convert_ldm_vae_checkpoint(checkpoint, vq),
-                "quantize.embedding.weight": _key(checkpoint,
-                                                  "first_stage_model.quantize.embedding.weight")}
+    vq_state = {
+        **convert_ldm_vae_checkpoint(checkpoint, vq),
+        "quantize.embedding.weight": _key(
+            checkpoint, "first_stage_model.quantize.embedding.weight"
+        ),
+    }
     classes = original["model"]["params"]["cond_stage_config"]["params"]
-    embedder = _strict(ClassEmbedder, {"num_classes": classes["n_classes"],
-                                       "embed_dim": classes["embed_dim"]},
-                       {"embedding.weight": _key(checkpoint, "cond_stage_model.embedding.weight")},
-                       "class embedder")
-    return {"unet": unet, "vqvae": _strict(VQModel, vq, vq_state, "VQ autoencoder"),
-            "class_embedder": embedder}
+    embedder = _strict(
+        ClassEmbedder,
+        {"num_classes": classes["n_classes"], "embed_dim": classes["embed_dim"]},
+        {"embedding.weight": _key(checkpoint, "cond_stage_model.embedding.weight")},
+        "class embedder",
+    )
+    return {
+        "unet": unet,
+        "vqvae": _strict(VQModel, vq, vq_state, "VQ autoencoder"),
+        "class_embedder": embedder,
+    }
 
 
-def convert_adm(checkpoint: Mapping[str, torch.Tensor], spec: models.ModelSpec
-                ) -> dict[str, ModelMixin]:
+def convert_adm(
+    checkpoint: Mapping[str, torch.Tensor], spec: models.ModelSpec
+) -> dict[str, ModelMixin]:
     """The ``UNet2DModel`` of a guided-diffusion UNet ``state_dict`` (resblock_updown,
     attention at some levels, class embedding)."""
     from diffusers import UNet2DModel
@@ -112,21 +133,31 @@ def adm_unet_state(checkpoint: Mapping[str, torch.Tensor], config: Mapping) -> d
         keys = [k for k in checkpoint if k.startswith(f"{old}.")]
         if not keys:
             raise ConversionError(f"the checkpoint has no {old}.* keys")
-        update_unet_resnet_ldm_to_diffusers(keys, new, checkpoint,
-                                            {"old": f"{old}.", "new": f"{new_prefix}."})
+        update_unet_resnet_ldm_to_diffusers(
+            keys, new, checkpoint, {"old": f"{old}.", "new": f"{new_prefix}."}
+        )
 
     def attention(old: str, new_prefix: str) -> None:
         for kind in ("weight", "bias"):
             q, k, v = _key(checkpoint, f"{old}.qkv.{kind}").chunk(3, dim=0)
-            for name, tensor in (("to_q", q), ("to_k", k), ("to_v", v),
-                                 ("to_out.0", _key(checkpoint, f"{old}.proj_out.{kind}"))):
-                new[f"{new_prefix}.{name}.{kind}"] = tensor.flatten(1) if kind == "weight" \
-                    else tensor
+            for name, tensor in (
+                ("to_q", q),
+                ("to_k", k),
+                ("to_v", v),
+                ("to_out.0", _key(checkpoint, f"{old}.proj_out.{kind}")),
+            ):
+                new[f"{new_prefix}.{name}.{kind}"] = (
+                    tensor.flatten(1) if kind == "weight" else tensor
+                )
             new[f"{new_prefix}.group_norm.{kind}"] = _key(checkpoint, f"{old}.norm.{kind}")
 
-    for old, name in (("time_embed.0", "time_embedding.linear_1"),
-                      ("time_embed.2", "time_embedding.linear_2"), ("input_blocks.0.0", "conv_in"),
-                      ("out.0", "conv_norm_out"), ("out.2", "conv_out")):
+    for old, name in (
+        ("time_embed.0", "time_embedding.linear_1"),
+        ("time_embed.2", "time_embedding.linear_2"),
+        ("input_blocks.0.0", "conv_in"),
+        ("out.0", "conv_norm_out"),
+        ("out.2", "conv_out"),
+    ):
         rename(old, name)
     new["class_embedding.weight"] = _key(checkpoint, "label_emb.weight")
     layers, levels = config["layers_per_block"], len(config["down_block_types"])
@@ -176,12 +207,15 @@ def _strict(cls, config: Mapping, state: Mapping[str, torch.Tensor], what: str) 
         raise ConversionError(
             f"{what}: {len(result.missing_keys)} missing keys (first: "
             f"{result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected (first: "
-            f"{result.unexpected_keys[:3]})")
+            f"{result.unexpected_keys[:3]})"
+        )
     return model.eval()
 
 
-CONVERTERS = {"ldm": (models.LDM4G_IMAGENET256, convert_ldm),
-              "adm": (models.ADM_IMAGENET64, convert_adm)}
+CONVERTERS = {
+    "ldm": (models.LDM4G_IMAGENET256, convert_ldm),
+    "adm": (models.ADM_IMAGENET64, convert_adm),
+}
 
 
 def convert_file(kind: str, source: Path, out: Path) -> Path:
@@ -193,12 +227,14 @@ def convert_file(kind: str, source: Path, out: Path) -> Path:
     try:
         loaded = torch.load(source, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
-        raise ConversionError(f"{source} is not a readable torch checkpoint "
-                              f"({type(error).__name__})") from None
+        raise ConversionError(
+            f"{source} is not a readable torch checkpoint ({type(error).__name__})"
+        ) from None
     state = loaded.get("state_dict", loaded) if isinstance(loaded, Mapping) else None
     if not isinstance(state, Mapping):
-        raise ConversionError(f"{source} holds a {type(loaded).__name__}, not a checkpoint's "
-                              "dict of weights")
+        raise ConversionError(
+            f"{source} holds a {type(loaded).__name__}, not a checkpoint's dict of weights"
+        )
     for name, module in convert(state, spec).items():
         module.save_pretrained(out / name)
     models.build_scheduler(spec).save_pretrained(out / "scheduler")

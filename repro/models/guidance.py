@@ -37,8 +37,9 @@ def default_guidance(spec) -> float | None:
     try:
         return read_card(spec.id).get("default_guidance")
     except ZooWeightsError as error:  # no card, no known guidance: do not time unguided
-        raise MissingWeightsError(f"model {spec.id!r}: its guidance comes from the model "
-                                  f"card: {error}") from None
+        raise MissingWeightsError(
+            f"model {spec.id!r}: its guidance comes from the model card: {error}"
+        ) from None
 
 
 def cfg_scale(spec, guidance: float | None) -> float | None:

@@ -21,8 +21,14 @@ class WeightsMismatchError(UserError, RuntimeError):
     """Weights that are there but do not load into the architecture (shapes, config)."""
 
 
-def build_unet(spec: ModelSpec, weights: str = "pretrained", *, device: str = "cpu",
-               dtype: str = "float32", seed: int = 0):
+def build_unet(
+    spec: ModelSpec,
+    weights: str = "pretrained",
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    seed: int = 0,
+):
     """The spec's UNet in eval mode.
 
     ``weights``: ``"pretrained"`` (Hugging Face cache, honouring ``HF_HUB_OFFLINE``),
@@ -49,8 +55,14 @@ def _placed(module, device: str, dtype: str):
     return (module if module.dtype == torch_dtype else module.to(torch_dtype)).eval()
 
 
-def _load_pretrained(spec: ModelSpec, cls, weights: str, *,
-                     alternative: str = "or use --weights random for latency only", **kwargs):
+def _load_pretrained(
+    spec: ModelSpec,
+    cls,
+    weights: str,
+    *,
+    alternative: str = "or use --weights random for latency only",
+    **kwargs,
+):
     """``cls.from_pretrained`` from the HF cache (``weights="pretrained"``) or a directory;
     anything missing is one :class:`MissingWeightsError` naming the id and how to get it,
     weights that are there but do not fit (diffusers' ``ValueError``) one
@@ -64,11 +76,16 @@ def _load_pretrained(spec: ModelSpec, cls, weights: str, *,
         return cls.from_pretrained(location, local_files_only=local or offline, **kwargs)
     except ValueError as error:
         where = f"directory {weights}" if local else f"the HF cache's {spec.source}"
-        raise WeightsMismatchError(f"model {spec.id!r}: the {cls.__name__} weights in {where} "
-                                   f"do not load: {' '.join(str(error).split())}") from error
+        raise WeightsMismatchError(
+            f"model {spec.id!r}: the {cls.__name__} weights in {where} "
+            f"do not load: {' '.join(str(error).split())}"
+        ) from error
     except OSError as error:
-        where = (f"directory {weights}" if local
-                 else f"Hugging Face id {spec.source} (not in the HF cache)")
+        where = (
+            f"directory {weights}"
+            if local
+            else f"Hugging Face id {spec.source} (not in the HF cache)"
+        )
         raise MissingWeightsError(
             f"model {spec.id!r}: no {cls.__name__} weights in {where}; on a networked "
             f"machine run `hf download {spec.source}` (or pass a local copy with --weights DIR),"
@@ -91,7 +108,8 @@ def example_inputs(spec: ModelSpec, unet, batch: int, *, seed: int = 0) -> tuple
     if getattr(unet.config, "norm_type", None) == "ada_norm_single":  # PixArt's conditions
         kwargs["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
     classes = getattr(unet.config, "num_class_embeds", None) or (
-        spec.num_classes if spec.conditioning == "class" and not spec.context_tokens else None)
+        spec.num_classes if spec.conditioning == "class" and not spec.context_tokens else None
+    )
     if classes:  # labels the network embeds itself (ADM's class embedding, DiT's adaLN)
         labels = torch.randint(0, classes, (batch,), generator=generator)
         kwargs["class_labels"] = labels.to(unet.device)
@@ -127,8 +145,10 @@ class LoadedModel:
         labels = torch.as_tensor(list(labels), dtype=torch.long, device=self.unet.device)
         if guidance:
             if self.null_label is None:
-                raise ValueError(f"model {self.name!r} has no null class: classifier-free "
-                                 "guidance does not apply")
+                raise ValueError(
+                    f"model {self.name!r} has no null class: classifier-free "
+                    "guidance does not apply"
+                )
             labels = torch.cat([torch.full_like(labels, self.null_label), labels])
         if self.encoder is None:
             return {"class_labels": labels}
@@ -160,14 +180,19 @@ def weights_digest(model: LoadedModel) -> str:
 
     from repro.infra.digests import state_dict_digest
 
-    parts = [model.unet, model.encoder, model.decoder,
-             *(model.pipeline.components.values() if model.pipeline is not None else ())]
+    parts = [
+        model.unet,
+        model.encoder,
+        model.decoder,
+        *(model.pipeline.components.values() if model.pipeline is not None else ()),
+    ]
     networks = {id(p): p for p in parts if isinstance(p, torch.nn.Module)}
     return state_dict_digest(*networks.values())
 
 
-def load_model(model_id: str, weights: str = "pretrained", *, device: str = "cpu",
-               dtype: str = "float32") -> LoadedModel:
+def load_model(
+    model_id: str, weights: str = "pretrained", *, device: str = "cpu", dtype: str = "float32"
+) -> LoadedModel:
     """A sampler-ready model: embedded zoo weights, HF checkpoints, a local dir or random
     (text-conditioned models: the pretrained pipeline or a local pipeline directory)."""
     spec = get(model_id)
@@ -178,10 +203,12 @@ def _load_unet(spec: ModelSpec, weights: str, device: str, dtype: str) -> Loaded
     if spec.context_tokens:
         raise UnknownModelError(
             f"model {spec.id!r} is conditioned on {spec.conditioning} but has no sampling "
-            "pipeline in the registry")
+            "pipeline in the registry"
+        )
     unet = build_unet(spec, weights, device=device, dtype=dtype)
-    return LoadedModel(name=spec.id, unet=unet, scheduler=build_scheduler(spec),
-                       resolution=spec.sample_shape[1])
+    return LoadedModel(
+        name=spec.id, unet=unet, scheduler=build_scheduler(spec), resolution=spec.sample_shape[1]
+    )
 
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -197,24 +224,30 @@ def check_weights(model_id: str, weights: str) -> None:
     if converted is None:
         return
     networks = converted.networks
-    make = (f"convert the authors' {converted.original} ({spec.source}) once with `repro "
-            f"convert {converted.kind} {converted.original} DIR` and pass DIR as the weights")
+    make = (
+        f"convert the authors' {converted.original} ({spec.source}) once with `repro "
+        f"convert {converted.kind} {converted.original} DIR` and pass DIR as the weights"
+    )
     if weights == "random":
         if networks == ("unet",):
             return
         raise MissingWeightsError(
             f"model {spec.id!r}: sampling needs the converted {', '.join(networks[1:])} as well "
             "as the UNet, and --weights random builds only the UNet (`repro bench --weights "
-            f"random` times it); {make}")
+            f"random` times it); {make}"
+        )
     if weights == "pretrained":
         raise MissingWeightsError(f"model {spec.id!r} has no Hugging Face id to download; {make}")
     directory = Path(weights)
     if directory.is_file():
-        raise MissingWeightsError(f"model {spec.id!r}: {weights} is a file, not a converted "
-                                  f"directory; {make}")
+        raise MissingWeightsError(
+            f"model {spec.id!r}: {weights} is a file, not a converted directory; {make}"
+        )
     if not directory.is_dir():
-        raise MissingWeightsError(f"model {spec.id!r}: weights directory {weights} does not "
-                                  f"exist (looked for at {directory.absolute()}); {make}")
+        raise MissingWeightsError(
+            f"model {spec.id!r}: weights directory {weights} does not "
+            f"exist (looked for at {directory.absolute()}); {make}"
+        )
     for network in networks:
         folder = directory / network
         if not (folder / "config.json").is_file():
@@ -223,8 +256,10 @@ def check_weights(model_id: str, weights: str) -> None:
             missing = folder / WEIGHT_FILES[0]
         else:
             continue
-        raise MissingWeightsError(f"model {spec.id!r}: weights directory {weights} lacks "
-                                  f"{missing.relative_to(directory)}; {make}")
+        raise MissingWeightsError(
+            f"model {spec.id!r}: weights directory {weights} lacks "
+            f"{missing.relative_to(directory)}; {make}"
+        )
 
 
 def _load_converted(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedModel:
@@ -241,15 +276,23 @@ def _load_converted(spec: ModelSpec, weights: str, device: str, dtype: str) -> L
     encoder = decoder = null_label = None
     num_classes = unet.config.num_class_embeds
     if "class_embedder" in networks:
-        encoder = _placed(_load_network(spec, "ClassEmbedder", weights, "class_embedder"),
-                          device, dtype)
+        encoder = _placed(
+            _load_network(spec, "ClassEmbedder", weights, "class_embedder"), device, dtype
+        )
         num_classes = null_label = encoder.null_class
     if "vqvae" in networks:
         decoder = _placed(_load_network(spec, "VQModel", weights, "vqvae"), device, dtype)
-    return LoadedModel(name=spec.id, unet=unet, scheduler=build_scheduler(spec),
-                       resolution=unet.config.sample_size, encoder=encoder,
-                       num_classes=num_classes, null_label=null_label,
-                       default_guidance=spec.default_guidance, decoder=decoder)
+    return LoadedModel(
+        name=spec.id,
+        unet=unet,
+        scheduler=build_scheduler(spec),
+        resolution=unet.config.sample_size,
+        encoder=encoder,
+        num_classes=num_classes,
+        null_label=null_label,
+        default_guidance=spec.default_guidance,
+        decoder=decoder,
+    )
 
 
 def _load_network(spec: ModelSpec, class_name: str, weights: str, network: str):
@@ -266,7 +309,8 @@ def _load_network(spec: ModelSpec, class_name: str, weights: str, network: str):
         raise MissingWeightsError(
             f"model {spec.id!r}: {Path(weights) / network} does not load as a {cls.__name__} "
             f"({reason}); convert the authors' {spec.converted.original} again with `repro "
-            f"convert {spec.converted.kind}`") from error
+            f"convert {spec.converted.kind}`"
+        ) from error
 
 
 def _load_pipeline(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedModel:
@@ -279,26 +323,39 @@ def _load_pipeline(spec: ModelSpec, weights: str, device: str, dtype: str) -> Lo
             f"model {spec.id!r}: sampling needs the whole pretrained {spec.pipeline_class} "
             "(text encoder, tokenizer, VAE), and --weights random builds only the UNet "
             f"(`repro bench --weights random` times it); use --weights pretrained "
-            f"({spec.source} from the Hugging Face cache) or a local pipeline directory")
+            f"({spec.source} from the Hugging Face cache) or a local pipeline directory"
+        )
     import inspect
 
     from repro.engine.branches import denoiser
 
     cls = diffusers_class(spec.pipeline_class)
-    unsafe = ({"safety_checker": None, "requires_safety_checker": False}
-              if "safety_checker" in inspect.signature(cls.__init__).parameters else {})
+    unsafe = (
+        {"safety_checker": None, "requires_safety_checker": False}
+        if "safety_checker" in inspect.signature(cls.__init__).parameters
+        else {}
+    )
     pipe = _load_pretrained(
-        spec, cls, weights,
+        spec,
+        cls,
+        weights,
         alternative="or time the denoiser alone with `repro bench --weights random`",
-        dtype=getattr(torch, dtype), **unsafe)
+        dtype=getattr(torch, dtype),
+        **unsafe,
+    )
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     network = denoiser(pipe).eval()
     scheduler = build_scheduler(spec)  # the registry's sampler: its call count sizes schedules
     pipe.scheduler = scheduler
-    return LoadedModel(name=spec.id, unet=network, scheduler=scheduler,
-                       resolution=network.config.sample_size, pipeline=pipe,
-                       default_guidance=spec.default_guidance)
+    return LoadedModel(
+        name=spec.id,
+        unet=network,
+        scheduler=scheduler,
+        resolution=network.config.sample_size,
+        pipeline=pipe,
+        default_guidance=spec.default_guidance,
+    )
 
 
 def _load_zoo(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedModel:
@@ -320,8 +377,11 @@ def _load_zoo(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedM
         unet = _placed(loaded.unet, device, dtype)
         encoder, guidance = loaded.encoder, loaded.default_guidance
     return LoadedModel(
-        name=spec.id, unet=unet, scheduler=build_scheduler(spec),
-        resolution=spec.sample_shape[1], encoder=None if encoder is None else encoder.to(device),
+        name=spec.id,
+        unet=unet,
+        scheduler=build_scheduler(spec),
+        resolution=spec.sample_shape[1],
+        encoder=None if encoder is None else encoder.to(device),
         num_classes=spec.num_classes,
         null_label=ClassEncoder.NULL_CLASS if conditional else None,
         default_guidance=guidance,
@@ -330,5 +390,9 @@ def _load_zoo(spec: ModelSpec, weights: str, device: str, dtype: str) -> LoadedM
 
 # how each registry loader name (repro.models.registry.LOADERS) loads; tests/test_models
 # checks the two name the same loaders
-LOAD = {"unet": _load_unet, "pipeline": _load_pipeline, "converted": _load_converted,
-        "zoo": _load_zoo}
+LOAD = {
+    "unet": _load_unet,
+    "pipeline": _load_pipeline,
+    "converted": _load_converted,
+    "zoo": _load_zoo,
+}

@@ -26,8 +26,10 @@ class Sampler:
 
 def sampler_record(scheduler) -> dict:
     """What results, work-file keys and the fitness context record of a built scheduler."""
-    return {"scheduler": type(scheduler).__name__,
-            "spacing": scheduler.config.get("timestep_spacing")}
+    return {
+        "scheduler": type(scheduler).__name__,
+        "spacing": scheduler.config.get("timestep_spacing"),
+    }
 
 
 def loop_key(schedule, steps: int | None, sampler: Sampler | None) -> str:
@@ -43,8 +45,10 @@ def diffusers_class(name: str):
     return getattr(diffusers, name)
 
 
-def scheduler_setting(spec: ModelSpec, sampler: Sampler | None = None,
-                      ) -> tuple[str, dict[str, Any]]:
+def scheduler_setting(
+    spec: ModelSpec,
+    sampler: Sampler | None = None,
+) -> tuple[str, dict[str, Any]]:
     """The diffusers scheduler class name and config ``sampler`` runs ``spec`` with (another
     class on the same noise schedule, at the sampler's timestep spacing), checked; diffusers
     is imported only for a class :mod:`repro.core.sampler_calls` does not list."""
@@ -56,8 +60,9 @@ def scheduler_setting(spec: ModelSpec, sampler: Sampler | None = None,
         if not name.endswith("Scheduler") or not hasattr(diffusers, name):
             raise UnknownModelError(f"unknown diffusers scheduler class {name!r}")
     if sampler.spacing is not None and sampler.spacing not in SPACINGS:
-        raise UnknownModelError(f"unknown timestep spacing {sampler.spacing!r}; known: "
-                                f"{', '.join(SPACINGS)}")
+        raise UnknownModelError(
+            f"unknown timestep spacing {sampler.spacing!r}; known: {', '.join(SPACINGS)}"
+        )
     config = dict(spec.scheduler_config)
     if sampler.spacing is not None:
         config["timestep_spacing"] = sampler.spacing
@@ -87,17 +92,19 @@ def sampler_calls(spec: ModelSpec, steps: int, sampler: Sampler | None = None) -
     try:
         scheduler.set_timesteps(steps)
     except ValueError as error:  # diffusers' own message may be a numpy broadcast error
-        raise ValueError(f"{type(scheduler).__name__} cannot run {steps} steps: {error}"
-                         ) from None
+        raise ValueError(f"{type(scheduler).__name__} cannot run {steps} steps: {error}") from None
     return len(scheduler.timesteps)
 
 
-def scheduler_factory(spec: ModelSpec, sampler: Sampler | None, steps: int,
-                      device=None) -> Callable[[], Any]:
+def scheduler_factory(
+    spec: ModelSpec, sampler: Sampler | None, steps: int, device=None
+) -> Callable[[], Any]:
     """Fresh samplers set to ``steps`` (on ``device``): a denoising loop consumes its
     sampler's state (PLMS keeps past outputs), so every loop takes a new one."""
+
     def make():
         scheduler = build_scheduler(spec, sampler)
         scheduler.set_timesteps(steps, device=device)
         return scheduler
+
     return make

@@ -59,9 +59,23 @@ from repro.reporting.gate_runs import (
 from repro.results.compare import holm
 
 # the gate's API: its checks and runs are built in gate_checks and gate_runs
-__all__ = ["ALONE", "EXIT_REGRESSED", "Check", "GateError", "GatedRun", "Outcome",
-           "bootstrap_test", "decide", "gate", "metric_check", "read_run", "speed_check",
-           "summary", "to_json", "to_junit"]
+__all__ = [
+    "ALONE",
+    "EXIT_REGRESSED",
+    "Check",
+    "GateError",
+    "GatedRun",
+    "Outcome",
+    "bootstrap_test",
+    "decide",
+    "gate",
+    "metric_check",
+    "read_run",
+    "speed_check",
+    "summary",
+    "to_json",
+    "to_junit",
+]
 
 EXIT_REGRESSED = 1
 
@@ -82,8 +96,10 @@ class Outcome:
         return sum(c.family for c in self.checks)
 
     def rule(self) -> str:
-        return (f"worse beyond tolerance with {1 - self.alpha:.0%} confidence, Holm over "
-                f"{self.family} checks")
+        return (
+            f"worse beyond tolerance with {1 - self.alpha:.0%} confidence, Holm over "
+            f"{self.family} checks"
+        )
 
 
 def decide(checks: list[Check], alpha: float) -> list[Check]:
@@ -94,15 +110,22 @@ def decide(checks: list[Check], alpha: float) -> list[Check]:
     adjusted = holm([1.0 if checks[k].p is None else checks[k].p for k in members])
     checks = list(checks)
     for k, p in zip(members, adjusted, strict=True):
-        checks[k] = replace(checks[k], holm_p=float(p),
-                            regressed=bool(checks[k].beyond and checks[k].p is not None
-                                           and p <= alpha))
+        checks[k] = replace(
+            checks[k],
+            holm_p=float(p),
+            regressed=bool(checks[k].beyond and checks[k].p is not None and p <= alpha),
+        )
     return checks
 
 
 # -- gating ----------------------------------------------------------------------------------
-def gate(new: GatedRun, old: GatedRun, regression: Regression | None = None, *,
-         allow_mismatch: bool = False) -> Outcome:
+def gate(
+    new: GatedRun,
+    old: GatedRun,
+    regression: Regression | None = None,
+    *,
+    allow_mismatch: bool = False,
+) -> Outcome:
     """Every row of ``old`` against its row in ``new`` under ``regression`` (default: the
     default tolerances); raises :class:`GateError` for runs that differ in suite or
     protocol (unless ``allow_mismatch``: then a note each) and rows or metrics that do not
@@ -110,27 +133,32 @@ def gate(new: GatedRun, old: GatedRun, regression: Regression | None = None, *,
     regression = regression or Regression()
     differences = mismatches(new, old)
     if differences and not allow_mismatch:
-        raise GateError(f"not like for like: {differences[0]}"
-                        + (f" (and {len(differences) - 1} more)" if len(differences) > 1
-                           else "")
-                        + "; gate runs of one suite and protocol, or --allow-mismatch")
+        raise GateError(
+            f"not like for like: {differences[0]}"
+            + (f" (and {len(differences) - 1} more)" if len(differences) > 1 else "")
+            + "; gate runs of one suite and protocol, or --allow-mismatch"
+        )
     pairs = match_rows(new, old)
-    outcome = Outcome(notes=[f"mismatch allowed: {d}" for d in differences],
-                      alpha=1 - regression.confidence)
-    missing_seeds = [run.label for run in (old, new)
-                     if any(row.metrics for row in run.rows)
-                     and not any(row.per_seed for row in run.rows)]
+    outcome = Outcome(
+        notes=[f"mismatch allowed: {d}" for d in differences], alpha=1 - regression.confidence
+    )
+    missing_seeds = [
+        run.label
+        for run in (old, new)
+        if any(row.metrics for row in run.rows) and not any(row.per_seed for row in run.rows)
+    ]
     if missing_seeds:
-        outcome.notes.append(f"no per-seed data in {' and '.join(missing_seeds)}: metrics are "
-                             "gated on their tolerances alone, without intervals")
+        outcome.notes.append(
+            f"no per-seed data in {' and '.join(missing_seeds)}: metrics are "
+            "gated on their tolerances alone, without intervals"
+        )
     elsewhere: dict[tuple[str, str], int] = {}  # (old, new) device -> rows timed apart
     checks = []
     for old_row, new_row in pairs:
         for protocol, value in old_row.metrics.items():
             if allow_mismatch and protocol not in new_row.metrics:
                 continue  # noted as a mismatch
-            checks.append(row_metric_check(protocol, value, old_row, new_row, old, new,
-                                        regression))
+            checks.append(row_metric_check(protocol, value, old_row, new_row, old, new, regression))
         devices = (old_row.device, new_row.device)
         if None not in devices and devices[0] != devices[1]:
             elsewhere[devices] = elsewhere.get(devices, 0) + 1
@@ -141,15 +169,21 @@ def gate(new: GatedRun, old: GatedRun, regression: Regression | None = None, *,
     outcome.checks = decide(checks, outcome.alpha)
     unmeasured = sum(number(row.measured_speedup) is None for row, _ in pairs)
     if unmeasured:
-        outcome.notes.append(f"{unmeasured} baseline rows have no measured speedup (latency "
-                             "off): their speed is not gated")
+        outcome.notes.append(
+            f"{unmeasured} baseline rows have no measured speedup (latency "
+            "off): their speed is not gated"
+        )
     few = [c for c in outcome.checks if c.decision == "ungated"]
     if few:
-        outcome.notes.append(f"{len(few)} speedups not gated: fewer than {MIN_REPEATS} timing "
-                             "repeats in a run (evaluation.latency_repeats); listed, not failed")
-    outcome.notes += [f"speed not gated on {n} rows: timed on {was} in the baseline, on {now} "
-                      "here (speedups of other devices or thread counts are not like for like)"
-                      for (was, now), n in elsewhere.items()]
+        outcome.notes.append(
+            f"{len(few)} speedups not gated: fewer than {MIN_REPEATS} timing "
+            "repeats in a run (evaluation.latency_repeats); listed, not failed"
+        )
+    outcome.notes += [
+        f"speed not gated on {n} rows: timed on {was} in the baseline, on {now} "
+        "here (speedups of other devices or thread counts are not like for like)"
+        for (was, now), n in elsewhere.items()
+    ]
     outcome.notes += load_notes(pairs)
     return outcome
 
@@ -160,18 +194,29 @@ def summary(outcome: Outcome, new: GatedRun, old: GatedRun) -> str:
     (``ok``, ``within the noise``, ``ungated``, ``REGRESSED``), then the verdict naming the
     rule."""
     rows = len({(c.experiment, c.row) for c in outcome.checks})
-    lines = [f"repro gate: {new.label} against {old.label}: {len(outcome.checks)} checks on "
-             f"{rows} rows; rule: fail when {outcome.rule()}"]
+    lines = [
+        f"repro gate: {new.label} against {old.label}: {len(outcome.checks)} checks on "
+        f"{rows} rows; rule: fail when {outcome.rule()}"
+    ]
     lines += [f"note: {note}" for note in outcome.notes]
     order = ("ok", "ungated", "within the noise", "REGRESSED")
-    lines += [f"{c.decision}: {c.line()}" for decision in order for c in outcome.checks
-              if c.decision == decision]
+    lines += [
+        f"{c.decision}: {c.line()}"
+        for decision in order
+        for c in outcome.checks
+        if c.decision == decision
+    ]
     alone = sum(c.basis == ALONE for c in outcome.checks)
-    scope = (f"; {alone} checks without an interval on their tolerance alone, outside that "
-             "rate" if alone else "")
+    scope = (
+        f"; {alone} checks without an interval on their tolerance alone, outside that rate"
+        if alone
+        else ""
+    )
     if outcome.regressions:
-        lines.append(f"FAIL: {len(outcome.regressions)} regressions ({outcome.rule()}"
-                     f"{scope}): " + "; ".join(c.where for c in outcome.regressions))
+        lines.append(
+            f"FAIL: {len(outcome.regressions)} regressions ({outcome.rule()}"
+            f"{scope}): " + "; ".join(c.where for c in outcome.regressions)
+        )
     else:
         lines.append(f"PASS: no check {outcome.rule()}{scope}")
     return "\n".join(lines)
@@ -182,11 +227,17 @@ def to_json(outcome: Outcome, new: GatedRun, old: GatedRun) -> dict:
     with its decision (``repro gate --json``)."""
     from dataclasses import asdict
 
-    return {"passed": not outcome.regressions, "new": new.label, "baseline": old.label,
-            "rule": outcome.rule(), "alpha": outcome.alpha, "family": outcome.family,
-            "regressions": [c.where for c in outcome.regressions], "notes": outcome.notes,
-            "checks": [{**asdict(c), "where": c.where, "decision": c.decision}
-                       for c in outcome.checks]}
+    return {
+        "passed": not outcome.regressions,
+        "new": new.label,
+        "baseline": old.label,
+        "rule": outcome.rule(),
+        "alpha": outcome.alpha,
+        "family": outcome.family,
+        "regressions": [c.where for c in outcome.regressions],
+        "notes": outcome.notes,
+        "checks": [{**asdict(c), "where": c.where, "decision": c.decision} for c in outcome.checks],
+    }
 
 
 def to_junit(outcome: Outcome, new: GatedRun, old: GatedRun) -> str:
@@ -195,13 +246,18 @@ def to_junit(outcome: Outcome, new: GatedRun, old: GatedRun) -> str:
     few timing repeats left a speedup ungated; the rule and notes as the suite's output."""
     import xml.etree.ElementTree as ET
 
-    suite = ET.Element("testsuite", name=f"repro gate: {new.label} against {old.label}",
-                       tests=str(len(outcome.checks)),
-                       failures=str(len(outcome.regressions)), errors="0",
-                       skipped=str(sum(c.decision == "ungated" for c in outcome.checks)))
+    suite = ET.Element(
+        "testsuite",
+        name=f"repro gate: {new.label} against {old.label}",
+        tests=str(len(outcome.checks)),
+        failures=str(len(outcome.regressions)),
+        errors="0",
+        skipped=str(sum(c.decision == "ungated" for c in outcome.checks)),
+    )
     for check in outcome.checks:
-        case = ET.SubElement(suite, "testcase", classname=check.experiment,
-                             name=f"{check.row}: {check.quantity}")
+        case = ET.SubElement(
+            suite, "testcase", classname=check.experiment, name=f"{check.row}: {check.quantity}"
+        )
         if check.regressed:
             ET.SubElement(case, "failure", message=check.line()).text = check.line()
         elif check.decision == "ungated":
@@ -209,5 +265,6 @@ def to_junit(outcome: Outcome, new: GatedRun, old: GatedRun) -> str:
         else:
             ET.SubElement(case, "system-out").text = f"{check.decision}: {check.line()}"
     ET.SubElement(suite, "system-out").text = "\n".join(
-        [f"rule: fail when {outcome.rule()}", *(f"note: {n}" for n in outcome.notes)])
+        [f"rule: fail when {outcome.rule()}", *(f"note: {n}" for n in outcome.notes)]
+    )
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode")

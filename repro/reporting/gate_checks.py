@@ -77,9 +77,11 @@ class Check:
         return "within the noise" if self.beyond else "ok"
 
     def line(self) -> str:
-        text = (f"{self.where} {self.old:.4g} -> {self.new:.4g}: worse by {self.worse_by:+.3g}"
-                + (f" [{self.low:+.3g}, {self.high:+.3g}]" if self.low is not None else "")
-                + f", tolerance {self.allowed:.3g}")
+        text = (
+            f"{self.where} {self.old:.4g} -> {self.new:.4g}: worse by {self.worse_by:+.3g}"
+            + (f" [{self.low:+.3g}, {self.high:+.3g}]" if self.low is not None else "")
+            + f", tolerance {self.allowed:.3g}"
+        )
         if self.p is not None:
             text += f", p {self.p:.2g}, Holm p {self.holm_p:.2g}"
         elif self.family:
@@ -88,9 +90,17 @@ class Check:
 
 
 # -- the tests -------------------------------------------------------------------------------
-def bootstrap_test(new: Point, old: Point, allowed: float, lower_is_better: bool = True, *,
-                   paired: bool = True, confidence: float = 0.95, resamples: int = 999,
-                   rng: np.random.Generator | int | None = 0) -> Test:
+def bootstrap_test(
+    new: Point,
+    old: Point,
+    allowed: float,
+    lower_is_better: bool = True,
+    *,
+    paired: bool = True,
+    confidence: float = 0.95,
+    resamples: int = 999,
+    rng: np.random.Generator | int | None = 0,
+) -> Test:
     """``new`` against ``old`` (one row of two runs, from per-seed data): the change
     (``worse_by``, positive when new is worse), its interval and the p-value of H0:
     worse_by <= ``allowed``. ``paired``: both ran the same seeds in the same order, so one
@@ -109,26 +119,39 @@ def bootstrap_test(new: Point, old: Point, allowed: float, lower_is_better: bool
 
         def statistic(new_idx, old_idx, axis=-1):
             return sign * (new.quality(new_idx) - old.quality(old_idx))
+
     observed = float(statistic(*data))
-    replicates = stats.bootstrap(data, statistic, n_resamples=resamples, vectorized=True,
-                                 paired=False, method="percentile", rng=rng
-                                 ).bootstrap_distribution
-    return normal_test(observed, 2 * observed - float(np.mean(replicates)),
-                       float(np.std(replicates, ddof=1)), allowed, confidence)
+    replicates = stats.bootstrap(
+        data,
+        statistic,
+        n_resamples=resamples,
+        vectorized=True,
+        paired=False,
+        method="percentile",
+        rng=rng,
+    ).bootstrap_distribution
+    return normal_test(
+        observed,
+        2 * observed - float(np.mean(replicates)),
+        float(np.std(replicates, ddof=1)),
+        allowed,
+        confidence,
+    )
 
 
-def normal_test(observed: float, center: float, se: float, allowed: float,
-                confidence: float = 0.95) -> Test:
+def normal_test(
+    observed: float, center: float, se: float, allowed: float, confidence: float = 0.95
+) -> Test:
     """A change whose estimate ``center`` is normal with standard error ``se``."""
     if se <= 0:
         return Test(observed, center, center, 0.0 if center > allowed else 1.0)
     half = float(stats.norm.ppf((1 + confidence) / 2)) * se
-    return Test(observed, center - half, center + half,
-                float(stats.norm.sf((center - allowed) / se)))
+    return Test(
+        observed, center - half, center + half, float(stats.norm.sf((center - allowed) / se))
+    )
 
 
-def speed_test(was: np.ndarray, now: np.ndarray, allowed: float,
-               confidence: float = 0.95) -> Test:
+def speed_test(was: np.ndarray, now: np.ndarray, allowed: float, confidence: float = 0.95) -> Test:
     """The drop of the mean per-repeat speedup from ``was`` to ``now``: Welch's t over both
     runs' repeats (the timing noise of both in the interval) against H0: drop <= allowed."""
     was, now = np.asarray(was, dtype=np.float64), np.asarray(now, dtype=np.float64)
@@ -142,8 +165,15 @@ def speed_test(was: np.ndarray, now: np.ndarray, allowed: float,
     return Test(change, float(interval.low), float(interval.high), float(shifted.pvalue))
 
 
-def row_metric_check(protocol: str, old_value, old_row: Row, new_row: Row, old: GatedRun,
-                  new: GatedRun, regression: Regression) -> Check:
+def row_metric_check(
+    protocol: str,
+    old_value,
+    old_row: Row,
+    new_row: Row,
+    old: GatedRun,
+    new: GatedRun,
+    regression: Regression,
+) -> Check:
     where = f"{' / '.join(old_row.key)}: {protocol}"
     kind = protocol.partition(":")[0]
     if kind not in DEFAULT_TOLERANCES:
@@ -156,17 +186,39 @@ def row_metric_check(protocol: str, old_value, old_row: Row, new_row: Row, old: 
         raise GateError(f"{where}: missing or not a number in {new.label}")
     points = [_point(run, row, protocol) for run, row in ((new, new_row), (old, old_row))]
     if any(p is None for p in points):
-        return metric_check(old_row.experiment, old_row.name, protocol, None, None,
-                            regression, values=(before, after))
+        return metric_check(
+            old_row.experiment,
+            old_row.name,
+            protocol,
+            None,
+            None,
+            regression,
+            values=(before, after),
+        )
     (new_point, new_seeds), (old_point, old_seeds) = points
-    return metric_check(old_row.experiment, old_row.name, protocol, new_point, old_point,
-                        regression, values=(before, after),
-                        paired=np.array_equal(new_seeds, old_seeds))
+    return metric_check(
+        old_row.experiment,
+        old_row.name,
+        protocol,
+        new_point,
+        old_point,
+        regression,
+        values=(before, after),
+        paired=np.array_equal(new_seeds, old_seeds),
+    )
 
 
-def metric_check(experiment: str, row: str, protocol: str, new: Point | None,
-                 old: Point | None, regression: Regression, *,
-                 values: tuple[float, float] | None = None, paired: bool = True) -> Check:
+def metric_check(
+    experiment: str,
+    row: str,
+    protocol: str,
+    new: Point | None,
+    old: Point | None,
+    regression: Regression,
+    *,
+    values: tuple[float, float] | None = None,
+    paired: bool = True,
+) -> Check:
     """One metric of one row, undecided until :func:`decide`: ``new`` and ``old`` are the
     row's quality on resampled evaluation seeds (None: no per-seed data, the tolerance
     alone decides); ``values``: (old, new) as reported, default the points' own."""
@@ -174,15 +226,28 @@ def metric_check(experiment: str, row: str, protocol: str, new: Point | None,
     lower = lower_is_better(protocol)
     if lower is None:
         raise GateError(f"{experiment}/{row}: no direction is known for {protocol!r}")
-    check = Check(experiment, row, protocol, before, after,
-                  (after - before) if lower else (before - after),
-                  regression.tolerance(protocol).allowed(before))
+    check = Check(
+        experiment,
+        row,
+        protocol,
+        before,
+        after,
+        (after - before) if lower else (before - after),
+        regression.tolerance(protocol).allowed(before),
+    )
     if new is None or old is None:
         return replace(check, basis=ALONE, regressed=check.beyond)
     if not check.beyond:
         return replace(check, family=True)
-    test = bootstrap_test(new, old, check.allowed, lower, paired=paired,
-                          confidence=regression.confidence, resamples=regression.resamples)
+    test = bootstrap_test(
+        new,
+        old,
+        check.allowed,
+        lower,
+        paired=paired,
+        confidence=regression.confidence,
+        resamples=regression.resamples,
+    )
     return replace(check, low=test.low, high=test.high, p=test.p, family=True)
 
 
@@ -209,8 +274,11 @@ def _point(run: GatedRun, row: Row, protocol: str) -> tuple[Point, np.ndarray] |
     elif kind in ("rfid", "rkid") and extractor in data.features:
         teacher = run.teacher_of(row)
         teacher_data = None if teacher is None else _per_seed(run, teacher)
-        if (teacher_data is None or extractor not in teacher_data.features
-                or not np.array_equal(teacher_data.seeds, data.seeds)):
+        if (
+            teacher_data is None
+            or extractor not in teacher_data.features
+            or not np.array_equal(teacher_data.seeds, data.seeds)
+        ):
             return None
         # the teacher's feature rows of the same seeds are drawn with the row's
         if kind == "rfid":
@@ -233,6 +301,7 @@ def frechet(features: np.ndarray, other) -> Quality:
         idx = np.asarray(idx)
         flat = idx.reshape(-1, idx.shape[-1])
         return frechet_distances(features, flat, other).reshape(idx.shape[:-1])
+
     return quality
 
 
@@ -241,45 +310,69 @@ def _per_seed(run: GatedRun, row: Row) -> per_seed.PerSeed | None:
         return None
     path = run.root / row.per_seed
     if not path.is_file():
-        raise GateError(f"{run.label}: row {' / '.join(row.key)}: per-seed file {path} is "
-                        "missing")
+        raise GateError(f"{run.label}: row {' / '.join(row.key)}: per-seed file {path} is missing")
     try:
         return per_seed.load(path)
     except per_seed.PerSeedError as error:
         raise GateError(str(error)) from None
 
 
-def row_speed_check(old_row: Row, new_row: Row, old: GatedRun, new: GatedRun,
-                 regression: Regression) -> Check | None:
+def row_speed_check(
+    old_row: Row, new_row: Row, old: GatedRun, new: GatedRun, regression: Regression
+) -> Check | None:
     before = number(old_row.measured_speedup)
     if before is None or old_row.kind == "teacher":  # 1 by definition
         return None
     after = number(new_row.measured_speedup)
     if after is None:
-        raise GateError(f"{' / '.join(old_row.key)}: {SPEED}: missing in {new.label} "
-                        "(timed in the baseline)")
-    return speed_check(old_row.experiment, old_row.name, (before, after),
-                       _repeat_speedups(old, old_row), _repeat_speedups(new, new_row),
-                       regression)
+        raise GateError(
+            f"{' / '.join(old_row.key)}: {SPEED}: missing in {new.label} (timed in the baseline)"
+        )
+    return speed_check(
+        old_row.experiment,
+        old_row.name,
+        (before, after),
+        _repeat_speedups(old, old_row),
+        _repeat_speedups(new, new_row),
+        regression,
+    )
 
 
-def speed_check(experiment: str, row: str, values: tuple[float, float], was: list[float],
-                now: list[float], regression: Regression) -> Check:
+def speed_check(
+    experiment: str,
+    row: str,
+    values: tuple[float, float],
+    was: list[float],
+    now: list[float],
+    regression: Regression,
+) -> Check:
     """The measured speedup of one row, undecided until :func:`decide`: ``values`` (old,
     new) as reported, ``was`` and ``now`` the per-repeat speedups of the two runs (empty:
     none recorded, the tolerance alone decides)."""
     before, after = values
-    check = Check(experiment, row, SPEED, before, after, before - after,
-                  regression.speed.allowed(before))
+    check = Check(
+        experiment, row, SPEED, before, after, before - after, regression.speed.allowed(before)
+    )
     if not was or not now:
         return replace(check, basis=ALONE, regressed=check.beyond)
     if min(len(was), len(now)) < MIN_REPEATS:
-        return replace(check, basis=f"too few repeats ({len(now)} here, {len(was)} in the "
-                       f"baseline; {MIN_REPEATS} needed)")
+        return replace(
+            check,
+            basis=f"too few repeats ({len(now)} here, {len(was)} in the "
+            f"baseline; {MIN_REPEATS} needed)",
+        )
     test = speed_test(np.array(was), np.array(now), check.allowed, regression.confidence)
     # the mean per-repeat speedups are what the interval is of
-    return replace(check, old=float(np.mean(was)), new=float(np.mean(now)),
-                   worse_by=test.change, low=test.low, high=test.high, p=test.p, family=True)
+    return replace(
+        check,
+        old=float(np.mean(was)),
+        new=float(np.mean(now)),
+        worse_by=test.change,
+        low=test.low,
+        high=test.high,
+        p=test.p,
+        family=True,
+    )
 
 
 def _repeat_speedups(run: GatedRun, row: Row) -> list[float]:

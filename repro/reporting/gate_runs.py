@@ -38,8 +38,9 @@ class GatedRun:
 
     def teacher_of(self, row: Row) -> Row | None:
         """The all-F row of ``row``'s experiment: what rFID and speedups are relative to."""
-        return next((r for r in self.rows if r.experiment == row.experiment
-                     and r.kind == "teacher"), None)
+        return next(
+            (r for r in self.rows if r.experiment == row.experiment and r.kind == "teacher"), None
+        )
 
 
 # -- reading runs --------------------------------------------------------------------------
@@ -56,16 +57,28 @@ def read_run(path: Path | str, exclude_run_id: str | None = None) -> GatedRun:
         data = None  # load_results says why
     if bench_report.is_report(data):
         identity = data.get("suite") if isinstance(data.get("suite"), dict) else None
-        return GatedRun(str(path), data.get("run_id"), bench_report.rows(data, str(file)),
-                        identity=identity, bench=True)
+        return GatedRun(
+            str(path),
+            data.get("run_id"),
+            bench_report.rows(data, str(file)),
+            identity=identity,
+            bench=True,
+        )
     try:
         results = load_results(file)
     except ReportError as error:
-        raise GateError(f"{error} (a run directory, results.json or a repro bench JSON report "
-                        "is expected)") from None
+        raise GateError(
+            f"{error} (a run directory, results.json or a repro bench JSON report is expected)"
+        ) from None
     suite = file.parent / "suite.yaml"
-    return GatedRun(str(path), results.run_id, list(results.rows), file.parent,
-                    suite if suite.is_file() else None, results.suite)
+    return GatedRun(
+        str(path),
+        results.run_id,
+        list(results.rows),
+        file.parent,
+        suite if suite.is_file() else None,
+        results.suite,
+    )
 
 
 def _newest_run(folder: Path, exclude_run_id: str | None) -> Path:
@@ -79,8 +92,10 @@ def _newest_run(folder: Path, exclude_run_id: str | None) -> Path:
         if is_results(data) and data.get("run_id") != exclude_run_id:
             found.append((str(data.get("finished", "")), results.parent))
     if not found:
-        raise GateError(f"{folder}: no finished run (a directory with results.json) in it"
-                        + (f" other than {exclude_run_id}" if exclude_run_id else ""))
+        raise GateError(
+            f"{folder}: no finished run (a directory with results.json) in it"
+            + (f" other than {exclude_run_id}" if exclude_run_id else "")
+        )
     return max(found)[1]
 
 
@@ -89,9 +104,15 @@ ROW_FIELDS = ("model", "guidance", "steps", "sampler")  # what a row was sampled
 
 
 # what an experiment's evaluation measured with, from the resolved suite.yaml
-SUITE_FIELDS = (("weights",), ("labels",), ("prompts",), ("evaluation", "seeds"),
-                ("evaluation", "metrics"), ("evaluation", "reference"),
-                ("evaluation", "latency_batch"))
+SUITE_FIELDS = (
+    ("weights",),
+    ("labels",),
+    ("prompts",),
+    ("evaluation", "seeds"),
+    ("evaluation", "metrics"),
+    ("evaluation", "reference"),
+    ("evaluation", "latency_batch"),
+)
 
 
 def mismatches(new: GatedRun, old: GatedRun) -> list[str]:
@@ -112,27 +133,38 @@ def mismatches(new: GatedRun, old: GatedRun) -> list[str]:
         if was is None:
             continue
         where = " / ".join(row.key)
-        found += [_differs(f"{where}: {name}", getattr(row, name), getattr(was, name))
-                  for name in ROW_FIELDS if getattr(row, name) != getattr(was, name)]
+        found += [
+            _differs(f"{where}: {name}", getattr(row, name), getattr(was, name))
+            for name in ROW_FIELDS
+            if getattr(row, name) != getattr(was, name)
+        ]
         metrics = [set(r.metrics) for r in (row, was)]
         if metrics[0] != metrics[1]:
-            found.append(_differs(f"{where}: metrics", *(", ".join(sorted(m)) or "none"
-                                                         for m in metrics)))
+            found.append(
+                _differs(f"{where}: metrics", *(", ".join(sorted(m)) or "none" for m in metrics))
+            )
         counts = [r.metric_n or {} for r in (row, was)]
-        found += [_differs(f"{where}: {protocol} seeds", counts[0][protocol], n)
-                  for protocol, n in counts[1].items()
-                  if protocol in counts[0] and counts[0][protocol] != n]
+        found += [
+            _differs(f"{where}: {protocol} seeds", counts[0][protocol], n)
+            for protocol, n in counts[1].items()
+            if protocol in counts[0] and counts[0][protocol] != n
+        ]
         batches = [(r.latency or {}).get("batch") for r in (row, was)]
         if None not in batches and batches[0] != batches[1]:
             found.append(_differs(f"{where}: latency batch", *batches))
     found += _suite_mismatches(new, old)
-    if (all("version" in i for i in identities)
-            and identities[0]["version"] != identities[1]["version"]):
+    if (
+        all("version" in i for i in identities)
+        and identities[0]["version"] != identities[1]["version"]
+    ):
         found.append(_differs("suite version", *(i["version"] for i in identities)))
-    if all("digest" in i for i in identities) and identities[0]["digest"] != identities[1][
-            "digest"]:
-        found.append(_differs("suite digest (its resolved settings)",
-                              *(i["digest"] for i in identities)))
+    if (
+        all("digest" in i for i in identities)
+        and identities[0]["digest"] != identities[1]["digest"]
+    ):
+        found.append(
+            _differs("suite digest (its resolved settings)", *(i["digest"] for i in identities))
+        )
     return list(dict.fromkeys(found))
 
 
@@ -166,8 +198,9 @@ def _experiments(run: GatedRun) -> dict[str, dict]:
     try:
         suite = yaml.safe_load(run.suite.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise GateError(f"{run.suite}: unreadable resolved suite ({type(error).__name__})"
-                        ) from None
+        raise GateError(
+            f"{run.suite}: unreadable resolved suite ({type(error).__name__})"
+        ) from None
     experiments = suite.get("experiments") if isinstance(suite, dict) else None
     if not isinstance(experiments, list):
         raise GateError(f"{run.suite}: no experiments list in the resolved suite")
@@ -187,11 +220,18 @@ def load_notes(pairs: list[tuple[Row, Row]]) -> list[str]:
     notes = []
     for old_row, new_row in pairs:
         was, now = old_row.median_s, new_row.median_s
-        if (old_row.kind == "teacher" and old_row.device == new_row.device
-                and number(was) and number(now) and not 1 / 1.5 < now / was < 1.5):
-            notes.append(f"{old_row.experiment}: the all-F loop took {now / was:.2g}x as "
-                         "long as in the baseline on the same device: the machine was busier "
-                         "or idler (or the full UNet call changed); speedups fall under load")
+        if (
+            old_row.kind == "teacher"
+            and old_row.device == new_row.device
+            and number(was)
+            and number(now)
+            and not 1 / 1.5 < now / was < 1.5
+        ):
+            notes.append(
+                f"{old_row.experiment}: the all-F loop took {now / was:.2g}x as "
+                "long as in the baseline on the same device: the machine was busier "
+                "or idler (or the full UNet call changed); speedups fall under load"
+            )
     return notes
 
 
@@ -206,9 +246,13 @@ def match_rows(new: GatedRun, old: GatedRun) -> list[tuple[Row, Row]]:
     only_old = [r.key for r in old.rows if r.key not in by_key]
     only_new = sorted(set(by_key) - {r.key for r in old.rows})
     if only_old or only_new:
-        parts = [f"{len(keys)} only in {run.label} ({'; '.join(' / '.join(k) for k in keys[:5])}"
-                 + (", ..." if len(keys) > 5 else "") + ")"
-                 for keys, run in ((only_old, old), (only_new, new)) if keys]
+        parts = [
+            f"{len(keys)} only in {run.label} ({'; '.join(' / '.join(k) for k in keys[:5])}"
+            + (", ..." if len(keys) > 5 else "")
+            + ")"
+            for keys, run in ((only_old, old), (only_new, new))
+            if keys
+        ]
         raise GateError(f"rows do not match: {', '.join(parts)}; gate runs of the same suite")
     if not old.rows:
         raise GateError(f"{old.label}: no rows to gate")
@@ -216,5 +260,8 @@ def match_rows(new: GatedRun, old: GatedRun) -> list[tuple[Row, Row]]:
 
 
 def number(value) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
-        and math.isfinite(value) else None
+    return (
+        float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        else None
+    )

@@ -24,9 +24,11 @@ from repro.reporting.verdict_report import verdict_table
 from repro.results.schema import Results, Row
 
 FILENAME = "report.html"
-PLOTS = (("pareto.png", "speedup against quality, the non-dominated front per experiment"),
-         ("fronts.png", "each family's front with 95% bootstrap intervals"),
-         ("convergence.png", "best search fitness against schedules scored"))
+PLOTS = (
+    ("pareto.png", "speedup against quality, the non-dominated front per experiment"),
+    ("fronts.png", "each family's front with 95% bootstrap intervals"),
+    ("convergence.png", "best search fitness against schedules scored"),
+)
 _PNG = b"\x89PNG\r\n\x1a\n"
 EMBED_MAX_BYTES = 1 << 26  # a plot, grid or suite.yaml; a report stays a mailable page
 _STYLE = """
@@ -61,28 +63,42 @@ def render_html(results: Results | dict, run_dir: Path) -> str:
     results = Results.of(results)
     suite = results.suite or {}
     title = f"{suite.get('name', '?')}: {results.run_id or '?'}"
-    parts = [f"<h1>{_e(title)}</h1>", _summary(results), *_primary(results),
-             "<h2>Command</h2>", _command(results.command),
-             "<h2>Environment</h2>", _pairs(results.environment or {}),
-             "<h2>Results</h2>", _table(table(results))]
-    plots = [_figure(_inside(run_dir, name), name, caption) for name, caption in PLOTS
-             if os.path.lexists(run_dir / name)]
+    parts = [
+        f"<h1>{_e(title)}</h1>",
+        _summary(results),
+        *_primary(results),
+        "<h2>Command</h2>",
+        _command(results.command),
+        "<h2>Environment</h2>",
+        _pairs(results.environment or {}),
+        "<h2>Results</h2>",
+        _table(table(results)),
+    ]
+    plots = [
+        _figure(_inside(run_dir, name), name, caption)
+        for name, caption in PLOTS
+        if os.path.lexists(run_dir / name)
+    ]
     if plots:
         parts += ["<h2>Plots</h2>", *plots]
     verdicts = verdict_table(results)
     if not verdicts.empty:
-        parts += ["<h2>Verdicts at equal speed</h2>",
-                  f"<details><summary>all {len(verdicts)} verdicts (primary and "
-                  f"exploratory, both speeds)</summary>{_table(verdicts)}</details>"]
+        parts += [
+            "<h2>Verdicts at equal speed</h2>",
+            f"<details><summary>all {len(verdicts)} verdicts (primary and "
+            f"exploratory, both speeds)</summary>{_table(verdicts)}</details>",
+        ]
     grids = [_grid(row, run_dir) for row in results.rows if row.grid]
     if grids:
         parts += ["<h2>Sample grids</h2>", *grids]
     if os.path.lexists(run_dir / "suite.yaml"):
         parts += ["<h2>Suite (resolved)</h2>", _suite(_inside(run_dir, "suite.yaml"))]
     body = "\n".join(parts)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>{_e(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n"
-            "</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{_e(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n"
+        "</body>\n</html>\n"
+    )
 
 
 def _e(value) -> str:
@@ -103,9 +119,16 @@ def _pairs(mapping: dict) -> str:
 
 def _summary(results: Results) -> str:
     suite = results.suite or {}
-    return _pairs({"run": results.run_id, "suite file": suite.get("file"),
-                   "suite version": suite.get("version"), "suite digest": suite.get("digest"),
-                   "started": results.started, "finished": results.finished})
+    return _pairs(
+        {
+            "run": results.run_id,
+            "suite file": suite.get("file"),
+            "suite version": suite.get("version"),
+            "suite digest": suite.get("digest"),
+            "started": results.started,
+            "finished": results.finished,
+        }
+    )
 
 
 def _primary(results: Results) -> list[str]:
@@ -113,11 +136,16 @@ def _primary(results: Results) -> list[str]:
     lines = primary_lines(results)
     if not lines:
         return []
-    items = "".join(f'<li><span class="{re.sub(r"[^a-z]", "", outcome.split()[0])}">'
-                    f"{_e(outcome)}</span> {_e(line)}</li>" for outcome, line in lines)
-    return ["<h2>Primary comparisons</h2>",
-            f"<p>Holm-adjusted across the run's {len(lines)}; difference = searched minus "
-            f"the other, 95% interval.</p><ul>{items}</ul>"]
+    items = "".join(
+        f'<li><span class="{re.sub(r"[^a-z]", "", outcome.split()[0])}">'
+        f"{_e(outcome)}</span> {_e(line)}</li>"
+        for outcome, line in lines
+    )
+    return [
+        "<h2>Primary comparisons</h2>",
+        f"<p>Holm-adjusted across the run's {len(lines)}; difference = searched minus "
+        f"the other, 95% interval.</p><ul>{items}</ul>",
+    ]
 
 
 def _command(command: str | None) -> str:
@@ -162,12 +190,13 @@ def _figure(path: Path | None, alt: str, caption: str, kind: str = "plot") -> st
     if problem or not data.startswith(_PNG):
         return f"<p>{_e(alt)}: {_e(problem or 'not a PNG')}</p>"
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return (f'<figure class="{kind}"><img src="{uri}" alt="{_e(alt)}">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
+    return (
+        f'<figure class="{kind}"><img src="{uri}" alt="{_e(alt)}">'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+    )
 
 
 def _grid(row: Row, run_dir: Path) -> str:
     """A row's sample grid; a path leading out of the run directory is refused."""
     label = f"{row.experiment}: {row.name}"
-    return _figure(_inside(run_dir, row.grid), label, f"{label}, first evaluation seeds",
-                   "grid")
+    return _figure(_inside(run_dir, row.grid), label, f"{label}, first evaluation seeds", "grid")

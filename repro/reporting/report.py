@@ -26,10 +26,12 @@ _TEXT_COLUMNS = ("run", "experiment", "name", "kind", "source", "schedule")
 _SPEEDUPS = ("predicted speedup", "measured speedup")
 # what a row's loop costs beside time, as columns after the speedups (where any row has it):
 # its work in full calls, throughput, and the memory one loop took (host: what it added)
-_COSTS = {"work": lambda row: (row.computed or {}).get("work"),
-          "images/s": lambda row: (row.latency or {}).get("images_per_s"),
-          "host MB": lambda row: (row.latency or {}).get("host_memory_mb"),
-          "GPU MB": lambda row: (row.latency or {}).get("peak_memory_mb")}
+_COSTS = {
+    "work": lambda row: (row.computed or {}).get("work"),
+    "images/s": lambda row: (row.latency or {}).get("images_per_s"),
+    "host MB": lambda row: (row.latency or {}).get("host_memory_mb"),
+    "GPU MB": lambda row: (row.latency or {}).get("peak_memory_mb"),
+}
 _QUALITY_PREFIXES = (("fid:",), ("rfid:",), ("clip:", "acc:"))  # pareto y axis, by preference
 _MIN_TILE = 64  # px: sample grids upscale smaller images (nearest neighbour) to at least this
 _GRID_PAD = 2  # px of white between grid tiles
@@ -63,8 +65,9 @@ def _protocols(rows: Sequence[Row]) -> list[str]:
     return list(dict.fromkeys(p for row in rows for p in row.metrics))
 
 
-def _columns(protocols: list[str], published: list[str], has_published: bool,
-             multi: bool, costs: list[str]) -> list[str]:
+def _columns(
+    protocols: list[str], published: list[str], has_published: bool, multi: bool, costs: list[str]
+) -> list[str]:
     """Table column order; each ``published <key>`` sits right after the metric it matches."""
     columns = ["run"] * multi + ["experiment", "name", "kind", "budget", *_SPEEDUPS, *costs]
     columns += ["published speedup"] * ("speedup" in published)
@@ -82,15 +85,19 @@ def _columns(protocols: list[str], published: list[str], has_published: bool,
 def _record(run_id: str | None, row: Row) -> dict:
     published = row.published or {}
     return {
-        "run": run_id, "experiment": row.experiment, "name": row.name,
-        "kind": row.kind, "budget": row.budget,
+        "run": run_id,
+        "experiment": row.experiment,
+        "name": row.name,
+        "kind": row.kind,
+        "budget": row.budget,
         "predicted speedup": row.predicted_speedup,
         "measured speedup": row.measured_speedup,
         **{column: value(row) for column, value in _COSTS.items()},
         **row.metrics,
         **{f"published {k}": v for k, v in published.items() if k != "source"},
         "search fitness": (row.search or {}).get("fitness"),
-        "source": published.get("source"), "schedule": row.schedule,
+        "source": published.get("source"),
+        "schedule": row.schedule,
     }
 
 
@@ -105,14 +112,16 @@ def table(results: Results | dict | Sequence[Results | dict]) -> pd.DataFrame:
     reproduced column the key maps to, and a ``source`` column precedes the schedule. Missing
     values are NaN.
     """
-    runs = [Results.of(run) for run in
-            ([results] if isinstance(results, Results | dict) else results)]
+    runs = [
+        Results.of(run) for run in ([results] if isinstance(results, Results | dict) else results)
+    ]
     pairs = [(run.run_id, row) for run in runs for row in run.rows]
     rows = [row for _, row in pairs]
     published = [row.published for row in rows if row.published is not None]
     keys = list(dict.fromkeys(k for p in published for k in p if k != "source"))
-    costs = [column for column, value in _COSTS.items()
-             if any(value(row) is not None for row in rows)]
+    costs = [
+        column for column, value in _COSTS.items() if any(value(row) is not None for row in rows)
+    ]
     columns = _columns(_protocols(rows), keys, bool(published), len(runs) > 1, costs)
     df = pd.DataFrame([_record(run_id, row) for run_id, row in pairs], columns=columns)
     numeric = [c for c in columns if c not in _TEXT_COLUMNS]
@@ -163,15 +172,23 @@ def render(df: pd.DataFrame, fmt: str) -> str:
     cells = display_cells(df)
     numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
     if fmt == "md":  # a '|' (schedule segments) or a line break would split the row
+
         def escape(text: str) -> str:
             return _LINE_BREAK.sub("<br>", text.replace("|", r"\|"))
 
         cells = cells.map(escape).rename(columns=escape)
-        return cells.to_markdown(index=False, disable_numparse=True,
-                                 colalign=["right" if n else "left" for n in numeric]) + "\n"
+        return (
+            cells.to_markdown(
+                index=False,
+                disable_numparse=True,
+                colalign=["right" if n else "left" for n in numeric],
+            )
+            + "\n"
+        )
     cells = cells.map(lambda text: _LINE_BREAK.sub(" ", text))  # a blank line ends a tabular
-    return cells.to_latex(index=False, escape=True,
-                          column_format="".join("r" if n else "l" for n in numeric))
+    return cells.to_latex(
+        index=False, escape=True, column_format="".join("r" if n else "l" for n in numeric)
+    )
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula
@@ -200,8 +217,11 @@ def _match(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[int | None, int | Non
     """(old position, new position, note) pairs: same schedule first (same name before
     renamed), then same name with a changed schedule, then rows only on one side."""
     left, right, pairs = list(range(len(a))), list(range(len(b))), []
-    passes = ((("experiment", "schedule", "name"), ""), (("experiment", "schedule"), "renamed"),
-              (("experiment", "name"), "schedule changed"))
+    passes = (
+        (("experiment", "schedule", "name"), ""),
+        (("experiment", "schedule"), "renamed"),
+        (("experiment", "name"), "schedule changed"),
+    )
     for keys, note in passes:
         for j in list(right):
             key = tuple(b.iloc[j][k] for k in keys)
@@ -238,8 +258,13 @@ def regression_diff(old: Results | dict, new: Results | dict) -> pd.DataFrame:
             after = b.iloc[j][q] if j is not None else math.nan
             record |= {f"{q} old": before, f"{q} new": after, f"{q} Δ": _delta(q, before, after)}
         records.append(record | {"schedule": side["schedule"]})
-    columns = ["experiment", "name", "note",
-               *(f"{q} {s}" for q in quantities for s in ("old", "new", "Δ")), "schedule"]
+    columns = [
+        "experiment",
+        "name",
+        "note",
+        *(f"{q} {s}" for q in quantities for s in ("old", "new", "Δ")),
+        "schedule",
+    ]
     return pd.DataFrame(records, columns=columns)
 
 
@@ -253,8 +278,9 @@ def _number(value) -> float | None:
 
 def _quality_metric(rows: Sequence[Row]) -> str | None:
     """The y axis of a Pareto plot: the first fid:*, else rfid:*, else clip:* / acc:* metric."""
-    protocols = [p for p in _protocols(rows) if any(
-        _number(r.metrics.get(p)) is not None for r in rows)]
+    protocols = [
+        p for p in _protocols(rows) if any(_number(r.metrics.get(p)) is not None for r in rows)
+    ]
     for prefixes in _QUALITY_PREFIXES:
         found = next((p for p in protocols if p.startswith(prefixes)), None)
         if found:
@@ -301,9 +327,12 @@ def _pareto_panel(ax, group: Sequence[Row], speed: str, series: list[str]) -> No
 
     colours, markers = colormaps["tab10"], "os^DvP<>Xhp"
     metric = _quality_metric(group)
-    points = [(x, y, row) for row in group
-              if (x := _number(getattr(row, f"{speed}_speedup"))) is not None
-              and (y := _number(row.metrics.get(metric))) is not None]
+    points = [
+        (x, y, row)
+        for row in group
+        if (x := _number(getattr(row, f"{speed}_speedup"))) is not None
+        and (y := _number(row.metrics.get(metric))) is not None
+    ]
     seen: dict[tuple[float, float], str] = {}
     for name in series:
         mine = [(x, y) for x, y, row in points if _series(row) == name]
@@ -315,23 +344,40 @@ def _pareto_panel(ax, group: Sequence[Row], speed: str, series: list[str]) -> No
         for p in mine:
             seen.setdefault((round(p[0], 3), round(p[1], 3)), name)
         own = [p for p in mine if p not in under]
-        style = {"marker": "*" if star else markers[k % len(markers)], "color": colours(k % 10),
-                 "zorder": 3}
+        style = {
+            "marker": "*" if star else markers[k % len(markers)],
+            "color": colours(k % 10),
+            "zorder": 3,
+        }
         if own:
             ax.scatter(*zip(*own, strict=True), label=name, s=160 if star else 45, **style)
         if under:  # on another series' point: hollow and larger
-            ax.scatter(*zip(*under, strict=True), label=None if own else name, s=140,
-                       facecolors="none", linewidths=1.5,
-                       **{**style, "color": None, "edgecolors": colours(k % 10)})
+            ax.scatter(
+                *zip(*under, strict=True),
+                label=None if own else name,
+                s=140,
+                facecolors="none",
+                linewidths=1.5,
+                **{**style, "color": None, "edgecolors": colours(k % 10)},
+            )
     lower = lower_is_better(metric or "") is not False
     front = front_indices([p[0] for p in points], [p[1] for p in points], lower)
     if front:
-        ax.step([points[k][0] for k in front], [points[k][1] for k in front], where="pre",
-                color="0.4", linestyle="--", linewidth=1, label="front", zorder=2)
+        ax.step(
+            [points[k][0] for k in front],
+            [points[k][1] for k in front],
+            where="pre",
+            color="0.4",
+            linestyle="--",
+            linewidth=1,
+            label="front",
+            zorder=2,
+        )
         ax.legend(fontsize="small")
     ax.set_xlabel(f"{speed} speedup")
-    ax.set_ylabel(f"{metric} ({'lower' if lower else 'higher'} is better)" if metric
-                  else "no quality metric")
+    ax.set_ylabel(
+        f"{metric} ({'lower' if lower else 'higher'} is better)" if metric else "no quality metric"
+    )
     ax.grid(alpha=0.3)
 
 
@@ -341,28 +387,41 @@ def sample_grid(images: np.ndarray, path: Path | str, ncols: int = 8) -> Path:
     from PIL import Image
 
     images = np.asarray(images)
-    if (images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3)
-            or not len(images) or ncols < 1):
-        raise ReportError(f"sample_grid needs uint8 NHWC images with 1 or 3 channels and "
-                          f"ncols >= 1, got {images.dtype} {images.shape}, ncols {ncols}")
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[-1] not in (1, 3)
+        or not len(images)
+        or ncols < 1
+    ):
+        raise ReportError(
+            f"sample_grid needs uint8 NHWC images with 1 or 3 channels and "
+            f"ncols >= 1, got {images.dtype} {images.shape}, ncols {ncols}"
+        )
     n, h, w, c = images.shape
     scale = -(-_MIN_TILE // min(h, w))  # ceil; 1 when the images are big enough
     tiles = images.repeat(scale, axis=1).repeat(scale, axis=2)
     th, tw, ncols = h * scale, w * scale, min(ncols, n)
     nrows = -(-n // ncols)
-    grid = np.full((nrows * (th + _GRID_PAD) + _GRID_PAD, ncols * (tw + _GRID_PAD) + _GRID_PAD,
-                    c), 255, np.uint8)
+    grid = np.full(
+        (nrows * (th + _GRID_PAD) + _GRID_PAD, ncols * (tw + _GRID_PAD) + _GRID_PAD, c),
+        255,
+        np.uint8,
+    )
     for k, tile in enumerate(tiles):
-        top, left = (_GRID_PAD + q * (size + _GRID_PAD)
-                     for q, size in zip(divmod(k, ncols), (th, tw), strict=True))
-        grid[top:top + th, left:left + tw] = tile
+        top, left = (
+            _GRID_PAD + q * (size + _GRID_PAD)
+            for q, size in zip(divmod(k, ncols), (th, tw), strict=True)
+        )
+        grid[top : top + th, left : left + tw] = tile
     with atomic_path(path) as tmp:
         Image.fromarray(grid[..., 0] if c == 1 else grid).save(tmp, format="PNG")
     return Path(path)
 
 
-def write_tables(results: Results | dict | Sequence[Results | dict],
-                 directory: Path | str) -> list[Path]:
+def write_tables(
+    results: Results | dict | Sequence[Results | dict], directory: Path | str
+) -> list[Path]:
     """``table.md``, ``table.csv`` and ``table.tex`` of :func:`table`, each written
     atomically; one run's ``table.md`` opens with its primary verdicts."""
     df = table(results)
@@ -371,8 +430,7 @@ def write_tables(results: Results | dict | Sequence[Results | dict],
     for fmt in FORMATS:
         path = Path(directory) / f"table.{fmt}"
         with atomic_path(path) as tmp:
-            tmp.write_text((summary + "\n" if fmt == "md" and summary else "")
-                           + render(df, fmt))
+            tmp.write_text((summary + "\n" if fmt == "md" and summary else "") + render(df, fmt))
         paths.append(path)
     return paths
 
@@ -391,9 +449,14 @@ def primary_lines(results: Results | dict) -> list[tuple[str, str]]:
         if v.get("low") is not None and v.get("high") is not None:
             difference += f" [{v['low']:+.2f}, {v['high']:+.2f}]"
         holm = "" if v.get("p_holm") is None else f"; Holm p {v['p_holm']:.3f}"
-        lines.append((outcome, f"{v['experiment']}: {v['method']} @{v['budget']:g}x vs "
-                      f"{v['family']}: {outcome}, {v['metric']}{difference} at "
-                      f"{v['speed']} speed ({v.get('basis')}{holm})"))
+        lines.append(
+            (
+                outcome,
+                f"{v['experiment']}: {v['method']} @{v['budget']:g}x vs "
+                f"{v['family']}: {outcome}, {v['metric']}{difference} at "
+                f"{v['speed']} speed ({v.get('basis')}{holm})",
+            )
+        )
     return lines
 
 
@@ -402,6 +465,12 @@ def summary_markdown(results: Results | dict) -> str:
     lines = primary_lines(results)
     if not lines:
         return ""
-    return "\n".join([f"Primary comparisons ({len(lines)}, Holm-adjusted across the run; "
-                      "difference = searched minus the other, 95% interval):", "",
-                      *(f"- {line}" for _, line in lines), ""])
+    return "\n".join(
+        [
+            f"Primary comparisons ({len(lines)}, Holm-adjusted across the run; "
+            "difference = searched minus the other, 95% interval):",
+            "",
+            *(f"- {line}" for _, line in lines),
+            "",
+        ]
+    )

@@ -31,20 +31,45 @@ from repro.reporting.tracking_store import (
 )
 from repro.results.schema import Results, Row
 
-__all__ = ["HTTP_LIMITS", "RUN_TAG", "TrackingError", "bench_data", "check_reachable",
-           "download_run", "find_run", "load_results", "log_bench", "log_run", "metric_key",
-           "resolve_uri", "row_data", "verdict_tags"]
+__all__ = [
+    "HTTP_LIMITS",
+    "RUN_TAG",
+    "TrackingError",
+    "bench_data",
+    "check_reachable",
+    "download_run",
+    "find_run",
+    "load_results",
+    "log_bench",
+    "log_run",
+    "metric_key",
+    "resolve_uri",
+    "row_data",
+    "verdict_tags",
+]
 
 
-PARENT_FILES = ("results.json", "suite.yaml", "table.md", "table.csv", "table.tex", "pareto.png",
-                "verdicts.md", "verdicts.csv", "fronts.png", "convergence.png", "report.html")
+PARENT_FILES = (
+    "results.json",
+    "suite.yaml",
+    "table.md",
+    "table.csv",
+    "table.tex",
+    "pareto.png",
+    "verdicts.md",
+    "verdicts.csv",
+    "fronts.png",
+    "convergence.png",
+    "report.html",
+)
 
 
 PARENT_DIRS = ("grids", "per_seed")  # sample grids; per-seed quality data (repro gate)
 
 
-def log_run(results: Results | dict, run_dir: Path, *, uri: str | None = None,
-            experiment: str | None = None) -> str:
+def log_run(
+    results: Results | dict, run_dir: Path, *, uri: str | None = None, experiment: str | None = None
+) -> str:
     """Log ``results`` and the files of ``run_dir`` to the experiment
     (default ``repro/<suite name>``); returns the parent run's id.
 
@@ -60,7 +85,9 @@ def log_run(results: Results | dict, run_dir: Path, *, uri: str | None = None,
     """
     results = Results.of(results)
     with experiment_for(uri, experiment or f"repro/{(results.suite or {})['name']}") as (
-            client, experiment_id):
+        client,
+        experiment_id,
+    ):
         same_run = f"tags.`{RUN_TAG}` = {quoted(results.run_id)}"
         earlier = [run.info.run_id for run in search_runs(client, experiment_id, same_run)]
         parent = _log_parent(client, experiment_id, results, Path(run_dir))
@@ -80,25 +107,41 @@ def log_bench(report: dict, *, uri: str | None = None, experiment: str | None = 
     from repro.results import bench_report
 
     with experiment_for(uri, experiment or f"repro/bench/{bench_report.subject(report)}") as (
-            client, experiment_id):
+        client,
+        experiment_id,
+    ):
         environment = report.get("environment") or {}
-        tags = {RUN_TAG: report["run_id"], "repro.kind": "bench",
-                "mlflow.source.git.commit": environment.get("git_commit"),
-                **{f"repro.{key}": value for key, value in environment.items()}}
-        run_id = client.create_run(experiment_id, run_name=report["run_id"],
-                                   start_time=_millis(report.get("started")),
-                                   tags={k: str(v) for k, v in tags.items() if v is not None}
-                                   ).info.run_id
+        tags = {
+            RUN_TAG: report["run_id"],
+            "repro.kind": "bench",
+            "mlflow.source.git.commit": environment.get("git_commit"),
+            **{f"repro.{key}": value for key, value in environment.items()},
+        }
+        run_id = client.create_run(
+            experiment_id,
+            run_name=report["run_id"],
+            start_time=_millis(report.get("started")),
+            tags={k: str(v) for k, v in tags.items() if v is not None},
+        ).info.run_id
         try:
             params, metrics = bench_data(report)
             now = _millis(None)
-            client.log_batch(run_id, params=_params(params),
-                             metrics=[Metric(key, value, now, 0) for key, value in metrics.items()])
+            client.log_batch(
+                run_id,
+                params=_params(params),
+                metrics=[Metric(key, value, now, 0) for key, value in metrics.items()],
+            )
             client.log_text(run_id, json.dumps(report, indent=1), bench_report.FILE)
             for row in bench_report.rows(report):
-                _log_row(client, experiment_id, run_id, row, report["run_id"],
-                         _provenance_tags(environment),
-                         span=(report.get("started"), report.get("finished")))
+                _log_row(
+                    client,
+                    experiment_id,
+                    run_id,
+                    row,
+                    report["run_id"],
+                    _provenance_tags(environment),
+                    span=(report.get("started"), report.get("finished")),
+                )
         except BaseException:
             client.set_terminated(run_id, "FAILED")
             raise
@@ -118,36 +161,55 @@ def bench_data(report: dict) -> tuple[dict, dict[str, float]]:
     ``median_s/<name>`` and ``measured_speedup/<name>``."""
     environment = report.get("environment") or {}
     suite = report.get("suite") or {}
-    params = {"weights": report.get("weights"), "clock": report.get("clock"),
-              **{key: environment.get(key) for key in ("device", "dtype", "batch")},
-              **{f"suite.{key}": suite.get(key) for key in ("name", "version", "digest")}}
+    params = {
+        "weights": report.get("weights"),
+        "clock": report.get("clock"),
+        **{key: environment.get(key) for key in ("device", "dtype", "batch")},
+        **{f"suite.{key}": suite.get(key) for key in ("name", "version", "digest")},
+    }
     metrics: dict = {}
     experiments = report.get("experiments") or [{**report, "rows": report.get("loops", [])}]
     for e in experiments:
         at = f"{e['experiment']}." if "experiment" in e else ""
-        params.update({f"{at}{key}": e.get(key) for key in (
-            "model", "steps", "scheduler", "unet_calls", "repeats", "images", "unet_batch")})
+        params.update(
+            {
+                f"{at}{key}": e.get(key)
+                for key in (
+                    "model",
+                    "steps",
+                    "scheduler",
+                    "unet_calls",
+                    "repeats",
+                    "images",
+                    "unet_batch",
+                )
+            }
+        )
         at = f"{e['experiment']}/" if "experiment" in e else ""
         table = e.get("cost_table") or {}
         metrics.update({f"{at}cost.P{b}": c for b, c in (table.get("partial") or {}).items()})
         metrics.update({f"{at}cost.{key}": table.get(key) for key in ("per_call", "per_step")})
-        for group in ("calibration_median_s", "engine_partial_median_s",
-                      "helper_partial_median_s"):
+        for group in ("calibration_median_s", "engine_partial_median_s", "helper_partial_median_s"):
             name = "call_median_s" if group == "calibration_median_s" else group
             metrics.update({f"{at}{name}.{kind}": s for kind, s in (e.get(group) or {}).items()})
         for row in e.get("rows", []):
             for key in ("median_s", "measured_speedup"):
                 metrics[metric_key(f"{at}{key}/{row.get('name')}")] = row.get(key)
-    return ({key: value for key, value in params.items() if value is not None},
-            {key: float(value) for key, value in metrics.items() if _number(value)})
+    return (
+        {key: value for key, value in params.items() if value is not None},
+        {key: float(value) for key, value in metrics.items() if _number(value)},
+    )
 
 
 def _log_parent(client, experiment_id: str, results: Results, run_dir: Path) -> str:
     """The parent run, its files and one child per row; FAILED if logging stops midway, so
     an incomplete run is never read back by :func:`load_results`."""
-    run_id = client.create_run(experiment_id, run_name=results.run_id,
-                               start_time=_millis(results.started),
-                               tags=_parent_tags(results)).info.run_id
+    run_id = client.create_run(
+        experiment_id,
+        run_name=results.run_id,
+        start_time=_millis(results.started),
+        tags=_parent_tags(results),
+    ).info.run_id
     try:
         client.log_batch(run_id, params=_params(_suite_params(results.suite or {})))
         for name in PARENT_FILES:
@@ -159,8 +221,16 @@ def _log_parent(client, experiment_id: str, results: Results, run_dir: Path) -> 
         provenance = _provenance_tags(results.environment or {})
         for row in results.rows:
             tags, metrics = row_verdicts(results, row)
-            _log_row(client, experiment_id, run_id, row, results.run_id,
-                     {**provenance, **tags}, metrics, span=(results.started, results.finished))
+            _log_row(
+                client,
+                experiment_id,
+                run_id,
+                row,
+                results.run_id,
+                {**provenance, **tags},
+                metrics,
+                span=(results.started, results.finished),
+            )
         _check_artifacts(client, run_id, run_dir)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
@@ -176,13 +246,23 @@ def _check_artifacts(client, run_id: str, run_dir: Path) -> None:
     expected |= {name for name in PARENT_DIRS if (run_dir / name).is_dir()}
     missing = expected - {artifact.path for artifact in client.list_artifacts(run_id)}
     if missing:
-        raise TrackingError(f"MLflow run {run_id} lacks {', '.join(sorted(missing))} after "
-                            "logging; the store lost the upload")
+        raise TrackingError(
+            f"MLflow run {run_id} lacks {', '.join(sorted(missing))} after "
+            "logging; the store lost the upload"
+        )
 
 
-def _log_row(client, experiment_id: str, parent_id: str, row: Row, repro_run_id: str,
-             tags: dict[str, str], extra: dict[str, float] | None = None, *,
-             span: tuple[str | None, str | None]) -> None:
+def _log_row(
+    client,
+    experiment_id: str,
+    parent_id: str,
+    row: Row,
+    repro_run_id: str,
+    tags: dict[str, str],
+    extra: dict[str, float] | None = None,
+    *,
+    span: tuple[str | None, str | None],
+) -> None:
     """One child run: the row's params and metrics (:func:`row_data`), with ``tags`` (the
     run's provenance, the row's verdicts) and ``extra`` metrics. Its start and end are its
     run's (``span``, ISO times): a run samples and times its rows together, so each row was
@@ -191,18 +271,23 @@ def _log_row(client, experiment_id: str, parent_id: str, row: Row, repro_run_id:
     from mlflow.entities import Metric
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-    child = client.create_run(experiment_id, run_name=f"{row.experiment}/{row.name}",
-                              start_time=started,
-                              tags={PARENT_TAG: parent_id, RUN_TAG: repro_run_id,
-                                    "repro.row": row.name, **tags}).info.run_id
+    child = client.create_run(
+        experiment_id,
+        run_name=f"{row.experiment}/{row.name}",
+        start_time=started,
+        tags={PARENT_TAG: parent_id, RUN_TAG: repro_run_id, "repro.row": row.name, **tags},
+    ).info.run_id
     params, metrics = row_data(row)
     metrics.update(extra or {})
     schedule = params.get("schedule", "")
     if len(schedule) > MAX_PARAM_VAL_LENGTH:
-        params["schedule"] = schedule[:MAX_PARAM_VAL_LENGTH - 3] + "..."
+        params["schedule"] = schedule[: MAX_PARAM_VAL_LENGTH - 3] + "..."
         client.log_text(child, schedule, "schedule.txt")
-    client.log_batch(child, params=_params(params),
-                     metrics=[Metric(key, value, finished, 0) for key, value in metrics.items()])
+    client.log_batch(
+        child,
+        params=_params(params),
+        metrics=[Metric(key, value, finished, 0) for key, value in metrics.items()],
+    )
     client.set_terminated(child, end_time=finished)
 
 
@@ -211,21 +296,28 @@ def _parent_tags(results: Results) -> dict[str, str]:
     environment entry (``repro.git_commit``, ``repro.device``, ``repro.torch``, ...) and
     :func:`verdict_tags`."""
     environment, suite = results.environment or {}, results.suite or {}
-    tags = {RUN_TAG: results.run_id, "repro.suite": suite.get("name"),
-            "repro.suite_version": suite.get("version"),
-            "repro.schema": results.schema_,
-            "mlflow.source.git.commit": environment.get("git_commit"),
-            **{f"repro.{key}": value for key, value in environment.items()},
-            **verdict_tags(results)}
+    tags = {
+        RUN_TAG: results.run_id,
+        "repro.suite": suite.get("name"),
+        "repro.suite_version": suite.get("version"),
+        "repro.schema": results.schema_,
+        "mlflow.source.git.commit": environment.get("git_commit"),
+        **{f"repro.{key}": value for key, value in environment.items()},
+        **verdict_tags(results),
+    }
     return {key: str(value) for key, value in tags.items() if value is not None}
 
 
 def _provenance_tags(environment: dict) -> dict[str, str]:
     """What each child run carries of its parent's provenance, so runs filter and chart by
     commit, branch, dirtiness and device without joining on the parent."""
-    tags = {"mlflow.source.git.commit": environment.get("git_commit"),
-            **{f"repro.{key}": environment.get(key)
-               for key in ("git_commit", "git_branch", "git_dirty", "git_diff", "device")}}
+    tags = {
+        "mlflow.source.git.commit": environment.get("git_commit"),
+        **{
+            f"repro.{key}": environment.get(key)
+            for key in ("git_commit", "git_branch", "git_dirty", "git_diff", "device")
+        },
+    }
     return {key: str(value) for key, value in tags.items() if value is not None}
 
 
@@ -241,7 +333,10 @@ def row_verdicts(results: Results, row: Row) -> tuple[dict[str, str], dict[str, 
         return tags, metrics
     for record in results.verdicts:
         if (record.get("experiment"), record.get("method"), record.get("budget")) != (
-                row.experiment, row.method, row.budget):
+            row.experiment,
+            row.method,
+            row.budget,
+        ):
             continue
         key = metric_key(f"{record['family']}.{record['metric']}.{record['speed']}")
         outcome = record.get("adjusted") if record.get("label") == "primary" else None
@@ -263,15 +358,20 @@ def verdict_tags(results: Results | dict) -> dict[str, str]:
     for record in Results.of(results).verdicts:
         label = record.get("label")
         if label in counts:
-            counts[label][record.get("adjusted") if label == "primary"
-                          else record["outcome"]] += 1
-    return {f"repro.verdicts.{label}": ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
-            for label, c in counts.items() if c}
+            counts[label][record.get("adjusted") if label == "primary" else record["outcome"]] += 1
+    return {
+        f"repro.verdicts.{label}": ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+        for label, c in counts.items()
+        if c
+    }
 
 
 def _suite_params(suite: dict) -> dict:
-    return {f"suite.{key}": suite[key] for key in ("name", "version", "file", "digest")
-            if suite.get(key) is not None}
+    return {
+        f"suite.{key}": suite[key]
+        for key in ("name", "version", "file", "digest")
+        if suite.get(key) is not None
+    }
 
 
 def row_data(row: Row) -> tuple[dict, dict[str, float]]:
@@ -298,18 +398,36 @@ def row_data(row: Row) -> tuple[dict, dict[str, float]]:
     for protocol in sorted(measured):
         protocols.setdefault(protocol.split(":")[0], []).append(protocol)
     params = {
-        **{key: getattr(row, key) for key in ("experiment", "model", "steps", "guidance",
-                                              "name", "kind", "method", "budget", "schedule",
-                                              "grid")},
-        **{f"sampler.{key}": value for key, value in (row.sampler or {}).items()
-           if key in ("scheduler", "spacing")},
+        **{
+            key: getattr(row, key)
+            for key in (
+                "experiment",
+                "model",
+                "steps",
+                "guidance",
+                "name",
+                "kind",
+                "method",
+                "budget",
+                "schedule",
+                "grid",
+            )
+        },
+        **{
+            f"sampler.{key}": value
+            for key, value in (row.sampler or {}).items()
+            if key in ("scheduler", "spacing")
+        },
         **{f"latency.{key}": latency.get(key) for key in ("device", "dtype", "batch")},
         **{f"search.{key}": search.get(key) for key in ("protocol", "n")},
         **{f"protocol.{short}": ",".join(names) for short, names in protocols.items()},
         **{f"metric_n.{metric_key(key)}": n for key, n in (row.metric_n or {}).items()},
         "published.source": published.get("source"),
-        **{f"cache.{key}": value for key, value in ((row.cache or {}).get("config") or {}).items()
-           if key != "mag_ratios"},
+        **{
+            f"cache.{key}": value
+            for key, value in ((row.cache or {}).get("config") or {}).items()
+            if key != "mag_ratios"
+        },
         "cache.technique": (row.cache or {}).get("technique"),
     }
     metrics = {
@@ -323,13 +441,17 @@ def row_data(row: Row) -> tuple[dict, dict[str, float]]:
         "cache_work": (row.cache or {}).get("work"),
         **{f"computed_{key}": value for key, value in (row.computed or {}).items()},
         **{metric_key(protocol): value for protocol, value in measured.items()},
-        **{metric_key(f"{protocol}_{end}"): bound
-           for protocol, bounds in (row.intervals or {}).items()
-           for end, bound in zip(("low", "high"), bounds, strict=False)},
+        **{
+            metric_key(f"{protocol}_{end}"): bound
+            for protocol, bounds in (row.intervals or {}).items()
+            for end, bound in zip(("low", "high"), bounds, strict=False)
+        },
         **{f"published_{key}": value for key, value in published.items() if key != "source"},
     }
-    return ({key: value for key, value in params.items() if value is not None},
-            {key: float(value) for key, value in metrics.items() if _number(value)})
+    return (
+        {key: value for key, value in params.items() if value is not None},
+        {key: float(value) for key, value in metrics.items() if _number(value)},
+    )
 
 
 def metric_key(protocol: str) -> str:
@@ -342,8 +464,7 @@ def metric_key(protocol: str) -> str:
 
 def _number(value) -> bool:
     """A finite number: nulls and NaN are never logged."""
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _params(values: dict) -> list:

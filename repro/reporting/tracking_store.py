@@ -26,9 +26,11 @@ PARENT_TAG = "mlflow.parentRunId"
 
 # MLflow's defaults retry a dead server for minutes (7 retries, backoff factor 2, 120 s
 # timeout); a user's own settings of these variables win
-HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-               "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 class TrackingError(UserError, RuntimeError):
@@ -84,8 +86,9 @@ def _check_server(uri: str, timeout: float) -> None:
         reason = f"HTTP {error.code} from /health"
     except (OSError, ValueError) as error:
         reason = str(getattr(error, "reason", error))
-    raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); "
-                        "start it or pass --tracking-uri")
+    raise TrackingError(
+        f"MLflow tracking server {uri} is unreachable ({reason}); start it or pass --tracking-uri"
+    )
 
 
 def _check_writable(path: Path, uri: str) -> None:
@@ -109,9 +112,11 @@ def _sqlite_store(path: Path, uri: str) -> None:
     if path.is_file() and path.stat().st_size:
         problem = _half_made(path)
         if problem:
-            raise TrackingError(f"MLflow store {path} is half-made ({problem}; a process was "
-                                "killed while creating it): move it away and a new one is "
-                                "created")
+            raise TrackingError(
+                f"MLflow store {path} is half-made ({problem}; a process was "
+                "killed while creating it): move it away and a new one is "
+                "created"
+            )
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -135,13 +140,17 @@ def _half_made(path: Path) -> str | None:
     """What shows the sqlite store at ``path`` was left mid-creation, or None."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            tables = {name for (name,) in db.execute(
-                "select name from sqlite_master where type = 'table'")}
+            tables = {
+                name
+                for (name,) in db.execute("select name from sqlite_master where type = 'table'")
+            }
             stray = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
             if stray:
                 return f"table {stray[0]} left by a migration"
-            if tables and ("alembic_version" not in tables or
-                           db.execute("select count(*) from alembic_version").fetchone()[0] == 0):
+            if tables and (
+                "alembic_version" not in tables
+                or db.execute("select count(*) from alembic_version").fetchone()[0] == 0
+            ):
                 return "tables without a schema revision"
     except sqlite3.DatabaseError as error:
         return f"not a sqlite database: {error}"
@@ -187,8 +196,10 @@ def talking_to(uri: str) -> Iterator[None]:
         if isinstance(error, MlflowException):
             message = error.message
         elif isinstance(error, ImportError):
-            message = (f"needs the Python module {error.name or error} (install it, or pass "
-                       "another --tracking-uri)")
+            message = (
+                f"needs the Python module {error.name or error} (install it, or pass "
+                "another --tracking-uri)"
+            )
         else:
             message = str(error)
         full = " (ENOSPC: the disk is full)" if _disk_full(error) else ""
@@ -225,18 +236,22 @@ def _experiment_id(client, name: str, *, create: bool) -> str | None:
     if experiment is None:
         return client.create_experiment(name) if create else None
     if experiment.lifecycle_stage == "deleted":
-        raise TrackingError(f"MLflow experiment {name!r} is deleted at {client.tracking_uri}; "
-                            "restore it or pass another --experiment")
+        raise TrackingError(
+            f"MLflow experiment {name!r} is deleted at {client.tracking_uri}; "
+            "restore it or pass another --experiment"
+        )
     return experiment.experiment_id
 
 
-def search_runs(client, experiment_id: str, filter_string: str,
-            order_by: list[str] | None = None) -> Iterator:
+def search_runs(
+    client, experiment_id: str, filter_string: str, order_by: list[str] | None = None
+) -> Iterator:
     """Every active run matching ``filter_string``, page by page."""
     token = None
     while True:
-        page = client.search_runs([experiment_id], filter_string, order_by=order_by,
-                                  page_token=token)
+        page = client.search_runs(
+            [experiment_id], filter_string, order_by=order_by, page_token=token
+        )
         yield from page
         token = page.token
         if not token:

@@ -16,9 +16,26 @@ from repro.core.pareto import front_indices
 from repro.infra.atomic import atomic_path
 from repro.results.schema import Results, Row
 
-VERDICT_COLUMNS = ["experiment", "method", "budget", "family", "metric", "speed", "searched",
-                   "family at speed", "difference", "95% low", "95% high", "verdict", "against",
-                   "repeats", "p", "label", "Holm p", "adjusted verdict"]
+VERDICT_COLUMNS = [
+    "experiment",
+    "method",
+    "budget",
+    "family",
+    "metric",
+    "speed",
+    "searched",
+    "family at speed",
+    "difference",
+    "95% low",
+    "95% high",
+    "verdict",
+    "against",
+    "repeats",
+    "p",
+    "label",
+    "Holm p",
+    "adjusted verdict",
+]
 
 
 def verdict_table(results: Results | dict) -> pd.DataFrame:
@@ -29,15 +46,29 @@ def verdict_table(results: Results | dict) -> pd.DataFrame:
     another method at equal budget), the search repeats, p, whether the comparison is
     primary or exploratory, and for primary ones Holm's p and verdict across the run
     (empty in runs made before verdicts had them)."""
-    records = [{
-        "experiment": v["experiment"], "method": v["method"], "budget": v["budget"],
-        "family": v["family"], "metric": v["metric"], "speed": v["speed"],
-        "searched": v.get("searched"), "family at speed": v.get("at_speed"),
-        "difference": v.get("difference"), "95% low": v.get("low"), "95% high": v.get("high"),
-        "verdict": v["outcome"], "against": v.get("basis"),
-        "repeats": v.get("n_search_seeds"), "p": v.get("p"), "label": v.get("label"),
-        "Holm p": v.get("p_holm"), "adjusted verdict": v.get("adjusted")}
-        for v in Results.of(results).verdicts]
+    records = [
+        {
+            "experiment": v["experiment"],
+            "method": v["method"],
+            "budget": v["budget"],
+            "family": v["family"],
+            "metric": v["metric"],
+            "speed": v["speed"],
+            "searched": v.get("searched"),
+            "family at speed": v.get("at_speed"),
+            "difference": v.get("difference"),
+            "95% low": v.get("low"),
+            "95% high": v.get("high"),
+            "verdict": v["outcome"],
+            "against": v.get("basis"),
+            "repeats": v.get("n_search_seeds"),
+            "p": v.get("p"),
+            "label": v.get("label"),
+            "Holm p": v.get("p_holm"),
+            "adjusted verdict": v.get("adjusted"),
+        }
+        for v in Results.of(results).verdicts
+    ]
     return pd.DataFrame(records, columns=VERDICT_COLUMNS)
 
 
@@ -50,11 +81,14 @@ def verdict_changes(old: Results | dict, new: Results | dict) -> pd.DataFrame:
     a, b = verdict_table(old), verdict_table(new)
     merged = b.merge(a, on=_KEY, how="outer", suffixes=(" new", " old"), sort=False)
     merged["changed"] = [
-        "" if x == y else ("only in old" if pd.isna(y) else "only in new" if pd.isna(x)
-                           else f"{x} -> {y}")
-        for x, y in zip(merged["verdict old"], merged["verdict new"], strict=True)]
-    return merged[[*_KEY, "difference old", "verdict old", "difference new", "verdict new",
-                   "changed"]]
+        ""
+        if x == y
+        else ("only in old" if pd.isna(y) else "only in new" if pd.isna(x) else f"{x} -> {y}")
+        for x, y in zip(merged["verdict old"], merged["verdict new"], strict=True)
+    ]
+    return merged[
+        [*_KEY, "difference old", "verdict old", "difference new", "verdict new", "changed"]
+    ]
 
 
 def write_verdicts(results: Results | dict, directory: Path | str) -> list[Path]:
@@ -98,9 +132,14 @@ def fronts_plot(results: Results | dict, path: Path | str) -> Path | None:
         for j, metric in enumerate(metrics):
             ax = axes[i][j]
             for k, name in enumerate(families):
-                members = [r for r in rows if r.experiment == experiment
-                           and (r.family or r.kind) == name and _speed(r) is not None
-                           and metric in r.intervals]
+                members = [
+                    r
+                    for r in rows
+                    if r.experiment == experiment
+                    and (r.family or r.kind) == name
+                    and _speed(r) is not None
+                    and metric in r.intervals
+                ]
                 if not members:
                     continue
                 x = np.array([_speed(r) for r in members], dtype=float)
@@ -115,13 +154,21 @@ def fronts_plot(results: Results | dict, path: Path | str) -> Path | None:
                     front = front_indices(list(x), list(y))
                     ax.plot(x[front], y[front], color=style["color"], linewidth=1)
                 key = metric.partition(":")[0]
-                published = [(r.published.get("speedup"), r.published.get(key))
-                             for r in members if r.published]
+                published = [
+                    (r.published.get("speedup"), r.published.get(key))
+                    for r in members
+                    if r.published
+                ]
                 published = [(a, b) for a, b in published if a is not None and b is not None]
                 if published:
-                    ax.scatter(*zip(*published, strict=True), facecolors="none",
-                               edgecolors=style["color"], marker=style["marker"], s=60,
-                               label=f"{name} (published)")
+                    ax.scatter(
+                        *zip(*published, strict=True),
+                        facecolors="none",
+                        edgecolors=style["color"],
+                        marker=style["marker"],
+                        s=60,
+                        label=f"{name} (published)",
+                    )
             ax.set_xlabel("measured speedup")
             ax.set_ylabel(f"{metric} (lower is better), 95% interval")
             ax.set_title(f"{experiment}: {metric}")
@@ -139,8 +186,11 @@ def convergence_plot(results: Results | dict, path: Path | str) -> Path | None:
     """Best fitness so far against schedules scored, one panel per experiment and budget,
     one line per search method: the mean over search seeds and their range. None when no
     searched row kept its trace."""
-    rows = [r for r in Results.of(results).rows if r.kind == "searched"
-            and (r.search or {}).get("trace")]
+    rows = [
+        r
+        for r in Results.of(results).rows
+        if r.kind == "searched" and (r.search or {}).get("trace")
+    ]
     if not rows:
         return None
     from matplotlib import colormaps
@@ -152,23 +202,25 @@ def convergence_plot(results: Results | dict, path: Path | str) -> Path | None:
     colours = colormaps["tab10"]
     fig, axes = _panels(len(experiments), len(budgets), (5, 4))
     for i, experiment in enumerate(experiments):
-        protocol = next(r.search.get("protocol", "?") for r in rows
-                        if r.experiment == experiment)
+        protocol = next(r.search.get("protocol", "?") for r in rows if r.experiment == experiment)
         for j, budget in enumerate(budgets):
             ax = axes[i][j]
             for k, method in enumerate(methods):
-                curves = [convergence(r) for r in rows if r.experiment == experiment
-                          and r.budget == budget and r.method == method]
+                curves = [
+                    convergence(r)
+                    for r in rows
+                    if r.experiment == experiment and r.budget == budget and r.method == method
+                ]
                 if not curves:
                     continue
                 length = min(len(c) for c in curves)
                 stack = np.array([c[:length] for c in curves])
                 x = np.arange(1, length + 1)
                 seeds = f"{len(curves)} seed{'s' if len(curves) != 1 else ''}"
-                ax.plot(x, stack.mean(axis=0), color=colours(k % 10),
-                        label=f"{method} ({seeds})")
-                ax.fill_between(x, stack.min(axis=0), stack.max(axis=0), color=colours(k % 10),
-                                alpha=0.2)
+                ax.plot(x, stack.mean(axis=0), color=colours(k % 10), label=f"{method} ({seeds})")
+                ax.fill_between(
+                    x, stack.min(axis=0), stack.max(axis=0), color=colours(k % 10), alpha=0.2
+                )
             ax.set_xlabel("schedules scored")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(f"best search fitness so far ({protocol})")
@@ -192,4 +244,3 @@ def _save(fig, path: Path | str) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return Path(path)
-

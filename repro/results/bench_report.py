@@ -30,11 +30,14 @@ def stamp(report: dict, started: datetime) -> dict:
     """``report`` as a run: the schema, a run id (its subject, start time and a random
     suffix), start and finish times, and the git commit and branch in its environment."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", subject(report)).strip("-")
-    return {"schema": SCHEMA,
-            "run_id": f"bench-{name}-{started:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}",
-            "started": started.isoformat(timespec="seconds"),
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-            **report, "environment": {**(report.get("environment") or {}), **git_state()}}
+    return {
+        "schema": SCHEMA,
+        "run_id": f"bench-{name}-{started:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}",
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        **report,
+        "environment": {**(report.get("environment") or {}), **git_state()},
+    }
 
 
 def rows(report: dict, where: str = "bench report") -> list[Row]:
@@ -46,18 +49,39 @@ def rows(report: dict, where: str = "bench report") -> list[Row]:
     environment = report.get("environment") or {}
     experiments = report.get("experiments")
     if experiments is None:  # --model: one loop list
-        experiments = [{"experiment": report.get("model"), "model": report.get("model"),
-                        "steps": report.get("steps"), "images": environment.get("batch"),
-                        "rows": [{**loop, "kind": "teacher" if loop.get("name") == TEACHER
-                                  else "loop"} for loop in report.get("loops", [])]}]
-    loops = [{
-        "experiment": e.get("experiment"), "model": e.get("model"),
-        "steps": row.get("steps", e.get("steps")), "name": row.get("name"),
-        "kind": row.get("kind"), "method": row.get("method"), "budget": row.get("budget"),
-        "schedule": row.get("schedule"), "predicted_speedup": row.get("predicted_speedup"),
-        "measured_speedup": row.get("measured_speedup"),
-        "latency": {"median_s": row.get("median_s"), "seconds": row.get("seconds"),
-                    "batch": e.get("images"), "device": environment.get("device"),
-                    "dtype": environment.get("dtype")},
-    } for e in experiments for row in e.get("rows", [])]
+        experiments = [
+            {
+                "experiment": report.get("model"),
+                "model": report.get("model"),
+                "steps": report.get("steps"),
+                "images": environment.get("batch"),
+                "rows": [
+                    {**loop, "kind": "teacher" if loop.get("name") == TEACHER else "loop"}
+                    for loop in report.get("loops", [])
+                ],
+            }
+        ]
+    loops = [
+        {
+            "experiment": e.get("experiment"),
+            "model": e.get("model"),
+            "steps": row.get("steps", e.get("steps")),
+            "name": row.get("name"),
+            "kind": row.get("kind"),
+            "method": row.get("method"),
+            "budget": row.get("budget"),
+            "schedule": row.get("schedule"),
+            "predicted_speedup": row.get("predicted_speedup"),
+            "measured_speedup": row.get("measured_speedup"),
+            "latency": {
+                "median_s": row.get("median_s"),
+                "seconds": row.get("seconds"),
+                "batch": e.get("images"),
+                "device": environment.get("device"),
+                "dtype": environment.get("dtype"),
+            },
+        }
+        for e in experiments
+        for row in e.get("rows", [])
+    ]
     return [Row.of(loop, f"{where}: loop {k}") for k, loop in enumerate(loops)]

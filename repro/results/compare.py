@@ -49,10 +49,12 @@ def per_seed_mean(values: Sequence[float]) -> Quality:
 def set_statistic(statistic: Callable[[np.ndarray], float]) -> Quality:
     """Quality of a metric of a whole sample set (FID): ``statistic(indices)`` recomputed
     on each resample of seed indices."""
+
     def quality(idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx)
         flat = idx.reshape(-1, idx.shape[-1])
         return np.array([statistic(row) for row in flat]).reshape(idx.shape[:-1])
+
     return quality
 
 
@@ -63,8 +65,11 @@ def rfid_quality(candidate: np.ndarray, teacher: np.ndarray, protocol: str) -> Q
     from repro.metrics.frechet import FeatureStatistics, frechet_distance
 
     def statistic(rows: np.ndarray) -> float:
-        return frechet_distance(FeatureStatistics.of(candidate[rows], protocol),
-                                FeatureStatistics.of(teacher[rows], protocol))
+        return frechet_distance(
+            FeatureStatistics.of(candidate[rows], protocol),
+            FeatureStatistics.of(teacher[rows], protocol),
+        )
+
     return set_statistic(statistic)
 
 
@@ -100,6 +105,7 @@ class Point:
 
         def ratio(idx):
             return np.median(ref[idx], axis=-1) / np.median(own[idx], axis=-1)
+
         return self.speed * ratio(repeats) / ratio(np.arange(len(own)))
 
 
@@ -128,8 +134,7 @@ class Verdict:
 
 def front(points: Sequence[Point], lower_is_better: bool = True) -> list[Point]:
     """The family's Pareto front over its knob sweep, by increasing speed."""
-    keep = front_indices([p.speed for p in points], [p.observed for p in points],
-                         lower_is_better)
+    keep = front_indices([p.speed for p in points], [p.observed for p in points], lower_is_better)
     return [points[k] for k in keep]
 
 
@@ -149,10 +154,18 @@ def quality_at(points: Sequence[Point], at: float) -> float | None:
     return None if weights is None else float(weights @ [p.observed for p in points])
 
 
-def compare(searched: Sequence[Point], family: Sequence[Point], family_name: str,
-            lower_is_better: bool = True, *, paired: bool = True, confidence: float = 0.95,
-            n_resamples: int = 999, rng: np.random.Generator | int | None = None,
-            repeats: bool = True) -> Verdict:
+def compare(
+    searched: Sequence[Point],
+    family: Sequence[Point],
+    family_name: str,
+    lower_is_better: bool = True,
+    *,
+    paired: bool = True,
+    confidence: float = 0.95,
+    n_resamples: int = 999,
+    rng: np.random.Generator | int | None = None,
+    repeats: bool = True,
+) -> Verdict:
     """Verdict of one search method and budget (one point per search repeat) against a
     deterministic family's front, interpolated at each searched point's own speed.
 
@@ -192,22 +205,39 @@ def compare(searched: Sequence[Point], family: Sequence[Point], family_name: str
     q_obs = np.array([p.observed for p in draws.points])
     observed = q_obs[:k] - weights @ q_obs[k:]
     if basis == EQUAL_SPEED and draws.timed:
-        boot = draws.quality[:k] - _read_front(draws.speed[k:], draws.quality[k:],
-                                               draws.speed[:k])
+        boot = draws.quality[:k] - _read_front(draws.speed[k:], draws.quality[k:], draws.speed[:k])
     else:  # fixed weights: predicted speeds, or a front's end beyond it (dominance)
         boot = draws.quality[:k] - weights @ draws.quality[k:]
-    verdict = _judge(family_name, [(1.0, observed, boot, repeats)], basis, lower_is_better,
-                     confidence, draws, k if repeats else None)
+    verdict = _judge(
+        family_name,
+        [(1.0, observed, boot, repeats)],
+        basis,
+        lower_is_better,
+        confidence,
+        draws,
+        k if repeats else None,
+    )
     if verdict.outcome in (BETTER, WORSE, TIE) and (basis, verdict.outcome) not in (
-            (EQUAL_SPEED, verdict.outcome), (FASTER_POINT, WORSE), (SLOWER_POINT, BETTER)):
+        (EQUAL_SPEED, verdict.outcome),
+        (FASTER_POINT, WORSE),
+        (SLOWER_POINT, BETTER),
+    ):
         verdict = replace(verdict, outcome=OUT_OF_RANGE)  # beyond a front only dominance
     return verdict
 
 
-def compare_methods(searched: Sequence[Point], other: Sequence[Point], other_name: str,
-                    lower_is_better: bool = True, *, by_speed: bool = False,
-                    paired: bool = True, confidence: float = 0.95, n_resamples: int = 999,
-                    rng: np.random.Generator | int | None = None) -> Verdict:
+def compare_methods(
+    searched: Sequence[Point],
+    other: Sequence[Point],
+    other_name: str,
+    lower_is_better: bool = True,
+    *,
+    by_speed: bool = False,
+    paired: bool = True,
+    confidence: float = 0.95,
+    n_resamples: int = 999,
+    rng: np.random.Generator | int | None = None,
+) -> Verdict:
     """One search method against another at the same budget: the difference of their means
     over search repeats, with a Welch t-interval over both sides' repeats plus the shared
     evaluation-seed noise (both resampled: hierarchical, repeats then seeds).
@@ -222,27 +252,41 @@ def compare_methods(searched: Sequence[Point], other: Sequence[Point], other_nam
     basis = EQUAL_BUDGET
     if by_speed:
         mine, theirs = (np.mean([p.speed for p in side]) for side in (searched, other))
-        basis = (EQUAL_SPEED if mine == theirs else
-                 FASTER_POINT if theirs > mine else SLOWER_POINT)
-    verdict = _judge(other_name, [(1.0, q_obs[:k], draws.quality[:k], True),
-                                  (-1.0, q_obs[k:], draws.quality[k:], True)],
-                     basis, lower_is_better, confidence, draws, min(k, len(other)))
+        basis = EQUAL_SPEED if mine == theirs else FASTER_POINT if theirs > mine else SLOWER_POINT
+    verdict = _judge(
+        other_name,
+        [(1.0, q_obs[:k], draws.quality[:k], True), (-1.0, q_obs[k:], draws.quality[k:], True)],
+        basis,
+        lower_is_better,
+        confidence,
+        draws,
+        min(k, len(other)),
+    )
     if verdict.outcome in (BETTER, WORSE, TIE) and (basis, verdict.outcome) not in (
-            (EQUAL_BUDGET, verdict.outcome), (EQUAL_SPEED, verdict.outcome),
-            (FASTER_POINT, WORSE), (SLOWER_POINT, BETTER)):
+        (EQUAL_BUDGET, verdict.outcome),
+        (EQUAL_SPEED, verdict.outcome),
+        (FASTER_POINT, WORSE),
+        (SLOWER_POINT, BETTER),
+    ):
         verdict = replace(verdict, outcome=OUT_OF_RANGE)
     return verdict
 
 
-def difference(new: Point, old: Point, name: str, lower_is_better: bool = True,
-               **options) -> Verdict:
+def difference(
+    new: Point, old: Point, name: str, lower_is_better: bool = True, **options
+) -> Verdict:
     """``new`` minus ``old`` (one row of two runs) with its interval over the evaluation
     seeds: :func:`compare` at one speed of two fixed configurations, where a one-point
     family is its own front. ``options`` as for :func:`compare` (``paired`` when both ran
     the same seeds)."""
-    return compare([replace(new, speed=0.0, seconds=None)],
-                   [replace(old, speed=0.0, seconds=None)], name, lower_is_better,
-                   repeats=False, **options)
+    return compare(
+        [replace(new, speed=0.0, seconds=None)],
+        [replace(old, speed=0.0, seconds=None)],
+        name,
+        lower_is_better,
+        repeats=False,
+        **options,
+    )
 
 
 class _Draws:
@@ -251,34 +295,40 @@ class _Draws:
     run's seeds) and of timing repeats (shared: they are interleaved): each point's quality
     and speed on every resample, ``quality`` and ``speed`` of shape (points, resamples)."""
 
-    def __init__(self, points: Sequence[Point], paired: bool, n_resamples: int, rng,
-                 split: int | None = None):
+    def __init__(
+        self, points: Sequence[Point], paired: bool, n_resamples: int, rng, split: int | None = None
+    ):
         self.points = list(points)
         rng = np.random.default_rng(rng)
-        groups = [self.points] if paired or split is None else [self.points[:split],
-                                                                 self.points[split:]]
+        groups = (
+            [self.points] if paired or split is None else [self.points[:split], self.points[split:]]
+        )
         quality = []
         for group in groups:
             sizes = {p.n for p in group}
             if len(sizes) != 1:
-                raise ValueError(f"points resampled together need the same evaluation seeds; "
-                                 f"got {sorted(sizes)} seeds")
+                raise ValueError(
+                    f"points resampled together need the same evaluation seeds; "
+                    f"got {sorted(sizes)} seeds"
+                )
             shared = rng.integers(0, group[0].n, (n_resamples, group[0].n))
             quality += [p.quality(shared) for p in group]
         self.quality = np.array(quality)
         counts = {p.timing_repeats for p in self.points if p.seconds is not None}
         if len(counts) > 1:
-            raise ValueError(f"timed points must share their interleaved timing repeats; got "
-                             f"{sorted(counts)} repeats")
+            raise ValueError(
+                f"timed points must share their interleaved timing repeats; got "
+                f"{sorted(counts)} repeats"
+            )
         self.timing_repeats = counts.pop() if counts else 0
         self.timed = bool(self.timing_repeats)
-        repeats = rng.integers(0, max(self.timing_repeats, 1),
-                               (n_resamples, max(self.timing_repeats, 1)))
+        repeats = rng.integers(
+            0, max(self.timing_repeats, 1), (n_resamples, max(self.timing_repeats, 1))
+        )
         self.speed = np.array([p.speed_on(repeats) for p in self.points])
 
 
-def _read_front(front_speed: np.ndarray, front_quality: np.ndarray, at: np.ndarray
-                ) -> np.ndarray:
+def _read_front(front_speed: np.ndarray, front_quality: np.ndarray, at: np.ndarray) -> np.ndarray:
     """The front read at resampled speeds: (front points, B) speeds and qualities, (k, B)
     speeds to read at -> (k, B); resampled front speeds are sorted, and the ends hold."""
     out = np.empty(at.shape)
@@ -288,8 +338,15 @@ def _read_front(front_speed: np.ndarray, front_quality: np.ndarray, at: np.ndarr
     return out
 
 
-def _judge(name: str, sides, basis: str, lower_is_better: bool, confidence: float,
-           draws: _Draws, repeats: int | None) -> Verdict:
+def _judge(
+    name: str,
+    sides,
+    basis: str,
+    lower_is_better: bool,
+    confidence: float,
+    draws: _Draws,
+    repeats: int | None,
+) -> Verdict:
     """The verdict of ``sum(sign * mean(observed))`` over ``sides``: (sign, observed values
     per repeat (k,), their bootstrap (k, B), whether the values are random search repeats);
     ``repeats``: the fewest repeats of a random side (None: none is random)."""
@@ -299,20 +356,24 @@ def _judge(name: str, sides, basis: str, lower_is_better: bool, confidence: floa
     if repeats is not None and repeats < MIN_REPEATS:
         short.append(f"{repeats} repeat" + "s" * (repeats != 1))
     if draws.timed and draws.timing_repeats < MIN_TIMING_REPEATS:
-        short.append(f"{draws.timing_repeats} timing repeat"
-                     + "s" * (draws.timing_repeats != 1))
+        short.append(f"{draws.timing_repeats} timing repeat" + "s" * (draws.timing_repeats != 1))
     if not short and not np.isfinite([estimate, low, high]).all():
         short.append("the metric is not finite")  # e.g. a Frechet distance that diverged
     if short:
-        return Verdict(name, "inconclusive: " + ", ".join(short), estimate,
-                       None if np.isnan(low) else low, None if np.isnan(high) else high,
-                       basis, None, None)
-    return Verdict(name, outcome(low, high, lower_is_better), estimate, low, high, basis, p,
-                   df)
+        return Verdict(
+            name,
+            "inconclusive: " + ", ".join(short),
+            estimate,
+            None if np.isnan(low) else low,
+            None if np.isnan(high) else high,
+            basis,
+            None,
+            None,
+        )
+    return Verdict(name, outcome(low, high, lower_is_better), estimate, low, high, basis, p, df)
 
 
-def t_interval(sides, confidence: float = 0.95
-               ) -> tuple[float, float, float, float, float]:
+def t_interval(sides, confidence: float = 0.95) -> tuple[float, float, float, float, float]:
     """(estimate, low, high, p, df) of ``sum(sign * mean(observed))`` over ``sides`` of
     (sign, observed (k,), bootstrap (k, B), random).
 
@@ -338,12 +399,12 @@ def t_interval(sides, confidence: float = 0.95
         shared -= (mean_var - mean_cov) / k
         part = float(np.var(obs, ddof=1)) / k
         between += part
-        parts.append(part ** 2 / (k - 1))
+        parts.append(part**2 / (k - 1))
     variance = between + max(shared, 0.0)
     if variance <= 0:
         p = 1.0 if estimate == 0 else 0.0
         return estimate, estimate, estimate, p, np.inf
-    df = variance ** 2 / sum(parts) if parts and sum(parts) > 0 else np.inf
+    df = variance**2 / sum(parts) if parts and sum(parts) > 0 else np.inf
     se = np.sqrt(variance)
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
     p = float(2 * stats.t.sf(abs(estimate) / se, df))

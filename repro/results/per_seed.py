@@ -43,10 +43,13 @@ class PerSeed:
 def save(path: Path, data: PerSeed, key: dict | None = None) -> Path:
     """Write ``data`` atomically (compressed: features of one model's samples repeat), with
     the ``key`` of what produced it (``SampleSet.stored_key`` reads it back)."""
-    arrays = {"format": np.array(FORMAT), "seeds": np.asarray(data.seeds, dtype=np.int64),
-              **({} if key is None else {"key": np.array(json.dumps(key, sort_keys=True))}),
-              **{FEATURES + k: np.asarray(v, dtype=np.float32) for k, v in data.features.items()},
-              **{VALUES + k: np.asarray(v, dtype=np.float64) for k, v in data.values.items()}}
+    arrays = {
+        "format": np.array(FORMAT),
+        "seeds": np.asarray(data.seeds, dtype=np.int64),
+        **({} if key is None else {"key": np.array(json.dumps(key, sort_keys=True))}),
+        **{FEATURES + k: np.asarray(v, dtype=np.float32) for k, v in data.features.items()},
+        **{VALUES + k: np.asarray(v, dtype=np.float64) for k, v in data.values.items()},
+    }
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
     return Path(path)
@@ -62,18 +65,27 @@ def load(path: Path) -> PerSeed:
     lacking = [name for name in ("format", "seeds") if name not in arrays]
     if lacking:
         raise PerSeedError(f"{path}: per-seed file lacks {lacking[0]!r}")
-    if arrays["format"].shape != () or not np.issubdtype(arrays["format"].dtype, np.integer) \
-            or int(arrays["format"]) != FORMAT:
-        raise PerSeedError(f"{path}: per-seed format {short(arrays['format'].tolist())}, this "
-                           f"version reads {FORMAT}")
+    if (
+        arrays["format"].shape != ()
+        or not np.issubdtype(arrays["format"].dtype, np.integer)
+        or int(arrays["format"]) != FORMAT
+    ):
+        raise PerSeedError(
+            f"{path}: per-seed format {short(arrays['format'].tolist())}, this "
+            f"version reads {FORMAT}"
+        )
     seeds = arrays["seeds"]
     features = {n.removeprefix(FEATURES): a for n, a in arrays.items() if n.startswith(FEATURES)}
     values = {n.removeprefix(VALUES): a for n, a in arrays.items() if n.startswith(VALUES)}
-    for name, array, ndim in (("seeds", seeds, 1), *((n, a, 2) for n, a in features.items()),
-                              *((n, a, 1) for n, a in values.items())):
+    for name, array, ndim in (
+        ("seeds", seeds, 1),
+        *((n, a, 2) for n, a in features.items()),
+        *((n, a, 1) for n, a in values.items()),
+    ):
         if array.ndim != ndim or not np.issubdtype(array.dtype, np.number):
-            raise PerSeedError(f"{path}: {name} is {array.dtype} {array.shape}, not "
-                               f"{ndim}-d numbers")
+            raise PerSeedError(
+                f"{path}: {name} is {array.dtype} {array.shape}, not {ndim}-d numbers"
+            )
         if len(array) != len(seeds):
             raise PerSeedError(f"{path}: {name} has {len(array)} rows for {len(seeds)} seeds")
     return PerSeed(seeds, features, values)

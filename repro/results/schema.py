@@ -141,10 +141,14 @@ def _validated(model: type[BaseModel], data, where: str):
 def _first(error: ValidationError) -> str:
     """pydantic's first complaint as one line: where (``rows[3].metrics``) and what."""
     first = error.errors()[0]
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
-                    for part in first["loc"]).lstrip(".")
-    what = ("unknown field (a newer harness's file?)" if first["type"] == "extra_forbidden"
-            else first["msg"].lower())
+    where = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
+    ).lstrip(".")
+    what = (
+        "unknown field (a newer harness's file?)"
+        if first["type"] == "extra_forbidden"
+        else first["msg"].lower()
+    )
     return f"field {where or 'results'}: {what}"
 
 

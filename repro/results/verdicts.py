@@ -50,6 +50,7 @@ def memoised(quality: compare.Quality) -> compare.Quality:
                 seen[key] = float(quality(row[None])[0])
             values.append(seen[key])
         return np.array(values).reshape(idx.shape[:-1])
+
     return cached
 
 
@@ -57,8 +58,9 @@ def fid_quality(features: np.ndarray, reference, protocol: str) -> compare.Quali
     """FID of the resampled rows' features against fixed reference statistics."""
     from repro.metrics.frechet import FeatureStatistics, frechet_distance
 
-    return compare.set_statistic(lambda rows: frechet_distance(
-        FeatureStatistics.of(features[rows], protocol), reference))
+    return compare.set_statistic(
+        lambda rows: frechet_distance(FeatureStatistics.of(features[rows], protocol), reference)
+    )
 
 
 def _fid(features, extractor, teacher, references, protocol):
@@ -79,10 +81,12 @@ def judged(protocols: Sequence[str]) -> list[str]:
     return [p for p in protocols if p.partition(":")[0] in QUALITIES]
 
 
-def point_qualities(features: Mapping[str, Mapping[str, np.ndarray]],
-                    protocols: Sequence[str], teacher: str,
-                    references: Mapping[str, object] | None = None,
-                    ) -> dict[str, Callable[[str], Point]]:
+def point_qualities(
+    features: Mapping[str, Mapping[str, np.ndarray]],
+    protocols: Sequence[str],
+    teacher: str,
+    references: Mapping[str, object] | None = None,
+) -> dict[str, Callable[[str], Point]]:
     """protocol -> (row name -> the row's memoised point at unit speed), from ``features``
     (row name -> extractor -> per-seed features, rows in seed order); ``teacher`` names the
     row rFID is measured against; ``references``: the reference statistics of each
@@ -90,11 +94,17 @@ def point_qualities(features: Mapping[str, Mapping[str, np.ndarray]],
     qualities = {}
     for protocol in judged(protocols):
         kind, _, extractor = protocol.partition(":")
-        make = partial(QUALITIES[kind], extractor=extractor,
-                       teacher=features[teacher][extractor], references=references or {},
-                       protocol=protocol)
-        points = {row: Point(row, 1.0, memoised(make(f[extractor])), len(f[extractor]))
-                  for row, f in features.items()}
+        make = partial(
+            QUALITIES[kind],
+            extractor=extractor,
+            teacher=features[teacher][extractor],
+            references=references or {},
+            protocol=protocol,
+        )
+        points = {
+            row: Point(row, 1.0, memoised(make(f[extractor])), len(f[extractor]))
+            for row, f in features.items()
+        }
         qualities[protocol] = points.__getitem__
     return qualities
 
@@ -121,9 +131,12 @@ def family(row: Row) -> str | None:
     return row.family if row.kind in ("searched", "baseline") else None
 
 
-def verdicts(rows: Sequence[Row], qualities: Mapping[str, Callable[[str], Point]],
-             resamples: int, primary: Sequence[Mapping] | None = None,
-             ) -> tuple[list[dict], dict[tuple[str, str], tuple[float, float]]]:
+def verdicts(
+    rows: Sequence[Row],
+    qualities: Mapping[str, Callable[[str], Point]],
+    resamples: int,
+    primary: Sequence[Mapping] | None = None,
+) -> tuple[list[dict], dict[tuple[str, str], tuple[float, float]]]:
     """Verdicts of one experiment's rows and the interval of every row and metric.
 
     ``qualities``: metric protocol -> (row name -> the row's point at unit speed), as
@@ -142,8 +155,9 @@ def verdicts(rows: Sequence[Row], qualities: Mapping[str, Callable[[str], Point]
     for metric, point_of in qualities.items():
         for row in rows:
             intervals[(row.name, metric)] = interval(point_of(row.name), resamples)
-        for method, budget in dict.fromkeys((r.family, r.budget) for r in rows
-                                            if r.kind == "searched"):
+        for method, budget in dict.fromkeys(
+            (r.family, r.budget) for r in rows if r.kind == "searched"
+        ):
             searched = [r for r in by_family[method] if r.budget == budget]
             for other, members in by_family.items():
                 if other == method:
@@ -154,8 +168,9 @@ def verdicts(rows: Sequence[Row], qualities: Mapping[str, Callable[[str], Point]
                     if not members:
                         continue
                 for speed in SPEEDS:
-                    record = _verdict(searched, members, other, kind, speed, metric,
-                                      point_of, teacher, resamples)
+                    record = _verdict(
+                        searched, members, other, kind, speed, metric, point_of, teacher, resamples
+                    )
                     records.append({"method": method, "budget": budget, **record})
     first = _first_fid(list(qualities))
     for record in records:
@@ -164,24 +179,29 @@ def verdicts(rows: Sequence[Row], qualities: Mapping[str, Callable[[str], Point]
 
 
 def _first_fid(protocols: Sequence[str]) -> str | None:
-    return next((p for p in protocols if p.startswith("fid:")),
-                protocols[0] if protocols else None)
+    return next((p for p in protocols if p.startswith("fid:")), protocols[0] if protocols else None)
 
 
-def is_primary(record: Mapping, primary: Sequence[Mapping] | None, first_fid: str | None
-               ) -> bool:
+def is_primary(record: Mapping, primary: Sequence[Mapping] | None, first_fid: str | None) -> bool:
     """Whether a verdict record is one of the primary comparisons: one of ``primary``'s
     entries (``method`` and ``family`` as named in results; ``budget`` None: every budget;
     ``metric`` None: the first FID protocol; ``speed`` default predicted), or by default
     (``primary`` None) a search method against a baseline family on ``first_fid`` at
     predicted speed."""
     if primary is None:
-        return (record["family_kind"] == "baseline" and record["metric"] == first_fid
-                and record["speed"] == "predicted")
-    return any(record["method"] == p["method"] and record["family"] == p["family"]
-               and p.get("budget") in (None, record["budget"])
-               and record["metric"] == (p.get("metric") or first_fid)
-               and record["speed"] == (p.get("speed") or "predicted") for p in primary)
+        return (
+            record["family_kind"] == "baseline"
+            and record["metric"] == first_fid
+            and record["speed"] == "predicted"
+        )
+    return any(
+        record["method"] == p["method"]
+        and record["family"] == p["family"]
+        and p.get("budget") in (None, record["budget"])
+        and record["metric"] == (p.get("metric") or first_fid)
+        and record["speed"] == (p.get("speed") or "predicted")
+        for p in primary
+    )
 
 
 def adjust(records: Sequence[dict], confidence: float = CONFIDENCE) -> list[dict]:
@@ -197,15 +217,20 @@ def adjust(records: Sequence[dict], confidence: float = CONFIDENCE) -> list[dict
     for record, p in zip(chosen, adjusted, strict=True):
         record["p_holm"] = float(p)
         sided = record["outcome"] in (compare.BETTER, compare.WORSE)
-        record["adjusted"] = (record["outcome"] if not sided or p < 1 - confidence
-                              else compare.TIE)
+        record["adjusted"] = record["outcome"] if not sided or p < 1 - confidence else compare.TIE
     return records
 
 
-def primary_verdicts(rows: Sequence[Row], features: Mapping[str, Mapping[str, np.ndarray]],
-                     protocols: Sequence[str], *, teacher: str = "teacher",
-                     references: Mapping[str, object] | None = None, resamples: int = 200,
-                     primary: Sequence[Mapping] | None = None) -> list[dict]:
+def primary_verdicts(
+    rows: Sequence[Row],
+    features: Mapping[str, Mapping[str, np.ndarray]],
+    protocols: Sequence[str],
+    *,
+    teacher: str = "teacher",
+    references: Mapping[str, object] | None = None,
+    resamples: int = 200,
+    primary: Sequence[Mapping] | None = None,
+) -> list[dict]:
     """The Holm-adjusted primary verdict records of one experiment's ``rows`` (results.json
     rows: name, kind, family, budget, predicted_speedup, measured_speedup, latency) from
     per-seed ``features`` (as :func:`point_qualities`): what a run writes, for studies that
@@ -226,42 +251,76 @@ def _timing(row: Row, teacher: Row | None, speed: str) -> dict:
     return {"seconds": np.asarray(own, float), "reference_seconds": np.asarray(ref, float)}
 
 
-def _verdict(searched: Sequence[Row], members: Sequence[Row], other: str, kind: str,
-             speed: str, metric: str, point_of: Callable[[str], Point],
-             teacher: Row | None, resamples: int) -> dict:
+def _verdict(
+    searched: Sequence[Row],
+    members: Sequence[Row],
+    other: str,
+    kind: str,
+    speed: str,
+    metric: str,
+    point_of: Callable[[str], Point],
+    teacher: Row | None,
+    resamples: int,
+) -> dict:
     field = SPEEDS[speed]
 
     def at(row: Row) -> Point | None:
         value = getattr(row, field)
         if value is None:
             return None
-        return Point(row.name, float(value), point_of(row.name).quality,
-                     point_of(row.name).n, **_timing(row, teacher, speed))
+        return Point(
+            row.name,
+            float(value),
+            point_of(row.name).quality,
+            point_of(row.name).n,
+            **_timing(row, teacher, speed),
+        )
 
     points = [at(r) for r in searched]
     others = [at(r) for r in members]
-    record = {"family": other, "family_kind": kind, "speed": speed, "metric": metric,
-              "searched": float(np.mean([p.observed for p in points if p is not None]))
-              if any(points) else None, "n_search_seeds": len(searched),
-              "timing_repeats": max((p.timing_repeats for p in points if p is not None),
-                                    default=0)}
-    empty = {"outcome": compare.OUT_OF_RANGE, "at_speed": None, "difference": None,
-             "low": None, "high": None, "basis": None, "p": None, "df": None}
+    record = {
+        "family": other,
+        "family_kind": kind,
+        "speed": speed,
+        "metric": metric,
+        "searched": float(np.mean([p.observed for p in points if p is not None]))
+        if any(points)
+        else None,
+        "n_search_seeds": len(searched),
+        "timing_repeats": max((p.timing_repeats for p in points if p is not None), default=0),
+    }
+    empty = {
+        "outcome": compare.OUT_OF_RANGE,
+        "at_speed": None,
+        "difference": None,
+        "low": None,
+        "high": None,
+        "basis": None,
+        "p": None,
+        "df": None,
+    }
     if None in points or (kind == "searched" and None in others):
         return record | empty
     others = [p for p in others if p is not None]
     if not others:
         return record | empty
     if kind == "searched":
-        result = compare.compare_methods(points, others, other, by_speed=speed == "measured",
-                                         n_resamples=resamples, rng=0)
+        result = compare.compare_methods(
+            points, others, other, by_speed=speed == "measured", n_resamples=resamples, rng=0
+        )
         at_speed = float(np.mean([p.observed for p in others]))
     else:
         result = compare.compare(points, others, other, n_resamples=resamples, rng=0)
         curve = compare.front(others)
         read = [compare.quality_at(curve, p.speed) for p in points]
         at_speed = None if None in read else float(np.mean(read))
-    return record | {"outcome": result.outcome, "difference": result.difference,
-                     "low": result.low, "high": result.high, "basis": result.basis,
-                     "p": result.p, "df": None if result.df is None or np.isinf(result.df)
-                     else result.df, "at_speed": at_speed}
+    return record | {
+        "outcome": result.outcome,
+        "difference": result.difference,
+        "low": result.low,
+        "high": result.high,
+        "basis": result.basis,
+        "p": result.p,
+        "df": None if result.df is None or np.isinf(result.df) else result.df,
+        "at_speed": at_speed,
+    }

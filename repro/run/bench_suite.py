@@ -61,20 +61,24 @@ class BenchRow:
         return loop_text(self.schedule, self.cache)
 
 
-
 def deepcache_sweep(experiment) -> tuple:
     """The technique and entry of the DeepCache front the bench sweeps (its knob N over
     :data:`DEEPCACHE_SWEEP`) at the experiment's DeepCache branch."""
     from repro.config.schema import Baseline
 
     technique = techniques.get("deepcache")
-    return technique, Baseline(technique=technique.name,
-                               branch=suites.deepcache_branch(experiment))
+    return technique, Baseline(technique=technique.name, branch=suites.deepcache_branch(experiment))
 
 
-def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], table: CostTable,
-               budgets: Sequence[float] = (), given: dict[str, Schedule] | None = None,
-               ) -> tuple[list[BenchRow], list[dict[str, str]]]:
+def suite_rows(
+    experiment,
+    plan,
+    steps: int,
+    calls_at: Callable[[int], int],
+    table: CostTable,
+    budgets: Sequence[float] = (),
+    given: dict[str, Schedule] | None = None,
+) -> tuple[list[BenchRow], list[dict[str, str]]]:
     """What ``repro bench --suite`` times for one experiment at ``steps`` sampler steps
     (``calls_at(k)``: UNet calls of k steps), with budgets resolved under ``table``: the
     teacher, every baseline row of the suite's plan, DeepCache N=2..10 at the suite's
@@ -90,23 +94,50 @@ def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], tab
             rows.append(BenchRow(row.name, "teacher", row.method, Schedule.full(calls)))
             continue
         if row.kind == "searched":
-            skipped.append({"name": row.name, "reason": "a search needs a fitness (trained "
-                            "weights); see the segment (uniform genes) rows"})
+            skipped.append(
+                {
+                    "name": row.name,
+                    "reason": "a search needs a fitness (trained "
+                    "weights); see the segment (uniform genes) rows",
+                }
+            )
             continue
         reason = techniques.get(row.method).untimeable(row.baseline, row.knob, steps, calls)
         sampler = suites.row_sampler(experiment, row.baseline)
         try:
-            planned = None if reason else techniques.plan_schedule(
-                row, steps, calls_at, table, experiment.search.tol,
-                own_calls_at=sampler and partial(models.sampler_calls, models.get(
-                    experiment.model), sampler=sampler))
+            planned = (
+                None
+                if reason
+                else techniques.plan_schedule(
+                    row,
+                    steps,
+                    calls_at,
+                    table,
+                    experiment.search.tol,
+                    own_calls_at=sampler
+                    and partial(
+                        models.sampler_calls, models.get(experiment.model), sampler=sampler
+                    ),
+                )
+            )
         except search.BudgetError as error:
             reason = str(error)
         if reason:
             skipped.append({"name": row.name, "reason": reason})
             continue
-        rows.append(BenchRow(row.name, "baseline", row.method, planned.schedule, row.budget,
-                             planned.resolved, planned.steps, sampler, planned.cache))
+        rows.append(
+            BenchRow(
+                row.name,
+                "baseline",
+                row.method,
+                planned.schedule,
+                row.budget,
+                planned.resolved,
+                planned.steps,
+                sampler,
+                planned.cache,
+            )
+        )
 
     deepcache, sweep = deepcache_sweep(experiment)
     # not table-dependent
@@ -121,24 +152,45 @@ def suite_rows(experiment, plan, steps: int, calls_at: Callable[[int], int], tab
         try:
             genome = search.segment_schedule_at(
                 suites.segment_space(experiment, calls),
-                search.Budget(target, table, experiment.search.tol))
+                search.Budget(target, table, experiment.search.tol),
+            )
         except search.BudgetError as error:
             skipped.append({"name": name, "reason": str(error)})
             continue
         active, gene_branch = genome.genes[0]
-        rows.append(BenchRow(name, "segment-uniform", "segment-uniform", genome.schedule(),
-                             target, f"L={genome.seg_len} i={active} b={gene_branch}"))
-    rows += [BenchRow(text, "given", "schedule", schedule)
-             for text, schedule in (given or {}).items()]
+        rows.append(
+            BenchRow(
+                name,
+                "segment-uniform",
+                "segment-uniform",
+                genome.schedule(),
+                target,
+                f"L={genome.seg_len} i={active} b={gene_branch}",
+            )
+        )
+    rows += [
+        BenchRow(text, "given", "schedule", schedule) for text, schedule in (given or {}).items()
+    ]
     return rows, skipped
 
 
-def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu",
-                dtype: str = "float32", batch: int | None = None, steps: int | None = None,
-                repeats: int | None = None, warmup: int = 1, schedules: Sequence[str] = (),
-                budgets: Sequence[float] = (), seed: int = 0, clock: str = "wall",
-                log: Callable[[str], None] = lambda message: None,
-                modes: Sequence[str] = ()) -> dict:
+def bench_suite(
+    path: Path | str,
+    *,
+    weights: str = "random",
+    device: str = "cpu",
+    dtype: str = "float32",
+    batch: int | None = None,
+    steps: int | None = None,
+    repeats: int | None = None,
+    warmup: int = 1,
+    schedules: Sequence[str] = (),
+    budgets: Sequence[float] = (),
+    seed: int = 0,
+    clock: str = "wall",
+    log: Callable[[str], None] = lambda message: None,
+    modes: Sequence[str] = (),
+) -> dict:
     """Time every experiment of a suite on its model's architecture: the calibrated cost
     table, then the all-F loop against :func:`suite_rows`, interleaved in one process.
     ``batch`` (images), ``steps`` and ``repeats`` override the suite's latency batch, steps
@@ -155,22 +207,32 @@ def bench_suite(path: Path | str, *, weights: str = "random", device: str = "cpu
         e_steps = steps or e.steps
         calls_at = partial(models.sampler_calls, spec, sampler=e.sampler)
         calls = calls_at(e_steps)
-        prepared.append((e, spec, e_steps, calls_at,
-                         given_schedules(schedules, spec, calls, e_steps)))
+        prepared.append(
+            (e, spec, e_steps, calls_at, given_schedules(schedules, spec, calls, e_steps))
+        )
         for target in budgets:  # a budget of the command line: out of reach is bad input
             suites.segment_space(e, calls).check_reachable(
-                search.Budget(target, CostTable.bounds()))
+                search.Budget(target, CostTable.bounds())
+            )
     env = environment(device, dtype, 0)
     env.pop("batch")
-    options = _Options(weights, device, dtype, batch, repeats, warmup, budgets, seed, tick,
-                       log, tuple(modes))
+    options = _Options(
+        weights, device, dtype, batch, repeats, warmup, budgets, seed, tick, log, tuple(modes)
+    )
     return {
-        "suite": {"name": loaded.name, "version": loaded.version, "file": loaded.file,
-                  "digest": loaded.digest},
-        "weights": weights, "clock": clock, "environment": env,
-        "experiments": [_bench_experiment(e, spec, e_steps, calls_at, given, plans[e.name],
-                                          options)
-                        for e, spec, e_steps, calls_at, given in prepared],
+        "suite": {
+            "name": loaded.name,
+            "version": loaded.version,
+            "file": loaded.file,
+            "digest": loaded.digest,
+        },
+        "weights": weights,
+        "clock": clock,
+        "environment": env,
+        "experiments": [
+            _bench_experiment(e, spec, e_steps, calls_at, given, plans[e.name], options)
+            for e, spec, e_steps, calls_at, given in prepared
+        ],
         "modes": ["eager", *modes],
     }
 
@@ -192,49 +254,90 @@ class _Options:
     modes: tuple[str, ...]
 
 
-def _bench_experiment(e, spec, steps: int, calls_at: Callable[[int], int],
-                      given: dict[str, Schedule], plan, o: _Options) -> dict:
+def _bench_experiment(
+    e,
+    spec,
+    steps: int,
+    calls_at: Callable[[int], int],
+    given: dict[str, Schedule],
+    plan,
+    o: _Options,
+) -> dict:
     """One experiment's cost model fitted on the device and its rows timed against the
     all-F loop."""
     calls = calls_at(steps)
     images = o.batch or e.evaluation.latency_batch
     repeats = o.repeats or e.evaluation.latency_repeats
     guidance = cfg_scale(spec, e.guidance)
-    unet, make_scheduler = loop_setup(spec, o.weights, o.device, o.dtype, steps, e.sampler,
-                                      o.seed)
-    latents, kwargs = models.example_inputs(spec, unet, 2 * images if guidance else images,
-                                            seed=o.seed)
+    unet, make_scheduler = loop_setup(spec, o.weights, o.device, o.dtype, steps, e.sampler, o.seed)
+    latents, kwargs = models.example_inputs(
+        spec, unet, 2 * images if guidance else images, seed=o.seed
+    )
     # the calls see the UNet batch; the loop takes the images' noise and guides
-    loop_latents, loop_kwargs = ((latents[:images], {**kwargs, "guidance_scale": guidance})
-                                 if guidance else (latents, kwargs))
-    o.log(f"[{e.name}] calibrating F and P0..P{spec.num_branches - 1} "
-          f"(UNet batch {len(latents)}, {repeats} repeats), then fitting the overheads "
-          "to the calibration loops")
+    loop_latents, loop_kwargs = (
+        (latents[:images], {**kwargs, "guidance_scale": guidance})
+        if guidance
+        else (latents, kwargs)
+    )
+    o.log(
+        f"[{e.name}] calibrating F and P0..P{spec.num_branches - 1} "
+        f"(UNet batch {len(latents)}, {repeats} repeats), then fitting the overheads "
+        "to the calibration loops"
+    )
     table, medians, fit_timings = fit_on_device(
-        unet, make_scheduler, (latents, kwargs), (loop_latents, loop_kwargs), calls,
-        suites.deepcache_branch(e), repeats, o.warmup, clock=o.tick)
+        unet,
+        make_scheduler,
+        (latents, kwargs),
+        (loop_latents, loop_kwargs),
+        calls,
+        suites.deepcache_branch(e),
+        repeats,
+        o.warmup,
+        clock=o.tick,
+    )
     macs = model_cost_table(spec, unet)
     rows, skipped = suite_rows(e, plan, steps, calls_at, table, o.budgets, given)
     rows = _calibrated_caches(rows, unet, make_scheduler, loop_latents, loop_kwargs)
     unique = {r.key: r.schedule for r in rows}
-    own_steps = {r.key: models.scheduler_factory(spec, r.sampler or e.sampler, r.steps,
-                                                 unet.device)
-                 for r in rows if r.steps is not None}
+    own_steps = {
+        r.key: models.scheduler_factory(spec, r.sampler or e.sampler, r.steps, unet.device)
+        for r in rows
+        if r.steps is not None
+    }
     o.log(f"[{e.name}] timing {len(unique)} loops x {repeats} repeats, {calls} UNet calls")
-    timings = {t.name: t for t in time_loops(unet, make_scheduler, loop_latents, loop_kwargs,
-                                              unique, repeats, o.warmup, table, clock=o.tick,
-                                              schedulers=own_steps, modes=o.modes,
-                                              caches={r.key: r.cache for r in rows if r.cache})}
+    timings = {
+        t.name: t
+        for t in time_loops(
+            unet,
+            make_scheduler,
+            loop_latents,
+            loop_kwargs,
+            unique,
+            repeats,
+            o.warmup,
+            table,
+            clock=o.tick,
+            schedulers=own_steps,
+            modes=o.modes,
+            caches={r.key: r.cache for r in rows if r.cache},
+        )
+    }
     return {
         "experiment": e.name,
         **header(spec, o.weights, steps, calls, make_scheduler, repeats, o.warmup),
-        "images": images, "unet_batch": len(latents), "guidance": guidance,
-        "cost_table": table.to_dict(), "calibration_median_s": medians,
+        "images": images,
+        "unet_batch": len(latents),
+        "guidance": guidance,
+        "cost_table": table.to_dict(),
+        "calibration_median_s": medians,
         "calibration_loops": [{**asdict(t), "median_s": t.median} for t in fit_timings],
         "mac_cost_table": macs.to_dict(),
-        "rows": [_suite_row(r, timings[in_mode(r.key, mode)], table, macs, steps, calls)
-                 for mode in ("eager", *o.modes) for r in rows
-                 if mode == "eager" or r.cache is None],
+        "rows": [
+            _suite_row(r, timings[in_mode(r.key, mode)], table, macs, steps, calls)
+            for mode in ("eager", *o.modes)
+            for r in rows
+            if mode == "eager" or r.cache is None
+        ],
         "skipped": skipped,
         "cautions": _cautions(e.name, table, repeats, o.log),
     }
@@ -251,8 +354,13 @@ def _cautions(name: str, table: CostTable, repeats: int, log) -> list[str]:
     return found
 
 
-def _calibrated_caches(rows: list[BenchRow], unet, make_scheduler, latents, loop_kwargs,
-                       ) -> list[BenchRow]:
+def _calibrated_caches(
+    rows: list[BenchRow],
+    unet,
+    make_scheduler,
+    latents,
+    loop_kwargs,
+) -> list[BenchRow]:
     """Rows under MagCache without ratios given them from its calibration mode on the
     timed loop's inputs (once)."""
     from dataclasses import replace
@@ -267,8 +375,9 @@ def _calibrated_caches(rows: list[BenchRow], unet, make_scheduler, latents, loop
     return rows
 
 
-def _suite_row(row: BenchRow, timing: LoopTiming, table: CostTable, macs: CostTable,
-               steps: int, calls: int) -> dict:
+def _suite_row(
+    row: BenchRow, timing: LoopTiming, table: CostTable, macs: CostTable, steps: int, calls: int
+) -> dict:
     """One timed row; predicted speedups are over the all-F loop of the experiment's
     ``calls`` UNet calls (a sampler-steps row makes fewer; a diffusers cache's from the work
     its timed loop did), compared with the measured one over the all-F loop of the row's
@@ -280,15 +389,24 @@ def _suite_row(row: BenchRow, timing: LoopTiming, table: CostTable, macs: CostTa
         return costs.work_speedup(timing.work, len(row.schedule), calls)
 
     predicted = speedup(table)
-    return {"name": in_mode(row.name, timing.mode), "mode": timing.mode,
-            "speedup_in_mode": timing.speedup_in_mode, "kind": row.kind, "method": row.method,
-            "budget": row.budget,
-            "resolved": row.resolved, "steps": row.steps or steps, "schedule": row.text,
-            "median_s": timing.median, "seconds": timing.seconds,
-            "measured_speedup": timing.measured_speedup, "predicted_speedup": predicted,
-            "predicted_speedup_kinds": speedup(table.without_overheads()),
-            "predicted_speedup_macs": speedup(macs),
-            "error_pct": 100 * (timing.speedup_in_mode / predicted - 1)}
+    return {
+        "name": in_mode(row.name, timing.mode),
+        "mode": timing.mode,
+        "speedup_in_mode": timing.speedup_in_mode,
+        "kind": row.kind,
+        "method": row.method,
+        "budget": row.budget,
+        "resolved": row.resolved,
+        "steps": row.steps or steps,
+        "schedule": row.text,
+        "median_s": timing.median,
+        "seconds": timing.seconds,
+        "measured_speedup": timing.measured_speedup,
+        "predicted_speedup": predicted,
+        "predicted_speedup_kinds": speedup(table.without_overheads()),
+        "predicted_speedup_macs": speedup(macs),
+        "error_pct": 100 * (timing.speedup_in_mode / predicted - 1),
+    }
 
 
 def suite_markdown(report: dict, command: str | None = None) -> str:
@@ -299,20 +417,23 @@ def suite_markdown(report: dict, command: str | None = None) -> str:
     lines = [f"# repro bench --suite {suite['name']} ({report['weights']} weights)", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
-    lines += [f"- suite: {suite['file']} (version {suite['version']}, {suite['digest']})",
-              *environment_lines(env, "batch per experiment below"),
-              "- measured speedup: median all-F loop / median loop of the row (UNet calls and "
-              "scheduler steps), rows interleaved per repeat in one process"
-              + clock_note(report["clock"]),
-              "- predicted (calibrated): from the cost table fitted in the same run "
-              "(`repro.speed.costs.fit_cost_table`: the per-call medians and the calibration loops "
-              "below; kind costs plus per-call and per-step overheads); predicted (no "
-              "overheads): its kind costs alone; predicted (MACs): from the model's MAC (or "
-              "counted FLOP) ratios; error: measured / predicted (calibrated) - 1",
-              "- segment (uniform genes) rows are **not search results**: random weights give "
-              "no fitness, so `repro.search.segment_schedule_at` picks the uniform genome (one "
-              "(i, b) for every segment) whose predicted speedup is the smallest meeting the "
-              "budget", ""]
+    lines += [
+        f"- suite: {suite['file']} (version {suite['version']}, {suite['digest']})",
+        *environment_lines(env, "batch per experiment below"),
+        "- measured speedup: median all-F loop / median loop of the row (UNet calls and "
+        "scheduler steps), rows interleaved per repeat in one process"
+        + clock_note(report["clock"]),
+        "- predicted (calibrated): from the cost table fitted in the same run "
+        "(`repro.speed.costs.fit_cost_table`: the per-call medians and the calibration loops "
+        "below; kind costs plus per-call and per-step overheads); predicted (no "
+        "overheads): its kind costs alone; predicted (MACs): from the model's MAC (or "
+        "counted FLOP) ratios; error: measured / predicted (calibrated) - 1",
+        "- segment (uniform genes) rows are **not search results**: random weights give "
+        "no fitness, so `repro.search.segment_schedule_at` picks the uniform genome (one "
+        "(i, b) for every segment) whose predicted speedup is the smallest meeting the "
+        "budget",
+        "",
+    ]
     for exp in report["experiments"]:
         lines += _experiment_markdown(exp, len(report.get("modes", ())) > 1)
     return "\n".join(lines)
@@ -324,26 +445,39 @@ def _experiment_markdown(exp: dict, modes: bool) -> list[str]:
     not timed."""
     import pandas as pd
 
-    guided = (f", guidance {exp['guidance']:g} (the UNet batch holds the unconditional "
-              "half)" if exp["unet_batch"] != exp["images"] else "")
-    lines = [f"## {exp['experiment']} ({exp['model']})", "",
-              f"- {exp['scheduler']}, {exp['steps']} steps ({exp['unet_calls']} UNet "
-              f"calls); {exp['images']} images per batch, UNet batch {exp['unet_batch']}"
-              f"{guided}",
-              f"- median of {exp['repeats']} interleaved repeats after {exp['warmup']} "
-              f"warm-up; calibration: median of {exp['repeats'] ** 2} calls per step kind "
-              f"({exp['repeats']} interleaved rounds of {exp['repeats']})", ""]
-    rows = pd.DataFrame([{
-        "row": row["name"] + (f" ({row['resolved']})" if row["budget"] is not None
-                              else ""),
-        "kind": row["kind"], "median s": f"{row['median_s']:.3f}",
-        "measured": f"{row['measured_speedup']:.2f}x",
-        **({"over its mode's all-F": f"{row['speedup_in_mode']:.2f}x"} if modes else {}),
-        "predicted (calibrated)": f"{row['predicted_speedup']:.2f}x",
-        "predicted (no overheads)": f"{row['predicted_speedup_kinds']:.2f}x",
-        "predicted (MACs)": f"{row['predicted_speedup_macs']:.2f}x",
-        "error": f"{row['error_pct']:+.1f}%", "schedule": short_schedule(row["schedule"]),
-    } for row in exp["rows"]])
+    guided = (
+        f", guidance {exp['guidance']:g} (the UNet batch holds the unconditional half)"
+        if exp["unet_batch"] != exp["images"]
+        else ""
+    )
+    lines = [
+        f"## {exp['experiment']} ({exp['model']})",
+        "",
+        f"- {exp['scheduler']}, {exp['steps']} steps ({exp['unet_calls']} UNet "
+        f"calls); {exp['images']} images per batch, UNet batch {exp['unet_batch']}"
+        f"{guided}",
+        f"- median of {exp['repeats']} interleaved repeats after {exp['warmup']} "
+        f"warm-up; calibration: median of {exp['repeats'] ** 2} calls per step kind "
+        f"({exp['repeats']} interleaved rounds of {exp['repeats']})",
+        "",
+    ]
+    rows = pd.DataFrame(
+        [
+            {
+                "row": row["name"] + (f" ({row['resolved']})" if row["budget"] is not None else ""),
+                "kind": row["kind"],
+                "median s": f"{row['median_s']:.3f}",
+                "measured": f"{row['measured_speedup']:.2f}x",
+                **({"over its mode's all-F": f"{row['speedup_in_mode']:.2f}x"} if modes else {}),
+                "predicted (calibrated)": f"{row['predicted_speedup']:.2f}x",
+                "predicted (no overheads)": f"{row['predicted_speedup_kinds']:.2f}x",
+                "predicted (MACs)": f"{row['predicted_speedup_macs']:.2f}x",
+                "error": f"{row['error_pct']:+.1f}%",
+                "schedule": short_schedule(row["schedule"]),
+            }
+            for row in exp["rows"]
+        ]
+    )
     lines += [rows.to_markdown(index=False), ""]
     calibrated = exp["cost_table"]["partial"]
     macs = exp["mac_cost_table"]["partial"]
@@ -353,16 +487,20 @@ def _experiment_markdown(exp: dict, modes: bool) -> list[str]:
         "call ms (median)": milliseconds(exp["calibration_median_s"]),
     }
     table = exp["cost_table"]
-    lines += [f"Per-call costs (calibrated: {table['source']}; MACs: "
-              f"{exp['mac_cost_table']['source']}):", "",
-              cost_markdown(cost_rows), "",
-              f"Overheads (units of one F call's kind cost): {table['per_call']:.4f} per UNet "
-              f"call, {table['per_step']:.4f} per sampler step; fitted to the loops "
-              + ", ".join(f"{t['name']} {t['median_s']:.3f} s"
-                          for t in exp["calibration_loops"]), ""]
+    lines += [
+        f"Per-call costs (calibrated: {table['source']}; MACs: {exp['mac_cost_table']['source']}):",
+        "",
+        cost_markdown(cost_rows),
+        "",
+        f"Overheads (units of one F call's kind cost): {table['per_call']:.4f} per UNet "
+        f"call, {table['per_step']:.4f} per sampler step; fitted to the loops "
+        + ", ".join(f"{t['name']} {t['median_s']:.3f} s" for t in exp["calibration_loops"]),
+        "",
+    ]
     if exp.get("cautions"):
         lines += ["**Measurement warnings:**", ""] + [f"- {c}" for c in exp["cautions"]] + [""]
     if exp["skipped"]:
-        lines += ["Not timed:", ""] + [f"- {s['name']}: {s['reason']}"
-                                       for s in exp["skipped"]] + [""]
+        lines += (
+            ["Not timed:", ""] + [f"- {s['name']}: {s['reason']}" for s in exp["skipped"]] + [""]
+        )
     return lines

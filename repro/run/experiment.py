@@ -37,9 +37,16 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
     which takes the stages in order (teacher, search, evaluation, latency; the verdicts come
     after every experiment's rows are in)."""
 
-    def __init__(self, experiment: Experiment, plan: list[RowPlan], model, run_dir: Path,
-                 log: Log, prompts: list[str] | None = None,
-                 world: distributed.World | None = None):
+    def __init__(
+        self,
+        experiment: Experiment,
+        plan: list[RowPlan],
+        model,
+        run_dir: Path,
+        log: Log,
+        prompts: list[str] | None = None,
+        world: distributed.World | None = None,
+    ):
         self.e, self.plan, self.model, self.run_dir = experiment, plan, model, run_dir
         self.world = world or distributed.World()
         self.log = lambda message: log(f"[{experiment.name}] {message}")
@@ -65,13 +72,16 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         from repro.infra.digests import key_digest
 
         mode = accel.mode_of(self.model.unet)  # compiled kernels may round differently
-        return {"model": self.e.model, "weights": self.e.weights,
-                "weights_digest": models.weights_digest(self.model),
-                **models.sampler_record(self.model.scheduler),
-                "guidance": self._guidance(),
-                "labels": self.labels,
-                "prompts": None if self.prompts is None else key_digest(self.prompts),
-                **({} if mode == "eager" else {"step_mode": mode})}
+        return {
+            "model": self.e.model,
+            "weights": self.e.weights,
+            "weights_digest": models.weights_digest(self.model),
+            **models.sampler_record(self.model.scheduler),
+            "guidance": self._guidance(),
+            "labels": self.labels,
+            "prompts": None if self.prompts is None else key_digest(self.prompts),
+            **({} if mode == "eager" else {"step_mode": mode}),
+        }
 
     def _inputs(self) -> dict:
         """Content digests of the files besides the model that results depend on: the
@@ -82,11 +92,15 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         from repro.metrics.evaluate import resource_digests
 
         ev = self.e.evaluation
-        return {"metrics": resource_digests(ev.metrics, ev.reference),
-                "search": resource_digests([f"rfid:{self.e.search.extractor}"]),
-                "cost_table": (None if self.e.cost_table in COST_TABLES
-                               else file_digest(Path(self.e.cost_table))),
-                "weights": self.identity["weights_digest"], "prompts": self.identity["prompts"]}
+        return {
+            "metrics": resource_digests(ev.metrics, ev.reference),
+            "search": resource_digests([f"rfid:{self.e.search.extractor}"]),
+            "cost_table": (
+                None if self.e.cost_table in COST_TABLES else file_digest(Path(self.e.cost_table))
+            ),
+            "weights": self.identity["weights_digest"],
+            "prompts": self.identity["prompts"],
+        }
 
     def _key(self, **inputs) -> dict:
         """A work file's key: the experiment's identity and the file's own inputs, as they
@@ -102,34 +116,47 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         if not self.world.is_main:
             return []
         published = {p.row: {**p.values(), "source": p.source} for p in self.e.published}
-        work_table = (self.table if self.e.cost_table == "default"  # else time, not work
-                      else model_cost_table(self.spec, self.model.unet)).without_overheads()
+        work_table = (
+            self.table
+            if self.e.cost_table == "default"  # else time, not work
+            else model_cost_table(self.spec, self.model.unet)
+        ).without_overheads()
         rows = []
         for row in self.plan:
             planned = schedules[row.name]
             timing = latency.get(planned.key, {})
-            rows.append(Row(
-                experiment=self.e.name, model=self.e.model, steps=planned.steps,
-                sampler=models.sampler_record(self._on(planned.sampler).scheduler),
-                guidance=self._guidance(), name=row.name, kind=row.kind,
-                method=row.method, family=family(row), budget=row.budget,
-                schedule=planned.text,
-                predicted_speedup=self._predicted(planned, evaluated[row.name]),
-                computed=self._computed(planned, evaluated[row.name], work_table),
-                measured_speedup=timing.get("measured_speedup"),
-                latency=timing.get("latency"), search=planned.search,
-                **evaluated[row.name], published=published.get(row.name),
-            ))
+            rows.append(
+                Row(
+                    experiment=self.e.name,
+                    model=self.e.model,
+                    steps=planned.steps,
+                    sampler=models.sampler_record(self._on(planned.sampler).scheduler),
+                    guidance=self._guidance(),
+                    name=row.name,
+                    kind=row.kind,
+                    method=row.method,
+                    family=family(row),
+                    budget=row.budget,
+                    schedule=planned.text,
+                    predicted_speedup=self._predicted(planned, evaluated[row.name]),
+                    computed=self._computed(planned, evaluated[row.name], work_table),
+                    measured_speedup=timing.get("measured_speedup"),
+                    latency=timing.get("latency"),
+                    search=planned.search,
+                    **evaluated[row.name],
+                    published=published.get(row.name),
+                )
+            )
         return rows
-
 
     def _predicted(self, planned: RowLoop, evaluated: dict) -> float:
         """A row's predicted speedup under the cost table: its timed schedule's, or for a
         diffusers cache the work its loops did."""
         if planned.cache is None:
             return self._timed_schedule(planned).speedup(self.table, self.calls)
-        return self.table.work_speedup(evaluated["cache"]["work"], len(planned.schedule),
-                                       self.calls)
+        return self.table.work_speedup(
+            evaluated["cache"]["work"], len(planned.schedule), self.calls
+        )
 
     def _computed(self, planned: RowLoop, evaluated: dict, work_table: CostTable) -> dict:
         """What a row's loop computes: the model calls it makes and their work in full calls
@@ -138,9 +165,13 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         schedule = planned.schedule
         if planned.cache is not None:
             return {"calls": len(schedule), "work": evaluated["cache"]["work"]}
-        return {"calls": len(schedule) - schedule.count("N"), "full": schedule.count("F"),
-                "partial": schedule.count("P"), "skipped": schedule.count("N"),
-                "work": schedule.cost(work_table)}
+        return {
+            "calls": len(schedule) - schedule.count("N"),
+            "full": schedule.count("F"),
+            "partial": schedule.count("P"),
+            "skipped": schedule.count("N"),
+            "work": schedule.cost(work_table),
+        }
 
     def _cost_table(self) -> CostTable:
         """The suite's cost table: the model's MAC/FLOP ratios, a file, or (``calibrate``)
@@ -151,9 +182,9 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         if self.e.cost_table != "calibrate":
             return CostTable.load(self.e.cost_table)
         with self._stage("calibration"):
-            return CostTable.from_dict(self.world.share("cost table: rank 0 calibrating",
-                                                        self._calibrated))
-
+            return CostTable.from_dict(
+                self.world.share("cost table: rank 0 calibrating", self._calibrated)
+            )
 
     def _on(self, sampler: models.Sampler | None):
         """The model on ``sampler`` (None: the experiment's sampler)."""
@@ -174,13 +205,15 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         yield
         self.log(f"stage {name}: {time.perf_counter() - started:.1f} s")
 
-
     def _schedules(self) -> dict[str, RowLoop]:
         """Row name -> what it samples; searches replay their logged scores."""
         # closed-form rows first: a budget a baseline cannot reach under the cost table fails
         # the run before any search, not after
-        closed = {row.name: self._baseline(row) for row in self.plan
-                  if row.kind not in ("teacher", "searched")}
+        closed = {
+            row.name: self._baseline(row)
+            for row in self.plan
+            if row.kind not in ("teacher", "searched")
+        }
         out: dict[str, RowLoop] = {}
         fitness, made_for = None, None  # one at a time: each holds a prefix store
         for row in self.plan:
@@ -202,8 +235,9 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         the cost table."""
         sampler = row_sampler(self.e, row.baseline)
         own = sampler and partial(models.sampler_calls, self.spec, sampler=sampler)
-        planned = techniques.plan_schedule(row, self.e.steps, self.calls_at, self.table,
-                                          self.e.search.tol, own_calls_at=own)
+        planned = techniques.plan_schedule(
+            row, self.e.steps, self.calls_at, self.table, self.e.search.tol, own_calls_at=own
+        )
         cache = planned.cache and self._calibrated_cache(planned.cache)
         return RowLoop(planned.schedule, planned.steps or self.e.steps, sampler, cache=cache)
 
@@ -218,11 +252,15 @@ class ExperimentRun(TeacherStage, SearchStage, EvaluationStage, LatencyStage, Ve
         if self.mag_ratios is None:
             from repro.metrics.latency import latency_inputs
 
-            latents, kwargs = latency_inputs(self.model, self.e.evaluation.latency_batch,
-                                             self.e.guidance, prompts=self.prompts)
+            latents, kwargs = latency_inputs(
+                self.model, self.e.evaluation.latency_batch, self.e.guidance, prompts=self.prompts
+            )
             self.model.scheduler.set_timesteps(self.e.steps)
-            self.mag_ratios = caches.mag_ratios(self.model.unet, self.model.scheduler, latents,
-                                                kwargs)
-            self.log("MagCache ratios (its calibration mode on the latency inputs): "
-                     + " ".join(f"{r:.3f}" for r in self.mag_ratios))
+            self.mag_ratios = caches.mag_ratios(
+                self.model.unet, self.model.scheduler, latents, kwargs
+            )
+            self.log(
+                "MagCache ratios (its calibration mode on the latency inputs): "
+                + " ".join(f"{r:.3f}" for r in self.mag_ratios)
+            )
         return cache.with_option("mag_ratios", self.mag_ratios)

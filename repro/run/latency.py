@@ -26,8 +26,7 @@ class LatencyStage:
         be set to (another solver that can, e.g. DPM-Solver++ of order 1, has a dearer
         step: measured 1.79x against 2.06x for the same 25 calls on the digits CPU run)."""
         steps = row.schedule.count("F") if self._on_training_grid(row) else row.steps
-        return models.scheduler_factory(self.spec, row.sampler or self.e.sampler, steps,
-                                        device)
+        return models.scheduler_factory(self.spec, row.sampler or self.e.sampler, steps, device)
 
     def _latency(self, rows: list[RowLoop]) -> dict[str, dict]:
         """Sampled loop (``RowLoop.key``) -> measured speedup and latency, all rows timed
@@ -48,36 +47,64 @@ class LatencyStage:
         caches = {row.key: row.cache for row in rows if row.cache is not None}
         unet = self.model.unet
         path = self.work / "latency.json"
-        key = self._key(rows=sorted(unique),
-                        batch=ev.latency_batch, repeats=ev.latency_repeats,
-                        device=device_name(unet.device), dtype=str(unet.dtype))
+        key = self._key(
+            rows=sorted(unique),
+            batch=ev.latency_batch,
+            repeats=ev.latency_repeats,
+            device=device_name(unet.device),
+            dtype=str(unet.dtype),
+        )
         done = read_keyed(path, key)
         if done is not None:
             return done
         import torch
 
-        latents, kwargs = latency_inputs(self.model, ev.latency_batch, self.e.guidance,
-                                         prompts=self.prompts)
+        latents, kwargs = latency_inputs(
+            self.model, ev.latency_batch, self.e.guidance, prompts=self.prompts
+        )
         device = unet.device
-        make_scheduler = models.scheduler_factory(self.spec, self.e.sampler, self.e.steps,
-                                                  device)
-        own_steps = {row.key: self._timed_sampler(row, device)
-                     for row in rows if row.steps != self.e.steps or row.sampler}
-        self.log(f"latency: {len(unique)} schedules x {ev.latency_repeats} repeats, "
-                 f"batch {ev.latency_batch}")
+        make_scheduler = models.scheduler_factory(self.spec, self.e.sampler, self.e.steps, device)
+        own_steps = {
+            row.key: self._timed_sampler(row, device)
+            for row in rows
+            if row.steps != self.e.steps or row.sampler
+        }
+        self.log(
+            f"latency: {len(unique)} schedules x {ev.latency_repeats} repeats, "
+            f"batch {ev.latency_batch}"
+        )
         with torch.inference_mode():
-            timings = time_loops(unet, make_scheduler, latents, kwargs, unique,
-                                 ev.latency_repeats, 1, self.table, schedulers=own_steps,
-                                 caches=caches)
+            timings = time_loops(
+                unet,
+                make_scheduler,
+                latents,
+                kwargs,
+                unique,
+                ev.latency_repeats,
+                1,
+                self.table,
+                schedulers=own_steps,
+                caches=caches,
+            )
         import statistics
 
-        done = {t.name: {"measured_speedup": t.measured_speedup, "latency": {
-            "median_s": statistics.median(t.seconds), "seconds": t.seconds,
-            "images_per_s": ev.latency_batch / statistics.median(t.seconds),
-            "peak_memory_mb": t.peak_memory_mb, "host_memory_mb": t.host_memory_mb,
-            "batch": ev.latency_batch, "device": device_name(unet.device),
-            "dtype": str(unet.dtype).removeprefix("torch."),
-            "step_mode": accel.mode_of(unet)}} for t in timings}
+        done = {
+            t.name: {
+                "measured_speedup": t.measured_speedup,
+                "latency": {
+                    "median_s": statistics.median(t.seconds),
+                    "seconds": t.seconds,
+                    "images_per_s": ev.latency_batch / statistics.median(t.seconds),
+                    "peak_memory_mb": t.peak_memory_mb,
+                    "host_memory_mb": t.host_memory_mb,
+                    "batch": ev.latency_batch,
+                    "device": device_name(unet.device),
+                    "dtype": str(unet.dtype).removeprefix("torch."),
+                    "step_mode": accel.mode_of(unet),
+                },
+            }
+            for t in timings
+        }
         write_keyed(path, key, done)
         checkpoint("latency")
         return done
@@ -92,25 +119,39 @@ class LatencyStage:
 
         ev, unet = self.e.evaluation, self.model.unet
         path = self.work / "cost-table.json"
-        key = self._key(calibration="fit_on_device", batch=ev.latency_batch,
-                        repeats=ev.latency_repeats, device=device_name(unet.device),
-                        dtype=str(unet.dtype))
+        key = self._key(
+            calibration="fit_on_device",
+            batch=ev.latency_batch,
+            repeats=ev.latency_repeats,
+            device=device_name(unet.device),
+            dtype=str(unet.dtype),
+        )
         done = read_keyed(path, key)
         if done is not None:
             return done
         import torch
 
-        latents, kwargs = latency_inputs(self.model, ev.latency_batch, self.e.guidance,
-                                         prompts=self.prompts)
+        latents, kwargs = latency_inputs(
+            self.model, ev.latency_batch, self.e.guidance, prompts=self.prompts
+        )
         unet_batch = 2 * len(latents) if kwargs.get("guidance_scale") else len(latents)
         calls = models.example_inputs(self.spec, unet, unet_batch)
-        make_scheduler = models.scheduler_factory(self.spec, self.e.sampler, self.e.steps,
-                                                  unet.device)
-        self.log(f"calibrating the cost table: batch {ev.latency_batch}, "
-                 f"{ev.latency_repeats} repeats")
+        make_scheduler = models.scheduler_factory(
+            self.spec, self.e.sampler, self.e.steps, unet.device
+        )
+        self.log(
+            f"calibrating the cost table: batch {ev.latency_batch}, {ev.latency_repeats} repeats"
+        )
         with torch.inference_mode():
-            table = fit_on_device(unet, make_scheduler, calls, (latents, kwargs), self.calls,
-                                  deepcache_branch(self.e), ev.latency_repeats).table
+            table = fit_on_device(
+                unet,
+                make_scheduler,
+                calls,
+                (latents, kwargs),
+                self.calls,
+                deepcache_branch(self.e),
+                ev.latency_repeats,
+            ).table
         from repro.speed.costs import cost_cautions
 
         for line in cost_cautions(table, ev.latency_repeats):

@@ -49,10 +49,19 @@ from repro.run.work import Log, now, write_json
 RUN_ID_MAX = 128
 
 
-def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str | None = None,
-              new: bool = False, tracking_uri: str | None = None, device: str = "cpu",
-              dtype: str = "float32", log: Log = lambda message: None,
-              step_mode: str = "eager", command: str | None = None) -> Path:
+def run_suite(
+    suite: Suite,
+    *,
+    results_root: Path = Path("results"),
+    run_id: str | None = None,
+    new: bool = False,
+    tracking_uri: str | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    log: Log = lambda message: None,
+    step_mode: str = "eager",
+    command: str | None = None,
+) -> Path:
     """Run (or resume) ``suite``; returns the run directory holding ``results.json``.
     ``step_mode``: how UNet calls run (:data:`repro.engine.accel.MODES`); ``command``: the command
     line that started it, kept in results.json and report.html."""
@@ -71,16 +80,20 @@ def run_suite(suite: Suite, *, results_root: Path = Path("results"), run_id: str
         if world.rank == 0:
             for line in cautions(suite):
                 log(f"warning: {line}")
-        uri = world.share("checking the tracking server", partial(_tracking_uri, suite,
-                                                                  tracking_uri))
-        loaded = {e.name: models.load_model(e.model, e.weights, device=world.device(device),
-                                            dtype=dtype)
-                  for e in suite.experiments}
+        uri = world.share(
+            "checking the tracking server", partial(_tracking_uri, suite, tracking_uri)
+        )
+        loaded = {
+            e.name: models.load_model(e.model, e.weights, device=world.device(device), dtype=dtype)
+            for e in suite.experiments
+        }
         for model in loaded.values():
             accel.apply(model.unet, step_mode)
         held: list[IO] = []
-        run_dir = world.share("choosing the run directory", lambda: _claim(
-            held, suite, results_root, run_id, new, log))
+        run_dir = world.share(
+            "choosing the run directory",
+            lambda: _claim(held, suite, results_root, run_id, new, log),
+        )
         with held[0] if held else contextlib.nullcontext():
             _run(suite, plans, prompts, loaded, run_dir, uri, world, log, command)
     return run_dir
@@ -90,32 +103,54 @@ def _ranked(log: Log, prefix: str, message: str) -> None:
     log(prefix + message)
 
 
-def _claim(held: list[IO], suite: Suite, root: Path, run_id: str | None, new: bool,
-           log: Log) -> Path:
+def _claim(
+    held: list[IO], suite: Suite, root: Path, run_id: str | None, new: bool, log: Log
+) -> Path:
     """Rank 0's :func:`_run_dir`, its lock appended to ``held``."""
     run_dir, lock = _run_dir(suite, root, run_id, new, log)
     held.append(lock)
     return run_dir
 
 
-def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
-         uri: str | None, world: distributed.World, log: Log, command: str | None) -> None:
+def _run(
+    suite: Suite,
+    plans: dict,
+    prompts: dict,
+    loaded: dict,
+    run_dir: Path,
+    uri: str | None,
+    world: distributed.World,
+    log: Log,
+    command: str | None,
+) -> None:
     if not (run_dir / "work" / "state.json").is_file():
-        raise SuiteError(f"rank {world.rank} cannot see {run_dir}: the results root must be "
-                         "one directory shared by every rank (a shared file system)")
+        raise SuiteError(
+            f"rank {world.rank} cannot see {run_dir}: the results root must be "
+            "one directory shared by every rank (a shared file system)"
+        )
     rows, verdicts, tables, inputs = [], [], {}, {}
     for experiment in suite.experiments:
-        runner = ExperimentRun(experiment, plans[experiment.name], loaded[experiment.name],
-                                run_dir, log, prompts[experiment.name], world)
+        runner = ExperimentRun(
+            experiment,
+            plans[experiment.name],
+            loaded[experiment.name],
+            run_dir,
+            log,
+            prompts[experiment.name],
+            world,
+        )
         inputs[experiment.name] = runner.inputs
         rows += runner.run()
         tables[experiment.name] = runner.table.to_dict()
         if world.is_main:
             found, intervals = runner.verdicts(rows)
             verdicts += found
-            rows = [Row.of({**row.model_dump(), "intervals": intervals[row.name]})
-                    if row.experiment == experiment.name and row.name in intervals else row
-                    for row in rows]
+            rows = [
+                Row.of({**row.model_dump(), "intervals": intervals[row.name]})
+                if row.experiment == experiment.name and row.name in intervals
+                else row
+                for row in rows
+            ]
     if world.is_main:
         from repro.results.verdicts import adjust
 
@@ -123,18 +158,29 @@ def _run(suite: Suite, plans: dict, prompts: dict, loaded: dict, run_dir: Path,
         state = json.loads((run_dir / "work" / "state.json").read_text())
         results = Results(
             run_id=run_dir.name,
-            suite={"name": suite.name, "version": suite.version, "file": suite.file,
-                   "digest": suite.digest},
-            started=state["started"], finished=now(), command=command,
+            suite={
+                "name": suite.name,
+                "version": suite.version,
+                "file": suite.file,
+                "digest": suite.digest,
+            },
+            started=state["started"],
+            finished=now(),
+            command=command,
             environment={**_environment(loaded), "world_size": world.size},
-            cost_tables=tables, inputs=inputs, rows=rows, verdicts=verdicts)
+            cost_tables=tables,
+            inputs=inputs,
+            rows=rows,
+            verdicts=verdicts,
+        )
         _write_outputs(results, run_dir)
         checkpoint("results")
         if uri is not None:
             from repro.reporting import tracking
 
-            parent = tracking.log_run(results, run_dir, uri=uri,
-                                      experiment=suite.tracking.experiment)
+            parent = tracking.log_run(
+                results, run_dir, uri=uri, experiment=suite.tracking.experiment
+            )
             write_json(run_dir / "work" / "mlflow.json", {"uri": uri, "parent_run_id": parent})
             checkpoint("tracking")
             log(f"MLflow: run {parent} at {uri}")
@@ -171,8 +217,9 @@ def _read_prompts(suite: Suite, experiment: Experiment) -> list[str] | None:
     try:
         return read_prompts(p.file, p.format, p.limit)
     except PromptsError as error:
-        raise SuiteError(f"{suite.file}: experiment {experiment.name!r}: field 'prompts.file': "
-                         f"{error}") from None
+        raise SuiteError(
+            f"{suite.file}: experiment {experiment.name!r}: field 'prompts.file': {error}"
+        ) from None
 
 
 def _tracking_uri(suite: Suite, override: str | None) -> str | None:
@@ -186,8 +233,7 @@ def _tracking_uri(suite: Suite, override: str | None) -> str | None:
 
 
 # -- the run directory ------------------------------------------------------------------
-def _run_dir(suite: Suite, root: Path, run_id: str | None, new: bool,
-             log: Log) -> tuple[Path, IO]:
+def _run_dir(suite: Suite, root: Path, run_id: str | None, new: bool, log: Log) -> tuple[Path, IO]:
     """The named run, else the latest unfinished run of this very suite that no live process
     holds, else a new one; with its lock (:func:`_lock`), held until the file is closed."""
     parent = root / suite.name
@@ -203,8 +249,10 @@ def _run_dir(suite: Suite, root: Path, run_id: str | None, new: bool,
     run_dir = parent / (run_id or _new_run_id(suite))
     lock = _lock(run_dir)
     if lock is None:
-        raise SuiteError(f"{run_dir} is in use by another process ({_lock_holder(run_dir)}); "
-                         "wait for it or use another --run-id")
+        raise SuiteError(
+            f"{run_dir} is in use by another process ({_lock_holder(run_dir)}); "
+            "wait for it or use another --run-id"
+        )
     try:
         _start_state(suite, run_dir)
     except BaseException:
@@ -248,12 +296,16 @@ def _start_state(suite: Suite, run_dir: Path) -> None:
     if state_path.is_file():
         digest = _state_digest(state_path)
         if digest is None:
-            raise SuiteError(f"{state_path} is unreadable (torn or corrupted), so the run "
-                             "there cannot be matched to this suite; use another --run-id")
+            raise SuiteError(
+                f"{state_path} is unreadable (torn or corrupted), so the run "
+                "there cannot be matched to this suite; use another --run-id"
+            )
         if digest != suite.digest:
-            raise SuiteError(f"{run_dir} holds a run of another version of suite "
-                             f"{suite.name!r} ({digest}, now {suite.digest}); "
-                             "use another --run-id")
+            raise SuiteError(
+                f"{run_dir} holds a run of another version of suite "
+                f"{suite.name!r} ({digest}, now {suite.digest}); "
+                "use another --run-id"
+            )
         return
     with atomic_path(run_dir / "suite.yaml") as tmp:
         tmp.write_text(resolved_yaml(suite))
@@ -271,7 +323,8 @@ def _finished(run_dir: Path, suite: Suite) -> bool:
     """Results written, and logged to MLflow where the suite (as it reads now: tracking is
     not in its digest) tracks."""
     return (run_dir / "results.json").is_file() and (
-        not suite.tracking.enabled or (run_dir / "work" / "mlflow.json").is_file())
+        not suite.tracking.enabled or (run_dir / "work" / "mlflow.json").is_file()
+    )
 
 
 def resolved_yaml(suite: Suite) -> str:
@@ -281,7 +334,8 @@ def resolved_yaml(suite: Suite) -> str:
     data = json.loads(json.dumps(asdict(suite)))
     data.pop("file"), data.pop("digest")
     return f"# resolved from {suite.file} ({suite.digest})\n" + yaml.safe_dump(
-        data, sort_keys=False)
+        data, sort_keys=False
+    )
 
 
 def _write_outputs(results: Results, run_dir: Path) -> None:
@@ -304,5 +358,9 @@ def _environment(loaded: dict) -> dict:
     unet = next(iter(loaded.values())).unet
     env = environment(unet.device, str(unet.dtype).removeprefix("torch."), 0)
     env.pop("batch"), env.pop("dtype")
-    return {**env, "threads": torch.get_num_threads(), "step_mode": accel.mode_of(unet),
-            **git_state()}
+    return {
+        **env,
+        "threads": torch.get_num_threads(),
+        "step_mode": accel.mode_of(unet),
+        **git_state(),
+    }

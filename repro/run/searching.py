@@ -25,28 +25,58 @@ from repro.run.work import RowLoop
 from repro.search import search_log
 
 
-def search_fitness(settings: Search, model, steps: int, seeds, labels, guidance, *,
-                   batch_size: int, teacher=None, prompts=None, **options):
+def search_fitness(
+    settings: Search,
+    model,
+    steps: int,
+    seeds,
+    labels,
+    guidance,
+    *,
+    batch_size: int,
+    teacher=None,
+    prompts=None,
+    **options,
+):
     """The search fitness of ``settings`` (rFID or KID with its extractor) of candidates
     sampled at ``steps`` on ``seeds``, against ``teacher`` samples (None: sampled here);
     ``options``: the fitness's own (``pass_samples``)."""
     from repro.search.fitness import FITNESSES
 
     return FITNESSES[settings.fitness](
-        model, steps, seeds, labels, guidance, extractor=settings.extractor,
-        batch_size=batch_size, teacher=teacher, prompts=prompts, **options)
+        model,
+        steps,
+        seeds,
+        labels,
+        guidance,
+        extractor=settings.extractor,
+        batch_size=batch_size,
+        teacher=teacher,
+        prompts=prompts,
+        **options,
+    )
 
 
-def search_once(settings: Search, method: str, space, budget: Budget, fitness, *, seed: int,
-                known, on_record) -> search.SearchResult:
+def search_once(
+    settings: Search, method: str, space, budget: Budget, fitness, *, seed: int, known, on_record
+) -> search.SearchResult:
     """One search by ``method`` (its results name) under ``budget`` with the evolution,
     evaluation count and seeding of ``settings``; the step-wise search runs on the grid the
     fitness samples at."""
-    return search.run_method(method, space, evolution=settings.evolution,
-                             generations=settings.generations, fitness=fitness, budget=budget,
-                             n_eval=settings.n_eval, seed_uniform=settings.seed_uniform,
-                             seed=seed, known=known, on_record=on_record,
-                             stepwise_steps=fitness.steps)
+    return search.run_method(
+        method,
+        space,
+        evolution=settings.evolution,
+        generations=settings.generations,
+        fitness=fitness,
+        budget=budget,
+        n_eval=settings.n_eval,
+        seed_uniform=settings.seed_uniform,
+        seed=seed,
+        known=known,
+        on_record=on_record,
+        stepwise_steps=fitness.steps,
+    )
 
 
 class SpreadFitness:
@@ -82,8 +112,10 @@ class SearchStage:
     def _search_steps(self, row: RowPlan) -> int:
         """The sampler steps a searched row's candidates run at: the teacher's, or every
         training timestep for the step-wise search on the training grid."""
-        if (search.by_result_name(row.method).training_grid
-                and self.e.search.stepwise_grid == "training"):
+        if (
+            search.by_result_name(row.method).training_grid
+            and self.e.search.stepwise_grid == "training"
+        ):
             return training_steps(self.e)
         return self.e.steps
 
@@ -97,17 +129,26 @@ class SearchStage:
         repeat = seed - s.seed
         self.log(f"teacher on {len(seeds)} search seeds of repeat {repeat + 1}")
         teacher = self._teacher("teacher-search" + (f"-{repeat + 1}" if repeat else ""), seeds)
-        fitness = search_fitness(s, self.model, steps, seeds, self.labels, self.e.guidance,
-                                 batch_size=self.e.evaluation.batch_size, teacher=teacher,
-                                 prompts=self.prompts)
+        fitness = search_fitness(
+            s,
+            self.model,
+            steps,
+            seeds,
+            self.labels,
+            self.e.guidance,
+            batch_size=self.e.evaluation.batch_size,
+            teacher=teacher,
+            prompts=self.prompts,
+        )
         return fitness if self.world.size == 1 else SpreadFitness(fitness, self.world)
 
     def _search(self, row: RowPlan, fitness) -> tuple[Schedule, dict]:
         s = self.e.search
         path = self.work / "search.jsonl"
         context = self._key(**fitness.context, inputs=self.inputs["search"])
-        known = self.world.share("reading the search log",
-                                 partial(search_log.read_scores, path, context))
+        known = self.world.share(
+            "reading the search log", partial(search_log.read_scores, path, context)
+        )
         appender = search_log.appender(path, context)
 
         def append(record) -> None:
@@ -119,21 +160,41 @@ class SearchStage:
         budget = Budget(row.budget, table, s.tol, reference_calls=self.calls)
         started = time.perf_counter()
         with self._stage(f"search {row.name}"):
-            result = search_once(s, row.method, segment_space(self.e, self.calls), budget,
-                                 fitness, seed=row.seed, known=known, on_record=append)
+            result = search_once(
+                s,
+                row.method,
+                segment_space(self.e, self.calls),
+                budget,
+                fitness,
+                seed=row.seed,
+                known=known,
+                on_record=append,
+            )
         reused = sum(r.cached for r in result.records)
-        self.log(f"{row.name}: {fitness.context['protocol']} {result.fitness:.4g} at "
-                 f"{result.predicted_speedup:.2f}x "
-                 f"({len(result.records)} scored, {reused} from the log, "
-                 f"{time.perf_counter() - started:.0f} s)")
-        return result.best, {"protocol": fitness.context["protocol"], "fitness": result.fitness,
-                             "n": len(fitness.seeds), "scored": len(result.records),
-                             "reused": reused, "seed": row.seed, "grid_steps": fitness.steps,
-                             "trace": [r.fitness for r in result.records]}
+        self.log(
+            f"{row.name}: {fitness.context['protocol']} {result.fitness:.4g} at "
+            f"{result.predicted_speedup:.2f}x "
+            f"({len(result.records)} scored, {reused} from the log, "
+            f"{time.perf_counter() - started:.0f} s)"
+        )
+        return result.best, {
+            "protocol": fitness.context["protocol"],
+            "fitness": result.fitness,
+            "n": len(fitness.seeds),
+            "scored": len(result.records),
+            "reused": reused,
+            "seed": row.seed,
+            "grid_steps": fitness.steps,
+            "trace": [r.fitness for r in result.records],
+        }
 
     def _on_training_grid(self, row: RowLoop) -> bool:
         """An F/N schedule of the step-wise search on the training grid: its null steps
         chain, so it is timed as the loop over its F timesteps alone (as AutoDiffusion runs
         it), not with hundreds of null scheduler steps."""
-        return (row.sampler is None and row.steps != self.e.steps
-                and row.steps == training_steps(self.e) and row.schedule.count("P") == 0)
+        return (
+            row.sampler is None
+            and row.steps != self.e.steps
+            and row.steps == training_steps(self.e)
+            and row.schedule.count("P") == 0
+        )

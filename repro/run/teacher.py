@@ -15,15 +15,22 @@ class TeacherStage:
     """A stage of :class:`repro.run.experiment.ExperimentRun`: its methods use the run's
     state (``self.e``, ``self.model``, ``self.work``, ...)."""
 
-    def _teacher(self, name: str, seeds: list[int], more: Sequence[shards.ShardedSamples] = (),
-                 everyone: bool = True, stage: str = "search sampling") -> SampleSet | None:
+    def _teacher(
+        self,
+        name: str,
+        seeds: list[int],
+        more: Sequence[shards.ShardedSamples] = (),
+        everyone: bool = True,
+        stage: str = "search sampling",
+    ) -> SampleSet | None:
         """All-F samples of ``seeds``, generated once per run (in shards over the ranks, with
         the shards of ``more`` in the same pass) and kept whole as ``work/<exp>/<name>.npz``;
         read once per process, by every rank or (``everyone`` False) by rank 0 alone."""
         path = self.work / f"{name}.npz"
         key = self._key(steps=self.e.steps, seeds=seeds)
         kept = name in self.teachers or self.world.share(
-            f"{name}: kept?", lambda: SampleSet.stored_key(path) == key)
+            f"{name}: kept?", lambda: SampleSet.stored_key(path) == key
+        )
         parts = [] if kept else [self._sharded(name, None, self.e.steps, seeds, "teacher")]
         with self._stage(stage):
             if parts or more:
@@ -39,15 +46,17 @@ class TeacherStage:
             self.teachers[name] = SampleSet.load(path)
         return self.teachers[name]
 
-    def _sharded(self, name: str, planned: RowLoop | None, steps: int, seeds: list[int],
-                 stage: str = "shard") -> shards.ShardedSamples:
+    def _sharded(
+        self, name: str, planned: RowLoop | None, steps: int, seeds: list[int], stage: str = "shard"
+    ) -> shards.ShardedSamples:
         """The shards of one sampling of ``seeds``: the teacher (``planned`` None) or a
         row's loop, each shard one evaluation batch with its seeds' labels and prompts."""
         from repro.infra.digests import key_digest
 
-        labels, prompts = (None if values is None else
-                           [values[i % len(values)] for i in range(len(seeds))]
-                           for values in (self.labels, self.prompts))
+        labels, prompts = (
+            None if values is None else [values[i % len(values)] for i in range(len(seeds))]
+            for values in (self.labels, self.prompts)
+        )
         model = self._on(planned and planned.sampler)
         schedule = planned and planned.schedule
         if planned is None:
@@ -62,9 +71,18 @@ class TeacherStage:
                 return self._key(run=planned.key, seeds=part)
 
         def make(at: slice) -> SampleSet:
-            return generate(model, steps, schedule, seeds[at], labels and labels[at],
-                            self.e.guidance, batch_size=self.e.evaluation.batch_size,
-                            prompts=prompts and prompts[at], cache=planned and planned.cache)
+            return generate(
+                model,
+                steps,
+                schedule,
+                seeds[at],
+                labels and labels[at],
+                self.e.guidance,
+                batch_size=self.e.evaluation.batch_size,
+                prompts=prompts and prompts[at],
+                cache=planned and planned.cache,
+            )
 
-        return shards.ShardedSamples(name, directory, tuple(seeds),
-                                     self.e.evaluation.batch_size, key, make, stage)
+        return shards.ShardedSamples(
+            name, directory, tuple(seeds), self.e.evaluation.batch_size, key, make, stage
+        )

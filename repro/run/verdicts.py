@@ -50,10 +50,8 @@ class VerdictStage:
 
                 references[protocol] = reference_statistics(ev.reference, self._extractor(name))
         qualities = verdicts.point_qualities(features, protocols, teacher, references)
-        records, intervals = verdicts.verdicts(mine, qualities, ev.bootstrap,
-                                               self._primary())
-        by_row = {row.name: {m: list(intervals[(row.name, m)]) for m in protocols}
-                  for row in mine}
+        records, intervals = verdicts.verdicts(mine, qualities, ev.bootstrap, self._primary())
+        by_row = {row.name: {m: list(intervals[(row.name, m)]) for m in protocols} for row in mine}
         for name, kid in self._kid_intervals(mine, features, teacher).items():
             by_row[name].update(kid)
         return [{"experiment": self.e.name, **record} for record in records], by_row
@@ -64,12 +62,23 @@ class VerdictStage:
         if self.e.evaluation.primary is None:
             return None
         named = {name: method.result_name for name, method in search.METHODS.items()}
-        return [{"method": named.get(p.method, p.method),
-                 "family": named.get(p.against, p.against), "budget": p.budget,
-                 "metric": p.metric, "speed": p.speed} for p in self.e.evaluation.primary]
+        return [
+            {
+                "method": named.get(p.method, p.method),
+                "family": named.get(p.against, p.against),
+                "budget": p.budget,
+                "metric": p.metric,
+                "speed": p.speed,
+            }
+            for p in self.e.evaluation.primary
+        ]
 
-    def _kid_intervals(self, rows: list[Row], features: dict, teacher: str,
-                       ) -> dict[str, dict]:
+    def _kid_intervals(
+        self,
+        rows: list[Row],
+        features: dict,
+        teacher: str,
+    ) -> dict[str, dict]:
         """Each row's 95% interval of the KID beside each of its FID protocols (kid against
         the reference's features, rkid against the teacher row's), a percentile bootstrap
         over the evaluation seeds (:func:`repro.metrics.kid.interval`)."""
@@ -87,8 +96,12 @@ class VerdictStage:
                 self_term = reference_self_term(reference)
             for row in rows if kind in KID_OF else ():
                 x = features[row.name][name]
-                quality = (kid_quality(x, reference, self_term=self_term) if kind == "fid"
-                           else rkid_quality(x, features[teacher][name]))
+                quality = (
+                    kid_quality(x, reference, self_term=self_term)
+                    if kind == "fid"
+                    else rkid_quality(x, features[teacher][name])
+                )
                 found[row.name][f"{KID_OF[kind]}:{name}"] = list(
-                    interval(quality, len(x), ev.bootstrap))
+                    interval(quality, len(x), ev.bootstrap)
+                )
         return found

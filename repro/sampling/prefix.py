@@ -55,11 +55,12 @@ class PrefixStore:
     def recorder(self, batch: Hashable, schedule: Schedule) -> Callable[[LoopState], None]:
         """An ``on_step`` callback for :func:`repro.engine.denoise` that stores each state."""
         record = self.recording(batch)
-        return lambda state: record(schedule.steps[:state.step], state)
+        return lambda state: record(schedule.steps[: state.step], state)
 
     def recording(self, batch: Hashable) -> Callable[[tuple[str, ...], LoopState], None]:
         """An ``on_step`` callback for :func:`repro.engine.batched.denoise_many`: stores the state
         after each token prefix."""
+
         def record(tokens: tuple[str, ...], state: LoopState) -> None:
             key = (batch, tuple(tokens))
             if key in self._states:
@@ -73,6 +74,7 @@ class PrefixStore:
                 held[1] += 1
             while self.bytes > self.max_bytes and self._states:  # this one last
                 self._drop(next(iter(self._states)))
+
         return record
 
     def _drop(self, key: tuple[Hashable, tuple[str, ...]]) -> None:
@@ -97,8 +99,11 @@ def _tensors(value: Any) -> list:
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, LoopState):
-        return [*_tensors(value.latents), *_tensors(value.last_output),
-                *_tensors(list(value.caches.values()))]
+        return [
+            *_tensors(value.latents),
+            *_tensors(value.last_output),
+            *_tensors(list(value.caches.values())),
+        ]
     if isinstance(value, list | tuple):
         return [t for item in value for t in _tensors(item)]
     if hasattr(value, "to_tuple"):  # diffusers' BaseOutput

@@ -30,13 +30,17 @@ class PromptsError(UserError, ValueError):
     """A prompts file that is missing, empty or not in the expected format."""
 
 
-def read_prompts(path: str | Path, format: str = "auto", limit: int | None = None,
-                 ) -> list[str]:
+def read_prompts(
+    path: str | Path,
+    format: str = "auto",
+    limit: int | None = None,
+) -> list[str]:
     """The prompts of ``path`` in file order (COCO: ascending image id), the first ``limit``."""
     path = Path(path)
     if format not in FORMATS:
-        raise PromptsError(f"prompts file {path}: unknown format {format!r}; known: "
-                           f"{', '.join(FORMATS)}")
+        raise PromptsError(
+            f"prompts file {path}: unknown format {format!r}; known: {', '.join(FORMATS)}"
+        )
     if limit is not None and limit < 1:
         raise PromptsError(f"prompts file {path}: limit must be at least 1, got {limit}")
     if not path.exists():
@@ -47,8 +51,9 @@ def read_prompts(path: str | Path, format: str = "auto", limit: int | None = Non
     except InputFileError as error:
         raise PromptsError(f"prompts file {error}") from None
     except UnicodeDecodeError as error:
-        raise PromptsError(f"cannot read prompts file {path}: not UTF-8 text (byte "
-                           f"{error.start})") from None
+        raise PromptsError(
+            f"cannot read prompts file {path}: not UTF-8 text (byte {error.start})"
+        ) from None
     if format == "auto":
         format = _detect(path, text)
     reader = {"coco": _coco, "parti": _parti, "lines": _lines}[format]
@@ -72,19 +77,24 @@ def _coco(path: Path, text: str) -> list[str]:
     try:
         data = json.loads(text)
     except ValueError as error:
-        raise PromptsError(f"prompts file {path} is not COCO captions JSON (not JSON: "
-                           f"{error})") from None
+        raise PromptsError(
+            f"prompts file {path} is not COCO captions JSON (not JSON: {error})"
+        ) from None
     annotations = data.get("annotations") if isinstance(data, dict) else None
     if not isinstance(annotations, list):
-        raise PromptsError(f"prompts file {path} is not COCO captions JSON (no 'annotations' "
-                           "list of {image_id, caption})")
+        raise PromptsError(
+            f"prompts file {path} is not COCO captions JSON (no 'annotations' "
+            "list of {image_id, caption})"
+        )
     first: dict[int, str] = {}
     for index, entry in enumerate(annotations):
         try:
             image, caption = int(entry["image_id"]), entry["caption"]
         except (KeyError, TypeError, ValueError):
-            raise PromptsError(f"prompts file {path} is not COCO captions JSON (annotations"
-                               f"[{index}] lacks image_id or caption)") from None
+            raise PromptsError(
+                f"prompts file {path} is not COCO captions JSON (annotations"
+                f"[{index}] lacks image_id or caption)"
+            ) from None
         if not isinstance(caption, str):
             raise PromptsError(f"prompts file {path}: annotations[{index}].caption is not text")
         first.setdefault(image, caption.strip())
@@ -95,12 +105,13 @@ def _parti(path: Path, text: str) -> list[str]:
     rows = list(csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
     header = [name.strip() for name in rows[0]] if rows else []
     if "Prompt" not in header:
-        raise PromptsError(f"prompts file {path} has no 'Prompt' column in its tab-separated "
-                           f"header (got {header[:4]}); PartiPrompts.tsv starts with "
-                           "Prompt<TAB>Category<TAB>Challenge<TAB>Note")
+        raise PromptsError(
+            f"prompts file {path} has no 'Prompt' column in its tab-separated "
+            f"header (got {header[:4]}); PartiPrompts.tsv starts with "
+            "Prompt<TAB>Category<TAB>Challenge<TAB>Note"
+        )
     column = header.index("Prompt")
-    return [row[column].strip() for row in rows[1:]
-            if len(row) > column and row[column].strip()]
+    return [row[column].strip() for row in rows[1:] if len(row) > column and row[column].strip()]
 
 
 def _lines(path: Path, text: str) -> list[str]:

@@ -51,8 +51,9 @@ class SampleSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise SamplesFileError(f"images must be uint8 NHWC, got {self.images.dtype} "
-                                   f"{self.images.shape}")
+            raise SamplesFileError(
+                f"images must be uint8 NHWC, got {self.images.dtype} {self.images.shape}"
+            )
         if len(self.seeds) != len(self.images):
             raise SamplesFileError(f"{len(self.seeds)} seeds for {len(self.images)} images")
         if self.labels is not None and len(self.labels) != len(self.images):
@@ -62,15 +63,17 @@ class SampleSet:
         if self.prompts is not None:
             object.__setattr__(self, "prompts", tuple(str(p) for p in self.prompts))
             if len(self.prompts) != len(self.images):
-                raise SamplesFileError(f"{len(self.prompts)} prompts for {len(self.images)} "
-                                       "images")
+                raise SamplesFileError(f"{len(self.prompts)} prompts for {len(self.images)} images")
 
     def save(self, path: Path | str, key: dict | None = None) -> Path:
         """Write atomically: a crash leaves the old file or none, never half a file.
         ``key``: what produced the samples (JSON), kept in the file for :meth:`stored_key`."""
         fields = {
-            "images": self.images, "seeds": self.seeds, "model": np.array(self.model),
-            "schedule": np.array(self.schedule), "steps": np.array(self.steps),
+            "images": self.images,
+            "seeds": self.seeds,
+            "model": np.array(self.model),
+            "schedule": np.array(self.schedule),
+            "steps": np.array(self.steps),
             "guidance": np.array(np.nan if self.guidance is None else self.guidance),
             "format_version": np.array(FORMAT_VERSION),
         }
@@ -94,19 +97,25 @@ class SampleSet:
             theirs = (part.model, part.schedule, part.steps, part.guidance)
             if theirs != ours:
                 raise SamplesFileError(f"cannot join samples of {theirs} to samples of {ours}")
-            if (part.labels is None) != (first.labels is None) or \
-                    (part.prompts is None) != (first.prompts is None) or \
-                    (part.work is None) != (first.work is None):
-                raise SamplesFileError("cannot join samples with and without labels, prompts "
-                                       "or work")
+            if (
+                (part.labels is None) != (first.labels is None)
+                or (part.prompts is None) != (first.prompts is None)
+                or (part.work is None) != (first.work is None)
+            ):
+                raise SamplesFileError(
+                    "cannot join samples with and without labels, prompts or work"
+                )
         return cls(
             images=np.concatenate([p.images for p in parts]),
             seeds=np.concatenate([p.seeds for p in parts]),
             labels=None if first.labels is None else np.concatenate([p.labels for p in parts]),
-            model=first.model, schedule=first.schedule, steps=first.steps,
+            model=first.model,
+            schedule=first.schedule,
+            steps=first.steps,
             guidance=first.guidance,
             prompts=None if first.prompts is None else sum((p.prompts for p in parts), ()),
-            work=None if first.work is None else np.concatenate([p.work for p in parts]))
+            work=None if first.work is None else np.concatenate([p.work for p in parts]),
+        )
 
     @staticmethod
     def stored_key(path: Path | str) -> dict | None:
@@ -125,22 +134,30 @@ class SampleSet:
         if missing:
             raise SamplesFileError(f"samples file {path} lacks {', '.join(sorted(missing))}")
         _check_format(path, fields.get("format_version"))
-        flat = [k for k in ("seeds", "labels", "prompts", "work")
-                if k in fields and fields[k].ndim != 1]
+        flat = [
+            k for k in ("seeds", "labels", "prompts", "work") if k in fields and fields[k].ndim != 1
+        ]
         if flat:
-            raise SamplesFileError(f"samples file {path}: {flat[0]} is not a list (shape "
-                                   f"{fields[flat[0]].shape})")
+            raise SamplesFileError(
+                f"samples file {path}: {flat[0]} is not a list (shape {fields[flat[0]].shape})"
+            )
         try:
             guidance, steps = float(fields["guidance"]), int(fields["steps"])
             seeds = fields["seeds"].astype(np.int64)
             labels = fields["labels"].astype(np.int64) if "labels" in fields else None
         except (TypeError, ValueError) as error:
-            raise SamplesFileError(f"samples file {path}: steps, guidance, seeds or labels "
-                                   f"is not numeric ({type(error).__name__})") from None
+            raise SamplesFileError(
+                f"samples file {path}: steps, guidance, seeds or labels "
+                f"is not numeric ({type(error).__name__})"
+            ) from None
         return cls(
-            images=fields["images"], seeds=seeds, labels=labels,
-            model=str(fields["model"]), schedule=str(fields["schedule"]),
-            steps=steps, guidance=None if np.isnan(guidance) else guidance,
+            images=fields["images"],
+            seeds=seeds,
+            labels=labels,
+            model=str(fields["model"]),
+            schedule=str(fields["schedule"]),
+            steps=steps,
+            guidance=None if np.isnan(guidance) else guidance,
             prompts=tuple(fields["prompts"].tolist()) if "prompts" in fields else None,
             work=fields["work"].astype(np.float64) if "work" in fields else None,
         )
@@ -154,11 +171,14 @@ def _check_format(path: Path, stored) -> None:
     try:
         version = int(stored)
     except (TypeError, ValueError):
-        raise SamplesFileError(f"samples file {path}: format_version {short(str(stored))} is "
-                               "not a number") from None
+        raise SamplesFileError(
+            f"samples file {path}: format_version {short(str(stored))} is not a number"
+        ) from None
     if not 1 <= version <= FORMAT_VERSION:
-        raise SamplesFileError(f"samples file {path} has format {version}; this repro reads "
-                               f"format 1..{FORMAT_VERSION} (written by another version?)")
+        raise SamplesFileError(
+            f"samples file {path} has format {version}; this repro reads "
+            f"format 1..{FORMAT_VERSION} (written by another version?)"
+        )
 
 
 MAX_SEEDS = 1_000_000  # far above FID-50k; a range is counted before it is built
@@ -175,13 +195,16 @@ def parse_seeds(text: str) -> list[int]:
         else:
             parts = [int(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(f"--seeds expects A:B or a comma list of integers, got "
-                         f"{short(text)}") from None
+        raise ValueError(
+            f"--seeds expects A:B or a comma list of integers, got {short(text)}"
+        ) from None
     ends = (parts.start, parts.stop - 1) if isinstance(parts, range) else parts
     outside = next((seed for seed in ends if not SEED_MIN <= seed <= SEED_MAX), None)
     if outside is not None:
-        raise ValueError(f"--seeds: seed {short(outside)} is outside {SEED_MIN}..{SEED_MAX} "
-                         "(samples files keep seeds as int64)")
+        raise ValueError(
+            f"--seeds: seed {short(outside)} is outside {SEED_MIN}..{SEED_MAX} "
+            "(samples files keep seeds as int64)"
+        )
     if not parts:
         raise ValueError(f"--seeds {short(text)} selects no seed")
     if len(parts) > MAX_SEEDS:
@@ -226,11 +249,15 @@ def check_samples(samples: SampleSet, path: Path | str) -> None:
     from repro.models import get
 
     repeated = _first_repeat(samples.seeds.tolist())
-    problem = (f"seed {repeated} is repeated; each seed must be one image"
-               if repeated is not None else None)
+    problem = (
+        f"seed {repeated} is repeated; each seed must be one image"
+        if repeated is not None
+        else None
+    )
     if problem is None and samples.labels is not None:
-        problem = labels_problem(samples.model, get(samples.model).num_classes,
-                                 samples.labels.tolist())
+        problem = labels_problem(
+            samples.model, get(samples.model).num_classes, samples.labels.tolist()
+        )
     if problem is None and samples.steps < 1:
         problem = f"steps {samples.steps}; at least 1"
     if problem is None and samples.guidance is not None and not np.isfinite(samples.guidance):

@@ -38,8 +38,10 @@ class ShardedSamples:
 
     @property
     def slices(self) -> list[slice]:
-        return [slice(start, min(start + self.size, len(self.seeds)))
-                for start in range(0, len(self.seeds), self.size)]
+        return [
+            slice(start, min(start + self.size, len(self.seeds)))
+            for start in range(0, len(self.seeds), self.size)
+        ]
 
     def path(self, index: int) -> Path:
         return self.directory / f"{index:05d}.npz"
@@ -49,8 +51,11 @@ class ShardedSamples:
 
     def missing(self) -> list[int]:
         """Shards not on disk under their key (absent, torn, or made by other settings)."""
-        return [i for i in range(len(self.slices))
-                if SampleSet.stored_key(self.path(i)) != self.shard_key(i)]
+        return [
+            i
+            for i in range(len(self.slices))
+            if SampleSet.stored_key(self.path(i)) != self.shard_key(i)
+        ]
 
     def load(self) -> SampleSet:
         """All shards joined in seed order; every shard must be finished."""
@@ -70,21 +75,26 @@ class ShardedSamples:
             self.directory.parent.rmdir()
 
 
-def sample(sets: Sequence[ShardedSamples], world: World,
-           log: Callable[[str], None] = lambda message: None) -> int:
+def sample(
+    sets: Sequence[ShardedSamples], world: World, log: Callable[[str], None] = lambda message: None
+) -> int:
     """Sample every unfinished shard of ``sets``, spread over the ranks (rank 0 lists what is
     missing, rank r takes every size-th shard from position r); returns when every rank is
     done. Returns how many shards this rank sampled."""
-    todo = world.share("listing unfinished shards",
-                       lambda: [(s, i) for s, one in enumerate(sets) for i in one.missing()])
-    mine = todo[world.rank::world.size]
+    todo = world.share(
+        "listing unfinished shards",
+        lambda: [(s, i) for s, one in enumerate(sets) for i in one.missing()],
+    )
+    mine = todo[world.rank :: world.size]
     for s, i in mine:
         one = sets[s]
         at = one.slices[i]
         one.make(at).save(one.path(i), one.shard_key(i))
         checkpoint(one.stage)
-        log(f"sampled {one.name}: shard {i + 1}/{len(one.slices)} (seeds "
+        log(
+            f"sampled {one.name}: shard {i + 1}/{len(one.slices)} (seeds "
             f"{one.seeds[at.start]}..{one.seeds[at.stop - 1]}) -> "
-            f"{one.directory.name}/{one.path(i).name}")
+            f"{one.directory.name}/{one.path(i).name}"
+        )
     world.barrier("sampling shards")
     return len(mine)

@@ -31,8 +31,28 @@ from repro.search.methods import (
 from repro.search.operators import SegmentOps, StepOps, repair, stepwise_feasible, stepwise_sizes
 from repro.search.space import FULL_FILL, Genome, SegmentSpace, segment_schedule_at
 
-__all__ = ["FULL_FILL", "METHODS", "Budget", "BudgetError", "Evolution", "Genome", "Record",
-           "SearchMethod", "SearchResult", "SegmentOps", "SegmentSpace", "StepOps",
-           "by_result_name", "pareto_front", "random_search", "register",
-           "repair", "run_method", "segment_evolution", "segment_schedule_at",
-           "stepwise_evolution", "stepwise_feasible", "stepwise_sizes"]
+__all__ = [
+    "FULL_FILL",
+    "METHODS",
+    "Budget",
+    "BudgetError",
+    "Evolution",
+    "Genome",
+    "Record",
+    "SearchMethod",
+    "SearchResult",
+    "SegmentOps",
+    "SegmentSpace",
+    "StepOps",
+    "by_result_name",
+    "pareto_front",
+    "random_search",
+    "register",
+    "repair",
+    "run_method",
+    "segment_evolution",
+    "segment_schedule_at",
+    "stepwise_evolution",
+    "stepwise_feasible",
+    "stepwise_sizes",
+]

@@ -36,11 +36,20 @@ class TeacherFitness:
     runs one schedule per call). The scores are the same either way, bit for bit where the
     UNet's kernels are batch-size independent (the digits zoo on CPU)."""
 
-    def __init__(self, model, steps: int, seeds: Sequence[int],
-                 labels: Sequence[int] | None = None, guidance: float | None = None,
-                 extractor: str = "digits-cnn", batch_size: int = 128,
-                 teacher: SampleSet | None = None, prompts: Sequence[str] | None = None,
-                 reuse_prefixes: bool = True, pass_samples: int | None = DEFAULT_PASS_SAMPLES):
+    def __init__(
+        self,
+        model,
+        steps: int,
+        seeds: Sequence[int],
+        labels: Sequence[int] | None = None,
+        guidance: float | None = None,
+        extractor: str = "digits-cnn",
+        batch_size: int = 128,
+        teacher: SampleSet | None = None,
+        prompts: Sequence[str] | None = None,
+        reuse_prefixes: bool = True,
+        pass_samples: int | None = DEFAULT_PASS_SAMPLES,
+    ):
         if pass_samples is not None and pass_samples < 1:
             raise ValueError(f"pass_samples must be at least 1 (or None), got {pass_samples}")
         self.model, self.steps, self.seeds = model, steps, list(seeds)
@@ -56,20 +65,32 @@ class TeacherFitness:
         """What a logged score depends on: scores are reused only under the same context."""
         scheduler = self.model.scheduler
         context = {
-            "model": self.model.name, "steps": self.steps, "seeds": self.seeds,
+            "model": self.model.name,
+            "steps": self.steps,
+            "seeds": self.seeds,
             "sampler": sampler_record(scheduler),
             "labels": None if self.teacher.labels is None else self.teacher.labels.tolist(),
-            "guidance": self.teacher.guidance, "protocol": f"{self.kind}:{self.extractor.name}",
-            "extractor_weights": self.extractor.weights_digest}
+            "guidance": self.teacher.guidance,
+            "protocol": f"{self.kind}:{self.extractor.name}",
+            "extractor_weights": self.extractor.weights_digest,
+        }
         if self.teacher.prompts is not None:  # absent for other models: their logs still match
             digest = hashlib.sha256("\n".join(self.teacher.prompts).encode()).hexdigest()
             context["prompts"] = f"sha256:{digest[:16]}"
         return context
 
     def _generate(self, schedule: Schedule | None):
-        return generate(self.model, self.steps, schedule, self.seeds, self.labels,
-                        self.guidance, batch_size=self.batch_size, prompts=self.prompts,
-                        prefixes=self.prefixes)
+        return generate(
+            self.model,
+            self.steps,
+            schedule,
+            self.seeds,
+            self.labels,
+            self.guidance,
+            batch_size=self.batch_size,
+            prompts=self.prompts,
+            prefixes=self.prefixes,
+        )
 
     def __call__(self, schedule: Schedule) -> float:
         """The fitness of ``schedule``."""
@@ -82,10 +103,20 @@ class TeacherFitness:
         per_pass = max(1, self.pass_samples // min(self.batch_size, len(self.seeds)))
         scores = []
         for first in range(0, len(schedules), per_pass):  # images of one pass at a time
-            scores += [self._score(samples) for samples in generate_many(
-                self.model, self.steps, schedules[first:first + per_pass], self.seeds,
-                self.labels, self.guidance, batch_size=self.batch_size,
-                prefixes=self.prefixes, pass_samples=self.pass_samples)]
+            scores += [
+                self._score(samples)
+                for samples in generate_many(
+                    self.model,
+                    self.steps,
+                    schedules[first : first + per_pass],
+                    self.seeds,
+                    self.labels,
+                    self.guidance,
+                    batch_size=self.batch_size,
+                    prefixes=self.prefixes,
+                    pass_samples=self.pass_samples,
+                )
+            ]
         return scores
 
     def _score(self, samples: SampleSet) -> float:

@@ -67,9 +67,15 @@ class _Scorer:
     """Scores each schedule text once per search, a batch at a time (:meth:`add`, then
     :meth:`flush`); reuses ``known`` scores without calling."""
 
-    def __init__(self, fitness: Fitness, budget: Budget, method: str,
-                 known: Mapping[str, float] | None, on_record: Callable[[Record], None] | None,
-                 n_eval: int):
+    def __init__(
+        self,
+        fitness: Fitness,
+        budget: Budget,
+        method: str,
+        known: Mapping[str, float] | None,
+        on_record: Callable[[Record], None] | None,
+        n_eval: int,
+    ):
         self.fitness, self.budget, self.method = fitness, budget, method
         self.known = dict(known or {})
         self.on_record = on_record
@@ -103,11 +109,22 @@ class _Scorer:
         for text, schedule in batch.items():
             start = time.perf_counter()
             cached = text in self.known
-            value, seconds = ((self.known[text], 0.0) if cached else shared[text] if shared
-                              else (float(self.fitness(schedule)), None))
-            record = Record(text, self.method, self.budget.target,
-                            self.budget.speedup(schedule), value,
-                            time.perf_counter() - start if seconds is None else seconds, cached)
+            value, seconds = (
+                (self.known[text], 0.0)
+                if cached
+                else shared[text]
+                if shared
+                else (float(self.fitness(schedule)), None)
+            )
+            record = Record(
+                text,
+                self.method,
+                self.budget.target,
+                self.budget.speedup(schedule),
+                value,
+                time.perf_counter() - start if seconds is None else seconds,
+                cached,
+            )
             self.scores[text] = value
             self.records.append(record)
             if self.on_record is not None and not cached:
@@ -119,8 +136,14 @@ class _Scorer:
             raise BudgetError(f"{self.method}: no schedule scored at budget {self.budget.target}x")
         text = min(self.scores, key=lambda t: (self.scores[t], t))
         best = Schedule.parse(text)
-        return SearchResult(self.method, self.budget.target, best, self.scores[text],
-                            self.budget.speedup(best), self.records)
+        return SearchResult(
+            self.method,
+            self.budget.target,
+            best,
+            self.scores[text],
+            self.budget.speedup(best),
+            self.records,
+        )
 
 
 class _Pool:
@@ -159,10 +182,21 @@ class _Pool:
         return [self.members[t] for t in ranked[:count]]
 
 
-def run_search(method: str, ops: Any, fitness: Fitness, budget: Budget, *, n_eval: int,
-            evolution: Evolution | None, seed_uniform: bool, seed: int,
-            known: Mapping[str, float] | None, on_record: Callable[[Record], None] | None,
-            generations: int | None, max_stall: int) -> SearchResult:
+def run_search(
+    method: str,
+    ops: Any,
+    fitness: Fitness,
+    budget: Budget,
+    *,
+    n_eval: int,
+    evolution: Evolution | None,
+    seed_uniform: bool,
+    seed: int,
+    known: Mapping[str, float] | None,
+    on_record: Callable[[Record], None] | None,
+    generations: int | None,
+    max_stall: int,
+) -> SearchResult:
     """Seeds, then random immigrants up to the population (random search: up to ``n_eval``),
     then generations of mutation, crossover and immigrants until ``n_eval`` distinct
     schedules are scored, ``generations`` have run or ``max_stall`` bring nothing new."""
@@ -173,13 +207,14 @@ def run_search(method: str, ops: Any, fitness: Fitness, budget: Budget, *, n_eva
         pool.add(candidate)
     pool.immigrate((evolution.population if evolution else n_eval) - len(pool.members), rng)
     stall = generation = 0
-    while (evolution and not scorer.exhausted and stall < max_stall
-           and generation != generations):
+    while evolution and not scorer.exhausted and stall < max_stall and generation != generations:
         generation += 1
         parents = pool.best(evolution.parents)
         children = [ops.mutate(rng.choice(parents), rng) for _ in range(evolution.mutations)]
-        children += [ops.crossover(rng.choice(parents), rng.choice(parents), rng)
-                     for _ in range(evolution.crossovers)]
+        children += [
+            ops.crossover(rng.choice(parents), rng.choice(parents), rng)
+            for _ in range(evolution.crossovers)
+        ]
         added = sum(pool.add(child) for child in children)
         added += pool.immigrate(len(children) - added + evolution.room, rng)
         stall = 0 if added else stall + 1
@@ -192,4 +227,3 @@ def pareto_front(results: Iterable[SearchResult]) -> list[Record]:
     records = list({r.schedule: r for result in results for r in result.records}.values())
     keep = front_indices([r.predicted_speedup for r in records], [r.fitness for r in records])
     return [records[k] for k in keep]
-

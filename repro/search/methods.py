@@ -12,42 +12,98 @@ from repro.search.operators import SegmentOps, StepOps, stepwise_feasible
 from repro.search.space import Fitness, SegmentSpace
 
 
-def segment_evolution(space: SegmentSpace, fitness: Fitness, budget: Budget, *, n_eval: int,
-                      evolution: Evolution = DEFAULT_EVOLUTION, seed_uniform: bool = True,
-                      seed: int = 0, known: Mapping[str, float] | None = None,
-                      on_record: Callable[[Record], None] | None = None,
-                      generations: int | None = None, max_stall: int = 10) -> SearchResult:
+def segment_evolution(
+    space: SegmentSpace,
+    fitness: Fitness,
+    budget: Budget,
+    *,
+    n_eval: int,
+    evolution: Evolution = DEFAULT_EVOLUTION,
+    seed_uniform: bool = True,
+    seed: int = 0,
+    known: Mapping[str, float] | None = None,
+    on_record: Callable[[Record], None] | None = None,
+    generations: int | None = None,
+    max_stall: int = 10,
+) -> SearchResult:
     """Flexiffusion: evolutionary search over segment genomes under the budget."""
-    return run_search("segment-evolution", SegmentOps(space, budget), fitness, budget,
-                   n_eval=n_eval, evolution=evolution, seed_uniform=seed_uniform, seed=seed,
-                   known=known, on_record=on_record, generations=generations,
-                   max_stall=max_stall)
+    return run_search(
+        "segment-evolution",
+        SegmentOps(space, budget),
+        fitness,
+        budget,
+        n_eval=n_eval,
+        evolution=evolution,
+        seed_uniform=seed_uniform,
+        seed=seed,
+        known=known,
+        on_record=on_record,
+        generations=generations,
+        max_stall=max_stall,
+    )
 
 
-def random_search(space: SegmentSpace, fitness: Fitness, budget: Budget, *, n_eval: int,
-                  seed_uniform: bool = True, seed: int = 0,
-                  known: Mapping[str, float] | None = None,
-                  on_record: Callable[[Record], None] | None = None) -> SearchResult:
+def random_search(
+    space: SegmentSpace,
+    fitness: Fitness,
+    budget: Budget,
+    *,
+    n_eval: int,
+    seed_uniform: bool = True,
+    seed: int = 0,
+    known: Mapping[str, float] | None = None,
+    on_record: Callable[[Record], None] | None = None,
+) -> SearchResult:
     """The seeds, then random feasible segment genomes: the control for the evolution."""
-    return run_search("segment-random", SegmentOps(space, budget), fitness, budget,
-                   n_eval=n_eval, evolution=None, seed_uniform=seed_uniform, seed=seed,
-                   known=known, on_record=on_record, generations=None, max_stall=0)
+    return run_search(
+        "segment-random",
+        SegmentOps(space, budget),
+        fitness,
+        budget,
+        n_eval=n_eval,
+        evolution=None,
+        seed_uniform=seed_uniform,
+        seed=seed,
+        known=known,
+        on_record=on_record,
+        generations=None,
+        max_stall=0,
+    )
 
 
-def stepwise_evolution(steps: int, fitness: Fitness, budget: Budget, *, n_eval: int,
-                       evolution: Evolution = DEFAULT_EVOLUTION, seed_uniform: bool = True,
-                       seed: int = 0, known: Mapping[str, float] | None = None,
-                       on_record: Callable[[Record], None] | None = None,
-                       generations: int | None = None, max_stall: int = 10,
-                       mutation_prob: float = 0.1) -> SearchResult:
+def stepwise_evolution(
+    steps: int,
+    fitness: Fitness,
+    budget: Budget,
+    *,
+    n_eval: int,
+    evolution: Evolution = DEFAULT_EVOLUTION,
+    seed_uniform: bool = True,
+    seed: int = 0,
+    known: Mapping[str, float] | None = None,
+    on_record: Callable[[Record], None] | None = None,
+    generations: int | None = None,
+    max_stall: int = 10,
+    mutation_prob: float = 0.1,
+) -> SearchResult:
     """AutoDiffusion's search on a grid of ``steps`` (the teacher's, or the model's training
     grid with a budget whose ``reference_calls`` is the teacher's): which steps are full
     (F), the rest null; per-step mutation with probability ``mutation_prob``, crossover and
     immigrants."""
-    return run_search("stepwise-evolution", StepOps(steps, budget, mutation_prob), fitness,
-                   budget, n_eval=n_eval, evolution=evolution, seed_uniform=seed_uniform,
-                   seed=seed, known=known, on_record=on_record, generations=generations,
-                   max_stall=max_stall)
+    return run_search(
+        "stepwise-evolution",
+        StepOps(steps, budget, mutation_prob),
+        fitness,
+        budget,
+        n_eval=n_eval,
+        evolution=evolution,
+        seed_uniform=seed_uniform,
+        seed=seed,
+        known=known,
+        on_record=on_record,
+        generations=generations,
+        max_stall=max_stall,
+    )
 
 
 def segment_reachable(space: SegmentSpace, budget: Budget, grid: int, calls: int) -> None:
@@ -83,11 +139,14 @@ METHODS: dict[str, SearchMethod] = {}  # name -> method, in registration order
 
 def register(method: SearchMethod) -> SearchMethod:
     """Add a search method to the registry that suites, the CLI and the runner read."""
-    taken = [m for m in METHODS.values()
-             if method.name == m.name or method.result_name == m.result_name]
+    taken = [
+        m for m in METHODS.values() if method.name == m.name or method.result_name == m.result_name
+    ]
     if taken:
-        raise ValueError(f"search method {method.name!r} ({method.result_name}) is already "
-                         f"registered as {taken[0].name!r} ({taken[0].result_name})")
+        raise ValueError(
+            f"search method {method.name!r} ({method.result_name}) is already "
+            f"registered as {taken[0].name!r} ({taken[0].result_name})"
+        )
     METHODS[method.name] = method
     return method
 
@@ -97,17 +156,26 @@ def by_result_name(result_name: str) -> SearchMethod:
     for method in METHODS.values():
         if method.result_name == result_name:
             return method
-    raise ValueError(f"unknown search method {result_name!r}; known: "
-                     f"{', '.join(m.result_name for m in METHODS.values())}")
+    raise ValueError(
+        f"unknown search method {result_name!r}; known: "
+        f"{', '.join(m.result_name for m in METHODS.values())}"
+    )
 
 
-def run_method(method: str, space: SegmentSpace, *, evolution: Evolution = DEFAULT_EVOLUTION,
-               generations: int | None = None, stepwise_steps: int | None = None,
-               **common) -> SearchResult:
+def run_method(
+    method: str,
+    space: SegmentSpace,
+    *,
+    evolution: Evolution = DEFAULT_EVOLUTION,
+    generations: int | None = None,
+    stepwise_steps: int | None = None,
+    **common,
+) -> SearchResult:
     """One search by the name results give its ``method`` (the step-wise search runs on a
     grid of ``stepwise_steps``, default the space's step count)."""
-    return by_result_name(method).run(space, evolution=evolution, generations=generations,
-                                      stepwise_steps=stepwise_steps, **common)
+    return by_result_name(method).run(
+        space, evolution=evolution, generations=generations, stepwise_steps=stepwise_steps, **common
+    )
 
 
 def _segment(space, *, evolution, generations, stepwise_steps, **common):
@@ -115,8 +183,9 @@ def _segment(space, *, evolution, generations, stepwise_steps, **common):
 
 
 def _stepwise(space, *, evolution, generations, stepwise_steps, **common):
-    return stepwise_evolution(stepwise_steps or space.steps, evolution=evolution,
-                              generations=generations, **common)
+    return stepwise_evolution(
+        stepwise_steps or space.steps, evolution=evolution, generations=generations, **common
+    )
 
 
 def _random(space, *, evolution, generations, stepwise_steps, **common):
@@ -124,6 +193,13 @@ def _random(space, *, evolution, generations, stepwise_steps, **common):
 
 
 register(SearchMethod("segment", "segment-evolution", _segment))
-register(SearchMethod("stepwise", "stepwise-evolution", _stepwise, training_grid=True,
-                      reachable=stepwise_reachable))
+register(
+    SearchMethod(
+        "stepwise",
+        "stepwise-evolution",
+        _stepwise,
+        training_grid=True,
+        reachable=stepwise_reachable,
+    )
+)
 register(SearchMethod("random", "segment-random", _random))

@@ -22,8 +22,7 @@ class _GeneCosts:
 
     def __init__(self, table: CostTable, fills: Sequence[int | None]):
         self.full, self.null = table.step_cost(FULL), table.step_cost(NULL)
-        self.fill = {f: self.full if f is FULL_FILL else table.step_cost(partial(f))
-                     for f in fills}
+        self.fill = {f: self.full if f is FULL_FILL else table.step_cost(partial(f)) for f in fills}
 
     def __call__(self, length: int, gene: Gene) -> float:
         active, fill = gene
@@ -44,12 +43,18 @@ def repair(genome: Genome, space: SegmentSpace, budget: Budget) -> Genome:
     lo, hi = budget.cost_window(space.steps)
     distance = _distance_to(lo, hi)
     lengths = genome.lengths
-    if (sum(costs(n, (1, FULL_FILL)) for n in lengths) > hi
-            or sum(costs(n, (n, FULL_FILL)) for n in lengths) < lo):
-        raise BudgetError(f"no genome at L={genome.seg_len} (T={space.steps}) reaches "
-                          f"{budget.target}x within tolerance {budget.tol:.0%}")
-    options = {n: [(active, fill) for active in range(1, n + 1) for fill in space.fills]
-               for n in set(lengths)}
+    if (
+        sum(costs(n, (1, FULL_FILL)) for n in lengths) > hi
+        or sum(costs(n, (n, FULL_FILL)) for n in lengths) < lo
+    ):
+        raise BudgetError(
+            f"no genome at L={genome.seg_len} (T={space.steps}) reaches "
+            f"{budget.target}x within tolerance {budget.tol:.0%}"
+        )
+    options = {
+        n: [(active, fill) for active in range(1, n + 1) for fill in space.fills]
+        for n in set(lengths)
+    }
     genes = list(genome.genes)
     while True:
         current = Genome(genome.steps, genome.seg_len, tuple(genes))
@@ -60,26 +65,40 @@ def repair(genome: Genome, space: SegmentSpace, budget: Budget) -> Genome:
         moves = _moves(lengths, genes, options, costs)  # latest segments first
         moved_to, _, _, m = min(
             (distance(cost + change), abs(change), option[1] != genes[k][1], m)
-            for m, (k, option, change) in enumerate(moves))
+            for m, (k, option, change) in enumerate(moves)
+        )
         stalled = distance(cost) or math.ulp(cost)  # or outside by a rounding hair
         if moved_to < stalled:
             k, option, _ = moves[m]
             genes[k] = option
             continue
         moved_to, _, _, _, x, y = min(
-            (distance(cost + moves[x][2] + moves[y][2]), abs(moves[x][2]) + abs(moves[y][2]),
-             -max(moves[x][0], moves[y][0]), -min(moves[x][0], moves[y][0]), x, y)
-            for x, y in combinations(range(len(moves)), 2) if moves[x][0] != moves[y][0])
+            (
+                distance(cost + moves[x][2] + moves[y][2]),
+                abs(moves[x][2]) + abs(moves[y][2]),
+                -max(moves[x][0], moves[y][0]),
+                -min(moves[x][0], moves[y][0]),
+                x,
+                y,
+            )
+            for x, y in combinations(range(len(moves)), 2)
+            if moves[x][0] != moves[y][0]
+        )
         if moved_to >= stalled:
-            raise BudgetError(f"repair stalled at L={genome.seg_len}: no pair of genes brings "
-                              f"{schedule} closer to {budget.target}x")
+            raise BudgetError(
+                f"repair stalled at L={genome.seg_len}: no pair of genes brings "
+                f"{schedule} closer to {budget.target}x"
+            )
         for k, option, _ in (moves[x], moves[y]):
             genes[k] = option
 
 
-def _moves(lengths: Sequence[int], genes: Sequence[Gene],
-           options: Mapping[int, Sequence[Gene]], costs: _GeneCosts,
-           ) -> list[tuple[int, Gene, float]]:
+def _moves(
+    lengths: Sequence[int],
+    genes: Sequence[Gene],
+    options: Mapping[int, Sequence[Gene]],
+    costs: _GeneCosts,
+) -> list[tuple[int, Gene, float]]:
     """(segment, new gene, cost change) of every one-gene move, latest segment first and
     each segment's options in order. The two latest segments of each distinct (length,
     gene) stand for their copies: earlier ones have the same moves and lose ties to the
@@ -90,8 +109,11 @@ def _moves(lengths: Sequence[int], genes: Sequence[Gene],
         segment = (lengths[k], genes[k])
         kept[segment] += 1
         if kept[segment] <= 2:
-            moves += [(k, option, costs(lengths[k], option) - costs(*segment))
-                      for option in options[lengths[k]] if option != genes[k]]
+            moves += [
+                (k, option, costs(lengths[k], option) - costs(*segment))
+                for option in options[lengths[k]]
+                if option != genes[k]
+            ]
     return moves
 
 
@@ -107,7 +129,7 @@ def reexpress(genome: Genome, seg_len: int, space: SegmentSpace) -> Genome:
     tokens = genome.schedule().steps
     genes = []
     for start in range(0, space.steps, seg_len):
-        active = [t for t in tokens[start:start + seg_len] if t != NULL]
+        active = [t for t in tokens[start : start + seg_len] if t != NULL]
         if active:
             active.remove(FULL if FULL in active else active[0])
         fills = [FULL_FILL if t == FULL else branch_of(t) for t in active]
@@ -129,7 +151,8 @@ class SegmentOps:
                 f"no schedule of the segment space (T={space.steps}, L in "
                 f"{list(space.seg_lens)}, branches {list(space.branches)}) reaches "
                 f"{budget.target}x within tolerance {budget.tol:.0%} under cost table "
-                f"'{budget.table.source}'")
+                f"'{budget.table.source}'"
+            )
 
     @staticmethod
     def schedule(genome: Genome) -> Schedule:
@@ -137,8 +160,11 @@ class SegmentOps:
 
     def seeds(self) -> list[Genome]:
         """Every uniform genome inside the window."""
-        return [g for g in self.space.uniform_genomes(self.space.fills)
-                if self.budget.admits(g.schedule())]
+        return [
+            g
+            for g in self.space.uniform_genomes(self.space.fills)
+            if self.budget.admits(g.schedule())
+        ]
 
     def immigrant(self, rng: random.Random) -> Genome | None:
         return self._repaired(self.space.random_genome(rng.choice(self.lens), rng))
@@ -181,12 +207,15 @@ def stepwise_sizes(steps: int, budget: Budget) -> list[int]:
     full, null = budget.table.step_cost(FULL), budget.table.step_cost(NULL)
     lo, hi = budget.cost_window(steps)
     slack = 1e-9 * max(hi, 1.0)
-    near = [k for k in range(1, steps + 1)
-            if lo - slack <= k * full + (steps - k) * null <= hi + slack]
+    near = [
+        k for k in range(1, steps + 1) if lo - slack <= k * full + (steps - k) * null <= hi + slack
+    ]
     sizes = [k for k in near if budget.admits(Schedule.fewer_steps(steps, k))]
     if not sizes:
-        raise BudgetError(f"no number of full steps out of {steps} gives {budget.target}x "
-                          f"within tolerance {budget.tol:.0%}")
+        raise BudgetError(
+            f"no number of full steps out of {steps} gives {budget.target}x "
+            f"within tolerance {budget.tol:.0%}"
+        )
     return sizes
 
 
@@ -211,8 +240,10 @@ class StepOps:
 
     def seeds(self) -> list[frozenset[int]]:
         """The evenly spaced kept steps (fewer sampler steps) at every size."""
-        return [frozenset(i for i, t in enumerate(Schedule.fewer_steps(self.steps, k))
-                          if t == FULL) for k in self.sizes]
+        return [
+            frozenset(i for i, t in enumerate(Schedule.fewer_steps(self.steps, k)) if t == FULL)
+            for k in self.sizes
+        ]
 
     def immigrant(self, rng: random.Random) -> frozenset[int]:
         k = rng.choice(self.sizes)
@@ -226,7 +257,7 @@ class StepOps:
         if not movable or not free:
             return None
         moved = [i for i in movable if rng.random() < self.mutation_prob]
-        moved = (moved or [rng.choice(movable)])[:len(free)]
+        moved = (moved or [rng.choice(movable)])[: len(free)]
         return frozenset(kept - set(moved) | set(rng.sample(free, len(moved))))
 
     @staticmethod

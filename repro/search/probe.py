@@ -45,14 +45,26 @@ class Probe:
     similarity: np.ndarray
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "steps": self.steps, "interval": self.interval,
-                "protocol": self.protocol, "seeds": list(self.seeds),
-                "partial_rfid": {str(b): v for b, v in self.partial_rfid.items()},
-                "null_rfid": self.null_rfid, "similarity": self.similarity.tolist()}
+        return {
+            "model": self.model,
+            "steps": self.steps,
+            "interval": self.interval,
+            "protocol": self.protocol,
+            "seeds": list(self.seeds),
+            "partial_rfid": {str(b): v for b, v in self.partial_rfid.items()},
+            "null_rfid": self.null_rfid,
+            "similarity": self.similarity.tolist(),
+        }
 
 
-def probe(model, steps: int, interval: int, seeds: list[int], extractor: FeatureExtractor,
-          cache: TeacherFeatureCache = TEACHER_FEATURES) -> Probe:
+def probe(
+    model,
+    steps: int,
+    interval: int,
+    seeds: list[int],
+    extractor: FeatureExtractor,
+    cache: TeacherFeatureCache = TEACHER_FEATURES,
+) -> Probe:
     """Probe ``model`` (a :class:`repro.models.LoadedModel`) at ``steps`` with DeepCache
     interval ``interval``, on the images of ``seeds``."""
     teacher, similarity = traced_teacher(model, steps, seeds)
@@ -64,16 +76,23 @@ def probe(model, steps: int, interval: int, seeds: list[int], extractor: Feature
         return rfid(candidate, teacher, extractor, cache).value
 
     return Probe(
-        model.name, steps, interval, f"rfid:{extractor.name}", tuple(seeds),
+        model.name,
+        steps,
+        interval,
+        f"rfid:{extractor.name}",
+        tuple(seeds),
         {b: quality(Schedule.deepcache(calls, interval, b)) for b in range(len(similarity))},
-        quality(Schedule.from_full_steps(calls, full_at, NULL)), similarity)
+        quality(Schedule.from_full_steps(calls, full_at, NULL)),
+        similarity,
+    )
 
 
 def traced_teacher(model, steps: int, seeds: list[int]) -> tuple[SampleSet, np.ndarray]:
     """The full model's samples, and the adjacent-step similarity of every branch's deep
     feature met on the way (one batch, so consecutive UNet calls are consecutive steps)."""
-    trace = (residual_similarity if family(model.unet).name == "transformer"
-             else deep_feature_similarity)
+    trace = (
+        residual_similarity if family(model.unet).name == "transformer" else deep_feature_similarity
+    )
     with trace(model.unet) as similarity:
         teacher = generate(model, steps, None, seeds, batch_size=len(seeds))
     return teacher, np.array(similarity)
@@ -94,21 +113,28 @@ def deep_feature_similarity(unet: torch.nn.Module) -> Iterator[list[list[float]]
     def remember_skip(index: int):
         def hook(module, args):
             skip_channels[index] = args[0].shape[1]
+
         return hook
 
     def compare_deep(index: int):
         def hook(module, args):
             joined = args[0]
-            deep = joined[:, :joined.shape[1] - skip_channels[index]].flatten(1).float()
+            deep = joined[:, : joined.shape[1] - skip_channels[index]].flatten(1).float()
             if index in previous:
                 cosine = torch.nn.functional.cosine_similarity(deep, previous[index], dim=1)
                 rows[index].append(float(cosine.mean()))
             previous[index] = deep
+
         return hook
 
-    handles = [handle for b in branches(unet) for handle in (
-        modules[b.skips_from].register_forward_pre_hook(remember_skip(b.index)),
-        modules[b.resumes_at].register_forward_pre_hook(compare_deep(b.index)))]
+    handles = [
+        handle
+        for b in branches(unet)
+        for handle in (
+            modules[b.skips_from].register_forward_pre_hook(remember_skip(b.index)),
+            modules[b.resumes_at].register_forward_pre_hook(compare_deep(b.index)),
+        )
+    ]
     try:
         yield rows
     finally:
@@ -132,6 +158,7 @@ def residual_similarity(model: torch.nn.Module) -> Iterator[list[list[float]]]:
     def note(index: int):
         def hook(module, args, kwargs):
             inputs[index] = streams[index].inputs(args, kwargs)[0]
+
         return hook
 
     def compare(module, args, kwargs, output):
@@ -143,8 +170,9 @@ def residual_similarity(model: torch.nn.Module) -> Iterator[list[list[float]]]:
                 rows[index].append(float(cosine.mean()))
             previous[index] = residual
 
-    handles = [block.register_forward_pre_hook(note(i), with_kwargs=True)
-               for i, block in enumerate(found)]
+    handles = [
+        block.register_forward_pre_hook(note(i), with_kwargs=True) for i, block in enumerate(found)
+    ]
     handles.append(found[-1].register_forward_hook(compare, with_kwargs=True))
     try:
         yield rows
@@ -161,19 +189,29 @@ def plot_similarity(result: Probe, path: Path | str) -> Path:
     from matplotlib.figure import Figure
 
     n_branches, n_pairs = result.similarity.shape
-    fig = Figure(figsize=(min(12.0, max(5.0, 0.3 * n_pairs + 2.5)), 0.35 * n_branches + 1.8),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(min(12.0, max(5.0, 0.3 * n_pairs + 2.5)), 0.35 * n_branches + 1.8),
+        layout="constrained",
+    )
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    image = ax.imshow(result.similarity, aspect="auto", cmap="viridis",
-                      vmin=min(float(result.similarity.min()), 1.0), vmax=1.0)
+    image = ax.imshow(
+        result.similarity,
+        aspect="auto",
+        cmap="viridis",
+        vmin=min(float(result.similarity.min()), 1.0),
+        vmax=1.0,
+    )
     fig.colorbar(image, ax=ax, label="cosine(deep feature at t, at t+1)")
-    ax.set_yticks(range(n_branches), [f"P{b}: {result.partial_rfid[b]:.2f}"
-                                      for b in range(n_branches)])
+    ax.set_yticks(
+        range(n_branches), [f"P{b}: {result.partial_rfid[b]:.2f}" for b in range(n_branches)]
+    )
     ax.set_xlabel("UNet call t of the full model")
     ax.set_ylabel(f"branch: {result.protocol} at DeepCache N={result.interval}")
-    ax.set_title(f"{result.model}, {result.steps} steps: N at the same full steps "
-                 f"{result.null_rfid:.2f}", fontsize="medium")
+    ax.set_title(
+        f"{result.model}, {result.steps} steps: N at the same full steps {result.null_rfid:.2f}",
+        fontsize="medium",
+    )
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     return Path(path)

@@ -48,6 +48,7 @@ def appender(path: Path, context: dict):
                 f.write(json.dumps({**record.to_dict(), "context": context}) + "\n")
         except OSError as error:  # disk full: one line naming the log (its lines so far stay)
             raise WriteFailed(error.errno, error.strerror, str(path)) from None
+
     return append
 
 

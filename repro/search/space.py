@@ -46,8 +46,13 @@ class Genome:
         return _segment_lengths(self.steps, self.seg_len)
 
     def schedule(self) -> Schedule:
-        return Schedule(tuple(token for length, gene in zip(self.lengths, self.genes, strict=True)
-                              for token in _segment_tokens(length, gene)))
+        return Schedule(
+            tuple(
+                token
+                for length, gene in zip(self.lengths, self.genes, strict=True)
+                for token in _segment_tokens(length, gene)
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -65,19 +70,29 @@ class SegmentSpace:
         bad = [n for n in self.seg_lens if not 1 <= n <= self.steps]
         if bad or not self.seg_lens:
             raise BudgetError(
-                f"segment lengths must lie in 1..{self.steps}; got {list(self.seg_lens)}")
+                f"segment lengths must lie in 1..{self.steps}; got {list(self.seg_lens)}"
+            )
         if not self.branches:
             raise BudgetError("the segment space needs at least one branch")
 
     @classmethod
-    def divisors(cls, steps: int, branches: Sequence[int], max_len: int | None = None,
-                 ) -> SegmentSpace:
+    def divisors(
+        cls,
+        steps: int,
+        branches: Sequence[int],
+        max_len: int | None = None,
+    ) -> SegmentSpace:
         lens = tuple(n for n in range(1, (max_len or steps) + 1) if steps % n == 0)
         return cls(steps, lens, tuple(branches))
 
     @classmethod
-    def of(cls, steps: int, branches: Sequence[int], seg_lens: Sequence[int] | None = None,
-           max_len: int = 10) -> SegmentSpace:
+    def of(
+        cls,
+        steps: int,
+        branches: Sequence[int],
+        seg_lens: Sequence[int] | None = None,
+        max_len: int = 10,
+    ) -> SegmentSpace:
         """``seg_lens`` when given, else every length from 1 to ``max_len`` (the suites' and
         ``repro search``'s ``max_seg_len``)."""
         lens = tuple(seg_lens) if seg_lens else tuple(range(1, min(max_len, steps) + 1))
@@ -89,9 +104,16 @@ class SegmentSpace:
 
     def genome(self, seg_len: int, genes: Iterable[Gene]) -> Genome:
         """The genome of these genes, each active count clipped to its segment's length."""
-        return Genome(self.steps, seg_len, tuple(
-            (min(active, length), fill) for length, (active, fill)
-            in zip(_segment_lengths(self.steps, seg_len), genes, strict=True)))
+        return Genome(
+            self.steps,
+            seg_len,
+            tuple(
+                (min(active, length), fill)
+                for length, (active, fill) in zip(
+                    _segment_lengths(self.steps, seg_len), genes, strict=True
+                )
+            ),
+        )
 
     def uniform_genomes(self, fills: Sequence[int | None]) -> Iterator[Genome]:
         """One gene for all segments, for every L, i and fill (at i = 1 only the first fill:
@@ -108,8 +130,9 @@ class SegmentSpace:
 
     def reaching(self, budget: Budget) -> tuple[int, ...]:
         """The segment lengths at which some genome meets the target."""
-        return tuple(n for n in self.seg_lens
-                     if budget.speedup(self.fastest(n).schedule()) >= budget.target)
+        return tuple(
+            n for n in self.seg_lens if budget.speedup(self.fastest(n).schedule()) >= budget.target
+        )
 
     def check_reachable(self, budget: Budget) -> None:
         """Fail before any sampling when even all-null segments fall short."""
@@ -117,11 +140,17 @@ class SegmentSpace:
             top = max(budget.speedup(self.fastest(n).schedule()) for n in self.seg_lens)
             raise BudgetError(
                 f"budget {budget.target}x is out of reach: the segment space (T={self.steps}, "
-                f"L in {list(self.seg_lens)}) tops out at {top:.3g}x")
+                f"L in {list(self.seg_lens)}) tops out at {top:.3g}x"
+            )
 
     def random_genome(self, seg_len: int, rng: random.Random) -> Genome:
-        return self.genome(seg_len, [(rng.randint(1, seg_len), rng.choice(self.fills))
-                                     for _ in range(math.ceil(self.steps / seg_len))])
+        return self.genome(
+            seg_len,
+            [
+                (rng.randint(1, seg_len), rng.choice(self.fills))
+                for _ in range(math.ceil(self.steps / seg_len))
+            ],
+        )
 
 
 def segment_schedule_at(space: SegmentSpace, budget: Budget) -> Genome:
@@ -135,12 +164,15 @@ def segment_schedule_at(space: SegmentSpace, budget: Budget) -> Genome:
     but may lie above the search's window ``target * (1 + tol)`` when no uniform genome
     falls inside. "Meets" is up to float rounding: summed through a table's overheads, the
     cost of ``F N`` five times over ten calls can come out 1.9999999999999996x."""
-    meeting = [((speedup, g.seg_len, *g.genes[0]), g)
-               for g in space.uniform_genomes(sorted(space.branches))
-               if (speedup := budget.speedup(g.schedule())) >= budget.target * (1 - 1e-12)]
+    meeting = [
+        ((speedup, g.seg_len, *g.genes[0]), g)
+        for g in space.uniform_genomes(sorted(space.branches))
+        if (speedup := budget.speedup(g.schedule())) >= budget.target * (1 - 1e-12)
+    ]
     if not meeting:
         raise BudgetError(
             f"no uniform segment schedule (T={space.steps}, L in {list(space.seg_lens)}, "
             f"branches {list(space.branches)}) reaches {budget.target}x under cost table "
-            f"'{budget.table.source}'")
+            f"'{budget.table.source}'"
+        )
     return min(meeting, key=lambda m: m[0])[1]

@@ -41,14 +41,16 @@ def flop_cost_table(unet, latents, unet_kwargs, t=None) -> CostTable:
 
 
 @torch.no_grad()
-def time_unet_call(unet, latents, unet_kwargs, token: str, repeats: int,
-                   t=None, clock: Clock = time.perf_counter) -> list[float]:
+def time_unet_call(
+    unet, latents, unet_kwargs, token: str, repeats: int, t=None, clock: Clock = time.perf_counter
+) -> list[float]:
     """Per-call wall times of one step kind (``F`` or ``P<b>``) under the engine."""
     t = torch.tensor(500, device=latents.device) if t is None else t
     with scheduled(unet, "F " + " ".join([token] * (repeats + 1))):
         call(unet, latents, t, **unet_kwargs)  # F: fills the cache
-        return median_seconds(lambda: call(unet, latents, t, **unet_kwargs), latents.device,
-                              repeats, clock=clock)
+        return median_seconds(
+            lambda: call(unet, latents, t, **unet_kwargs), latents.device, repeats, clock=clock
+        )
 
 
 def model_cost_table(spec, unet) -> CostTable:
@@ -63,8 +65,15 @@ def model_cost_table(spec, unet) -> CostTable:
     return table
 
 
-def cost_table(unet, sample: torch.Tensor, timestep: int = 500, *, calibrated: bool = False,
-               repeats: int = 5, **unet_kwargs) -> CostTable:
+def cost_table(
+    unet,
+    sample: torch.Tensor,
+    timestep: int = 500,
+    *,
+    calibrated: bool = False,
+    repeats: int = 5,
+    **unet_kwargs,
+) -> CostTable:
     """The public way to a cost table of ``unet`` for inputs like ``sample`` (and its
     conditioning ``unet_kwargs``): P<b>/F FLOP ratios of every branch, or with
     ``calibrated=True`` per-call time ratios measured on ``sample``'s device (``repeats``
@@ -75,9 +84,15 @@ def cost_table(unet, sample: torch.Tensor, timestep: int = 500, *, calibrated: b
     return flop_cost_table(unet, sample, unet_kwargs, t)
 
 
-def calibrate(unet, latents, unet_kwargs, repeats: int, branches: Sequence[int] | None = None,
-              clock: Clock = time.perf_counter, rounds: int = 1,
-              ) -> tuple[CostTable, dict[str, float]]:
+def calibrate(
+    unet,
+    latents,
+    unet_kwargs,
+    repeats: int,
+    branches: Sequence[int] | None = None,
+    clock: Clock = time.perf_counter,
+    rounds: int = 1,
+) -> tuple[CostTable, dict[str, float]]:
     """Measured P<b>/F time ratios and the per-call medians (seconds) they come from.
 
     Each round times ``repeats`` calls of every step kind in turn; with several ``rounds``
@@ -87,8 +102,7 @@ def calibrate(unet, latents, unet_kwargs, repeats: int, branches: Sequence[int] 
     calls: dict[str, list[float]] = {token: [] for token in tokens}
     for _ in range(rounds):
         for token in tokens:
-            calls[token] += time_unet_call(unet, latents, unet_kwargs, token, repeats,
-                                           clock=clock)
+            calls[token] += time_unet_call(unet, latents, unet_kwargs, token, repeats, clock=clock)
     medians = {token: statistics.median(seconds) for token, seconds in calls.items()}
     ratios = {b: medians[f"P{b}"] / medians["F"] for b in branches}
     return CostTable(ratios, source=calibrated_source(latents.device, clock)), medians
@@ -100,8 +114,9 @@ def calibrated_source(device: torch.device, clock: Clock) -> str:
 
 
 # -- cost model: kind costs and overheads fitted to measured loops ------------------------
-def fit_cost_table(loops: Sequence[tuple[Schedule, float]], call_seconds: Mapping[str, float],
-                   source: str) -> CostTable:
+def fit_cost_table(
+    loops: Sequence[tuple[Schedule, float]], call_seconds: Mapping[str, float], source: str
+) -> CostTable:
     """A cost table that predicts the measured ``loops`` (schedule, seconds).
 
     Timing alone cannot split a constant per UNet call from the kind costs (every call is
@@ -130,31 +145,44 @@ def fit_cost_table(loops: Sequence[tuple[Schedule, float]], call_seconds: Mappin
     # a kind whose fitted in-loop time is no more than the per-call term is timing noise (a
     # 1-repeat fit on a shared CPU gave P0 -0.017 of an F call): its isolated time on the
     # loop's clock stands, and with neither the table cannot be made
-    compute.update({kind: seconds - call_s for kind, seconds in in_loop.items()
-                    if seconds - call_s > 0 or kind not in call_seconds})
+    compute.update(
+        {
+            kind: seconds - call_s
+            for kind, seconds in in_loop.items()
+            if seconds - call_s > 0 or kind not in call_seconds
+        }
+    )
     broken = [kind for kind, seconds in compute.items() if seconds <= 0]
     if broken:
-        raise ValueError(f"the loops give {', '.join(broken)} no positive cost (timing noise): "
-                         "time more repeats")
+        raise ValueError(
+            f"the loops give {', '.join(broken)} no positive cost (timing noise): time more repeats"
+        )
     unit = compute[FULL]
     partial = {branch_of(k): s / unit for k, s in compute.items() if k != FULL}
-    return CostTable(dict(sorted(partial.items())), source, per_call=call_s / unit,
-                     per_step=step_s / unit)
+    return CostTable(
+        dict(sorted(partial.items())), source, per_call=call_s / unit, per_step=step_s / unit
+    )
 
 
-def _loop_seconds_per_kind(loops: Sequence[tuple[Schedule, float]],
-                           ) -> tuple[dict[str, float], float]:
+def _loop_seconds_per_kind(
+    loops: Sequence[tuple[Schedule, float]],
+) -> tuple[dict[str, float], float]:
     """Stage 1 of :func:`fit_cost_table`: seconds per call of each kind, seconds per step."""
-    kinds = sorted({t for schedule, _ in loops for t in schedule if t != NULL},
-                   key=lambda t: (t != FULL, t))
-    design = np.array([[schedule.steps.count(k) for k in kinds] + [len(schedule)]
-                       for schedule, _ in loops], dtype=float)
+    kinds = sorted(
+        {t for schedule, _ in loops for t in schedule if t != NULL}, key=lambda t: (t != FULL, t)
+    )
+    design = np.array(
+        [[schedule.steps.count(k) for k in kinds] + [len(schedule)] for schedule, _ in loops],
+        dtype=float,
+    )
     seconds = np.array([s for _, s in loops], dtype=float)
     if np.linalg.matrix_rank(design) < design.shape[1]:
         design = design[:, :-1]  # null steps do not vary apart from the calls
     if np.linalg.matrix_rank(design) < len(kinds):
-        raise ValueError(f"the loops do not separate the costs of {', '.join(kinds)}: "
-                         "time more schedules that mix them differently")
+        raise ValueError(
+            f"the loops do not separate the costs of {', '.join(kinds)}: "
+            "time more schedules that mix them differently"
+        )
     solution = _relative_least_squares(design, seconds, _reference_row(loops))
     if len(solution) > len(kinds) and solution[-1] < 0:  # timing noise: a null step costs
         design = design[:, :-1]  # at least nothing, and the bounded fit then fixes it at 0
@@ -183,8 +211,10 @@ def _relative_least_squares(design: np.ndarray, seconds: np.ndarray, exact: int)
     return np.linalg.solve(kkt, rhs)[:n]
 
 
-def _loop_against_isolated(in_loop: Mapping[str, float], call_seconds: Mapping[str, float],
-                           ) -> tuple[float, float]:
+def _loop_against_isolated(
+    in_loop: Mapping[str, float],
+    call_seconds: Mapping[str, float],
+) -> tuple[float, float]:
     """Stage 2 of :func:`fit_cost_table`: (scale, per-call seconds) of
     ``in_loop = scale x isolated + per_call`` over the kinds both hold (relative residuals)."""
     shared = [k for k in in_loop if k in call_seconds]
@@ -200,13 +230,20 @@ def _loop_against_isolated(in_loop: Mapping[str, float], call_seconds: Mapping[s
     return float(scale), float(call_s)
 
 
-def fitted_table(fit_rows: Mapping[str, Schedule], medians: Mapping[str, float],
-                 call_seconds: Mapping[str, float], device: torch.device, clock: Clock,
-                 ) -> CostTable:
+def fitted_table(
+    fit_rows: Mapping[str, Schedule],
+    medians: Mapping[str, float],
+    call_seconds: Mapping[str, float],
+    device: torch.device,
+    clock: Clock,
+) -> CostTable:
     """:func:`fit_cost_table` on the timed ``fit_rows`` (their median seconds by name in
     ``medians``)."""
-    return fit_cost_table([(s, medians[name]) for name, s in fit_rows.items()], call_seconds,
-                          calibrated_source(device, clock))
+    return fit_cost_table(
+        [(s, medians[name]) for name, s in fit_rows.items()],
+        call_seconds,
+        calibrated_source(device, clock),
+    )
 
 
 CALIBRATION_INTERVALS = (2, 3, 5, 10)
@@ -217,15 +254,19 @@ def calibration_schedules(calls: int, branches: Sequence[int]) -> dict[str, Sche
     at half (null steps against calls: the per-step cost), DeepCache N=2, 3, 5 and 10 per
     branch (each partial kind against F across the usual intervals: a least-squares fit
     over several averages out the timing noise of any one)."""
-    named = {"all-F": Schedule.full(calls),
-             "F then N": Schedule.fewer_steps(calls, 1),
-             f"fewer-steps keep={max(1, calls // 2)}": Schedule.fewer_steps(
-                 calls, max(1, calls // 2))}
-    named.update({f"DeepCache N={n} b={b}": Schedule.deepcache(calls, n, b)
-                  for b in branches for n in CALIBRATION_INTERVALS})
+    named = {
+        "all-F": Schedule.full(calls),
+        "F then N": Schedule.fewer_steps(calls, 1),
+        f"fewer-steps keep={max(1, calls // 2)}": Schedule.fewer_steps(calls, max(1, calls // 2)),
+    }
+    named.update(
+        {
+            f"DeepCache N={n} b={b}": Schedule.deepcache(calls, n, b)
+            for b in branches
+            for n in CALIBRATION_INTERVALS
+        }
+    )
     return named
-
-
 
 
 def cost_cautions(table: CostTable, repeats: int | None = None) -> list[str]:
@@ -236,26 +277,38 @@ def cost_cautions(table: CostTable, repeats: int | None = None) -> list[str]:
     lines = []
     dear = [b for b, c in sorted(table.partial.items()) if c >= 1.0]
     if dear:
-        lines.append(f"P{dear[0]}" + (f"-P{dear[-1]}" if len(dear) > 1 else "")
-                     + f" cost {min(table.partial[b] for b in dear):.2f}-"
-                     f"{max(table.partial[b] for b in dear):.2f}x a full call: partial steps "
-                     "there save nothing measurable (timing noise, or a device where the "
-                     "skipped work is not the bottleneck)")
+        lines.append(
+            f"P{dear[0]}"
+            + (f"-P{dear[-1]}" if len(dear) > 1 else "")
+            + f" cost {min(table.partial[b] for b in dear):.2f}-"
+            f"{max(table.partial[b] for b in dear):.2f}x a full call: partial steps "
+            "there save nothing measurable (timing noise, or a device where the "
+            "skipped work is not the bottleneck)"
+        )
     branches = sorted(table.partial)
-    falling = [b for a, b in zip(branches, branches[1:], strict=False)
-               if table.partial[b] < table.partial[a] - 0.05]
+    falling = [
+        b
+        for a, b in zip(branches, branches[1:], strict=False)
+        if table.partial[b] < table.partial[a] - 0.05
+    ]
     if falling:
-        lines.append(f"branch costs fall with depth at P{falling[0]}"
-                     + (f" and {len(falling) - 1} more" if len(falling) > 1 else "")
-                     + ": deeper branches run more of the model, so this is timing noise; "
-                     "time more repeats")
+        lines.append(
+            f"branch costs fall with depth at P{falling[0]}"
+            + (f" and {len(falling) - 1} more" if len(falling) > 1 else "")
+            + ": deeper branches run more of the model, so this is timing noise; "
+            "time more repeats"
+        )
     for name in ("per_call", "per_step"):
         value = getattr(table, name)
         if value < 0:
-            lines.append(f"fitted {name.replace('_', '-')} overhead {value:+.3f} of a full "
-                         "call is negative: noise in the loops it was fitted to (or, per "
-                         "call, a GPU overlapping launches)")
+            lines.append(
+                f"fitted {name.replace('_', '-')} overhead {value:+.3f} of a full "
+                "call is negative: noise in the loops it was fitted to (or, per "
+                "call, a GPU overlapping launches)"
+            )
     if repeats is not None and repeats < 3:
-        lines.append(f"{repeats} timing repeat{'s' if repeats != 1 else ''}: a median of "
-                     "fewer than 3 is one draw of the noise")
+        lines.append(
+            f"{repeats} timing repeat{'s' if repeats != 1 else ''}: a median of "
+            "fewer than 3 is one draw of the noise"
+        )
     return lines

@@ -53,10 +53,17 @@ def plain_loop(unet, scheduler, latents, unet_kwargs):
 
 
 @torch.no_grad()
-def _runs(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Schedule],
-          schedulers: dict[str, Callable[[], object]] | None, modes: Sequence[str],
-          caches: dict | None = None, counted: dict | None = None,
-          ) -> dict[str, tuple[str, Callable[[], object]]]:
+def _runs(
+    unet,
+    make_scheduler,
+    latents,
+    unet_kwargs,
+    schedules: dict[str, Schedule],
+    schedulers: dict[str, Callable[[], object]] | None,
+    modes: Sequence[str],
+    caches: dict | None = None,
+    counted: dict | None = None,
+) -> dict[str, tuple[str, Callable[[], object]]]:
     """Each schedule's loop under each step mode, by row name: (schedule text, run); a row in
     ``caches`` runs under that diffusers cache (eager only), its work put in ``counted``."""
     from repro.engine import accel
@@ -76,8 +83,10 @@ def _runs(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Sched
 
             def run(s=schedule, make=make, runner=runner, cache=cache, name=name):
                 scheduler = make()
-                with accel.running(unet, runner), under(cache, unet, scheduler, latents,
-                                                        model_kwargs, cfg) as work:
+                with (
+                    accel.running(unet, runner),
+                    under(cache, unet, scheduler, latents, model_kwargs, cfg) as work,
+                ):
                     out = denoise(unet, scheduler, latents, s, **unet_kwargs)
                 if work is not None:
                     counted[name] = work.total
@@ -98,12 +107,22 @@ def _helper_loop(unet, make_scheduler, latents, unet_kwargs, interval: int, bran
         helper.disable()
 
 
-def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, Schedule],
-               repeats: int, warmup: int, table: CostTable | None,
-               plain: bool = False, oracle: dict[str, tuple[int, int]] | None = None,
-               clock: Clock = time.perf_counter,
-               schedulers: dict[str, Callable[[], object]] | None = None,
-               modes: Sequence[str] = (), caches: dict | None = None) -> list[LoopTiming]:
+def time_loops(
+    unet,
+    make_scheduler,
+    latents,
+    unet_kwargs,
+    schedules: dict[str, Schedule],
+    repeats: int,
+    warmup: int,
+    table: CostTable | None,
+    plain: bool = False,
+    oracle: dict[str, tuple[int, int]] | None = None,
+    clock: Clock = time.perf_counter,
+    schedulers: dict[str, Callable[[], object]] | None = None,
+    modes: Sequence[str] = (),
+    caches: dict | None = None,
+) -> list[LoopTiming]:
     """Time each schedule's whole loop (UNet + scheduler steps), interleaved per repeat so
     that drift in machine speed hits every row alike; speedups are against the longest
     all-F row. ``schedulers``: per-name sampler factories for rows that run the sampler at
@@ -114,15 +133,19 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
     runs under, eagerly, with the work of its last loop (``LoopTiming.work``) for the
     caller's predicted speedup; none is the all-F reference."""
     counted: dict[str, float] = {}
-    runs = _runs(unet, make_scheduler, latents, unet_kwargs, schedules, schedulers, modes,
-                 caches, counted)
+    runs = _runs(
+        unet, make_scheduler, latents, unet_kwargs, schedules, schedulers, modes, caches, counted
+    )
     if plain:
-        runs[PLAIN] = ("(no hooks)", lambda: plain_loop(
-            unet, make_scheduler(), latents, unet_kwargs))
+        runs[PLAIN] = (
+            "(no hooks)",
+            lambda: plain_loop(unet, make_scheduler(), latents, unet_kwargs),
+        )
     for name, (interval, branch) in (oracle or {}).items():
-        runs[name] = (f"DeepCacheSDHelper(cache_interval={interval}, cache_branch_id={branch})",
-                      partial(_helper_loop, unet, make_scheduler, latents, unet_kwargs,
-                              interval, branch))
+        runs[name] = (
+            f"DeepCacheSDHelper(cache_interval={interval}, cache_branch_id={branch})",
+            partial(_helper_loop, unet, make_scheduler, latents, unet_kwargs, interval, branch),
+        )
     device = latents.device
     for _, fn in runs.values():
         median_seconds(fn, device, repeats=0, warmup=warmup)
@@ -131,9 +154,10 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
         for name, (_, fn) in runs.items():
             seconds[name] += median_seconds(fn, device, repeats=1, warmup=0, clock=clock)
     peaks, host = _peak_memory(runs, device)
-    full_name = max((n for n, s in schedules.items()
-                     if s.count("F") == len(s) and n not in (caches or {})),
-                    key=lambda n: len(schedules[n]))
+    full_name = max(
+        (n for n, s in schedules.items() if s.count("F") == len(s) and n not in (caches or {})),
+        key=lambda n: len(schedules[n]),
+    )
     base = statistics.median(seconds[full_name])
     calls = len(schedules[full_name])
     timings = []
@@ -142,15 +166,24 @@ def time_loops(unet, make_scheduler, latents, unet_kwargs, schedules: dict[str, 
         mode = mode.rstrip("]") or "eager"
         schedule = schedules.get(plain_name)
         own_base = statistics.median(seconds[in_mode(full_name, mode)]) if schedule else base
-        timings.append(LoopTiming(
-            name=name, schedule=text, seconds=seconds[name],
-            predicted_speedup=(schedule.speedup(table, calls)
-                               if schedule and table and name not in (caches or {}) else None),
-            measured_speedup=base / statistics.median(seconds[name]),
-            mode=mode, speedup_in_mode=own_base / statistics.median(seconds[name]),
-            work=counted.get(name), peak_memory_mb=peaks.get(name),
-            host_memory_mb=host.get(name),
-        ))
+        timings.append(
+            LoopTiming(
+                name=name,
+                schedule=text,
+                seconds=seconds[name],
+                predicted_speedup=(
+                    schedule.speedup(table, calls)
+                    if schedule and table and name not in (caches or {})
+                    else None
+                ),
+                measured_speedup=base / statistics.median(seconds[name]),
+                mode=mode,
+                speedup_in_mode=own_base / statistics.median(seconds[name]),
+                work=counted.get(name),
+                peak_memory_mb=peaks.get(name),
+                host_memory_mb=host.get(name),
+            )
+        )
     return timings
 
 
@@ -168,7 +201,7 @@ def _peak_memory(runs: dict, device) -> tuple[dict[str, float], dict[str, float]
             torch.cuda.reset_peak_memory_stats(device)
             fn()
             torch.cuda.synchronize(device)
-            gpu[name] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+            gpu[name] = torch.cuda.max_memory_allocated(device) / 2**20
         elif torch.device(device).type == "cpu":
             grown = peak_growth_mib(fn)
             if grown is not None:
@@ -184,11 +217,16 @@ def plain_caution(timings: Sequence[LoopTiming], within: float = 0.05) -> list[s
     plain = next((t for t in timings if t.name == PLAIN), None)
     if plain is None or abs(plain.measured_speedup - 1) <= within:
         return []
-    why = ("the engine's hooks cost more than the speedups assume" if plain.measured_speedup > 1
-           else "it cannot be slower than the same loop with hooks, so this is timing noise; "
-           "time more repeats")
-    return [f"the unhooked diffusers loop ran at {plain.measured_speedup:.2f}x the engine's "
-            f"all-F loop, not about 1.00x: {why}"]
+    why = (
+        "the engine's hooks cost more than the speedups assume"
+        if plain.measured_speedup > 1
+        else "it cannot be slower than the same loop with hooks, so this is timing noise; "
+        "time more repeats"
+    )
+    return [
+        f"the unhooked diffusers loop ran at {plain.measured_speedup:.2f}x the engine's "
+        f"all-F loop, not about 1.00x: {why}"
+    ]
 
 
 class Fit(NamedTuple):
@@ -199,9 +237,17 @@ class Fit(NamedTuple):
     loops: list[LoopTiming]
 
 
-def fit_on_device(unet, make_scheduler, call_inputs: tuple, loop_inputs: tuple, calls: int,
-                  branch: int, repeats: int, warmup: int = 1,
-                  clock: Clock = time.perf_counter) -> Fit:
+def fit_on_device(
+    unet,
+    make_scheduler,
+    call_inputs: tuple,
+    loop_inputs: tuple,
+    calls: int,
+    branch: int,
+    repeats: int,
+    warmup: int = 1,
+    clock: Clock = time.perf_counter,
+) -> Fit:
     """:func:`repro.speed.costs.fit_cost_table` on this device: per-call times of F and every
     P<b> on ``call_inputs`` (latents, kwargs: the UNet's batch), then the calibration loops
     of ``branch`` on ``loop_inputs`` (the images' latents and the loop's kwargs), each
@@ -210,10 +256,12 @@ def fit_on_device(unet, make_scheduler, call_inputs: tuple, loop_inputs: tuple, 
     latents, kwargs = call_inputs
     _, medians = calibrate(unet, latents, kwargs, repeats, clock=clock, rounds=repeats)
     fit_rows = calibration_schedules(calls, [branch])
-    timings = time_loops(unet, make_scheduler, *loop_inputs, fit_rows, repeats, warmup, None,
-                         clock=clock)
-    table = fitted_table(fit_rows, {t.name: t.median for t in timings}, medians,
-                         latents.device, clock)
+    timings = time_loops(
+        unet, make_scheduler, *loop_inputs, fit_rows, repeats, warmup, None, clock=clock
+    )
+    table = fitted_table(
+        fit_rows, {t.name: t.median for t in timings}, medians, latents.device, clock
+    )
     return Fit(table, medians, timings)
 
 
@@ -236,8 +284,15 @@ def _deepcache_helper(unet, scheduler, interval: int, branch: int):
 
 
 @torch.no_grad()
-def time_helper_partial_call(unet, scheduler, latents, unet_kwargs, branch: int,
-                             repeats: int, clock: Clock = time.perf_counter) -> list[float]:
+def time_helper_partial_call(
+    unet,
+    scheduler,
+    latents,
+    unet_kwargs,
+    branch: int,
+    repeats: int,
+    clock: Clock = time.perf_counter,
+) -> list[float]:
     """Per-call wall times of DeepCacheSDHelper's partial step at ``branch``."""
     scheduler.set_timesteps(repeats + 2)
     timesteps = list(scheduler.timesteps)
@@ -246,27 +301,39 @@ def time_helper_partial_call(unet, scheduler, latents, unet_kwargs, branch: int,
     try:
         call(unet, latents, timesteps[0], **unet_kwargs)  # index 0: full step
         calls = iter(timesteps[1:])
-        return median_seconds(lambda: call(unet, latents, next(calls), **unet_kwargs),
-                              latents.device, repeats, clock=clock)
+        return median_seconds(
+            lambda: call(unet, latents, next(calls), **unet_kwargs),
+            latents.device,
+            repeats,
+            clock=clock,
+        )
     finally:
         helper.disable()
 
 
-def compare_partial_calls(unet, scheduler, latents, unet_kwargs, branches: Sequence[int],
-                          rounds: int, calls_per_round: int = 5,
-                          clock: Clock = time.perf_counter,
-                          ) -> tuple[dict[str, float], dict[str, float]]:
+def compare_partial_calls(
+    unet,
+    scheduler,
+    latents,
+    unet_kwargs,
+    branches: Sequence[int],
+    rounds: int,
+    calls_per_round: int = 5,
+    clock: Clock = time.perf_counter,
+) -> tuple[dict[str, float], dict[str, float]]:
     """Median per-call time of P<b> under the engine and under DeepCache's helper, measured
     in alternating rounds so that drift in machine speed hits both alike."""
     engine: dict[str, list[float]] = {f"P{b}": [] for b in branches}
     helper: dict[str, list[float]] = {f"P{b}": [] for b in branches}
     for _ in range(rounds):
         for b in branches:
-            engine[f"P{b}"] += time_unet_call(unet, latents, unet_kwargs, f"P{b}",
-                                              calls_per_round, clock=clock)
-            helper[f"P{b}"] += time_helper_partial_call(unet, scheduler, latents, unet_kwargs,
-                                                        b, calls_per_round, clock)
-    return ({k: statistics.median(v) for k, v in engine.items()},
-            {k: statistics.median(v) for k, v in helper.items()})
-
-
+            engine[f"P{b}"] += time_unet_call(
+                unet, latents, unet_kwargs, f"P{b}", calls_per_round, clock=clock
+            )
+            helper[f"P{b}"] += time_helper_partial_call(
+                unet, scheduler, latents, unet_kwargs, b, calls_per_round, clock
+            )
+    return (
+        {k: statistics.median(v) for k, v in engine.items()},
+        {k: statistics.median(v) for k, v in helper.items()},
+    )

@@ -21,5 +21,14 @@ from repro.techniques.registry import (
     takers,
 )
 
-__all__ = ["TECHNIQUES", "Resolved", "Setting", "Technique", "TechniqueError", "get",
-           "plan_schedule", "register", "takers"]
+__all__ = [
+    "TECHNIQUES",
+    "Resolved",
+    "Setting",
+    "Technique",
+    "TechniqueError",
+    "get",
+    "plan_schedule",
+    "register",
+    "takers",
+]

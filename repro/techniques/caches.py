@@ -33,8 +33,9 @@ KNOBS = {
     "magcache": Knob("MagCacheConfig", "threshold", False, 0.06),
     "fastercache": Knob("FasterCacheConfig", "spatial_attention_block_skip_range", True, 2),
     # the config's own default (None) skips nothing; 2 is its docs' example
-    "pyramid-attention-broadcast": Knob("PyramidAttentionBroadcastConfig",
-                                        "spatial_attention_block_skip_range", True, 2),
+    "pyramid-attention-broadcast": Knob(
+        "PyramidAttentionBroadcastConfig", "spatial_attention_block_skip_range", True, 2
+    ),
     "seacache": Knob("SeaCacheConfig", "threshold", False, 0.25),
 }
 
@@ -55,8 +56,11 @@ class DiffusersCache(Technique):
     def row_name(self, baseline, knob) -> str:
         """``magcache threshold=0.2``, with the entry's scalar options after it (entries of
         one technique with other options share its front, each row named apart)."""
-        options = "".join(f" {key}={value}" for key, value in sorted(
-            (baseline.options or {}).items()) if isinstance(value, int | float | str))
+        options = "".join(
+            f" {key}={value}"
+            for key, value in sorted((baseline.options or {}).items())
+            if isinstance(value, int | float | str)
+        )
         return f"{self.name} {self.spec.field}={knob:g}{options}"
 
     def knob_problem(self, knobs, steps: int, calls: int) -> str | None:
@@ -71,8 +75,11 @@ class DiffusersCache(Technique):
 
     def check(self, baseline, setting: Setting) -> None:
         if setting.spec.backbone != "transformer":
-            raise TechniqueError("", f"{self.name} is one of diffusers' transformer caches; "
-                                 f"model {setting.spec.id!r} is a {setting.spec.backbone}")
+            raise TechniqueError(
+                "",
+                f"{self.name} is one of diffusers' transformer caches; "
+                f"model {setting.spec.id!r} is a {setting.spec.backbone}",
+            )
 
     def preflight(self, baseline) -> None:
         """Each setting's config as diffusers builds it (a field it lacks, a value it
@@ -88,12 +95,14 @@ class DiffusersCache(Technique):
         from repro.engine.caches import Cache
 
         value = int(knob) if self.spec.integer else float(knob)
-        return Cache(self.name, self.spec.field, value,
-                     tuple(sorted((baseline.options or {}).items())))
+        return Cache(
+            self.name, self.spec.field, value, tuple(sorted((baseline.options or {}).items()))
+        )
 
     def at_knob(self, baseline, knob, steps, calls, calls_at) -> Resolved:
-        return Resolved(self.row_name(baseline, knob), Schedule.full(calls),
-                        cache=self.cache(baseline, knob))
+        return Resolved(
+            self.row_name(baseline, knob), Schedule.full(calls), cache=self.cache(baseline, knob)
+        )
 
     def at_budget(self, baseline, budget, steps, calls, calls_at) -> Resolved:
         raise TechniqueError("settings", f"{self.name} decides at run time: give settings")

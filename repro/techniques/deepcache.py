@@ -23,19 +23,26 @@ def deepcache_row(baseline, interval: int, steps: int, calls: int) -> tuple[str,
     ``Baseline`` (technique, branch, and the non-uniform ``center`` and ``power``)."""
     b = baseline.branch
     if baseline.technique == "deepcache-nonuniform":
-        return (f"deepcache-nonuniform N={interval} b={b}", Schedule.deepcache_nonuniform(
-            steps, interval, b, center=baseline.center, power=baseline.power, calls=calls))
+        return (
+            f"deepcache-nonuniform N={interval} b={b}",
+            Schedule.deepcache_nonuniform(
+                steps, interval, b, center=baseline.center, power=baseline.power, calls=calls
+            ),
+        )
     if baseline.technique == "deepcache-quad":
-        return (f"deepcache-quad N={interval} b={b}", Schedule.deepcache_quad(
-            steps, interval, b, power=baseline.power, calls=calls))
+        return (
+            f"deepcache-quad N={interval} b={b}",
+            Schedule.deepcache_quad(steps, interval, b, power=baseline.power, calls=calls),
+        )
     return f"deepcache N={interval} b={b}", Schedule.deepcache(steps, interval, b, calls=calls)
 
 
 def deepcache_at_budget(steps: int, calls: int, budget: Budget, baseline) -> tuple[str, Schedule]:
     """A DeepCache row (any variant) at the smallest interval N whose predicted speedup
     reaches the target."""
-    return first_reaching(baseline.technique, budget,
-                          _producible(baseline, steps, calls, range(1, steps + 1)))
+    return first_reaching(
+        baseline.technique, budget, _producible(baseline, steps, calls, range(1, steps + 1))
+    )
 
 
 def _producible(baseline, steps: int, calls: int, intervals) -> Iterator[tuple[str, Schedule]]:

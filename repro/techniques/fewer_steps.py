@@ -10,8 +10,11 @@ from repro.techniques.registry import Resolved, Technique, first_reaching, regis
 
 def fewer_steps(steps: int, budget: Budget) -> tuple[str, Schedule]:
     """DDIM with fewer steps (F/N), the most steps whose speedup reaches the target."""
-    return first_reaching("fewer-steps", budget, [
-        (f"ddim {keep} steps", Schedule.fewer_steps(steps, keep)) for keep in range(steps, 0, -1)])
+    return first_reaching(
+        "fewer-steps",
+        budget,
+        [(f"ddim {keep} steps", Schedule.fewer_steps(steps, keep)) for keep in range(steps, 0, -1)],
+    )
 
 
 class FewerSteps(Technique):

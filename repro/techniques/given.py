@@ -20,8 +20,10 @@ class Given(Technique):
         except ScheduleError as error:
             raise TechniqueError("schedule", str(error)) from None
         if len(schedule) != setting.calls:
-            raise TechniqueError("schedule", f"{len(schedule)} steps, but the sampler makes "
-                                 f"{setting.calls} UNet calls")
+            raise TechniqueError(
+                "schedule",
+                f"{len(schedule)} steps, but the sampler makes {setting.calls} UNet calls",
+            )
 
     def untimeable(self, baseline, knob, steps, calls) -> str | None:
         length = len(Schedule.parse(baseline.schedule))

@@ -102,12 +102,14 @@ class Technique:
         limit, unit = self.knob_limit(steps, calls)
         return None if knob <= limit else f"{self.knob_symbol}={knob} > {limit} {unit}"
 
-    def at_knob(self, baseline, knob: int | None, steps: int, calls: int,
-                calls_at: CallsAt) -> Resolved:
+    def at_knob(
+        self, baseline, knob: int | None, steps: int, calls: int, calls_at: CallsAt
+    ) -> Resolved:
         raise NotImplementedError
 
-    def at_budget(self, baseline, budget: Budget, steps: int, calls: int,
-                  calls_at: CallsAt) -> Resolved:
+    def at_budget(
+        self, baseline, budget: Budget, steps: int, calls: int, calls_at: CallsAt
+    ) -> Resolved:
         raise NotImplementedError
 
 
@@ -134,18 +136,26 @@ def takers(field: str) -> list[str]:
     return [name for name, t in TECHNIQUES.items() if field in t.fields]
 
 
-def first_reaching(technique: str, budget: Budget,
-                   candidates: Iterable[tuple[str, Schedule]]) -> tuple[str, Schedule]:
+def first_reaching(
+    technique: str, budget: Budget, candidates: Iterable[tuple[str, Schedule]]
+) -> tuple[str, Schedule]:
     """The first candidate whose predicted speedup reaches the budget's target."""
     for name, schedule in candidates:
         if budget.speedup(schedule) >= budget.target:
             return name, schedule
-    raise BudgetError(f"{technique} cannot reach {budget.target}x "
-                      f"under cost table '{budget.table.source}'")
+    raise BudgetError(
+        f"{technique} cannot reach {budget.target}x under cost table '{budget.table.source}'"
+    )
 
 
-def plan_schedule(row, steps: int, calls_at: CallsAt, table: CostTable, tol: float,
-                  own_calls_at: CallsAt | None = None) -> Resolved:
+def plan_schedule(
+    row,
+    steps: int,
+    calls_at: CallsAt,
+    table: CostTable,
+    tol: float,
+    own_calls_at: CallsAt | None = None,
+) -> Resolved:
     """A suite's baseline row (``repro.config.suite.RowPlan``) of an experiment sampling
     ``steps`` steps (``calls_at(k)``: the UNet calls of k steps): its fixed knob or given
     schedule, or the knob that reaches its budget under ``table``. ``own_calls_at``: the

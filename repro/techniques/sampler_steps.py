@@ -18,8 +18,9 @@ from repro.techniques.registry import (
 )
 
 
-def sampler_steps(steps: int, budget: Budget, calls_at: CallsAt,
-                  reference_calls: int | None = None) -> tuple[str, Schedule, int]:
+def sampler_steps(
+    steps: int, budget: Budget, calls_at: CallsAt, reference_calls: int | None = None
+) -> tuple[str, Schedule, int]:
     """The sampler itself run at fewer steps (PLMS 25 instead of 50: its own timestep spacing
     and multistep history, unlike null steps on the 50-step grid), the most steps ``k``
     whose predicted speedup ``reference_calls / calls_at(k)`` reaches the target (default
@@ -38,8 +39,10 @@ def sampler_steps(steps: int, budget: Budget, calls_at: CallsAt,
         if calls / k_calls >= budget.target:
             return f"sampler {k} steps", Schedule.full(k_calls), k
         fewest, fewest_calls = k, k_calls
-    raise BudgetError(f"sampler-steps cannot reach {budget.target}x: at {fewest} steps, the "
-                      f"fewest, the sampler makes {fewest_calls} of {calls} UNet calls")
+    raise BudgetError(
+        f"sampler-steps cannot reach {budget.target}x: at {fewest} steps, the "
+        f"fewest, the sampler makes {fewest_calls} of {calls} UNet calls"
+    )
 
 
 class SamplerSteps(Technique):
@@ -83,8 +86,12 @@ class SamplerSteps(Technique):
             raise TechniqueError("steps", str(error)) from None
         try:
             for target in () if baseline.steps else setting.budgets:
-                sampler_steps(setting.steps, Budget(target, CostTable.bounds()), calls_at,
-                              reference_calls=setting.calls)
+                sampler_steps(
+                    setting.steps,
+                    Budget(target, CostTable.bounds()),
+                    calls_at,
+                    reference_calls=setting.calls,
+                )
         except BudgetError as error:
             raise TechniqueError("", str(error)) from None
 

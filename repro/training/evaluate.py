@@ -92,8 +92,9 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     from repro.metrics.frechet import frechet_distance as distance
     from repro.metrics.protocols import DIGITS_CNN
 
-    return distance(FeatureStatistics.of(features_a, DIGITS_CNN),
-                    FeatureStatistics.of(features_b, DIGITS_CNN))
+    return distance(
+        FeatureStatistics.of(features_a, DIGITS_CNN), FeatureStatistics.of(features_b, DIGITS_CNN)
+    )
 
 
 @torch.inference_mode()

@@ -77,7 +77,11 @@ RECIPES = {
     ),
     # digits-cond's recipe, trained longer: a DiT learns the digits more slowly per step
     "digits-dit": Recipe(
-        steps=DIT_STEPS, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999,
+        steps=DIT_STEPS,
+        batch_size=64,
+        lr=1e-3,
+        warmup_steps=100,
+        ema_decay=0.999,
         label_dropout=0.1,
     ),
 }
@@ -188,8 +192,11 @@ def _fit_diffusion(
         if conditional:
             dropped = torch.rand(len(labels), generator=generator) < recipe.label_dropout
             labels = labels.masked_fill(dropped, ClassEncoder.NULL_CLASS)
-            kwargs = ({"encoder_hidden_states": modules["encoder"](labels)} if "encoder" in modules
-                      else {"class_labels": labels})
+            kwargs = (
+                {"encoder_hidden_states": modules["encoder"](labels)}
+                if "encoder" in modules
+                else {"class_labels": labels}
+            )
         loss = F.mse_loss(modules["unet"](noisy, timesteps, **kwargs).sample, noise)
         _optimizer_step(optimizer, loss, modules)
         warmup.step()
@@ -364,8 +371,10 @@ def _round_to_stored(name: str, modules: nn.ModuleDict) -> None:
 
 def _state(modules: nn.ModuleDict, name: str) -> dict[str, torch.Tensor]:
     dtype = STORED_DTYPE.get(name, torch.float32)
-    return {key: (value.to(dtype) if value.is_floating_point() else value).detach().contiguous()
-            for key, value in modules.state_dict().items()}
+    return {
+        key: (value.to(dtype) if value.is_floating_point() else value).detach().contiguous()
+        for key, value in modules.state_dict().items()
+    }
 
 
 def _dumps(card: dict) -> str:

@@ -31,12 +31,15 @@ def ldm_original():
         "first_stage_model.encoder": Encoder(**ae),
         "first_stage_model.decoder": Decoder(**ae),
         "first_stage_model.quant_conv": torch.nn.Conv2d(ae["z_channels"], stage["embed_dim"], 1),
-        "first_stage_model.post_quant_conv": torch.nn.Conv2d(stage["embed_dim"],
-                                                             ae["z_channels"], 1),
-        "first_stage_model.quantize.embedding": torch.nn.Embedding(stage["n_embed"],
-                                                                   stage["embed_dim"]),
-        "cond_stage_model.embedding": torch.nn.Embedding(classes["n_classes"],
-                                                         classes["embed_dim"]),
+        "first_stage_model.post_quant_conv": torch.nn.Conv2d(
+            stage["embed_dim"], ae["z_channels"], 1
+        ),
+        "first_stage_model.quantize.embedding": torch.nn.Embedding(
+            stage["n_embed"], stage["embed_dim"]
+        ),
+        "cond_stage_model.embedding": torch.nn.Embedding(
+            classes["n_classes"], classes["embed_dim"]
+        ),
     }
     return parts, {f"{p}.{k}": v for p, m in parts.items() for k, v in m.state_dict().items()}
 
@@ -59,10 +62,15 @@ def main():
     ldm_state = {f"{p}.{k}": v for p, m in parts.items() for k, v in m.state_dict().items()}
     adm_state = adm.state_dict()
     out = Path(__file__).with_name("original_layouts.json")
-    out.write_text(json.dumps({
-        "ldm": {k: list(v.shape) for k, v in ldm_state.items()},
-        "adm": {k: list(v.shape) for k, v in adm_state.items()},
-    }, indent=0))
+    out.write_text(
+        json.dumps(
+            {
+                "ldm": {k: list(v.shape) for k, v in ldm_state.items()},
+                "adm": {k: list(v.shape) for k, v in adm_state.items()},
+            },
+            indent=0,
+        )
+    )
     converted = convert_ldm(ldm_state, ldm_spec, LDM_TINY)
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
     labels = torch.tensor([1, 4])

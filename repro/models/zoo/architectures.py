@@ -21,8 +21,11 @@ from torch import nn
 
 from repro.models.zoo.configs import DDIM_CONFIG, NOISE_SCHEDULE, NUM_CLASSES, RESOLUTION
 
-UNET_CLASSES = {"digits-ddpm": UNet2DModel, "digits-cond": UNet2DConditionModel,
-                "digits-dit": DiTTransformer2DModel}
+UNET_CLASSES = {
+    "digits-ddpm": UNet2DModel,
+    "digits-cond": UNet2DConditionModel,
+    "digits-dit": DiTTransformer2DModel,
+}
 
 
 def build_unet(name: str, config: dict) -> nn.Module:
@@ -42,6 +45,7 @@ def dit_initialised(model: DiTTransformer2DModel) -> DiTTransformer2DModel:
     Each block carries its own label embedding whose dropout draws its own random numbers,
     so a label would be dropped in one block and kept in the next: training drops labels
     once per sample instead, and the embeddings' dropout is 0 (their null row stays)."""
+
     def linear(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight)
