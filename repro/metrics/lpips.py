@@ -49,16 +49,15 @@ def lpips_weights_path(path: str | Path | None = None) -> Path:
 
 
 class LpipsNetwork:
-    """torchmetrics' LPIPS network with its AlexNet backbone from ``backbone`` (a state dict
-    with torchvision's ``features.<i>.*`` keys); ``None`` keeps the random backbone torchvision
-    builds from its config (tests)."""
+    """torchmetrics' LPIPS network (its shipped linear layers; ``pnet_rand`` so that building
+    it downloads nothing) with its AlexNet backbone from ``backbone``, a state dict with
+    torchvision's ``features.<i>.*`` keys."""
 
-    def __init__(self, backbone: dict | None, device: str | torch.device = "cpu"):
+    def __init__(self, backbone: dict, device: str | torch.device = "cpu"):
         from torchmetrics.functional.image.lpips import _NoTrainLpips
 
         self.network = _NoTrainLpips(net="alex", pretrained=True, pnet_rand=True)
-        if backbone is not None:
-            self._load_backbone(backbone)
+        self._load_backbone(backbone)
         self.network.to(device).eval()
         self.device = device
 

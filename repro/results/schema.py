@@ -68,7 +68,7 @@ class Row(BaseModel):
     published: dict[str, Any] | None = None
     intervals: dict[str, list[float | None]] | None = None
     cache: dict[str, Any] | None = None
-    computed: dict[str, float] | None = None
+    computed: dict[str, int | float] | None = None
 
     @classmethod
     def of(cls, data: dict, where: str = "row") -> Row:
