@@ -7,7 +7,6 @@ Hugging Face cache open_clip downloads into, or a local file; nothing is downloa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 from PIL import Image
 
 from repro.infra.progress import bar
-from repro.metrics.errors import MetricInputError, MissingMetricWeightsError
+from repro.metrics.errors import MetricInputError, MissingMetricWeightsError, given_weights
 from repro.metrics.protocols import CLIP_ARCH, CLIP_ENV, CLIP_PROTOCOL, CLIP_TAG
 from repro.metrics.result import MetricResult
 
@@ -26,13 +25,9 @@ WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 def clip_weights_path(path: str | Path | None = None) -> Path:
     """``path``, else ``$REPRO_CLIP_WEIGHTS``, else the file in the Hugging Face cache."""
-    given = path or os.environ.get(CLIP_ENV)
+    given = given_weights(path, CLIP_ENV, f"CLIP weights ({HF_REPO}/{WEIGHT_FILES[0]})")
     if given:
-        if not Path(given).is_file():
-            raise MissingMetricWeightsError(
-                f"CLIP weights file {given} does not exist (expected {HF_REPO}/{WEIGHT_FILES[0]})"
-            )
-        return Path(given)
+        return given
     from huggingface_hub import try_to_load_from_cache
 
     for name in WEIGHT_FILES:

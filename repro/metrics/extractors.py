@@ -7,7 +7,6 @@ read from local files: a missing file is a :class:`MissingMetricWeightsError` na
 
 from __future__ import annotations
 
-import os
 import pickle
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 
 from repro.infra.digests import state_dict_digest
 from repro.infra.progress import bar
-from repro.metrics.errors import MetricInputError, MissingMetricWeightsError
+from repro.metrics.errors import MetricInputError, MissingMetricWeightsError, given_weights
 from repro.metrics.protocols import DIGITS_CNN, EXTRACTORS, INCEPTION, INCEPTION_ENV
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -133,14 +132,9 @@ class InceptionExtractor(FeatureExtractor):
 def inception_weights_path(path: str | Path | None = None) -> Path:
     """The InceptionV3 weights: ``path``, else ``$REPRO_INCEPTION_WEIGHTS``, else the torch
     hub cache (``torch.hub.get_dir()/checkpoints``). Never downloads."""
-    given = path or os.environ.get(INCEPTION_ENV)
+    given = given_weights(path, INCEPTION_ENV, f"Inception weights (a copy of {INCEPTION_FILE})")
     if given:
-        if not Path(given).is_file():
-            raise MissingMetricWeightsError(
-                f"Inception weights file {given} does not exist (expected a copy of "
-                f"{INCEPTION_FILE})"
-            )
-        return Path(given)
+        return given
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     for name in INCEPTION_FILES:
         if (hub / name).is_file():

@@ -12,13 +12,12 @@ intervals, as ``psnr``'s are; 0 is an identical image.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from repro.metrics.errors import MetricInputError, MissingMetricWeightsError
+from repro.metrics.errors import MetricInputError, MissingMetricWeightsError, given_weights
 from repro.metrics.fid import paired_rows
 from repro.metrics.protocols import LPIPS, LPIPS_ENV
 from repro.metrics.result import MetricResult
@@ -31,14 +30,9 @@ MIN_SIDE = 64
 def lpips_weights_path(path: str | Path | None = None) -> Path:
     """The AlexNet weights: ``path``, else ``$REPRO_LPIPS_WEIGHTS``, else torchvision's file
     in the torch hub cache (``torch.hub.get_dir()/checkpoints``). Never downloads."""
-    given = path or os.environ.get(LPIPS_ENV)
+    given = given_weights(path, LPIPS_ENV, f"LPIPS backbone weights (torchvision's {LPIPS_FILE})")
     if given:
-        if not Path(given).is_file():
-            raise MissingMetricWeightsError(
-                f"LPIPS backbone weights file {given} does not exist (expected a copy of "
-                f"torchvision's {LPIPS_FILE})"
-            )
-        return Path(given)
+        return given
     hub = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_FILE
     if hub.is_file():
         return hub
