@@ -469,6 +469,19 @@ def test_the_committed_smoke_run_gated_against_itself_passes(capsys):
     assert "REGRESSED" not in out and "within the noise" not in out
 
 
+def test_the_committed_smoke_run_is_the_smoke_suite_as_it_resolves_now():
+    """`tox -e regression` gates a fresh smoke run against the newest committed one, which the
+    gate refuses when the suite's resolved settings differ: a change that moves the digest
+    (a new suite field, a changed default) must commit a new smoke run with it."""
+    from repro.config.suite import find, load
+
+    run = max(Path(__file__).parent.parent.glob("results/smoke/*/results.json"))
+    recorded = json.loads(run.read_text())["suite"]["digest"]
+    assert recorded == load(find("smoke")).digest, (
+        f"{run.parent.name} was made under other settings"
+    )
+
+
 # -- the rule's error rates, simulated ---------------------------------------------------------
 TOLERANCE = 0.25  # in units of one seed's standard deviation
 

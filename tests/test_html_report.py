@@ -115,7 +115,9 @@ def test_report_html_of_a_real_run_is_self_contained(tmp_path, capsys):
     page = Page(out.read_text())
     _check_self_contained(page, images)
     _check_tables(page, results)
-    environment = [[key, str(value)] for key, value in results.environment.items()]
+    environment = [
+        [key, "" if value is None else str(value)] for key, value in results.environment.items()
+    ]
     assert environment in page.tables
     text = "".join(page.text)
     assert results.command in text  # the command the committed run was made with
