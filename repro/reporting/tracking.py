@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -111,17 +112,12 @@ def log_bench(report: dict, *, uri: str | None = None, experiment: str | None = 
         experiment_id,
     ):
         environment = report.get("environment") or {}
-        tags = {
-            RUN_TAG: report["run_id"],
-            "repro.kind": "bench",
-            "mlflow.source.git.commit": environment.get("git_commit"),
-            **{f"repro.{key}": value for key, value in environment.items()},
-        }
+        tags = {RUN_TAG: report["run_id"], "repro.kind": "bench"}
         run_id = client.create_run(
             experiment_id,
             run_name=report["run_id"],
             start_time=_millis(report.get("started")),
-            tags={k: str(v) for k, v in tags.items() if v is not None},
+            tags={**_tags(tags), **_environment_tags(environment)},
         ).info.run_id
         try:
             params, metrics = bench_data(report)
@@ -139,7 +135,7 @@ def log_bench(report: dict, *, uri: str | None = None, experiment: str | None = 
                     run_id,
                     row,
                     report["run_id"],
-                    _provenance_tags(environment),
+                    _environment_tags(environment, CHILD_PROVENANCE),
                     span=(report.get("started"), report.get("finished")),
                 )
         except BaseException:
@@ -218,7 +214,7 @@ def _log_parent(client, experiment_id: str, results: Results, run_dir: Path) -> 
         for name in PARENT_DIRS:
             if (run_dir / name).is_dir():
                 client.log_artifacts(run_id, str(run_dir / name), name)
-        provenance = _provenance_tags(results.environment or {})
+        provenance = _environment_tags(results.environment or {}, CHILD_PROVENANCE)
         for row in results.rows:
             tags, metrics = row_verdicts(results, row)
             _log_row(
@@ -267,9 +263,10 @@ def _log_row(
     run's provenance, the row's verdicts) and ``extra`` metrics. Its start and end are its
     run's (``span``, ISO times): a run samples and times its rows together, so each row was
     made over the whole run, and its metrics are stamped with the run's end."""
-    started, finished = (_millis(moment) for moment in span)
     from mlflow.entities import Metric
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    started, finished = (_millis(moment) for moment in span)
 
     child = client.create_run(
         experiment_id,
@@ -295,30 +292,37 @@ def _parent_tags(results: Results) -> dict[str, str]:
     """``repro.run_id``, ``repro.suite``, ``repro.suite_version``, ``repro.<key>`` for each
     environment entry (``repro.git_commit``, ``repro.device``, ``repro.torch``, ...) and
     :func:`verdict_tags`."""
-    environment, suite = results.environment or {}, results.suite or {}
+    suite = results.suite or {}
     tags = {
         RUN_TAG: results.run_id,
         "repro.suite": suite.get("name"),
         "repro.suite_version": suite.get("version"),
         "repro.schema": results.schema_,
-        "mlflow.source.git.commit": environment.get("git_commit"),
-        **{f"repro.{key}": value for key, value in environment.items()},
         **verdict_tags(results),
     }
-    return {key: str(value) for key, value in tags.items() if value is not None}
+    return {**_tags(tags), **_environment_tags(results.environment or {})}
 
 
-def _provenance_tags(environment: dict) -> dict[str, str]:
-    """What each child run carries of its parent's provenance, so runs filter and chart by
-    commit, branch, dirtiness and device without joining on the parent."""
-    tags = {
-        "mlflow.source.git.commit": environment.get("git_commit"),
-        **{
-            f"repro.{key}": environment.get(key)
-            for key in ("git_commit", "git_branch", "git_dirty", "git_diff", "device")
-        },
-    }
-    return {key: str(value) for key, value in tags.items() if value is not None}
+# what each child run carries of its parent's provenance, so runs filter and chart by commit,
+# branch, dirtiness and device without joining on the parent
+CHILD_PROVENANCE = ("git_commit", "git_branch", "git_dirty", "git_diff", "device")
+
+
+def _environment_tags(environment: dict, keys: Sequence[str] | None = None) -> dict[str, str]:
+    """A run's provenance as tags: ``mlflow.source.git.commit`` and ``repro.<key>`` for each
+    environment entry (only ``keys`` where given)."""
+    chosen = environment if keys is None else {key: environment.get(key) for key in keys}
+    return _tags(
+        {
+            "mlflow.source.git.commit": environment.get("git_commit"),
+            **{f"repro.{key}": value for key, value in chosen.items()},
+        }
+    )
+
+
+def _tags(values: dict) -> dict[str, str]:
+    """Values as MLflow tags: text, the null ones left out."""
+    return {key: str(value) for key, value in values.items() if value is not None}
 
 
 def row_verdicts(results: Results, row: Row) -> tuple[dict[str, str], dict[str, float]]:
