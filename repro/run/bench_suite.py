@@ -19,6 +19,7 @@ from repro.core.schedule import CostTable, Schedule
 from repro.infra.timing import clock_for, environment
 from repro.models.guidance import cfg_scale
 from repro.speed.bench import (
+    caution_lines,
     clock_note,
     cost_markdown,
     environment_lines,
@@ -497,8 +498,7 @@ def _experiment_markdown(exp: dict, modes: bool) -> list[str]:
         + ", ".join(f"{t['name']} {t['median_s']:.3f} s" for t in exp["calibration_loops"]),
         "",
     ]
-    if exp.get("cautions"):
-        lines += ["**Measurement warnings:**", ""] + [f"- {c}" for c in exp["cautions"]] + [""]
+    lines += caution_lines(exp.get("cautions"))
     if exp["skipped"]:
         lines += (
             ["Not timed:", ""] + [f"- {s['name']}: {s['reason']}" for s in exp["skipped"]] + [""]

@@ -214,6 +214,13 @@ def milliseconds(medians: dict[str, float]) -> dict[str, str]:
     }
 
 
+def caution_lines(cautions: list[str] | None) -> list[str]:
+    """A report's measurement warnings as a markdown section (none: no lines)."""
+    if not cautions:
+        return []
+    return ["**Measurement warnings:**", "", *(f"- {c}" for c in cautions), ""]
+
+
 def cost_markdown(cost_rows: dict[str, dict[str, str]]) -> str:
     import pandas as pd
 
@@ -299,6 +306,5 @@ def report_markdown(report: dict, command: str | None = None) -> str:
         if key in report:
             cost_rows[label] = milliseconds(report[key])
     lines += ["Per-call costs:", "", cost_markdown(cost_rows), ""]
-    if report.get("cautions"):
-        lines += ["**Measurement warnings:**", ""] + [f"- {c}" for c in report["cautions"]] + [""]
+    lines += caution_lines(report.get("cautions"))
     return "\n".join(lines)
